@@ -1,0 +1,53 @@
+# riskloop — every verb is a line or two that calls a tool. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+PY := .venv/bin/python
+RISKLOOP := .venv/bin/riskloop
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+help: ## list the verbs
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## create/sync .venv from uv.lock (installs uv if missing)
+	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"
+	uv sync --frozen --quiet
+
+run: setup ## the main job: data, training pipeline twice (champion, then gated challenger); KEEP=1 keeps state
+	$(PY) -m riskloop.demo $(if $(KEEP),--keep,)
+
+test: setup ## unit + local + integration tests, with real services on loopback
+	scripts/services.sh install
+	scripts/services.sh start
+	set -a; . .riskloop/services/env; set +a; \
+	  $(PY) -m pytest tests/unit tests/local tests/integration; rc=$$?; \
+	  scripts/services.sh stop; exit $$rc
+
+test-unit: setup ## only the fast unit tests
+	$(PY) -m pytest tests/unit
+
+lint: setup ## ruff and mypy --strict on src, components, pipelines
+	.venv/bin/ruff check src components pipelines tests benchmarks
+	.venv/bin/mypy --strict src components pipelines
+
+compile: setup ## compile the pipelines to KFP IR YAML under build/pipelines/
+	$(RISKLOOP) compile --out build/pipelines
+
+data-ulb: setup ## fetch the public ULB card-fraud set (ODbL) into the state dir
+	$(RISKLOOP) data fetch-ulb
+
+bench: setup ## run the benchmarks (results in benchmarks/README.md)
+	$(PY) benchmarks/bench_data.py
+
+services-start: ## start Redis, PostgreSQL, Prometheus, Pushgateway on 127.0.0.1
+	scripts/services.sh install
+	scripts/services.sh start
+
+services-stop: ## stop the test services
+	scripts/services.sh stop
+
+clean: ## remove local state and build outputs
+	rm -rf .riskloop build
+
+.PHONY: help setup run test test-unit lint compile data-ulb bench services-start services-stop clean

