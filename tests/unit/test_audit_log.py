@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import re
@@ -93,7 +94,7 @@ def test_append_and_read_round_trip(tmp_path: Path) -> None:
     assert log.head() == written[-1]
     assert [e.seq for e in written] == list(range(5))
     assert written[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(written, written[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(written))
     assert written[0].time == "2026-11-27T19:05:51.123456+00:00"
     for event in written:
         assert AuditEvent.from_json(event.to_json()) == event
@@ -285,7 +286,7 @@ def test_any_insertion_breaks_the_chain(
         forged = lines[data.draw(st.integers(0, n - 1), label="copied line index")]
     else:
         # The strongest forgery: right seq, right prev_hash, its own hash recomputed.
-        fields = {
+        fields: dict[str, Any] = {
             "seq": index,
             "time": T0.isoformat(timespec="microseconds"),
             "actor": data.draw(st.text(min_size=1, max_size=8), label="actor"),
@@ -354,7 +355,7 @@ def test_a_consistent_rewrite_is_caught_by_anchors_and_bounded_by_them(
     events = [AuditEvent.from_json(line.decode()) for line in base_lines]
     rewritten = list(events[:3])
     for original in events[3:]:
-        fields = {
+        fields: dict[str, Any] = {
             "seq": original.seq,
             "time": original.time,
             "actor": original.actor,
@@ -374,7 +375,7 @@ def test_a_consistent_rewrite_is_caught_by_anchors_and_bounded_by_them(
 
 
 def test_forged_unknown_event_with_recomputed_hash_is_reported() -> None:
-    fields = {
+    fields: dict[str, Any] = {
         "seq": 0,
         "time": T0.isoformat(),
         "actor": "mallory",

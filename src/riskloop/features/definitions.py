@@ -16,13 +16,14 @@ definitions serve the library (``apply`` from Python), the ``feast`` CLI
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, RequestSource
-from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_view
+from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.types import Array, Float64, Int64, String
 from feast.value_type import ValueType
 
@@ -112,11 +113,15 @@ def build_definitions(offline_dir: Path) -> Definitions:
     request = RequestSource(name="transaction", schema=[
         Field(name="amount", dtype=Float64), Field(name="country", dtype=String),
         Field(name="event_hour", dtype=Float64)])
-    transaction_context = on_demand_feature_view(
-        sources=[card_daily, request], mode="python",
+    # Built directly rather than with Feast's decorator, which rewrites the function's
+    # module to __main__ and then cannot find its source a second time in one process.
+    # Pickled by reference: the feature server runs on our image, where riskloop is installed.
+    transaction_context = OnDemandFeatureView(
+        name="transaction_context", sources=[card_daily, request], mode="python",
         schema=[Field(name=f, dtype=Float64) for f in CONTEXT_FEATURES],
+        udf=_transaction_context, udf_string=inspect.getsource(_transaction_context),
         description="The transaction relative to the card's usual amount, country and hour",
-    )(_transaction_context)
+    )
     service = FeatureService(
         name=FEATURE_SERVICE,
         features=[card_daily, merchant_daily, card_recent, transaction_context],
