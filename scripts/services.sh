@@ -40,13 +40,18 @@ pg_bin_dir() {
     fi
 }
 
-# Prints "package" for every tool that is missing, one per line.
+# Prints the package of every missing tool, one per line; with "all" also
+# the tools that other project scripts need (wrk, shellcheck).
 missing_packages() {
     local -A tool_package=(
         [redis-server]=redis-server [redis-cli]=redis-server
         [prometheus]=prometheus [prometheus-pushgateway]=prometheus-pushgateway
-        [wrk]=wrk [shellcheck]=shellcheck [curl]=curl [psql]=postgresql
+        [curl]=curl [psql]=postgresql
     )
+    if [[ "${1:-}" == all ]]; then
+        tool_package[wrk]=wrk
+        tool_package[shellcheck]=shellcheck
+    fi
     local tool
     for tool in "${!tool_package[@]}"; do
         command -v "$tool" >/dev/null 2>&1 || printf '%s\n' "${tool_package[$tool]}"
@@ -56,9 +61,9 @@ missing_packages() {
 
 cmd_install() {
     local missing
-    missing="$(missing_packages | sort -u | tr '\n' ' ')"
+    missing="$(missing_packages all | sort -u | tr '\n' ' ')"
     if [[ -z "${missing// /}" ]]; then
-        log "all service binaries present"
+        log "all packages present: ${APT_PACKAGES[*]}"
         return 0
     fi
     if [[ $EUID -ne 0 ]]; then
@@ -69,7 +74,7 @@ cmd_install() {
     # Debian's policy-rc.d refuses starts; our servers are started by `start`.
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
-    missing="$(missing_packages | sort -u | tr '\n' ' ')"
+    missing="$(missing_packages all | sort -u | tr '\n' ' ')"
     [[ -z "${missing// /}" ]] || die "still missing after apt-get install: $missing"
     log "installed: ${APT_PACKAGES[*]}"
 }

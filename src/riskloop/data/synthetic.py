@@ -81,7 +81,7 @@ class GeneratorParams(BaseModel):
     seed: int = 7
     scenario: Scenario = Scenario.none
     drift_day: int | None = Field(default=None, ge=0, description="Day index the scenario starts; default days//2")
-    chargeback_mean_days: float = Field(default=7.0, gt=0)
+    chargeback_mean_days: float = Field(default=4.0, gt=1)
 
     @model_validator(mode="after")
     def _drift_inside(self) -> GeneratorParams:

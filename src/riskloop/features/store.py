@@ -41,7 +41,8 @@ from riskloop.features.definitions import (
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # importing feast costs seconds, so it happens inside functions
+if TYPE_CHECKING:
+    from riskloop.settings import Settings  # importing feast costs seconds, so it happens inside functions
     from feast import FeatureStore
 
 PROJECT = "riskloop"
@@ -61,6 +62,10 @@ class StoreConfig:
     @classmethod
     def local(cls, feast_dir: Path, **kw: Any) -> StoreConfig:
         return cls(repo_dir=feast_dir, offline_dir=feast_dir / "offline", **kw)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> StoreConfig:
+        return cls.local(s.feast_dir, online_store=s.feast.online_store, redis_connection=s.feast.redis_connection)
 
 
 def open_store(cfg: StoreConfig) -> FeatureStore:

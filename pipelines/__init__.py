@@ -1,0 +1,1 @@
+"""KFP pipelines: wiring only. Compiled by `riskloop compile` / `make compile`."""

@@ -1,0 +1,60 @@
+"""The training pipeline: ingest → validate → features → train → evaluate → gate → register."""
+
+
+from kfp import dsl
+
+from components.training import (
+    build_training_set,
+    evaluate,
+    gate,
+    ingest,
+    record_run_outcome,
+    register,
+    train,
+    validate,
+)
+
+DEFAULT_TRAIN_PARAMS: dict[str, object] = {}
+DEFAULT_GATE_PARAMS: dict[str, object] = {}
+
+
+@dsl.pipeline(name="riskloop-training", description="Train, evaluate and gate a fraud model; register it with lineage.")
+def training_pipeline(
+    spec: str = "synthetic-fraud",
+    start_date: str = "2026-01-01",
+    end_date: str = "2026-01-30",
+    cutoff_date: str = "2026-01-31",
+    maturity_days: float = 7.0,
+    validation_days: float = 3.0,
+    test_days: float = 4.0,
+    max_bad_fraction: float = -1.0,
+    target_fpr: float = 0.01,
+    seed: int = 0,
+    train_params: dict = DEFAULT_TRAIN_PARAMS,  # noqa: B006  (KFP parameters are declared by default value)
+    gate_params: dict = DEFAULT_GATE_PARAMS,  # noqa: B006
+) -> None:
+    run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    outcome = record_run_outcome(pipeline_run_id=run_id)
+    outcome.set_caching_options(False)
+    with dsl.ExitHandler(outcome, name="training"):
+        batch = ingest(spec=spec, start_date=start_date, end_date=end_date).set_caching_options(False)
+        checked = validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
+                           pipeline_run_id=run_id).set_caching_options(False)
+        ts = build_training_set(spec=spec, valid=checked.outputs["valid"], cutoff_date=cutoff_date,
+                                maturity_days=maturity_days, validation_days=validation_days,
+                                test_days=test_days, seed=seed)
+        ts.set_caching_options(False)  # writes the Feast tables the serving side reads
+        model = train(spec=spec, training_set=ts.outputs["training_set"], train_params=train_params,
+                      cutoff_date=cutoff_date, maturity_days=maturity_days, info=ts.outputs["Output"],
+                      pipeline_run_id=run_id).set_caching_options(False)
+        model.set_retry(num_retries=2)  # talks to the tracking server
+        ev = evaluate(training_set=ts.outputs["training_set"], model=model.outputs["model"],
+                      run_id=model.outputs["Output"], target_fpr=target_fpr).set_caching_options(False)
+        ev.set_retry(num_retries=2)
+        verdict = gate(evaluation=ev.outputs["Output"], gate_params=gate_params, run_id=model.outputs["Output"],
+                       pipeline_run_id=run_id).set_caching_options(False)
+        with dsl.If(verdict.output == True, name="gate-passed"):  # noqa: E712  (a KFP condition, not Python)
+            reg = register(spec=spec, model=model.outputs["model"], run_id=model.outputs["Output"],
+                           evaluation=ev.outputs["Output"], gate_params=gate_params, info=ts.outputs["Output"],
+                           training_set=ts.outputs["training_set"], pipeline_run_id=run_id)
+            reg.set_caching_options(False).set_retry(num_retries=2)

@@ -1,0 +1,19 @@
+"""Compile the pipelines to KFP IR YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def compile_all(out_dir: Path) -> list[Path]:
+    from kfp import compiler
+
+    from pipelines.training import training_pipeline
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fn in (("training", training_pipeline),):
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(fn, str(path))
+        written.append(path)
+    return written

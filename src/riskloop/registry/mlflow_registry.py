@@ -1,0 +1,205 @@
+"""MLflow adapter: the only module that imports mlflow.
+
+Runs hold params, metrics, plots, reports, the model directory and a reference
+sample; model versions carry the lineage record as tags (:class:`Lineage`,
+defined once here) and the aliases ``champion`` / ``challenger`` / ``previous``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from riskloop.errors import RegistryError
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+MODEL_DIR_ARTIFACT = "model_dir"
+REFERENCE_ARTIFACT = "reference"
+AUDIT_SEQ_TAG, AUDIT_HASH_TAG = "audit_head_seq", "audit_head_hash"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The lineage record every registered model version carries as tags."""
+
+    model_sha256: str
+    data_sha256: str
+    data_snapshot: str
+    feature_service: str
+    git_commit: str
+    image: str
+    pipeline_run_id: str
+    gate_result: str
+    riskloop_version: str
+    dataset_spec: str
+
+    def tags(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Lineage:
+        missing = [k for k in cls.__dataclass_fields__ if k not in tags]
+        if missing:
+            raise RegistryError(f"model version lacks lineage tags: {missing}")
+        return cls(**{k: tags[k] for k in cls.__dataclass_fields__})
+
+
+LINEAGE_TAGS = tuple(Lineage.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    run_id: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+
+
+def _mlflow(tracking_uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow
+
+
+def client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    _mlflow(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def start_training_run(tracking_uri: str, experiment: str, *, params: Mapping[str, Any],
+                       model_dir: Path, artifact_location: str | None = None,
+                       tags: Mapping[str, str] | None = None) -> str:
+    """Create a run with params, the model directory and the XGBoost model (signature, example)."""
+    mlflow = _mlflow(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=artifact_location)
+    import numpy as np
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    meta = json.loads((model_dir / "model.json").read_text())
+    names = [f["name"] for f in meta["features"]]
+    booster = xgb.Booster()
+    booster.load_model(str(model_dir / "model.ubj"))
+    example = np.zeros((1, len(names)), dtype=np.float32)
+    import pandas as pd
+
+    example_df = pd.DataFrame(example, columns=names)
+    signature = infer_signature(example_df, np.zeros(1, dtype=np.float64))
+    with mlflow.start_run(experiment_id=exp_id, tags=dict(tags or {})) as run:
+        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
+        mlflow.log_artifacts(str(model_dir), MODEL_DIR_ARTIFACT)
+        mlflow.xgboost.log_model(
+            booster, name="model", model_format="ubj", signature=signature, input_example=example_df,
+            pip_requirements=[f"xgboost=={xgb.__version__}", "pandas<3", "numpy"],
+        )
+        return str(run.info.run_id)
+
+
+def log_evaluation(tracking_uri: str, run_id: str, *, metrics: Mapping[str, float],
+                   files: Mapping[str, Path], prefix: str = "") -> None:
+    mlflow = _mlflow(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()})
+        for artifact_path, f in files.items():
+            mlflow.log_artifact(str(f), artifact_path)
+
+
+def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    c = client(tracking_uri)
+    for k, v in tags.items():
+        c.set_tag(run_id, k, v)
+
+
+def register_version(tracking_uri: str, model_name: str, run_id: str, lineage: Lineage,
+                     *, extra_tags: Mapping[str, str] | None = None) -> str:
+    """Register the run's model as a new version carrying the lineage tags; return the version."""
+    c = client(tracking_uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(model_name)
+    except MlflowException:
+        c.create_registered_model(model_name, description="riskloop fraud detector")
+    run = c.get_run(run_id)
+    source = f"{run.info.artifact_uri}/{MODEL_DIR_ARTIFACT}"
+    mv = c.create_model_version(model_name, source=source, run_id=run_id,
+                                tags={**lineage.tags(), **dict(extra_tags or {})})
+    return str(mv.version)
+
+
+def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> None:
+    client(tracking_uri).set_registered_model_alias(model_name, alias, version)
+
+
+def delete_alias(tracking_uri: str, model_name: str, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client(tracking_uri).delete_registered_model_alias(model_name, alias)
+    except MlflowException:
+        pass
+
+
+def version_by_alias(tracking_uri: str, model_name: str, alias: str) -> VersionInfo | None:
+    """The version an alias points at, or None (no model or no such alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client(tracking_uri).get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    return VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(mv.aliases), dict(mv.tags))
+
+
+def get_version(tracking_uri: str, model_name: str, version: str) -> VersionInfo:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client(tracking_uri).get_model_version(model_name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"model {model_name} version {version} not found",
+                            fix="list versions in the MLflow UI or with `riskloop models`") from exc
+    return VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(mv.aliases), dict(mv.tags))
+
+
+def list_versions(tracking_uri: str, model_name: str) -> list[VersionInfo]:
+    c = client(tracking_uri)
+    out = [VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(mv.aliases), dict(mv.tags))
+           for mv in c.search_model_versions(f"name='{model_name}'")]
+    return sorted(out, key=lambda v: int(v.version))
+
+
+def download_model_dir(tracking_uri: str, run_id: str, dest: Path | None = None) -> Path:
+    mlflow = _mlflow(tracking_uri)
+    target = dest or Path(tempfile.mkdtemp(prefix="riskloop-model-"))
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR_ARTIFACT,
+                                                    dst_path=str(target)))
+
+
+def run_info(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    r = client(tracking_uri).get_run(run_id)
+    return {"run_id": run_id, "metrics": dict(r.data.metrics), "params": dict(r.data.params),
+            "tags": {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
+            "artifact_uri": r.info.artifact_uri, "status": r.info.status}
+
+
+def audit_anchors(tracking_uri: str, model_name: str) -> list[tuple[int, str]]:
+    """Audit-log head hashes recorded with model versions: truncation of the log is detected."""
+    try:
+        versions = list_versions(tracking_uri, model_name)
+    except Exception:  # no registry yet means no anchors
+        return []
+    return [(int(v.tags[AUDIT_SEQ_TAG]), v.tags[AUDIT_HASH_TAG]) for v in versions
+            if AUDIT_SEQ_TAG in v.tags and AUDIT_HASH_TAG in v.tags]

@@ -1,0 +1,286 @@
+"""The library functions behind each pipeline step, one per KFP component, same names.
+
+Each takes artifact paths and typed parameters and returns plain data; the
+component in ``components/`` only maps KFP artifacts to these arguments. They
+run identically in tests, under kfp.local and in the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from riskloop import __version__
+from riskloop.audit.log import open_audit_log
+from riskloop.data.io import partitions, read_file
+from riskloop.data.spec import DatasetSpec, load_spec
+from riskloop.data.validate import REASON_COLUMN, enforce_gate, split_batch, write_quarantine
+from riskloop.errors import ConfigError, DataContractError
+from riskloop.settings import Settings
+from riskloop.version import git_commit, runtime_image
+
+RUN_STATUS_OK = "SUCCEEDED"
+
+
+def _audit(s: Settings, event: str, ids: dict[str, str], details: dict[str, Any]) -> Any:
+    return open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
+        event, actor=s.audit.actor, ids=ids, details=details)
+
+
+def _day(text: str, name: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={text!r} is not a date", fix="use YYYY-MM-DD") from exc
+
+
+def frame_sha256(df: pd.DataFrame) -> str:
+    """A content hash of a frame (values, columns and order), stable across processes."""
+    h = hashlib.sha256(",".join(map(str, df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------- ingest
+def ingest(spec_name: str, start_date: str, end_date: str, out_path: Path, settings: Settings) -> int:
+    """Collect the landing partitions of ``[start_date, end_date]`` into one batch file."""
+    spec = load_spec(spec_name)
+    start, end = _day(start_date, "start_date"), _day(end_date, "end_date")
+    if end < start:
+        raise ConfigError(f"end_date {end} is before start_date {start}", fix="swap them")
+    parts = partitions(spec.source_path(settings.root), start, end)
+    if not parts:
+        raise DataContractError(f"no landing data for {spec.name} between {start} and {end}",
+                                where=str(spec.source_path(settings.root)),
+                                fix="run `riskloop data generate` (or land your files) first")
+    df = pd.concat([read_file(p) for _, p in parts], ignore_index=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out_path, index=False)
+    return len(df)
+
+
+# ----------------------------------------------------------------------------- validate
+def validate(spec_name: str, in_path: Path, valid_path: Path, quarantine_path: Path,
+             max_bad_fraction: float, settings: Settings, pipeline_run_id: str) -> dict[str, Any]:
+    """Apply the data contract; write valid rows and the quarantine, then enforce the gate."""
+    spec = load_spec(spec_name)
+    contract = spec.contract if max_bad_fraction < 0 else spec.contract.model_copy(
+        update={"max_bad_fraction": max_bad_fraction})
+    result = split_batch(read_file(in_path), contract, where=str(in_path))
+    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+    written = write_quarantine(result, quarantine_path)
+    if written is None:  # an empty quarantine is still an artifact with the right columns
+        result.quarantine.assign(**{REASON_COLUMN: pd.Series(dtype="string")}).to_parquet(quarantine_path, index=False)
+    ids = {"dataset": spec.name, "pipeline_run_id": pipeline_run_id}
+    summary = result.summary()
+    if len(result.quarantine):
+        _audit(settings, "quarantined", ids, {**summary, "quarantine": str(quarantine_path)})
+    enforce_gate(result, contract, where=str(in_path))
+    valid_path.parent.mkdir(parents=True, exist_ok=True)
+    result.valid.to_parquet(valid_path, index=False)
+    _audit(settings, "validated", ids, summary)
+    return summary
+
+
+# ------------------------------------------------------------------- build_training_set
+def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, maturity_days: float,
+                       validation_days: float, test_days: float, seed: int, out_path: Path,
+                       settings: Settings) -> dict[str, Any]:
+    """Features (Feast, point-in-time) + labels as known at the cutoff + time split → parquet."""
+    from riskloop.features.store import apply_definitions, historical_features, open_store, write_feature_tables
+    from riskloop.training.dataset import WindowParams, assemble
+
+    spec = load_spec(spec_name)
+    cutoff = datetime.combine(_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
+    params = WindowParams(cutoff=cutoff, maturity_days=maturity_days, validation_days=validation_days,
+                          test_days=test_days, seed=seed)
+    tx = pd.read_parquet(valid_path)
+    for name, cats in spec.categories.items():
+        tx[name] = pd.Categorical(tx[name].astype(str), categories=list(cats))
+    features = None
+    if spec.features.source == "feast":
+        from riskloop.features.store import StoreConfig
+
+        cfg = StoreConfig.from_settings(settings)
+        write_feature_tables(tx, cfg.offline_dir)
+        store = open_store(cfg)
+        apply_definitions(store, cfg.offline_dir)
+        assert spec.features.service is not None
+        features = historical_features(store, tx, spec.features.service)
+    frame = assemble(tx, features, spec, params)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out_path, index=False)
+    return {"rows": len(frame), "data_sha256": frame_sha256(frame), "cutoff": cutoff.isoformat(),
+            "positives": int(frame["label"].sum())}
+
+
+# -------------------------------------------------------------------------------- train
+def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any], model_dir: Path,
+          settings: Settings, *, pipeline_run_id: str, data_sha256: str, data_snapshot: str,
+          cutoff_date: str, maturity_days: float) -> dict[str, Any]:
+    """Train, write the model directory, open the MLflow run (params + model + reference sample)."""
+    from riskloop.registry.mlflow_registry import log_evaluation, start_training_run
+    from riskloop.training.dataset import feature_spec, training_window
+    from riskloop.training.train import TrainParams, reference_sample, train_model
+
+    spec = load_spec(spec_name)
+    params = TrainParams.model_validate(train_params)
+    frame = pd.read_parquet(training_set_path)
+    fspec = feature_spec(spec)
+    window = training_window(frame, spec)
+    bundle = train_model(frame, fspec, params, model_dir, meta={
+        "dataset_spec": spec.name, "feature_service": spec.features.service or "raw",
+        "training_window": {"start": window[0], "end": window[1]}, "label_cutoff": cutoff_date,
+        "maturity_days": maturity_days, "data_sha256": data_sha256, "git_commit": git_commit(),
+    })
+    run_id = start_training_run(
+        settings.tracking_uri, settings.mlflow.experiment,
+        params={**params.model_dump(), "dataset_spec": spec.name, "cutoff_date": cutoff_date,
+                "maturity_days": maturity_days, "threshold": bundle.threshold},
+        model_dir=model_dir, artifact_location=settings.artifact_root.as_uri(),
+        tags={"pipeline_run_id": pipeline_run_id, "data_sha256": data_sha256, "data_snapshot": data_snapshot,
+              "git_commit": git_commit(), "image": runtime_image(), "riskloop_version": __version__},
+    )
+    ref_dir = model_dir.parent / f"{model_dir.name}-reference"
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    ref = ref_dir / "reference.parquet"
+    reference_sample(frame, bundle, seed=params.seed).to_parquet(ref, index=False)
+    log_evaluation(settings.tracking_uri, run_id, metrics={}, files={"reference": ref})
+    _audit(settings, "trained", {"run_id": run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
+           {"model_sha256": bundle.meta["model_sha256"], "data_sha256": data_sha256,
+            "best_iteration": bundle.meta["best_iteration"], "threshold": bundle.threshold,
+            "rows": bundle.meta["rows"], "params": params.model_dump()})
+    return {"run_id": run_id, "model_sha256": bundle.meta["model_sha256"], "threshold": bundle.threshold}
+
+
+# ----------------------------------------------------------------------------- evaluate
+@dataclass(frozen=True)
+class EvaluateOutput:
+    candidate: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: str | None
+    evaluation: dict[str, Any]
+    plots: dict[str, Path]
+    html: str
+
+
+def evaluate(training_set_path: Path, model_dir: Path, run_id: str, report_dir: Path,
+             settings: Settings, *, target_fpr: float) -> EvaluateOutput:
+    """Score the candidate and the current champion on the same test window; log to the run."""
+    from riskloop.registry.mlflow_registry import CHAMPION, download_model_dir, log_evaluation, version_by_alias
+    from riskloop.training.dataset import LABEL, SPLIT
+    from riskloop.training.evaluate import evaluate_scores, plot_evaluation, render_report_html
+    from riskloop.training.train import load_model
+
+    frame = pd.read_parquet(training_set_path)
+    test = frame[frame[SPLIT] == "test"]
+    y = test[LABEL].to_numpy()
+    cand = load_model(model_dir)
+    scores = cand.predict_frame(test)
+    ev = evaluate_scores(y, scores, threshold=cand.threshold, target_fpr=target_fpr)
+    champion_metrics: dict[str, float] | None = None
+    champ_version: str | None = None
+    champ = version_by_alias(settings.tracking_uri, settings.mlflow.model_name, CHAMPION)
+    if champ is not None:
+        champ_dir = download_model_dir(settings.tracking_uri, champ.run_id)
+        champ_bundle = load_model(champ_dir, expected_sha256=champ.tags.get("model_sha256"))
+        champ_ev = evaluate_scores(y, champ_bundle.predict_frame(test), threshold=champ_bundle.threshold,
+                                   target_fpr=target_fpr)
+        champion_metrics, champ_version = champ_ev.metrics(), champ.version
+        shutil.rmtree(champ_dir.parent, ignore_errors=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_evaluation(y, scores, threshold=cand.threshold, out_dir=report_dir, title="candidate, test window")
+    extra = {"champion_version": champ_version or "none", "champion_metrics": champion_metrics or {}}
+    html = render_report_html(ev, plots, title="riskloop evaluation", extra=extra)
+    (report_dir / "report.html").write_text(html)
+    (report_dir / "evaluation.json").write_text(json.dumps(
+        {"candidate": ev.to_dict(), "champion": champion_metrics, "champion_version": champ_version}, default=str))
+    log_evaluation(settings.tracking_uri, run_id, metrics=ev.metrics(),
+                   files={"evaluation": report_dir / "report.html",
+                          **{"evaluation/plots": p for p in plots.values()}})
+    if champion_metrics:
+        log_evaluation(settings.tracking_uri, run_id, metrics=champion_metrics, files={}, prefix="champion_")
+    return EvaluateOutput(ev.metrics(), champion_metrics, champ_version, ev.to_dict(), plots, html)
+
+
+# --------------------------------------------------------------------------------- gate
+def gate(candidate: dict[str, float], champion: dict[str, float] | None, champion_version: str | None,
+         gate_params: dict[str, Any], settings: Settings, *, run_id: str, pipeline_run_id: str) -> dict[str, Any]:
+    """The champion/challenger gate; its result is data (and an audit event), never an exception."""
+    from riskloop.registry.mlflow_registry import set_run_tags
+    from riskloop.training.gate import GateParams, decide_gate
+
+    result = decide_gate(candidate, champion, GateParams.model_validate(gate_params),
+                         champion_version=champion_version)
+    set_run_tags(settings.tracking_uri, run_id, {"gate_result": result.summary()})
+    _audit(settings, "gated", {"run_id": run_id, "pipeline_run_id": pipeline_run_id},
+           {"passed": result.passed, "reasons": list(result.reasons), "candidate": candidate,
+            "champion": champion, "champion_version": champion_version, "params": gate_params})
+    return result.to_dict()
+
+
+# ----------------------------------------------------------------------------- register
+def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_name: str, settings: Settings, *,
+             pipeline_run_id: str, data_sha256: str, data_snapshot: str) -> dict[str, Any]:
+    """Register a passing candidate with its lineage; alias challenger (and champion if first)."""
+    from riskloop.registry.mlflow_registry import (
+        AUDIT_HASH_TAG,
+        AUDIT_SEQ_TAG,
+        CHALLENGER,
+        CHAMPION,
+        Lineage,
+        register_version,
+        set_alias,
+        version_by_alias,
+    )
+    from riskloop.training.gate import GateResult
+    from riskloop.training.train import load_model
+
+    result = GateResult.from_dict(gate_result)
+    if not result.passed:
+        raise ConfigError("register was called for a candidate that failed the gate",
+                          fix="register runs only under dsl.If(gate passed)")
+    spec = load_spec(spec_name)
+    bundle = load_model(model_dir)
+    lineage = Lineage(
+        model_sha256=bundle.meta["model_sha256"], data_sha256=data_sha256, data_snapshot=data_snapshot,
+        feature_service=spec.features.service or "raw", git_commit=git_commit(), image=runtime_image(),
+        pipeline_run_id=pipeline_run_id, gate_result=result.summary(), riskloop_version=__version__,
+        dataset_spec=spec.name,
+    )
+    log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
+    name = settings.mlflow.model_name
+    first = version_by_alias(settings.tracking_uri, name, CHAMPION) is None
+    head = log.head()
+    version = register_version(settings.tracking_uri, name, run_id, lineage, extra_tags={
+        **({AUDIT_SEQ_TAG: str(head.seq), AUDIT_HASH_TAG: head.hash} if head else {})})
+    aliases = [CHALLENGER] + ([CHAMPION] if first else [])
+    for alias in aliases:
+        set_alias(settings.tracking_uri, name, alias, version)
+    log.append("registered", actor=settings.audit.actor,
+               ids={"model_version": version, "run_id": run_id, "pipeline_run_id": pipeline_run_id},
+               details={"model": name, "aliases": aliases, "lineage": lineage.tags()})
+    return {"version": version, "aliases": aliases}
+
+
+# ------------------------------------------------------------------ record_run_outcome
+def record_run_outcome(pipeline_run_id: str, status: str, error: str, settings: Settings) -> str:
+    """The exit handler's job: the run's outcome lands in the audit log, whatever happened."""
+    event = "run_succeeded" if status == RUN_STATUS_OK else "run_failed"
+    _audit(settings, event, {"pipeline_run_id": pipeline_run_id}, {"status": status, "error": error})
+    return event
+
+
+def window_dates(end: date, days: int) -> tuple[str, str]:
+    return ((end - timedelta(days=days - 1)).isoformat(), end.isoformat())
+
+
+__all__ = ["DatasetSpec", "build_training_set", "evaluate", "gate", "ingest", "record_run_outcome", "register",
+           "train", "validate"]
