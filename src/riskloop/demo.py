@@ -25,7 +25,7 @@ from rich.table import Table
 from riskloop.settings import Settings
 
 DAYS, FIRST_WINDOW, START = 30, 20, date(2026, 1, 1)
-console = Console()
+console = Console(width=140)
 
 
 def _clean(s: Settings) -> None:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     versions = list_versions(s.tracking_uri, s.mlflow.model_name)
     table = Table(title="model versions of " + s.mlflow.model_name)
-    for col in ("version", "aliases", "window", "ROC-AUC", "PR-AUC", "recall@1%FPR", "Brier", "gate", "run"):
+    for col in ("version", "aliases", "cutoff", "ROC-AUC", "PR-AUC", "recall@1%FPR", "Brier", "gate", "MLflow run"):
         table.add_column(col)
     for v in versions:
         info = run_info(s.tracking_uri, v.run_id)

@@ -122,7 +122,8 @@ def test_label_counts_only_if_known_strictly_before_cutoff() -> None:
     df = pd.DataFrame({
         "is_fraud": [1, 1, 1, 1, 0, 0],
         "chargeback_timestamp": pd.Series(
-            [at - pd.Timedelta(microseconds=1), at, at + pd.Timedelta(days=1), pd.NaT, pd.NaT, at - pd.Timedelta(days=1)],
+            [at - pd.Timedelta(microseconds=1), at, at + pd.Timedelta(days=1), pd.NaT, pd.NaT,
+             at - pd.Timedelta(days=1)],
             dtype="datetime64[us, UTC]"),
     })
     assert label_as_known(df, spec, cutoff).tolist() == [1, 0, 0, 0, 0, 0]
@@ -204,12 +205,14 @@ def test_split_is_by_time_with_the_window_lengths() -> None:
 
 def test_rows_sorted_by_time_then_id_whatever_the_input_order() -> None:
     tx = toy_transactions(n=1500)
-    tx.loc[5, "ts"] = tx.loc[6, "ts"]  # a tie on the timestamp: the id decides
+    tie = pd.Timestamp(T0 + timedelta(days=1))
+    tx["ts"] = tx["ts"].mask(tx.index.isin([6, 5]), tie)  # a tie on the timestamp: the id decides
     a = assemble(tx, None, toy_spec(), toy_params())
     b = assemble(tx.sample(frac=1.0, random_state=1), None, toy_spec(), toy_params())
     pd.testing.assert_frame_equal(a, b)
     keys = list(zip(a["ts"], a["tx_id"], strict=True))
     assert keys == sorted(keys)
+    assert a.loc[a["ts"] == tie, "tx_id"].tolist() == ["T000005", "T000006"]
 
 
 def test_input_frame_is_not_modified() -> None:

@@ -85,15 +85,17 @@ def _rolling_max(grid: np.ndarray, window: int) -> np.ndarray:
 def _distinct_in_window(keys: np.ndarray, other: np.ndarray, day: np.ndarray, n_keys: int,
                         n_days: int, window: int) -> np.ndarray:
     """Distinct ``other`` values per key over the previous ``window`` days."""
-    pairs = np.unique(np.stack([keys, other, day]), axis=1)
-    targets = pairs[2][None, :] + np.arange(1, window + 1)[:, None]  # visible on days d+1..d+window
-    k = np.broadcast_to(pairs[0], targets.shape).ravel()
-    o = np.broadcast_to(pairs[1], targets.shape).ravel()
-    t = targets.ravel()
-    keep = t <= n_days
-    uniq = np.unique(np.stack([k[keep], o[keep], t[keep]]), axis=1)
+    n_other, n_target = int(other.max(initial=0)) + 1, n_days + window + 1
+    # (key, other, day) packed into one int64 so that 1-D unique does the sorting
+    packed = np.unique((keys.astype(np.int64) * n_other + other) * n_target + day)
+    pair, first_day = packed // n_target, packed % n_target
+    # a pair seen on day d is visible on days d+1 .. d+window; overlapping spans of one pair count once
+    targets = (first_day[None, :] + np.arange(1, window + 1)[:, None]).ravel()
+    pairs = np.broadcast_to(pair, (window, len(pair))).ravel()
+    keep = targets <= n_days
+    visible = np.unique(pairs[keep] * n_target + targets[keep])
     out = np.zeros((n_keys, n_days + 1))
-    np.add.at(out, (uniq[0], uniq[2]), 1)
+    np.add.at(out, ((visible // n_target) // n_other, visible % n_target), 1)
     return out
 
 
@@ -259,20 +261,23 @@ def state_snapshots(tx: pd.DataFrame, boundaries: Sequence[pd.Timestamp]) -> pd.
     stamped at the boundary, holding transactions with ``boundary - horizon < ts < boundary``.
     """
     ts = to_us(tx["event_timestamp"])
+    cards = tx["card_id"].to_numpy()
+    amounts = tx["amount"].to_numpy(np.float64)
     frames = []
     for b in boundaries:
         b_us = pd.Timestamp(b).value // 1000  # .value is always nanoseconds
-        mask = (ts > b_us - STATE_HORIZON_US) & (ts < b_us)
-        if not mask.any():
+        idx = np.flatnonzero((ts > b_us - STATE_HORIZON_US) & (ts < b_us))
+        if not len(idx):
             continue
-        part = pd.DataFrame({"card_id": tx["card_id"].to_numpy()[mask], "t": ts[mask],
-                             "a": tx["amount"].to_numpy(np.float64)[mask]}).sort_values(["card_id", "t"])
-        g = part.groupby("card_id", sort=True)
+        idx = idx[np.lexsort((ts[idx], cards[idx]))]  # by card, then time
+        c, t, a = cards[idx], ts[idx].tolist(), amounts[idx].tolist()
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        bounds = np.r_[starts, len(idx)].tolist()
         frames.append(pd.DataFrame({
-            "card_id": list(g.groups),
+            "card_id": c[starts],
             FEATURE_TIMESTAMP: pd.Timestamp(b).as_unit("us"),
-            "recent_event_us": [list(map(int, v)) for v in g["t"].agg(list)],
-            "recent_amounts": [list(map(float, v)) for v in g["a"].agg(list)],
+            "recent_event_us": [t[i:j] for i, j in zip(bounds[:-1], bounds[1:], strict=True)],
+            "recent_amounts": [a[i:j] for i, j in zip(bounds[:-1], bounds[1:], strict=True)],
         }))
     if not frames:
         return pd.DataFrame(columns=["card_id", FEATURE_TIMESTAMP, "recent_event_us", "recent_amounts"])

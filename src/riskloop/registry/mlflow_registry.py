@@ -175,8 +175,13 @@ def get_version(tracking_uri: str, model_name: str, version: str) -> VersionInfo
 
 
 def list_versions(tracking_uri: str, model_name: str) -> list[VersionInfo]:
+    """All versions with their aliases (search results do not carry aliases: read them from the model)."""
     c = client(tracking_uri)
-    out = [VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(mv.aliases), dict(mv.tags))
+    by_version: dict[str, list[str]] = {}
+    for alias, version in c.get_registered_model(model_name).aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    out = [VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(sorted(by_version.get(str(mv.version), []))),
+                       dict(mv.tags))
            for mv in c.search_model_versions(f"name='{model_name}'")]
     return sorted(out, key=lambda v: int(v.version))
 

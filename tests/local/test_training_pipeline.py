@@ -1,0 +1,91 @@
+"""The whole training pipeline under kfp.local on small data, and its compiled IR."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from riskloop.audit.log import FileAuditLog
+from riskloop.local_runs import LocalRun, run_training
+from riskloop.registry.mlflow_registry import CHALLENGER, CHAMPION, LINEAGE_TAGS, list_versions, version_by_alias
+from riskloop.settings import Settings
+from tests.local.conftest import audit_events, params
+
+
+def test_first_run_registers_a_champion_with_full_lineage(first_run: LocalRun, local_state: Settings) -> None:
+    assert first_run.succeeded, first_run.error
+    versions = list_versions(local_state.tracking_uri, local_state.mlflow.model_name)
+    assert len(versions) == 1
+    v = versions[0]
+    assert set(v.aliases) == {CHAMPION, CHALLENGER}
+    for tag in LINEAGE_TAGS:
+        assert v.tags.get(tag), f"lineage tag {tag} missing"
+    assert v.tags["gate_result"] == "pass"
+    events = audit_events(local_state)
+    for e in ("validated", "trained", "gated", "registered", "run_succeeded"):
+        assert e in events
+    assert FileAuditLog(local_state.audit_path).verify().ok
+
+
+def test_worse_candidate_is_gated_out_and_gets_no_alias(first_run: LocalRun, local_state: Settings) -> None:
+    assert first_run.succeeded
+    before = list_versions(local_state.tracking_uri, local_state.mlflow.model_name)
+    # shuffled-label-like candidate: a model that barely trains (one shallow tree) fails the tolerance
+    weak = params(16, 16, train_params={"n_estimators": 1, "max_depth": 1, "early_stopping_rounds": 1},
+                  gate_params={"max_pr_auc_drop": 0.0, "min_pr_auc": 0.0, "min_roc_auc": 0.0})
+    r = run_training(local_state, weak)
+    assert r.succeeded, r.error  # a failed gate is an outcome, not a pipeline failure
+    after = list_versions(local_state.tracking_uri, local_state.mlflow.model_name)
+    assert len(after) == len(before)
+    champ = version_by_alias(local_state.tracking_uri, local_state.mlflow.model_name, CHAMPION)
+    assert champ is not None and champ.version == before[0].version
+    gated = [json.loads(line) for line in local_state.audit_path.read_text().splitlines()
+             if '"event":"gated"' in line]
+    assert gated[-1]["details"]["passed"] is False
+    assert any(reason.startswith("fail:") for reason in gated[-1]["details"]["reasons"])
+
+
+def test_bad_batch_stops_before_training_with_quarantine_and_run_failed(
+        first_run: LocalRun, local_state: Settings) -> None:
+    assert first_run.succeeded
+    landing = local_state.data_dir / "synthetic-fraud/transactions/date=2026-01-16/part-0.parquet"
+    original = pd.read_parquet(landing)
+    bad = original.copy()
+    bad["amount"] = -1.0  # every row breaks the contract
+    bad.to_parquet(landing, index=False)
+    try:
+        n_trained = audit_events(local_state).count("trained")
+        r = run_training(local_state, params(16, 3))
+        assert not r.succeeded
+        events = audit_events(local_state)
+        assert events[-1] == "run_failed"
+        assert "quarantined" in events
+        assert events.count("trained") == n_trained  # never reached training
+        quarantines = list(Path(local_state.pipeline_root).rglob("quarantine"))
+        assert any(pd.read_parquet(q)["_quarantine_reason"].str.contains("amount:below_min").any()
+                   for q in quarantines if q.is_file())
+    finally:
+        original.to_parquet(landing, index=False)
+
+
+def test_compiled_ir_round_trips(tmp_path: Path) -> None:
+    from kfp import components
+
+    from riskloop.compile import compile_all
+    from riskloop.version import runtime_image
+
+    (path,) = compile_all(tmp_path)
+    ir = yaml.safe_load(path.read_text())
+    tasks = ir["root"]["dag"]["tasks"]
+    assert "exit-handler-1" in tasks and "record-run-outcome" in tasks
+    inner = ir["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    for step in ("ingest", "validate", "build-training-set", "train", "evaluate", "gate", "condition-1"):
+        assert step in inner, step
+    assert inner["train"]["dependentTasks"] == ["build-training-set"]
+    images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
+    assert images == {runtime_image()}
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "riskloop-training"
