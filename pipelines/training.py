@@ -13,6 +13,7 @@ from components.training import (
     train,
     validate,
 )
+from pipelines.cluster import on_cluster
 
 DEFAULT_TRAIN_PARAMS: dict[str, object] = {}
 DEFAULT_GATE_PARAMS: dict[str, object] = {}
@@ -30,12 +31,14 @@ def training_pipeline(
     max_bad_fraction: float = -1.0,
     target_fpr: float = 0.01,
     seed: int = 0,
-    train_params: dict = DEFAULT_TRAIN_PARAMS,  # noqa: B006  (KFP parameters are declared by default value)
-    gate_params: dict = DEFAULT_GATE_PARAMS,  # noqa: B006
+    train_params: dict = DEFAULT_TRAIN_PARAMS,
+    gate_params: dict = DEFAULT_GATE_PARAMS,
 ) -> None:
     run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     outcome = record_run_outcome(pipeline_run_id=run_id)
-    outcome.set_caching_options(False)
+    on_cluster(outcome).set_caching_options(False)
+    # Caching is off for every step on purpose: each one has an effect outside its artifacts
+    # (audit log, MLflow run, Feast tables), and KFP's cache key ignores the code inside the image.
     with dsl.ExitHandler(outcome, name="training"):
         batch = ingest(spec=spec, start_date=start_date, end_date=end_date).set_caching_options(False)
         checked = validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
@@ -58,3 +61,7 @@ def training_pipeline(
                            evaluation=ev.outputs["Output"], gate_params=gate_params, info=ts.outputs["Output"],
                            training_set=ts.outputs["training_set"], pipeline_run_id=run_id)
             reg.set_caching_options(False).set_retry(num_retries=2)
+            on_cluster(reg)
+        for task in (batch, checked, model, ev, verdict):
+            on_cluster(task)
+        on_cluster(ts, memory="4G")

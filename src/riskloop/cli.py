@@ -207,7 +207,8 @@ def store_config(s: Settings) -> Any:
 
 @features_app.command("materialize")
 def features_materialize(
-    end: Annotated[str | None, typer.Option(help="Load rows stamped up to this day (YYYY-MM-DD); default: the newest.")] = None,
+    end: Annotated[str | None, typer.Option(
+        help="Load rows stamped up to this day (YYYY-MM-DD); default: the newest.")] = None,
     days_back: Annotated[int, typer.Option(min=1, help="How far back to load.")] = 60,
 ) -> None:
     """Load the offline feature rows into the online store.
@@ -337,7 +338,8 @@ app.add_typer(run_app, name="run")
 @run_app.command("training")
 def run_training_cmd(
     spec: SpecOpt = "synthetic-fraud",
-    end: Annotated[str | None, typer.Option(help="Last day of the window (YYYY-MM-DD); default the newest landed day.")] = None,
+    end: Annotated[str | None, typer.Option(
+        help="Last day of the window (YYYY-MM-DD); default the newest landed day.")] = None,
     days: Annotated[int, typer.Option(min=1, help="Window length in days.")] = 30,
     maturity_days: Annotated[float, typer.Option(min=0, help="Newest days whose labels are not mature.")] = -1,
 ) -> None:
@@ -358,7 +360,8 @@ def run_training_cmd(
         ds = load_spec(spec)
         landed = partitions(ds.source_path(s.root))
         if not landed:
-            raise RiskloopError(f"no landed data for {ds.name}", fix="run `riskloop data generate` or `riskloop data fetch-ulb`")
+            raise RiskloopError(f"no landed data for {ds.name}",
+                                fix="run `riskloop data generate` or `riskloop data fetch-ulb`")
         end_day = date.fromisoformat(end) if end else landed[-1][0]
         maturity = ds.label.maturity_days if maturity_days < 0 else maturity_days
         params = training_params(end_day, days, spec=spec, maturity_days=float(maturity),

@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 from datetime import date, timedelta
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table

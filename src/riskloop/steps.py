@@ -89,31 +89,56 @@ def validate(spec_name: str, in_path: Path, valid_path: Path, quarantine_path: P
     return summary
 
 
+# ------------------------------------------------------------------------ build_features
+def _valid_frame(spec: DatasetSpec, valid_path: Path) -> pd.DataFrame:
+    tx = pd.read_parquet(valid_path)
+    for name, cats in spec.categories.items():
+        tx[name] = pd.Categorical(tx[name].astype(str), categories=list(cats))
+    return tx
+
+
+def build_features(spec_name: str, valid_path: Path, settings: Settings) -> dict[str, Any]:
+    """Write both tiers' offline tables from validated rows and register the Feast objects."""
+    from riskloop.features.store import StoreConfig, apply_definitions, open_store, write_feature_tables
+
+    spec = load_spec(spec_name)
+    if spec.features.source != "feast":
+        raise ConfigError(f"dataset {spec.name} has no Feast features", fix="use a spec with features.source feast")
+    cfg = StoreConfig.from_settings(settings)
+    paths = write_feature_tables(_valid_frame(spec, valid_path), cfg.offline_dir)
+    apply_definitions(open_store(cfg), cfg.offline_dir)
+    return {name: str(p) for name, p in paths.items()}
+
+
+def materialize(end_date: str, days_back: int, settings: Settings) -> str:
+    """Load rows stamped in ``[end_date - days_back, end_date]`` (00:00 UTC) into the online store."""
+    from riskloop.features.store import StoreConfig, open_store
+    from riskloop.features.store import materialize as load
+
+    end = datetime.combine(_day(end_date, "end_date"), datetime.min.time(), tzinfo=timezone.utc)
+    load(open_store(StoreConfig.from_settings(settings)), end - timedelta(days=days_back), end)
+    return end.isoformat()
+
+
 # ------------------------------------------------------------------- build_training_set
 def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, maturity_days: float,
                        validation_days: float, test_days: float, seed: int, out_path: Path,
                        settings: Settings) -> dict[str, Any]:
     """Features (Feast, point-in-time) + labels as known at the cutoff + time split → parquet."""
-    from riskloop.features.store import apply_definitions, historical_features, open_store, write_feature_tables
+    from riskloop.features.store import historical_features, open_store
     from riskloop.training.dataset import WindowParams, assemble
 
     spec = load_spec(spec_name)
     cutoff = datetime.combine(_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
     params = WindowParams(cutoff=cutoff, maturity_days=maturity_days, validation_days=validation_days,
                           test_days=test_days, seed=seed)
-    tx = pd.read_parquet(valid_path)
-    for name, cats in spec.categories.items():
-        tx[name] = pd.Categorical(tx[name].astype(str), categories=list(cats))
+    tx = _valid_frame(spec, valid_path)
     features = None
-    if spec.features.source == "feast":
+    if spec.features.source == "feast" and spec.features.service:
         from riskloop.features.store import StoreConfig
 
-        cfg = StoreConfig.from_settings(settings)
-        write_feature_tables(tx, cfg.offline_dir)
-        store = open_store(cfg)
-        apply_definitions(store, cfg.offline_dir)
-        assert spec.features.service is not None
-        features = historical_features(store, tx, spec.features.service)
+        build_features(spec_name, valid_path, settings)
+        features = historical_features(open_store(StoreConfig.from_settings(settings)), tx, spec.features.service)
     frame = assemble(tx, features, spec, params)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out_path, index=False)
@@ -152,7 +177,7 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
     ref_dir.mkdir(parents=True, exist_ok=True)
     ref = ref_dir / "reference.parquet"
     reference_sample(frame, bundle, seed=params.seed).to_parquet(ref, index=False)
-    log_evaluation(settings.tracking_uri, run_id, metrics={}, files={"reference": ref})
+    log_evaluation(settings.tracking_uri, run_id, metrics={}, files=[("reference", ref)])
     _audit(settings, "trained", {"run_id": run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
            {"model_sha256": bundle.meta["model_sha256"], "data_sha256": data_sha256,
             "best_iteration": bundle.meta["best_iteration"], "threshold": bundle.threshold,
@@ -203,10 +228,10 @@ def evaluate(training_set_path: Path, model_dir: Path, run_id: str, report_dir: 
     (report_dir / "evaluation.json").write_text(json.dumps(
         {"candidate": ev.to_dict(), "champion": champion_metrics, "champion_version": champ_version}, default=str))
     log_evaluation(settings.tracking_uri, run_id, metrics=ev.metrics(),
-                   files={"evaluation": report_dir / "report.html",
-                          **{"evaluation/plots": p for p in plots.values()}})
+                   files=[("evaluation", report_dir / "report.html"),
+                          *(("evaluation/plots", p) for p in plots.values())])
     if champion_metrics:
-        log_evaluation(settings.tracking_uri, run_id, metrics=champion_metrics, files={}, prefix="champion_")
+        log_evaluation(settings.tracking_uri, run_id, metrics=champion_metrics, prefix="champion_")
     return EvaluateOutput(ev.metrics(), champion_metrics, champ_version, ev.to_dict(), plots, html)
 
 
@@ -282,5 +307,5 @@ def window_dates(end: date, days: int) -> tuple[str, str]:
     return ((end - timedelta(days=days - 1)).isoformat(), end.isoformat())
 
 
-__all__ = ["DatasetSpec", "build_training_set", "evaluate", "gate", "ingest", "record_run_outcome", "register",
-           "train", "validate"]
+__all__ = ["build_features", "build_training_set", "evaluate", "gate", "ingest", "materialize",
+           "record_run_outcome", "register", "train", "validate"]

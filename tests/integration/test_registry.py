@@ -80,7 +80,7 @@ def test_registered_version_carries_the_full_lineage(registry: Registry, tmp_pat
     run_id = train_run(registry)
     report = tmp_path / "report.html"
     report.write_text("<html>ok</html>")
-    log_evaluation(registry.uri, run_id, metrics={"pr_auc": 0.5, "roc_auc": 0.9}, files={"evaluation": report},
+    log_evaluation(registry.uri, run_id, metrics={"pr_auc": 0.5, "roc_auc": 0.9}, files=[("evaluation", report)],
                    prefix="test_")
     lin = lineage(registry.bundle)
     version = register_version(registry.uri, MODEL, run_id, lin)

@@ -77,15 +77,24 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     from riskloop.compile import compile_all
     from riskloop.version import runtime_image
 
-    (path,) = compile_all(tmp_path)
-    ir = yaml.safe_load(path.read_text())
+    written = {p.stem: p for p in compile_all(tmp_path)}
+    assert set(written) == {"training", "features"}
+    path = written["training"]
+    ir, platform = yaml.safe_load_all(path.read_text())  # the pipeline spec, then the kubernetes platform spec
     tasks = ir["root"]["dag"]["tasks"]
     assert "exit-handler-1" in tasks and "record-run-outcome" in tasks
     inner = ir["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    for step in ("ingest", "validate", "build-training-set", "train", "evaluate", "gate", "condition-1"):
+    for step in ("ingest", "validate", "build-training-set", "train", "evaluate", "gate"):
         assert step in inner, step
+    (cond,) = [t for t in inner if t.startswith("condition-")]  # the gate's dsl.If
+    assert inner[cond]["triggerPolicy"]["condition"].endswith("== true")
+    assert "register" in ir["components"][f"comp-{cond}"]["dag"]["tasks"]
     assert inner["train"]["dependentTasks"] == ["build-training-set"]
     images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
     assert images == {runtime_image()}
     loaded = components.load_component_from_file(str(path))
     assert loaded.name == "riskloop-training"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {s["secretName"] for e in k8s.values() for s in e.get("secretAsEnv", [])} == {"riskloop-s3", "riskloop-db"}
+    features, _ = yaml.safe_load_all(written["features"].read_text())
+    assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])

@@ -60,9 +60,8 @@ def read_file(path: Path) -> pd.DataFrame:
         raise DataContractError("the batch file is empty (0 bytes)", where=str(path),
                                 fix="re-export the batch; an empty file is never valid")
     try:
-        if path.suffix == ".csv":
-            return pd.read_csv(path)
-        return pq.read_table(path).to_pandas()
+        frame: pd.DataFrame = pd.read_csv(path) if path.suffix == ".csv" else pq.read_table(path).to_pandas()
+        return frame
     except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
         raise DataContractError(f"cannot read the batch: {exc}", where=str(path),
                                 fix="the file is not valid parquet/CSV; re-export it") from exc

@@ -8,7 +8,7 @@ not a code change. Two specs ship with the package (``synthetic-fraud``,
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -25,7 +25,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ColumnType(str, Enum):
+class ColumnType(StrEnum):
     string = "string"
     integer = "integer"
     float = "float"

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,7 @@ _US = 1_000_000  # microseconds per second
 _DAY_US = 86_400 * _US
 
 
-class Scenario(str, Enum):
+class Scenario(StrEnum):
     """Drift scenario applied from ``drift_day`` on."""
 
     none = "none"
@@ -129,7 +129,8 @@ def _merchant_categories(p: GeneratorParams) -> np.ndarray:
 
 def _pick_channel(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     u = rng.random(len(probs))[:, None]
-    return (u > np.cumsum(probs, axis=1)).sum(axis=1)
+    picked: np.ndarray = (u > np.cumsum(probs, axis=1)).sum(axis=1)
+    return picked
 
 
 def _other_country(rng: np.random.Generator, home: np.ndarray) -> np.ndarray:
@@ -232,6 +233,10 @@ def _generate_day(
     return out
 
 
+def _cat(codes: np.ndarray, categories: tuple[str, ...]) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes.astype(np.int64), categories=pd.Index(categories))  # type: ignore[return-value]
+
+
 def _to_frame(raw: dict[str, np.ndarray], day_date: date, mcat: np.ndarray) -> pd.DataFrame:
     n = len(raw["ts"])
     seq = pd.Series(np.arange(n)).map("{:07d}".format)
@@ -248,10 +253,10 @@ def _to_frame(raw: dict[str, np.ndarray], day_date: date, mcat: np.ndarray) -> p
             "event_timestamp": ts,
             "amount": raw["amount"].astype(np.float64),
             "currency": pd.Categorical(currency, categories=CURRENCIES),
-            "merchant_category": pd.Categorical.from_codes(mcat[raw["merchant"]], categories=CATEGORIES),
-            "channel": pd.Categorical.from_codes(raw["channel"], categories=CHANNELS),
-            "country": pd.Categorical.from_codes(raw["country"], categories=COUNTRIES),
-            "device_type": pd.Categorical.from_codes(raw["device"], categories=DEVICES),
+            "merchant_category": _cat(mcat[raw["merchant"]], CATEGORIES),
+            "channel": _cat(raw["channel"], CHANNELS),
+            "country": _cat(raw["country"], COUNTRIES),
+            "device_type": _cat(raw["device"], DEVICES),
             "distance_from_home_km": raw["distance"].astype(np.float64),
             "card_age_days": raw["age"].astype(np.int64),
             "is_fraud": fraud,

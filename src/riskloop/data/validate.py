@@ -90,6 +90,7 @@ def build_schema(contract: Contract, *, now: datetime) -> pa.DataFrameSchema:
 def _coerce_column(s: pd.Series, rule: ColumnRule, name: str) -> tuple[pd.Series, pd.Series]:
     """Return the column in its contract type and a mask of values that could not be parsed."""
     was_null = s.isna()
+    out: pd.Series
     try:
         if rule.type is ColumnType.float:
             out = pd.to_numeric(s, errors="coerce").astype("float64")

@@ -21,6 +21,7 @@ window edges compare exactly the same way offline and online.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,11 +48,14 @@ REALTIME_FEATURES = (
 CONTEXT_FEATURES = ("amount_to_mean_7d", "amount_to_max_30d", "country_differs_from_usual",
                     "hours_from_usual")
 FEATURE_TIMESTAMP = "feature_timestamp"
+# Features the model sees from the store (batch + on-demand), in the order they are returned.
+STORE_FEATURES = (*CARD_BATCH_FEATURES, *MERCHANT_BATCH_FEATURES, *CONTEXT_FEATURES)
 
 
 def to_us(ts: pd.Series) -> np.ndarray:
     """Integer microseconds since the epoch for a tz-aware timestamp column."""
-    return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+    out: np.ndarray = ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+    return out
 
 
 def event_hour(ts: pd.Series) -> pd.Series:
@@ -79,7 +83,8 @@ def _rolling_max(grid: np.ndarray, window: int) -> np.ndarray:
     """Max over the previous ``window`` days, excluding the current one (-inf where empty)."""
     padded = np.concatenate([np.full((grid.shape[0], window), -np.inf), grid], axis=1)
     # output day d covers padded columns d .. d+window-1, i.e. days d-window .. d-1
-    return np.lib.stride_tricks.sliding_window_view(padded, window, axis=1).max(axis=2)
+    out: np.ndarray = np.lib.stride_tricks.sliding_window_view(padded, window, axis=1).max(axis=2)
+    return out
 
 
 def _distinct_in_window(keys: np.ndarray, other: np.ndarray, day: np.ndarray, n_keys: int,
@@ -146,7 +151,7 @@ def compute_batch_features(tx: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     hi = np.arange(n_days + 1)
     c30_country = c_roll[:, :, hi] - c_roll[:, :, np.maximum(hi - 30, 0)]
     usual_country = np.asarray(countries, dtype=object)[c30_country.argmax(axis=1)]
-    usual_country = np.where(c30 > 0, usual_country, None)
+    usual_country = np.asarray(np.where(c30 > 0, usual_country, None), dtype=object)
 
     merchant_codes, merchant_ids = pd.factorize(tx["merchant_id"], sort=True)
     dm7 = _distinct_in_window(card_codes, merchant_codes, day, nc, n_days, 7)
@@ -154,7 +159,7 @@ def compute_batch_features(tx: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 
     first_day = np.full(nc, n_days)
     np.minimum.at(first_day, card_codes, day)
-    card_cols = {
+    card_cols: dict[str, np.ndarray] = {
         "card_txn_count_7d": c7, "card_txn_count_30d": c30, "card_amount_mean_7d": mean7,
         "card_amount_mean_30d": mean30, "card_amount_max_30d": max30,
         "card_amount_std_30d": np.sqrt(np.maximum(var30, 0)), "card_distinct_merchants_7d": dm7,
@@ -238,7 +243,7 @@ def realtime_from_state(state: CardState, now_us: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, seconds in REALTIME_WINDOWS_S.items():
         lo_us = now_us - seconds * US
-        picked = [a for t, a in zip(ev, state.amounts) if lo_us < t < now_us]
+        picked = [a for t, a in zip(ev, state.amounts, strict=True) if lo_us < t < now_us]
         out[f"card_count_{name}"] = float(len(picked))
         out[f"card_amount_sum_{name}"] = math.fsum(picked)
     before = [t for t in ev if now_us - STATE_HORIZON_US < t < now_us]
@@ -249,7 +254,7 @@ def realtime_from_state(state: CardState, now_us: int) -> dict[str, float]:
 def append_to_state(state: CardState, event_us: int, amount: float) -> CardState:
     """The state after a transaction, pruned to what any future window can still see."""
     horizon = event_us - STATE_HORIZON_US
-    pairs = sorted([*zip(state.event_us, state.amounts), (event_us, amount)])
+    pairs = sorted([*zip(state.event_us, state.amounts, strict=True), (event_us, amount)])
     kept = [(t, a) for t, a in pairs if t > horizon]
     return CardState(tuple(t for t, _ in kept), tuple(a for _, a in kept))
 
@@ -276,8 +281,8 @@ def state_snapshots(tx: pd.DataFrame, boundaries: Sequence[pd.Timestamp]) -> pd.
         frames.append(pd.DataFrame({
             "card_id": c[starts],
             FEATURE_TIMESTAMP: pd.Timestamp(b).as_unit("us"),
-            "recent_event_us": [t[i:j] for i, j in zip(bounds[:-1], bounds[1:], strict=True)],
-            "recent_amounts": [a[i:j] for i, j in zip(bounds[:-1], bounds[1:], strict=True)],
+            "recent_event_us": [t[i:j] for i, j in itertools.pairwise(bounds)],
+            "recent_amounts": [a[i:j] for i, j in itertools.pairwise(bounds)],
         }))
     if not frames:
         return pd.DataFrame(columns=["card_id", FEATURE_TIMESTAMP, "recent_event_us", "recent_amounts"])

@@ -119,7 +119,8 @@ def build_definitions(offline_dir: Path) -> Definitions:
     transaction_context = OnDemandFeatureView(
         name="transaction_context", sources=[card_daily, request], mode="python",
         schema=[Field(name=f, dtype=Float64) for f in CONTEXT_FEATURES],
-        udf=_transaction_context, udf_string=inspect.getsource(_transaction_context),
+        udf=_transaction_context,  # type: ignore[arg-type]
+        udf_string=inspect.getsource(_transaction_context),
         description="The transaction relative to the card's usual amount, country and hour",
     )
     service = FeatureService(

@@ -13,17 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from riskloop.errors import FeatureStoreError
 from riskloop.features.compute import (
-    CARD_BATCH_FEATURES,
-    CONTEXT_FEATURES,
     FEATURE_TIMESTAMP,
-    MERCHANT_BATCH_FEATURES,
     REALTIME_FEATURES,
+    STORE_FEATURES,
     CardState,
     compute_batch_features,
     compute_realtime_features,
@@ -39,15 +37,12 @@ from riskloop.features.definitions import (
     build_definitions,
 )
 
-from typing import TYPE_CHECKING
-
 if TYPE_CHECKING:
-    from riskloop.settings import Settings  # importing feast costs seconds, so it happens inside functions
     from feast import FeatureStore
 
+    from riskloop.settings import Settings  # importing feast costs seconds, so it happens inside functions
+
 PROJECT = "riskloop"
-# Features the model sees from the store, in the order they are returned.
-STORE_FEATURES = (*CARD_BATCH_FEATURES, *MERCHANT_BATCH_FEATURES, *CONTEXT_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -154,7 +149,8 @@ def historical_features(store: FeatureStore, tx: pd.DataFrame, service: str) -> 
     entities = entity_frame(tx)
     fs = store.get_feature_service(service)
     # the real-time state view is an online-only input: offline, the stream itself is the truth
-    refs = [f"{proj.name_to_use()}:{feat.name}" for proj in fs.feature_view_projections
+    refs = [f"{proj.name_to_use()}:{feat.name}"  # type: ignore[no-untyped-call]
+            for proj in fs.feature_view_projections
             if proj.name != "card_recent" for feat in proj.features]
     try:
         got = store.get_historical_features(entity_df=entities, features=refs).to_df()

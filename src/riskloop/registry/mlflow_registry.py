@@ -7,10 +7,11 @@ defined once here) and the aliases ``champion`` / ``challenger`` / ``previous``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,12 @@ def start_training_run(tracking_uri: str, experiment: str, *, params: Mapping[st
 
 
 def log_evaluation(tracking_uri: str, run_id: str, *, metrics: Mapping[str, float],
-                   files: Mapping[str, Path], prefix: str = "") -> None:
+                   files: Sequence[tuple[str, Path]] = (), prefix: str = "") -> None:
+    """Log metrics and ``(artifact_path, file)`` pairs to an existing run."""
     mlflow = _mlflow(tracking_uri)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()})
-        for artifact_path, f in files.items():
+        for artifact_path, f in files:
             mlflow.log_artifact(str(f), artifact_path)
 
 
@@ -146,10 +148,8 @@ def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> N
 def delete_alias(tracking_uri: str, model_name: str, alias: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    try:
+    with contextlib.suppress(MlflowException):
         client(tracking_uri).delete_registered_model_alias(model_name, alias)
-    except MlflowException:
-        pass
 
 
 def version_by_alias(tracking_uri: str, model_name: str, alias: str) -> VersionInfo | None:

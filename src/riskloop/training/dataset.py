@@ -14,16 +14,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from riskloop.data.spec import DatasetSpec
 from riskloop.errors import TrainingError
-from riskloop.features.compute import REALTIME_FEATURES, event_hour
-from riskloop.features.store import STORE_FEATURES
+from riskloop.features.compute import REALTIME_FEATURES, STORE_FEATURES, event_hour
 
 LABEL = "label"
 SPLIT = "split"
@@ -41,6 +40,12 @@ class WindowParams(BaseModel):
     validation_days: float = Field(default=3, gt=0)
     test_days: float = Field(default=4, gt=0)
     seed: int = 0
+
+    @field_validator("cutoff")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        # event times are UTC: a naive cutoff means UTC, an aware one is converted
+        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,9 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, items: list[dict[str, object]]) -> FeatureSpec:
         names = tuple(str(i["name"]) for i in items)
-        cats = {str(i["name"]): tuple(i["categories"]) for i in items if "categories" in i}  # type: ignore[call-overload]
+        cats: dict[str, tuple[str, ...]] = {
+            str(i["name"]): tuple(str(c) for c in i["categories"])  # type: ignore[attr-defined]
+            for i in items if "categories" in i}
         return cls(names, cats)
 
 
@@ -77,7 +84,9 @@ def feature_spec(spec: DatasetSpec) -> FeatureSpec:
 
 
 def label_as_known(df: pd.DataFrame, spec: DatasetSpec, cutoff: datetime) -> pd.Series:
-    """1 where the label is positive *and* was known before the cutoff."""
+    """1 where the label is positive *and* was known before the cutoff (a naive cutoff is UTC)."""
+    if cutoff.tzinfo is None:
+        cutoff = cutoff.replace(tzinfo=timezone.utc)
     y = df[spec.label.column].astype("int64")
     if spec.label.available_at:
         known = df[spec.label.available_at].notna() & (df[spec.label.available_at] < pd.Timestamp(cutoff))
@@ -101,7 +110,7 @@ def assemble(tx: pd.DataFrame, features: pd.DataFrame | None, spec: DatasetSpec,
         dup = [c for c in f.columns if c in df.columns]
         df = df.join(f.drop(columns=dup), on=id_col)
     cutoff = pd.Timestamp(params.cutoff)
-    df[LABEL] = label_as_known(df, spec, params.cutoff)
+    df[LABEL] = label_as_known(df, spec, cutoff.to_pydatetime())
     if ts_col is not None:
         df = df[df[ts_col] < cutoff]
         mature_before = cutoff - pd.Timedelta(days=params.maturity_days)

@@ -118,7 +118,15 @@ def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, ou
     booster = booster[: booster.best_iteration + 1]  # keep exactly the best trees
     booster.set_param({"nthread": 1})  # serving scores single rows: one thread per worker is fastest
     val_scores = booster.inplace_predict(matrix(parts["validation"], fspec), validate_features=False)
-    threshold = choose_threshold(parts["validation"][LABEL].to_numpy(), np.asarray(val_scores), params.target_fpr)
+    try:
+        threshold = choose_threshold(parts["validation"][LABEL].to_numpy(), np.asarray(val_scores),
+                                     params.target_fpr)
+        reaches_target = True
+    except TrainingError:
+        # a model too coarse to reach the target FPR is a bad model, not a broken run: it flags
+        # nothing, says so in model.json, and the gate judges it on its metrics
+        threshold = float(np.nextafter(float(np.max(val_scores)), np.inf))
+        reaches_target = False
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
@@ -128,6 +136,7 @@ def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, ou
         "features": fspec.to_dict(),
         "threshold": float(threshold),
         "target_fpr": params.target_fpr,
+        "threshold_reaches_target_fpr": reaches_target,
         "train_params": params.model_dump(),
         "scale_pos_weight": weight,
         "best_iteration": int(booster.num_boosted_rounds()),
@@ -147,7 +156,7 @@ def load_model(model_dir: Path, *, expected_sha256: str | None = None) -> ModelB
     for p in (model_path, meta_path):
         if not p.is_file():
             raise ModelIntegrityError(f"{p.name} is missing from the model directory", where=str(model_dir),
-                                      fix="point at a directory written by `riskloop` training (model.ubj + model.json)")
+                                      fix="point at a directory written by riskloop training (model.ubj, model.json)")
     meta = json.loads(meta_path.read_text())
     actual = sha256_file(model_path)
     for label, want in (("registered", expected_sha256), ("recorded", meta.get("model_sha256"))):
