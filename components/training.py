@@ -78,7 +78,7 @@ def train(spec: str, training_set: Input[Dataset], train_params: dict, cutoff_da
 
 
 @component
-def evaluate(training_set: Input[Dataset], model: Input[Model], run_id: str, target_fpr: float,
+def evaluate(spec: str, training_set: Input[Dataset], model: Input[Model], run_id: str, target_fpr: float,
              metrics: Output[Metrics], roc: Output[ClassificationMetrics], report: Output[HTML]) -> str:
     """Score candidate and champion on the same test window; metrics, ROC, confusion matrix, report."""
     import json
@@ -87,7 +87,7 @@ def evaluate(training_set: Input[Dataset], model: Input[Model], run_id: str, tar
     from riskloop.settings import Settings
     from riskloop.steps import evaluate as run
 
-    out = run(Path(training_set.path), Path(model.path), run_id, Path(report.path).parent / "evaluation",
+    out = run(spec, Path(training_set.path), Path(model.path), run_id, Path(report.path).parent / "evaluation",
               Settings(), target_fpr=target_fpr)
     for k, v in out.candidate.items():
         metrics.log_metric(k, float(v))

@@ -51,7 +51,7 @@ def training_pipeline(
                       cutoff_date=cutoff_date, maturity_days=maturity_days, info=ts.outputs["Output"],
                       pipeline_run_id=run_id).set_caching_options(False)
         model.set_retry(num_retries=2)  # talks to the tracking server
-        ev = evaluate(training_set=ts.outputs["training_set"], model=model.outputs["model"],
+        ev = evaluate(spec=spec, training_set=ts.outputs["training_set"], model=model.outputs["model"],
                       run_id=model.outputs["Output"], target_fpr=target_fpr).set_caching_options(False)
         ev.set_retry(num_retries=2)
         verdict = gate(evaluation=ev.outputs["Output"], gate_params=gate_params, run_id=model.outputs["Output"],

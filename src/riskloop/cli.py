@@ -341,7 +341,8 @@ def run_training_cmd(
     end: Annotated[str | None, typer.Option(
         help="Last day of the window (YYYY-MM-DD); default the newest landed day.")] = None,
     days: Annotated[int, typer.Option(min=1, help="Window length in days.")] = 30,
-    maturity_days: Annotated[float, typer.Option(min=0, help="Newest days whose labels are not mature.")] = -1,
+    maturity_days: Annotated[float | None, typer.Option(
+        min=0, help="Newest days whose labels are not mature; default from the spec.")] = None,
 ) -> None:
     """Run the training pipeline locally (the same components as on the cluster).
 
@@ -363,7 +364,7 @@ def run_training_cmd(
             raise RiskloopError(f"no landed data for {ds.name}",
                                 fix="run `riskloop data generate` or `riskloop data fetch-ulb`")
         end_day = date.fromisoformat(end) if end else landed[-1][0]
-        maturity = ds.label.maturity_days if maturity_days < 0 else maturity_days
+        maturity = ds.label.maturity_days if maturity_days is None else maturity_days
         params = training_params(end_day, days, spec=spec, maturity_days=float(maturity),
                                  validation_days=float(ds.split.validation_days), test_days=float(ds.split.test_days))
     except (RiskloopError, ValueError) as exc:

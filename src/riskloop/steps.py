@@ -196,7 +196,7 @@ class EvaluateOutput:
     html: str
 
 
-def evaluate(training_set_path: Path, model_dir: Path, run_id: str, report_dir: Path,
+def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, run_id: str, report_dir: Path,
              settings: Settings, *, target_fpr: float) -> EvaluateOutput:
     """Score the candidate and the current champion on the same test window; log to the run."""
     from riskloop.registry.mlflow_registry import CHAMPION, download_model_dir, log_evaluation, version_by_alias
@@ -212,7 +212,13 @@ def evaluate(training_set_path: Path, model_dir: Path, run_id: str, report_dir: 
     ev = evaluate_scores(y, scores, threshold=cand.threshold, target_fpr=target_fpr)
     champion_metrics: dict[str, float] | None = None
     champ_version: str | None = None
-    champ = version_by_alias(settings.tracking_uri, settings.mlflow.model_name, CHAMPION)
+    spec = load_spec(spec_name)
+    champ = version_by_alias(settings.tracking_uri, spec.registered_model(settings.mlflow.model_name), CHAMPION)
+    if champ is not None and champ.tags.get("dataset_spec") != spec.name:
+        raise ConfigError(
+            f"the champion of {champ.name} (version {champ.version}) was trained on "
+            f"{champ.tags.get('dataset_spec')!r}, not {spec.name!r}: the two cannot be compared",
+            fix="set model_name in the dataset spec or RISKLOOP_MLFLOW__MODEL_NAME for this dataset")
     if champ is not None:
         champ_dir = download_model_dir(settings.tracking_uri, champ.run_id)
         champ_bundle = load_model(champ_dir, expected_sha256=champ.tags.get("model_sha256"))
@@ -281,7 +287,7 @@ def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_nam
         dataset_spec=spec.name,
     )
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
-    name = settings.mlflow.model_name
+    name = spec.registered_model(settings.mlflow.model_name)
     first = version_by_alias(settings.tracking_uri, name, CHAMPION) is None
     head = log.head()
     version = register_version(settings.tracking_uri, name, run_id, lineage, extra_tags={

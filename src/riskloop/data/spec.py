@@ -99,6 +99,8 @@ class Split(_Strict):
 class DatasetSpec(_Strict):
     name: str
     description: str = ""
+    model_name: str | None = Field(
+        default=None, description="registered model for this dataset; default RISKLOOP_MLFLOW__MODEL_NAME")
     source: Source
     id_column: str
     entity_columns: tuple[str, ...] = ()
@@ -120,6 +122,10 @@ class DatasetSpec(_Strict):
         if self.split.kind == "time" and not self.timestamp_column:
             raise ValueError("split.kind 'time' needs timestamp_column")
         return self
+
+    def registered_model(self, default: str) -> str:
+        """The MLflow registered model this dataset's models go to."""
+        return self.model_name or default
 
     def source_path(self, state_dir: Path) -> Path:
         p = Path(self.source.path)
