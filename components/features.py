@@ -4,7 +4,7 @@ No `from __future__ import annotations` here: KFP reads the real annotation obje
 """
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input
+from kfp.dsl import Dataset, Input, Output
 
 from components import RUNTIME_IMAGE
 
@@ -30,3 +30,17 @@ def materialize(end_date: str, days_back: int) -> str:
     from riskloop.steps import materialize as run
 
     return run(end_date, days_back, Settings())
+
+
+@component
+def batch_score(spec: str, valid: Input[Dataset], day: str, model_alias: str, scores: Output[Dataset]) -> str:
+    """Score a day of transactions from the offline store with the model an alias names."""
+    import json
+    from pathlib import Path
+
+    from riskloop.settings import Settings
+    from riskloop.steps import batch_score as run
+
+    out = run(spec, Path(valid.path), day, model_alias, Path(scores.path), Settings())
+    scores.metadata.update(out)
+    return json.dumps(out)

@@ -7,6 +7,7 @@ never as a traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -390,6 +391,135 @@ def compile_cmd(out: Annotated[Path, typer.Option(help="Output directory.")] = P
 
     written = compile_all(out)
     _summary("compiled", {p.stem: p for p in written})
+
+
+@app.command("serve")
+def serve_cmd(
+    model_alias: Annotated[str | None, typer.Option(help="Serve the version this registry alias points at.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Serve this registry version.")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="Serve a model directory (the cluster: /mnt/models).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address; default 127.0.0.1 (settings).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port; default 8080 (settings).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=32, help="Worker processes.")] = None,
+    grpc: Annotated[bool, typer.Option(help="Also start KServe's gRPC server.")] = False,
+    max_instances: Annotated[int, typer.Option(min=1, max=10_000, help="Instances per request.")] = 256,
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Serve a model with KServe's ModelServer (V1 and V2 REST), online features from Feast.
+
+    Examples:
+
+        riskloop serve --model-alias champion
+
+        riskloop serve --model-dir /mnt/models --host 0.0.0.0 --port 8080
+    """
+    s = settings()
+    try:
+        server, model = build_server(s, spec=spec, alias=model_alias if (model_alias or model_version or model_dir)
+                                     else "champion", version=model_version, model_dir=model_dir, host=host,
+                                     port=port, workers=workers, grpc=grpc, max_instances=max_instances)
+    except RiskloopError as exc:
+        _fail(exc)
+    console.print(f"serving {model.name} version {model.model_version} on http://{server.host}:{server.http_port}")
+    try:
+        server.start([model])
+    finally:
+        model.stop()
+
+
+@app.command("score")
+def score_cmd(
+    card_id: Annotated[str, typer.Option(help="Card id, e.g. C000042.")],
+    amount: Annotated[float, typer.Option(help="Amount in the transaction's currency.")],
+    merchant_id: Annotated[str, typer.Option(help="Merchant id.")] = "M00001",
+    merchant_category: Annotated[str, typer.Option()] = "grocery",
+    channel: Annotated[str, typer.Option(help="pos | contactless | online")] = "pos",
+    country: Annotated[str, typer.Option()] = "DE",
+    currency: Annotated[str, typer.Option()] = "EUR",
+    device_type: Annotated[str, typer.Option(help="terminal | mobile | desktop")] = "terminal",
+    distance_from_home_km: Annotated[float, typer.Option()] = 5.0,
+    card_age_days: Annotated[int, typer.Option()] = 365,
+    transaction_id: Annotated[str | None, typer.Option(help="Default: a fresh id.")] = None,
+    explain: Annotated[bool, typer.Option(help="Include the top feature contributions.")] = True,
+    url: Annotated[str | None, typer.Option(help="Server URL; default http://127.0.0.1:<settings port>.")] = None,
+) -> None:
+    """Score one transaction on a running `riskloop serve`, for a quick check.
+
+    Example:
+
+        riskloop score --card-id C000042 --amount 950 --channel online --country NG
+    """
+    import uuid
+
+    import httpx
+
+    s = settings()
+    from riskloop.data.spec import load_spec
+
+    base = url or f"http://127.0.0.1:{s.serving.http_port}"
+    name = load_spec("synthetic-fraud").registered_model(s.mlflow.model_name)
+    instance = {"transaction_id": transaction_id or f"cli-{uuid.uuid4().hex[:12]}", "card_id": card_id,
+                "merchant_id": merchant_id, "amount": amount, "currency": currency,
+                "merchant_category": merchant_category, "channel": channel, "country": country,
+                "device_type": device_type, "distance_from_home_km": distance_from_home_km,
+                "card_age_days": card_age_days}
+    try:
+        r = httpx.post(f"{base}/v1/models/{name}:predict", json={"instances": [instance], "explain": explain},
+                       timeout=10)
+    except httpx.HTTPError as exc:
+        _fail(RiskloopError(f"cannot reach the model server at {base}: {exc}",
+                            fix="start it with `riskloop serve --model-alias champion`"))
+    if r.status_code != 200:
+        _fail(RiskloopError(f"the server answered {r.status_code}: {r.text}"))
+    out.print_json(json.dumps(r.json()["predictions"][0]))
+
+
+def build_server(s: Settings, *, spec: str, alias: str | None, version: str | None, model_dir: Path | None,
+                 host: str | None, port: int | None, workers: int | None, grpc: bool, max_instances: int,
+                 role: str = "champion") -> tuple[Any, Any]:
+    """The model server and its model, ready to start (shared by the CLI and tests)."""
+    from riskloop.data.spec import load_spec
+    from riskloop.features.store import StoreConfig
+    from riskloop.serving.loader import resolve_model
+    from riskloop.serving.predictor import FraudModel
+    from riskloop.serving.server import RiskloopModelServer
+
+    ds = load_spec(spec)
+    if ds.features.source != "feast" or not ds.features.service:
+        raise RiskloopError(f"dataset {ds.name} has no online features to serve with",
+                            fix="serve a model trained on a Feast-backed spec (synthetic-fraud)")
+    # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
+    name = os.environ.get("RISKLOOP_MODEL_NAME") or ds.registered_model(s.mlflow.model_name)
+    served = resolve_model(s, model_name=name, alias=alias, version=version, model_dir=model_dir)
+    model = FraudModel(name, bundle=served.bundle, model_version=served.version, spec=ds,
+                       runtime=functools.partial(_serving_runtime, StoreConfig.from_settings(s),
+                                                 ds.features.service, s.predictions_dir),
+                       role=role, max_instances=max_instances)
+    if not model.load():
+        raise RiskloopError("the feature store is not reachable: the model is not ready",
+                            fix="run `riskloop features apply && riskloop features materialize`, or start Redis")
+    n_workers = workers or s.serving.workers
+    if n_workers > 1:
+        # workers are separate processes: prometheus-client aggregates through files in this dir
+        multiproc = s.root / "serving" / "prometheus-multiproc"
+        import shutil
+
+        shutil.rmtree(multiproc, ignore_errors=True)
+        multiproc.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+    server = RiskloopModelServer(host=host or s.serving.host, http_port=port or s.serving.http_port,
+                                 workers=n_workers, enable_grpc=grpc)
+    return server, model
+
+
+def _serving_runtime(cfg: Any, service: str, predictions_dir: Path) -> Any:
+    """What each serving process builds for itself (picklable: a partial over plain values)."""
+    from riskloop.features.store import open_store
+    from riskloop.serving.metrics import ServingMetrics
+    from riskloop.serving.prediction_log import PredictionLog
+    from riskloop.serving.predictor import FeastSource, Runtime
+
+    return Runtime(FeastSource(open_store(cfg), service), ServingMetrics(), PredictionLog(predictions_dir))
 
 
 def main() -> None:

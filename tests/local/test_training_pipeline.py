@@ -78,7 +78,7 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     from riskloop.version import runtime_image
 
     written = {p.stem: p for p in compile_all(tmp_path)}
-    assert set(written) == {"training", "features"}
+    assert set(written) == {"training", "features", "batch_scoring"}
     path = written["training"]
     ir, platform = yaml.safe_load_all(path.read_text())  # the pipeline spec, then the kubernetes platform spec
     tasks = ir["root"]["dag"]["tasks"]

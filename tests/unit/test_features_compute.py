@@ -58,8 +58,9 @@ def test_batch_features_match_brute_force_and_never_see_their_own_day() -> None:
     assert (mins > first.loc[mins.index]).all()
 
 
+# distinct (card, time): a repeated (card, time, amount) is a retry by definition (see append_to_state)
 events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3 * 86_400), st.floats(0.5, 5000)),
-                  min_size=1, max_size=60)
+                  min_size=1, max_size=60, unique_by=lambda e: (e[0], e[1]))
 
 
 @settings(max_examples=150, deadline=None)
@@ -85,6 +86,12 @@ def test_realtime_vectorised_equals_state_function(evts: list[tuple[int, int, fl
     for i, feats in online.items():
         for name, value in feats.items():
             assert close(value, float(offline.loc[i, name])), (i, name, value, offline.loc[i, name])
+
+
+def test_retried_event_is_counted_once() -> None:
+    s = append_to_state(CardState(), 10 * US, 5.0)
+    assert append_to_state(s, 10 * US, 5.0) == s
+    assert len(append_to_state(s, 10 * US, 6.0).event_us) == 2  # same instant, another amount: another event
 
 
 def test_state_is_pruned_to_the_horizon() -> None:

@@ -25,6 +25,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,19 @@ def to_us(ts: pd.Series) -> np.ndarray:
     """Integer microseconds since the epoch for a tz-aware timestamp column."""
     out: np.ndarray = ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
     return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_us(dt: datetime) -> int:
+    """Exact integer microseconds since the epoch (no float rounding) of an aware datetime."""
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def hour_of_day(us: int) -> float:
+    """Hour of day with its fraction, UTC, from epoch microseconds (the same formula as ``event_hour``)."""
+    return (us % DAY_US) / (3600 * US)
 
 
 def event_hour(ts: pd.Series) -> pd.Series:
@@ -252,9 +266,13 @@ def realtime_from_state(state: CardState, now_us: int) -> dict[str, float]:
 
 
 def append_to_state(state: CardState, event_us: int, amount: float) -> CardState:
-    """The state after a transaction, pruned to what any future window can still see."""
+    """The state after a transaction, pruned to what any future window can still see.
+
+    Idempotent: an event identical in time and amount to one already held is a
+    retry of the same transaction (payment clients retry), not a second one.
+    """
     horizon = event_us - STATE_HORIZON_US
-    pairs = sorted([*zip(state.event_us, state.amounts, strict=True), (event_us, amount)])
+    pairs = sorted({*zip(state.event_us, state.amounts, strict=True), (event_us, amount)})
     kept = [(t, a) for t, a in pairs if t > horizon]
     return CardState(tuple(t for t, _ in kept), tuple(a for _, a in kept))
 

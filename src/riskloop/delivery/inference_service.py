@@ -1,0 +1,528 @@
+"""The predictor's KServe InferenceService, and the patches that move its traffic.
+
+Pure: nothing here talks to a cluster. The deploy step creates the object that
+``build_inference_service`` returns and later sends the patch bodies below as
+JSON merge patches (``application/merge-patch+json``); the local deployment
+record can apply the very same bodies with ``apply_merge_patch``.
+
+The predictor is a custom container on the project image, without a
+ServingRuntime: ``riskloop serve`` runs a ``kserve.ModelServer`` over the model
+directory (``model.ubj`` + ``model.json``) that KServe's storage initializer
+downloads from the container's ``STORAGE_URI`` to ``/mnt/models``, and refuses a
+``model.ubj`` whose sha256 is not ``RISKLOOP_EXPECTED_MODEL_SHA256``.
+
+Traffic moves the way KServe's canary guide does it, on Knative revisions:
+
+- ``canary_patch``: a new revision runs the candidate model and gets N % of the
+  traffic; the last rolled-out revision keeps the rest.
+- ``promote_patch``: remove ``canaryTrafficPercent``; the latest revision gets
+  100 % and becomes the rolled-out one.
+- ``rollback_patch``: ``canaryTrafficPercent: 0`` pins all traffic on the last
+  rolled-out revision at once, and the spec is put back to the previous model,
+  so the object says what is served. The restored spec runs as one more
+  (idle) revision; a later ``promote_patch`` hands it the traffic and lets the
+  rejected revision scale away.
+
+Custom resources take no strategic merge patch, and a JSON merge patch replaces
+a list whole: every patch that changes the container therefore carries the
+complete container, built by the same code as the full object.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import difflib
+import re
+from typing import Any, Literal, cast
+
+import yaml
+from kserve import (
+    ApiClient,
+    V1beta1InferenceService,
+    V1beta1InferenceServiceSpec,
+    V1beta1PredictorSpec,
+)
+from kserve import models as kserve_models
+from kubernetes import client as k8s
+from kubernetes.client import models as k8s_models
+from kubernetes.utils import parse_quantity
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from riskloop.errors import ConfigError, DeploymentError
+
+API_VERSION = "serving.kserve.io/v1beta1"
+KIND = "InferenceService"
+
+# KServe >= 0.16 names the Knative mode "Knative" ("Serverless" is its deprecated alias) and defaults to
+# "Standard" (plain Deployments), where canaryTrafficPercent is ignored, so the annotation is required.
+# The alias is not safe: the validating webhook compares the raw annotation with the normalised status,
+# so an InferenceService annotated "Serverless" has its later updates rejected ("deploymentMode cannot
+# be changed from 'Knative' to 'Serverless'", kserve/kserve#4798 and #5885) — every canary patch would fail.
+DEPLOYMENT_MODE = "Knative"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MODEL_VERSION = "riskloop.io/model-version"
+
+# KServe's storage initializer serves only the container of this name, at this path.
+CONTAINER_NAME = "kserve-container"
+MODEL_DIR = "/mnt/models"
+PORT_NAME = "http1"  # Knative: http1 or h2c; the V1/V2 REST server speaks HTTP/1.1
+RUN_AS_USER = 1000
+
+ENV_STORAGE_URI = "STORAGE_URI"  # for a custom container, this env var is what drives the storage initializer
+ENV_EXPECTED_MODEL_SHA256 = "RISKLOOP_EXPECTED_MODEL_SHA256"
+ENV_MODEL_VERSION = "RISKLOOP_MODEL_VERSION"
+ENV_MODEL_NAME = "RISKLOOP_MODEL_NAME"
+ENV_ROLE = "RISKLOOP_ROLE"
+
+FETCHABLE_SCHEMES = ("s3://", "gs://", "pvc://")
+_MLFLOW_SCHEMES = ("mlflow-artifacts:", "runs:", "models:")
+
+# Knative routes a canary through tagged hosts "latest-<name>-predictor" and "prev-<name>-predictor";
+# each must stay one DNS label (63 characters).
+MAX_NAME_LENGTH = 63 - len("latest-") - len("-predictor")
+_ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # KServe's own check: a DNS-1035 label
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # KServe routes /v1/models/[\w-]+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Ports the queue-proxy sidecar binds in every Knative pod.
+_KNATIVE_RESERVED_PORTS = frozenset({8012, 8013, 8022, 9090, 9091})
+
+
+class ServiceSpec(BaseModel):
+    """Everything that varies between two predictor InferenceServices; validated on construction.
+
+    Bad values raise ``pydantic.ValidationError`` naming the field, the rule and the fix.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str = Field(description="InferenceService name, e.g. 'fraud-detector'")
+    namespace: str
+    image: str = Field(description="the project image, tag <version>-<short sha>")
+    storage_uri: str = Field(description="model directory the storage initializer fetches: s3://, gs:// or pvc://")
+    model_sha256: str = Field(description="sha256 of model.ubj, checked by the predictor before loading")
+    model_version: str = Field(description="registry version; env var and label")
+    model_name: str = Field(default="fraud-detector", description="registered model name; the V1 route's name")
+    canary_traffic_percent: int | None = Field(default=None, ge=0, le=100,
+                                               description="None: no canary field at all")
+    service_account: str = "riskloop-predictor"
+    config_map: str = Field(default="riskloop-config", description="RISKLOOP_* settings, injected with envFrom")
+    cpu_request: str = "500m"
+    memory_request: str = "1Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=3, ge=1)
+    port: int = Field(default=8080, ge=1024, le=65535,
+                      description="non-root without capabilities cannot bind below 1024")
+    role: Literal["champion", "challenger"] = "champion"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _ISVC_NAME.match(v) or len(v) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"{v!r} is not a valid InferenceService name: use lowercase letters, digits and '-', "
+                f"start with a letter, end with a letter or digit, at most {MAX_NAME_LENGTH} characters "
+                "(Knative's tagged canary hosts must stay one DNS label), e.g. 'fraud-detector'")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v) or len(v) > 63:
+            raise ValueError(f"{v!r} is not a valid namespace: a DNS-1123 label (lowercase letters, digits, "
+                             "'-', at most 63 characters), e.g. 'riskloop'")
+        return v
+
+    @field_validator("service_account", "config_map")
+    @classmethod
+    def _object_name(cls, v: str) -> str:
+        if not _DNS_SUBDOMAIN.match(v) or len(v) > 253:
+            raise ValueError(f"{v!r} is not a valid Kubernetes object name: lowercase letters, digits, '-' and "
+                             "'.', at most 253 characters")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        fix = "pin the project image by tag <version>-<short sha> (riskloop.version.runtime_image()) or by digest"
+        if not v or any(c.isspace() for c in v):
+            raise ValueError(f"image {v!r} is empty or contains whitespace; {fix}")
+        if "@" in v:
+            digest = v.rsplit("@", 1)[1]
+            if not _DIGEST.match(digest):
+                raise ValueError(f"image {v!r} has a malformed digest {digest!r}; {fix}")
+            return v
+        last = v.rsplit("/", 1)[-1]
+        if ":" not in last:
+            raise ValueError(f"image {v!r} has no tag, which means ':latest' and changes under a running "
+                             f"revision; {fix}")
+        tag = last.rsplit(":", 1)[1]
+        if not _TAG.match(tag) or tag == "latest":
+            raise ValueError(f"image tag {tag!r} is not a pinned tag; {fix}")
+        return v
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_uri(cls, v: str) -> str:
+        if v.startswith(_MLFLOW_SCHEMES):
+            raise ValueError(
+                f"{v!r} is an MLflow URI, which KServe's storage initializer cannot fetch; point storage_uri "
+                "at the model directory in the object store behind MLflow (s3://... or gs://...) or a pvc://")
+        scheme = next((s for s in FETCHABLE_SCHEMES if v.startswith(s)), None)
+        if scheme is None or len(v) == len(scheme) or any(c.isspace() for c in v):
+            raise ValueError(f"storage_uri {v!r} is not a model directory KServe can fetch; use one of "
+                             f"{', '.join(s + '...' for s in FETCHABLE_SCHEMES)}")
+        return v
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _sha256(cls, v: str) -> str:
+        v = v.lower()
+        if not _SHA256.match(v):
+            raise ValueError(f"model_sha256 must be 64 hex characters (sha256 of model.ubj), got {len(v)} "
+                             f"characters {v[:16]!r}...; take it from the model version's 'model_sha256' tag")
+        return v
+
+    @field_validator("model_version")
+    @classmethod
+    def _model_version(cls, v: str) -> str:
+        if not _LABEL_VALUE.match(v) or len(v) > 63:
+            raise ValueError(f"model_version {v!r} cannot be a label value: letters, digits, '-', '_', '.', "
+                             "starting and ending alphanumeric, at most 63 characters (registry versions are '1', "
+                             "'2', ...)")
+        return v
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        if not _MODEL_NAME.match(v) or len(v) > 63:
+            raise ValueError(f"model_name {v!r} cannot be routed by KServe (/v1/models/<name>): use letters, "
+                             "digits, '-' and '_', at most 63 characters")
+        return v
+
+    @field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")
+    @classmethod
+    def _quantity(cls, v: str) -> str:
+        try:
+            parse_quantity(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a Kubernetes quantity (e.g. '500m', '2', '1Gi')") from None
+        return v
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if v in _KNATIVE_RESERVED_PORTS:
+            raise ValueError(f"port {v} is taken by Knative's queue-proxy in the same pod "
+                             f"({sorted(_KNATIVE_RESERVED_PORTS)}); use e.g. 8080")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        for resource in ("cpu", "memory"):
+            request, limit = getattr(self, f"{resource}_request"), getattr(self, f"{resource}_limit")
+            if parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(f"{resource}_request {request} exceeds {resource}_limit {limit}; "
+                                 "Kubernetes rejects such a pod")
+        return self
+
+
+def build_inference_service(spec: ServiceSpec) -> V1beta1InferenceService:
+    """The InferenceService serving ``spec``'s model from the project image, Knative mode, restricted pod.
+
+    Only typed kserve/kubernetes SDK fields are used. The restricted security
+    context is set on the container, not the pod: Knative rejects a pod-level
+    ``securityContext`` unless the cluster enables ``kubernetes.podspec-securitycontext``,
+    while it accepts these container fields; Knative accepts
+    ``automountServiceAccountToken`` only as ``false``, which is what we want.
+    """
+    predictor = V1beta1PredictorSpec(
+        service_account_name=spec.service_account,
+        # The model server needs no Kubernetes API; a stolen pod should not get a token.
+        automount_service_account_token=False,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        canary_traffic_percent=spec.canary_traffic_percent,
+        containers=[_container(spec)],
+    )
+    return V1beta1InferenceService(
+        api_version=API_VERSION,
+        kind=KIND,
+        metadata=k8s.V1ObjectMeta(
+            name=spec.name,
+            namespace=spec.namespace,
+            labels=_labels(spec),
+            annotations={DEPLOYMENT_MODE_ANNOTATION: DEPLOYMENT_MODE},
+        ),
+        spec=V1beta1InferenceServiceSpec(predictor=predictor),
+    )
+
+
+def to_manifest(isvc: V1beta1InferenceService) -> dict[str, Any]:
+    """The object as the API server takes it: camelCase keys, unset fields left out."""
+    return cast(dict[str, Any], ApiClient().sanitize_for_serialization(isvc))
+
+
+def to_yaml(isvc: V1beta1InferenceService) -> str:
+    """The manifest as YAML, keys in the SDK's field order."""
+    return yaml.safe_dump(to_manifest(isvc), sort_keys=False)
+
+
+def from_manifest(manifest: dict[str, Any]) -> V1beta1InferenceService:
+    """Load a manifest into the typed SDK model, refusing what the model would silently lose.
+
+    The kserve SDK cannot do this itself: ``ApiClient().deserialize`` drops
+    unknown keys, coerces mistyped values (``str(5)``, ``bool("false")``) and
+    cannot even resolve the Kubernetes types an InferenceService nests
+    (``V1ObjectMeta``, ``V1Container``). This loader walks the SDK's own
+    ``openapi_types`` and resolves types in ``kserve.models`` and
+    ``kubernetes.client.models``. Raises ``DeploymentError`` naming the field.
+    """
+    if not isinstance(manifest, dict):
+        raise DeploymentError(f"an InferenceService manifest must be a mapping, got {type(manifest).__name__}")
+    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
+        raise DeploymentError(
+            f"not a {KIND} manifest: apiVersion {manifest.get('apiVersion')!r}, kind {manifest.get('kind')!r}",
+            fix=f"expected apiVersion {API_VERSION!r} and kind {KIND!r}")
+    return cast(V1beta1InferenceService, _load(manifest, "V1beta1InferenceService", ""))
+
+
+def validate_manifest(manifest: dict[str, Any]) -> None:
+    """Raise ``DeploymentError`` unless ``manifest`` survives a typed round trip unchanged.
+
+    Unknown fields (``spec.predictor.bogus``), mistyped values and missing
+    required fields are refused with their path; a manifest that loads but
+    re-serialises differently is refused with the first difference.
+    """
+    loaded = from_manifest(manifest)
+    client = ApiClient()
+    expected = _without_nulls(client.sanitize_for_serialization(manifest))
+    difference = _first_difference(expected, client.sanitize_for_serialization(loaded), "")
+    if difference is not None:
+        raise DeploymentError(f"the {KIND} manifest changes in a typed round trip: {difference}",
+                              fix="the field is not part of the kserve SDK's model; remove or correct it")
+
+
+def canary_patch(current: ServiceSpec, *, storage_uri: str, model_sha256: str, model_version: str,
+                 canary_traffic_percent: int) -> dict[str, Any]:
+    """Merge patch that starts a canary: ``current`` with the candidate model, N % of traffic to it.
+
+    ``current`` is the spec now deployed; the patch replaces the whole
+    container (lists do not merge) and the model-version label, and sets
+    ``canaryTrafficPercent``. ``RISKLOOP_ROLE`` is left as it is: promotion must
+    not change the revision it promotes. Raises ``ConfigError`` on bad values.
+    """
+    candidate = _replaced(current, storage_uri=storage_uri, model_sha256=model_sha256,
+                          model_version=model_version, canary_traffic_percent=canary_traffic_percent)
+    return _model_patch(candidate, canary_traffic_percent)
+
+
+def promote_patch() -> dict[str, Any]:
+    """Merge patch that promotes the canary: remove ``canaryTrafficPercent`` (KServe's documented way).
+
+    The latest revision then takes 100 % and becomes the rolled-out revision;
+    the previous one scales to zero. Removing the field rather than setting
+    100 leaves no canary setting behind to shape the next rollout.
+    """
+    return {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+
+
+def rollback_patch(previous: ServiceSpec) -> dict[str, Any]:
+    """Merge patch that rolls a canary back: all traffic to the last rolled-out revision, spec restored.
+
+    ``canaryTrafficPercent: 0`` moves traffic at once, without waiting for any
+    new pod; restoring ``previous``'s container and model-version label keeps
+    the object truthful about what is served.
+    """
+    return _model_patch(_replaced(previous, canary_traffic_percent=0), 0)
+
+
+def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` applied to ``target`` as RFC 7386 does (null deletes, maps merge, lists replace); new dict."""
+    return cast(dict[str, Any], _merge(copy.deepcopy(target), patch))
+
+
+def _container(spec: ServiceSpec) -> k8s.V1Container:
+    return k8s.V1Container(
+        name=CONTAINER_NAME,
+        image=spec.image,
+        # 0.0.0.0 is required in the pod: Knative's queue-proxy and the kubelet's probes reach the
+        # server over the pod IP, never over loopback.
+        args=["serve", "--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(spec.port)],
+        env=[
+            k8s.V1EnvVar(name=ENV_STORAGE_URI, value=spec.storage_uri),
+            k8s.V1EnvVar(name=ENV_EXPECTED_MODEL_SHA256, value=spec.model_sha256),
+            k8s.V1EnvVar(name=ENV_MODEL_VERSION, value=spec.model_version),
+            k8s.V1EnvVar(name=ENV_MODEL_NAME, value=spec.model_name),
+            k8s.V1EnvVar(name=ENV_ROLE, value=spec.role),
+        ],
+        # Explicit env wins over envFrom, so the config map cannot override the model identity.
+        env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=spec.config_map))],
+        ports=[k8s.V1ContainerPort(container_port=spec.port, name=PORT_NAME, protocol="TCP")],
+        resources=k8s.V1ResourceRequirements(
+            requests={"cpu": spec.cpu_request, "memory": spec.memory_request},
+            limits={"cpu": spec.cpu_limit, "memory": spec.memory_limit},
+        ),
+        # Ready only once the model is loaded and its hash checked; alive as long as the server answers.
+        readiness_probe=k8s.V1Probe(
+            http_get=k8s.V1HTTPGetAction(path=f"/v1/models/{spec.model_name}", port=spec.port),
+            period_seconds=5, timeout_seconds=2, failure_threshold=3,
+        ),
+        liveness_probe=k8s.V1Probe(
+            http_get=k8s.V1HTTPGetAction(path="/", port=spec.port),
+            initial_delay_seconds=30, period_seconds=10, timeout_seconds=2, failure_threshold=3,
+        ),
+        security_context=k8s.V1SecurityContext(
+            run_as_non_root=True,
+            run_as_user=RUN_AS_USER,
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+    )
+
+
+def _labels(spec: ServiceSpec) -> dict[str, str]:
+    return {LABEL_NAME: "riskloop", LABEL_COMPONENT: "predictor", LABEL_MODEL_VERSION: spec.model_version}
+
+
+def _model_patch(spec: ServiceSpec, canary_traffic_percent: int) -> dict[str, Any]:
+    container = ApiClient().sanitize_for_serialization(_container(spec))
+    return {
+        "metadata": {"labels": {LABEL_MODEL_VERSION: spec.model_version}},
+        "spec": {"predictor": {"canaryTrafficPercent": canary_traffic_percent, "containers": [container]}},
+    }
+
+
+def _replaced(spec: ServiceSpec, **changes: Any) -> ServiceSpec:
+    """``spec`` with ``changes``, validated again (``model_copy`` would not validate)."""
+    try:
+        return ServiceSpec.model_validate({**spec.model_dump(), **changes})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<spec>'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid values for the {spec.name} InferenceService: {problems}",
+                          where=f"namespace {spec.namespace}") from exc
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = target if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+_LIST_TYPE = re.compile(r"^list\[(.+)\]$")
+_DICT_TYPE = re.compile(r"^dict\(([^,]+), (.+)\)$")
+_PRIMITIVE_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float),
+                                                 "bool": (bool,)}
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _load(value: Any, type_name: str, path: str) -> Any:
+    where = path or "<manifest>"
+    if m := _LIST_TYPE.match(type_name):
+        if not isinstance(value, list):
+            raise _type_error(where, "a list", value)
+        return [_load(item, m.group(1), f"{path}[{i}]") for i, item in enumerate(value)]
+    if m := _DICT_TYPE.match(type_name):
+        if not isinstance(value, dict):
+            raise _type_error(where, "a mapping", value)
+        for key in value:
+            if not isinstance(key, str):
+                raise DeploymentError(f"{where} has a non-string key {key!r}", where=where)
+        return {k: _load(v, m.group(2), f"{path}.{k}") for k, v in value.items()}
+    if type_name == "object":
+        return value
+    if type_name in ("datetime", "date"):
+        if not isinstance(value, str | datetime.date):
+            raise _type_error(where, "a timestamp", value)
+        return value
+    if type_name in _PRIMITIVE_TYPES:
+        # bool is an int in Python; YAML's true is not an integer here.
+        if not isinstance(value, _PRIMITIVE_TYPES[type_name]) or (isinstance(value, bool) and type_name != "bool"):
+            raise _type_error(where, _TYPE_WORDS[type_name], value)
+        return value
+    klass = _model_class(type_name, where)
+    if not isinstance(value, dict):
+        raise _type_error(where, f"a mapping ({type_name})", value)
+    attributes = {key: attr for attr, key in klass.attribute_map.items()}
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        field = f"{path}.{key}" if path else str(key)
+        if key not in attributes:
+            close = difflib.get_close_matches(str(key), list(attributes), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"{type_name} has no such field"
+            raise DeploymentError(f"unknown field {field} in the {KIND} manifest", where=field,
+                                  fix=f"remove it or correct its spelling ({hint})")
+        if item is not None:
+            kwargs[attributes[key]] = _load(item, klass.openapi_types[attributes[key]], field)
+    try:
+        return klass(**kwargs)
+    except ValueError as exc:
+        raise DeploymentError(f"invalid {type_name} at {where}: {exc}", where=where) from exc
+
+
+def _model_class(type_name: str, where: str) -> Any:
+    for module in (kserve_models, k8s_models):
+        klass = getattr(module, type_name, None)
+        if klass is not None:
+            return klass
+    raise DeploymentError(f"cannot check {where}: its type {type_name} is unknown to the installed kserve and "
+                          "kubernetes clients", where=where,
+                          fix="use a kubernetes client as new as the kserve SDK's API, or leave the field out")
+
+
+def _type_error(where: str, expected: str, value: Any) -> DeploymentError:
+    return DeploymentError(f"{where} must be {expected}, got {type(value).__name__} {value!r}", where=where)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _first_difference(expected: Any, actual: Any, path: str) -> str | None:
+    where = path or "<manifest>"
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in [*expected, *(k for k in actual if k not in expected)]:
+            field = f"{path}.{key}" if path else str(key)
+            if key not in actual:
+                return f"{field} is lost"
+            if key not in expected:
+                return f"{field} appears"
+            difference = _first_difference(expected[key], actual[key], field)
+            if difference is not None:
+                return difference
+        return None
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return f"{where} has {len(actual)} items instead of {len(expected)}"
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            difference = _first_difference(e, a, f"{path}[{i}]")
+            if difference is not None:
+                return difference
+        return None
+    if type(expected) is not type(actual) or expected != actual:
+        return f"{where} becomes {actual!r} instead of {expected!r}"
+    return None

@@ -1,0 +1,310 @@
+"""The fraud predictor: a ``kserve.Model`` that scores transactions with online features.
+
+One request, start to finish (all instances of a request are handled as one batch):
+
+1. validate the instances (``schema.py``) — a bad field is a 400 naming it;
+2. one batched Feast online lookup for all instances: batch-tier card and
+   merchant rows, the on-demand context features, each card's real-time state;
+3. real-time features from that state, in event-time order, so two instances of
+   the same card in one request see each other exactly as they would in training;
+4. ``inplace_predict`` on the assembled matrix (feature order and category codes
+   from ``model.json``, one XGBoost thread);
+5. push each card's new state to the PushSource, so the card's next transaction
+   sees this one; log the predictions off the request path; count metrics.
+
+Readiness is false until the model (hash-checked) and the feature store are loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InferenceError, InvalidInput, ModelNotReady
+
+from riskloop.data.spec import DatasetSpec
+from riskloop.errors import FeatureStoreError
+from riskloop.features.compute import (
+    CardState,
+    append_to_state,
+    epoch_us,
+    hour_of_day,
+    realtime_from_state,
+)
+from riskloop.serving.metrics import ModelLabels
+from riskloop.serving.schema import RequestError, Transaction, parse_instances, parse_v1, request_model, v2_to_instances
+from riskloop.training.dataset import FeatureSpec
+from riskloop.training.train import ModelBundle
+
+log = logging.getLogger(__name__)
+TOP_CONTRIBUTIONS = 5
+
+
+class FeatureSource:
+    """What the predictor needs from a feature store (Feast in production, see ``FeastSource``)."""
+
+    def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
+        raise NotImplementedError
+
+    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
+        raise NotImplementedError
+
+
+class FeastSource(FeatureSource):
+    """The Feast online store (sqlite locally, Redis on the cluster)."""
+
+    def __init__(self, store: Any, service: str) -> None:
+        self.store, self.service = store, service
+
+    def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
+        from riskloop.features.store import online_features
+
+        return online_features(self.store, rows, self.service)
+
+    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
+        from riskloop.features.store import push_states
+
+        push_states(self.store, card_ids, states, at)
+
+
+@dataclass
+class Runtime:
+    """Per-process collaborators: created in each worker, never pickled across processes."""
+
+    features: FeatureSource
+    metrics: Any = None  # riskloop.serving.metrics.ServingMetrics
+    prediction_log: Any = None  # riskloop.serving.prediction_log.PredictionLog
+
+    def close(self) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+
+@dataclass(frozen=True)
+class Scored:
+    transaction_id: str
+    score: float
+    flagged: bool
+    unknown_card: bool
+    features: dict[str, float]
+    contributions: list[dict[str, float | str]] | None
+
+
+def assemble_row(tx: Transaction, store_feats: Mapping[str, float], realtime: Mapping[str, float],
+                 fspec: FeatureSpec) -> np.ndarray:
+    """One model row in ``model.json`` order: the same encoding as training's ``matrix``."""
+    hour = hour_of_day(epoch_us(tx.event_time))
+    values: dict[str, Any] = {**tx.fields, "event_hour": hour, **store_feats, **realtime}
+    row = np.empty(len(fspec.names), dtype=np.float32)
+    for j, name in enumerate(fspec.names):
+        v = values.get(name)
+        if name in fspec.categories:
+            cats = fspec.categories[name]
+            row[j] = cats.index(v) if v in cats else np.nan
+        else:
+            row[j] = np.nan if v is None else float(v)
+    return row
+
+
+class FraudModel(Model):  # type: ignore[misc]
+    """A ``kserve.Model`` serving one model version in one role."""
+
+    def __init__(self, name: str, *, bundle: ModelBundle, model_version: str, spec: DatasetSpec,
+                 runtime: Callable[[], Runtime], role: str = "champion", max_instances: int = 256) -> None:
+        super().__init__(name)
+        self.bundle, self.model_version, self.role = bundle, model_version, role
+        self.spec, self.max_instances = spec, max_instances
+        self.runtime_factory = runtime
+        self._runtime: Runtime | None = None
+        self.request_schema = request_model(spec)
+        self._names = list(bundle.features.names)
+        self.model_labels = ModelLabels(name, model_version, role)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # KServe pickles models into its worker processes: each worker builds its own runtime
+        state = self.__dict__.copy()
+        state["_runtime"] = None
+        state.pop("request_schema", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.request_schema = request_model(self.spec)
+
+    @property
+    def rt(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = self.runtime_factory()
+            if self._runtime.metrics is not None:
+                self._runtime.metrics.register_model(self.model_labels,
+                                                     model_sha256=self.bundle.meta.get("model_sha256", ""))
+        return self._runtime
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self) -> bool:
+        """Ready only when a warm-up lookup through the feature store succeeds."""
+        try:
+            self.rt.features.lookup([{"card_id": "__warmup__", "merchant_id": "__warmup__", "amount": 1.0,
+                                      "country": "DE", "event_hour": 0.0}])
+        except Exception as exc:  # any failure of the store means not ready
+            log.error("feature store not reachable: %s", exc)
+            self.ready = False
+            return False
+        self.ready = True
+        return True
+
+    def stop(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+    def _count(self, outcome: str, seconds: float) -> None:
+        if self.rt.metrics is not None:
+            self.rt.metrics.observe_request(self.model_labels, outcome=outcome, seconds=seconds)
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+                ) -> dict[str, Any] | InferResponse:
+        t0 = time.perf_counter()
+        if not self.ready:
+            raise ModelNotReady(self.name)
+        request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
+        try:
+            if isinstance(payload, InferRequest):
+                txs = parse_instances(v2_to_instances(payload.inputs), self.request_schema)
+                if len(txs) > self.max_instances:
+                    raise RequestError([("inputs", f"{len(txs)} instances, at most {self.max_instances}")])
+                explain = False
+            else:
+                txs, explain = parse_v1(payload, self.request_schema, max_instances=self.max_instances)
+        except RequestError as exc:
+            if self.rt.metrics is not None:
+                self.rt.metrics.count_validation_errors(self.model_labels,
+                                                        [field.split(".")[-1] for field, _ in exc.problems])
+            self._count("invalid", time.perf_counter() - t0)
+            raise InvalidInput(str(exc)) from exc
+        try:
+            scored = self.score(txs, explain=explain)
+        except FeatureStoreError as exc:
+            self._count("unavailable", time.perf_counter() - t0)
+            raise InferenceError(f"feature store unavailable: {exc.what}") from exc
+        latency_ms = (time.perf_counter() - t0) * 1000
+        self._count("ok", latency_ms / 1000)
+        self._log(request_id, txs, scored, latency_ms)
+        if isinstance(payload, InferRequest):
+            return self._v2_response(payload, request_id, scored)
+        return {"predictions": [self._v1_item(s, request_id) for s in scored]}
+
+    def score(self, txs: Sequence[Transaction], *, explain: bool = False) -> list[Scored]:
+        """Features, model and state update for a batch of validated transactions."""
+        t0 = time.perf_counter()
+        rows = [{"card_id": t["card_id"], "merchant_id": t["merchant_id"], "amount": float(t["amount"]),
+                 "country": t["country"],
+                 "event_hour": hour_of_day(epoch_us(t.event_time))} for t in txs]
+        try:
+            store_feats, states, known = self.rt.features.lookup(rows)
+        except Exception as exc:  # Feast/Redis/sqlite errors of every kind
+            raise FeatureStoreError(f"online lookup failed: {exc}") from exc
+        # real-time features in event order; a card seen twice in this batch sees its own earlier event
+        order = sorted(range(len(txs)), key=lambda i: (txs[i].event_time, i))
+        current: dict[str, CardState] = {}
+        realtime: list[dict[str, float]] = [{} for _ in txs]
+        last_time: dict[str, datetime] = {}
+        for i in order:
+            card = txs[i]["card_id"]
+            state = current.get(card, states[i])
+            now_us = epoch_us(txs[i].event_time)
+            realtime[i] = realtime_from_state(state, now_us)
+            current[card] = append_to_state(state, now_us, float(txs[i]["amount"]))
+            last_time[card] = txs[i].event_time
+        t_feat = time.perf_counter()
+        x = np.vstack([assemble_row(t, f, r, self.bundle.features) for t, f, r in zip(txs, store_feats, realtime,
+                                                                                      strict=True)])
+        scores = self.bundle.predict(x)
+        t_pred = time.perf_counter()
+        contribs = self._contributions(x) if explain else None
+        try:
+            cards = list(current)
+            self.rt.features.push(cards, [current[c] for c in cards], [last_time[c] for c in cards])
+        except Exception as exc:
+            raise FeatureStoreError(f"push of the real-time state failed: {exc}") from exc
+        t_push = time.perf_counter()
+        threshold = self.bundle.threshold
+        flags = [bool(sc >= threshold) for sc in scores]
+        m = self.rt.metrics
+        if m is not None:
+            lab = self.model_labels
+            m.observe_stage(lab, stage="features", seconds=t_feat - t0)
+            m.observe_stage(lab, stage="predict", seconds=t_pred - t_feat)
+            m.observe_stage(lab, stage="push", seconds=t_push - t_pred)
+            m.observe_instances(lab, [float(sc) for sc in scores], ["flagged" if f else "passed" for f in flags])
+            unknown = sum(not k for k in known)
+            if unknown:
+                m.count_unknown_entities(lab, entity="card", count=unknown)
+        out = []
+        for i, t in enumerate(txs):
+            flagged = flags[i]
+            feats = {name: _json_float(v) for name, v in zip(self._names, x[i].tolist(), strict=True)}
+            out.append(Scored(t["transaction_id"], float(scores[i]), flagged, not known[i], feats,
+                              contribs[i] if contribs is not None else None))
+        return out
+
+    def _contributions(self, x: np.ndarray) -> list[list[dict[str, float | str]]]:
+        fs = self.bundle.features
+        dm = xgb.DMatrix(x, feature_names=list(fs.names), feature_types=fs.types, enable_categorical=True)
+        contrib = self.bundle.booster.predict(dm, pred_contribs=True)[:, :-1]  # last column is the bias
+        out = []
+        for row in contrib:
+            top = np.argsort(-np.abs(row))[:TOP_CONTRIBUTIONS]
+            out.append([{"feature": fs.names[j], "contribution": round(float(row[j]), 6)} for j in top])
+        return out
+
+    # ------------------------------------------------------------------ responses
+    def _v1_item(self, s: Scored, request_id: str) -> dict[str, Any]:
+        item: dict[str, Any] = {"transaction_id": s.transaction_id, "score": s.score, "fraud": s.flagged,
+                                "threshold": self.bundle.threshold, "model_version": self.model_version,
+                                "request_id": request_id, "unknown_card": s.unknown_card}
+        if s.contributions is not None:
+            item["explanation"] = s.contributions
+        return item
+
+    def _v2_response(self, req: InferRequest, request_id: str, scored: list[Scored]) -> InferResponse:
+        n = len(scored)
+        outputs = [
+            InferOutput(name="score", shape=[n], datatype="FP64", data=[s.score for s in scored]),
+            InferOutput(name="fraud", shape=[n], datatype="BOOL", data=[s.flagged for s in scored]),
+            InferOutput(name="transaction_id", shape=[n], datatype="BYTES", data=[s.transaction_id for s in scored]),
+            InferOutput(name="unknown_card", shape=[n], datatype="BOOL", data=[s.unknown_card for s in scored]),
+        ]
+        return InferResponse(response_id=request_id, model_name=self.name, model_version=self.model_version,
+                             infer_outputs=outputs, parameters={"request_id": request_id,
+                                                                "threshold": self.bundle.threshold})
+
+    def _log(self, request_id: str, txs: Sequence[Transaction], scored: Sequence[Scored], latency_ms: float) -> None:
+        plog = self.rt.prediction_log
+        if plog is None:
+            return
+        plog.append([
+            {"request_id": request_id, "transaction_id": s.transaction_id, "time": t.event_time,
+             "model": self.name, "model_version": self.model_version, "role": self.role, "score": s.score,
+             "decision": "flagged" if s.flagged else "passed", "threshold": self.bundle.threshold,
+             "latency_ms": latency_ms, "unknown_card": s.unknown_card,
+             "inputs": dict(t.fields), "features": s.features}
+            for t, s in zip(txs, scored, strict=True)])
+        if self.rt.metrics is not None:
+            self.rt.metrics.sync_prediction_log(written=plog.written, dropped=plog.dropped)
+
+
+def _json_float(v: float) -> float:
+    return v if math.isfinite(v) else math.nan
+
+
+__all__ = ["FeastSource", "FeatureSource", "FraudModel", "Scored", "assemble_row"]

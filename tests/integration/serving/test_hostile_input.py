@@ -1,0 +1,163 @@
+"""Thousands of generated requests against the real server: client input never causes a 5xx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.integration.serving.conftest import MODEL, Server, Trained, instance
+
+CATEGORIES = {
+    "currency": ["EUR", "GBP", "USD", "BRL", "NGN", "PLN"],
+    "merchant_category": ["grocery", "restaurant", "fuel", "fashion", "pharmacy", "entertainment", "travel",
+                          "electronics", "digital_goods", "jewelry"],
+    "channel": ["pos", "contactless", "online"],
+    "country": ["DE", "FR", "NL", "ES", "IT", "PL", "GB", "US", "BR", "NG"],
+    "device_type": ["terminal", "mobile", "desktop"],
+}
+ids = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20)
+
+
+@st.composite
+def valid_instance(draw: st.DrawFn) -> dict[str, Any]:
+    inst: dict[str, Any] = {
+        "transaction_id": draw(ids), "card_id": draw(st.sampled_from(["HC000001", "HC000002"]) | ids.map(lambda s: "H" + s)),
+        "merchant_id": draw(ids),
+        "amount": draw(st.floats(min_value=0.01, max_value=1e6, allow_nan=False, allow_infinity=False)),
+        "distance_from_home_km": draw(st.floats(min_value=0, max_value=20_100, allow_nan=False)),
+        "card_age_days": draw(st.integers(0, 36_500)),
+        "event_timestamp": draw(st.datetimes(min_value=__import__("datetime").datetime(2026, 1, 1),
+                                             max_value=__import__("datetime").datetime(2026, 3, 1),
+                                             timezones=st.just(__import__("datetime").timezone.utc))).isoformat(),
+    }
+    for k, values in CATEGORIES.items():
+        inst[k] = draw(st.sampled_from(values))
+    return inst
+
+
+bad_values = st.one_of(st.none(), st.booleans(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                       st.sampled_from([-1, -0.0, 0, 1e309, -1e309, 10**30, "NaN", "1e309", 5e6]))
+
+
+@st.composite
+def broken_instance(draw: st.DrawFn) -> dict[str, Any]:
+    inst = draw(valid_instance())
+    action = draw(st.sampled_from(["drop", "replace", "extra"]))
+    key = draw(st.sampled_from(sorted(inst)))
+    if action == "drop":
+        inst.pop(key)
+    elif action == "replace":
+        inst[key] = draw(bad_values)
+    else:
+        inst[draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in inst))] = draw(bad_values)
+    return inst
+
+
+def body_text(payload: Any) -> str:
+    # allow_nan=True writes NaN/Infinity literals: hostile JSON a real client could send
+    return json.dumps(payload, allow_nan=True, default=str)
+
+
+def post(server: Server, text: str) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/models/{MODEL}:predict", content=text.encode(),
+                      headers={"content-type": "application/json"}, timeout=30)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(valid_instance(), min_size=1, max_size=8))
+def test_valid_requests_score_in_unit_interval(server: Server, instances: list[dict[str, Any]]) -> None:
+    r = post(server, body_text({"instances": instances}))
+    assert r.status_code == 200, r.text
+    scores = [p["score"] for p in r.json()["predictions"]]
+    assert len(scores) == len(instances) and all(0.0 <= s <= 1.0 for s in scores)
+
+
+@settings(max_examples=1200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(valid_instance(), min_size=0, max_size=3), broken_instance())
+def test_broken_instances_get_a_4xx_naming_the_field(server: Server, good: list[dict[str, Any]],
+                                                     bad: dict[str, Any]) -> None:
+    r = post(server, body_text({"instances": [*good, bad]}))
+    assert r.status_code in (400, 422), (r.status_code, r.text)
+    assert f"instances[{len(good)}]" in r.json()["error"] or "instances" in r.json()["error"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(
+    st.text(max_size=50),
+    st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=5),
+                 lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                 max_leaves=10).map(body_text),
+    st.builds(lambda n: body_text({"instances": []}) if n == 0 else body_text({"instances": [{}] * n}),
+              st.integers(0, 3)),
+))
+def test_arbitrary_bodies_never_cause_a_5xx(server: Server, text: str) -> None:
+    r = post(server, text)
+    assert r.status_code in (400, 413, 422), (r.status_code, r.text, text)
+
+
+def test_limits_too_many_instances_and_body_size(server: Server, trained: Trained) -> None:
+    one = instance(trained.held_out.iloc[0])
+    r = post(server, body_text({"instances": [one] * 257}))
+    assert r.status_code == 400 and "at most 256" in r.json()["error"]
+    huge = body_text({"instances": [one | {"transaction_id": "x" * 2_000_000}]})
+    assert post(server, huge).status_code == 413
+    r = post(server, body_text({"instances": [one | {"amount": -5}]}))
+    assert r.status_code == 400 and "instances[0].amount" in r.json()["error"]
+    r = post(server, '{"instances": [{"amount": NaN}]}')
+    assert r.status_code == 400
+
+
+def test_server_still_healthy_after_the_storm(server: Server, trained: Trained) -> None:
+    assert server.process.poll() is None
+    r = post(server, body_text({"instances": [instance(trained.held_out.iloc[1])]}))
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["redis-gone"])
+def test_feature_store_gone_answers_a_fast_5xx(trained: Trained, redis_url: str, kind: str) -> None:
+    """A server fault (its Redis online store killed) is a clear, fast 5xx; never a hang."""
+    import subprocess
+    import time
+
+    from tests.integration.serving.conftest import free_port, start_server
+
+    s = trained.settings
+    port = free_port()
+    d = s.root / "redis-gone"
+    d.mkdir(exist_ok=True)
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)
+    try:
+        from riskloop import steps
+        from riskloop.settings import Settings
+
+        env = {"RISKLOOP_FEAST__ONLINE_STORE": "redis", "RISKLOOP_FEAST__REDIS_CONNECTION": f"127.0.0.1:{port}"}
+        import os
+
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            steps.materialize("2026-01-14", 30, Settings())
+        finally:
+            for k, v in old.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        srv = start_server(s, "--model-alias", "champion", env=env)
+        try:
+            assert post(srv, body_text({"instances": [instance(trained.held_out.iloc[0])]})).status_code == 200
+            redis.terminate()
+            redis.wait(timeout=10)
+            t0 = time.monotonic()
+            r = post(srv, body_text({"instances": [instance(trained.held_out.iloc[1])]}))
+            assert time.monotonic() - t0 < 10
+            assert 500 <= r.status_code < 600 and "feature store" in r.text
+        finally:
+            srv.stop()
+    finally:
+        if redis.poll() is None:
+            redis.kill()

@@ -1,0 +1,149 @@
+"""The real model server process on loopback: protocols, readiness, metrics, prediction log, skew."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from riskloop.serving.prediction_log import read_prediction_log
+from tests.integration.serving.conftest import MODEL, Server, Trained, instance, start_server
+
+
+def predict(server: Server, instances: list[dict[str, object]], **extra: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/models/{MODEL}:predict", json={"instances": instances, **extra}, timeout=30)
+
+
+def test_v1_scores_with_threshold_version_and_request_id(server: Server, trained: Trained) -> None:
+    rows = [instance(r) for _, r in trained.held_out.head(3).iterrows()]
+    r = predict(server, rows, explain=True)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert [p["transaction_id"] for p in preds] == [x["transaction_id"] for x in rows]
+    for p in preds:
+        assert 0.0 <= p["score"] <= 1.0
+        assert p["fraud"] == (p["score"] >= p["threshold"])
+        assert p["model_version"] == "1" and p["request_id"]
+        assert len(p["explanation"]) == 5 and {"feature", "contribution"} <= set(p["explanation"][0])
+
+
+def test_v2_open_inference_protocol(server: Server, trained: Trained) -> None:
+    rows = [instance(r) for _, r in trained.held_out.iloc[3:5].iterrows()]
+    types = {str: "BYTES", float: "FP64", int: "INT64"}
+    inputs = [{"name": k, "shape": [len(rows)], "datatype": types[type(v)], "data": [x[k] for x in rows]}
+              for k, v in rows[0].items()]
+    r = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json={"inputs": inputs}, timeout=30)
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}
+    assert len(out["score"]["data"]) == 2 and all(0 <= s <= 1 for s in out["score"]["data"])
+    assert out["transaction_id"]["data"] == [x["transaction_id"] for x in rows]
+
+
+def test_unknown_card_gets_defaults_flagged_and_counted(server: Server, trained: Trained) -> None:
+    row = instance(trained.held_out.iloc[0]) | {"card_id": "C_NEVER_SEEN", "transaction_id": "TX-UNKNOWN"}
+    r = predict(server, [row])
+    assert r.status_code == 200 and r.json()["predictions"][0]["unknown_card"] is True
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'riskloop_unknown_entities_total{entity="card"' in metrics.replace(", ", ",") or \
+        "riskloop_unknown_entities_total" in metrics
+
+
+def test_metrics_carry_names_and_labels(server: Server, trained: Trained) -> None:
+    predict(server, [instance(trained.held_out.iloc[6])])
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)}
+    for name in ("riskloop_requests", "riskloop_request_duration_seconds", "riskloop_stage_duration_seconds",
+                 "riskloop_score_ratio", "riskloop_instances"):
+        assert name in families, sorted(families)
+    ok = [s for s in families["riskloop_requests"].samples
+          if s.name == "riskloop_requests_total" and s.labels.get("outcome") == "ok"]
+    assert ok and ok[0].labels["role"] == "champion" and ok[0].labels["model_version"] == "1"
+    stages = {s.labels["stage"] for s in families["riskloop_stage_duration_seconds"].samples if "stage" in s.labels}
+    assert {"features", "predict", "push"} <= stages
+
+
+def test_nothing_listens_beyond_loopback(server: Server) -> None:
+    proc = psutil.Process(server.process.pid)
+    listening = [c for p in [proc, *proc.children(recursive=True)] for c in p.connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening, "the server listens somewhere"
+    assert all(c.laddr.ip in ("127.0.0.1", "::1") for c in listening), listening
+
+
+def test_corrupt_model_never_reports_ready(trained: Trained, tmp_path: pytest.TempPathFactory) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    from riskloop.registry.mlflow_registry import download_model_dir, version_by_alias
+
+    s = trained.settings
+    info = version_by_alias(s.tracking_uri, MODEL, "champion")
+    assert info is not None
+    d = download_model_dir(s.tracking_uri, info.run_id)
+    data = bytearray((d / "model.ubj").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / "model.ubj").write_bytes(bytes(data))
+    env = {"RISKLOOP_STATE_DIR": str(s.root), "RISKLOOP_EXPECTED_MODEL_SHA256": info.tags["model_sha256"]}
+    import os
+
+    r = subprocess.run([sys.executable, "-m", "riskloop.cli", "serve", "--model-dir", str(d), "--port", "1"],
+                       capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert r.returncode == 2 and "does not match" in r.stderr + r.stdout
+    shutil.rmtree(d.parent, ignore_errors=True)
+
+
+def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
+    """Replay the held-out day in time order; every served feature vector equals the training code's."""
+    from riskloop import steps
+    from riskloop.training.dataset import matrix
+    from riskloop.training.train import load_model
+
+    s = trained.settings
+    srv = start_server(s, "--model-alias", "champion")
+    day = trained.held_out.head(400)
+    try:
+        for start in range(0, len(day), 1):  # one transaction per request, in event-time order
+            r = predict(srv, [instance(day.iloc[start])])
+            assert r.status_code == 200, r.text
+    finally:
+        assert srv.stop() == 0
+    logged = read_prediction_log(s.predictions_dir)
+    logged = logged[logged["transaction_id"].isin(day["transaction_id"])].drop_duplicates("transaction_id", keep="last")
+    assert len(logged) == len(day)
+    # the training pipeline's code on the same transactions: a training set whose cutoff includes the day
+    w = s.root / "skew"
+    steps.build_training_set("synthetic-fraud", s.root / "work/valid.parquet", "2026-01-15", 0.0, 1.0, 1.0, 0,
+                             w / "ts.parquet", s)
+    frame = pd.read_parquet(w / "ts.parquet").set_index("transaction_id").loc[day["transaction_id"]]
+    bundle = load_model(s.root / "work/model")
+    offline = matrix(frame.reset_index(), bundle.features)
+    served = logged.set_index("transaction_id").loc[day["transaction_id"],
+                                                    [f"feature_{n}" for n in bundle.features.names]].to_numpy()
+    assert served.shape == offline.shape
+    both_nan = np.isnan(served) & np.isnan(offline)
+    close = np.isclose(served, offline, rtol=1e-5, atol=1e-4)  # float32 model inputs on both sides
+    bad = ~(both_nan | close)
+    where = [(day["transaction_id"].iloc[i], bundle.features.names[j], served[i, j], offline[i, j])
+             for i, j in zip(*np.nonzero(bad), strict=True)][:10]
+    assert not bad.any(), where
+
+
+def test_prediction_log_holds_exactly_n_rows_after_shutdown(trained: Trained) -> None:
+    s = trained.settings
+    before = len(read_prediction_log(s.predictions_dir)) if s.predictions_dir.exists() else 0
+    srv = start_server(s, "--model-alias", "champion")
+    rows = [instance(r) | {"transaction_id": f"N-{i}"} for i, (_, r) in enumerate(trained.held_out.head(25).iterrows())]
+    try:
+        for i in range(0, 25, 5):
+            assert predict(srv, rows[i:i + 5]).status_code == 200
+    finally:
+        assert srv.stop() == 0
+    after = read_prediction_log(s.predictions_dir)
+    assert len(after) - before == 25
+    assert set(after["transaction_id"]) >= {f"N-{i}" for i in range(25)}
+    assert math.isclose(after["score"].max(), after["score"].max())
