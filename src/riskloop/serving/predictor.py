@@ -22,6 +22,8 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InferenceError, InvalidInput, ModelNotReady
+from kserve.errors import InvalidInput, ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
 from riskloop.errors import FeatureStoreError
@@ -60,20 +62,41 @@ class FeatureSource:
 
 
 class FeastSource(FeatureSource):
-    """The Feast online store (sqlite locally, Redis on the cluster)."""
+    """The Feast online store (sqlite locally, Redis on the cluster), behind a deadline.
 
-    def __init__(self, store: Any, service: str) -> None:
-        self.store, self.service = store, service
+    A store that is down must cost a request a clear 503 within ``timeout_seconds``,
+    not the Redis client's retries with exponential backoff (which Feast gives no
+    way to configure): calls run on a small, bounded pool and are abandoned at the
+    deadline. With both threads stuck on a dead store, new calls time out at once.
+    """
+
+    def __init__(self, store: Any, service: str, *, timeout_seconds: float = 2.0) -> None:
+        self.store, self.service, self.timeout_seconds = store, service, timeout_seconds
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feast")
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        future = self._pool.submit(fn, *args)
+        try:
+            return future.result(timeout=self.timeout_seconds)
+        except FutureTimeout as exc:
+            future.cancel()
+            raise FeatureStoreError(f"no answer within {self.timeout_seconds:g} s") from exc
 
     def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
         from riskloop.features.store import online_features
 
-        return online_features(self.store, rows, self.service)
+        result: tuple[list[dict[str, float]], list[CardState], list[bool]] = self._call(
+            online_features, self.store, rows, self.service)
+        return result
 
     def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
         from riskloop.features.store import push_states
 
-        push_states(self.store, card_ids, states, at)
+        self._call(push_states, self.store, card_ids, states, at)
+
+
+class FeatureStoreUnavailable(Exception):
+    """Answered as 503: the server cannot score now; the client may retry elsewhere or later."""
 
 
 @dataclass
@@ -195,7 +218,7 @@ class FraudModel(Model):  # type: ignore[misc]
             scored = self.score(txs, explain=explain)
         except FeatureStoreError as exc:
             self._count("unavailable", time.perf_counter() - t0)
-            raise InferenceError(f"feature store unavailable: {exc.what}") from exc
+            raise FeatureStoreUnavailable(f"feature store unavailable: {exc.what}") from exc
         latency_ms = (time.perf_counter() - t0) * 1000
         self._count("ok", latency_ms / 1000)
         self._log(request_id, txs, scored, latency_ms)

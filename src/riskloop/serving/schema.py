@@ -24,9 +24,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+)
 from pydantic import create_model as _create_model
 
 from riskloop.data.spec import ColumnType, DatasetSpec
@@ -81,10 +91,17 @@ def request_model(spec: DatasetSpec) -> type[BaseModel]:
             continue
     if "amount" in defs:  # a zero or negative amount is never a payment
         defs["amount"] = (StrictFloat | StrictInt, Field(..., gt=0, le=spec.contract.columns["amount"].max or 1e9))
-    defs["event_timestamp"] = (AwareDatetime | None, Field(default=None))
+    defs["event_timestamp"] = (Annotated[AwareDatetime | None, BeforeValidator(_iso_only)], Field(default=None))
     config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     model: type[BaseModel] = _create_model("TransactionRequest", __config__=config, **defs)
     return model
+
+
+def _iso_only(value: Any) -> Any:
+    # numbers are ambiguous (seconds? milliseconds?): only ISO-8601 text with a timezone is a time
+    if value is not None and not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 string with a timezone, e.g. 2026-01-21T10:15:00Z")
+    return value
 
 
 class Envelope(BaseModel):

@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
 from kserve import ModelServer
 from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskloop.serving.metrics import render_metrics
+from riskloop.serving.predictor import FeatureStoreUnavailable
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 
@@ -94,6 +96,10 @@ class RiskloopRESTServer(RESTServer):  # type: ignore[misc]
     def _add_middlewares(self, app: FastAPI) -> None:
         app.add_middleware(BodyLimit, limit=self.max_body_bytes)
 
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        super()._add_exception_handlers(app)
+        app.add_exception_handler(FeatureStoreUnavailable, _unavailable)
+
     def _register_endpoints(self, app: FastAPI) -> None:
         # registered before KServe's own /metrics, so this one answers
         app.add_api_route("/metrics", _metrics, methods=["GET"])
@@ -114,6 +120,10 @@ class RiskloopRESTServer(RESTServer):  # type: ignore[misc]
             stop = getattr(model, "stop", None)
             if callable(stop):
                 stop()
+
+
+async def _unavailable(_request: Any, exc: Exception) -> Response:
+    return JSONResponse(status_code=503, content={"error": str(exc)}, headers={"retry-after": "1"})
 
 
 def _metrics() -> Response:
