@@ -403,6 +403,8 @@ def serve_cmd(
     workers: Annotated[int | None, typer.Option(min=1, max=32, help="Worker processes.")] = None,
     grpc: Annotated[bool, typer.Option(help="Also start KServe's gRPC server.")] = False,
     max_instances: Annotated[int, typer.Option(min=1, max=10_000, help="Instances per request.")] = 256,
+    features: Annotated[str, typer.Option(help="feast (default) | none: no feature store, for overhead benchmarks.")
+                        ] = "feast",
     spec: SpecOpt = "synthetic-fraud",
 ) -> None:
     """Serve a model with KServe's ModelServer (V1 and V2 REST), online features from Feast.
@@ -417,7 +419,8 @@ def serve_cmd(
     try:
         server, model = build_server(s, spec=spec, alias=model_alias if (model_alias or model_version or model_dir)
                                      else "champion", version=model_version, model_dir=model_dir, host=host,
-                                     port=port, workers=workers, grpc=grpc, max_instances=max_instances)
+                                     port=port, workers=workers, grpc=grpc, max_instances=max_instances,
+                                     features=features)
     except RiskloopError as exc:
         _fail(exc)
     console.print(f"serving {model.name} version {model.model_version} on http://{server.host}:{server.http_port}")
@@ -476,7 +479,7 @@ def score_cmd(
 
 def build_server(s: Settings, *, spec: str, alias: str | None, version: str | None, model_dir: Path | None,
                  host: str | None, port: int | None, workers: int | None, grpc: bool, max_instances: int,
-                 role: str = "champion") -> tuple[Any, Any]:
+                 role: str = "champion", features: str = "feast") -> tuple[Any, Any]:
     """The model server and its model, ready to start (shared by the CLI and tests)."""
     from riskloop.data.spec import load_spec
     from riskloop.features.store import StoreConfig
@@ -493,7 +496,7 @@ def build_server(s: Settings, *, spec: str, alias: str | None, version: str | No
     served = resolve_model(s, model_name=name, alias=alias, version=version, model_dir=model_dir)
     model = FraudModel(name, bundle=served.bundle, model_version=served.version, spec=ds,
                        runtime=functools.partial(_serving_runtime, StoreConfig.from_settings(s),
-                                                 ds.features.service, s.predictions_dir),
+                                                 ds.features.service, s.predictions_dir, features),
                        role=role, max_instances=max_instances)
     if not model.load():
         raise RiskloopError("the feature store is not reachable: the model is not ready",
@@ -512,14 +515,17 @@ def build_server(s: Settings, *, spec: str, alias: str | None, version: str | No
     return server, model
 
 
-def _serving_runtime(cfg: Any, service: str, predictions_dir: Path) -> Any:
+def _serving_runtime(cfg: Any, service: str, predictions_dir: Path, features: str = "feast") -> Any:
     """What each serving process builds for itself (picklable: a partial over plain values)."""
     from riskloop.features.store import open_store
     from riskloop.serving.metrics import ServingMetrics
     from riskloop.serving.prediction_log import PredictionLog
-    from riskloop.serving.predictor import FeastSource, Runtime
+    from riskloop.serving.predictor import FeastSource, NoFeatures, Runtime
 
-    return Runtime(FeastSource(open_store(cfg), service), ServingMetrics(), PredictionLog(predictions_dir))
+    if features not in ("feast", "none"):
+        raise RiskloopError(f"--features {features!r} is not one of feast, none")
+    source = FeastSource(open_store(cfg), service) if features == "feast" else NoFeatures()
+    return Runtime(source, ServingMetrics(), PredictionLog(predictions_dir))
 
 
 def main() -> None:

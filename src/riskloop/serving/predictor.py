@@ -112,6 +112,20 @@ class Runtime:
             self.prediction_log.close()
 
 
+class NoFeatures(FeatureSource):
+    """Serve without a feature store: every card is unknown, store features are missing (NaN).
+
+    For measuring the server's own overhead (``riskloop serve --features none``),
+    never for production scoring: the model then sees no history at all.
+    """
+
+    def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
+        return [{} for _ in rows], [CardState() for _ in rows], [False for _ in rows]
+
+    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Scored:
     transaction_id: str
