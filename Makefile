@@ -27,6 +27,10 @@ test: setup ## unit + local + integration tests, with real services on loopback
 test-unit: setup ## only the fast unit tests
 	$(PY) -m pytest tests/unit
 
+serve: setup ## serve the champion on 127.0.0.1:8080 (after make run)
+	$(RISKLOOP) features materialize
+	$(RISKLOOP) serve --model-alias champion
+
 lint: setup ## ruff and mypy --strict on src, components, pipelines
 	.venv/bin/ruff check src components pipelines tests benchmarks
 	.venv/bin/mypy --strict src components pipelines
@@ -50,4 +54,4 @@ services-stop: ## stop the test services
 clean: ## remove local state and build outputs
 	rm -rf .riskloop build
 
-.PHONY: help setup run test test-unit lint compile data-ulb bench services-start services-stop clean
+.PHONY: help setup run test test-unit serve lint compile data-ulb bench services-start services-stop clean
