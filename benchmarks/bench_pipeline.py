@@ -466,14 +466,14 @@ def generate(rows_target: int, root: Path) -> tuple[Any, int, float]:
     return gp, sum(counts), time.perf_counter() - t0
 
 
-def run_variants(landing: Path, params_path: Path, workdir: Path, env: dict[str, str],
+def run_variants(landing: Path, params_path: Path, workdir: Path, env: dict[str, str], order: tuple[str, ...],
                  echo: bool) -> dict[str, ChildRun]:
-    """The three variants one after the other, each in a fresh state dir holding the same landing files."""
+    """The variants one after the other, each in a fresh state dir holding the same landing files."""
     from riskloop.data.spec import load_spec
 
     spec = load_spec(SPEC)
     children = {}
-    for variant in VARIANTS:
+    for variant in order:
         state = workdir / variant
         link_tree(landing, spec.source_path(state))
         progress(f"variant {variant} (load average {os.getloadavg()[0]:.2f})")
@@ -498,8 +498,9 @@ def import_costs(env: dict[str, str], repeat: int, workdir: Path, mlflow_db: Pat
             "mlflow_import_and_first_query": mlflow_query}
 
 
-def mode_report(children: dict[str, ChildRun], imports: dict[str, Any]) -> dict[str, Any]:
-    """Wall, CPU and phases of each variant, the ratios, per-step differences and the same-work check."""
+def round_report(children: dict[str, ChildRun], order: tuple[str, ...],
+                 floors: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One round: each variant's wall, CPU and phases, the pipeline's tasks against the in-process steps."""
     variants: dict[str, Any] = {}
     for name, child in children.items():
         variants[name] = {
@@ -521,29 +522,37 @@ def mode_report(children: dict[str, ChildRun], imports: dict[str, Any]) -> dict[
         per_step.append({"step": step, "pipeline_task_seconds": task["seconds"],
                          "steps_in_process_seconds": in_process,
                          "difference_seconds": None if in_process is None else round(task["seconds"] - in_process, 3),
-                         "import_floor_seconds": imports["per_step_floor"].get(step, {}).get("best")})
+                         "import_floor_seconds": floors.get(step, {}).get("best")})
     wall = {name: children[name].wall_seconds for name in VARIANTS}
-    cpu = {name: children[name].cpu_seconds for name in VARIANTS}
-    same = {key: len({json.dumps(variants[v]["checks"].get(key)) for v in VARIANTS}) == 1
-            for key in ("rows_read", "valid_rows", "training_rows", "data_sha256", "model_sha256", "metrics")}
-    return {
-        "variants": variants,
-        "ratios": {
+    return {"order": list(order), "variants": variants, "per_step": per_step,
             "pipeline_over_steps": ratio(wall["pipeline"], wall["steps"]),
-            "pipeline_over_minimal": ratio(wall["pipeline"], wall["minimal"]),
-            "steps_over_minimal": ratio(wall["steps"], wall["minimal"]),
-            "cpu_pipeline_over_steps": ratio(cpu["pipeline"], cpu["steps"]),
-            "cpu_pipeline_over_minimal": ratio(cpu["pipeline"], cpu["minimal"]),
-        },
-        "per_step": per_step,
-        "same_work": same,
-        "import_costs": imports,
-    }
+            "pipeline_over_minimal": ratio(wall["pipeline"], wall["minimal"])}
 
 
-def run(rows_target: int, modes: list[str], import_repeat: int, warmup_rows: int, workdir: Path,
+def mode_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Across rounds: each variant's best and median wall and CPU, the ratios of both, the same-work check."""
+    def stat(variant: str, key: str) -> dict[str, float]:
+        values = [r["variants"][variant][key] for r in rounds]
+        return {"best": round(min(values), 3), "median": round(statistics.median(values), 3)}
+
+    wall = {v: stat(v, "wall_seconds") for v in VARIANTS}
+    cpu = {v: stat(v, "cpu_seconds") for v in VARIANTS}
+    ratios = {}
+    for how in ("best", "median"):
+        ratios[f"pipeline_over_steps_{how}"] = ratio(wall["pipeline"][how], wall["steps"][how])
+        ratios[f"pipeline_over_minimal_{how}"] = ratio(wall["pipeline"][how], wall["minimal"][how])
+        ratios[f"steps_over_minimal_{how}"] = ratio(wall["steps"][how], wall["minimal"][how])
+        ratios[f"cpu_pipeline_over_steps_{how}"] = ratio(cpu["pipeline"][how], cpu["steps"][how])
+        ratios[f"cpu_pipeline_over_minimal_{how}"] = ratio(cpu["pipeline"][how], cpu["minimal"][how])
+    checks = [r["variants"][v]["checks"] for r in rounds for v in VARIANTS]
+    same = {key: len({json.dumps(c.get(key)) for c in checks}) == 1
+            for key in ("rows_read", "valid_rows", "training_rows", "data_sha256", "model_sha256", "metrics")}
+    return {"wall_seconds": wall, "cpu_seconds": cpu, "ratios": ratios, "same_work": same, "rounds": rounds}
+
+
+def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, warmup_rows: int, workdir: Path,
         echo: bool) -> dict[str, Any]:
-    """Generate the data once; per bytecode mode, run the variants and measure import costs; the report."""
+    """Generate the data once; per bytecode mode, rounds of the variants, then import costs; the report."""
     from riskloop.data.spec import load_spec
     from riskloop.local_runs import training_params
 
@@ -565,45 +574,59 @@ def run(rows_target: int, modes: list[str], import_repeat: int, warmup_rows: int
             progress(f"{mode}: warm-up pass on {warmup_rows:,} rows")
             generate(warmup_rows, mode_dir / "warmup-data")
             t0 = time.perf_counter()
-            run_variants(spec.source_path(mode_dir / "warmup-data"), params_path, mode_dir / "warmup", env, echo)
+            run_variants(spec.source_path(mode_dir / "warmup-data"), params_path, mode_dir / "warmup", env,
+                         VARIANTS, echo)
             warmup_seconds = round(time.perf_counter() - t0, 1)
-        progress(f"{mode}: timed pass on {rows:,} rows")
-        children = run_variants(spec.source_path(workdir / "generated"), params_path, mode_dir / "timed", env, echo)
-        imports = import_costs(env, import_repeat, workdir, mode_dir / "timed" / "steps" / "mlflow.db")
-        by_mode[mode] = {"environment": {k: env.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")},
-                         "warmup_seconds": warmup_seconds, **mode_report(children, imports)}
-        shutil.rmtree(mode_dir)  # a 1M-row pass leaves GBs of artifacts behind
+        rounds: list[tuple[tuple[str, ...], dict[str, ChildRun]]] = []
+        for i in range(repeat):
+            # the order rotates from round to round, so no variant always runs first or last
+            order = VARIANTS[i % len(VARIANTS):] + VARIANTS[:i % len(VARIANTS)]
+            progress(f"{mode}: round {i + 1} of {repeat} on {rows:,} rows, order {', '.join(order)}")
+            rounds.append((order, run_variants(spec.source_path(workdir / "generated"), params_path,
+                                               mode_dir / f"round-{i + 1}", env, order, echo)))
+        imports = import_costs(env, import_repeat, workdir, mode_dir / f"round-{repeat}" / "steps" / "mlflow.db")
+        by_mode[mode] = {
+            "environment": {k: env.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")},
+            "warmup_seconds": warmup_seconds,
+            **mode_report([round_report(children, order, imports["per_step_floor"]) for order, children in rounds]),
+            "import_costs": imports,
+        }
+        shutil.rmtree(mode_dir)  # a 1M-row round leaves GBs of artifacts behind
     return {
         "rows": rows,
         "rows_target": rows_target,
         "generator": {"params": gp.model_dump(mode="json"), "seconds": round(gen_seconds, 3)},
         "run_params": params,
-        "registry_state": "a fresh state dir per variant: no champion, so evaluate scores no champion model and "
-                          "register sets champion + challenger (steps and pipeline alike)",
-        "variant_order": list(VARIANTS),
+        "registry_state": "a fresh state dir per variant and round: no champion, so evaluate scores no champion "
+                          "model and register sets champion + challenger (steps and pipeline alike)",
+        "repeat": repeat,
         "bytecode": bytecode_facts(),
         "modes": by_mode,
     }
 
 
 def summary(report: dict[str, Any]) -> str:
-    """A short human table per mode."""
+    """A short human table per mode and round."""
     r = report["results"]
     lines = [f"{r['rows']:,} rows"]
     for mode, m in r["modes"].items():
-        v = m["variants"]
-        lines += ["", f"== {mode}", f"{'variant':<10}{'wall s':>9}{'cpu s':>9}{'peak MB':>9}"]
-        for name in VARIANTS:
-            lines.append(f"{name:<10}{v[name]['wall_seconds']:>9.1f}{v[name]['cpu_seconds']:>9.1f}"
-                         f"{v[name]['peak_rss_mb']:>9,}")
-        lines.append(f"{'step':<20}{'pipeline s':>11}{'in-process s':>13}{'diff s':>9}{'import floor s':>16}")
-        for row in m["per_step"]:
-            ip, diff, floor = row["steps_in_process_seconds"], row["difference_seconds"], row["import_floor_seconds"]
-            lines.append(f"{row['step']:<20}{row['pipeline_task_seconds']:>11.2f}"
-                         f"{'-' if ip is None else f'{ip:.2f}':>13}{'-' if diff is None else f'{diff:.2f}':>9}"
-                         f"{'-' if floor is None else f'{floor:.2f}':>16}")
+        lines += ["", f"== {mode}"]
+        for i, rnd in enumerate(m["rounds"], start=1):
+            v = rnd["variants"]
+            lines += [f"round {i} ({', '.join(rnd['order'])})",
+                      f"{'variant':<10}{'wall s':>9}{'cpu s':>9}{'peak MB':>9}"]
+            for name in VARIANTS:
+                lines.append(f"{name:<10}{v[name]['wall_seconds']:>9.1f}{v[name]['cpu_seconds']:>9.1f}"
+                             f"{v[name]['peak_rss_mb']:>9,}")
+            lines.append(f"{'step':<20}{'pipeline s':>11}{'in-process s':>13}{'diff s':>9}{'import floor s':>16}")
+            for row in rnd["per_step"]:
+                ip, diff = row["steps_in_process_seconds"], row["difference_seconds"]
+                floor = row["import_floor_seconds"]
+                lines.append(f"{row['step']:<20}{row['pipeline_task_seconds']:>11.2f}"
+                             f"{'-' if ip is None else f'{ip:.2f}':>13}{'-' if diff is None else f'{diff:.2f}':>9}"
+                             f"{'-' if floor is None else f'{floor:.2f}':>16}")
         for key, value in m["ratios"].items():
-            lines.append(f"{key:<30}{value:.2f}x")
+            lines.append(f"{key:<36}{value:.2f}x")
         lines.append(f"same work: {m['same_work']}")
     return "\n".join(lines)
 
@@ -619,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"(a warm .pyc cache; warm-up pass first). Default {','.join(MODES)}")
     parser.add_argument("--warmup-rows", type=int, default=20_000,
                         help="rows of the bytecode-cached mode's warm-up pass (default 20000)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the three variants per mode, order rotated each round (default 1)")
     parser.add_argument("--import-repeat", type=int, default=3,
                         help="fresh processes per import measurement (default 3)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
@@ -634,15 +659,15 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes takes a comma-separated subset of {', '.join(MODES)}")
-    if args.rows < 1_000 or args.warmup_rows < 1_000 or args.import_repeat < 1:
-        parser.error("--rows and --warmup-rows must be >= 1000, --import-repeat >= 1")
+    if args.rows < 1_000 or args.warmup_rows < 1_000 or args.repeat < 1 or args.import_repeat < 1:
+        parser.error("--rows and --warmup-rows must be >= 1000, --repeat and --import-repeat >= 1")
     os.environ.update(CHILD_ENV)
 
     started = datetime.now(UTC)
     machine = machine_info()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="riskloop-bench-pipeline-") as tmp:
-        results = run(args.rows, modes, args.import_repeat, args.warmup_rows, Path(tmp), args.echo)
+        results = run(args.rows, modes, args.repeat, args.import_repeat, args.warmup_rows, Path(tmp), args.echo)
     report = {
         "benchmark": "pipeline",
         "command": " ".join([".venv/bin/python", "benchmarks/bench_pipeline.py", *sys.argv[1:]]),

@@ -1,0 +1,849 @@
+"""Serving load test: riskloop against MLServer and a bare ASGI ceiling, side by side in one run.
+
+Four targets serve the same XGBoost model (the same ``model.ubj``), each on
+127.0.0.1 with one worker process, started, warmed up, measured and stopped one
+after the other in this one run:
+
+``riskloop-features``
+    ``riskloop serve --features feast --workers 1``: KServe ModelServer, V1
+    request of one raw transaction, schema validation, one Feast online lookup
+    (sqlite), real-time features, ``inplace_predict``, push of the card's new
+    state, metrics, prediction log.
+``riskloop-nofeatures``
+    The same server with ``--features none``: everything but the feature store.
+``mlserver``
+    MLServer 1.7 with its xgboost runtime (its own venv: it cannot share one with
+    Feast), ``parallel_workers: 0`` so inference runs in the one server process
+    as in the other targets. V2 request of one **feature row** (what riskloop
+    builds from the transaction and its looked-up features): no feature lookup,
+    no validation beyond V2's, ``predict_proba`` of ``XGBClassifier``.
+``ceiling``
+    ``benchmarks/serving/ceiling.py``: raw ASGI + orjson + ``inplace_predict`` on
+    uvicorn, the same feature row. The upper bound for one worker.
+
+Per target: readiness, one checked request (the scores of MLServer and the
+ceiling must equal the model's own on the same rows), a warm-up, then
+
+* closed loop: ``wrk -t1 -c8 -d20s --latency`` with ``post.lua``, cycling
+  through request bodies (riskloop: the held-out day's transactions in time
+  order, a fresh transaction id per request, so every request is a real lookup
+  and a real push; the others: as many distinct feature rows) → req/s and
+  latency percentiles;
+* open loop: ``hey -q`` at a fixed total rate (500 req/s by default), spread
+  over ``--hey-streams`` hey processes with one body each and ``-o csv``, so
+  p50/p99 are computed from every request's own latency;
+* peak RSS of the server's process tree, sampled every 0.2 s with psutil from
+  start to stop, and the server's CPU seconds per request in the closed loop.
+
+State (synthetic data, a trained and registered champion, the online store
+materialized up to the held-out day) is prepared the way the serving
+integration tests do it, in a fresh state directory under
+``.riskloop/bench/`` that is removed at the end (``--keep-state`` keeps it).
+MLServer's venv is created once with uv under ``.riskloop/bench/mlserver-venv``
+from ``mlserver-requirements.txt`` and reused while that file is unchanged.
+
+Nothing here asserts a time: the script measures and writes ``--out``.
+
+Usage::
+
+    .venv/bin/python benchmarks/serving/run.py
+    .venv/bin/python benchmarks/serving/run.py --duration 5 --open-loop-duration 5 --out /tmp/serving.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BENCH_DIR = REPO / ".riskloop" / "bench"
+SPEC = "synthetic-fraud"
+HELD_OUT = "2026-01-14"  # the last generated day: never trained on, replayed through the server
+GENERATOR = {"days": 14, "n_cards": 600, "n_merchants": 120, "seed": 21}
+TARGETS = ("riskloop-features", "riskloop-nofeatures", "mlserver", "ceiling")
+VERSIONED = ("kserve", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "feast",
+             "xgboost", "numpy", "pandas", "psutil")
+RSS_INTERVAL_S = 0.2
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+
+
+# ------------------------------------------------------------------------- state
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the targets and the load generators need, as plain files."""
+
+    state_dir: Path
+    model_name: str
+    model_version: str
+    model_path: Path  # the registered champion's model.ubj
+    model_sha256: str
+    n_features: int
+    transactions: list[dict[str, Any]]  # held-out day, time order: riskloop request instances
+    feature_rows: list[list[float]]  # complete model rows (no missing value): MLServer and ceiling
+    reference_scores: list[float]  # the model's own scores of feature_rows (inplace_predict, in process)
+    seconds: float
+
+
+PREPARED_FILE = "prepared.json"
+
+
+def prepare_state(state_dir: Path) -> Prepared:
+    """Synthetic data, a registered champion and a materialized online store in ``state_dir``.
+
+    The same steps as ``tests/integration/serving/conftest.py``: ingest, validate,
+    training set, train, evaluate, gate, register, then materialize up to the
+    start of the held-out day. A directory prepared before (it holds
+    ``prepared.json``) is reused as it is, pushed state included.
+    """
+    t0 = time.perf_counter()
+    os.environ["RISKLOOP_STATE_DIR"] = str(state_dir)
+    marker = state_dir / PREPARED_FILE
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        return Prepared(**{**saved, "state_dir": state_dir, "model_path": Path(saved["model_path"]),
+                           "seconds": time.perf_counter() - t0})
+    import numpy as np
+    import pandas as pd
+
+    from riskloop import steps
+    from riskloop.data.spec import load_spec
+    from riskloop.data.synthetic import GeneratorParams, write_partitions
+    from riskloop.serving.loader import resolve_model
+    from riskloop.settings import Settings
+    from riskloop.training.dataset import matrix
+    from riskloop.training.train import sha256_file
+
+    s = Settings()
+    s.ensure_dirs()
+    spec = load_spec(SPEC)
+    write_partitions(GeneratorParams(days=GENERATOR["days"], n_cards=GENERATOR["n_cards"],
+                                     n_merchants=GENERATOR["n_merchants"], seed=GENERATOR["seed"]),
+                     spec.source_path(s.root))
+    w = s.root / "work"
+    steps.ingest(spec.name, "2026-01-01", HELD_OUT, w / "batch.parquet", s)
+    steps.validate(spec.name, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "bench")
+    info = steps.build_training_set(spec.name, w / "valid.parquet", HELD_OUT, 2.0, 2.0, 3.0, 0, w / "ts.parquet", s)
+    out = steps.train(spec.name, w / "ts.parquet", {"n_estimators": 80}, w / "model", s, pipeline_run_id="bench",
+                      data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"), cutoff_date=HELD_OUT,
+                      maturity_days=2.0)
+    ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out["run_id"], w / "report", s, target_fpr=0.01)
+    gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, {}, s, run_id=out["run_id"],
+                      pipeline_run_id="bench")
+    steps.register(out["run_id"], w / "model", gate, spec.name, s, pipeline_run_id="bench",
+                   data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"))
+    steps.materialize(HELD_OUT, 30, s)
+
+    name = spec.registered_model(s.mlflow.model_name)
+    served = resolve_model(s, model_name=name, alias="champion")
+    # the file the loader downloaded and hash-checked: MLServer and the ceiling load this very file
+    want = served.bundle.meta.get("model_sha256")
+    found = [f for f in (s.root / "serving" / f"{name}-v{served.version}").rglob("model.ubj")
+             if sha256_file(f) == want]
+    if not found:
+        raise SystemExit(f"no model.ubj with sha256 {want} under {s.root / 'serving'}")
+    model_path = found[0]
+
+    valid = pd.read_parquet(w / "valid.parquet")
+    day = valid[valid["event_timestamp"] >= pd.Timestamp(HELD_OUT, tz="UTC")]
+    day = day.sort_values(["event_timestamp", "transaction_id"]).reset_index(drop=True)
+    transactions = [instance(row) for _, row in day.iterrows()]
+
+    x = matrix(pd.read_parquet(w / "ts.parquet"), served.bundle.features)
+    complete = x[np.isfinite(x).all(axis=1)]
+    if len(complete) == 0:
+        raise SystemExit("no training row without a missing value: cannot build JSON feature rows")
+    rows = complete[-len(transactions):] if len(complete) > len(transactions) else complete
+    prep = Prepared(
+        state_dir=state_dir, model_name=name, model_version=served.version, model_path=model_path,
+        model_sha256=served.bundle.meta.get("model_sha256", ""), n_features=int(x.shape[1]),
+        transactions=transactions, feature_rows=rows.astype(np.float64).tolist(),
+        reference_scores=served.bundle.predict(rows).tolist(), seconds=time.perf_counter() - t0,
+    )
+    saved = {k: v for k, v in prep.__dict__.items() if k not in ("state_dir", "seconds")}
+    marker.write_text(json.dumps({**saved, "model_path": str(model_path)}) + "\n")
+    return prep
+
+
+def instance(row: Any) -> dict[str, Any]:
+    """A held-out transaction as a V1 instance (as the serving tests build it)."""
+    import pandas as pd
+
+    return {
+        "transaction_id": str(row["transaction_id"]), "card_id": str(row["card_id"]),
+        "merchant_id": str(row["merchant_id"]), "amount": float(row["amount"]), "currency": str(row["currency"]),
+        "merchant_category": str(row["merchant_category"]), "channel": str(row["channel"]),
+        "country": str(row["country"]), "device_type": str(row["device_type"]),
+        "distance_from_home_km": float(row["distance_from_home_km"]), "card_age_days": int(row["card_age_days"]),
+        "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat(),
+    }
+
+
+# ---------------------------------------------------------------------- MLServer
+def ensure_mlserver_venv(venv: Path, requirements: Path) -> Path:
+    """MLServer's own venv (uv), rebuilt only when the requirements file changed. Returns its ``mlserver``."""
+    stamp = venv / ".requirements-sha256"
+    want = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    exe = venv / "bin" / "mlserver"
+    if exe.is_file() and stamp.is_file() and stamp.read_text().strip() == want:
+        return exe
+    uv = shutil.which("uv")
+    if uv is None:
+        raise SystemExit("uv is not on PATH: install it (pip install uv) to build MLServer's venv")
+    shutil.rmtree(venv, ignore_errors=True)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    subprocess.run([uv, "venv", "--quiet", "--python", py, str(venv)], check=True)
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
+                    str(requirements)], check=True)
+    stamp.write_text(want + "\n")
+    return exe
+
+
+def write_mlserver_repo(root: Path, prep: Prepared, *, http_port: int, grpc_port: int, metrics_port: int) -> Path:
+    """``settings.json`` and ``model-settings.json`` for one MLServer process serving ``prep.model_path``."""
+    root.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
+        "parallel_workers": 0,  # inference in the server process: one worker, like every other target
+        "debug": False, "load_models_at_startup": True,
+    }
+    model = {
+        "name": prep.model_name, "implementation": "mlserver_xgboost.XGBoostModel",
+        "parameters": {"uri": str(prep.model_path), "version": prep.model_version},
+    }
+    (root / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (root / "model-settings.json").write_text(json.dumps(model, indent=2) + "\n")
+    return root
+
+
+# ------------------------------------------------------------------------ targets
+@dataclass(frozen=True)
+class TargetSpec:
+    """How to start one target and talk to it."""
+
+    name: str
+    description: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_url: str
+    predict_url: str
+    bodies: list[str]  # closed loop: cycled; "{{n}}" becomes the request number
+    stream_bodies: list[str]  # open loop: one per hey process
+    score_of: Callable[[Any], list[float]]  # scores out of a response body
+    reference: list[float] | None  # expected scores of bodies[:len(reference)] (one row per body), if known
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build_targets(prep: Prepared, mlserver: Path | None, work: Path, hey_streams: int) -> list[TargetSpec]:
+    """The four targets, each with its own ports and request bodies."""
+    base_env = {**os.environ, "RISKLOOP_STATE_DIR": str(prep.state_dir)}
+    v1 = [json.dumps({"instances": [{**t, "transaction_id": f"{t['transaction_id']}-b{{{{n}}}}"}]},
+                     separators=(",", ":")) for t in prep.transactions]
+    # one card per hey stream: distinct cards, so the streams look up and push different keys
+    picked: list[dict[str, Any]] = []
+    for t in prep.transactions:
+        if all(t["card_id"] != p["card_id"] for p in picked):
+            picked.append(t)
+        if len(picked) == hey_streams:
+            break
+    v1_streams = [json.dumps({"instances": [{**t, "transaction_id": f"{t['transaction_id']}-hey{i}"}]},
+                             separators=(",", ":")) for i, t in enumerate(picked)]
+    rows = prep.feature_rows
+    ceiling_bodies = [json.dumps({"instances": [r]}, separators=(",", ":")) for r in rows]
+    v2_bodies = [json.dumps({"inputs": [{"name": "input-0", "shape": [1, len(r)], "datatype": "FP32", "data": r}],
+                             "outputs": [{"name": "predict"}]}, separators=(",", ":")) for r in rows]
+
+    def riskloop(features: str) -> TargetSpec:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        return TargetSpec(
+            name=f"riskloop-{'features' if features == 'feast' else 'nofeatures'}",
+            description=(f"riskloop serve --features {features} (KServe ModelServer, V1, one raw transaction"
+                         + (", Feast sqlite lookup + push)" if features == "feast" else ", no feature store)")),
+            argv=[sys.executable, "-m", "riskloop.cli", "serve", "--model-alias", "champion", "--host", "127.0.0.1",
+                  "--port", str(port), "--workers", "1", "--features", features],
+            env=base_env, ready_url=f"{url}/v1/models/{prep.model_name}",
+            predict_url=f"{url}/v1/models/{prep.model_name}:predict", bodies=v1, stream_bodies=v1_streams,
+            score_of=lambda r: [float(p["score"]) for p in r["predictions"]], reference=None)
+
+    targets = [riskloop("feast"), riskloop("none")]
+    if mlserver is not None:
+        http, grpc, metrics = free_port(), free_port(), free_port()
+        repo = write_mlserver_repo(work / "mlserver-repo", prep, http_port=http, grpc_port=grpc, metrics_port=metrics)
+        url = f"http://127.0.0.1:{http}"
+        targets.append(TargetSpec(
+            name="mlserver",
+            description=("MLServer 1.7 + mlserver-xgboost, parallel_workers 0, V2, one feature row "
+                         "(no feature lookup), output 'predict'"),
+            argv=[str(mlserver), "start", str(repo)],
+            # its own venv: nothing of the project's environment may leak in
+            env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")},
+            ready_url=f"{url}/v2/models/{prep.model_name}/ready",
+            predict_url=f"{url}/v2/models/{prep.model_name}/infer", bodies=v2_bodies,
+            stream_bodies=v2_bodies[:hey_streams],
+            score_of=lambda r: [float(v) for v in r["outputs"][0]["data"]],
+            reference=prep.reference_scores))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    targets.append(TargetSpec(
+        name="ceiling", description="bare ASGI (uvicorn) + orjson + booster.inplace_predict, one feature row",
+        argv=[sys.executable, str(HERE / "ceiling.py"), "--model", str(prep.model_path), "--port", str(port)],
+        env=base_env, ready_url=f"{url}/health", predict_url=f"{url}/predict", bodies=ceiling_bodies,
+        stream_bodies=ceiling_bodies[:hey_streams], score_of=lambda r: [float(v) for v in r["predictions"]],
+        reference=prep.reference_scores))
+    return targets
+
+
+class RssSampler:
+    """Peak RSS of a process and all its descendants, sampled every ``interval`` seconds in a thread.
+
+    The sum over the tree counts pages that processes share once per process
+    (an upper bound); every target here runs as a single process, so it is exact.
+    """
+
+    def __init__(self, pid: int, interval: float = RSS_INTERVAL_S) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak_bytes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[psutil.Process]:
+        root = psutil.Process(self.pid)
+        return [root, *root.children(recursive=True)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                total = 0
+                for p in self._tree():
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        continue
+            except psutil.NoSuchProcess:
+                return
+            self.peak_bytes = max(self.peak_bytes, total)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the live tree so far."""
+        total = 0.0
+        try:
+            procs = self._tree()
+        except psutil.NoSuchProcess:
+            return math.nan
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class Running:
+    spec: TargetSpec
+    process: subprocess.Popen[bytes]
+    log: Path
+    rss: RssSampler
+    ready_seconds: float = math.nan
+    notes: list[str] = field(default_factory=list)
+
+
+def start(spec: TargetSpec, logs: Path) -> Running:
+    """Start a target in its own process group and wait until it answers its readiness URL."""
+    log = logs / f"{spec.name}.log"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(spec.argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=spec.env, cwd=REPO,
+                            start_new_session=True)
+    run = Running(spec, proc, log, RssSampler(proc.pid))
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            run.rss.stop()
+            raise SystemExit(f"{spec.name} exited {proc.returncode} before it was ready:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(spec.ready_url, timeout=2) as r:
+                if r.status == 200:
+                    run.ready_seconds = time.perf_counter() - t0
+                    return run
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    stop(run)
+    raise SystemExit(f"{spec.name} not ready in {READY_TIMEOUT_S:g} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(run: Running) -> int:
+    """Terminate the target's process group (SIGTERM, then SIGKILL after a grace period)."""
+    pgid = run.process.pid  # start_new_session: the group id is the leader's pid
+    try:
+        if run.process.poll() is None:
+            os.killpg(pgid, signal.SIGTERM)
+            try:
+                run.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                run.notes.append(f"did not stop within {STOP_TIMEOUT_S:g} s of SIGTERM: killed")
+        os.killpg(pgid, signal.SIGKILL)  # whatever the leader left behind
+    except ProcessLookupError:
+        pass
+    run.rss.stop()
+    return int(run.process.wait(timeout=10))
+
+
+def post(url: str, body: str, timeout: float = 10.0) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+
+
+def check(run: Running) -> dict[str, Any]:
+    """One request per reference row (or one request): 200 and, where known, the model's own scores."""
+    spec = run.spec
+    n = min(len(spec.reference), 20) if spec.reference is not None else 1
+    diffs = []
+    for i in range(n):
+        status, payload = post(spec.predict_url, spec.bodies[i].replace("{{n}}", f"check{i}"))
+        if status != 200:
+            raise SystemExit(f"{spec.name}: check request answered {status}: {str(payload)[:500]}")
+        got = spec.score_of(payload)
+        if spec.reference is not None:
+            diffs.append(abs(got[0] - spec.reference[i]))
+    out: dict[str, Any] = {"requests": n, "status": 200}
+    if diffs:
+        out["max_abs_score_diff_vs_model"] = max(diffs)
+    return out
+
+
+# ------------------------------------------------------------------ load generators
+def run_wrk(url: str, bodies_file: Path, *, seconds: float, connections: int, timeout_s: int = 5) -> dict[str, Any]:
+    """``wrk -t1 -c<connections> -d<seconds>s --latency`` with post.lua; parsed numbers plus wrk's CPU time."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk (or scripts/services.sh install)")
+    argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout_s}s", "--latency",
+            "-s", str(HERE / "post.lua"), url, "--", str(bodies_file)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr[-2000:]}")
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no summary:\n{done.stdout[-2000:]}")
+    raw = json.loads(line.removeprefix("WRK_JSON "))
+    non2xx = 0
+    for ln in done.stdout.splitlines():
+        if ln.strip().startswith("Non-2xx or 3xx responses:"):
+            non2xx = int(ln.split(":")[1])
+    pct = raw["latency_us"]["percentiles"]
+    seconds_run = raw["duration_us"] / 1e6
+    return {
+        "command": " ".join(["wrk", *argv[1:7], "benchmarks/serving/post.lua", url, "--", "<bodies file>"]),
+        "requests": raw["requests"], "seconds": round(seconds_run, 3),
+        "req_per_s": round(raw["requests"] / seconds_run, 1),
+        "non_2xx": non2xx, "socket_errors": raw["errors"],
+        "latency_ms": {"mean": round(raw["latency_us"]["mean"] / 1000, 3),
+                       "p50": pct["50"] / 1000, "p75": pct["75"] / 1000, "p90": pct["90"] / 1000,
+                       "p99": pct["99"] / 1000, "p99.9": pct["99.9"] / 1000, "max": raw["latency_us"]["max"] / 1000},
+        "loadgen_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+        "report": done.stdout,
+    }
+
+
+def run_hey(url: str, bodies: Sequence[str], work: Path, *, rate: float, seconds: float,
+            workers_per_stream: int) -> dict[str, Any]:
+    """Open loop at ``rate`` req/s in total: one ``hey -q`` process per body, every request's latency from its CSV.
+
+    hey paces each worker with its own ticker at ``-q`` req/s, all of a process's
+    workers in the same phase: 50 workers at 10 req/s send bursts of 50 requests
+    every 100 ms, not 500 evenly spaced ones. So each process gets few workers
+    (``workers_per_stream``, 1 by default) at a higher rate, and the processes'
+    starts are staggered by a fraction of the period, which spreads their ticks
+    evenly. A worker whose request is still out when its tick comes sends late
+    (closed-loop behaviour), so the achieved rate is reported next to the target
+    rate: equal means the server kept up and the latencies are open-loop ones.
+    """
+    hey = shutil.which("hey")
+    if hey is None:
+        raise SystemExit("hey is not installed: apt-get install -y hey")
+    per_worker = rate / (len(bodies) * workers_per_stream)
+    procs = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for i, body in enumerate(bodies):
+        body_file = work / f"hey-body-{i}.json"
+        body_file.write_text(body)
+        argv = [hey, "-z", f"{seconds:g}s", "-c", str(workers_per_stream), "-q", f"{per_worker:g}", "-m", "POST",
+                "-T", "application/json", "-D", str(body_file), "-t", "10", "-o", "csv", url]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        time.sleep(1 / per_worker / len(bodies))  # stagger the tickers' phases
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    for p in procs:
+        out, err = p.communicate(timeout=seconds + 60)
+        if p.returncode != 0:
+            raise SystemExit(f"hey failed ({p.returncode}): {err[-2000:]}")
+        for row in csv.DictReader(io.StringIO(out)):
+            latencies.append(float(row["response-time"]))
+            statuses[row["status-code"]] = statuses.get(row["status-code"], 0) + 1
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if not latencies:
+        raise SystemExit("hey recorded no request")
+    latencies.sort()
+    ok = statuses.get("200", 0)
+    return {
+        "command": (f"{len(bodies)} staggered × hey -z {seconds:g}s -c {workers_per_stream} -q {per_worker:g} -m POST "
+                    f"-T application/json -D <body> -o csv {url}"),
+        "target_req_per_s": rate, "achieved_req_per_s": round(len(latencies) / seconds, 1),
+        "requests": len(latencies), "status_counts": statuses, "non_200": len(latencies) - ok,
+        "latency_ms": {"p50": round(percentile(latencies, 50) * 1000, 3),
+                       "p90": round(percentile(latencies, 90) * 1000, 3),
+                       "p99": round(percentile(latencies, 99) * 1000, 3),
+                       "p99.9": round(percentile(latencies, 99.9) * 1000, 3),
+                       "max": round(latencies[-1] * 1000, 3),
+                       "mean": round(statistics.fmean(latencies) * 1000, 3)},
+        "loadgen_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+    }
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+# ------------------------------------------------------------------------ profile
+PY_SPY = "py-spy==0.4.3"
+# Where a sampled stack's time goes: the first bucket whose pattern occurs in the stack wins, so the
+# riskloop buckets claim the library frames under them (Feast, XGBoost, pydantic, prometheus-client).
+# A thread parked in a wait still shows up in non-blocking sampling now and then: counted apart, not as work.
+IDLE_LEAF = r"(Condition\.wait|Event\.wait|_worker \(concurrent/futures/thread\.py|select \(selectors\.py|poll \()"
+BUCKETS: tuple[tuple[str, str], ...] = (
+    ("feast push (push_states)", r"(^|;)push_states \("),
+    ("feast lookup (online_features)", r"(^|;)online_features \("),
+    ("model (inplace_predict)", r"inplace_predict \("),
+    ("request validation (schema.py)", r"riskloop/serving/schema\.py"),
+    ("metrics (prometheus-client)", r"riskloop/serving/metrics\.py|prometheus_client/"),
+    ("prediction log", r"riskloop/serving/prediction_log\.py"),
+    ("predictor, other (features, rows, response)", r"riskloop/serving/predictor\.py"),
+    ("logging and warnings (access log, per-request warning)", r"logging/__init__\.py|warnings\.py|(^|;)_showwarn"),
+    ("server stack (uvicorn, Starlette, FastAPI, KServe, asyncio)", r"."),
+)
+
+
+def ensure_py_spy(venv: Path) -> Path:
+    """py-spy in a throwaway venv of its own (uv), installed on first use."""
+    exe = venv / "bin" / "py-spy"
+    if exe.is_file():
+        return exe
+    uv = shutil.which("uv")
+    if uv is None:
+        raise SystemExit("uv is not on PATH: install it (pip install uv) to profile with py-spy")
+    subprocess.run([uv, "venv", "--quiet", "--python", f"{sys.version_info.major}.{sys.version_info.minor}",
+                    str(venv)], check=True)
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), PY_SPY], check=True)
+    return exe
+
+
+def profile(run: Running, py_spy: Path, bodies_file: Path, work: Path, *, seconds: float,
+            connections: int) -> dict[str, Any]:
+    """Sample the server with py-spy (non-blocking, 200 Hz) under a separate, unrecorded wrk load.
+
+    Idle threads are not sampled, so the samples are where the server's threads
+    run Python (or C called from it); the buckets add up to 100 %.
+    """
+    import re
+
+    raw = work / f"{run.spec.name}.py-spy.txt"
+    spy = subprocess.Popen([str(py_spy), "record", "--pid", str(run.process.pid), "--rate", "200", "--nonblocking",
+                            "--duration", f"{seconds + 2:g}", "--format", "raw", "--output", str(raw)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # attach before the load starts
+    load = run_wrk(run.spec.predict_url, bodies_file, seconds=seconds, connections=connections)
+    _, err = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0 or not raw.is_file():
+        return {"error": f"py-spy failed ({spy.returncode}): {err[-1000:]}"}
+    counts = dict.fromkeys((name for name, _ in BUCKETS), 0)
+    patterns = [(name, re.compile(pat)) for name, pat in BUCKETS]
+    idle_leaf = re.compile(IDLE_LEAF)
+    functions: dict[str, int] = {}
+    total = idle = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        if idle_leaf.match(leaf):
+            idle += int(n)
+            continue
+        total += int(n)
+        counts[next(name for name, pat in patterns if pat.search(stack))] += int(n)
+        functions[leaf] = functions.get(leaf, 0) + int(n)
+    top = sorted(functions.items(), key=lambda kv: -kv[1])[:15]
+    return {
+        "tool": f"{PY_SPY} record --rate 200 --nonblocking --format raw, during wrk -c{connections} -d{seconds:g}s",
+        "samples": total, "idle_samples_left_out": idle, "req_per_s_while_sampled": load["req_per_s"],
+        "share": {name: round(c / total, 4) if total else 0.0 for name, c in counts.items()},
+        "top_leaf_functions": [{"frame": f, "share": round(c / total, 4)} for f, c in top],
+        "raw_file": raw.name,
+    }
+
+
+# -------------------------------------------------------------------------- a run
+def measure(spec: TargetSpec, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Start, check, warm up, closed loop, open loop, stop: one target's whole measurement."""
+    print(f"[{spec.name}] starting", flush=True)
+    bodies_file = work / f"{spec.name}-bodies.txt"
+    bodies_file.write_text("\n".join(spec.bodies) + "\n")
+    run = start(spec, work)
+    result: dict[str, Any] = {"description": spec.description, "argv": spec.argv,
+                              "distinct_bodies": len(spec.bodies)}
+    try:
+        result["ready_seconds"] = round(run.ready_seconds, 2)
+        result["check"] = check(run)
+        run_wrk(spec.predict_url, bodies_file, seconds=args.warmup, connections=args.connections)
+        print(f"[{spec.name}] closed loop {args.duration:g} s", flush=True)
+        load_before = os.getloadavg()[0]
+        cpu0 = run.rss.cpu_seconds()
+        closed = run_wrk(spec.predict_url, bodies_file, seconds=args.duration, connections=args.connections)
+        cpu1 = run.rss.cpu_seconds()
+        closed["server_cpu_seconds"] = round(cpu1 - cpu0, 2)
+        closed["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / max(closed["requests"], 1), 3)
+        closed["load_average_1m_before"] = round(load_before, 2)
+        result["closed_loop"] = closed
+        print(f"[{spec.name}] {closed['req_per_s']} req/s, p50 {closed['latency_ms']['p50']} ms, "
+              f"p99 {closed['latency_ms']['p99']} ms", flush=True)
+        if args.open_loop_duration > 0 and (args.open_loop == "all" or spec.name == "riskloop-features"):
+            print(f"[{spec.name}] open loop {args.rate:g} req/s for {args.open_loop_duration:g} s", flush=True)
+            cpu0 = run.rss.cpu_seconds()
+            opened = run_hey(spec.predict_url, spec.stream_bodies, work, rate=args.rate,
+                             seconds=args.open_loop_duration, workers_per_stream=args.hey_workers)
+            opened["server_cpu_seconds"] = round(run.rss.cpu_seconds() - cpu0, 2)
+            result["open_loop"] = opened
+            print(f"[{spec.name}] open loop achieved {opened['achieved_req_per_s']} req/s, "
+                  f"p50 {opened['latency_ms']['p50']} ms, p99 {opened['latency_ms']['p99']} ms", flush=True)
+        if args.profile > 0 and spec.name.startswith("riskloop"):
+            print(f"[{spec.name}] profiling {args.profile:g} s with py-spy (not part of the numbers)", flush=True)
+            result["profile"] = profile(run, ensure_py_spy(args.tools_venv), bodies_file, work, seconds=args.profile,
+                                        connections=args.connections)
+    finally:
+        result["exit_code"] = stop(run)
+        result["peak_rss_mib"] = round(run.rss.peak_bytes / 2**20, 1)
+        result["rss_samples"] = run.rss.samples
+        result["notes"] = run.notes
+        result["log_bytes"] = run.log.stat().st_size if run.log.exists() else 0
+    return result
+
+
+def goals(targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's goals, checked on the measured numbers (``None`` where a target was not measured)."""
+    def rps(name: str) -> float | None:
+        t = targets.get(name)
+        return float(t["closed_loop"]["req_per_s"]) if t and "closed_loop" in t else None
+
+    out: dict[str, Any] = {}
+    for variant in ("riskloop-features", "riskloop-nofeatures"):
+        mine, ml, ceil = rps(variant), rps("mlserver"), rps("ceiling")
+        out[variant] = {
+            "vs_mlserver": round(mine / ml, 3) if mine and ml else None,
+            "vs_ceiling": round(mine / ceil, 3) if mine and ceil else None,
+            "goal_2x_mlserver_met": (mine >= 2 * ml) if mine and ml else None,
+            "goal_half_ceiling_met": (mine >= 0.5 * ceil) if mine and ceil else None,
+        }
+    opened = targets.get("riskloop-features", {}).get("open_loop")
+    if opened:
+        kept_up = opened["achieved_req_per_s"] >= 0.98 * opened["target_req_per_s"] and opened["non_200"] == 0
+        out["riskloop-features"]["open_loop_p99_ms"] = opened["latency_ms"]["p99"]
+        out["riskloop-features"]["goal_p99_10ms_at_rate_met"] = kept_up and opened["latency_ms"]["p99"] <= 10.0
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def tool(argv: list[str]) -> str | None:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        text = (done.stdout or done.stderr).strip().splitlines()
+        return text[0] if text else None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=REPO)
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return out.stdout.strip()
+
+    return {
+        "nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(), "python": platform.python_version(),
+        "versions": {name: version(name) for name in VERSIONED},
+        "wrk": tool(["wrk", "--version"]), "hey": _dpkg_version("hey"),
+        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
+    }
+
+
+def _dpkg_version(package: str) -> str | None:
+    try:
+        done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def mlserver_versions(venv: Path) -> dict[str, str]:
+    code = ("import json, importlib.metadata as m; print(json.dumps({d: m.version(d) for d in "
+            "('mlserver', 'mlserver-xgboost', 'xgboost', 'fastapi', 'starlette', 'uvicorn', 'numpy', 'pandas')}))")
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True)
+    result: dict[str, str] = json.loads(done.stdout)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.json")
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--duration", type=float, default=20.0, help="closed-loop seconds per target (wrk -d)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per target (wrk, not recorded)")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections (wrk -c)")
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop total req/s")
+    parser.add_argument("--open-loop-duration", type=float, default=20.0, help="open-loop seconds; 0 skips it")
+    parser.add_argument("--open-loop", choices=("riskloop-features", "all"), default="all",
+                        help="which targets get the open-loop run")
+    parser.add_argument("--hey-streams", type=int, default=10, help="hey processes (one request body each)")
+    parser.add_argument("--hey-workers", type=int, default=1, help="hey workers per process (hey -c)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="prepare state here, or reuse it if prepared before (default: a fresh directory "
+                             "under .riskloop/bench/, removed at the end)")
+    parser.add_argument("--keep-state", action="store_true", help="keep the state directory afterwards")
+    parser.add_argument("--mlserver-venv", type=Path, default=BENCH_DIR / "mlserver-venv")
+    parser.add_argument("--profile", type=float, default=10.0,
+                        help="seconds of py-spy sampling of each riskloop server under an extra wrk load; 0 skips")
+    parser.add_argument("--tools-venv", type=Path, default=BENCH_DIR / "tools-venv", help="where py-spy is installed")
+    args = parser.parse_args(argv)
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = sorted(set(wanted) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown targets {unknown}; choose from {', '.join(TARGETS)}")
+
+    t_start = time.perf_counter()
+    started = datetime.now(UTC)
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    state_dir = args.state_dir or BENCH_DIR / f"serving-state-{started:%Y%m%dT%H%M%S}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    work = state_dir / "bench"
+    work.mkdir(exist_ok=True)
+    try:
+        print(f"preparing state in {state_dir}", flush=True)
+        prep = prepare_state(state_dir)
+        print(f"prepared in {prep.seconds:.1f} s: model v{prep.model_version}, {len(prep.transactions)} held-out "
+              f"transactions, {len(prep.feature_rows)} feature rows", flush=True)
+        mlserver = None
+        ml_versions: dict[str, str] = {}
+        venv_seconds = math.nan
+        if "mlserver" in wanted:
+            t0 = time.perf_counter()
+            mlserver = ensure_mlserver_venv(args.mlserver_venv, HERE / "mlserver-requirements.txt")
+            venv_seconds = time.perf_counter() - t0
+            ml_versions = mlserver_versions(args.mlserver_venv)
+        specs = [t for t in build_targets(prep, mlserver, work, args.hey_streams) if t.name in wanted]
+        results: dict[str, dict[str, Any]] = {}
+        for spec in specs:
+            results[spec.name] = measure(spec, work, args)
+        report = {
+            "benchmark": "serving",
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "date": started.isoformat(timespec="seconds"),
+            "wall_seconds": round(time.perf_counter() - t_start, 1),
+            "machine": machine_info(),
+            "mlserver_venv": {"path": str(args.mlserver_venv), "versions": ml_versions,
+                              "ensure_seconds": round(venv_seconds, 1)},
+            "params": {"closed_loop": {"tool": "wrk", "threads": 1, "connections": args.connections,
+                                       "seconds": args.duration, "warmup_seconds": args.warmup},
+                       "open_loop": {"tool": "hey", "rate_req_per_s": args.rate, "seconds": args.open_loop_duration,
+                                     "streams": args.hey_streams, "workers_per_stream": args.hey_workers,
+                                     "targets": args.open_loop},
+                       "workers_per_server": 1, "rss_interval_seconds": RSS_INTERVAL_S, "generator": GENERATOR,
+                       "held_out_day": HELD_OUT},
+            "model": {"name": prep.model_name, "version": prep.model_version, "sha256": prep.model_sha256,
+                      "n_features": prep.n_features},
+            "prepare_seconds": round(prep.seconds, 1),
+            "targets": results,
+            "goals": goals(results),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(summary_table(results))
+        print(json.dumps(report["goals"], indent=2))
+        print(f"wrote {args.out} ({report['wall_seconds']} s)")
+    finally:
+        if not args.keep_state and args.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def summary_table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'target':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'open p50':>10}{'open p99':>10}"
+             f"{'RSS MiB':>9}{'cpu ms/req':>11}"]
+    for name, r in results.items():
+        c, o = r.get("closed_loop", {}), r.get("open_loop", {})
+        lines.append(f"{name:<22}{c.get('req_per_s', math.nan):>9}{c.get('latency_ms', {}).get('p50', math.nan):>9}"
+                     f"{c.get('latency_ms', {}).get('p99', math.nan):>9}"
+                     f"{o.get('latency_ms', {}).get('p50', math.nan):>10}"
+                     f"{o.get('latency_ms', {}).get('p99', math.nan):>10}{r.get('peak_rss_mib', math.nan):>9}"
+                     f"{c.get('server_cpu_ms_per_request', math.nan):>11}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
