@@ -13,7 +13,7 @@ def batch_scoring_pipeline(
     previous_day: str = "2026-01-29",
     day: str = "2026-01-30",
     model_alias: str = "champion",
-) -> None:
+) -> dsl.Dataset:
     run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     # the day before is ingested too: real-time features look back 24 hours
     batch = on_cluster(ingest(spec=spec, start_date=previous_day, end_date=day))
@@ -23,3 +23,4 @@ def batch_scoring_pipeline(
                         memory="2G")
     for t in (batch, checked, scored):
         t.set_caching_options(False)
+    return scored.outputs["scores"]

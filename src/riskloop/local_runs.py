@@ -55,3 +55,19 @@ def run_training(s: Settings, params: dict[str, Any]) -> LocalRun:
     except RuntimeError as exc:  # kfp.local: a task failed (the exit handler still ran)
         return LocalRun("training", False, time.perf_counter() - t0, error=str(exc))
     return LocalRun("training", True, time.perf_counter() - t0)
+
+
+def run_batch_scoring(s: Settings, day: date, *, spec: str = "synthetic-fraud",
+                      model_alias: str = "champion") -> LocalRun:
+    """Score one day with the model an alias names (kfp.local); outputs holds the scores' path."""
+    _init(s)
+    from pipelines.batch_scoring import batch_scoring_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        task = batch_scoring_pipeline(spec=spec, previous_day=(day - timedelta(days=1)).isoformat(),
+                                      day=day.isoformat(), model_alias=model_alias)
+    except RuntimeError as exc:
+        return LocalRun("batch_scoring", False, time.perf_counter() - t0, error=str(exc))
+    return LocalRun("batch_scoring", True, time.perf_counter() - t0,
+                    outputs={"scores": task.output.path, "rows": task.output.metadata.get("rows")})

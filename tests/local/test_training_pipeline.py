@@ -98,3 +98,19 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     assert {s["secretName"] for e in k8s.values() for s in e.get("secretAsEnv", [])} == {"riskloop-s3", "riskloop-db"}
     features, _ = yaml.safe_load_all(written["features"].read_text())
     assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])
+
+
+def test_batch_scoring_scores_a_day_with_the_champion(first_run: LocalRun, local_state: Settings) -> None:
+    from datetime import date
+
+    from riskloop.local_runs import run_batch_scoring
+
+    assert first_run.succeeded
+    r = run_batch_scoring(local_state, date(2026, 1, 16))
+    assert r.succeeded, r.error
+    scores = pd.read_parquet(r.outputs["scores"])
+    day = pd.read_parquet(local_state.data_dir / "synthetic-fraud/transactions/date=2026-01-16/part-0.parquet")
+    assert len(scores) == len(day) and set(scores["transaction_id"]) == set(day["transaction_id"])
+    assert scores["score"].between(0, 1).all()
+    champ = version_by_alias(local_state.tracking_uri, local_state.mlflow.model_name, CHAMPION)
+    assert champ is not None and (scores["model_version"] == champ.version).all()
