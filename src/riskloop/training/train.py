@@ -16,7 +16,6 @@ recorded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from riskloop import __version__
 from riskloop.errors import ModelIntegrityError, TrainingError
+from riskloop.hashing import sha256_file
 from riskloop.training.dataset import LABEL, SPLIT, FeatureSpec, matrix
 from riskloop.training.evaluate import choose_threshold
 
@@ -73,14 +73,6 @@ class ModelBundle:
 
     def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
         return self.predict(matrix(df, self.features))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, out_dir: Path, *,
