@@ -41,8 +41,15 @@ compile: setup ## compile the pipelines to KFP IR YAML under build/pipelines/
 data-ulb: setup ## fetch the public ULB card-fraud set (ODbL) into the state dir
 	$(RISKLOOP) data fetch-ulb
 
-bench: setup ## run the benchmarks (results in benchmarks/README.md)
+bench: setup ## data + feature benchmarks (results in benchmarks/README.md)
 	$(PY) benchmarks/bench_data.py
+
+bench-pipeline: setup ## the training pipeline vs the same steps as a bare script
+	$(PY) benchmarks/bench_pipeline.py
+
+bench-serving: setup ## load test: riskloop with/without features, MLServer, a bare ASGI ceiling
+	scripts/services.sh install
+	$(PY) benchmarks/serving/run.py
 
 services-start: ## start Redis, PostgreSQL, Prometheus, Pushgateway on 127.0.0.1
 	scripts/services.sh install
@@ -54,4 +61,4 @@ services-stop: ## stop the test services
 clean: ## remove local state and build outputs
 	rm -rf .riskloop build
 
-.PHONY: help setup run test test-unit serve lint compile data-ulb bench services-start services-stop clean
+.PHONY: help setup run test test-unit serve lint compile data-ulb bench bench-pipeline bench-serving services-start services-stop clean

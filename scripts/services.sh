@@ -25,9 +25,9 @@ PG_USER=postgres
 TIMEOUT_SECONDS="${RISKLOOP_SERVICES_TIMEOUT_SECONDS:-30}"
 SERVICES=(redis postgres prometheus pushgateway)
 
-# Other project tools (benchmarks, lint) need wrk and shellcheck: installed in
+# Other project tools (benchmarks, lint) need wrk, hey and shellcheck: installed in
 # the same apt step so CI pays for one `apt-get update`.
-APT_PACKAGES=(redis-server postgresql prometheus prometheus-pushgateway wrk shellcheck curl)
+APT_PACKAGES=(redis-server postgresql prometheus prometheus-pushgateway wrk hey shellcheck curl)
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'services.sh: %s\n' "$*" >&2; exit 1; }
@@ -50,6 +50,7 @@ missing_packages() {
     )
     if [[ "${1:-}" == all ]]; then
         tool_package[wrk]=wrk
+        tool_package[hey]=hey
         tool_package[shellcheck]=shellcheck
     fi
     local tool

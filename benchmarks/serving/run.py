@@ -1,8 +1,7 @@
 """Serving load test: riskloop against MLServer and a bare ASGI ceiling, side by side in one run.
 
 Four targets serve the same XGBoost model (the same ``model.ubj``), each on
-127.0.0.1 with one worker process, started, warmed up, measured and stopped one
-after the other in this one run:
+127.0.0.1 with one worker process, all measured in this one run:
 
 ``riskloop-features``
     ``riskloop serve --features feast --workers 1``: KServe ModelServer, V1
@@ -14,26 +13,39 @@ after the other in this one run:
 ``mlserver``
     MLServer 1.7 with its xgboost runtime (its own venv: it cannot share one with
     Feast), ``parallel_workers: 0`` so inference runs in the one server process
-    as in the other targets. V2 request of one **feature row** (what riskloop
+    as in the other targets, and ``OMP_NUM_THREADS=1`` so XGBoost scores on one
+    thread as in the other targets (``--mlserver-omp-threads 0`` leaves its
+    default). V2 request of one **feature row** (what riskloop
     builds from the transaction and its looked-up features): no feature lookup,
-    no validation beyond V2's, ``predict_proba`` of ``XGBClassifier``.
+    no validation beyond V2's. A model saved as a plain Booster loads in the
+    runtime as ``XGBRegressor`` (its first try), whose ``predict`` output is the
+    ``binary:logistic`` probability, i.e. riskloop's score.
 ``ceiling``
     ``benchmarks/serving/ceiling.py``: raw ASGI + orjson + ``inplace_predict`` on
     uvicorn, the same feature row. The upper bound for one worker.
 
-Per target: readiness, one checked request (the scores of MLServer and the
-ceiling must equal the model's own on the same rows), a warm-up, then
+All four are started first (readiness, one checked request each: the scores
+of MLServer and the ceiling must equal the model's own on the same rows, then a
+warm-up); then they are measured in ``--rounds`` interleaved rounds, the order
+rotating each round, so that neighbours on this shared machine hit every target
+alike:
 
-* closed loop: ``wrk -t1 -c8 -d20s --latency`` with ``post.lua``, cycling
-  through request bodies (riskloop: the held-out day's transactions in time
-  order, a fresh transaction id per request, so every request is a real lookup
-  and a real push; the others: as many distinct feature rows) → req/s and
-  latency percentiles;
-* open loop: ``hey -q`` at a fixed total rate (500 req/s by default), spread
-  over ``--hey-streams`` hey processes with one body each and ``-o csv``, so
-  p50/p99 are computed from every request's own latency;
-* peak RSS of the server's process tree, sampled every 0.2 s with psutil from
-  start to stop, and the server's CPU seconds per request in the closed loop.
+* closed loop: ``wrk -t1 -c8 --latency`` with ``post.lua``, 20 s per target in
+  all (4 × 5 s), cycling through request bodies (riskloop: the held-out day's
+  transactions in time order, a fresh transaction id per request, so every
+  request is a real lookup and a real push; the others: as many distinct
+  feature rows) → req/s over all rounds, latency percentiles of the median round;
+* open loop: ``hey -q`` at a fixed total rate (500 req/s), 20 s per target in
+  all, from ``--hey-streams`` staggered hey processes with one body each and
+  ``-o csv``, so p50/p99 come from every request's own latency;
+* peak RSS of each server's process tree, sampled every 0.2 s with psutil from
+  start to stop, and each server's CPU seconds per request;
+* a py-spy profile of each riskloop server under an extra wrk load (not part of
+  the numbers), bucketed into feature lookup, push, model, validation, metrics,
+  prediction log, logging and the server stack;
+* ``feast_calls.py`` on the same state after the servers stopped: Feast's SDK
+  lookup and push against the online store's own read and write, with and
+  without typeguard.
 
 State (synthetic data, a trained and registered champion, the online store
 materialized up to the held-out day) is prepared the way the serving
@@ -138,7 +150,6 @@ def prepare_state(state_dir: Path) -> Prepared:
     from riskloop.serving.loader import resolve_model
     from riskloop.settings import Settings
     from riskloop.training.dataset import matrix
-    from riskloop.training.train import sha256_file
 
     s = Settings()
     s.ensure_dirs()
@@ -165,7 +176,7 @@ def prepare_state(state_dir: Path) -> Prepared:
     # the file the loader downloaded and hash-checked: MLServer and the ceiling load this very file
     want = served.bundle.meta.get("model_sha256")
     found = [f for f in (s.root / "serving" / f"{name}-v{served.version}").rglob("model.ubj")
-             if sha256_file(f) == want]
+             if hashlib.sha256(f.read_bytes()).hexdigest() == want]
     if not found:
         raise SystemExit(f"no model.ubj with sha256 {want} under {s.root / 'serving'}")
     model_path = found[0]
@@ -265,7 +276,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def build_targets(prep: Prepared, mlserver: Path | None, work: Path, hey_streams: int) -> list[TargetSpec]:
+def build_targets(prep: Prepared, mlserver: Path | None, work: Path, hey_streams: int, *,
+                  omp_threads: int = 1) -> list[TargetSpec]:
     """The four targets, each with its own ports and request bodies."""
     base_env = {**os.environ, "RISKLOOP_STATE_DIR": str(prep.state_dir)}
     v1 = [json.dumps({"instances": [{**t, "transaction_id": f"{t['transaction_id']}-b{{{{n}}}}"}]},
@@ -304,11 +316,15 @@ def build_targets(prep: Prepared, mlserver: Path | None, work: Path, hey_streams
         url = f"http://127.0.0.1:{http}"
         targets.append(TargetSpec(
             name="mlserver",
-            description=("MLServer 1.7 + mlserver-xgboost, parallel_workers 0, V2, one feature row "
-                         "(no feature lookup), output 'predict'"),
+            description=("MLServer 1.7 + mlserver-xgboost, parallel_workers 0, "
+                         + (f"OMP_NUM_THREADS={omp_threads}" if omp_threads else "XGBoost's default threads")
+                         + ", V2, one feature row (no feature lookup), output 'predict'"),
             argv=[str(mlserver), "start", str(repo)],
-            # its own venv: nothing of the project's environment may leak in
-            env={k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")},
+            # its own venv: nothing of the project's environment may leak in. One OpenMP thread, as riskloop
+            # and the ceiling score: the runtime leaves XGBoost's default (every core), whose spinning threads
+            # fight the load generator for the 2 cores (a trial run swung from 336 to 57 req/s between rounds)
+            env={**{k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "OMP_NUM_THREADS")},
+                 **({"OMP_NUM_THREADS": str(omp_threads)} if omp_threads else {})},
             ready_url=f"{url}/v2/models/{prep.model_name}/ready",
             predict_url=f"{url}/v2/models/{prep.model_name}/infer", bodies=v2_bodies,
             stream_bodies=v2_bodies[:hey_streams],
@@ -841,8 +857,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "under .riskloop/bench/, removed at the end)")
     parser.add_argument("--keep-state", action="store_true", help="keep the state directory afterwards")
     parser.add_argument("--mlserver-venv", type=Path, default=BENCH_DIR / "mlserver-venv")
+    parser.add_argument("--mlserver-omp-threads", type=int, default=1,
+                        help="OMP_NUM_THREADS for MLServer (riskloop and the ceiling score on one thread); "
+                             "0 leaves XGBoost's default, every core")
     parser.add_argument("--profile", type=float, default=10.0,
                         help="seconds of py-spy sampling of each riskloop server under an extra wrk load; 0 skips")
+    parser.add_argument("--feast-calls", type=int, default=200,
+                        help="calls per timing in feast_calls.py (Feast SDK vs the online store's own calls); 0 skips")
     parser.add_argument("--tools-venv", type=Path, default=BENCH_DIR / "tools-venv", help="where py-spy is installed")
     args = parser.parse_args(argv)
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -870,8 +891,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             mlserver = ensure_mlserver_venv(args.mlserver_venv, HERE / "mlserver-requirements.txt")
             venv_seconds = time.perf_counter() - t0
             ml_versions = mlserver_versions(args.mlserver_venv)
-        specs = [t for t in build_targets(prep, mlserver, work, args.hey_streams) if t.name in wanted]
+        specs = [t for t in build_targets(prep, mlserver, work, args.hey_streams,
+                                          omp_threads=args.mlserver_omp_threads) if t.name in wanted]
         results = measure_all(specs, work, args)
+        feast_calls: dict[str, Any] | None = None
+        if args.feast_calls > 0:
+            print(f"timing Feast's calls against the online store's own ({args.feast_calls} calls each)", flush=True)
+            done = subprocess.run([sys.executable, str(HERE / "feast_calls.py"), "--state-dir", str(state_dir),
+                                   "--calls", str(args.feast_calls)], capture_output=True, text=True, check=True,
+                                  timeout=600)
+            feast_calls = json.loads(done.stdout)
         report = {
             "benchmark": "serving",
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -880,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "machine": machine_info(),
             "mlserver_venv": {"path": str(args.mlserver_venv), "versions": ml_versions,
                               "ensure_seconds": round(venv_seconds, 1)},
-            "params": {"rounds": args.rounds,
+            "params": {"rounds": args.rounds, "mlserver_omp_threads": args.mlserver_omp_threads,
                        "closed_loop": {"tool": "wrk", "threads": 1, "connections": args.connections,
                                        "seconds": args.duration, "warmup_seconds": args.warmup},
                        "open_loop": {"tool": "hey", "rate_req_per_s": args.rate, "seconds": args.open_loop_duration,
@@ -893,6 +922,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "prepare_seconds": round(prep.seconds, 1),
             "targets": results,
             "goals": goals(results),
+            "feast_calls": feast_calls,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
