@@ -36,14 +36,18 @@ Afterwards the cold-start cost of what a pipeline step imports is measured with
 fresh ``python -c`` processes (best of ``--import-repeat``), to explain where
 the per-step overhead goes. Nothing here asserts a time.
 
-Every process compiles the modules it imports unless it finds their bytecode:
-where ``PYTHONDONTWRITEBYTECODE`` is set and the venv holds no ``.pyc`` files
-(as on the machine these numbers come from), each of the pipeline's step
-processes compiles pandas, kfp, mlflow, feast ... from source. So the whole
-measurement runs in two modes (``--modes``): ``as-is``, this shell's environment,
-and ``bytecode-cached``, where the children write and reuse ``.pyc`` files under
-the benchmark's temp dir (``PYTHONPYCACHEPREFIX``; the venv is not touched)
-after a warm-up pass of all three variants on ``--warmup-rows`` rows.
+Every process compiles the modules it imports unless it finds their bytecode,
+and where ``PYTHONDONTWRITEBYTECODE`` is set (as on the machine these numbers
+come from) it never writes any: then each of the pipeline's step processes
+compiles pandas, kfp, mlflow, feast ... from source, unless the venv was
+installed with compiled bytecode (``make setup`` does that since 998093a). So
+the measurement runs in up to three modes (``--modes``), the venv untouched in
+each: ``no-bytecode`` (``PYTHONPYCACHEPREFIX`` pointing at an empty directory
+and ``PYTHONDONTWRITEBYTECODE=1``: no process finds or writes any ``.pyc``, as
+in a venv or image installed without bytecode), ``as-is`` (this shell's
+environment and venv) and ``bytecode-cached`` (every module's ``.pyc``,
+riskloop's own included, cached under the temp dir after a warm-up pass of all
+three variants on ``--warmup-rows`` rows).
 
 Usage::
 
@@ -429,10 +433,13 @@ def ratio(a: float, b: float) -> float:
 
 
 def mode_env(mode: str, workdir: Path) -> dict[str, str]:
-    """The children's environment: as this shell has it, or with a warm bytecode cache outside the venv."""
+    """The children's environment for a bytecode mode; the shared venv is never written to."""
     env = {**os.environ, **CHILD_ENV}
-    if mode == "bytecode-cached":
-        # PYTHONPYCACHEPREFIX keeps the .pyc files under our temp dir: the shared venv is not touched
+    if mode == "no-bytecode":
+        # Python then looks for .pyc files only under the (empty) prefix and writes none
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(workdir / "empty-pycache")
+    elif mode == "bytecode-cached":
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     return env
@@ -442,12 +449,16 @@ def bytecode_facts() -> dict[str, Any]:
     """Whether processes here can reuse compiled bytecode: the env var and the .pyc files in the venv."""
     import sysconfig
 
+    import riskloop
+
     purelib = Path(sysconfig.get_paths()["purelib"])
+    own = Path(riskloop.__file__).resolve().parent
     return {"PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE"),
             "PYTHONPYCACHEPREFIX": os.environ.get("PYTHONPYCACHEPREFIX"),
             "site_packages": str(purelib),
             "pyc_files_in_site_packages": sum(1 for _ in purelib.rglob("*.pyc")),
-            "py_files_in_site_packages": sum(1 for _ in purelib.rglob("*.py"))}
+            "py_files_in_site_packages": sum(1 for _ in purelib.rglob("*.py")),
+            "pyc_files_in_riskloop_source": sum(1 for _ in own.rglob("*.pyc"))}
 
 
 def generate(rows_target: int, root: Path) -> tuple[Any, int, float]:
@@ -557,6 +568,7 @@ def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, war
     from riskloop.local_runs import training_params
 
     spec = load_spec(SPEC)
+    bytecode_at_start = bytecode_facts()
     gp, rows, gen_seconds = generate(rows_target, workdir / "generated")
     progress(f"{rows:,} rows in {gp.days} partitions ({gen_seconds:.1f} s)")
     params = training_params(START + timedelta(days=DAYS - 1), DAYS, spec=SPEC, **RUN_DEFAULTS)
@@ -600,7 +612,7 @@ def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, war
         "registry_state": "a fresh state dir per variant and round: no champion, so evaluate scores no champion "
                           "model and register sets champion + challenger (steps and pipeline alike)",
         "repeat": repeat,
-        "bytecode": bytecode_facts(),
+        "bytecode": {"at_start": bytecode_at_start, "at_end": bytecode_facts()},
         "modes": by_mode,
     }
 
@@ -631,15 +643,16 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-MODES = ("as-is", "bytecode-cached")
+MODES = ("no-bytecode", "as-is", "bytecode-cached")
+DEFAULT_MODES = ("no-bytecode", "as-is")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="target row count (default 1000000)")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help="comma-separated: as-is (this shell's environment) and/or bytecode-cached "
-                             f"(a warm .pyc cache; warm-up pass first). Default {','.join(MODES)}")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                        help=f"comma-separated subset of {', '.join(MODES)} (see above); "
+                             f"default {','.join(DEFAULT_MODES)}")
     parser.add_argument("--warmup-rows", type=int, default=20_000,
                         help="rows of the bytecode-cached mode's warm-up pass (default 20000)")
     parser.add_argument("--repeat", type=int, default=1,
