@@ -1,8 +1,9 @@
 """The training pipeline's overhead: kfp.local against bare scripts doing the same work on the same data.
 
 One synthetic data set of about ``--rows`` transactions (30 days) is written to
-a landing directory once; then three variants run one after the other, each in
-a fresh Python process of its own with a fresh state directory (its own MLflow
+a landing directory once; then three variants run one after the other (in
+``--repeat`` rounds, the order rotated from round to round), each in a fresh
+Python process of its own with a fresh state directory (its own MLflow
 sqlite DB, Feast registry and audit log, so the model registry has **no
 champion** in any variant) and the landing files hard-linked in:
 
@@ -51,8 +52,8 @@ three variants on ``--warmup-rows`` rows).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_pipeline.py
-    .venv/bin/python benchmarks/bench_pipeline.py --rows 50000 --out /tmp/pipeline.json
+    .venv/bin/python benchmarks/bench_pipeline.py --rows 1000000 --repeat 2 --out benchmarks/results/pipeline.json
+    .venv/bin/python benchmarks/bench_pipeline.py --rows 20000 --repeat 1 --modes as-is --out /tmp/pipeline.json
 """
 
 from __future__ import annotations
@@ -655,8 +656,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"default {','.join(DEFAULT_MODES)}")
     parser.add_argument("--warmup-rows", type=int, default=20_000,
                         help="rows of the bytecode-cached mode's warm-up pass (default 20000)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of the three variants per mode, order rotated each round (default 1)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="rounds of the three variants per mode, order rotated each round (default 2)")
     parser.add_argument("--import-repeat", type=int, default=3,
                         help="fresh processes per import measurement (default 3)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
