@@ -1,14 +1,17 @@
 """Where a with-features request's time goes: Feast's SDK calls against the online store's own calls.
 
-For one single-row request the predictor makes two Feast calls
-(``riskloop.features.store``): ``online_features`` (``FeatureStore.get_online_features``
-of the feature service: ``card_daily``, ``merchant_daily``, ``card_recent`` and the
-python-mode on-demand view) and ``push_states`` (``FeatureStore.push`` of the
-card's new state). This times each against the floor under it, in the same
-process, on the same sqlite online store and the same held-out cards:
+For one single-row request the predictor reads the card's and merchant's rows
+and writes the card's new state. This times three ways of doing that, in the
+same process, on the same sqlite online store and the same held-out cards:
 
 ``sdk_lookup`` / ``sdk_push``
-    riskloop's calls as the server makes them.
+    Feast's SDK: ``FeatureStore.get_online_features`` of the feature service
+    (``card_daily``, ``merchant_daily``, ``card_recent`` and the python-mode
+    on-demand view) and ``FeatureStore.push`` of the card's new state (what the
+    predictor did up to git ``878321c``).
+``riskloop_lookup`` / ``riskloop_push``
+    ``riskloop.features.store.OnlineFeatures`` as the server calls it now: views
+    resolved once, provider calls, the on-demand function called directly, TTL check.
 ``direct_read`` / ``direct_write``
     ``provider.online_read`` of the three feature views (feature views resolved
     once, up front) and ``provider.online_write_batch`` of one ``card_recent``
@@ -60,21 +63,24 @@ def time_calls(fn: Callable[[dict[str, Any]], object], rows: list[dict[str, Any]
 
 
 def child(state_dir: Path, calls: int) -> dict[str, Any]:
-    """The four timings in this process (typeguard on unless run with ``-O``)."""
+    """The six timings in this process (typeguard on unless run with ``-O``)."""
     os.environ["RISKLOOP_STATE_DIR"] = str(state_dir)
+    import pandas as pd
+    from feast.data_source import PushMode
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, Value
 
     from riskloop.features.compute import CardState
-    from riskloop.features.store import StoreConfig, online_features, open_store, push_states
+    from riskloop.features.store import OnlineFeatures, StoreConfig, open_store
     from riskloop.settings import Settings
 
     store = open_store(StoreConfig.from_settings(Settings()))
     prepared = json.loads((state_dir / "prepared.json").read_text())
     txs = prepared["transactions"]
-    rows = [{"card_id": t["card_id"], "merchant_id": t["merchant_id"], "amount": float(t["amount"]),
-             "country": t["country"], "event_hour": 12.0} for t in txs[: calls + 20]]
     at = datetime(2026, 1, 14, 12, tzinfo=UTC)
+    at_us = int(at.timestamp()) * 1_000_000
+    rows = [{"card_id": t["card_id"], "merchant_id": t["merchant_id"], "amount": float(t["amount"]),
+             "country": t["country"], "event_hour": 12.0, "event_us": at_us} for t in txs[: calls + 20]]
     state = CardState((1_768_000_000_000_000,), (10.0,))
     views = {name: store.get_feature_view(name) for name in VIEWS}
     provider, config = store._get_provider(), store.config
@@ -95,10 +101,24 @@ def child(state_dir: Path, calls: int) -> dict[str, Any]:
                                     None)
         return None
 
+    def sdk_lookup(r: dict[str, Any]) -> object:
+        fs = store.get_feature_service(SERVICE, allow_cache=True)
+        entity = {k: v for k, v in r.items() if k != "event_us"}
+        return store.get_online_features(features=fs, entity_rows=[entity]).to_dict()
+
+    def sdk_push(r: dict[str, Any]) -> object:
+        frame = pd.DataFrame({"card_id": [r["card_id"]], "feature_timestamp": [at],
+                              "recent_event_us": [list(state.event_us)], "recent_amounts": [list(state.amounts)]})
+        store.push("card_recent_push", frame, to=PushMode.ONLINE)
+        return None
+
+    online = OnlineFeatures(store, SERVICE)
     return {
-        "sdk_lookup": time_calls(lambda r: online_features(store, [r], SERVICE), rows),
+        "sdk_lookup": time_calls(sdk_lookup, rows),
+        "riskloop_lookup": time_calls(lambda r: online.lookup([r]), rows),
         "direct_read": time_calls(direct_read, rows),
-        "sdk_push": time_calls(lambda r: push_states(store, [r["card_id"]], [state], [at]), rows),
+        "sdk_push": time_calls(sdk_push, rows),
+        "riskloop_push": time_calls(lambda r: online.push([r["card_id"]], [state], [at]), rows),
         "direct_write": time_calls(direct_write, rows),
     }
 

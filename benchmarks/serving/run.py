@@ -44,8 +44,8 @@ alike:
   the numbers), bucketed into feature lookup, push, model, validation, metrics,
   prediction log, logging and the server stack;
 * ``feast_calls.py`` on the same state after the servers stopped: Feast's SDK
-  lookup and push against the online store's own read and write, with and
-  without typeguard.
+  lookup and push, riskloop's ``OnlineFeatures`` and the online store's own read
+  and write, with and without typeguard.
 
 State (synthetic data, a trained and registered champion, the online store
 materialized up to the held-out day) is prepared the way the serving
@@ -571,8 +571,8 @@ PY_SPY = "py-spy==0.4.3"
 # A thread parked in a wait still shows up in non-blocking sampling now and then: counted apart, not as work.
 IDLE_LEAF = r"(Condition\.wait|Event\.wait|_worker \(concurrent/futures/thread\.py|select \(selectors\.py|poll \()"
 BUCKETS: tuple[tuple[str, str], ...] = (
-    ("feast push (push_states)", r"(^|;)push_states \("),
-    ("feast lookup (online_features)", r"(^|;)online_features \("),
+    ("feast push (OnlineFeatures.push)", r"(^|;)push \([^)]*riskloop/features/store\.py"),
+    ("feast lookup (OnlineFeatures.lookup)", r"(^|;)lookup \([^)]*riskloop/features/store\.py"),
     ("model (inplace_predict)", r"inplace_predict \("),
     ("request validation (schema.py)", r"riskloop/serving/schema\.py"),
     ("metrics (prometheus-client)", r"riskloop/serving/metrics\.py|prometheus_client/"),

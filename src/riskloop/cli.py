@@ -13,7 +13,7 @@ import os
 import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -51,7 +51,7 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
-def _fail(exc: RiskloopError) -> None:
+def _fail(exc: RiskloopError) -> NoReturn:
     console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code=2)
 
@@ -250,26 +250,37 @@ def features_online(
     merchant_id: Annotated[str, typer.Option(help="Merchant of the hypothetical transaction.")] = "M00001",
     amount: Annotated[float, typer.Option(help="Amount of the hypothetical transaction.")] = 50.0,
     country: Annotated[str, typer.Option(help="Country of the hypothetical transaction.")] = "DE",
-    hour: Annotated[float, typer.Option(min=0, max=24)] = 12.0,
+    at: Annotated[str | None, typer.Option(
+        help="Time of the hypothetical transaction, ISO 8601 with offset (default: now). Batch rows "
+             "older than their view's TTL at this time count as missing, as in training.")] = None,
 ) -> None:
-    """Show the online features the model would see for a card right now.
+    """Show the online features the model would see for a card's transaction.
 
     Example:
 
-        riskloop features online --card-id C000042
+        riskloop features online --card-id C000042 --at 2026-01-30T12:00:00+00:00
     """
+    from riskloop.features.compute import epoch_us, hour_of_day
     from riskloop.features.definitions import FEATURE_SERVICE
-    from riskloop.features.store import online_features, open_store
+    from riskloop.features.store import OnlineFeatures, open_store
 
     s = settings()
-    row = {"card_id": card_id, "merchant_id": merchant_id, "amount": amount, "country": country,
-           "event_hour": hour}
     try:
-        feats, states, known = online_features(open_store(store_config(s)), [row], FEATURE_SERVICE)
+        when = datetime.now(timezone.utc) if at is None else datetime.fromisoformat(at)
+    except ValueError:
+        _fail(RiskloopError(f"--at {at!r} is not an ISO 8601 time", fix="use e.g. 2026-01-30T12:00:00+00:00"))
+    if when.tzinfo is None:
+        _fail(RiskloopError(f"--at {at!r} has no UTC offset", fix="add one, e.g. 2026-01-30T12:00:00+00:00"))
+    us = epoch_us(when)
+    row = {"card_id": card_id, "merchant_id": merchant_id, "amount": amount, "country": country,
+           "event_hour": hour_of_day(us), "event_us": us}
+    try:
+        feats, states, known = OnlineFeatures(open_store(store_config(s)), FEATURE_SERVICE).lookup([row])
     except RiskloopError as exc:
         _fail(exc)
-    out.print_json(json.dumps({"card_id": card_id, "known_card": known[0], "features": feats[0],
-                               "recent_transactions": len(states[0].event_us)}, default=str))
+    out.print_json(json.dumps({"card_id": card_id, "at": when.isoformat(), "known_card": known[0],
+                               "features": feats[0], "recent_transactions": len(states[0].event_us)},
+                              default=str))
 
 
 # --------------------------------------------------------------------------------- audit

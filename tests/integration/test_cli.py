@@ -32,7 +32,8 @@ def test_data_to_online_features(tmp_path: Path) -> None:
 
     table = pd.read_parquet(state / "feast/offline/card_daily.parquet")
     card = table[table.feature_timestamp == table.feature_timestamp.max()].iloc[0]
-    got = json.loads(cli("features", "online", "--card-id", card.card_id, state=state).stdout)
+    at = (card.feature_timestamp + pd.Timedelta(hours=12)).isoformat()
+    got = json.loads(cli("features", "online", "--card-id", card.card_id, "--at", at, state=state).stdout)
     assert got["known_card"] is True
     assert got["features"]["card_txn_count_30d"] == card.card_txn_count_30d
     # audit: the validation left an event; verify passes, then an edit is caught

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -9,22 +10,36 @@ import pandas as pd
 import pytest
 
 from riskloop.data.synthetic import GeneratorParams, generate
-from riskloop.features.compute import REALTIME_FEATURES, CardState, compute_realtime_features
+from riskloop.features.compute import REALTIME_FEATURES, CardState, compute_realtime_features, epoch_us
 from riskloop.features.definitions import CARD_DAILY_FILE, FEATURE_SERVICE
 from riskloop.features.store import (
     STORE_FEATURES,
+    OnlineFeatures,
     StoreConfig,
     apply_definitions,
     historical_features,
     materialize,
-    online_features,
     open_store,
-    push_states,
     write_feature_tables,
 )
 
 PARAMS = GeneratorParams(days=10, n_cards=150, n_merchants=40, seed=5)
 T0 = datetime(2025, 12, 1, tzinfo=timezone.utc)
+NOON_DAY10 = epoch_us(datetime(2026, 1, 10, 12, tzinfo=timezone.utc))
+
+
+def row(card: str, merchant: str = "M00001", *, amount: float = 10.0, country: str = "DE",
+        at_us: int = NOON_DAY10) -> dict[str, object]:
+    return {"card_id": card, "merchant_id": merchant, "amount": amount, "country": country,
+            "event_hour": (at_us % 86_400_000_000) / 3_600_000_000, "event_us": at_us}
+
+
+def sdk_online_features(store: object, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Feast's own answer through its SDK (the reference the direct path must equal)."""
+    fs = store.get_feature_service(FEATURE_SERVICE)  # type: ignore[attr-defined]
+    resp = store.get_online_features(  # type: ignore[attr-defined]
+        features=fs, entity_rows=[{k: v for k, v in r.items() if k != "event_us"} for r in rows]).to_dict()
+    return [{k: resp[k][i] for k in resp} for i in range(len(rows))]
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +106,8 @@ def test_online_features_for_a_known_card_after_materialize(store_dir: StoreConf
     table = pd.read_parquet(store_dir.offline_dir / CARD_DAILY_FILE)
     expected = table[table.feature_timestamp == pd.Timestamp(end)].set_index("card_id")
     card = expected.index[0]
-    rows = [{"card_id": card, "merchant_id": "M00001", "amount": 10.0, "country": "DE", "event_hour": 12.0},
-            {"card_id": "C_UNKNOWN", "merchant_id": "M00001", "amount": 10.0, "country": "DE", "event_hour": 12.0}]
-    feats, states, known = online_features(store, rows, FEATURE_SERVICE)
+    rows = [row(card), row("C_UNKNOWN")]
+    feats, states, known = OnlineFeatures(store, FEATURE_SERVICE).lookup(rows)
     assert known == [True, False]
     assert feats[0]["card_txn_count_7d"] == expected.loc[card, "card_txn_count_7d"]
     day9 = tx[(tx.card_id == card) & (tx.event_timestamp >= pd.Timestamp(end) - pd.Timedelta(hours=24))
@@ -105,10 +119,13 @@ def _push_roundtrip(cfg: StoreConfig) -> None:
     store = open_store(cfg)
     apply_definitions(store, cfg.offline_dir)
     state = CardState((1_767_225_600_000_000, 1_767_225_660_000_000), (12.5, 99.0))
-    push_states(store, ["C_PUSHED"], [state], [datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc)])
-    row = {"card_id": "C_PUSHED", "merchant_id": "M00001", "amount": 1.0, "country": "DE", "event_hour": 0.1}
-    _, states, _ = online_features(store, [row], FEATURE_SERVICE)
+    online = OnlineFeatures(store, FEATURE_SERVICE)
+    online.push(["C_PUSHED"], [state], [datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc)])
+    _, states, _ = online.lookup([row("C_PUSHED", at_us=1_767_225_700_000_000)])
     assert states[0] == state
+    # the SDK sees the same pushed state
+    sdk = sdk_online_features(store, [row("C_PUSHED")])[0]
+    assert (tuple(sdk["recent_event_us"]), tuple(sdk["recent_amounts"])) == (state.event_us, state.amounts)
 
 
 def test_push_updates_the_sqlite_online_store(store_dir: StoreConfig) -> None:
@@ -124,10 +141,43 @@ def test_redis_online_store(redis_url: str, tx: pd.DataFrame, tmp_path: Path) ->
     materialize(store, T0, datetime(2026, 1, 10, tzinfo=timezone.utc))
     table = pd.read_parquet(cfg.offline_dir / CARD_DAILY_FILE)
     card = table[table.feature_timestamp == pd.Timestamp("2026-01-10", tz="UTC")].iloc[0]
-    row = {"card_id": card.card_id, "merchant_id": "M00001", "amount": 10.0, "country": "DE", "event_hour": 12.0}
-    feats, _, known = online_features(store, [row], FEATURE_SERVICE)
+    feats, _, known = OnlineFeatures(store, FEATURE_SERVICE).lookup([row(card.card_id)])
     assert known == [True] and feats[0]["card_txn_count_30d"] == card.card_txn_count_30d
     _push_roundtrip(cfg)
+
+
+def test_direct_online_path_equals_the_feast_sdk(store_dir: StoreConfig) -> None:
+    """OnlineFeatures (views resolved once, provider calls) answers what get_online_features answers."""
+    store = open_store(store_dir)
+    materialize(store, T0, datetime(2026, 1, 10, tzinfo=timezone.utc))
+    table = pd.read_parquet(store_dir.offline_dir / CARD_DAILY_FILE)
+    cards = table[table.feature_timestamp == table.feature_timestamp.max()].card_id.tolist()[:25]
+    rows = [row(c, f"M{i % 40 + 1:05d}", amount=5.0 + 7 * i, country=("DE", "FR", "XX")[i % 3],
+                at_us=NOON_DAY10 + i * 997_000_000) for i, c in enumerate(cards)]
+    rows += [row("C_UNKNOWN", "M_UNKNOWN"), row(cards[0], "M00002", amount=0.0), rows[0]]  # repeat in one batch
+    feats, states, known = OnlineFeatures(store, FEATURE_SERVICE).lookup(rows)
+    sdk = sdk_online_features(store, rows)
+    assert known.count(False) == 1
+    for i, ref in enumerate(sdk):
+        for name in STORE_FEATURES:
+            want = math.nan if ref[name] is None else float(ref[name])
+            assert feats[i][name] == pytest.approx(want, nan_ok=True), (i, name)
+        assert states[i].event_us == tuple(ref["recent_event_us"] or ())
+        assert states[i].amounts == tuple(ref["recent_amounts"] or ())
+        assert known[i] is (ref["card_txn_count_30d"] is not None)
+
+
+def test_batch_rows_past_their_ttl_count_as_missing(store_dir: StoreConfig) -> None:
+    """Like the offline point-in-time join: a 2-day TTL at the transaction's time, not the server's clock."""
+    store = open_store(store_dir)
+    materialize(store, T0, datetime(2026, 1, 10, tzinfo=timezone.utc))
+    table = pd.read_parquet(store_dir.offline_dir / CARD_DAILY_FILE)
+    card = table[table.feature_timestamp == table.feature_timestamp.max()].card_id.iloc[0]
+    online = OnlineFeatures(store, FEATURE_SERVICE)
+    three_days_later = NOON_DAY10 + 3 * 86_400_000_000
+    feats, _, known = online.lookup([row(card), row(card, at_us=three_days_later)])
+    assert known == [True, False]
+    assert not math.isnan(feats[0]["card_txn_count_7d"]) and math.isnan(feats[1]["card_txn_count_7d"])
 
 
 def test_realtime_columns_present(store_dir: StoreConfig, tx: pd.DataFrame) -> None:

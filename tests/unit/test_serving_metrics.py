@@ -89,7 +89,7 @@ def test_request_counts_outcome_and_duration(metrics: ServingMetrics, registry: 
     get = registry.get_sample_value
     assert get("riskloop_requests_total", {**BASE, "outcome": "ok"}) == 2
     assert get("riskloop_requests_total", {**BASE, "outcome": "invalid"}) == 1
-    assert get("riskloop_requests_total", {**BASE, "outcome": "error"}) is None
+    assert get("riskloop_requests_total", {**BASE, "outcome": "error"}) == 0  # every series exists from first use
     assert get("riskloop_requests_total", {**CHALLENGER.as_dict(), "outcome": "error"}) == 1
     assert get("riskloop_request_duration_seconds_count", BASE) == 3
     assert get("riskloop_request_duration_seconds_sum", BASE) == pytest.approx(0.0102)
@@ -201,8 +201,9 @@ def test_render_metrics_single_process(metrics: ServingMetrics, registry: Collec
     body, content_type = render_metrics(registry)
     assert content_type.startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-    [sample] = [s for s in families["riskloop_requests"].samples if s.name == "riskloop_requests_total"]
-    assert sample.labels == {**BASE, "outcome": "ok"} and sample.value == 1
+    counts = {s.labels["outcome"]: s.value for s in families["riskloop_requests"].samples
+              if s.name == "riskloop_requests_total" and s.labels["model_version"] == BASE["model_version"]}
+    assert counts == {"ok": 1, "invalid": 0, "error": 0, "unavailable": 0}
 
     body, content_type = render_metrics(registry, accept="application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")

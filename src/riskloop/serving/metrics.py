@@ -90,6 +90,20 @@ def _check(value: str, allowed: Sequence[str], what: str) -> None:
         raise ValueError(f"unknown {what} {value!r}: expected one of {', '.join(allowed)}")
 
 
+class _Bound:
+    """One model's metric children, resolved once: ``.labels(...)`` per observation costs a lock and a dict lookup
+    of the label tuple each, several times per request."""
+
+    def __init__(self, m: ServingMetrics, labels: ModelLabels) -> None:
+        lab = labels.as_dict()
+        self.requests = {o: m.requests.labels(**lab, outcome=o) for o in OUTCOMES}
+        self.request_seconds = m.request_seconds.labels(**lab)
+        self.stage_seconds = {s: m.stage_seconds.labels(**lab, stage=s) for s in STAGES}
+        self.instances = {d: m.instances.labels(**lab, decision=d) for d in DECISIONS}
+        self.scores = m.scores.labels(**lab)
+        self.unknown = {e: m.unknown_entities.labels(**lab, entity=e) for e in ENTITIES}
+
+
 class ServingMetrics:
     """The model server's metrics, registered on ``registry`` (default: prometheus-client's global one).
 
@@ -138,6 +152,13 @@ class ServingMetrics:
         )
         self._log_lock = threading.Lock()
         self._log_seen = {"written": 0, "dropped": 0}
+        self._bound: dict[ModelLabels, _Bound] = {}
+
+    def _children(self, labels: ModelLabels) -> _Bound:
+        bound = self._bound.get(labels)
+        if bound is None:
+            bound = self._bound[labels] = _Bound(self, labels)
+        return bound
 
     def register_model(self, labels: ModelLabels, *, model_sha256: str) -> None:
         """Set ``riskloop_model_info`` to 1 and create every known series of the model at 0.
@@ -145,16 +166,8 @@ class ServingMetrics:
         Series that exist from the start make ``rate()`` and canary ratios right
         from the first request instead of missing the first increment.
         """
-        lab = labels.as_dict()
-        self.model_info.labels(**lab, model_sha256=model_sha256).set(1)
-        for outcome in OUTCOMES:
-            self.requests.labels(**lab, outcome=outcome)
-        for decision in DECISIONS:
-            self.instances.labels(**lab, decision=decision)
-        for entity in ENTITIES:
-            self.unknown_entities.labels(**lab, entity=entity)
-        self.request_seconds.labels(**lab)
-        self.scores.labels(**lab)
+        self.model_info.labels(**labels.as_dict(), model_sha256=model_sha256).set(1)
+        self._children(labels)
 
     def retire_model(self, labels: ModelLabels, *, model_sha256: str) -> None:
         """Set ``riskloop_model_info`` of a model this process no longer serves to 0."""
@@ -163,14 +176,14 @@ class ServingMetrics:
     def observe_request(self, labels: ModelLabels, *, outcome: str, seconds: float) -> None:
         """Count one request with its outcome and observe its duration."""
         _check(outcome, OUTCOMES, "outcome")
-        lab = labels.as_dict()
-        self.requests.labels(**lab, outcome=outcome).inc()
-        self.request_seconds.labels(**lab).observe(seconds)
+        bound = self._children(labels)
+        bound.requests[outcome].inc()
+        bound.request_seconds.observe(seconds)
 
     def observe_stage(self, labels: ModelLabels, *, stage: str, seconds: float) -> None:
         """Observe the duration of one stage of a request."""
         _check(stage, STAGES, "stage")
-        self.stage_seconds.labels(**labels.as_dict(), stage=stage).observe(seconds)
+        self._children(labels).stage_seconds[stage].observe(seconds)
 
     def observe_instances(self, labels: ModelLabels, scores: Sequence[float], decisions: Sequence[str]) -> None:
         """Observe each instance's score and count the decisions (``flagged`` / ``passed``), pairwise."""
@@ -179,18 +192,17 @@ class ServingMetrics:
         tally = Tally(decisions)
         for decision in tally:
             _check(decision, DECISIONS, "decision")
-        lab = labels.as_dict()
-        histogram = self.scores.labels(**lab)
+        bound = self._children(labels)
         for score in scores:
-            histogram.observe(float(score))
+            bound.scores.observe(float(score))
         for decision, n in tally.items():
-            self.instances.labels(**lab, decision=decision).inc(n)
+            bound.instances[decision].inc(n)
 
     def count_unknown_entities(self, labels: ModelLabels, *, entity: str, count: int = 1) -> None:
         """Count instances whose ``entity`` (card | merchant) was unknown to the online store."""
         _check(entity, ENTITIES, "entity")
         if count:
-            self.unknown_entities.labels(**labels.as_dict(), entity=entity).inc(count)
+            self._children(labels).unknown[entity].inc(count)
 
     def count_validation_errors(self, labels: ModelLabels, fields: Iterable[str]) -> None:
         """Count one validation error per entry of ``fields`` (names from the request schema)."""

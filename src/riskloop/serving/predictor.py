@@ -71,7 +71,10 @@ class FeastSource(FeatureSource):
     """
 
     def __init__(self, store: Any, service: str, *, timeout_seconds: float = 2.0) -> None:
-        self.store, self.service, self.timeout_seconds = store, service, timeout_seconds
+        from riskloop.features.store import OnlineFeatures
+
+        self.online = OnlineFeatures(store, service)
+        self.timeout_seconds = timeout_seconds
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feast")
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -83,16 +86,11 @@ class FeastSource(FeatureSource):
             raise FeatureStoreError(f"no answer within {self.timeout_seconds:g} s") from exc
 
     def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
-        from riskloop.features.store import online_features
-
-        result: tuple[list[dict[str, float]], list[CardState], list[bool]] = self._call(
-            online_features, self.store, rows, self.service)
+        result: tuple[list[dict[str, float]], list[CardState], list[bool]] = self._call(self.online.lookup, rows)
         return result
 
     def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
-        from riskloop.features.store import push_states
-
-        self._call(push_states, self.store, card_ids, states, at)
+        self._call(self.online.push, card_ids, states, at)
 
 
 class FeatureStoreUnavailable(Exception):
@@ -191,7 +189,7 @@ class FraudModel(Model):  # type: ignore[misc]
         """Ready only when a warm-up lookup through the feature store succeeds."""
         try:
             self.rt.features.lookup([{"card_id": "__warmup__", "merchant_id": "__warmup__", "amount": 1.0,
-                                      "country": "DE", "event_hour": 0.0}])
+                                      "country": "DE", "event_hour": 0.0, "event_us": 0}])
         except Exception as exc:  # any failure of the store means not ready
             log.error("feature store not reachable: %s", exc)
             self.ready = False
@@ -243,9 +241,10 @@ class FraudModel(Model):  # type: ignore[misc]
     def score(self, txs: Sequence[Transaction], *, explain: bool = False) -> list[Scored]:
         """Features, model and state update for a batch of validated transactions."""
         t0 = time.perf_counter()
+        event_us = [epoch_us(t.event_time) for t in txs]
         rows = [{"card_id": t["card_id"], "merchant_id": t["merchant_id"], "amount": float(t["amount"]),
-                 "country": t["country"],
-                 "event_hour": hour_of_day(epoch_us(t.event_time))} for t in txs]
+                 "country": t["country"], "event_hour": hour_of_day(us), "event_us": us}
+                for t, us in zip(txs, event_us, strict=True)]
         try:
             store_feats, states, known = self.rt.features.lookup(rows)
         except Exception as exc:  # Feast/Redis/sqlite errors of every kind
