@@ -571,8 +571,8 @@ PY_SPY = "py-spy==0.4.3"
 # A thread parked in a wait still shows up in non-blocking sampling now and then: counted apart, not as work.
 IDLE_LEAF = r"(Condition\.wait|Event\.wait|_worker \(concurrent/futures/thread\.py|select \(selectors\.py|poll \()"
 BUCKETS: tuple[tuple[str, str], ...] = (
-    ("feast push (OnlineFeatures.push)", r"(^|;)push \([^)]*riskloop/features/store\.py"),
-    ("feast lookup (OnlineFeatures.lookup)", r"(^|;)lookup \([^)]*riskloop/features/store\.py"),
+    ("feast push (OnlineFeatures.push)", r"(^|;)OnlineFeatures\.push \("),
+    ("feast lookup (OnlineFeatures.lookup)", r"(^|;)OnlineFeatures\.lookup \("),
     ("model (inplace_predict)", r"inplace_predict \("),
     ("request validation (schema.py)", r"riskloop/serving/schema\.py"),
     ("metrics (prometheus-client)", r"riskloop/serving/metrics\.py|prometheus_client/"),
