@@ -14,6 +14,7 @@ from components.training import (
     validate,
 )
 from pipelines.cluster import on_cluster
+from pipelines.delivery import DEFAULT_POLICY, delivery_pipeline
 
 DEFAULT_TRAIN_PARAMS: dict[str, object] = {}
 DEFAULT_GATE_PARAMS: dict[str, object] = {}
@@ -33,6 +34,9 @@ def training_pipeline(
     seed: int = 0,
     train_params: dict = DEFAULT_TRAIN_PARAMS,
     gate_params: dict = DEFAULT_GATE_PARAMS,
+    deliver: bool = False,
+    canary_interval_seconds: float = 60.0,
+    canary_policy: dict = DEFAULT_POLICY,
 ) -> None:
     run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     outcome = record_run_outcome(pipeline_run_id=run_id)
@@ -62,6 +66,10 @@ def training_pipeline(
                            training_set=ts.outputs["training_set"], pipeline_run_id=run_id)
             reg.set_caching_options(False).set_retry(num_retries=2)
             on_cluster(reg)
+            with dsl.If(deliver == True, name="deliver"):  # noqa: E712
+                # the registered version is alias challenger: the delivery pipeline canaries it
+                delivery_pipeline(spec=spec, model_alias="challenger", interval_seconds=canary_interval_seconds,
+                                  policy=canary_policy).after(reg)
         for task in (batch, checked, model, ev, verdict):
             on_cluster(task)
         on_cluster(ts, memory="4G")

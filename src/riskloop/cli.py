@@ -34,6 +34,9 @@ audit_app = typer.Typer(help="Inspect and verify the audit log.", no_args_is_hel
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
+canary_app = typer.Typer(help="Progressive delivery: deploy a challenger, analyse, promote or roll back.",
+                         no_args_is_help=True)
+app.add_typer(canary_app, name="canary")
 
 SpecOpt = Annotated[str, typer.Option("--spec", help="Dataset spec: a shipped name or a YAML path.")]
 
@@ -406,9 +409,18 @@ def compile_cmd(out: Annotated[Path, typer.Option(help="Output directory.")] = P
 
 @app.command("serve")
 def serve_cmd(
-    model_alias: Annotated[str | None, typer.Option(help="Serve the version this registry alias points at.")] = None,
-    model_version: Annotated[str | None, typer.Option(help="Serve this registry version.")] = None,
+    model_alias: Annotated[str | None, typer.Option(
+        help="Serve only the version this alias points at (pinned: no deployment record).")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Serve only this registry version (pinned).")] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Serve a model directory (the cluster: /mnt/models).")] = None,
+    challenger_alias: Annotated[str | None, typer.Option(
+        help="Deploy this alias's version as challenger beside the champion before serving.")] = None,
+    challenger_version: Annotated[str | None, typer.Option(help="Deploy this version as challenger.")] = None,
+    canary_percent: Annotated[int, typer.Option(min=0, max=100, help="Challenger's share of requests.")] = 10,
+    shadow: Annotated[bool, typer.Option(help="Challenger scores a copy of every request; champion answers.")
+                      ] = False,
+    sticky: Annotated[bool, typer.Option(help="Route by a hash of card_id (a card stays on one model; biases "
+                                             "the comparison, see `riskloop canary deploy --help`).")] = False,
     host: Annotated[str | None, typer.Option(help="Bind address; default 127.0.0.1 (settings).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port; default 8080 (settings).")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=32, help="Worker processes.")] = None,
@@ -418,27 +430,58 @@ def serve_cmd(
                         ] = "feast",
     spec: SpecOpt = "synthetic-fraud",
 ) -> None:
-    """Serve a model with KServe's ModelServer (V1 and V2 REST), online features from Feast.
+    """Serve with KServe's ModelServer (V1 and V2 REST), online features from Feast.
+
+    By default the server follows the deployment record (.riskloop/deployments/<model>.json,
+    created from the `champion` alias on first use): champion, challenger, canary share
+    or shadow mode, switched live when `riskloop canary ...` or the delivery pipeline
+    changes it.
 
     Examples:
 
-        riskloop serve --model-alias champion
+        riskloop serve
+
+        riskloop serve --challenger-alias challenger --canary-percent 20
+
+        riskloop serve --challenger-alias challenger --shadow
+
+        riskloop serve --model-alias champion          # pinned, no record
 
         riskloop serve --model-dir /mnt/models --host 0.0.0.0 --port 8080
     """
     s = settings()
+    pinned = model_alias or model_version or model_dir
     try:
-        server, model = build_server(s, spec=spec, alias=model_alias if (model_alias or model_version or model_dir)
-                                     else "champion", version=model_version, model_dir=model_dir, host=host,
-                                     port=port, workers=workers, grpc=grpc, max_instances=max_instances,
+        if pinned and (challenger_alias or challenger_version or shadow):
+            raise RiskloopError("a pinned model (--model-alias/--model-version/--model-dir) has no challenger",
+                                fix="drop the pin to serve from the deployment record")
+        if not pinned and (challenger_alias or challenger_version):
+            from riskloop.delivery import rollout
+
+            rollout.deploy_challenger(s, _model_name(s, spec), alias=challenger_alias, version=challenger_version,
+                                      canary_percent=0 if shadow else canary_percent,
+                                      mode="shadow" if shadow else "canary", sticky=sticky,
+                                      reason="riskloop serve --challenger-...")
+        elif shadow:
+            raise RiskloopError("--shadow needs a challenger", fix="add --challenger-alias challenger")
+        server, model = build_server(s, spec=spec, alias=model_alias, version=model_version, model_dir=model_dir,
+                                     host=host, port=port, workers=workers, grpc=grpc, max_instances=max_instances,
                                      features=features)
     except RiskloopError as exc:
         _fail(exc)
-    console.print(f"serving {model.name} version {model.model_version} on http://{server.host}:{server.http_port}")
+    what = (f"version {model.model_version}" if not hasattr(model, "routes")
+            else f"per {model.record} (revision {model.routes.deployment.revision})")
+    console.print(f"serving {model.name} {what} on http://{server.host}:{server.http_port}")
     try:
         server.start([model])
     finally:
         model.stop()
+
+
+def _model_name(s: Settings, spec: str) -> str:
+    from riskloop.data.spec import load_spec
+
+    return os.environ.get("RISKLOOP_MODEL_NAME") or load_spec(spec).registered_model(s.mlflow.model_name)
 
 
 @app.command("score")
@@ -488,6 +531,157 @@ def score_cmd(
     out.print_json(json.dumps(r.json()["predictions"][0]))
 
 
+# --------------------------------------------------------------------------------- canary
+def _deployment_table(d: Any) -> None:
+    _summary(f"deployment of {d.model_name} (revision {d.revision})", {
+        "champion": f"v{d.champion_version}",
+        "challenger": f"v{d.challenger_version}" if d.challenger_version else "-",
+        "mode": d.mode if d.challenger_version else "-",
+        "canary traffic": f"{d.canary_percent}%" + (" (sticky by card_id)" if d.sticky and d.canary_percent else ""),
+        "drill": d.drill.model_dump() if d.drill else "-",
+        "updated": d.updated_at.isoformat(timespec="seconds"), "reason": d.reason,
+    })
+
+
+@canary_app.command("deploy")
+def canary_deploy(
+    alias: Annotated[str | None, typer.Option(help="Registry alias to deploy (resolved to its version).")] = None,
+    version: Annotated[str | None, typer.Option(help="Registry version to deploy.")] = None,
+    canary_percent: Annotated[int, typer.Option(min=0, max=100, help="Challenger's share of live requests.")] = 10,
+    shadow: Annotated[bool, typer.Option(help="Shadow mode: the challenger only scores copies.")] = False,
+    sticky: Annotated[bool, typer.Option(help="Route by a hash of card_id: a card stays on one model, but fraud "
+                                             "clusters by card, so the two samples differ; off by default.")
+                      ] = False,
+    drill_error_rate: Annotated[float, typer.Option(min=0, max=1, help="Drill: share of challenger requests failed."
+                                                    )] = 0.0,
+    drill_score_shift: Annotated[float, typer.Option(min=-1, max=1, help="Drill: added to challenger scores.")] = 0.0,
+    drill_latency_ms: Annotated[float, typer.Option(min=0, max=10_000, help="Drill: added challenger latency.")
+                                ] = 0.0,
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Deploy a registered version as challenger beside the champion (a running server switches live).
+
+    Examples:
+
+        riskloop canary deploy --alias challenger --canary-percent 20
+
+        riskloop canary deploy --version 3 --shadow
+
+        riskloop canary deploy --version 3 --drill-error-rate 0.2     # rehearse a rollback
+    """
+    from riskloop.delivery import rollout
+    from riskloop.delivery.state import Drill
+
+    s = settings()
+    drill = (Drill(error_rate=drill_error_rate, score_shift=drill_score_shift, added_latency_ms=drill_latency_ms)
+             if drill_error_rate or drill_score_shift or drill_latency_ms else None)
+    try:
+        d = rollout.deploy_challenger(s, _model_name(s, spec), alias=alias, version=version,
+                                      canary_percent=canary_percent, mode="shadow" if shadow else "canary",
+                                      sticky=sticky, drill=drill, reason="riskloop canary deploy")
+    except RiskloopError as exc:
+        _fail(exc)
+    _deployment_table(d)
+
+
+@canary_app.command("status")
+def canary_status(
+    url: Annotated[str | None, typer.Option(help="Running server to read live metrics from.")] = None,
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Show the traffic split, both models' live metrics (since the server started) and the verdict.
+
+    Example:
+
+        riskloop canary status
+    """
+    from riskloop.delivery import rollout
+
+    s = settings()
+    try:
+        d = rollout.current(s, _model_name(s, spec))
+        if d is None:
+            raise RiskloopError("no deployment yet", fix="start `riskloop serve` or run `riskloop canary deploy`")
+        _deployment_table(d)
+        if d.challenger_version is not None:
+            _live_verdict(s, d, url or f"http://127.0.0.1:{s.serving.http_port}")
+    except RiskloopError as exc:
+        _fail(exc)
+
+
+def _live_verdict(s: Settings, d: Any, base_url: str) -> None:
+    from riskloop.delivery.analysis import CanaryPolicy, analyze
+    from riskloop.delivery.metrics_source import ScrapeSource, Snapshot, window
+
+    try:
+        end = ScrapeSource(base_url, model=d.model_name).snapshot()
+    except RiskloopError as exc:
+        console.print(f"no live metrics: {exc}")
+        return
+    start = Snapshot(at=end.at, series={})
+    role = "shadow" if d.mode == "shadow" else "challenger"
+    champion = window(start, end, "champion", d.champion_version)
+    challenger = window(start, end, role, d.challenger_version)
+    verdict = analyze(champion, challenger, CanaryPolicy())
+    t = Table(title="live metrics since the server started", title_justify="left")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in verdict.measures.items():
+        t.add_row(k, f"{v:.4g}")
+    console.print(t)
+    console.print(f"verdict: [bold]{verdict.decision}[/]")
+    for reason in verdict.reasons:
+        console.print(f"  - {reason}")
+
+
+@canary_app.command("promote")
+def canary_promote(
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "manual promotion",
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Make the challenger champion (alias `previous` keeps the old one for `riskloop canary restore`)."""
+    from riskloop.delivery import rollout
+
+    s = settings()
+    try:
+        d = rollout.promote(s, _model_name(s, spec), reason=reason)
+    except RiskloopError as exc:
+        _fail(exc)
+    _deployment_table(d)
+
+
+@canary_app.command("rollback")
+def canary_rollback(
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "manual rollback",
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Take the challenger out of traffic; the champion answers everything."""
+    from riskloop.delivery import rollout
+
+    s = settings()
+    try:
+        d = rollout.rollback(s, _model_name(s, spec), reason=reason)
+    except RiskloopError as exc:
+        _fail(exc)
+    _deployment_table(d)
+
+
+@canary_app.command("restore")
+def canary_restore(
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "manual restore",
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Instant rollback after a promotion: the `previous` version becomes champion again."""
+    from riskloop.delivery import rollout
+
+    s = settings()
+    try:
+        d = rollout.restore_previous(s, _model_name(s, spec), reason=reason)
+    except RiskloopError as exc:
+        _fail(exc)
+    _deployment_table(d)
+
+
 def build_server(s: Settings, *, spec: str, alias: str | None, version: str | None, model_dir: Path | None,
                  host: str | None, port: int | None, workers: int | None, grpc: bool, max_instances: int,
                  role: str = "champion", features: str = "feast") -> tuple[Any, Any]:
@@ -504,11 +698,22 @@ def build_server(s: Settings, *, spec: str, alias: str | None, version: str | No
                             fix="serve a model trained on a Feast-backed spec (synthetic-fraud)")
     # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
     name = os.environ.get("RISKLOOP_MODEL_NAME") or ds.registered_model(s.mlflow.model_name)
-    served = resolve_model(s, model_name=name, alias=alias, version=version, model_dir=model_dir)
-    model = FraudModel(name, bundle=served.bundle, model_version=served.version, spec=ds,
-                       runtime=functools.partial(_serving_runtime, StoreConfig.from_settings(s),
-                                                 ds.features.service, s.predictions_dir, features),
-                       role=role, max_instances=max_instances)
+    runtime = functools.partial(_serving_runtime, StoreConfig.from_settings(s), ds.features.service,
+                                s.predictions_dir, features)
+    model: Any
+    if alias is None and version is None and model_dir is None:
+        from riskloop.delivery import rollout
+        from riskloop.delivery.state import deployment_path
+        from riskloop.serving.router import Router
+
+        rollout.ensure_deployment(s, name)
+        model = Router(name, record=deployment_path(s.root, name),
+                       load_version=functools.partial(_load_version, s, name), spec=ds, runtime=runtime,
+                       max_instances=max_instances)
+    else:
+        served = resolve_model(s, model_name=name, alias=alias, version=version, model_dir=model_dir)
+        model = FraudModel(name, bundle=served.bundle, model_version=served.version, spec=ds, runtime=runtime,
+                           role=role, max_instances=max_instances)
     if not model.load():
         raise RiskloopError("the feature store is not reachable: the model is not ready",
                             fix="run `riskloop features apply && riskloop features materialize`, or start Redis")
@@ -524,6 +729,12 @@ def build_server(s: Settings, *, spec: str, alias: str | None, version: str | No
     server = RiskloopModelServer(host=host or s.serving.host, http_port=port or s.serving.http_port,
                                  workers=n_workers, enable_grpc=grpc)
     return server, model
+
+
+def _load_version(s: Settings, model_name: str, version: str) -> Any:
+    from riskloop.serving.loader import resolve_model
+
+    return resolve_model(s, model_name=model_name, version=version)
 
 
 def _serving_runtime(cfg: Any, service: str, predictions_dir: Path, features: str = "feast") -> Any:

@@ -9,13 +9,14 @@ def compile_all(out_dir: Path) -> list[Path]:
     from kfp import compiler
 
     from pipelines.batch_scoring import batch_scoring_pipeline
+    from pipelines.delivery import delivery_pipeline
     from pipelines.features import features_pipeline
     from pipelines.training import training_pipeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fn in (("training", training_pipeline), ("features", features_pipeline),
-                     ("batch_scoring", batch_scoring_pipeline)):
+                     ("batch_scoring", batch_scoring_pipeline), ("delivery", delivery_pipeline)):
         path = out_dir / f"{name}.yaml"
         compiler.Compiler().compile(fn, str(path))
         written.append(path)

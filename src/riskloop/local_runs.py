@@ -71,3 +71,21 @@ def run_batch_scoring(s: Settings, day: date, *, spec: str = "synthetic-fraud",
         return LocalRun("batch_scoring", False, time.perf_counter() - t0, error=str(exc))
     return LocalRun("batch_scoring", True, time.perf_counter() - t0,
                     outputs={"scores": task.output.path, "rows": task.output.metadata.get("rows")})
+
+
+def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
+    """Run the delivery pipeline under kfp.local against the model server at ``server_url``.
+
+    Its steps write the deployment record that server follows and read its
+    ``/metrics`` (``RISKLOOP_DELIVERY__SERVER_URL`` is handed to the step processes).
+    """
+    _init(s)
+    os.environ["RISKLOOP_DELIVERY__SERVER_URL"] = server_url
+    from pipelines.delivery import delivery_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        delivery_pipeline(spec=spec, **params)
+    except RuntimeError as exc:
+        return LocalRun("delivery", False, time.perf_counter() - t0, error=str(exc))
+    return LocalRun("delivery", True, time.perf_counter() - t0)

@@ -56,6 +56,17 @@ class ServingSettings(_Section):
     workers: int = 1
 
 
+class DeliverySettings(_Section):
+    """Where the delivery steps act and where canary analysis reads its metrics."""
+
+    target: str = Field(default="local", description="local (deployment record) | kubernetes (InferenceService)")
+    namespace: str = Field(default="riskloop-models", description="Namespace of the InferenceService.")
+    service_name: str = Field(default="fraud-detector", description="Name of the InferenceService.")
+    metrics_source: str = Field(default="scrape", description="scrape (the server's /metrics) | prometheus")
+    server_url: str = Field(default="http://127.0.0.1:8080", description="Model server scraped by `scrape`.")
+    prometheus_url: str = Field(default="http://127.0.0.1:9090", description="Prometheus HTTP API.")
+
+
 class Settings(BaseSettings):
     """Where riskloop runs: paths, endpoints, names. What a run does is a pipeline parameter."""
 
@@ -69,6 +80,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = FeastSettings()
     audit: AuditSettings = AuditSettings()
     serving: ServingSettings = ServingSettings()
+    delivery: DeliverySettings = DeliverySettings()
 
     # -- derived locations -------------------------------------------------------
     @property

@@ -78,7 +78,7 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     from riskloop.version import runtime_image
 
     written = {p.stem: p for p in compile_all(tmp_path)}
-    assert set(written) == {"training", "features", "batch_scoring"}
+    assert set(written) == {"training", "features", "batch_scoring", "delivery"}
     path = written["training"]
     ir, platform = yaml.safe_load_all(path.read_text())  # the pipeline spec, then the kubernetes platform spec
     tasks = ir["root"]["dag"]["tasks"]
@@ -96,6 +96,15 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     assert loaded.name == "riskloop-training"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert {s["secretName"] for e in k8s.values() for s in e.get("secretAsEnv", [])} == {"riskloop-s3", "riskloop-db"}
+    # the delivery pipeline runs inside the gate-passed branch when deliver=True
+    nested = ir["components"][f"comp-{cond}"]["dag"]["tasks"]
+    (deliver,) = [t for t in nested if t.startswith("condition-")]
+    assert "delivery-pipeline" in ir["components"][f"comp-{deliver}"]["dag"]["tasks"]
+    delivery, _ = yaml.safe_load_all(written["delivery"].read_text())
+    top = delivery["root"]["dag"]["tasks"]
+    assert {"deploy-canary", "analyze-canary"} <= set(top)
+    branches = [t for t in top if t.startswith("condition-")]
+    assert len(branches) == 2  # first step passed: next share, analyse, act; else: act on the first verdict
     features, _ = yaml.safe_load_all(written["features"].read_text())
     assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])
 

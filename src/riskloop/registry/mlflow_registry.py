@@ -170,7 +170,7 @@ def get_version(tracking_uri: str, model_name: str, version: str) -> VersionInfo
         mv = client(tracking_uri).get_model_version(model_name, version)
     except MlflowException as exc:
         raise RegistryError(f"model {model_name} version {version} not found",
-                            fix="list versions in the MLflow UI or with `riskloop models`") from exc
+                            fix="list the versions in the MLflow UI (`mlflow ui`)") from exc
     return VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(mv.aliases), dict(mv.tags))
 
 

@@ -11,6 +11,7 @@ plus at most one bounded label of its own::
     riskloop_score_ratio{...}                          histogram of scores, PSI-ready buckets
     riskloop_unknown_entities_total{..., entity}       card | merchant
     riskloop_validation_errors_total{..., field}
+    riskloop_shadow_dropped_total{...}                 shadow copies dropped (queue full)
     riskloop_model_info{..., model_sha256}             1 while loaded, 0 once retired
     riskloop_prediction_log_rows_total{outcome}        written | dropped (process-wide, no model labels)
 
@@ -146,6 +147,10 @@ class ServingMetrics:
             "riskloop_model_info", "1 for each model version a process serves, with its model_sha256.",
             [*labels, "model_sha256"], registry=reg, multiprocess_mode="liveall",
         )
+        self.shadow_dropped = Counter(
+            "riskloop_shadow_dropped", "Shadow copies of requests dropped because the shadow queue was full.",
+            labels, registry=reg,
+        )
         self.prediction_log_rows = Counter(
             "riskloop_prediction_log_rows", "Rows of the prediction log by outcome (written or dropped).",
             ["outcome"], registry=reg,
@@ -203,6 +208,10 @@ class ServingMetrics:
         _check(entity, ENTITIES, "entity")
         if count:
             self._children(labels).unknown[entity].inc(count)
+
+    def count_shadow_dropped(self, labels: ModelLabels) -> None:
+        """Count one request whose shadow copy was dropped (the shadow could not keep up)."""
+        self.shadow_dropped.labels(**labels.as_dict()).inc()
 
     def count_validation_errors(self, labels: ModelLabels, fields: Iterable[str]) -> None:
         """Count one validation error per entry of ``fields`` (names from the request schema)."""

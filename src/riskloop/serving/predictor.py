@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -31,9 +32,10 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
+from riskloop.delivery.state import Drill
 from riskloop.errors import FeatureStoreError
 from riskloop.features.compute import (
     CardState,
@@ -154,11 +156,15 @@ class FraudModel(Model):  # type: ignore[misc]
     """A ``kserve.Model`` serving one model version in one role."""
 
     def __init__(self, name: str, *, bundle: ModelBundle, model_version: str, spec: DatasetSpec,
-                 runtime: Callable[[], Runtime], role: str = "champion", max_instances: int = 256) -> None:
+                 runtime: Callable[[], Runtime], role: str = "champion", max_instances: int = 256,
+                 drill: Drill | None = None) -> None:
         super().__init__(name)
         self.bundle, self.model_version, self.role = bundle, model_version, role
         self.spec, self.max_instances = spec, max_instances
         self.runtime_factory = runtime
+        # a shadow scores off the request path and must not write the card's state a second time
+        self.push_state = role != "shadow"
+        self.drill = drill
         self._runtime: Runtime | None = None
         self.request_schema = request_model(spec)
         self._names = list(bundle.features.names)
@@ -178,11 +184,20 @@ class FraudModel(Model):  # type: ignore[misc]
     @property
     def rt(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = self.runtime_factory()
-            if self._runtime.metrics is not None:
-                self._runtime.metrics.register_model(self.model_labels,
-                                                     model_sha256=self.bundle.meta.get("model_sha256", ""))
+            self.attach(self.runtime_factory())
+        assert self._runtime is not None
         return self._runtime
+
+    def attach(self, runtime: Runtime) -> None:
+        """Use ``runtime`` (one per process, shared by every model the process serves)."""
+        self._runtime = runtime
+        if runtime.metrics is not None:
+            runtime.metrics.register_model(self.model_labels, model_sha256=self.bundle.meta.get("model_sha256", ""))
+
+    def retire(self) -> None:
+        """This process no longer serves this model in this role (``riskloop_model_info`` 0)."""
+        if self._runtime is not None and self._runtime.metrics is not None:
+            self._runtime.metrics.retire_model(self.model_labels, model_sha256=self.bundle.meta.get("model_sha256", ""))
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> bool:
@@ -206,9 +221,10 @@ class FraudModel(Model):  # type: ignore[misc]
             self.rt.metrics.observe_request(self.model_labels, outcome=outcome, seconds=seconds)
 
     # ------------------------------------------------------------------ predict
-    def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
-                ) -> dict[str, Any] | InferResponse:
-        t0 = time.perf_counter()
+    def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None, *,
+                started: float | None = None) -> dict[str, Any] | InferResponse:
+        """Score a V1 or V2 request; ``started`` (``perf_counter``) is when a router began handling it."""
+        t0 = time.perf_counter() if started is None else started
         if not self.ready:
             raise ModelNotReady(self.name)
         request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
@@ -227,10 +243,21 @@ class FraudModel(Model):  # type: ignore[misc]
             self._count("invalid", time.perf_counter() - t0)
             raise InvalidInput(str(exc)) from exc
         try:
+            if self.drill is not None:
+                _inject(self.drill)
             scored = self.score(txs, explain=explain)
         except FeatureStoreError as exc:
             self._count("unavailable", time.perf_counter() - t0)
             raise FeatureStoreUnavailable(f"feature store unavailable: {exc.what}") from exc
+        except Exception as exc:
+            self._count("error", time.perf_counter() - t0)
+            if isinstance(exc, InferenceError):
+                raise
+            # an unhandled exception would reach uvicorn, which closes the keep-alive connection after the
+            # 500: the client's next request on it would fail too. Answer a handled 500 instead.
+            log.exception("scoring failed")
+            raise InferenceError(f"internal error while scoring ({type(exc).__name__}); see the server log"
+                                 ) from exc
         latency_ms = (time.perf_counter() - t0) * 1000
         self._count("ok", latency_ms / 1000)
         self._log(request_id, txs, scored, latency_ms)
@@ -265,11 +292,14 @@ class FraudModel(Model):  # type: ignore[misc]
         x = np.vstack([assemble_row(t, f, r, self.bundle.features) for t, f, r in zip(txs, store_feats, realtime,
                                                                                       strict=True)])
         scores = self.bundle.predict(x)
+        if self.drill is not None and self.drill.score_shift:
+            scores = np.clip(scores + self.drill.score_shift, 0.0, 1.0)
         t_pred = time.perf_counter()
         contribs = self._contributions(x) if explain else None
         try:
-            cards = list(current)
-            self.rt.features.push(cards, [current[c] for c in cards], [last_time[c] for c in cards])
+            if self.push_state:
+                cards = list(current)
+                self.rt.features.push(cards, [current[c] for c in cards], [last_time[c] for c in cards])
         except Exception as exc:
             raise FeatureStoreError(f"push of the real-time state failed: {exc}") from exc
         t_push = time.perf_counter()
@@ -337,6 +367,16 @@ class FraudModel(Model):  # type: ignore[misc]
             for t, s in zip(txs, scored, strict=True)])
         if self.rt.metrics is not None:
             self.rt.metrics.sync_prediction_log(written=plog.written, dropped=plog.dropped)
+
+
+class DrillFault(InferenceError):  # type: ignore[misc]
+    """A fault injected by the deployment record's ``drill`` (answered 500, counted as an error)."""
+
+
+def _inject(drill: Drill) -> None:
+    # added latency is the router's (asyncio.sleep on the request path, a sleep on the shadow's thread)
+    if drill.error_rate and random.random() < drill.error_rate:
+        raise DrillFault(f"drill: injected error (error_rate {drill.error_rate:g})")
 
 
 def _json_float(v: float) -> float:

@@ -117,14 +117,9 @@ def server(trained: Trained) -> Iterator[Server]:
 
 def instance(row: pd.Series) -> dict[str, object]:
     """A held-out transaction as a request instance."""
-    return {
-        "transaction_id": row["transaction_id"], "card_id": row["card_id"], "merchant_id": row["merchant_id"],
-        "amount": float(row["amount"]), "currency": str(row["currency"]),
-        "merchant_category": str(row["merchant_category"]), "channel": str(row["channel"]),
-        "country": str(row["country"]), "device_type": str(row["device_type"]),
-        "distance_from_home_km": float(row["distance_from_home_km"]), "card_age_days": int(row["card_age_days"]),
-        "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat(),
-    }
+    from riskloop.serving.replay import instances
+
+    return instances(pd.DataFrame([row]))[0]
 
 
 def utc(s: str) -> datetime:

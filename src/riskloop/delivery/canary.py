@@ -1,0 +1,120 @@
+"""Canary analysis over time and the progressive rollout it drives.
+
+One analysis interval: snapshot the metrics, wait, snapshot again, judge the
+challenger's window against the champion's (``analysis.analyze``), audit the
+verdict. A rollout steps the challenger's share up (e.g. 10 % → 50 %), analyses
+between steps, rolls back on the first ``rollback`` and promotes after the last
+step passes. A step that stays inconclusive for ``max_intervals`` leaves the
+canary where it is and says so (``undecided``): nobody is promoted on too little
+evidence, and an alert on a stuck canary takes it from there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from riskloop.audit.log import open_audit_log
+from riskloop.delivery import rollout
+from riskloop.delivery.analysis import CanaryPolicy, Verdict, analyze
+from riskloop.delivery.metrics_source import MetricsSource, PrometheusSource, ScrapeSource, Snapshot, window
+from riskloop.delivery.state import Deployment
+from riskloop.errors import DeploymentError
+from riskloop.settings import Settings
+
+Outcome = Literal["promoted", "rolled_back", "undecided"]
+
+
+def metrics_source(s: Settings, model_name: str) -> MetricsSource:
+    """The source ``settings.delivery.metrics_source`` names: the server's /metrics, or Prometheus."""
+    if s.delivery.metrics_source == "scrape":
+        return ScrapeSource(s.delivery.server_url, model_name)
+    if s.delivery.metrics_source == "prometheus":
+        return PrometheusSource(s.delivery.prometheus_url, model_name)
+    raise DeploymentError(f"unknown metrics source {s.delivery.metrics_source!r}",
+                          where="RISKLOOP_DELIVERY__METRICS_SOURCE", fix="use 'scrape' or 'prometheus'")
+
+
+def judge(d: Deployment, start: Snapshot, end: Snapshot, policy: CanaryPolicy) -> Verdict:
+    """The verdict on ``d``'s challenger (or shadow) over the window between two snapshots."""
+    if d.challenger_version is None:
+        raise DeploymentError(f"{d.model_name} has no challenger to analyse",
+                              fix="deploy one: `riskloop canary deploy --alias challenger`")
+    role = "shadow" if d.mode == "shadow" else "challenger"
+    return analyze(window(start, end, "champion", d.champion_version),
+                   window(start, end, role, d.challenger_version), policy)
+
+
+def analyze_interval(s: Settings, model_name: str, *, interval_seconds: float, policy: CanaryPolicy,
+                     source: MetricsSource | None = None, start: Snapshot | None = None) -> tuple[Verdict, Snapshot]:
+    """Wait one interval, judge it, audit the verdict; returns it with the end snapshot (the next start)."""
+    d = rollout.current(s, model_name)
+    if d is None or d.challenger_version is None:
+        raise DeploymentError(f"{model_name} has no challenger to analyse",
+                              fix="deploy one: `riskloop canary deploy --alias challenger`")
+    src = source or metrics_source(s, model_name)
+    begin = start or src.snapshot()
+    time.sleep(interval_seconds)
+    end = src.snapshot()
+    verdict = judge(d, begin, end, policy)
+    open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
+        "canary_verdict", actor=s.audit.actor,
+        ids={"model": model_name, "champion_version": d.champion_version,
+             "challenger_version": d.challenger_version},
+        details={"canary_percent": d.canary_percent, "mode": d.mode, "interval_seconds": interval_seconds,
+                 "window": [begin.at.isoformat(), end.at.isoformat()], "verdict": verdict.to_dict()})
+    return verdict, end
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    outcome: Outcome
+    final: Deployment
+    verdicts: tuple[tuple[int, Verdict], ...] = field(default=())  # (canary percent, verdict) per interval
+
+    def summary(self) -> str:
+        last = self.verdicts[-1][1] if self.verdicts else None
+        why = "; ".join(r for r in last.reasons if "FAIL" in r or "inconclusive" in r) if last else ""
+        return f"{self.outcome} after {len(self.verdicts)} interval(s)" + (f": {why}" if why else "")
+
+
+def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = (10, 50),
+                        interval_seconds: float = 30.0, max_intervals: int = 5, policy: CanaryPolicy | None = None,
+                        source: MetricsSource | None = None,
+                        on_verdict: Callable[[int, Verdict], None] | None = None) -> RolloutResult:
+    """Step the challenger's traffic through ``steps``, analyse between steps, then promote or roll back."""
+    if not steps or any(not 0 < p <= 100 for p in steps) or list(steps) != sorted(steps):
+        raise DeploymentError(f"canary steps {list(steps)} must rise within 1..100",
+                              fix="e.g. --steps 10,50")
+    policy = policy or CanaryPolicy()
+    src = source or metrics_source(s, model_name)
+    seen: list[tuple[int, Verdict]] = []
+    for pct in steps:
+        d = rollout.current(s, model_name)
+        if d is None or d.challenger_version is None:
+            raise DeploymentError(f"{model_name} has no challenger deployed", fix="deploy one first")
+        if d.mode != "canary" or d.canary_percent != pct:
+            rollout.set_traffic(s, model_name, pct)
+        start = src.snapshot()  # a fresh window at each share
+        for _ in range(max_intervals):
+            verdict, start = analyze_interval(s, model_name, interval_seconds=interval_seconds, policy=policy,
+                                              source=src, start=start)
+            seen.append((pct, verdict))
+            if on_verdict is not None:
+                on_verdict(pct, verdict)
+            if verdict.decision == "rollback":
+                final = rollout.rollback(s, model_name, verdict=verdict.to_dict(),
+                                         reason=f"canary analysis at {pct}%: rollback")
+                return RolloutResult("rolled_back", final, tuple(seen))
+            if verdict.decision == "promote":
+                break
+        else:
+            return RolloutResult("undecided", rollout.current(s, model_name) or d, tuple(seen))
+    final = rollout.promote(s, model_name, verdict=seen[-1][1].to_dict(),
+                            reason=f"canary analysis passed at {list(steps)}%")
+    return RolloutResult("promoted", final, tuple(seen))
+
+
+__all__ = ["RolloutResult", "analyze_interval", "judge", "metrics_source", "progressive_rollout"]

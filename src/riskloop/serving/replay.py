@@ -1,0 +1,98 @@
+"""Replay transactions through a running model server over HTTP: simulated live traffic.
+
+``make run`` drives its canary with it, and the delivery drills use it to check
+what each request got back. One instance per request (V1 protocol), sent on a
+few connections until stopped; each answer is kept as (card, status, version).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+import pandas as pd
+
+
+def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Validated transactions (in the order given) as request instances."""
+    out: list[dict[str, Any]] = []
+    for r in frame.to_dict(orient="records"):
+        out.append({
+            "transaction_id": str(r["transaction_id"]), "card_id": str(r["card_id"]),
+            "merchant_id": str(r["merchant_id"]), "amount": float(r["amount"]), "currency": str(r["currency"]),
+            "merchant_category": str(r["merchant_category"]), "channel": str(r["channel"]),
+            "country": str(r["country"]), "device_type": str(r["device_type"]),
+            "distance_from_home_km": float(r["distance_from_home_km"]), "card_age_days": int(r["card_age_days"]),
+            "event_timestamp": pd.Timestamp(r["event_timestamp"]).isoformat(),
+        })
+    return out
+
+
+@dataclass(frozen=True)
+class Answer:
+    card_id: str
+    status: int  # 0: no HTTP answer (connection error or timeout)
+    model_version: str | None
+
+
+@dataclass
+class Replay:
+    """Send ``rows`` (cycling) to ``<url>/v1/models/<model>:predict`` on ``connections`` threads until closed."""
+
+    url: str
+    model: str
+    rows: Sequence[dict[str, Any]]
+    connections: int = 2
+    timeout_seconds: float = 10.0
+    _answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self, offset: int) -> None:
+        endpoint = f"{self.url}/v1/models/{self.model}:predict"
+        with httpx.Client(timeout=self.timeout_seconds) as http:
+            i = offset
+            while not self._stop.is_set():
+                row = self.rows[i % len(self.rows)]
+                i += self.connections
+                try:
+                    r = http.post(endpoint, json={"instances": [row]})
+                    version = r.json()["predictions"][0]["model_version"] if r.status_code == 200 else None
+                    answer = Answer(str(row["card_id"]), r.status_code, version)
+                except httpx.HTTPError:
+                    answer = Answer(str(row["card_id"]), 0, None)
+                with self._lock:
+                    self._answers.append(answer)
+
+    def start(self) -> Replay:
+        if not self.rows:
+            raise ValueError("nothing to replay: no rows")
+        self._threads = [threading.Thread(target=self._run, args=(k,), name=f"replay-{k}", daemon=True)
+                         for k in range(self.connections)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout_seconds + 5)
+
+    def __enter__(self) -> Replay:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def answers(self) -> list[Answer]:
+        with self._lock:
+            return list(self._answers)
+
+
+__all__ = ["Answer", "Replay", "instances"]

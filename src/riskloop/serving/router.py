@@ -1,0 +1,260 @@
+"""Champion and challenger behind one served name, as the deployment record says.
+
+On the cluster Knative splits traffic between an InferenceService's revisions;
+on one machine this ``kserve.Model`` does it, a small stand-in under the same
+name (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``):
+
+* **canary**: each request goes to the challenger with ``canary_percent``
+  probability (per request, as Knative splits revisions), or, ``sticky``, when
+  a hash of its first instance's ``card_id`` falls below it (a card then stays
+  on one model, at the price of a biased comparison: fraud clusters by card). The model that answered is
+  in the response (``model_version``), in the metrics and the prediction log
+  (``role`` label);
+* **shadow**: the champion answers; the same request is scored by the
+  challenger on a background thread, logged with ``role=shadow``, without a
+  second write of the card's state. A shadow that fails or is slow changes
+  neither the response nor its latency; when the shadow queue is full the
+  shadow copy is dropped and counted.
+
+A thread in each serving process polls the record (``delivery/state.py``). On a
+new revision it loads any new version (hash-checked, from the registry) while
+requests keep using the current routes, then swaps the routes in one
+assignment: a request in flight finishes on the routes it started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kserve import InferRequest, InferResponse, Model
+from kserve.errors import ModelNotReady
+
+from riskloop.data.spec import DatasetSpec
+from riskloop.delivery.state import Deployment, Drill, read_deployment
+from riskloop.serving.loader import ServedModel
+from riskloop.serving.predictor import FraudModel, Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Routes:
+    """One revision of the deployment record with its loaded models."""
+
+    deployment: Deployment
+    champion: FraudModel
+    challenger: FraudModel | None  # role challenger (canary) or shadow
+
+    def pick(self, payload: dict[str, Any] | InferRequest) -> FraudModel:
+        d = self.deployment
+        if self.challenger is None or d.mode != "canary" or d.canary_percent == 0:
+            return self.champion
+        if d.sticky:
+            card = first_card_id(payload)
+            if card is not None:
+                return self.challenger if zlib.crc32(card.encode()) % 100 < d.canary_percent else self.champion
+        return self.challenger if random.random() * 100 < d.canary_percent else self.champion
+
+
+def first_card_id(payload: dict[str, Any] | InferRequest) -> str | None:
+    """The ``card_id`` of a request's first instance, if it has a readable one (else routing is random)."""
+    try:
+        if isinstance(payload, InferRequest):
+            for inp in payload.inputs:
+                if inp.name == "card_id":
+                    value = inp.data[0]
+                    return value.decode() if isinstance(value, bytes) else str(value)
+            return None
+        card = payload["instances"][0]["card_id"]
+        return card if isinstance(card, str) else None
+    except (KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError):
+        return None  # malformed: the predictor's validation answers it
+
+
+class Router(Model):  # type: ignore[misc]
+    """Serves the model named ``name`` per the deployment record at ``record``."""
+
+    def __init__(self, name: str, *, record: Path, load_version: Callable[[str], ServedModel], spec: DatasetSpec,
+                 runtime: Callable[[], Runtime], max_instances: int = 256, poll_seconds: float = 0.25,
+                 shadow_queue: int = 512) -> None:
+        super().__init__(name)
+        self.record, self.load_version, self.spec = record, load_version, spec
+        self.runtime_factory, self.max_instances = runtime, max_instances
+        self.poll_seconds, self.shadow_queue = poll_seconds, shadow_queue
+        self._served: dict[str, ServedModel] = {}
+        self._models: dict[tuple[str, str, Drill | None], FraudModel] = {}
+        self._routes: Routes | None = None
+        self._process: _ProcessState | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # KServe pickles models into its worker processes: each starts its own runtime and watcher
+        state = self.__dict__.copy()
+        state["_process"] = None
+        return state
+
+    @property
+    def routes(self) -> Routes:
+        if self._routes is None:
+            raise ModelNotReady(self.name)
+        return self._routes
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self) -> bool:
+        """Ready once the record's models are loaded and the feature store answers a warm-up lookup."""
+        deployment = read_deployment(self.record)
+        if deployment is None:
+            log.error("no deployment record at %s", self.record)
+            self.ready = False
+            return False
+        self._ensure_process()
+        routes = self._build(deployment)
+        if not routes.champion.load():  # warm-up lookup through the process's feature store
+            self.ready = False
+            return False
+        self._routes = routes
+        self.ready = True
+        return True
+
+    def stop(self) -> None:
+        proc = self._process
+        if proc is not None and proc.pid == os.getpid():
+            proc.stopping.set()
+            proc.shadow_pool.shutdown(wait=True, cancel_futures=False)
+            proc.runtime.close()
+
+    def _ensure_process(self) -> _ProcessState:
+        proc = self._process
+        if proc is None or proc.pid != os.getpid():
+            proc = self._process = _ProcessState(self.runtime_factory(), self.shadow_queue)
+            routes = self._routes
+            for model in (routes.champion, routes.challenger) if routes else ():
+                if model is not None:
+                    model.attach(proc.runtime)
+            proc.watcher = threading.Thread(target=self._watch, args=(proc,), name="deployment-watch", daemon=True)
+            proc.watcher.start()
+        return proc
+
+    def _model(self, version: str, role: str, drill: Drill | None) -> FraudModel:
+        key = (version, role, drill)
+        model = self._models.get(key)
+        if model is None:
+            served = self._served.get(version)
+            if served is None:
+                served = self._served[version] = self.load_version(version)
+            model = FraudModel(self.name, bundle=served.bundle, model_version=served.version, spec=self.spec,
+                               runtime=self.runtime_factory, role=role, max_instances=self.max_instances,
+                               drill=drill)
+            # XGBoost's first prediction builds its caches: pay it here, not in the first requests' latency
+            served.bundle.predict(np.zeros((1, len(served.bundle.features.names)), dtype=np.float32))
+            self._models[key] = model
+        if self._process is not None:
+            model.attach(self._process.runtime)  # also marks a model that comes back as served again
+            model.ready = True
+        return model
+
+    def _build(self, d: Deployment) -> Routes:
+        champion = self._model(d.champion_version, "champion", None)
+        challenger = None
+        if d.challenger_version is not None:
+            challenger = self._model(d.challenger_version, "shadow" if d.mode == "shadow" else "challenger", d.drill)
+        return Routes(d, champion, challenger)
+
+    def _watch(self, proc: _ProcessState) -> None:
+        last: tuple[int, int] | None = None
+        while not proc.stopping.wait(self.poll_seconds):
+            try:
+                st = os.stat(self.record)
+                stamp = (st.st_mtime_ns, st.st_size)
+                if stamp == last:
+                    continue
+                last = stamp
+                deployment = read_deployment(self.record)
+                if deployment is None or deployment.revision == self.routes.deployment.revision:
+                    continue
+                self.switch(deployment)
+            except Exception:  # keep serving the current routes; say why the new ones were not taken
+                log.exception("deployment record %s not applied; still serving revision %s", self.record,
+                              self._routes.deployment.revision if self._routes else None)
+
+    def switch(self, deployment: Deployment) -> None:
+        """Load what ``deployment`` needs, then route new requests by it (one assignment)."""
+        routes = self._build(deployment)
+        old, self._routes = self._routes, routes
+        log.info("deployment revision %d: champion v%s, challenger %s (%s %d%%)", deployment.revision,
+                 deployment.champion_version, deployment.challenger_version, deployment.mode,
+                 deployment.canary_percent)
+        live = {id(routes.champion), id(routes.challenger)}
+        if old is not None:
+            for m in (old.champion, old.challenger):
+                if m is not None and id(m) not in live:
+                    m.retire()
+
+    # ------------------------------------------------------------------ predict
+    async def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+                      ) -> dict[str, Any] | InferResponse:
+        started = time.perf_counter()
+        # one request id for the answer and its shadow copy, so the log pairs them
+        headers = dict(headers or {})
+        if not headers.get("x-request-id"):
+            headers["x-request-id"] = uuid.uuid4().hex
+        proc = self._ensure_process()
+        routes = self.routes
+        target = routes.pick(payload)
+        drill = target.drill
+        if drill is not None and drill.added_latency_ms:
+            await asyncio.sleep(drill.added_latency_ms / 1000)
+        result: dict[str, Any] | InferResponse = target.predict(payload, headers, started=started)
+        shadow = routes.challenger
+        if shadow is not None and routes.deployment.mode == "shadow":
+            self._submit_shadow(proc, shadow, payload, headers)
+        return result
+
+    def _submit_shadow(self, proc: _ProcessState, shadow: FraudModel, payload: dict[str, Any] | InferRequest,
+                       headers: dict[str, str] | None) -> None:
+        if not proc.shadow_slots.acquire(blocking=False):
+            proc.shadow_dropped += 1
+            if proc.runtime.metrics is not None:
+                proc.runtime.metrics.count_shadow_dropped(shadow.model_labels)
+            return
+
+        def run() -> None:
+            try:
+                started = time.perf_counter()
+                if shadow.drill is not None and shadow.drill.added_latency_ms:
+                    time.sleep(shadow.drill.added_latency_ms / 1000)
+                shadow.predict(payload, headers, started=started)
+            except Exception as exc:  # counted by the predictor; never reaches the client
+                log.debug("shadow scoring failed: %s", exc)
+            finally:
+                proc.shadow_slots.release()
+
+        proc.shadow_pool.submit(run)
+
+
+class _ProcessState:
+    """What each serving process owns: the runtime, the record watcher, the shadow thread."""
+
+    def __init__(self, runtime: Runtime, shadow_queue: int) -> None:
+        self.pid = os.getpid()
+        self.runtime = runtime
+        self.stopping = threading.Event()
+        self.watcher: threading.Thread | None = None
+        self.shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self.shadow_slots = threading.BoundedSemaphore(shadow_queue)
+        self.shadow_dropped = 0
+
+
+__all__ = ["Router", "Routes", "first_card_id"]
