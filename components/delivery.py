@@ -43,7 +43,7 @@ def set_canary_traffic(spec: str, canary_percent: int) -> str:
 @component
 def analyze_canary(spec: str, interval_seconds: float, max_intervals: int, policy: dict
                    ) -> NamedTuple("Outputs", [("decision", str), ("verdict", str)]):  # type: ignore[valid-type]
-    """Analyse intervals until a verdict other than ``continue`` (or ``max_intervals``); audit each one."""
+    """Analyse a growing window until a verdict other than ``continue`` (or ``max_intervals``); audit each."""
     import json
     from collections import namedtuple
 
@@ -54,11 +54,14 @@ def analyze_canary(spec: str, interval_seconds: float, max_intervals: int, polic
 
     s = Settings()
     name = load_spec(spec).registered_model(s.mlflow.model_name)
-    start = None
+    from riskloop.delivery.canary import metrics_source
+
+    source = metrics_source(s, name)
+    start = source.snapshot()  # the window grows from here until a decision
     verdict = None
     for _ in range(max_intervals):
-        verdict, start = analyze_interval(s, name, interval_seconds=interval_seconds,
-                                          policy=CanaryPolicy.from_mapping(policy), start=start)
+        verdict, _end = analyze_interval(s, name, interval_seconds=interval_seconds,
+                                         policy=CanaryPolicy.from_mapping(policy), source=source, start=start)
         if verdict.decision != "continue":
             break
     assert verdict is not None

@@ -99,12 +99,13 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     # the delivery pipeline runs inside the gate-passed branch when deliver=True
     nested = ir["components"][f"comp-{cond}"]["dag"]["tasks"]
     (deliver,) = [t for t in nested if t.startswith("condition-")]
-    assert "delivery-pipeline" in ir["components"][f"comp-{deliver}"]["dag"]["tasks"]
+    assert "riskloop-delivery" in ir["components"][f"comp-{deliver}"]["dag"]["tasks"]
     delivery, _ = yaml.safe_load_all(written["delivery"].read_text())
     top = delivery["root"]["dag"]["tasks"]
     assert {"deploy-canary", "analyze-canary"} <= set(top)
-    branches = [t for t in top if t.startswith("condition-")]
-    assert len(branches) == 2  # first step passed: next share, analyse, act; else: act on the first verdict
+    (branches,) = [t for t in top if t.startswith("condition-branches")]  # dsl.If / dsl.Else on the first verdict
+    arms = delivery["components"][f"comp-{branches}"]["dag"]["tasks"]
+    assert len(arms) == 2  # passed: next share, analyse, act; else: act on the first verdict
     features, _ = yaml.safe_load_all(written["features"].read_text())
     assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])
 

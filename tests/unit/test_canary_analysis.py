@@ -173,6 +173,14 @@ def test_alert_rate_on_few_instances_is_inconclusive() -> None:
     assert verdict.decision == "continue"
 
 
+def test_no_flags_in_a_small_canary_is_not_a_significant_drop() -> None:
+    """Seen in a drill: 0 of 61 flagged vs 11 of 520 (the Wald variance is 0 for 0 events; adjusted it is not)."""
+    policy = CanaryPolicy(min_requests=40, min_instances=40)
+    champion = dataclasses.replace(traffic("champion", seed=1, n=520), flagged=11.0)
+    challenger = dataclasses.replace(traffic("challenger", seed=2, n=61), flagged=0.0)
+    assert statuses(analyze(champion, challenger, policy))["alert_rate"] != "FAIL"
+
+
 def test_recall_drop_on_labeled_traffic_rolls_back() -> None:
     champion = dataclasses.replace(traffic("champion", seed=1), labeled=LabeledCounts(tp=90, fp=30, fn=10, tn=870))
     challenger = dataclasses.replace(traffic("challenger", seed=1), labeled=LabeledCounts(tp=60, fp=20, fn=40, tn=880))

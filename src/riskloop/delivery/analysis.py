@@ -397,12 +397,19 @@ def _measures(champion: RoleWindow, challenger: RoleWindow) -> dict[str, float]:
 
 
 def _exceedance(a: float, n_a: float, b: float, n_b: float, ratio: float, slack: float) -> tuple[float, float]:
-    """How far proportion ``a`` exceeds ``ratio * b + slack``, and the one-sided p-value of "it does"."""
+    """How far proportion ``a`` exceeds ``ratio * b + slack``, and the one-sided p-value of "it does".
+
+    The excess is measured on the raw proportions; its p-value comes from the
+    Agresti–Caffo adjusted ones (one success and one failure added to each
+    sample): the plain Wald variance is zero for a sample with no events, which
+    made 0 flags in 61 challenger requests against 11 in 520 for the champion
+    look significant (p = 0.001); adjusted, it is not.
+    """
     excess = a - (ratio * b + slack)
-    variance = a * (1 - a) / n_a + ratio**2 * b * (1 - b) / n_b
-    if variance <= 0:
-        return excess, 0.0 if excess > 0 else 1.0
-    z = excess / math.sqrt(variance)
+    a_adj = (a * n_a + 1) / (n_a + 2)
+    b_adj = (b * n_b + 1) / (n_b + 2)
+    variance = a_adj * (1 - a_adj) / (n_a + 2) + ratio**2 * b_adj * (1 - b_adj) / (n_b + 2)
+    z = (a_adj - (ratio * b_adj + slack)) / math.sqrt(variance)
     return excess, 0.5 * math.erfc(z / math.sqrt(2))
 
 
@@ -445,8 +452,18 @@ def _check_psi(champion: RoleWindow, challenger: RoleWindow, policy: CanaryPolic
     if few < policy.min_instances or math.isnan(value):
         return _Check("score_psi", "inconclusive",
                       f"{few:g} scored instances in one role < min_instances {policy.min_instances}")
-    return _Check("score_psi", "pass" if value <= policy.max_psi else "FAIL",
-                  f"PSI of challenger scores vs champion {value:.4f}, at most {policy.max_psi:g} allowed")
+    # Two samples of one distribution still differ: PSI then averages about (bins - 1) * (1/n1 + 1/n2)
+    # (it is a symmetric chi-square divergence). At 50 vs 400 scores that is ~0.4, over the usual 0.2
+    # threshold by chance alone; a drill saw 0.30 for an identical model. Judge only beyond that noise.
+    noise = (PSI_BINS - 1) * (1 / champion.scored + 1 / challenger.scored)
+    detail = (f"PSI of challenger scores vs champion {value:.4f} (chance level at these sample sizes "
+              f"{noise:.4f}), at most {policy.max_psi:g} allowed above it")
+    if value - noise > policy.max_psi:
+        return _Check("score_psi", "FAIL", detail)
+    if noise > policy.max_psi / 2:
+        return _Check("score_psi", "pass" if value <= policy.max_psi / 2 else "inconclusive",
+                      detail + "; too few scores to tell, wait for more traffic")
+    return _Check("score_psi", "pass", detail)
 
 
 def _check_alert_rate(champion: RoleWindow, challenger: RoleWindow, policy: CanaryPolicy) -> _Check:

@@ -2,11 +2,13 @@
 
 One analysis interval: snapshot the metrics, wait, snapshot again, judge the
 challenger's window against the champion's (``analysis.analyze``), audit the
-verdict. A rollout steps the challenger's share up (e.g. 10 % → 50 %), analyses
-between steps, rolls back on the first ``rollback`` and promotes after the last
-step passes. A step that stays inconclusive for ``max_intervals`` leaves the
-canary where it is and says so (``undecided``): nobody is promoted on too little
-evidence, and an alert on a stuck canary takes it from there.
+verdict. A rollout steps the challenger's share up (e.g. 10 % → 50 %) and
+analyses between steps: the window of a step grows from the step's start until
+the verdict is not ``continue`` ("wait for more traffic" means more samples).
+It rolls back on the first ``rollback`` and promotes after the last step passes.
+A step that stays inconclusive for ``max_intervals`` leaves the canary where it
+is and says so (``undecided``): nobody is promoted on too little evidence, and
+an alert on a stuck canary takes it from there.
 """
 
 from __future__ import annotations
@@ -97,10 +99,10 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
             raise DeploymentError(f"{model_name} has no challenger deployed", fix="deploy one first")
         if d.mode != "canary" or d.canary_percent != pct:
             rollout.set_traffic(s, model_name, pct)
-        start = src.snapshot()  # a fresh window at each share
+        step_start = src.snapshot()  # a fresh window at each share, growing until a decision
         for _ in range(max_intervals):
-            verdict, start = analyze_interval(s, model_name, interval_seconds=interval_seconds, policy=policy,
-                                              source=src, start=start)
+            verdict, _end = analyze_interval(s, model_name, interval_seconds=interval_seconds, policy=policy,
+                                             source=src, start=step_start)
             seen.append((pct, verdict))
             if on_verdict is not None:
                 on_verdict(pct, verdict)

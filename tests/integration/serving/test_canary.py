@@ -59,8 +59,21 @@ def fresh(trained: Trained, canary_server: Server, versions: tuple[str, str]) ->
     """Each drill starts and ends with v1 as the only model served."""
     s = trained.settings
     reset(s, versions)
+    serving(canary_server, trained, versions[0])
     yield s
     reset(s, versions)
+
+
+def serving(server: Server, trained: Trained, version: str, timeout: float = 15) -> None:
+    """Wait until the server answers with ``version`` (it polls the record every 0.25 s, then loads)."""
+    row = rows_of(trained)[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = httpx.post(f"{server.url}/v1/models/{MODEL}:predict", json={"instances": [row]}, timeout=10)
+        if r.status_code == 200 and r.json()["predictions"][0]["model_version"] == version:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the server did not switch to version {version} within {timeout}s")
 
 
 def reset(s: Settings, versions: tuple[str, str]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from riskloop.serving.prediction_log import read_prediction_log
-from tests.integration.serving.conftest import MODEL, Server, Trained, instance, start_server
+from tests.integration.serving.conftest import HELD_OUT, MODEL, Server, Trained, instance, start_server
 
 
 def predict(server: Server, instances: list[dict[str, object]], **extra: object) -> httpx.Response:
@@ -104,6 +104,8 @@ def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
     from riskloop.training.train import load_model
 
     s = trained.settings
+    # other tests of the session replay the same day: start from the online store as of the day's start
+    steps.materialize(HELD_OUT, 30, s)
     srv = start_server(s, "--model-alias", "champion")
     day = trained.held_out.head(400)
     try:
