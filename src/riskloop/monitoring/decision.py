@@ -1,0 +1,295 @@
+"""The retrain decision: pure, from drift reports, a decay result, a policy and the state a daily job carries.
+
+:func:`decide` returns ``retrain``, ``watch`` or ``ok`` with its reasons, and the
+new :class:`MonitorState` (JSON, :func:`save_state` / :func:`load_state`).
+
+* **Window and family.** The state keeps the per-day p-values of the last
+  ``window_days`` days of the *current* model version, ending yesterday (or on
+  the latest day reported today); today's reports are added, older days and
+  other versions dropped. Every feature × day and
+  score × day test of days with enough rows forms one family, and
+  Benjamini-Hochberg at ``fdr`` picks the discoveries: the expected share of
+  false alarms among them is at most ``fdr``, however many days and features.
+* **Signals.** ``drift_share`` = features with at least one discovery in the
+  window / features tested. Retrain when it reaches ``retrain_drift_share``,
+  when performance decay is significant (``retrain_on_decay``), or on score
+  drift if ``retrain_on_score_drift``. Any other discovery, or a significant
+  decay that is not acted on, means ``watch``. Nothing: ``ok``.
+* **Minimum samples.** Days with fewer than ``min_current_rows`` tested rows or
+  a reference below ``min_reference_rows`` are left out of the family; a decay
+  result without enough labels is ignored. Both are named in the reasons.
+* **Cooldown.** No retrain within ``cooldown_days`` of the last one (``watch``
+  instead).
+* **One episode, one retrain.** A retrain is triggered at most once per
+  champion version. The episode ends when a new version is monitored: its
+  reference is the new model's, and the window restarts empty, so a second
+  retrain needs new drift against the new model. If the retrained model never
+  becomes champion (rejected by the gate) the monitor stays at ``watch``;
+  a person decides (or :meth:`MonitorState.end_episode`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from riskloop.errors import ConfigError, DataContractError
+from riskloop.monitoring.decay import DecayResult
+from riskloop.monitoring.drift import DriftReport
+from riskloop.monitoring.stats import benjamini_hochberg
+
+Action = Literal["retrain", "watch", "ok"]
+ACTIONS: Final[tuple[Action, ...]] = ("retrain", "watch", "ok")
+SCORE_TEST: Final = "score"  # the name of the score's test in the family (features cannot be called this)
+STATE_FORMAT: Final = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MonitorPolicy(_Frozen):
+    """The thresholds of the decision (typed run parameters)."""
+
+    fdr: float = Field(default=0.05, gt=0, lt=1, description="false discovery rate over the window's tests")
+    window_days: int = Field(default=7, ge=1, description="days of drift tests the decision looks at")
+    min_reference_rows: int = Field(default=1000, ge=1)
+    min_current_rows: int = Field(default=1000, ge=1, description="rows tested per day, after sampling")
+    retrain_drift_share: float = Field(default=0.3, gt=0, le=1,
+                                       description="share of features with a discovery that triggers a retrain")
+    retrain_on_decay: bool = True
+    retrain_on_score_drift: bool = False
+    cooldown_days: float = Field(default=7, ge=0, description="no retrain within this many days of the last one")
+
+
+class DayTests(_Frozen):
+    """One day's drift p-values for one model version (None = not tested), as the state keeps them."""
+
+    day: date
+    model_version: str
+    n_reference: int
+    n_current: int
+    feature_p_values: dict[str, float | None]
+    score_p_value: float | None = None
+
+    def tests(self) -> list[tuple[str, float]]:
+        """``(name, p)`` of every test that ran: the features, then the score as :data:`SCORE_TEST`."""
+        pairs = [*self.feature_p_values.items(), (SCORE_TEST, self.score_p_value)]
+        return [(name, p) for name, p in pairs if p is not None]
+
+
+class MonitorState(_Frozen):
+    """What a daily monitoring job carries from one run to the next (JSON)."""
+
+    format: Literal[1] = STATE_FORMAT
+    history: tuple[DayTests, ...] = ()
+    last_run_at: datetime | None = None
+    last_action: Action | None = None
+    last_retrain_at: datetime | None = None
+    last_retrain_model_version: str | None = None
+    retrains_total: int = Field(default=0, ge=0)
+
+    @field_validator("last_run_at", "last_retrain_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.utcoffset() is None:
+            raise ValueError("timestamps in the monitor state must carry a timezone")
+        return v
+
+    @model_validator(mode="after")
+    def _retrain_pair(self) -> MonitorState:
+        if (self.last_retrain_at is None) != (self.last_retrain_model_version is None):
+            raise ValueError("last_retrain_at and last_retrain_model_version are set together")
+        return self
+
+    def end_episode(self) -> MonitorState:
+        """The same state with the open episode closed: the current version may trigger a retrain again."""
+        return self.model_copy(update={"last_retrain_model_version": None, "last_retrain_at": None})
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """A test the Benjamini-Hochberg procedure rejected: drift of ``feature`` (or the score) on ``day``."""
+
+    day: date
+    feature: str
+    p_value: float
+    adjusted_p_value: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do and why. ``blocked_by`` names the guard that turned a wanted retrain into ``watch``."""
+
+    action: Action
+    reasons: tuple[str, ...]
+    model_version: str
+    discoveries: tuple[Discovery, ...]
+    n_tests: int
+    days_tested: int
+    drift_share: float
+    drifted_features: tuple[str, ...]
+    score_drift: bool
+    decay_significant: bool
+    blocked_by: Literal["cooldown", "episode"] | None = None
+
+    @property
+    def retrain(self) -> bool:
+        return self.action == "retrain"
+
+
+def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: MonitorPolicy, state: MonitorState, *,
+           model_version: str, now: datetime) -> tuple[Decision, MonitorState]:
+    """Today's decision for the champion ``model_version`` and the state to carry to tomorrow.
+
+    ``drift``: today's reports (usually one) against this version's reference;
+    each is filed under the UTC date of the last instant before its ``window_end`` (``now`` if unset)
+    and replaces an earlier entry of the same day. ``decay``: this version's
+    recent window against its baseline, or None. Pure: no clock, no I/O.
+    """
+    if now.utcoffset() is None:
+        raise ConfigError(f"now={now.isoformat()} has no timezone", where="decide",
+                          fix="pass a tz-aware datetime, e.g. datetime.now(UTC)")
+    today = _utc_date(now)
+    new_days = [_day_tests(r, model_version, today) for r in drift]
+    replaced = {(d.day, d.model_version) for d in new_days}
+    # the window's last day: yesterday (what a daily job tests) or a later day reported today
+    last_day = max([today - timedelta(days=1), *(d.day for d in new_days)])
+    first_day = last_day - timedelta(days=policy.window_days - 1)
+    history = tuple(sorted(
+        (d for d in (*[d for d in state.history if (d.day, d.model_version) not in replaced], *new_days)
+         if d.model_version == model_version and first_day <= d.day <= last_day),
+        key=lambda d: d.day))
+
+    reasons: list[str] = []
+    eligible = [d for d in history
+                if d.n_current >= policy.min_current_rows and d.n_reference >= policy.min_reference_rows]
+    if len(eligible) < len(history):
+        reasons.append(f"{len(history) - len(eligible)} of {len(history)} day(s) in the window below "
+                       f"{policy.min_current_rows} current or {policy.min_reference_rows} reference rows: not tested")
+
+    family = [(d.day, name, p) for d in eligible for name, p in d.tests()]
+    rejected, adjusted = benjamini_hochberg([p for _, _, p in family], policy.fdr)
+    discoveries = tuple(Discovery(day, name, p, float(a))
+                        for (day, name, p), r, a in zip(family, rejected, adjusted, strict=True) if r)
+    tested_features = {name for _, name, _ in family if name != SCORE_TEST}
+    drifted = tuple(sorted({d.feature for d in discoveries if d.feature != SCORE_TEST}))
+    drift_share = len(drifted) / len(tested_features) if tested_features else 0.0
+    score_drift = any(d.feature == SCORE_TEST for d in discoveries)
+
+    want: Action = "ok"
+    if drifted:
+        top = ", ".join(drifted[:5]) + (" ..." if len(drifted) > 5 else "")
+        reasons.append(f"drift in {len(drifted)} of {len(tested_features)} features ({drift_share:.0%}; {top}) "
+                       f"over {len(eligible)} day(s), {len(family)} tests, FDR {policy.fdr:g}")
+        want = "retrain" if drift_share >= policy.retrain_drift_share else "watch"
+        if want == "watch":
+            reasons.append(f"drift share {drift_share:.0%} below the retrain level {policy.retrain_drift_share:.0%}")
+    if score_drift:
+        reasons.append("score distribution drifted")
+        want = "retrain" if policy.retrain_on_score_drift else _max(want, "watch")
+    decay_significant = False
+    if decay is not None:
+        reasons.extend(f"decay: {r}" for r in decay.reasons)
+        decay_significant = decay.significant
+        if decay.significant:
+            want = "retrain" if policy.retrain_on_decay else _max(want, "watch")
+    if not family and decay is None:
+        reasons.append("nothing to test: no day with enough rows and no decay result")
+
+    action: Action = want
+    blocked: Literal["cooldown", "episode"] | None = None
+    new_state = state
+    if want == "retrain":
+        if state.last_retrain_model_version == model_version:
+            action, blocked = "watch", "episode"
+            reasons.append(f"retrain already triggered for version {model_version} at "
+                           f"{_iso(state.last_retrain_at)}: one retrain per episode, waiting for the new champion")
+        elif state.last_retrain_at is not None and now - state.last_retrain_at < timedelta(days=policy.cooldown_days):
+            action, blocked = "watch", "cooldown"
+            reasons.append(f"cooldown: last retrain at {_iso(state.last_retrain_at)}, next allowed from "
+                           f"{_iso(state.last_retrain_at + timedelta(days=policy.cooldown_days))}")
+        else:
+            new_state = state.model_copy(update={"last_retrain_at": now, "last_retrain_model_version": model_version,
+                                                 "retrains_total": state.retrains_total + 1})
+    if action == "ok" and not reasons:
+        reasons.append(f"no drift over {len(eligible)} day(s) ({len(family)} tests, FDR {policy.fdr:g})")
+    new_state = new_state.model_copy(update={"history": history, "last_run_at": now, "last_action": action})
+    decision = Decision(action=action, reasons=tuple(reasons), model_version=model_version, discoveries=discoveries,
+                        n_tests=len(family), days_tested=len(eligible), drift_share=drift_share,
+                        drifted_features=drifted, score_drift=score_drift, decay_significant=decay_significant,
+                        blocked_by=blocked)
+    return decision, new_state
+
+
+def save_state(state: MonitorState, path: Path) -> Path:
+    """Write ``state`` as JSON (atomically: temporary file, then rename); return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(state.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_state(path: Path) -> MonitorState:
+    """The state saved at ``path``; a fresh :class:`MonitorState` when the file does not exist yet."""
+    if not path.exists():
+        return MonitorState()
+    try:
+        return MonitorState.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError) as exc:
+        raise DataContractError(f"the monitor state cannot be read: {exc}", where=str(path),
+                                fix="restore it from a backup, or delete it to start a fresh window "
+                                    "(the cooldown and episode are then forgotten)") from exc
+
+
+def _day_tests(report: DriftReport, model_version: str, today: date) -> DayTests:
+    if report.model_version is not None and report.model_version != model_version:
+        raise ConfigError(f"a drift report of version {report.model_version} was passed for version {model_version}",
+                          where="decide", fix="pass only reports computed against the current champion's reference")
+    if SCORE_TEST in report.p_values:
+        raise ConfigError(f"a feature is called {SCORE_TEST!r}, the name of the score's test", where="decide",
+                          fix="rename the feature")
+    # the day of the window's last instant: a day-aligned window [d, d + 1) is filed under d
+    day = _utc_date(report.window_end - timedelta(microseconds=1)) if report.window_end is not None else today
+    return DayTests(day=day, model_version=model_version, n_reference=report.n_reference,
+                    n_current=report.n_current,
+                    feature_p_values={k: _finite(p) for k, p in report.p_values.items()},
+                    score_p_value=_finite(report.score_p_value))
+
+
+def _finite(p: float) -> float | None:
+    return None if math.isnan(p) else p
+
+
+def _utc_date(stamp: datetime) -> date:
+    offset = stamp.utcoffset()
+    return (stamp - offset).date() if offset is not None else stamp.date()
+
+
+def _max(a: Action, b: Action) -> Action:
+    return a if ACTIONS.index(a) <= ACTIONS.index(b) else b
+
+
+def _iso(stamp: datetime | None) -> str:
+    return stamp.isoformat(timespec="seconds") if stamp is not None else "?"
+
+
+__all__ = [
+    "ACTIONS",
+    "Action",
+    "DayTests",
+    "Decision",
+    "Discovery",
+    "MonitorPolicy",
+    "MonitorState",
+    "decide",
+    "load_state",
+    "save_state",
+]
