@@ -5,9 +5,8 @@ Where they act comes from Settings (``RISKLOOP_DELIVERY__TARGET``: the local
 deployment record, or the InferenceService on the cluster).
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
+from kfp.dsl import Artifact, Input, Output
 
 from components import RUNTIME_IMAGE
 
@@ -41,38 +40,42 @@ def set_canary_traffic(spec: str, canary_percent: int) -> str:
 
 
 @component
-def analyze_canary(spec: str, interval_seconds: float, max_intervals: int, policy: dict
-                   ) -> NamedTuple("Outputs", [("decision", str), ("verdict", str)]):  # type: ignore[valid-type]
-    """Analyse a growing window until a verdict other than ``continue`` (or ``max_intervals``); audit each."""
+def analyze_canary(spec: str, interval_seconds: float, max_intervals: int, policy: dict,
+                   verdict: Output[Artifact]) -> str:
+    """Analyse a growing window until a verdict other than ``continue`` (or ``max_intervals``); audit each.
+
+    Returns the decision (one output, so conditions on it also work under kfp.local, whose condition
+    evaluator cannot resolve a named output of a multi-output task); the whole verdict is the artifact.
+    """
     import json
-    from collections import namedtuple
+    from pathlib import Path
 
     from riskloop.data.spec import load_spec
     from riskloop.delivery.analysis import CanaryPolicy
-    from riskloop.delivery.canary import analyze_interval
+    from riskloop.delivery.canary import analyze_interval, metrics_source
     from riskloop.settings import Settings
 
     s = Settings()
     name = load_spec(spec).registered_model(s.mlflow.model_name)
-    from riskloop.delivery.canary import metrics_source
-
     source = metrics_source(s, name)
     start = source.snapshot()  # the window grows from here until a decision
-    verdict = None
+    result = None
     for _ in range(max_intervals):
-        verdict, _end = analyze_interval(s, name, interval_seconds=interval_seconds,
-                                         policy=CanaryPolicy.from_mapping(policy), source=source, start=start)
-        if verdict.decision != "continue":
+        result, _end = analyze_interval(s, name, interval_seconds=interval_seconds,
+                                        policy=CanaryPolicy.from_mapping(policy), source=source, start=start)
+        if result.decision != "continue":
             break
-    assert verdict is not None
-    Outputs = namedtuple("Outputs", ["decision", "verdict"])
-    return Outputs(verdict.decision, json.dumps(verdict.to_dict()))
+    assert result is not None
+    Path(verdict.path).write_text(json.dumps(result.to_dict()))
+    verdict.metadata["decision"] = result.decision
+    return result.decision
 
 
 @component
-def promote_or_rollback(spec: str, verdict: str) -> str:
+def promote_or_rollback(spec: str, verdict: Input[Artifact]) -> str:
     """Act on the last step's verdict: promote, roll back, or leave an undecided canary where it is."""
     import json
+    from pathlib import Path
 
     from riskloop.data.spec import load_spec
     from riskloop.delivery import rollout
@@ -80,7 +83,7 @@ def promote_or_rollback(spec: str, verdict: str) -> str:
 
     s = Settings()
     name = load_spec(spec).registered_model(s.mlflow.model_name)
-    v = json.loads(verdict)
+    v = json.loads(Path(verdict.path).read_text())
     if v["decision"] == "promote":
         rollout.promote(s, name, verdict=v, reason="delivery pipeline: canary analysis passed")
         return "promoted"

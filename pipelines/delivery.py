@@ -31,7 +31,7 @@ def delivery_pipeline(
     first = analyze_canary(spec=spec, interval_seconds=interval_seconds, max_intervals=max_intervals,
                            policy=policy).after(deploy)
     tasks += [deploy, first]
-    with dsl.If(first.outputs["decision"] == "promote", name="first-step-passed"):
+    with dsl.If(first.outputs["Output"] == "promote", name="first-step-passed"):
         step = set_canary_traffic(spec=spec, canary_percent=second_percent)
         second = analyze_canary(spec=spec, interval_seconds=interval_seconds, max_intervals=max_intervals,
                                 policy=policy).after(step)

@@ -89,3 +89,16 @@ def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud",
     except RuntimeError as exc:
         return LocalRun("delivery", False, time.perf_counter() - t0, error=str(exc))
     return LocalRun("delivery", True, time.perf_counter() - t0)
+
+
+def run_monitoring(s: Settings, day: date, *, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
+    """Run the monitoring pipeline (and its retrain branch, when taken) under kfp.local for ``day``."""
+    _init(s)
+    from pipelines.monitoring import monitoring_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        monitoring_pipeline(spec=spec, day=day.isoformat(), **params)
+    except RuntimeError as exc:
+        return LocalRun("monitoring", False, time.perf_counter() - t0, error=str(exc))
+    return LocalRun("monitoring", True, time.perf_counter() - t0)

@@ -78,7 +78,7 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     from riskloop.version import runtime_image
 
     written = {p.stem: p for p in compile_all(tmp_path)}
-    assert set(written) == {"training", "features", "batch_scoring", "delivery"}
+    assert set(written) == {"training", "features", "batch_scoring", "delivery", "monitoring"}
     path = written["training"]
     ir, platform = yaml.safe_load_all(path.read_text())  # the pipeline spec, then the kubernetes platform spec
     tasks = ir["root"]["dag"]["tasks"]
@@ -106,6 +106,13 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     (branches,) = [t for t in top if t.startswith("condition-branches")]  # dsl.If / dsl.Else on the first verdict
     arms = delivery["components"][f"comp-{branches}"]["dag"]["tasks"]
     assert len(arms) == 2  # passed: next share, analyse, act; else: act on the first verdict
+    # monitoring: the decision gates the training pipeline, nested as a sub-pipeline
+    monitoring, _ = yaml.safe_load_all(written["monitoring"].read_text())
+    mtop = monitoring["root"]["dag"]["tasks"]
+    (retrain,) = [t for t in mtop if t.startswith("condition-")]
+    assert "monitor" in mtop and mtop[retrain]["triggerPolicy"]["condition"].endswith("== 'retrain'")
+    assert "riskloop-training" in monitoring["components"][f"comp-{retrain}"]["dag"]["tasks"]
+    assert components.load_component_from_file(str(written["monitoring"])).name == "riskloop-monitoring"
     features, _ = yaml.safe_load_all(written["features"].read_text())
     assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])
 

@@ -85,7 +85,8 @@ class RolloutResult:
 def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = (10, 50),
                         interval_seconds: float = 30.0, max_intervals: int = 5, policy: CanaryPolicy | None = None,
                         source: MetricsSource | None = None,
-                        on_verdict: Callable[[int, Verdict], None] | None = None) -> RolloutResult:
+                        on_verdict: Callable[[int, Verdict], None] | None = None,
+                        settle_seconds: float = 60.0) -> RolloutResult:
     """Step the challenger's traffic through ``steps``, analyse between steps, then promote or roll back."""
     if not steps or any(not 0 < p <= 100 for p in steps) or list(steps) != sorted(steps):
         raise DeploymentError(f"canary steps {list(steps)} must rise within 1..100",
@@ -99,7 +100,9 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
             raise DeploymentError(f"{model_name} has no challenger deployed", fix="deploy one first")
         if d.mode != "canary" or d.canary_percent != pct:
             rollout.set_traffic(s, model_name, pct)
-        step_start = src.snapshot()  # a fresh window at each share, growing until a decision
+        # a fresh window at each share, growing until a decision; it opens once the server answers with the
+        # challenger at this share, so loading the model and switching routes are not judged as its latency
+        step_start = _settled(src, d.challenger_version, settle_seconds)
         for _ in range(max_intervals):
             verdict, _end = analyze_interval(s, model_name, interval_seconds=interval_seconds, policy=policy,
                                              source=src, start=step_start)
@@ -117,6 +120,25 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
     final = rollout.promote(s, model_name, verdict=seen[-1][1].to_dict(),
                             reason=f"canary analysis passed at {list(steps)}%")
     return RolloutResult("promoted", final, tuple(seen))
+
+
+def _settled(src: MetricsSource, challenger_version: str, timeout_seconds: float) -> Snapshot:
+    """The first snapshot after the challenger answered again (its request count moved), within the timeout."""
+    first = src.snapshot()
+    key = ("challenger", challenger_version)
+
+    def answered(snap: Snapshot) -> float:
+        counters = snap.series.get(key)
+        return sum(counters.requests.values()) if counters is not None else -1.0
+
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        snap = src.snapshot()
+        if answered(snap) > max(answered(first), 0.0):
+            return snap
+    raise DeploymentError(f"the server did not answer with challenger v{challenger_version} within "
+                          f"{timeout_seconds:g} s", fix="check the server's log and that traffic is flowing")
 
 
 __all__ = ["RolloutResult", "analyze_interval", "judge", "metrics_source", "progressive_rollout"]

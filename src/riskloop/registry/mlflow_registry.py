@@ -193,6 +193,14 @@ def download_model_dir(tracking_uri: str, run_id: str, dest: Path | None = None)
                                                     dst_path=str(target)))
 
 
+def download_reference(tracking_uri: str, run_id: str, dest: Path) -> Path:
+    """The run's reference sample (``reference/reference.parquet``), the drift monitor's baseline."""
+    mlflow = _mlflow(tracking_uri)
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REFERENCE_ARTIFACT,
+                                                      dst_path=str(dest)))
+    return folder / "reference.parquet"
+
+
 def run_info(tracking_uri: str, run_id: str) -> dict[str, Any]:
     r = client(tracking_uri).get_run(run_id)
     return {"run_id": run_id, "metrics": dict(r.data.metrics), "params": dict(r.data.params),

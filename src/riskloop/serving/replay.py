@@ -41,13 +41,21 @@ class Answer:
 
 @dataclass
 class Replay:
-    """Send ``rows`` (cycling) to ``<url>/v1/models/<model>:predict`` on ``connections`` threads until closed."""
+    """Send ``rows`` to ``<url>/v1/models/<model>:predict`` on ``connections`` threads.
+
+    ``batch_size`` consecutive rows per request; ``once``: each row is sent once
+    and the threads end (``wait``), else the rows cycle until ``stop``. With
+    ``once`` the rows are dealt to the connections in batches in order, so each
+    card's transactions still reach the server nearly in time order.
+    """
 
     url: str
     model: str
     rows: Sequence[dict[str, Any]]
     connections: int = 2
     timeout_seconds: float = 10.0
+    batch_size: int = 1
+    once: bool = False
     _answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -55,17 +63,18 @@ class Replay:
 
     def _run(self, offset: int) -> None:
         endpoint = f"{self.url}/v1/models/{self.model}:predict"
+        n, k = len(self.rows), self.batch_size
         with httpx.Client(timeout=self.timeout_seconds) as http:
-            i = offset
-            while not self._stop.is_set():
-                row = self.rows[i % len(self.rows)]
-                i += self.connections
+            i = offset * k
+            while not self._stop.is_set() and not (self.once and i >= n):
+                batch = [self.rows[j % n] for j in range(i, min(i + k, n) if self.once else i + k)]
+                i += self.connections * k
                 try:
-                    r = http.post(endpoint, json={"instances": [row]})
+                    r = http.post(endpoint, json={"instances": batch})
                     version = r.json()["predictions"][0]["model_version"] if r.status_code == 200 else None
-                    answer = Answer(str(row["card_id"]), r.status_code, version)
+                    answer = Answer(str(batch[0]["card_id"]), r.status_code, version)
                 except httpx.HTTPError:
-                    answer = Answer(str(row["card_id"]), 0, None)
+                    answer = Answer(str(batch[0]["card_id"]), 0, None)
                 with self._lock:
                     self._answers.append(answer)
 
@@ -80,8 +89,12 @@ class Replay:
 
     def stop(self) -> None:
         self._stop.set()
+        self.wait()
+
+    def wait(self) -> None:
+        """Until every thread ended (with ``once``: every row sent)."""
         for t in self._threads:
-            t.join(timeout=self.timeout_seconds + 5)
+            t.join()
 
     def __enter__(self) -> Replay:
         return self.start()
