@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +85,19 @@ def test_bh_is_applied_over_every_feature_and_day_of_the_window() -> None:
     days = [report(d, {"f2": 0.0005} if d in (2, 4, 6) else None) for d in range(7)]
     actions, _ = run(days)
     assert actions[-1] == "watch"
+
+
+def test_significant_but_tiny_changes_are_not_drift() -> None:
+    """With 50,000 rows a day KS rejects changes nobody should retrain for: the effect size must be material."""
+    tiny = report(1, {name: 1e-12 for name in FEATURES})
+    tiny = dataclasses.replace(tiny, features=tuple(dataclasses.replace(f, effect=0.02) for f in tiny.features))
+    decision, _ = decide([tiny], None, POLICY, MonitorState(), model_version="1",
+                         now=tiny.window_end + timedelta(hours=1))  # type: ignore[operator]
+    assert decision.action == "ok" and decision.drifted_features == ()
+    large = dataclasses.replace(tiny, features=tuple(dataclasses.replace(f, effect=0.3) for f in tiny.features))
+    decision, _ = decide([large], None, POLICY, MonitorState(), model_version="1",
+                         now=large.window_end + timedelta(hours=1))  # type: ignore[operator]
+    assert decision.action == "retrain" and len(decision.drifted_features) == len(FEATURES)
 
 
 def test_score_drift_alone_is_watch_unless_the_policy_retrains_on_it() -> None:

@@ -90,6 +90,12 @@ def test_evidently_ks_is_scipys_two_sample_ks() -> None:
         expected = ks_2samp(ref[name], cur[name]).pvalue
         got = report.score_p_value if name == "score" else report.p_values[name]
         assert got == pytest.approx(expected, rel=1e-9)
+    # the effect size beside the p-value: KS D, the same statistic scipy reports
+    for f in report.features:
+        if f.kind == "numeric":
+            assert f.effect == pytest.approx(ks_2samp(ref[f.feature], cur[f.feature]).statistic, abs=1e-12)
+        else:
+            assert 0.0 <= f.effect <= 1.0
 
 
 def test_finds_a_shifted_feature_a_new_channel_mix_and_score_drift(tmp_path: Path) -> None:

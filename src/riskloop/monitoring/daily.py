@@ -131,10 +131,11 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
                                  model_version=version, now=end)
     save_state(new_state, state_path)
     _gauges(s, name, version, drift, decay, decision, new_state, end, pushgateway_url)
+    # the share the decision acted on: BH-significant over the window and material (effect size)
 
     outcome = MonitorOutcome(
         day=day, model=name, model_version=version, action=decision.action, reasons=decision.reasons,
-        rows=len(today), drift_share=drift.drift_share if drift is not None else None,
+        rows=len(today), drift_share=decision.drift_share if drift is not None else None,
         drifted_features=decision.drifted_features, decay_significant=bool(decay is not None and decay.significant),
         summary_path=out_dir / "summary.json", report_html=html)
     summary = {**outcome.to_dict(), "decay": asdict(decay) if decay is not None else None}
@@ -152,7 +153,7 @@ def _gauges(s: Settings, name: str, version: str, drift: Any, decay: Any, decisi
     registry = CollectorRegistry()
     m = MonitoringMetrics(registry)
     if drift is not None:
-        m.record_drift(drift, model=name, model_version=version)
+        m.record_drift(drift, model=name, model_version=version, drift_share=decision.drift_share)
     if decay is not None:
         m.record_decay(decay, model=name, model_version=version)
     m.record_decision(decision, state, model=name, now=now)

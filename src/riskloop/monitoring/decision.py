@@ -63,6 +63,10 @@ class MonitorPolicy(_Frozen):
     min_current_rows: int = Field(default=1000, ge=1, description="rows tested per day, after sampling")
     retrain_drift_share: float = Field(default=0.3, gt=0, le=1,
                                        description="share of features with a discovery that triggers a retrain")
+    min_effect: float = Field(default=0.1, ge=0, le=1, description=(
+        "a discovery counts as drift only if the change is also this large: KS distance D for numeric "
+        "features, Cramer's V for categorical ones. With thousands of rows a day, KS finds differences far "
+        "too small to matter (a drift-free synthetic run flagged 36-57 % of features every day)"))
     retrain_on_decay: bool = True
     retrain_on_score_drift: bool = False
     cooldown_days: float = Field(default=7, ge=0, description="no retrain within this many days of the last one")
@@ -77,6 +81,12 @@ class DayTests(_Frozen):
     n_current: int
     feature_p_values: dict[str, float | None]
     score_p_value: float | None = None
+    feature_effects: dict[str, float | None] = Field(default_factory=dict)
+    score_effect: float | None = None
+
+    def effect(self, name: str) -> float | None:
+        """The effect size of test ``name`` (a feature or :data:`SCORE_TEST`); None when unknown."""
+        return self.score_effect if name == SCORE_TEST else self.feature_effects.get(name)
 
     def tests(self) -> list[tuple[str, float]]:
         """``(name, p)`` of every test that ran: the features, then the score as :data:`SCORE_TEST`."""
@@ -176,8 +186,15 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
 
     family = [(d.day, name, p) for d in eligible for name, p in d.tests()]
     rejected, adjusted = benjamini_hochberg([p for _, _, p in family], policy.fdr)
+    effects = {(d.day, name): d.effect(name) for d in eligible for name, _ in d.tests()}
+
+    def material(day: date, name: str) -> bool:
+        e = effects.get((day, name))
+        return e is None or e >= policy.min_effect  # unknown effect (older state): the p-value decides
+
     discoveries = tuple(Discovery(day, name, p, float(a))
-                        for (day, name, p), r, a in zip(family, rejected, adjusted, strict=True) if r)
+                        for (day, name, p), r, a in zip(family, rejected, adjusted, strict=True)
+                        if r and material(day, name))
     tested_features = {name for _, name, _ in family if name != SCORE_TEST}
     drifted = tuple(sorted({d.feature for d in discoveries if d.feature != SCORE_TEST}))
     drift_share = len(drifted) / len(tested_features) if tested_features else 0.0
@@ -187,7 +204,8 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
     if drifted:
         top = ", ".join(drifted[:5]) + (" ..." if len(drifted) > 5 else "")
         reasons.append(f"drift in {len(drifted)} of {len(tested_features)} features ({drift_share:.0%}; {top}) "
-                       f"over {len(eligible)} day(s), {len(family)} tests, FDR {policy.fdr:g}")
+                       f"over {len(eligible)} day(s), {len(family)} tests, FDR {policy.fdr:g}, "
+                       f"effect >= {policy.min_effect:g}")
         want = "retrain" if drift_share >= policy.retrain_drift_share else "watch"
         if want == "watch":
             reasons.append(f"drift share {drift_share:.0%} below the retrain level {policy.retrain_drift_share:.0%}")
@@ -261,7 +279,9 @@ def _day_tests(report: DriftReport, model_version: str, today: date) -> DayTests
     return DayTests(day=day, model_version=model_version, n_reference=report.n_reference,
                     n_current=report.n_current,
                     feature_p_values={k: _finite(p) for k, p in report.p_values.items()},
-                    score_p_value=_finite(report.score_p_value))
+                    score_p_value=_finite(report.score_p_value),
+                    feature_effects={f.feature: _finite(f.effect) for f in report.features},
+                    score_effect=_finite(report.score.effect) if report.score is not None else None)
 
 
 def _finite(p: float) -> float | None:

@@ -111,6 +111,9 @@ class FeatureDrift:
     missing_share_reference: float
     missing_share_current: float
     note: str = ""
+    # how large the change is, whatever its p-value: the KS distance D for numeric columns, Cramer's V for
+    # categorical ones (both in [0, 1]); NaN when the test did not run
+    effect: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -277,13 +280,18 @@ def detect_drift(
         missing_ref, missing_cur = float(r.isna().mean()), float(k.isna().mean())
         n_r, n_c = int(r.notna().sum()), int(k.notna().sum())
         note = "" if c in ks_p else "not tested: no values on one side"
+        effect = _ks_distance(r.dropna().to_numpy(np.float64), k.dropna().to_numpy(np.float64)) if c in ks_p \
+            else math.nan
         results[c] = FeatureDrift(c, "numeric", KS, ks_p.get(c, math.nan), None, n_r, n_c, missing_ref, missing_cur,
-                                  note)
+                                  note, effect)
     for c in categorical:
         levels, ref_counts, cur_counts = _level_counts(ref[c], cur[c])
         p, stat, note = chi_square_homogeneity(ref_counts, cur_counts)
+        k_levels = int(((ref_counts + cur_counts) > 0).sum())
+        effect = math.sqrt(stat / ((len(ref) + len(cur)) * (k_levels - 1))) \
+            if stat is not None and math.isfinite(stat) and k_levels > 1 else math.nan
         results[c] = FeatureDrift(c, "categorical", CHI_SQUARE, p, stat, len(ref), len(cur),
-                                  _share(levels, ref_counts), _share(levels, cur_counts), note)
+                                  _share(levels, ref_counts), _share(levels, cur_counts), note, min(effect, 1.0))
 
     return DriftReport(
         features=tuple(results[c] for c in [*numeric, *categorical]),
@@ -445,6 +453,16 @@ def _evidently_run(ref: pd.DataFrame, cur: pd.DataFrame, ks_columns: list[str], 
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
     return p_values, version
+
+
+def _ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic D: the largest gap between the two empirical CDFs."""
+    if not len(a) or not len(b):
+        return math.nan
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    return float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
+                               - np.searchsorted(b, grid, side="right") / len(b))))
 
 
 def _nan_to_none(d: dict[str, Any]) -> dict[str, Any]:

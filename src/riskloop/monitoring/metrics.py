@@ -64,10 +64,11 @@ class MonitoringMetrics:
         self.last_run = Gauge("riskloop_monitor_last_run_timestamp_seconds", "Unix time of the last monitoring run.",
                               ("model",), registry=registry)
 
-    def record_drift(self, report: DriftReport, *, model: str, model_version: str) -> None:
-        """Drift share, per-feature and score p-values of ``report``."""
+    def record_drift(self, report: DriftReport, *, model: str, model_version: str,
+                     drift_share: float | None = None) -> None:
+        """Drift share (``drift_share``, e.g. the decision's, else the report's own), per-feature and score p-values."""
         _labels(model=model, model_version=model_version)
-        self.drift_share.labels(model, model_version).set(report.drift_share)
+        self.drift_share.labels(model, model_version).set(report.drift_share if drift_share is None else drift_share)
         for feature in report.features:
             self.feature_p_value.labels(model, model_version, feature.feature).set(feature.p_value)
         self.score_p_value.labels(model, model_version).set(report.score_p_value)
