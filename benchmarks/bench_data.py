@@ -31,10 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +40,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,6 +57,9 @@ from riskloop.features.compute import (
     compute_realtime_features,
     state_snapshots,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a file: _common sits beside it
+from _common import machine_info
 
 T = TypeVar("T")
 
@@ -164,34 +164,6 @@ def agreement(a: pd.DataFrame, b: pd.DataFrame, columns: tuple[str, ...]) -> dic
         equal += int((same | both_missing).sum())
     cells = len(left) * len(columns)
     return {"cells": cells, "equal_cells": equal, "share": round(equal / cells, 6) if cells else 1.0}
-
-
-def machine_info() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                 cwd=Path(__file__).resolve().parent)
-        except (OSError, subprocess.CalledProcessError):
-            return None
-        return out.stdout.strip()
-
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "versions": {name: version(name) for name in VERSIONED},
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain")),
-    }
 
 
 def quiet_third_party_warnings() -> None:
@@ -330,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_warnings()
 
     started = datetime.now(UTC)
-    machine = machine_info()
+    machine = machine_info(VERSIONED)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="riskloop-bench-") as tmp:
         results = run(args.rows, args.repeat, Path(tmp))

@@ -42,10 +42,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +51,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,6 +62,9 @@ from riskloop.monitoring.decision import MonitorPolicy, MonitorState, decide
 from riskloop.monitoring.drift import DriftReport, detect_drift
 from riskloop.monitoring.frames import current_frame
 from riskloop.training.dataset import FeatureSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a file: _common sits beside it
+from _common import machine_info
 
 T = TypeVar("T")
 
@@ -274,33 +274,6 @@ def run(rows: int, reference_sizes: list[int], max_rows: int, repeat: int, power
     }
 
 
-def machine_info() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                 cwd=Path(__file__).resolve().parent)
-        except (OSError, subprocess.CalledProcessError):
-            return None
-        return out.stdout.strip()
-
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {name: version(name) for name in VERSIONED},
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain")),
-    }
-
-
 def summary(report: dict[str, Any]) -> str:
     r = report["results"]
     lines = [f"current {r['rows_current']:,} rows x 20 features + score, sample {r['max_rows']:,}"]
@@ -339,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     started = datetime.now(UTC)
-    machine = machine_info()
+    machine = machine_info(VERSIONED)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="riskloop-bench-drift-") as tmp:
         results = run(args.rows, reference_sizes, args.max_rows, args.repeat, args.power_reps, Path(tmp))

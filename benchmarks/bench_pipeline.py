@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -73,9 +72,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a file: _common sits beside it
+from _common import machine_info
 
 DAYS = 30
 START = date(2026, 1, 1)
@@ -401,34 +402,6 @@ def link_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=os.link)
 
 
-def machine_info() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                                 cwd=Path(__file__).resolve().parent)
-        except (OSError, subprocess.CalledProcessError):
-            return None
-        return out.stdout.strip()
-
-    return {
-        "nproc": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "versions": {name: version(name) for name in VERSIONED},
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain")),
-    }
-
-
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3)
 
@@ -678,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(CHILD_ENV)
 
     started = datetime.now(UTC)
-    machine = machine_info()
+    machine = machine_info(VERSIONED)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="riskloop-bench-pipeline-") as tmp:
         results = run(args.rows, modes, args.repeat, args.import_repeat, args.warmup_rows, Path(tmp), args.echo)

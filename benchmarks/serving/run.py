@@ -71,7 +71,6 @@ import io
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -86,11 +85,13 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: _common is one level up
+from _common import machine_info as common_machine_info
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -184,7 +185,9 @@ def prepare_state(state_dir: Path) -> Prepared:
     valid = pd.read_parquet(w / "valid.parquet")
     day = valid[valid["event_timestamp"] >= pd.Timestamp(HELD_OUT, tz="UTC")]
     day = day.sort_values(["event_timestamp", "transaction_id"]).reset_index(drop=True)
-    transactions = [instance(row) for _, row in day.iterrows()]
+    from riskloop.serving.replay import instances
+
+    transactions = instances(day)  # as the serving tests build them
 
     x = matrix(pd.read_parquet(w / "ts.parquet"), served.bundle.features)
     complete = x[np.isfinite(x).all(axis=1)]
@@ -200,20 +203,6 @@ def prepare_state(state_dir: Path) -> Prepared:
     saved = {k: v for k, v in prep.__dict__.items() if k not in ("state_dir", "seconds")}
     marker.write_text(json.dumps({**saved, "model_path": str(model_path)}) + "\n")
     return prep
-
-
-def instance(row: Any) -> dict[str, Any]:
-    """A held-out transaction as a V1 instance (as the serving tests build it)."""
-    import pandas as pd
-
-    return {
-        "transaction_id": str(row["transaction_id"]), "card_id": str(row["card_id"]),
-        "merchant_id": str(row["merchant_id"]), "amount": float(row["amount"]), "currency": str(row["currency"]),
-        "merchant_category": str(row["merchant_category"]), "channel": str(row["channel"]),
-        "country": str(row["country"]), "device_type": str(row["device_type"]),
-        "distance_from_home_km": float(row["distance_from_home_km"]), "card_age_days": int(row["card_age_days"]),
-        "event_timestamp": pd.Timestamp(row["event_timestamp"]).isoformat(),
-    }
 
 
 # ---------------------------------------------------------------------- MLServer
@@ -787,35 +776,16 @@ def goals(targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def machine_info() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+    return common_machine_info(VERSIONED, wrk=_tool_version(["wrk", "--version"]), hey=_dpkg_version("hey"))
 
-    def tool(argv: list[str]) -> str | None:
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        text = (done.stdout or done.stderr).strip().splitlines()
-        return text[0] if text else None
 
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=REPO)
-        except (OSError, subprocess.CalledProcessError):
-            return None
-        return out.stdout.strip()
-
-    return {
-        "nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(), "python": platform.python_version(),
-        "versions": {name: version(name) for name in VERSIONED},
-        "wrk": tool(["wrk", "--version"]), "hey": _dpkg_version("hey"),
-        "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
-    }
+def _tool_version(argv: list[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0] if text else None
 
 
 def _dpkg_version(package: str) -> str | None:
