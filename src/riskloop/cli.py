@@ -683,20 +683,26 @@ def _live_verdict(s: Settings, d: Any, base_url: str) -> None:
         console.print(f"  - {reason}")
 
 
+def _canary_act(action: str, spec: str, reason: str) -> None:
+    """Run one bookkeeping operation of ``delivery.rollout`` on the spec's model and show the new state."""
+    from riskloop.delivery import rollout
+
+    s = settings()
+    operation = {"promote": rollout.promote, "rollback": rollout.rollback, "restore": rollout.restore_previous}
+    try:
+        d = operation[action](s, _model_name(s, spec), reason=reason)
+    except RiskloopError as exc:
+        _fail(exc)
+    _deployment_table(d)
+
+
 @canary_app.command("promote")
 def canary_promote(
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "manual promotion",
     spec: SpecOpt = "synthetic-fraud",
 ) -> None:
     """Make the challenger champion (alias `previous` keeps the old one for `riskloop canary restore`)."""
-    from riskloop.delivery import rollout
-
-    s = settings()
-    try:
-        d = rollout.promote(s, _model_name(s, spec), reason=reason)
-    except RiskloopError as exc:
-        _fail(exc)
-    _deployment_table(d)
+    _canary_act("promote", spec, reason)
 
 
 @canary_app.command("rollback")
@@ -705,14 +711,7 @@ def canary_rollback(
     spec: SpecOpt = "synthetic-fraud",
 ) -> None:
     """Take the challenger out of traffic; the champion answers everything."""
-    from riskloop.delivery import rollout
-
-    s = settings()
-    try:
-        d = rollout.rollback(s, _model_name(s, spec), reason=reason)
-    except RiskloopError as exc:
-        _fail(exc)
-    _deployment_table(d)
+    _canary_act("rollback", spec, reason)
 
 
 @canary_app.command("restore")
@@ -721,14 +720,7 @@ def canary_restore(
     spec: SpecOpt = "synthetic-fraud",
 ) -> None:
     """Instant rollback after a promotion: the `previous` version becomes champion again."""
-    from riskloop.delivery import rollout
-
-    s = settings()
-    try:
-        d = rollout.restore_previous(s, _model_name(s, spec), reason=reason)
-    except RiskloopError as exc:
-        _fail(exc)
-    _deployment_table(d)
+    _canary_act("restore", spec, reason)
 
 
 def build_server(s: Settings, *, spec: str, alias: str | None, version: str | None, model_dir: Path | None,

@@ -55,3 +55,16 @@ def test_bad_arguments_get_clear_errors(tmp_path: Path) -> None:
     r = cli("data", "validate", state=state, check=False)
     assert r.returncode == 2 and "no landing partitions" in (r.stdout + r.stderr)
     assert "Traceback" not in r.stderr
+
+
+def test_delivery_and_monitoring_commands_on_an_empty_state_say_what_is_missing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    for args, message in ((("canary", "promote"), "no challenger deployed"),
+                          (("canary", "rollback"), "no challenger deployed"),
+                          (("canary", "status"), "no deployment yet"),
+                          (("canary", "deploy", "--alias", "challenger"), "no alias 'champion'"),
+                          (("monitor", "--day", "yesterday"), "is not a date"),
+                          (("monitor", "--day", "2026-01-31"), "no alias 'champion'")):
+        r = cli(*args, state=state, check=False)
+        assert r.returncode == 2 and message in (r.stdout + r.stderr), (args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr
