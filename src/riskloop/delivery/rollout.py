@@ -41,22 +41,9 @@ def _audit(s: Settings, event: str, d: Deployment, details: Mapping[str, Any]) -
 
 def resolve_version(s: Settings, model_name: str, *, alias: str | None = None, version: str | None = None) -> str:
     """An alias or version → an immutable version that exists and carries its model hash."""
-    from riskloop.registry.mlflow_registry import get_version, version_by_alias
+    from riskloop.registry.mlflow_registry import resolve_version as resolve
 
-    if (alias is None) == (version is None):
-        raise DeploymentError("name exactly one of an alias or a version", fix="pass --alias or --version")
-    if alias is not None:
-        info = version_by_alias(s.tracking_uri, model_name, alias)
-        if info is None:
-            raise DeploymentError(f"model {model_name!r} has no alias {alias!r}", where=s.tracking_uri,
-                                  fix="run the training pipeline (`make run`) or name a version")
-    else:
-        assert version is not None
-        info = get_version(s.tracking_uri, model_name, version)
-    if not info.tags.get("model_sha256"):
-        raise DeploymentError(f"version {info.version} of {model_name} has no model_sha256 tag",
-                              fix="deploy only versions registered by the training pipeline")
-    return info.version
+    return resolve(s.tracking_uri, model_name, alias=alias, version=version).version
 
 
 def _on_cluster(s: Settings) -> bool:

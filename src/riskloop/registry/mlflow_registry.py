@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from riskloop.errors import RegistryError
+from riskloop.errors import ConfigError, ModelIntegrityError, RegistryError
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 MODEL_DIR_ARTIFACT = "model_dir"
@@ -172,6 +172,27 @@ def get_version(tracking_uri: str, model_name: str, version: str) -> VersionInfo
         raise RegistryError(f"model {model_name} version {version} not found",
                             fix="list the versions in the MLflow UI (`mlflow ui`)") from exc
     return VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(mv.aliases), dict(mv.tags))
+
+
+def resolve_version(tracking_uri: str, model_name: str, *, alias: str | None = None, version: str | None = None
+                    ) -> VersionInfo:
+    """An alias or a version → the immutable version it names, which must carry its ``model_sha256`` tag."""
+    if (alias is None) == (version is None):
+        raise ConfigError("name exactly one of a registry alias or a version", where=f"model {model_name!r}",
+                          fix="pass an alias (e.g. champion) or a version number")
+    if alias is not None:
+        found = version_by_alias(tracking_uri, model_name, alias)
+        if found is None:
+            raise RegistryError(f"model {model_name!r} has no alias {alias!r}", where=tracking_uri,
+                                fix="run the training pipeline first (`make run`) or name a version")
+        info = found
+    else:
+        assert version is not None
+        info = get_version(tracking_uri, model_name, version)
+    if not info.tags.get("model_sha256"):
+        raise ModelIntegrityError(f"version {info.version} of {model_name} has no model_sha256 tag",
+                                  where=tracking_uri, fix="use versions registered by the training pipeline")
+    return info
 
 
 def list_versions(tracking_uri: str, model_name: str) -> list[VersionInfo]:

@@ -39,20 +39,10 @@ def resolve_model(s: Settings, *, model_name: str, alias: str | None = None, ver
                                       where=str(model_dir), fix="the InferenceService sets it; locally pass it in env")
         bundle = load_model(model_dir, expected_sha256=expected)
         return ServedModel(bundle, os.environ.get(VERSION_ENV, "unknown"), str(model_dir))
-    from riskloop.registry.mlflow_registry import download_model_dir, get_version, version_by_alias
+    from riskloop.registry.mlflow_registry import download_model_dir, resolve_version
 
-    if alias is not None:
-        info = version_by_alias(s.tracking_uri, model_name, alias)
-        if info is None:
-            raise ConfigError(f"model {model_name!r} has no alias {alias!r}", where=s.tracking_uri,
-                              fix="run the training pipeline first (`make run`) or name a version")
-    else:
-        assert version is not None
-        info = get_version(s.tracking_uri, model_name, version)
-    expected = info.tags.get("model_sha256")
-    if not expected:
-        raise ModelIntegrityError(f"version {info.version} has no model_sha256 tag", where=s.tracking_uri,
-                                  fix="register models through the training pipeline")
+    info = resolve_version(s.tracking_uri, model_name, alias=alias, version=version)
+    expected = info.tags["model_sha256"]
     target = s.root / "serving" / f"{model_name}-v{info.version}"
     path = download_model_dir(s.tracking_uri, info.run_id, target)
     return ServedModel(load_model(path, expected_sha256=expected), info.version, f"models:/{model_name}/{info.version}")
