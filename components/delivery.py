@@ -52,20 +52,14 @@ def analyze_canary(spec: str, interval_seconds: float, max_intervals: int, polic
 
     from riskloop.data.spec import load_spec
     from riskloop.delivery.analysis import CanaryPolicy
-    from riskloop.delivery.canary import analyze_interval, metrics_source
+    from riskloop.delivery.canary import analyze_step, metrics_source
     from riskloop.settings import Settings
 
     s = Settings()
     name = load_spec(spec).registered_model(s.mlflow.model_name)
     source = metrics_source(s, name)
-    start = source.snapshot()  # the window grows from here until a decision
-    result = None
-    for _ in range(max_intervals):
-        result, _end = analyze_interval(s, name, interval_seconds=interval_seconds,
-                                        policy=CanaryPolicy.from_mapping(policy), source=source, start=start)
-        if result.decision != "continue":
-            break
-    assert result is not None
+    result = analyze_step(s, name, start=source.snapshot(), interval_seconds=interval_seconds,
+                          max_intervals=max_intervals, policy=CanaryPolicy.from_mapping(policy), source=source)
     Path(verdict.path).write_text(json.dumps(result.to_dict()))
     verdict.metadata["decision"] = result.decision
     return result.decision

@@ -50,8 +50,8 @@ def judge(d: Deployment, start: Snapshot, end: Snapshot, policy: CanaryPolicy) -
 
 
 def analyze_interval(s: Settings, model_name: str, *, interval_seconds: float, policy: CanaryPolicy,
-                     source: MetricsSource | None = None, start: Snapshot | None = None) -> tuple[Verdict, Snapshot]:
-    """Wait one interval, judge it, audit the verdict; returns it with the end snapshot (the next start)."""
+                     source: MetricsSource | None = None, start: Snapshot | None = None) -> Verdict:
+    """Wait one interval, judge the window from ``start`` (default: now) to its end, audit the verdict."""
     d = rollout.current(s, model_name)
     if d is None or d.challenger_version is None:
         raise DeploymentError(f"{model_name} has no challenger to analyse",
@@ -67,7 +67,26 @@ def analyze_interval(s: Settings, model_name: str, *, interval_seconds: float, p
              "challenger_version": d.challenger_version},
         details={"canary_percent": d.canary_percent, "mode": d.mode, "interval_seconds": interval_seconds,
                  "window": [begin.at.isoformat(), end.at.isoformat()], "verdict": verdict.to_dict()})
-    return verdict, end
+    return verdict
+
+
+def analyze_step(s: Settings, model_name: str, *, start: Snapshot, interval_seconds: float, max_intervals: int,
+                 policy: CanaryPolicy, source: MetricsSource,
+                 on_verdict: Callable[[Verdict], None] | None = None) -> Verdict:
+    """Judge the window growing from ``start`` every interval until a verdict other than ``continue``
+    ("wait for more traffic" means more samples) or ``max_intervals``; returns the last verdict."""
+    if max_intervals < 1:
+        raise DeploymentError(f"max_intervals={max_intervals} must be at least 1", fix="e.g. 5")
+    verdict = None
+    for _ in range(max_intervals):
+        verdict = analyze_interval(s, model_name, interval_seconds=interval_seconds, policy=policy, source=source,
+                                   start=start)
+        if on_verdict is not None:
+            on_verdict(verdict)
+        if verdict.decision != "continue":
+            break
+    assert verdict is not None
+    return verdict
 
 
 @dataclass(frozen=True)
@@ -103,19 +122,19 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
         # a fresh window at each share, growing until a decision; it opens once the server answers with the
         # challenger at this share, so loading the model and switching routes are not judged as its latency
         step_start = _settled(src, d.challenger_version, settle_seconds)
-        for _ in range(max_intervals):
-            verdict, _end = analyze_interval(s, model_name, interval_seconds=interval_seconds, policy=policy,
-                                             source=src, start=step_start)
-            seen.append((pct, verdict))
+
+        def seen_at(v: Verdict, pct: int = pct) -> None:
+            seen.append((pct, v))
             if on_verdict is not None:
-                on_verdict(pct, verdict)
-            if verdict.decision == "rollback":
-                final = rollout.rollback(s, model_name, verdict=verdict.to_dict(),
-                                         reason=f"canary analysis at {pct}%: rollback")
-                return RolloutResult("rolled_back", final, tuple(seen))
-            if verdict.decision == "promote":
-                break
-        else:
+                on_verdict(pct, v)
+
+        verdict = analyze_step(s, model_name, start=step_start, interval_seconds=interval_seconds,
+                               max_intervals=max_intervals, policy=policy, source=src, on_verdict=seen_at)
+        if verdict.decision == "rollback":
+            final = rollout.rollback(s, model_name, verdict=verdict.to_dict(),
+                                     reason=f"canary analysis at {pct}%: rollback")
+            return RolloutResult("rolled_back", final, tuple(seen))
+        if verdict.decision == "continue":
             return RolloutResult("undecided", rollout.current(s, model_name) or d, tuple(seen))
     final = rollout.promote(s, model_name, verdict=seen[-1][1].to_dict(),
                             reason=f"canary analysis passed at {list(steps)}%")
@@ -141,4 +160,4 @@ def _settled(src: MetricsSource, challenger_version: str, timeout_seconds: float
                           f"{timeout_seconds:g} s", fix="check the server's log and that traffic is flowing")
 
 
-__all__ = ["RolloutResult", "analyze_interval", "judge", "metrics_source", "progressive_rollout"]
+__all__ = ["RolloutResult", "analyze_interval", "analyze_step", "judge", "metrics_source", "progressive_rollout"]
