@@ -46,9 +46,10 @@ def retrain_window(day: str, days: int
                    ) -> NamedTuple("Outputs", [("start_date", str), ("end_date", str), ("cutoff_date", str)]):  # type: ignore[valid-type]
     """The training window that ends with the monitored day: ``days`` days, cutoff at the next midnight."""
     from collections import namedtuple
-    from datetime import date, timedelta
+    from datetime import date
 
-    end = date.fromisoformat(day)
+    from riskloop.local_runs import training_params
+
+    window = training_params(date.fromisoformat(day), days)
     Outputs = namedtuple("Outputs", ["start_date", "end_date", "cutoff_date"])
-    return Outputs((end - timedelta(days=days - 1)).isoformat(), end.isoformat(),
-                   (end + timedelta(days=1)).isoformat())
+    return Outputs(window["start_date"], window["end_date"], window["cutoff_date"])
