@@ -118,10 +118,7 @@ def ensure_deployment(s: Settings, model_name: str) -> Deployment:
     existing = current(s, model_name)
     if existing is not None:
         return existing
-    version = resolve_version(s, model_name, alias=CHAMPION)
-    if _on_cluster(s):
-        raise DeploymentError(f"no champion alias for {model_name} in the registry", where=s.tracking_uri,
-                              fix="run the training pipeline first")
+    version = resolve_version(s, model_name, alias=CHAMPION)  # on the cluster, current() found no alias: raises
     path = deployment_path(s.root, model_name)
     d = update_deployment(path, lambda cur: cur if cur is not None else Deployment(
         model_name=model_name, champion_version=version, reason="first deployment of the champion"))

@@ -225,7 +225,6 @@ class Router(Model):  # type: ignore[misc]
     def _submit_shadow(self, proc: _ProcessState, shadow: FraudModel, payload: dict[str, Any] | InferRequest,
                        headers: dict[str, str] | None) -> None:
         if not proc.shadow_slots.acquire(blocking=False):
-            proc.shadow_dropped += 1
             if proc.runtime.metrics is not None:
                 proc.runtime.metrics.count_shadow_dropped(shadow.model_labels)
             return
@@ -254,7 +253,6 @@ class _ProcessState:
         self.watcher: threading.Thread | None = None
         self.shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self.shadow_slots = threading.BoundedSemaphore(shadow_queue)
-        self.shadow_dropped = 0
 
 
 __all__ = ["Router", "Routes", "first_card_id"]
