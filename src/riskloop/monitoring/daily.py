@@ -82,7 +82,14 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
     from riskloop.monitoring import decay as dec
     from riskloop.monitoring.drift import detect_drift, write_report
     from riskloop.monitoring.frames import current_frame, feature_kinds, reference_frame
-    from riskloop.registry.mlflow_registry import download_model_dir, download_reference, get_version, run_info
+    from riskloop.registry.mlflow_registry import (
+        MODEL_DIR_ARTIFACT,
+        REFERENCE_ARTIFACT,
+        download_model_dir,
+        download_reference,
+        get_version,
+        run_info,
+    )
     from riskloop.serving.prediction_log import read_prediction_log
     from riskloop.training.train import load_model
 
@@ -91,10 +98,16 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
     name = spec.registered_model(s.mlflow.model_name)
     version = _champion_version(s, name)
     info = get_version(s.tracking_uri, name, version)
+    # a version's artifacts never change: fetched once per version, the model hash-checked on every load
     cache = s.root / "monitoring" / "models" / f"{name}-v{version}"
-    bundle = load_model(download_model_dir(s.tracking_uri, info.run_id, cache),
-                        expected_sha256=info.tags.get("model_sha256"))
-    reference = pd.read_parquet(download_reference(s.tracking_uri, info.run_id, cache))
+    model_dir = cache / MODEL_DIR_ARTIFACT
+    if not (model_dir / "model.ubj").is_file():
+        model_dir = download_model_dir(s.tracking_uri, info.run_id, cache)
+    bundle = load_model(model_dir, expected_sha256=info.tags.get("model_sha256"))
+    reference_path = cache / REFERENCE_ARTIFACT / "reference.parquet"
+    if not reference_path.is_file():
+        reference_path = download_reference(s.tracking_uri, info.run_id, cache)
+    reference = pd.read_parquet(reference_path)
     start = datetime.combine(day, time.min, tzinfo=UTC)
     end = start + timedelta(days=1)
     out_dir = s.reports_dir / "monitoring" / day.isoformat()
