@@ -723,6 +723,40 @@ def canary_restore(
     _canary_act("restore", spec, reason)
 
 
+# ------------------------------------------------------------------------------- approve
+@app.command("approve")
+def approve_cmd(
+    model_version: Annotated[str, typer.Argument(help="Registry version to approve, e.g. 3.")],
+    by: Annotated[str, typer.Option("--by", help="Who approves (recorded as the audit event's actor).")],
+    note: Annotated[str, typer.Option("--note", help="What was reviewed and why it is approved.")],
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Approve a model version for promotion (human oversight): an audit event and MLflow tags.
+
+    Needed before promotion when RISKLOOP_AUDIT__REQUIRE_APPROVAL is on or the version's
+    dataset spec says `require_approval: true` (credit scoring).
+
+    Example:
+
+        riskloop approve 3 --spec german-credit --by "Jane Doe" --note "model card and fairness table reviewed"
+    """
+    from riskloop.audit.approval import approval_requirement, approve
+
+    s = settings()
+    try:
+        name = _model_name(s, spec)
+        a = approve(s, name, model_version, by=by, note=note)
+        from riskloop.registry.mlflow_registry import get_version
+
+        requirement = approval_requirement(s, get_version(s.tracking_uri, name, a.version).tags.get("dataset_spec"))
+    except RiskloopError as exc:
+        _fail(exc)
+    _summary(f"approved {name} v{a.version}", {"by": a.by, "note": a.note, "time": a.time,
+                                               "model_sha256": a.model_sha256, "audit seq": a.audit_seq,
+                                               "required": f"{requirement.required} ({requirement.why})",
+                                               "audit log": s.audit_path if s.audit.backend == "file" else "postgres"})
+
+
 def build_server(s: Settings, *, spec: str, alias: str | None, version: str | None, model_dir: Path | None,
                  host: str | None, port: int | None, workers: int | None, grpc: bool, max_instances: int,
                  role: str = "champion", features: str = "feast") -> tuple[Any, Any]:

@@ -109,6 +109,9 @@ class DatasetSpec(_Strict):
     features: Features
     split: Split
     contract: Contract
+    require_approval: bool = Field(
+        default=False, description="a person must approve a version (`riskloop approve`) before it is promoted; "
+        "on for credit scoring (a high-risk use under the EU AI Act), combined with RISKLOOP_AUDIT__REQUIRE_APPROVAL")
 
     @model_validator(mode="after")
     def _columns_declared(self) -> DatasetSpec:

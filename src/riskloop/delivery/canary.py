@@ -110,6 +110,12 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
     if not steps or any(not 0 < p <= 100 for p in steps) or list(steps) != sorted(steps):
         raise DeploymentError(f"canary steps {list(steps)} must rise within 1..100",
                               fix="e.g. --steps 10,50")
+    from riskloop.audit.approval import check_approved
+
+    current = rollout.current(s, model_name)
+    if current is not None and current.challenger_version is not None:
+        # refuse before moving any traffic: the rollout would end in a promotion the approval rule forbids
+        check_approved(s, model_name, current.challenger_version, action="progressive rollout")
     policy = policy or CanaryPolicy()
     src = source or metrics_source(s, model_name)
     seen: list[tuple[int, Verdict]] = []

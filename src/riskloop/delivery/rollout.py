@@ -168,19 +168,27 @@ def set_traffic(s: Settings, model_name: str, canary_percent: int, *, verdict: M
 
 def promote(s: Settings, model_name: str, *, verdict: Mapping[str, Any] | None = None, reason: str = ""
             ) -> Deployment:
-    """The challenger becomes champion; the old champion stays reachable as ``previous``."""
+    """The challenger becomes champion; the old champion stays reachable as ``previous``.
+
+    When approval is required (:mod:`riskloop.audit.approval`) an unapproved challenger is refused: an
+    ``approval_refused`` event and a :class:`DeploymentError` saying how to approve.
+    """
+    from riskloop.audit.approval import check_approved
     from riskloop.registry.mlflow_registry import delete_alias, set_alias
 
     before = _with_challenger(s, model_name)
     new, old = before.challenger_version, before.champion_version
     assert new is not None
+    approval = check_approved(s, model_name, new, action="promotion")  # refuses (and audits) when unapproved
     d = _commit(s, model_name, "promote", Deployment(
         model_name=model_name, champion_version=new, reason=reason or f"v{new} promoted over v{old}"))
     set_alias(s.tracking_uri, model_name, PREVIOUS, old)
     set_alias(s.tracking_uri, model_name, CHAMPION, new)
     delete_alias(s.tracking_uri, model_name, CHALLENGER)
     _audit(s, "promoted", d, {"previous_version": old, "promoted_version": new, "reason": d.reason,
-                              "verdict": dict(verdict) if verdict else None})
+                              "verdict": dict(verdict) if verdict else None,
+                              "approval": None if approval is None else {
+                                  "by": approval.by, "time": approval.time, "audit_seq": approval.audit_seq}})
     return d
 
 

@@ -141,6 +141,18 @@ def register_version(tracking_uri: str, model_name: str, run_id: str, lineage: L
     return str(mv.version)
 
 
+def set_version_tags(tracking_uri: str, model_name: str, version: str, tags: Mapping[str, str]) -> None:
+    """Set tags on a registered model version (approval state, audit anchors)."""
+    c = client(tracking_uri)
+    for k, v in tags.items():
+        c.set_model_version_tag(model_name, version, k, v)
+
+
+def registered_models(tracking_uri: str) -> list[str]:
+    """Names of every registered model (empty when there is no registry yet)."""
+    return sorted(str(m.name) for m in client(tracking_uri).search_registered_models())
+
+
 def set_alias(tracking_uri: str, model_name: str, alias: str, version: str) -> None:
     client(tracking_uri).set_registered_model_alias(model_name, alias, version)
 
