@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from riskloop.cluster.cli import cluster_app, version_cmd
 from riskloop.errors import RiskloopError
 from riskloop.settings import Settings
 
@@ -37,6 +38,8 @@ app.add_typer(audit_app, name="audit")
 canary_app = typer.Typer(help="Progressive delivery: deploy a challenger, analyse, promote or roll back.",
                          no_args_is_help=True)
 app.add_typer(canary_app, name="canary")
+app.add_typer(cluster_app, name="cluster")
+app.command("version")(version_cmd)
 
 SpecOpt = Annotated[str, typer.Option("--spec", help="Dataset spec: a shipped name or a YAML path.")]
 

@@ -1,0 +1,1 @@
+"""Cluster operations: publish pipelines and recurring runs to KFP."""
