@@ -117,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--values-set", action="append", choices=sorted(VALUES_FILES),
                         help="values sets to render (default: all)")
     args = parser.parse_args(argv)
+    seen: set[str] = set()  # an object identical in several values sets is written (and scanned) once
     for name in args.values_set or sorted(VALUES_FILES):
-        written = write_objects(render_objects(load_values(VALUES_FILES[name])), args.out / name)
-        print(f"{name}: {len(written)} objects -> {args.out / name}")
+        objs = render_objects(load_values(VALUES_FILES[name]))
+        fresh = [o for o in objs if (key := yaml.safe_dump(o, sort_keys=True)) not in seen and not seen.add(key)]
+        written = write_objects(fresh, args.out / name)
+        print(f"{name}: {len(objs)} objects, {len(written)} not seen before -> {args.out / name}")
     return 0
 
 

@@ -92,8 +92,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("latest tag", {"image": {"tag": "latest"}}, "/image/tag"),
     ("bad namespace", {"namespaces": {"models": {"name": "Riskloop_Models"}}}, "/namespaces/models/name"),
     ("Knative's port", {"predictor": {"port": 8012}}, "/predictor/port"),
-    ("not a quantity", {"mlflow": {"resources": {"requests": {"cpu": "1", "memory": "1Gi"},
-                                                           "limits": {"memory": "lots"}}}}, "/mlflow/resources/limits/memory"),
+    ("not a quantity", {"mlflow": {"resources": {"limits": {"memory": "lots"}}}}, "/mlflow/resources/limits/memory"),
 ]
 
 
