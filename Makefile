@@ -60,7 +60,20 @@ services-start: ## start Redis, PostgreSQL, Prometheus, Pushgateway on 127.0.0.1
 services-stop: ## stop the test services
 	scripts/services.sh stop
 
+image: setup ## build the runtime image <repository>:<version>-<short sha> (needs Docker)
+	docker build --build-arg RISKLOOP_GIT_COMMIT="$$(git rev-parse HEAD)" \
+	  --build-arg RISKLOOP_IMAGE_REPOSITORY="$$($(RISKLOOP) version --repository)" -t "$$($(RISKLOOP) version --image)" .
+
+deploy: setup ## prerequisites, image, chart, first training run; CLUSTER=kind creates a kind cluster; DRY_RUN=1 renders only
+	CLUSTER="$(CLUSTER)" DRY_RUN="$(DRY_RUN)" scripts/deploy.sh up
+
+undeploy: setup ## remove the release (CLUSTER=kind: delete the kind cluster)
+	CLUSTER="$(CLUSTER)" scripts/deploy.sh down
+
+test-e2e: setup ## opt-in: deploy to kind, train, canary, promote, roll back (needs Docker, kind, helm)
+	$(PY) -m pytest tests/e2e -m e2e -p no:cacheprovider
+
 clean: ## remove local state and build outputs
 	rm -rf .riskloop build
 
-.PHONY: help setup run test test-unit serve lint compile data-ulb bench bench-pipeline bench-serving services-start services-stop clean
+.PHONY: help setup run test test-unit serve lint compile data-ulb bench bench-pipeline bench-serving services-start services-stop clean image deploy undeploy test-e2e
