@@ -726,6 +726,100 @@ def canary_restore(
     _canary_act("restore", spec, reason)
 
 
+# ------------------------------------------------------------------------------- lineage
+@app.command("lineage")
+def lineage_cmd(
+    request_id: Annotated[str, typer.Argument(help="The request_id of a prediction (its response carries it).")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a tree.")] = False,
+) -> None:
+    """Why was this request scored this way, by what, trained on what: every recorded hop, checked.
+
+    prediction -> model version and role -> MLflow run -> pipeline run -> training data
+    (sha256 recomputed) -> Feast definitions (compared) -> git commit -> image -> the gate,
+    approval and canary decisions that put the version in service. A missing hop is
+    reported as missing; exit code 1 when a hop is missing or contradicted.
+
+    Examples:
+
+        riskloop lineage 3f6c0a9e1b2d4c5e8f7a6b5c4d3e2f1a
+
+        riskloop lineage cli-1a2b3c4d5e6f --json
+    """
+    from riskloop.audit.lineage import render_tree, trace_request
+
+    s = settings()
+    try:
+        lineages = trace_request(s, request_id)
+    except RiskloopError as exc:
+        _fail(exc)
+    if as_json:
+        doc = {"request_id": request_id, "complete": all(lin.complete for lin in lineages),
+               "models": [lin.to_dict() for lin in lineages]}
+        out.print_json(json.dumps(doc, default=str))
+    else:
+        out.print(render_tree(lineages))
+    if not all(lin.complete for lin in lineages):
+        raise typer.Exit(code=1)
+
+
+@app.command("history")
+def history_cmd(
+    spec: Annotated[str | None, typer.Option("--spec", help="Only this dataset spec's model (default: all).")
+                    ] = None,
+    at: Annotated[str | None, typer.Option(help="Only what served at this time (ISO 8601 with offset).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """Which model version served which share of live traffic, when: rebuilt from the audit log.
+
+    Examples:
+
+        riskloop history
+
+        riskloop history --at 2026-01-14T12:00:00+00:00 --json
+    """
+    from riskloop.audit.history import serving_at, serving_history, version_summaries
+    from riskloop.audit.log import open_audit_log
+
+    s = settings()
+    try:
+        model = _model_name(s, spec) if spec else None
+        when = None
+        if at is not None:
+            try:
+                when = datetime.fromisoformat(at)
+            except ValueError:
+                raise RiskloopError(f"--at {at!r} is not an ISO 8601 time",
+                                    fix="use e.g. 2026-01-14T12:00:00+00:00") from None
+        log = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
+        periods = serving_history(log.events(), model=model)
+        if when is not None:
+            periods = serving_at(periods, when, model=model)
+    except RiskloopError as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps({"periods": [p.to_dict() for p in periods]}))
+        return
+    if not periods:
+        console.print("no serving history in the audit log" + (f" for {model}" if model else "")
+                      + (f" at {at}" if at else "") + f" ({s.audit_path if s.audit.backend == 'file' else 'postgres'})")
+        return
+    t = Table("model", "from", "until", "traffic shares", "mode", "event", "seq", "reason",
+              title="serving history (from the audit log)", title_justify="left")
+    for p in periods:
+        shares = ", ".join(f"v{v} {pct}%" + (" (shadow)" if p.mode == "shadow" and v != p.champion_version else "")
+                           for v, pct in p.shares.items())
+        t.add_row(p.model, p.start[:19], (p.end or "now")[:19], shares, p.mode, p.event, str(p.seq), p.reason[:50])
+    out.print(t)
+    if when is None:
+        v = Table("model", "version", "first served", "last served", "as champion", "as challenger", "max share",
+                  title="per version", title_justify="left")
+        for vs in version_summaries(periods, now=datetime.now(timezone.utc)):
+            v.add_row(vs.model, vs.version, vs.first_served[:19], (vs.last_served or "serving")[:19],
+                      str(timedelta(seconds=round(vs.seconds_as_champion))),
+                      str(timedelta(seconds=round(vs.seconds_as_challenger))), f"{vs.max_share}%")
+        out.print(v)
+
+
 # ------------------------------------------------------------------------------- approve
 @app.command("approve")
 def approve_cmd(

@@ -134,16 +134,44 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
                           test_days=test_days, seed=seed)
     tx = _valid_frame(spec, valid_path)
     features = None
+    definitions: dict[str, Any] | None = None
     if spec.features.source == "feast" and spec.features.service:
+        from riskloop.audit.lineage import feature_definitions
         from riskloop.features.store import StoreConfig
 
         build_features(spec_name, valid_path, settings)
-        features = historical_features(open_store(StoreConfig.from_settings(settings)), tx, spec.features.service)
+        store = open_store(StoreConfig.from_settings(settings))
+        features = historical_features(store, tx, spec.features.service)
+        definitions = feature_definitions(store, spec.features.service)
     frame = assemble(tx, features, spec, params)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out_path, index=False)
+    _write_snapshot(frame, out_path, definitions)
     return {"rows": len(frame), "data_sha256": frame_sha256(frame), "cutoff": cutoff.isoformat(),
             "positives": int(frame["label"].sum())}
+
+
+def _write_snapshot(frame: pd.DataFrame, path: Path, definitions: dict[str, Any] | None) -> None:
+    """The training set as parquet; the Feast definitions it was built with ride in its schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from riskloop.audit.lineage import FEATURE_DEFINITIONS_METADATA
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if definitions is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               FEATURE_DEFINITIONS_METADATA: json.dumps(definitions).encode()})
+    pq.write_table(table, path)
+
+
+def snapshot_feature_definitions(path: Path) -> str | None:
+    """The Feast definitions (JSON) a training set was built with, if it records them."""
+    import pyarrow.parquet as pq
+
+    from riskloop.audit.lineage import FEATURE_DEFINITIONS_METADATA
+
+    raw = (pq.read_schema(path).metadata or {}).get(FEATURE_DEFINITIONS_METADATA)
+    return raw.decode() if raw else None
 
 
 # -------------------------------------------------------------------------------- train
@@ -151,6 +179,7 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
           settings: Settings, *, pipeline_run_id: str, data_sha256: str, data_snapshot: str,
           cutoff_date: str, maturity_days: float) -> dict[str, Any]:
     """Train, write the model directory, open the MLflow run (params + model + reference sample)."""
+    from riskloop.audit.lineage import FEATURE_DEFINITIONS_TAG
     from riskloop.registry.mlflow_registry import log_evaluation, start_training_run
     from riskloop.training.dataset import feature_spec, training_window
     from riskloop.training.train import TrainParams, reference_sample, train_model
@@ -158,6 +187,7 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
     spec = load_spec(spec_name)
     params = TrainParams.model_validate(train_params)
     frame = pd.read_parquet(training_set_path)
+    definitions = snapshot_feature_definitions(training_set_path)
     fspec = feature_spec(spec)
     window = training_window(frame, spec)
     bundle = train_model(frame, fspec, params, model_dir, meta={
@@ -171,7 +201,8 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
                 "maturity_days": maturity_days, "threshold": bundle.threshold},
         model_dir=model_dir, artifact_location=settings.artifact_root.as_uri(),
         tags={"pipeline_run_id": pipeline_run_id, "data_sha256": data_sha256, "data_snapshot": data_snapshot,
-              "git_commit": git_commit(), "image": runtime_image(), "riskloop_version": __version__},
+              "git_commit": git_commit(), "image": runtime_image(), "riskloop_version": __version__,
+              **({FEATURE_DEFINITIONS_TAG: definitions} if definitions else {})},
     )
     ref_dir = model_dir.parent / f"{model_dir.name}-reference"
     ref_dir.mkdir(parents=True, exist_ok=True)
