@@ -231,3 +231,13 @@ def _user_values(values_set: str) -> dict[str, Any]:
     from tests.unit.chart.chart import VALUES_FILES, load_values
 
     return load_values(VALUES_FILES[values_set])
+
+
+def test_rendered_schedules_parse_with_the_publisher(objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+    """The file the chart renders is what `riskloop cluster publish --schedules` accepts (its own parser)."""
+    from riskloop.cluster.schedules import parse_schedules
+
+    for values_set, objs in objects_by_set.items():
+        text = one(objs, "ConfigMap", "riskloop-schedules", NAMESPACE)["data"]["schedules.yaml"]
+        parsed = parse_schedules(text, source=f"{values_set} schedules.yaml")
+        assert [s.name for s in parsed] == [s["name"] for s in yaml.safe_load(text) or []]
