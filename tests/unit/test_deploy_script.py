@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from riskloop.version import image_tag, runtime_image
+from riskloop import __version__
+from riskloop.version import IMAGE_REPOSITORY
 
 REPO = Path(__file__).resolve().parents[2]
+COMMIT = "fedcba9876543210fedcba9876543210fedcba98"  # fixed: a commit landing mid-test must not matter
+TAG = f"{__version__}-{COMMIT[:7]}"
+IMAGE = f"{IMAGE_REPOSITORY}:{TAG}"
 
 
 def test_scripts_pass_shellcheck() -> None:
@@ -31,7 +35,7 @@ def dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         if path := shutil.which(tool):
             (bin_dir / tool).symlink_to(path)
     full = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/root"), "DRY_RUN": "1",
-            "KUBECTL": str(REPO / ".venv/bin/kubectl"), **env}
+            "KUBECTL": str(REPO / ".venv/bin/kubectl"), "RISKLOOP_GIT_COMMIT": COMMIT, **env}
     return subprocess.run(["bash", "scripts/deploy.sh", "up"], cwd=REPO, capture_output=True, text=True, env=full,
                           timeout=120)
 
@@ -43,8 +47,8 @@ def test_dry_run_renders_what_it_would_apply(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr + r.stdout
     printed = r.stdout
     assert "+ kind create cluster --name riskloop --config manifests/kind/cluster.yaml" in printed
-    assert f"--set image.tag={image_tag()}" in printed and "-f helm/riskloop/envs/kind.yaml" in printed
-    assert f"kind load docker-image {runtime_image()}" in printed
+    assert f"--set image.tag={TAG}" in printed and "-f helm/riskloop/envs/kind.yaml" in printed
+    assert f"kind load docker-image {IMAGE}" in printed
     assert "cluster run --kfp-host" in printed
     assert "upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack --version" in printed
     namespaces = {d["metadata"]["name"] for d in yaml.safe_load_all((out / "riskloop.yaml").read_text())}
@@ -52,7 +56,7 @@ def test_dry_run_renders_what_it_would_apply(tmp_path: Path) -> None:
     chart = [d for d in yaml.safe_load_all((out / "helm-riskloop.yaml").read_text()) if d]
     images = {c["image"] for d in chart if d["kind"] in ("Deployment", "StatefulSet", "Job")
               for c in d["spec"]["template"]["spec"]["containers"] if "riskloop" in c["image"]}
-    assert images == {runtime_image()}
+    assert images == {IMAGE}
     assert any(d["kind"] == "Job" for d in chart)  # the publish Job
 
 
