@@ -326,9 +326,12 @@ def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_nam
     aliases = [CHALLENGER] + ([CHAMPION] if first else [])
     for alias in aliases:
         set_alias(settings.tracking_uri, name, alias, version)
-    log.append("registered", actor=settings.audit.actor,
-               ids={"model_version": version, "run_id": run_id, "pipeline_run_id": pipeline_run_id},
-               details={"model": name, "aliases": aliases, "lineage": lineage.tags()})
+    from riskloop.audit.anchors import anchor_event
+
+    appended = log.append("registered", actor=settings.audit.actor,
+                          ids={"model_version": version, "run_id": run_id, "pipeline_run_id": pipeline_run_id},
+                          details={"model": name, "aliases": aliases, "lineage": lineage.tags()})
+    anchor_event(settings, name, version, appended)
     return {"version": version, "aliases": aliases}
 
 

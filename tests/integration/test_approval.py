@@ -1,4 +1,7 @@
-"""Human oversight against a real MLflow on sqlite: approve, and promotion refused without an approval.
+"""Human oversight and audit anchors against a real MLflow on sqlite.
+
+Approve; promotion refused without an approval; tampering anywhere in the resulting log, its last lines
+included, fails `riskloop audit verify` against the anchors kept in the registry.
 
 Two versions of a toy model are registered per model name; the delivery
 bookkeeping (deployment record, aliases, audit log) runs for real, without a
@@ -7,14 +10,19 @@ server (promotion does not need one).
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from riskloop.audit.anchors import collect_anchors, unanchored_tail
 from riskloop.audit.approval import approval_requirement, check_approved
-from riskloop.audit.log import open_audit_log
+from riskloop.audit.log import FileAuditLog, canonical_json, event_hash, open_audit_log
 from riskloop.delivery import rollout
 from riskloop.delivery.canary import progressive_rollout
 from riskloop.errors import DeploymentError
@@ -180,3 +188,70 @@ def test_approve_bad_input_says_what_and_how(state: Path) -> None:
     assert code == 2 and "--by is empty" in out, out
     code, out = cli(state, "approve", "1", "--note", "x")
     assert code == 2 and "--by" in out, out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Anchors from the registry: any edit, insertion or deletion of the log's lines, the last ones included, fails
+# verification (appending after the last line is a legitimate append by construction: writers are trusted).
+
+@st.composite
+def tampering(draw: st.DrawFn, lines: list[bytes]) -> tuple[str, list[bytes]]:
+    n = len(lines)
+    kind = draw(st.sampled_from(["byte", "rehashed_edit", "delete", "insert"]))
+    if kind == "byte":
+        i = draw(st.integers(0, n - 1))
+        pos = draw(st.integers(0, len(lines[i]) - 1))
+        line = bytearray(lines[i])
+        line[pos] = draw(st.integers(32, 126).filter(lambda b: b != line[pos]))
+        return kind, [*lines[:i], bytes(line), *lines[i + 1:]]
+    if kind == "rehashed_edit":
+        i = draw(st.integers(max(0, n - 4), n - 1)) if draw(st.booleans()) else draw(st.integers(0, n - 1))
+        record = json.loads(lines[i])
+        record["actor"] = record["actor"] + "x"
+        record["hash"] = event_hash(**{k: v for k, v in record.items() if k != "hash"})
+        return kind, [*lines[:i], canonical_json(record).encode(), *lines[i + 1:]]
+    if kind == "delete":
+        start = draw(st.integers(0, n - 1))
+        stop = n if draw(st.booleans()) else draw(st.integers(start + 1, n))  # often the tail
+        return kind, lines[:start] + lines[stop:]
+    i = draw(st.integers(0, n - 1))
+    record = json.loads(lines[i])
+    record["details"] = {"forged": True}
+    record["hash"] = event_hash(**{k: v for k, v in record.items() if k != "hash"})
+    return kind, [*lines[:i], canonical_json(record).encode(), *lines[i:]]
+
+
+def test_any_tampering_of_a_real_log_including_its_last_lines_fails_verify(state: Path, canary: str) -> None:
+    s = settings_for(state, require=False)
+    rollout.promote(s, FRAUD, reason="the last event is a lifecycle event")
+    anchors = collect_anchors(s)
+    log = open_audit_log("file", path=s.audit_path)
+    result = log.verify(anchors)
+    assert result.ok and unanchored_tail(result.events, anchors) == 0, "the end of the log is anchored"
+    lines = s.audit_path.read_bytes().split(b"\n")[:-1]
+    tail_cases = [lines[:-1], lines[:-2], [*lines[:-1], lines[-1].replace(b'"riskloop"', b'"mallory"')]]
+
+    def broken(tampered: list[bytes]) -> bool:
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = FileAuditLog(Path(tmp) / "audit.jsonl")
+            copy.path.write_bytes(b"".join(line + b"\n" for line in tampered))
+            return not copy.verify(anchors).ok
+
+    assert all(broken(case) for case in tail_cases)
+
+    @settings(max_examples=80, deadline=None)
+    @given(data=st.data())
+    def prop(data: st.DataObject) -> None:
+        kind, tampered = data.draw(tampering(lines))
+        assert broken(tampered), kind
+
+    prop()
+    # the command says so too: the last line deleted, exit code 1
+    s.audit_path.write_bytes(b"".join(line + b"\n" for line in lines[:-1]))
+    try:
+        code, out = cli(state, "audit", "verify")
+        assert code == 1 and "truncated" in out, out
+    finally:
+        s.audit_path.write_bytes(b"".join(line + b"\n" for line in lines))
+    code, out = cli(state, "audit", "verify")
+    assert code == 0 and "intact" in out and "after the newest anchor" not in out, out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from riskloop.audit.anchors import ANCHOR_HASH_TAG, ANCHOR_SEQ_TAG, anchor_event
 from riskloop.audit.log import AuditEvent, AuditLog, open_audit_log
 from riskloop.errors import ConfigError, DeploymentError, RiskloopError
 from riskloop.settings import Settings
@@ -84,7 +85,8 @@ def approve(s: Settings, model_name: str, version: str, *, by: str, note: str) -
         details={"note": note, "model_sha256": info.tags["model_sha256"],
                  "dataset_spec": info.tags.get("dataset_spec"), "recorded_by": s.audit.actor})
     set_version_tags(s.tracking_uri, model_name, info.version, {
-        APPROVED_BY_TAG: by.strip(), APPROVED_AT_TAG: event.time, APPROVAL_NOTE_TAG: note})
+        APPROVED_BY_TAG: by.strip(), APPROVED_AT_TAG: event.time, APPROVAL_NOTE_TAG: note,
+        ANCHOR_SEQ_TAG: str(event.seq), ANCHOR_HASH_TAG: event.hash})
     return _from_event(event)
 
 
@@ -127,10 +129,11 @@ def check_approved(s: Settings, model_name: str, version: str, *, action: str) -
     if found is not None:
         return found
     how = approve_command(model_name, info.version, spec)
-    _log(s).append("approval_refused", actor=s.audit.actor,
+    refused = _log(s).append("approval_refused", actor=s.audit.actor,
                    ids={"model": model_name, "model_version": info.version},
                    details={"action": action, "required_because": requirement.why,
                             "model_sha256": info.tags["model_sha256"]})
+    anchor_event(s, model_name, info.version, refused)
     raise DeploymentError(
         f"{action} refused: version {info.version} of {model_name} has no recorded approval "
         f"({requirement.why})",

@@ -61,12 +61,15 @@ def analyze_interval(s: Settings, model_name: str, *, interval_seconds: float, p
     time.sleep(interval_seconds)
     end = src.snapshot()
     verdict = judge(d, begin, end, policy)
-    open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
+    from riskloop.audit.anchors import anchor_event
+
+    appended = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
         "canary_verdict", actor=s.audit.actor,
         ids={"model": model_name, "champion_version": d.champion_version,
              "challenger_version": d.challenger_version},
         details={"canary_percent": d.canary_percent, "mode": d.mode, "interval_seconds": interval_seconds,
                  "window": [begin.at.isoformat(), end.at.isoformat()], "verdict": verdict.to_dict()})
+    anchor_event(s, model_name, d.challenger_version, appended)
     return verdict
 
 

@@ -34,9 +34,14 @@ def _audit(s: Settings, event: str, d: Deployment, details: Mapping[str, Any]) -
     ids = {"model": d.model_name, "champion_version": d.champion_version}
     if d.challenger_version is not None:
         ids["challenger_version"] = d.challenger_version
-    open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
+    from riskloop.audit.anchors import anchor_event
+
+    appended = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
         event, actor=s.audit.actor, ids=ids,
         details={"revision": d.revision, "canary_percent": d.canary_percent, "mode": d.mode, **details})
+    for version in {d.champion_version, d.challenger_version} - {None}:
+        assert version is not None
+        anchor_event(s, d.model_name, version, appended)  # the log's new end is anchored outside it
 
 
 def resolve_version(s: Settings, model_name: str, *, alias: str | None = None, version: str | None = None) -> str:
