@@ -20,6 +20,7 @@ from riskloop.monitoring.decay import (
     join_labels,
     known_labels,
     mature_rows,
+    recent_mature_rows,
     window_performance,
 )
 
@@ -89,6 +90,13 @@ def test_daily_metrics_only_on_mature_days() -> None:
     assert p.recall == p.true_positives / p.positives
     assert len(mature_rows(joined, as_of=as_of, maturity_days=3)) == 7 * 400
     assert days == daily_performance(joined, as_of=as_of, maturity_days=3, n_boot=50)  # seeded
+    # the recent window: the last `days` mature days (days 3..6 of 0..9 here), not the days before as_of
+    recent = recent_mature_rows(joined, as_of=as_of, maturity_days=3, days=4)
+    assert sorted(set(pd.to_datetime(recent["time"], utc=True).dt.date)) == [
+        (START + timedelta(days=i)).date() for i in range(3, 7)]
+    assert len(recent) == 4 * 400
+    with pytest.raises(ConfigError, match="window of 0"):
+        recent_mature_rows(joined, as_of=as_of, maturity_days=3, days=0)
 
 
 def test_a_decayed_model_is_detected_and_a_steady_one_is_not() -> None:

@@ -132,8 +132,8 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
         tx = read_partitions(spec.source_path(s.root), day - timedelta(days=decay_window_days + 30), day)
         labels = dec.known_labels(tx, spec, as_of=end)
         joined = dec.join_labels(mine, labels, id_column="transaction_id", role="champion", model_version=version)
-        recent = dec.mature_rows(joined, as_of=end, maturity_days=spec.label.maturity_days)
-        recent = recent[pd.to_datetime(recent["time"], utc=True) >= start - timedelta(days=decay_window_days)]
+        recent = dec.recent_mature_rows(joined, as_of=end, maturity_days=spec.label.maturity_days,
+                                        days=decay_window_days)
         if len(recent) and int(recent[dec.LABEL].sum()) > 0:
             baseline = dec.baseline_from_evaluation(run_info(s.tracking_uri, info.run_id)["metrics"])
             decay = dec.detect_decay(baseline, dec.window_performance(recent, seed=seed))

@@ -306,6 +306,20 @@ def mature_rows(joined: pd.DataFrame, *, as_of: datetime, maturity_days: float) 
     return kept.reset_index(drop=True)
 
 
+def recent_mature_rows(joined: pd.DataFrame, *, as_of: datetime, maturity_days: float, days: int) -> pd.DataFrame:
+    """The rows of :func:`join_labels` on the last ``days`` mature days as of ``as_of``: the recent window.
+
+    With ``maturity_days=7`` and ``as_of`` the end of day D, the mature days end on
+    D-7 and a 7-day window covers D-13 .. D-7.
+    """
+    if days < 1:
+        raise ConfigError(f"a window of {days} day(s)", where="recent_mature_rows", fix="use days >= 1, e.g. 7")
+    mature = mature_rows(joined, as_of=as_of, maturity_days=maturity_days)
+    first = _last_mature_day(as_of, maturity_days, "recent_mature_rows") - pd.Timedelta(days=days - 1)
+    kept: pd.DataFrame = mature[pd.to_datetime(mature["time"], utc=True).dt.date >= first]
+    return kept.reset_index(drop=True)
+
+
 def _last_mature_day(as_of: datetime, maturity_days: float, where: str) -> date:
     if as_of.utcoffset() is None:
         raise ConfigError(f"as_of={as_of.isoformat()} has no timezone", where=where,
@@ -332,5 +346,6 @@ __all__ = [
     "join_labels",
     "known_labels",
     "mature_rows",
+    "recent_mature_rows",
     "window_performance",
 ]
