@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import ks_2samp
+from scipy.stats import ks_2samp, wasserstein_distance
 
 from riskloop.errors import ConfigError, DataContractError
 from riskloop.monitoring.drift import (
@@ -25,6 +25,7 @@ from riskloop.monitoring.drift import (
     DriftReport,
     chi_square_homogeneity,
     detect_drift,
+    normed_wasserstein,
     read_report,
     write_report,
 )
@@ -90,12 +91,32 @@ def test_evidently_ks_is_scipys_two_sample_ks() -> None:
         expected = ks_2samp(ref[name], cur[name]).pvalue
         got = report.score_p_value if name == "score" else report.p_values[name]
         assert got == pytest.approx(expected, rel=1e-9)
-    # the effect size beside the p-value: KS D, the same statistic scipy reports
+    # the effect size beside the p-value: the Wasserstein distance in reference standard deviations
     for f in report.features:
         if f.kind == "numeric":
-            assert f.effect == pytest.approx(ks_2samp(ref[f.feature], cur[f.feature]).statistic, abs=1e-12)
+            expected = wasserstein_distance(ref[f.feature], cur[f.feature]) / np.std(ref[f.feature])
+            assert f.effect == pytest.approx(expected, rel=1e-9)
         else:
             assert 0.0 <= f.effect <= 1.0
+
+
+def test_effect_size_is_in_reference_standard_deviations() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.normal(10.0, 2.0, 50_000)
+    # a pure location shift of 0.3 SD has a normed Wasserstein distance of 0.3, whatever the scale
+    assert normed_wasserstein(ref, ref + 0.6) == pytest.approx(0.3, rel=0.02)
+    assert normed_wasserstein(ref * 100, ref * 100 + 60) == pytest.approx(normed_wasserstein(ref, ref + 0.6))
+    # a merchant-level count: every row of a merchant carries its value, a few big merchants hold most rows;
+    # each merchant's count moving by 2 the next day is no drift, but it moves a whole step of the CDF
+    sizes = np.array([0.3, 0.2, 0.1, *[0.4 / 40] * 40])
+    values = np.sort(rng.uniform(0, 1000, len(sizes)))
+    day1 = rng.choice(values, 5_000, p=sizes)
+    day2 = rng.choice(values + 2, 5_000, p=sizes)
+    assert ks_2samp(day1, day2).statistic > 0.15
+    assert normed_wasserstein(day1, day2) < 0.05  # sampling noise included; the policy acts from 0.1
+    # a constant reference: the distance unscaled; an empty side: NaN
+    assert normed_wasserstein(np.full(10, 3.0), np.full(10, 3.5)) == pytest.approx(0.5)
+    assert np.isnan(normed_wasserstein(np.array([]), ref))
 
 
 def test_finds_a_shifted_feature_a_new_channel_mix_and_score_drift(tmp_path: Path) -> None:

@@ -27,6 +27,13 @@ with its verdict; there the categorical columns show Evidently's Jensen-Shannon
 *distance*, and the p-values of record are those in the :class:`DriftReport`
 (:func:`write_report` writes them as JSON).
 
+**Effect size.** Beside each p-value a :class:`FeatureDrift` carries how large
+the change is: the Wasserstein distance in reference standard deviations for
+numeric columns (:func:`normed_wasserstein`), Cramer's V for categorical ones.
+With thousands of rows a day a p-value finds differences far too small to
+matter; the decision counts a discovery as drift only when its effect is also
+large enough (``MonitorPolicy.min_effect``).
+
 **Sampling.** A current window longer than ``max_rows`` is replaced by a seeded
 uniform sample of ``max_rows`` rows (without replacement); the reference (already
 a sample, 5,000 rows by default) is used whole. Two-sample KS power depends on
@@ -111,8 +118,9 @@ class FeatureDrift:
     missing_share_reference: float
     missing_share_current: float
     note: str = ""
-    # how large the change is, whatever its p-value: the KS distance D for numeric columns, Cramer's V for
-    # categorical ones (both in [0, 1]); NaN when the test did not run
+    # how large the change is, whatever its p-value (see :func:`normed_wasserstein`): for numeric columns the
+    # Wasserstein distance in units of the reference's standard deviation, for categorical ones Cramer's V;
+    # NaN when the test did not run
     effect: float = math.nan
 
 
@@ -280,8 +288,8 @@ def detect_drift(
         missing_ref, missing_cur = float(r.isna().mean()), float(k.isna().mean())
         n_r, n_c = int(r.notna().sum()), int(k.notna().sum())
         note = "" if c in ks_p else "not tested: no values on one side"
-        effect = _ks_distance(r.dropna().to_numpy(np.float64), k.dropna().to_numpy(np.float64)) if c in ks_p \
-            else math.nan
+        effect = normed_wasserstein(r.dropna().to_numpy(np.float64), k.dropna().to_numpy(np.float64)) \
+            if c in ks_p else math.nan
         results[c] = FeatureDrift(c, "numeric", KS, ks_p.get(c, math.nan), None, n_r, n_c, missing_ref, missing_cur,
                                   note, effect)
     for c in categorical:
@@ -455,14 +463,26 @@ def _evidently_run(ref: pd.DataFrame, cur: pd.DataFrame, ks_columns: list[str], 
     return p_values, version
 
 
-def _ks_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic D: the largest gap between the two empirical CDFs."""
-    if not len(a) or not len(b):
+def normed_wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
+    """How far the values moved, in reference standard deviations: ``W1(reference, current) / sd(reference)``.
+
+    The effect size a p-value is judged by (``MonitorPolicy.min_effect``, 0.1 by
+    default, which is also Evidently's threshold for this distance). Not the KS
+    distance D: on features that take few values shared by many rows (a
+    merchant's 7-day count, the same for every transaction of that merchant
+    that day) a shift of one count moves a whole step of the CDF, and D came
+    out at 0.18-0.25 between two consecutive drift-free days of the synthetic
+    set (160 merchants), where this distance stayed below 0.05. A reference
+    without spread (a constant) uses the distance unscaled. NaN when a side is
+    empty.
+    """
+    if not len(reference) or not len(current):
         return math.nan
-    a, b = np.sort(a), np.sort(b)
-    grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
-                               - np.searchsorted(b, grid, side="right") / len(b))))
+    from scipy.stats import wasserstein_distance
+
+    distance = float(wasserstein_distance(reference, current))
+    spread = float(np.std(reference))
+    return distance / spread if spread > 0 else distance
 
 
 def _nan_to_none(d: dict[str, Any]) -> dict[str, Any]:
