@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from riskloop.errors import ModelIntegrityError, TrainingError
-from riskloop.training.dataset import LABEL, SPLIT, FeatureSpec, assemble, feature_spec
+from riskloop.training.dataset import LABEL, SPLIT, UNLABELLED, FeatureSpec, assemble, feature_spec
 from riskloop.training.evaluate import evaluate_scores
 from riskloop.training.train import (
     META_FILE,
@@ -240,11 +240,15 @@ def test_reference_sample_is_seeded_recent_rows_with_scores(frame: pd.DataFrame,
     pd.testing.assert_frame_equal(ref, reference_sample(frame, bundle, n=300, seed=5))
     assert not ref.equals(reference_sample(frame, bundle, n=300, seed=6))
     np.testing.assert_array_equal(ref["score"].to_numpy(), bundle.predict_frame(ref))
-    recent = frame[SPLIT].isin(["validation", "test"])
-    assert recent.sum() >= 300
-    assert set(ref["x1"]) <= set(frame.loc[recent, "x1"])  # the most recent rows, not the train split
-    everything = reference_sample(frame, bundle, n=10**6)
-    assert len(everything) == int(recent.sum())
+    # the newest rows: the unlabelled tail (features need no label) when it is large enough
+    tail = frame[SPLIT] == UNLABELLED
+    assert tail.sum() >= 300
+    assert set(ref["x1"]) <= set(frame.loc[tail, "x1"])
+    # a tail shorter than 1,000 rows is topped up with test and validation, never the train split
+    recent = frame[SPLIT].isin([UNLABELLED, "validation", "test"])
+    short_tail = frame[~tail | (frame.index.isin(frame.index[tail][:500]))]
+    everything = reference_sample(short_tail, bundle, n=10**6)
+    assert len(everything) == int(recent.sum()) - int(tail.sum()) + 500
 
 
 def test_train_params_are_validated() -> None:

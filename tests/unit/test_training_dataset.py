@@ -23,6 +23,7 @@ from riskloop.features.store import STORE_FEATURES
 from riskloop.training.dataset import (
     LABEL,
     SPLIT,
+    UNLABELLED,
     FeatureSpec,
     WindowParams,
     assemble,
@@ -165,8 +166,11 @@ def test_immature_rows_never_reach_any_split(maturity_days: float, cutoff_day: i
     mature_before = pd.Timestamp(cutoff) - pd.Timedelta(days=maturity_days)
     for part in ("train", "validation", "test"):
         assert (frame.loc[frame[SPLIT] == part, "ts"] < mature_before).all(), part
-    # Nothing mature was dropped on the way.
-    assert len(frame) == int((tx["ts"] < mature_before).sum())
+    # Nothing mature was dropped on the way; the immature rows before the cutoff are kept, marked unlabelled.
+    labelled = frame[SPLIT] != UNLABELLED
+    assert int(labelled.sum()) == int((tx["ts"] < mature_before).sum())
+    assert (frame.loc[~labelled, "ts"] >= mature_before).all() and (frame["ts"] < pd.Timestamp(cutoff)).all()
+    assert int((~labelled).sum()) == int(((tx["ts"] >= mature_before) & (tx["ts"] < pd.Timestamp(cutoff))).sum())
 
 
 @settings(max_examples=25, deadline=None)
@@ -181,13 +185,16 @@ def test_maturity_cut_and_time_order_hold_for_any_window(cutoff_hours: int, matu
         frame = assemble(tx, None, toy_spec(), params)
     except TrainingError:
         return  # a window too short for its splits is refused, which is the contract
-    assert frame["ts"].max() < pd.Timestamp(cutoff) - pd.Timedelta(days=maturity)
+    labelled = frame[SPLIT] != UNLABELLED
+    assert frame.loc[labelled, "ts"].max() < pd.Timestamp(cutoff) - pd.Timedelta(days=maturity)
+    assert frame["ts"].max() < pd.Timestamp(cutoff)
     _assert_time_ordered(frame)
 
 
 def _assert_time_ordered(frame: pd.DataFrame, ts_col: str = "ts") -> None:
-    ts = {p: frame.loc[frame[SPLIT] == p, ts_col] for p in ("train", "validation", "test")}
+    ts = {p: frame.loc[frame[SPLIT] == p, ts_col] for p in ("train", "validation", "test", UNLABELLED)}
     assert ts["train"].max() < ts["validation"].min() <= ts["validation"].max() < ts["test"].min()
+    assert ts[UNLABELLED].empty or ts["test"].max() < ts[UNLABELLED].min()
 
 
 def test_split_is_by_time_with_the_window_lengths() -> None:
@@ -198,9 +205,10 @@ def test_split_is_by_time_with_the_window_lengths() -> None:
     test_start = end - pd.Timedelta(days=params.test_days)
     val_start = test_start - pd.Timedelta(days=params.validation_days)
     split = frame[SPLIT]
-    assert ((frame["ts"] >= test_start) == (split == "test")).all()
+    assert (((frame["ts"] >= test_start) & (frame["ts"] < end)) == (split == "test")).all()
     assert (((frame["ts"] >= val_start) & (frame["ts"] < test_start)) == (split == "validation")).all()
-    assert set(split) == {"train", "validation", "test"}
+    assert ((frame["ts"] >= end) == (split == UNLABELLED)).all()
+    assert set(split) == {"train", "validation", "test", UNLABELLED}
 
 
 def test_rows_sorted_by_time_then_id_whatever_the_input_order() -> None:

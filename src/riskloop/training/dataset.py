@@ -26,6 +26,10 @@ from riskloop.features.compute import REALTIME_FEATURES, STORE_FEATURES, event_h
 
 LABEL = "label"
 SPLIT = "split"
+# rows younger than the label maturity at the cutoff: their labels are not known yet, so no model learns or is
+# judged on them; they are kept (features only) as the newest picture of the inputs, the drift reference
+UNLABELLED = "unlabelled"
+LABELLED_SPLITS = ("train", "validation", "test")
 RAW_TRANSACTION_FEATURES = ("amount", "distance_from_home_km", "card_age_days", "event_hour")
 RAW_CATEGORICAL = ("merchant_category", "channel", "device_type", "country")
 
@@ -98,6 +102,11 @@ def assemble(tx: pd.DataFrame, features: pd.DataFrame | None, spec: DatasetSpec,
              params: WindowParams) -> pd.DataFrame:
     """The training frame: one row per usable transaction with features, label and split.
 
+    Time-split specs: rows before ``cutoff - maturity_days`` are split into
+    train / validation / test by time; the younger rows up to the cutoff,
+    whose labels are not known yet, get the split ``unlabelled`` and are used
+    by nothing that learns or evaluates (they are the drift reference's pool).
+
     ``features`` is the output of Feast retrieval (keyed by the id column) or
     None for raw-feature specs.
     """
@@ -111,17 +120,22 @@ def assemble(tx: pd.DataFrame, features: pd.DataFrame | None, spec: DatasetSpec,
         df = df.join(f.drop(columns=dup), on=id_col)
     cutoff = pd.Timestamp(params.cutoff)
     df[LABEL] = label_as_known(df, spec, cutoff.to_pydatetime())
-    if ts_col is not None:
-        df = df[df[ts_col] < cutoff]
-        mature_before = cutoff - pd.Timedelta(days=params.maturity_days)
-        df = df[df[ts_col] < mature_before]
-        df = df.sort_values([ts_col, id_col], kind="stable").reset_index(drop=True)
-    else:
+    if ts_col is None:
         df = df.sort_values(id_col, kind="stable").reset_index(drop=True)
-    if df.empty:
+        if df.empty:
+            raise TrainingError("no rows", where="the training frame", fix="pass a non-empty dataset")
+        df[SPLIT] = _split(df, spec, params, None)
+        return df
+    df = df[df[ts_col] < cutoff]
+    mature_before = cutoff - pd.Timedelta(days=params.maturity_days)
+    df = df.sort_values([ts_col, id_col], kind="stable").reset_index(drop=True)
+    mature = (df[ts_col] < mature_before).to_numpy()
+    if not mature.any():
         raise TrainingError("no rows left after the label-maturity cut", where=f"cutoff {cutoff}",
                             fix="move the cutoff later or lower maturity_days")
-    df[SPLIT] = _split(df, spec, params, mature_before if ts_col else None)
+    split = np.full(len(df), UNLABELLED, dtype=object)
+    split[mature] = _split(df[mature], spec, params, mature_before)
+    df[SPLIT] = split
     return df
 
 
@@ -168,9 +182,10 @@ def matrix(df: pd.DataFrame, fspec: FeatureSpec) -> np.ndarray:
 
 
 def training_window(df: pd.DataFrame, spec: DatasetSpec) -> tuple[str, str]:
+    """First and last event time of the rows a model learns or is judged on (the unlabelled tail excluded)."""
     if spec.timestamp_column is None:
         return ("", "")
-    ts = df[spec.timestamp_column]
+    ts = df.loc[df[SPLIT] != UNLABELLED, spec.timestamp_column] if SPLIT in df else df[spec.timestamp_column]
     return (ts.min().isoformat(), ts.max().isoformat())
 
 
@@ -178,5 +193,5 @@ def day_start(d: datetime) -> datetime:
     return d.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-__all__ = ["LABEL", "SPLIT", "FeatureSpec", "WindowParams", "assemble", "day_start",
+__all__ = ["LABEL", "LABELLED_SPLITS", "SPLIT", "UNLABELLED", "FeatureSpec", "WindowParams", "assemble", "day_start",
            "feature_spec", "label_as_known", "matrix", "training_window"]
