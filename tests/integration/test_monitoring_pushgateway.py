@@ -55,8 +55,8 @@ def test_a_monitoring_run_is_pushed_and_read_back(pushgateway_url: str, group: t
                             "score": rng.beta(1, 30, 8000)})
     report = detect_drift(reference, current, numeric=["amount"], categorical=["channel"], model_version=version,
                           window_end=NOW - timedelta(minutes=30))
-    decision, state = decide([report], None, MonitorPolicy(), MonitorState(retrains_total=2), model_version=version,
-                             now=NOW)
+    one_day = MonitorPolicy(min_drift_days=1)  # one report: drift on one day is enough here
+    decision, state = decide([report], None, one_day, MonitorState(retrains_total=2), model_version=version, now=NOW)
     assert decision.action == "retrain"  # amount drifted: 1 of 2 features
 
     registry = CollectorRegistry()
@@ -79,7 +79,7 @@ def test_a_monitoring_run_is_pushed_and_read_back(pushgateway_url: str, group: t
     assert not any(math.isnan(value) for value in got.values())
 
     # the next run replaces the group: decision gauges move, the counter does not go back
-    decision, state = decide([], None, MonitorPolicy(), state, model_version=version, now=NOW + timedelta(days=1))
+    decision, state = decide([], None, one_day, state, model_version=version, now=NOW + timedelta(days=1))
     registry = CollectorRegistry()
     MonitoringMetrics(registry).record_decision(decision, state, model=model, now=NOW + timedelta(days=1))
     push_monitoring_metrics(registry, pushgateway_url, job=job, grouping_key=key)

@@ -25,8 +25,9 @@ from riskloop.monitoring.drift import KS, DriftReport, FeatureDrift
 
 FEATURES = [f"f{i}" for i in range(10)]
 DAY0 = datetime(2026, 4, 1, tzinfo=UTC)
+# one day of drift is enough here, to test the rest of the logic day by day; persistence has its own test
 POLICY = MonitorPolicy(fdr=0.05, window_days=7, min_current_rows=1000, min_reference_rows=1000,
-                       retrain_drift_share=0.3, cooldown_days=7)
+                       retrain_drift_share=0.3, cooldown_days=7, min_drift_days=1)
 
 
 def report(day: int, p: Mapping[str, float] | None = None, *, score_p: float = 0.6, version: str | None = "1",
@@ -100,6 +101,21 @@ def test_significant_but_tiny_changes_are_not_drift() -> None:
     assert decision.action == "retrain" and len(decision.drifted_features) == len(FEATURES)
 
 
+def test_drift_must_persist_for_min_drift_days() -> None:
+    policy = POLICY.model_copy(update={"min_drift_days": 2})
+    assert MonitorPolicy().min_drift_days == 2
+    drifted = {"f1": 1e-9, "f2": 1e-9, "f3": 1e-9}
+    # one-day spikes of different features, a week long: never two days for one feature, never drift
+    spikes = [report(d, {f"f{d}": 1e-9}) for d in range(7)]
+    actions, _ = run(spikes, policy=policy)
+    assert actions == ["ok"] * 7
+    decision, _ = decide(spikes[:1], None, policy, MonitorState(), model_version="1", now=DAY0 + timedelta(days=1))
+    assert decision.drifted_features == () and len(decision.discoveries) == 1
+    # a sustained change is found on its second day
+    actions, _ = run([report(0, drifted), report(1, drifted)], policy=policy)
+    assert actions == ["ok", "retrain"]
+
+
 def test_score_drift_alone_is_watch_unless_the_policy_retrains_on_it() -> None:
     now = DAY0 + timedelta(days=1)
     decision, _ = decide([report(0, score_p=1e-9)], None, POLICY, MonitorState(), model_version="1", now=now)
@@ -118,19 +134,58 @@ def test_days_below_the_minimum_rows_are_not_tested() -> None:
     assert "below 1000 current or 1000 reference rows" in decision.reasons[0]
 
 
-def test_cooldown_blocks_a_second_retrain_of_a_new_model() -> None:
+def decayed(significant: bool = True) -> DecayResult:
+    perf = Performance(n=1, positives=1, pr_auc=0.5, pr_auc_low=0.4, pr_auc_high=0.6, pr_auc_se=0.05, recall=0.5,
+                       recall_low=0.4, recall_high=0.6, true_positives=1, false_positives=0, fpr=0.0, threshold=0.5)
+    return DecayResult(baseline=perf, recent=perf, pr_auc_drop=0.2, pr_auc_p_value=0.001, recall_drop=0.2,
+                       recall_p_value=0.001, alpha=0.05, min_drop=0.0, min_positives=30, enough_labels=True,
+                       significant=significant, reasons=("recall dropped 0.200 (p=0.001 < 0.025)",))
+
+
+def test_the_same_drift_against_the_retrained_model_is_the_same_episode() -> None:
     drifted = {"f1": 1e-9, "f2": 1e-9, "f3": 1e-9}
     actions, state = run([report(0, drifted)])
-    assert actions == ["retrain"]
-    # the retrained model (version 2) is champion two days later and drifts at once: cooldown
-    actions, state = run([report(2, drifted, version="2")], state, version="2")
-    assert actions == ["watch"]
-    decision, _ = decide([report(3, drifted, version="2")], None, POLICY, state, model_version="2",
-                         now=DAY0 + timedelta(days=4))
-    assert decision.blocked_by == "cooldown" and "cooldown" in decision.reasons[-1]
-    # after the cooldown it may retrain again
-    actions, state = run([report(8, drifted, version="2")], state, version="2")
+    assert actions == ["retrain"] and state.episode_signals == ("f1", "f2", "f3")
+    # the retrained model (version 2) is champion two days later and sees the same drift for weeks:
+    # it learnt from a day of the shift only; one episode, one retrain
+    actions, state = run([report(d, drifted, version="2") for d in range(2, 30)], state, version="2")
+    assert set(actions) == {"watch"} and state.retrains_total == 1
+    decision, _ = decide([report(29, drifted, version="2")], None, POLICY, state, model_version="2",
+                         now=DAY0 + timedelta(days=30))
+    assert decision.blocked_by == "episode" and "same episode" in decision.reasons[-1]
+    # the episode lasts episode_days (30): after that the same drift is a new signal
+    actions, state = run([report(30, drifted, version="2")], state, version="2")
     assert actions == ["retrain"] and state.retrains_total == 2
+
+
+def test_new_features_drifting_or_the_retrained_model_decaying_open_a_new_episode() -> None:
+    first = {"f1": 1e-9, "f2": 1e-9, "f3": 1e-9}
+    _, state = run([report(0, first)])
+    # within the cooldown, something new is still held back
+    decision, _ = decide([report(3, version="2")], decayed(), POLICY, state, model_version="2",
+                         now=DAY0 + timedelta(days=4))
+    assert decision.action == "watch" and decision.blocked_by == "cooldown"
+    # after it: decay of the retrained version retrains
+    decision, after = decide([report(9, version="2")], decayed(), POLICY, state, model_version="2",
+                             now=DAY0 + timedelta(days=10))
+    assert decision.action == "retrain" and "version 2, retrained in the episode, decays" in decision.reasons[-1]
+    assert after.episode_signals == ("decay",)
+    # ... and so do three other features (30 % of ten) drifting on their own
+    other = {"f1": 1e-9, "f5": 1e-9, "f6": 1e-9, "f7": 1e-9}
+    actions, state2 = run([report(9, other, version="2")], state, version="2")
+    assert actions == ["retrain"] and state2.episode_signals == ("f1", "f5", "f6", "f7")
+    # but decay of the version that opened the episode is that episode (it waits for the new champion)
+    decision, _ = decide([report(9)], decayed(), POLICY, state, model_version="1", now=DAY0 + timedelta(days=10))
+    assert decision.blocked_by == "episode"
+
+
+def test_a_quiet_day_closes_the_episode() -> None:
+    drifted = {"f1": 1e-9, "f2": 1e-9, "f3": 1e-9}
+    _, state = run([report(0, drifted)])
+    actions, state = run([report(d, version="2") for d in range(2, 10)], state, version="2")
+    assert actions[-1] == "ok" and state.episode_started_at is None and state.episode_signals == ()
+    actions, state = run([report(11, drifted, version="2")], state, version="2")
+    assert actions == ["retrain"]
 
 
 def test_one_episode_one_retrain_and_the_next_needs_new_drift() -> None:

@@ -10,22 +10,32 @@ new :class:`MonitorState` (JSON, :func:`save_state` / :func:`load_state`).
   score × day test of days with enough rows forms one family, and
   Benjamini-Hochberg at ``fdr`` picks the discoveries: the expected share of
   false alarms among them is at most ``fdr``, however many days and features.
-* **Signals.** ``drift_share`` = features with at least one discovery in the
-  window / features tested. Retrain when it reaches ``retrain_drift_share``,
-  when performance decay is significant (``retrain_on_decay``), or on score
-  drift if ``retrain_on_score_drift``. Any other discovery, or a significant
-  decay that is not acted on, means ``watch``. Nothing: ``ok``.
+* **Signals.** ``drift_share`` = features with discoveries on at least
+  ``min_drift_days`` days of the window (a discovery: BH-rejected *and* an
+  effect of at least ``min_effect``) / features tested. Retrain when it
+  reaches ``retrain_drift_share``, when performance decay is significant
+  (``retrain_on_decay``), or on score drift if ``retrain_on_score_drift``.
+  Sustained drift below the share, or a signal that is not acted on, means
+  ``watch``; a one-day discovery alone, or nothing, means ``ok``.
 * **Minimum samples.** Days with fewer than ``min_current_rows`` tested rows or
   a reference below ``min_reference_rows`` are left out of the family; a decay
   result without enough labels is ignored. Both are named in the reasons.
 * **Cooldown.** No retrain within ``cooldown_days`` of the last one (``watch``
   instead).
-* **One episode, one retrain.** A retrain is triggered at most once per
-  champion version. The episode ends when a new version is monitored: its
-  reference is the new model's, and the window restarts empty, so a second
-  retrain needs new drift against the new model. If the retrained model never
-  becomes champion (rejected by the gate) the monitor stays at ``watch``;
-  a person decides (or :meth:`MonitorState.end_episode`).
+* **One episode, one retrain.** A retrain opens an *episode* that remembers
+  the features (and the score) that drifted. For ``episode_days`` (30: the
+  training window, after which everything a retrained model learnt from
+  postdates the change) the same drift does not retrain again, whichever
+  version is champion: a model retrained on the day a shift starts has seen
+  only a day of it, so its own reference still differs from the traffic,
+  and 30-day history features keep moving for a month. Inside an episode a
+  retrain needs something new: features outside the episode drifting at
+  ``retrain_drift_share`` on their own, or significant decay of a version
+  other than the one that opened it (the retrain did not help). An ``ok`` day
+  (nothing drifted, no decay) closes the episode early.
+  A retrain is also triggered at most once per champion version: if the
+  retrained model never becomes champion (rejected by the gate), the monitor
+  stays at ``watch`` and a person decides (or :meth:`MonitorState.end_episode`).
 """
 
 from __future__ import annotations
@@ -63,13 +73,20 @@ class MonitorPolicy(_Frozen):
     min_current_rows: int = Field(default=1000, ge=1, description="rows tested per day, after sampling")
     retrain_drift_share: float = Field(default=0.3, gt=0, le=1,
                                        description="share of features with a discovery that triggers a retrain")
-    min_effect: float = Field(default=0.1, ge=0, le=1, description=(
-        "a discovery counts as drift only if the change is also this large: KS distance D for numeric "
-        "features, Cramer's V for categorical ones. With thousands of rows a day, KS finds differences far "
-        "too small to matter (a drift-free synthetic run flagged 36-57 % of features every day)"))
+    min_effect: float = Field(default=0.1, ge=0, description=(
+        "a discovery counts as drift only if the change is also this large: the Wasserstein distance in reference "
+        "standard deviations for numeric features, Cramer's V for categorical ones (drift.FeatureDrift.effect). "
+        "With thousands of rows a day, KS finds differences far too small to matter (a drift-free synthetic run "
+        "flagged 36-57 % of features every day on p-values alone)"))
+    min_drift_days: int = Field(default=2, ge=1, description=(
+        "a feature counts as drifted only with material discoveries on at least this many days of the window: "
+        "a sustained change, not one day's noise (a drift-free run collected one-day spikes of different "
+        "features until a third of them had 'drifted' within a week)"))
     retrain_on_decay: bool = True
     retrain_on_score_drift: bool = False
     cooldown_days: float = Field(default=7, ge=0, description="no retrain within this many days of the last one")
+    episode_days: float = Field(default=30, ge=0, description=(
+        "how long an episode opened by a retrain stays open: the same drift does not retrain again within it"))
 
 
 class DayTests(_Frozen):
@@ -104,8 +121,11 @@ class MonitorState(_Frozen):
     last_retrain_at: datetime | None = None
     last_retrain_model_version: str | None = None
     retrains_total: int = Field(default=0, ge=0)
+    episode_started_at: datetime | None = None
+    episode_signals: tuple[str, ...] = Field(default=(), description=(
+        "what the open episode's retrain acted on: drifted features, 'score', 'decay'"))
 
-    @field_validator("last_run_at", "last_retrain_at")
+    @field_validator("last_run_at", "last_retrain_at", "episode_started_at")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.utcoffset() is None:
@@ -120,7 +140,11 @@ class MonitorState(_Frozen):
 
     def end_episode(self) -> MonitorState:
         """The same state with the open episode closed: the current version may trigger a retrain again."""
-        return self.model_copy(update={"last_retrain_model_version": None, "last_retrain_at": None})
+        return self.model_copy(update={"last_retrain_model_version": None, "last_retrain_at": None,
+                                       "episode_started_at": None, "episode_signals": ()})
+
+    def episode_open(self, now: datetime, days: float) -> bool:
+        return self.episode_started_at is not None and now - self.episode_started_at < timedelta(days=days)
 
 
 @dataclass(frozen=True)
@@ -196,16 +220,20 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
                         for (day, name, p), r, a in zip(family, rejected, adjusted, strict=True)
                         if r and material(day, name))
     tested_features = {name for _, name, _ in family if name != SCORE_TEST}
-    drifted = tuple(sorted({d.feature for d in discoveries if d.feature != SCORE_TEST}))
+    days_found: dict[str, set[date]] = {}
+    for d in discoveries:
+        days_found.setdefault(d.feature, set()).add(d.day)
+    sustained = {name for name, days in days_found.items() if len(days) >= policy.min_drift_days}
+    drifted = tuple(sorted(sustained - {SCORE_TEST}))
     drift_share = len(drifted) / len(tested_features) if tested_features else 0.0
-    score_drift = any(d.feature == SCORE_TEST for d in discoveries)
+    score_drift = SCORE_TEST in sustained
 
     want: Action = "ok"
     if drifted:
         top = ", ".join(drifted[:5]) + (" ..." if len(drifted) > 5 else "")
         reasons.append(f"drift in {len(drifted)} of {len(tested_features)} features ({drift_share:.0%}; {top}) "
                        f"over {len(eligible)} day(s), {len(family)} tests, FDR {policy.fdr:g}, "
-                       f"effect >= {policy.min_effect:g}")
+                       f"effect >= {policy.min_effect:g} on >= {policy.min_drift_days} day(s)")
         want = "retrain" if drift_share >= policy.retrain_drift_share else "watch"
         if want == "watch":
             reasons.append(f"drift share {drift_share:.0%} below the retrain level {policy.retrain_drift_share:.0%}")
@@ -224,18 +252,37 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
     action: Action = want
     blocked: Literal["cooldown", "episode"] | None = None
     new_state = state
+    signals = (*drifted, *(["score"] if score_drift else []), *(["decay"] if decay_significant else []))
+    episode_open = state.episode_open(now, policy.episode_days)
     if want == "retrain":
+        new_in_episode = _new_in_episode(state, drifted, len(tested_features), decay_significant, policy,
+                                         model_version)
         if state.last_retrain_model_version == model_version:
             action, blocked = "watch", "episode"
             reasons.append(f"retrain already triggered for version {model_version} at "
                            f"{_iso(state.last_retrain_at)}: one retrain per episode, waiting for the new champion")
+        elif episode_open and new_in_episode is None:
+            action, blocked = "watch", "episode"
+            assert state.episode_started_at is not None
+            reasons.append(f"same episode as the retrain at {_iso(state.episode_started_at)} "
+                           f"({_short(state.episode_signals)}): nothing new drifted and no decay of the retrained "
+                           f"model; it stays open until "
+                           f"{_iso(state.episode_started_at + timedelta(days=policy.episode_days))}")
         elif state.last_retrain_at is not None and now - state.last_retrain_at < timedelta(days=policy.cooldown_days):
             action, blocked = "watch", "cooldown"
             reasons.append(f"cooldown: last retrain at {_iso(state.last_retrain_at)}, next allowed from "
                            f"{_iso(state.last_retrain_at + timedelta(days=policy.cooldown_days))}")
         else:
+            if episode_open and new_in_episode:
+                reasons.append(f"a new episode: {new_in_episode}")
             new_state = state.model_copy(update={"last_retrain_at": now, "last_retrain_model_version": model_version,
-                                                 "retrains_total": state.retrains_total + 1})
+                                                 "retrains_total": state.retrains_total + 1,
+                                                 "episode_started_at": now, "episode_signals": signals})
+    elif action == "ok" and state.episode_started_at is not None:
+        new_state = state.model_copy(update={"episode_started_at": None, "episode_signals": ()})
+        reasons.append(f"the episode opened at {_iso(state.episode_started_at)} is over: nothing drifts")
+    elif state.episode_started_at is not None and not episode_open:
+        new_state = state.model_copy(update={"episode_started_at": None, "episode_signals": ()})
     if action == "ok" and not reasons:
         reasons.append(f"no drift over {len(eligible)} day(s) ({len(family)} tests, FDR {policy.fdr:g})")
     new_state = new_state.model_copy(update={"history": history, "last_run_at": now, "last_action": action})
@@ -244,6 +291,21 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
                         drifted_features=drifted, score_drift=score_drift, decay_significant=decay_significant,
                         blocked_by=blocked)
     return decision, new_state
+
+
+def _new_in_episode(state: MonitorState, drifted: Sequence[str], n_tested: int, decay_significant: bool,
+                    policy: MonitorPolicy, model_version: str) -> str | None:
+    """Why today's wanted retrain is not the open episode's (None: it is the same episode)."""
+    fresh = sorted(set(drifted) - set(state.episode_signals))
+    if n_tested and len(fresh) / n_tested >= policy.retrain_drift_share:
+        return f"{len(fresh)} feature(s) outside the open episode drifted ({_short(tuple(fresh))})"
+    if decay_significant and state.last_retrain_model_version not in (None, model_version):
+        return f"version {model_version}, retrained in the episode, decays too"
+    return None
+
+
+def _short(names: Sequence[str]) -> str:
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "") if names else "nothing recorded"
 
 
 def save_state(state: MonitorState, path: Path) -> Path:
