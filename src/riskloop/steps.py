@@ -126,7 +126,7 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
                        settings: Settings) -> dict[str, Any]:
     """Features (Feast, point-in-time) + labels as known at the cutoff + time split → parquet."""
     from riskloop.features.store import historical_features, open_store
-    from riskloop.training.dataset import LABEL, SPLIT, UNLABELLED, WindowParams, assemble
+    from riskloop.training.dataset import WindowParams, assemble
 
     spec = load_spec(spec_name)
     cutoff = datetime.combine(_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
@@ -147,7 +147,7 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _write_snapshot(frame, out_path, definitions)
     return {"rows": len(frame), "data_sha256": frame_sha256(frame), "cutoff": cutoff.isoformat(),
-            "positives": int(frame.loc[frame[SPLIT] != UNLABELLED, LABEL].sum())}
+            "positives": int(frame["label"].sum())}
 
 
 def _write_snapshot(frame: pd.DataFrame, path: Path, definitions: dict[str, Any] | None) -> None:
@@ -225,6 +225,7 @@ class EvaluateOutput:
     evaluation: dict[str, Any]
     plots: dict[str, Path]
     html: str
+    fairness: tuple[dict[str, Any], ...] = ()  # one report per protected attribute of the spec
 
 
 def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, run_id: str, report_dir: Path,
@@ -244,6 +245,14 @@ def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, run_id: s
     champion_metrics: dict[str, float] | None = None
     champ_version: str | None = None
     spec = load_spec(spec_name)
+    candidate = ev.metrics()
+    fairness = []
+    if spec.protected_attributes:
+        from riskloop.training.fairness import fairness_metrics, fairness_reports
+
+        reports = fairness_reports(test, y, scores >= cand.threshold, spec.protected_attributes)
+        candidate.update(fairness_metrics(reports))
+        fairness = [r.to_dict() for r in reports]
     champ = version_by_alias(settings.tracking_uri, spec.registered_model(settings.mlflow.model_name), CHAMPION)
     if champ is not None and champ.tags.get("dataset_spec") != spec.name:
         raise ConfigError(
@@ -263,13 +272,14 @@ def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, run_id: s
     html = render_report_html(ev, plots, title="riskloop evaluation", extra=extra)
     (report_dir / "report.html").write_text(html)
     (report_dir / "evaluation.json").write_text(json.dumps(
-        {"candidate": ev.to_dict(), "champion": champion_metrics, "champion_version": champ_version}, default=str))
-    log_evaluation(settings.tracking_uri, run_id, metrics=ev.metrics(),
+        {"candidate": ev.to_dict(), "champion": champion_metrics, "champion_version": champ_version,
+         "fairness": fairness}, default=str))
+    log_evaluation(settings.tracking_uri, run_id, metrics=candidate,
                    files=[("evaluation", report_dir / "report.html"),
                           *(("evaluation/plots", p) for p in plots.values())])
     if champion_metrics:
         log_evaluation(settings.tracking_uri, run_id, metrics=champion_metrics, prefix="champion_")
-    return EvaluateOutput(ev.metrics(), champion_metrics, champ_version, ev.to_dict(), plots, html)
+    return EvaluateOutput(candidate, champion_metrics, champ_version, ev.to_dict(), plots, html, tuple(fairness))
 
 
 # --------------------------------------------------------------------------------- gate

@@ -109,6 +109,9 @@ class DatasetSpec(_Strict):
     features: Features
     split: Split
     contract: Contract
+    protected_attributes: tuple[str, ...] = Field(
+        default=(), description="columns whose groups get fairness metrics (model card, gate); kept in the "
+        "training set, not model features")
     require_approval: bool = Field(
         default=False, description="a person must approve a version (`riskloop approve`) before it is promoted; "
         "on for credit scoring (a high-risk use under the EU AI Act), combined with RISKLOOP_AUDIT__REQUIRE_APPROVAL")
@@ -116,7 +119,8 @@ class DatasetSpec(_Strict):
     @model_validator(mode="after")
     def _columns_declared(self) -> DatasetSpec:
         declared = set(self.contract.columns)
-        needed = {self.id_column, self.label.column, *self.entity_columns, *self.features.raw_columns}
+        needed = {self.id_column, self.label.column, *self.entity_columns, *self.features.raw_columns,
+                  *self.protected_attributes}
         if self.timestamp_column:
             needed.add(self.timestamp_column)
         missing = sorted(needed - declared)

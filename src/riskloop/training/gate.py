@@ -39,6 +39,16 @@ class GateParams(BaseModel):
         le=1.0,
         description="how much lower than the champion's the candidate's PR-AUC may be",
     )
+    max_demographic_parity_difference: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="fairness: largest allowed gap in selection rate between groups of a protected attribute "
+        "(training.fairness); None = not checked (the default, e.g. for fraud)",
+    )
+    max_equal_opportunity_difference: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="fairness: largest allowed gap in the favourable rate of deserving rows between groups; "
+        "None = not checked",
+    )
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,26 @@ def _at_least(value: float, bound: float) -> bool:
     return value >= bound - _EDGE_TOLERANCE
 
 
+def _fairness_checks(cand: Mapping[str, float], params: GateParams) -> list[tuple[bool, str]]:
+    """A fairness threshold with no fairness metric fails: the check was asked for and could not run."""
+    checks: list[tuple[bool, str]] = []
+    for key, bound, label in (
+            ("demographic_parity_difference", params.max_demographic_parity_difference, "demographic parity"),
+            ("equal_opportunity_difference", params.max_equal_opportunity_difference, "equal opportunity")):
+        if bound is None:
+            continue
+        if key not in cand:
+            checks.append((False, f"{label} difference limit {bound:.4f} set, but the candidate has no fairness "
+                                  f"metrics (the dataset spec names no protected attributes)"))
+            continue
+        value = cand[key]
+        ok = _at_least(bound, value)
+        worst = [k.removeprefix(key + "_") for k, v in cand.items() if k.startswith(key + "_") and v == value]
+        at = f" ({', '.join(worst)})" if worst else ""
+        checks.append((ok, f"{label} difference {value:.4f}{at} {'<=' if ok else '>'} limit {bound:.4f}"))
+    return checks
+
+
 def decide_gate(
     candidate: Mapping[str, float],
     champion: Mapping[str, float] | None,
@@ -208,6 +238,7 @@ def decide_gate(
         )
         checks.append((ok, text))
 
+    checks.extend(_fairness_checks(cand, params))
     passed = all(ok for ok, _ in checks)
     return GateResult(
         passed=passed,
