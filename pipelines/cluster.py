@@ -30,6 +30,8 @@ def on_cluster(task: dsl.PipelineTask, *, cpu: str = "500m", memory: str = "1G")
     kubernetes.use_secret_as_env(task, S3_SECRET, secret_key_to_env={
         "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
         "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL"})
-    kubernetes.use_secret_as_env(task, DB_SECRET, secret_key_to_env={"dsn": "RISKLOOP_AUDIT__POSTGRES_DSN"})
+    kubernetes.use_secret_as_env(task, DB_SECRET, secret_key_to_env={
+        # the audit table, and the SQL registry the feature server reads (both carry a password)
+        "dsn": "RISKLOOP_AUDIT__POSTGRES_DSN", "feast-registry-uri": "RISKLOOP_FEAST__REGISTRY"})
     kubernetes.set_image_pull_policy(task, "IfNotPresent")
     return task

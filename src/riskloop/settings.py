@@ -37,6 +37,9 @@ class FeastSettings(_Section):
     repo_path: Path | None = Field(default=None, description="Feast repo; default the shipped one.")
     online_store: str = Field(default="sqlite", description="sqlite | redis")
     redis_connection: str = "127.0.0.1:6379"
+    registry: str | None = Field(default=None, description=(
+        "SQL registry URL (e.g. postgresql+psycopg://user:pw@host/feast), shared with the feature server on a "
+        "cluster; default: a registry file in the state dir"))
 
 
 class AuditSettings(_Section):

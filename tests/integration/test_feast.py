@@ -183,3 +183,39 @@ def test_batch_rows_past_their_ttl_count_as_missing(store_dir: StoreConfig) -> N
 def test_realtime_columns_present(store_dir: StoreConfig, tx: pd.DataFrame) -> None:
     got = historical_features(open_store(store_dir), tx.head(50), FEATURE_SERVICE)
     assert set(REALTIME_FEATURES) <= set(got.columns)
+
+
+def test_sql_registry_is_shared_between_stores(postgres_dsn: str, tx: pd.DataFrame, tmp_path: Path) -> None:
+    """The cluster's layout: pipelines apply definitions to a SQL registry on PostgreSQL, and the predictor and
+    the feature server, with repo dirs of their own, resolve the same views from it."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    db = f"feast_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        parts = urlsplit(postgres_dsn)
+        url = urlunsplit(("postgresql+psycopg", parts.netloc, f"/{db}", parts.query, ""))
+        writer = StoreConfig.local(tmp_path / "pipeline", registry=url)
+        write_feature_tables(tx, writer.offline_dir)
+        applied = open_store(writer)
+        apply_definitions(applied, writer.offline_dir)
+        reader = open_store(StoreConfig.local(tmp_path / "predictor", registry=url))
+        assert {v.name for v in reader.list_feature_views()} == {v.name for v in applied.list_feature_views()} != set()
+        assert reader.get_feature_service(FEATURE_SERVICE).name == FEATURE_SERVICE
+        OnlineFeatures(reader, FEATURE_SERVICE)  # resolves every view of the service from the shared registry
+        assert not any(p.name == "registry.db" for p in tmp_path.rglob("*"))
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_a_registry_that_is_not_a_url_is_refused(tmp_path: Path) -> None:
+    from riskloop.errors import FeatureStoreError
+
+    with pytest.raises(FeatureStoreError, match="not a URL") as err:
+        open_store(StoreConfig.local(tmp_path, registry="secret@db-host/feast"))
+    assert "secret" not in str(err.value) and "RISKLOOP_FEAST__REGISTRY" in str(err.value)

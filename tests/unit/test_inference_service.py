@@ -111,12 +111,14 @@ def test_object_meets_the_serving_contract() -> None:
     assert c["name"] == "kserve-container"
     assert c["image"] == CHAMPION.image
     assert c["args"] == ["serve", "--model-dir", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]
-    assert {e["name"]: e["value"] for e in c["env"]} == {
+    assert {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]} == {
         "STORAGE_URI": URI_V3,
         "RISKLOOP_EXPECTED_MODEL_SHA256": SHA_V3,
         "RISKLOOP_MODEL_VERSION": "3",
         "RISKLOOP_MODEL_NAME": "fraud-detector",
         "RISKLOOP_ROLE": "champion",
+        # the Feast registry URL carries a password: from the Secret, never in the spec
+        "RISKLOOP_FEAST__REGISTRY": {"secretKeyRef": {"name": "riskloop-db", "key": "feast-registry-uri"}},
     }
     assert c["envFrom"] == [{"configMapRef": {"name": "riskloop-config"}}]
     assert c["ports"] == [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}]

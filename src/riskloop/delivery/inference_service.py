@@ -72,6 +72,8 @@ MODEL_DIR = "/mnt/models"
 PORT_NAME = "http1"  # Knative: http1 or h2c; the V1/V2 REST server speaks HTTP/1.1
 RUN_AS_USER = 1000
 
+ENV_FEAST_REGISTRY = "RISKLOOP_FEAST__REGISTRY"
+FEAST_REGISTRY_KEY = "feast-registry-uri"  # key of the chart's riskloop-db Secret
 ENV_STORAGE_URI = "STORAGE_URI"  # for a custom container, this env var is what drives the storage initializer
 ENV_EXPECTED_MODEL_SHA256 = "RISKLOOP_EXPECTED_MODEL_SHA256"
 ENV_MODEL_VERSION = "RISKLOOP_MODEL_VERSION"
@@ -115,6 +117,8 @@ class ServiceSpec(BaseModel):
                                                description="None: no canary field at all")
     service_account: str = "riskloop-predictor"
     config_map: str = Field(default="riskloop-config", description="RISKLOOP_* settings, injected with envFrom")
+    db_secret: str = Field(default="riskloop-db", description=(
+        "Secret whose key feast-registry-uri is the Feast SQL registry the predictor resolves its views from"))
     cpu_request: str = "500m"
     memory_request: str = "1Gi"
     cpu_limit: str = "2"
@@ -367,6 +371,9 @@ def _container(spec: ServiceSpec) -> k8s.V1Container:
             k8s.V1EnvVar(name=ENV_MODEL_VERSION, value=spec.model_version),
             k8s.V1EnvVar(name=ENV_MODEL_NAME, value=spec.model_name),
             k8s.V1EnvVar(name=ENV_ROLE, value=spec.role),
+            # the feature views come from the registry the pipelines apply to; its URL carries a password
+            k8s.V1EnvVar(name=ENV_FEAST_REGISTRY, value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name=spec.db_secret, key=FEAST_REGISTRY_KEY))),
         ],
         # Explicit env wins over envFrom, so the config map cannot override the model identity.
         env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=spec.config_map))],

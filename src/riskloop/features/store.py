@@ -54,6 +54,7 @@ class StoreConfig:
     offline_dir: Path  # parquet sources
     online_store: str = "sqlite"  # sqlite | redis
     redis_connection: str = "127.0.0.1:6379"
+    registry: str | None = None  # a SQL registry URL; None: registry.db in repo_dir
 
     @classmethod
     def local(cls, feast_dir: Path, **kw: Any) -> StoreConfig:
@@ -61,7 +62,19 @@ class StoreConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> StoreConfig:
-        return cls.local(s.feast_dir, online_store=s.feast.online_store, redis_connection=s.feast.redis_connection)
+        return cls.local(s.feast_dir, online_store=s.feast.online_store, redis_connection=s.feast.redis_connection,
+                         registry=s.feast.registry)
+
+    def registry_config(self) -> str | dict[str, Any]:
+        """Feast's ``registry`` entry: the local file, or the SQL registry the cluster's feature server reads."""
+        if self.registry is None:
+            return str(self.repo_dir / "registry.db")
+        if "://" not in self.registry:
+            raise FeatureStoreError(f"the Feast registry {self.registry.split('@')[-1]!r} is not a URL",
+                                    where="RISKLOOP_FEAST__REGISTRY",
+                                    fix="use a SQLAlchemy URL such as postgresql+psycopg://user:pw@host:5432/feast, "
+                                        "or unset it for the local registry file")
+        return {"registry_type": "sql", "path": self.registry, "cache_ttl_seconds": 60}
 
 
 def open_store(cfg: StoreConfig) -> FeatureStore:
@@ -78,7 +91,7 @@ def open_store(cfg: StoreConfig) -> FeatureStore:
         raise FeatureStoreError(f"unknown online store {cfg.online_store!r}",
                                 fix="set RISKLOOP_FEAST__ONLINE_STORE to 'sqlite' or 'redis'")
     config = RepoConfig(
-        project=PROJECT, provider="local", registry=str(cfg.repo_dir / "registry.db"),
+        project=PROJECT, provider="local", registry=cfg.registry_config(),
         offline_store={"type": "duckdb"}, online_store=online,
         entity_key_serialization_version=3,
     )

@@ -83,6 +83,12 @@ def test_secret_names_are_the_pipelines(cluster_settings: _Recorder, default_obj
     db_keys = set(cluster_settings.secrets[cluster.DB_SECRET])
     for ns in (NAMESPACE, values["namespaces"]["pipelines"]["name"]):
         assert db_keys <= set(one(default_objects, "Secret", cluster.DB_SECRET, ns)["stringData"])
+    # the predictor's InferenceService reads the Feast registry URL from the same Secret in the model namespace
+    spec = isvc.ServiceSpec.model_fields
+    assert spec["db_secret"].default == cluster.DB_SECRET
+    secret = one(default_objects, "Secret", cluster.DB_SECRET, values["namespaces"]["models"]["name"])
+    assert isvc.FEAST_REGISTRY_KEY in secret["stringData"]
+    assert cluster_settings.secrets[cluster.DB_SECRET][isvc.FEAST_REGISTRY_KEY] == isvc.ENV_FEAST_REGISTRY
 
 
 def test_configmap_is_a_valid_settings(objects_by_set: dict[str, list[dict[str, Any]]],
