@@ -126,7 +126,7 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
                        settings: Settings) -> dict[str, Any]:
     """Features (Feast, point-in-time) + labels as known at the cutoff + time split → parquet."""
     from riskloop.features.store import historical_features, open_store
-    from riskloop.training.dataset import WindowParams, assemble
+    from riskloop.training.dataset import LABEL, SPLIT, UNLABELLED, WindowParams, assemble
 
     spec = load_spec(spec_name)
     cutoff = datetime.combine(_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
@@ -147,7 +147,7 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _write_snapshot(frame, out_path, definitions)
     return {"rows": len(frame), "data_sha256": frame_sha256(frame), "cutoff": cutoff.isoformat(),
-            "positives": int(frame["label"].sum())}
+            "positives": int(frame.loc[frame[SPLIT] != UNLABELLED, LABEL].sum())}
 
 
 def _write_snapshot(frame: pd.DataFrame, path: Path, definitions: dict[str, Any] | None) -> None:
