@@ -5,7 +5,7 @@ No `from __future__ import annotations` here: KFP reads the real annotation obje
 
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components import RUNTIME_IMAGE
 
@@ -131,6 +131,25 @@ def register(spec: str, model: Input[Model], run_id: str, evaluation: str, gate_
                          champion_version=e["champion_version"])
     out = run(run_id, Path(model.path), result.to_dict(), spec, Settings(), pipeline_run_id=pipeline_run_id,
               data_sha256=json.loads(info)["data_sha256"], data_snapshot=training_set.uri)
+    return json.dumps(out)
+
+
+@component
+def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], run_id: str, registration: str,
+               evaluation: str, gate_params: dict, card: Output[Markdown], card_html: Output[HTML]) -> str:
+    """The registered version's model card (Markdown and HTML), also logged to its MLflow run."""
+    import json
+    from pathlib import Path
+
+    from riskloop.settings import Settings
+    from riskloop.steps import model_card as run
+    from riskloop.training.gate import GateParams, decide_gate
+
+    e = json.loads(evaluation)
+    result = decide_gate(e["candidate"], e["champion"], GateParams.model_validate(gate_params),
+                         champion_version=e["champion_version"])
+    out = run(spec, Path(training_set.path), Path(model.path), run_id, json.loads(registration)["version"],
+              result.to_dict(), Path(card.path), Path(card_html.path), Settings())
     return json.dumps(out)
 
 

@@ -1,4 +1,4 @@
-"""The training pipeline: ingest → validate → features → train → evaluate → gate → register."""
+"""The training pipeline: ingest → validate → features → train → evaluate → gate → register → model card."""
 
 
 from kfp import dsl
@@ -8,6 +8,7 @@ from components.training import (
     evaluate,
     gate,
     ingest,
+    model_card,
     record_run_outcome,
     register,
     train,
@@ -66,6 +67,10 @@ def training_pipeline(
                            training_set=ts.outputs["training_set"], pipeline_run_id=run_id)
             reg.set_caching_options(False).set_retry(num_retries=2)
             on_cluster(reg)
+            card = model_card(spec=spec, training_set=ts.outputs["training_set"], model=model.outputs["model"],
+                              run_id=model.outputs["Output"], registration=reg.output, evaluation=ev.outputs["Output"],
+                              gate_params=gate_params)
+            on_cluster(card.set_caching_options(False))  # reads the audit log and writes to MLflow
             with dsl.If(deliver == True, name="deliver"):  # noqa: E712
                 # the registered version is alias challenger: the delivery pipeline canaries it
                 delivery_pipeline(spec=spec, model_alias="challenger", interval_seconds=canary_interval_seconds,

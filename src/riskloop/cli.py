@@ -816,6 +816,57 @@ def history_cmd(
         out.print(v)
 
 
+# ---------------------------------------------------------------------------------- card
+@app.command("card")
+def card_cmd(
+    model_version: Annotated[str, typer.Argument(help="Registry version, e.g. 3.")],
+    spec: SpecOpt = "synthetic-fraud",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write model_card.md/.html; default "
+                                                 ".riskloop/reports/model_cards/<model>-v<version>.")] = None,
+) -> None:
+    """(Re)generate a version's model card with today's canary verdicts and approvals; also logged to MLflow.
+
+    The training pipeline writes the card when it registers a version; this brings it up to date.
+
+    Example:
+
+        riskloop card 3 --spec german-credit
+    """
+    import shutil
+
+    from riskloop.audit.log import open_audit_log
+    from riskloop.registry.mlflow_registry import download_model_dir, resolve_version
+    from riskloop.steps import model_card
+
+    s = settings()
+    try:
+        name = _model_name(s, spec)
+        info = resolve_version(s.tracking_uri, name, version=model_version)
+        snapshot = Path(info.tags.get("data_snapshot", "").removeprefix("file://"))
+        if not snapshot.is_file():
+            raise RiskloopError(f"the training snapshot of version {info.version} is not readable here: {snapshot}",
+                                where=f"tag data_snapshot of {name} v{info.version}",
+                                fix="run this where the pipeline root is mounted (the card of the training run "
+                                    "is in the MLflow run's model_card/ folder)")
+        gated = [e for e in open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).events()
+                 if e.event == "gated" and e.ids.get("run_id") == info.run_id]
+        gate = {"passed": gated[-1].details.get("passed"), "reasons": gated[-1].details.get("reasons", [])} \
+            if gated else None
+        target = out_dir or s.reports_dir / "model_cards" / f"{name}-v{info.version}"
+        model_dir = download_model_dir(s.tracking_uri, info.run_id)
+        try:
+            result = model_card(info.tags.get("dataset_spec", spec), snapshot, model_dir, info.run_id, info.version,
+                                gate, target / "model_card.md", target / "model_card.html", s)
+        finally:
+            shutil.rmtree(model_dir.parent, ignore_errors=True)
+    except RiskloopError as exc:
+        _fail(exc)
+    _summary(f"model card of {name} v{info.version}", {"markdown": target / "model_card.md",
+                                                         "html": target / "model_card.html",
+                                                         "fairness tables": result["fairness"],
+                                                         "MLflow": f"run {info.run_id}, model_card/"})
+
+
 # ------------------------------------------------------------------------------- approve
 @app.command("approve")
 def approve_cmd(

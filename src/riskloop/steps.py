@@ -345,6 +345,44 @@ def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_nam
     return {"version": version, "aliases": aliases}
 
 
+# --------------------------------------------------------------------------- model_card
+def model_card(spec_name: str, training_set_path: Path, model_dir: Path, run_id: str, version: str | None,
+               gate_result: dict[str, Any] | None, markdown_path: Path, html_path: Path,
+               settings: Settings) -> dict[str, Any]:
+    """Write the model card (Markdown and HTML) of a registered version and log both to its MLflow run."""
+    from riskloop.audit.approval import approval_requirement
+    from riskloop.audit.card import build_model_card
+    from riskloop.registry.mlflow_registry import log_evaluation
+    from riskloop.training.dataset import LABEL, SPLIT
+    from riskloop.training.fairness import fairness_reports
+    from riskloop.training.train import load_model
+
+    spec = load_spec(spec_name)
+    frame = pd.read_parquet(training_set_path)
+    bundle = load_model(model_dir)
+    fairness = []
+    if spec.protected_attributes:
+        test = frame[frame[SPLIT] == "test"]
+        fairness = [r.to_dict() for r in fairness_reports(
+            test, test[LABEL].to_numpy(), bundle.predict_frame(test) >= bundle.threshold, spec.protected_attributes)]
+    log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
+    requirement = approval_requirement(settings, spec.name)
+    card = build_model_card(spec, frame, bundle, model_name=spec.registered_model(settings.mlflow.model_name),
+                            version=version, run_id=run_id, gate_result=gate_result, fairness=fairness,
+                            events=log.events(), approval_required=(requirement.required, requirement.why))
+    for path, text in ((markdown_path, card.markdown), (html_path, card.html)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # the artifacts' own names are KFP's: log them as model_card.*
+        md, page = Path(tmp) / "model_card.md", Path(tmp) / "model_card.html"
+        md.write_text(card.markdown)
+        page.write_text(card.html)
+        log_evaluation(settings.tracking_uri, run_id, metrics={}, files=[("model_card", md), ("model_card", page)])
+    return {"version": version, "sections": card.markdown.count("\n## "), "fairness": len(fairness)}
+
+
 # ---------------------------------------------------------------------------- batch_score
 def batch_score(spec_name: str, valid_path: Path, day: str, model_alias: str, out_path: Path,
                 settings: Settings) -> dict[str, Any]:
@@ -400,4 +438,4 @@ def window_dates(end: date, days: int) -> tuple[str, str]:
 
 
 __all__ = ["batch_score", "build_features", "build_training_set", "evaluate", "gate", "ingest", "materialize",
-           "record_run_outcome", "register", "train", "validate"]
+           "model_card", "record_run_outcome", "register", "train", "validate"]
