@@ -145,23 +145,44 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
         definitions = feature_definitions(store, spec.features.service)
     frame = assemble(tx, features, spec, params)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_snapshot(frame, out_path, definitions)
+    days = None
+    if spec.timestamp_column and len(tx):
+        stamps = pd.to_datetime(tx[spec.timestamp_column], utc=True)
+        days = [stamps.min().date().isoformat(), stamps.max().date().isoformat()]
+    recipe = {"spec": spec.name, "source_days": days, "cutoff_date": cutoff_date, "maturity_days": maturity_days,
+              "validation_days": validation_days, "test_days": test_days, "seed": seed}
+    _write_snapshot(frame, out_path, definitions, recipe)
     return {"rows": len(frame), "data_sha256": frame_sha256(frame), "cutoff": cutoff.isoformat(),
             "positives": int(frame.loc[frame[SPLIT] != UNLABELLED, LABEL].sum())}
 
 
-def _write_snapshot(frame: pd.DataFrame, path: Path, definitions: dict[str, Any] | None) -> None:
-    """The training set as parquet; the Feast definitions it was built with ride in its schema metadata."""
+RECIPE_METADATA = b"riskloop.training_set_recipe"
+RECIPE_TAG = "training_set_recipe"
+
+
+def _write_snapshot(frame: pd.DataFrame, path: Path, definitions: dict[str, Any] | None,
+                    recipe: dict[str, Any]) -> None:
+    """The training set as parquet; what it was built from rides in its schema metadata: the Feast
+    definitions and the recipe (spec, source days, cutoff, maturity, split, seed) that rebuilds it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from riskloop.audit.lineage import FEATURE_DEFINITIONS_METADATA
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    extra = {RECIPE_METADATA: json.dumps(recipe).encode()}
     if definitions is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               FEATURE_DEFINITIONS_METADATA: json.dumps(definitions).encode()})
+        extra[FEATURE_DEFINITIONS_METADATA] = json.dumps(definitions).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     pq.write_table(table, path)
+
+
+def snapshot_recipe(path: Path) -> str | None:
+    """The recipe (JSON) a training set records, if any."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(RECIPE_METADATA)
+    return raw.decode() if raw else None
 
 
 def snapshot_feature_definitions(path: Path) -> str | None:
@@ -188,6 +209,7 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
     params = TrainParams.model_validate(train_params)
     frame = pd.read_parquet(training_set_path)
     definitions = snapshot_feature_definitions(training_set_path)
+    recipe = snapshot_recipe(training_set_path)
     fspec = feature_spec(spec)
     window = training_window(frame, spec)
     bundle = train_model(frame, fspec, params, model_dir, meta={
@@ -202,7 +224,8 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
         model_dir=model_dir, artifact_location=settings.artifact_root.as_uri(),
         tags={"pipeline_run_id": pipeline_run_id, "data_sha256": data_sha256, "data_snapshot": data_snapshot,
               "git_commit": git_commit(), "image": runtime_image(), "riskloop_version": __version__,
-              **({FEATURE_DEFINITIONS_TAG: definitions} if definitions else {})},
+              **({FEATURE_DEFINITIONS_TAG: definitions} if definitions else {}),
+              **({RECIPE_TAG: recipe} if recipe else {})},
     )
     ref_dir = model_dir.parent / f"{model_dir.name}-reference"
     ref_dir.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from riskloop.audit.log import AuditEvent, canonical_json, open_audit_log
 from riskloop.errors import ConfigError, RiskloopError
+from riskloop.hashing import sha256_file
 from riskloop.settings import Settings
 
 Status = Literal["ok", "recorded", "mismatch", "missing"]
@@ -162,14 +163,6 @@ def _prediction_rows(s: Settings, request_id: str) -> list[dict[str, Any]]:
     return out
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _local_path(snapshot: str) -> Path | None:
     if snapshot.startswith("file://"):
         return Path(snapshot.removeprefix("file://"))
@@ -197,7 +190,7 @@ def _data_hop(tags: Mapping[str, str]) -> Hop:
                    note=f"the snapshot {path} no longer exists (pipeline root cleaned?)")
     frame = pd.read_parquet(path)
     actual = frame_sha256(frame)
-    facts.update({"path": str(path), "file_sha256": _sha256_file(path), "rows": len(frame)})
+    facts.update({"path": str(path), "file_sha256": sha256_file(path), "rows": len(frame)})
     check = Check("data_sha256 recomputed from the snapshot", actual == recorded,
                   "equal" if actual == recorded else f"recomputed {actual}")
     return Hop("training_data", _status([check]), "model version tags; snapshot file", facts, (check,))
