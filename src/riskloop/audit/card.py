@@ -252,9 +252,12 @@ def render_markdown(d: Mapping[str, Any]) -> str:
              "## Intended use", d["intended_use"], "## Out of scope", d["out_of_scope"],
              "## Training data"]
     window = d.get("training_window") or {}
-    parts.append(f"Window {window.get('start') or '–'} to {window.get('end') or '–'}; labels as known at "
-                 f"{d.get('label_cutoff') or '–'} (maturity {_fmt(d.get('maturity_days'))} days); features: "
-                 f"{d.get('feature_service') or '–'}.")
+    span = (f"Window {window['start']} to {window['end']}" if window.get("start")
+            else "No time axis (a seeded stratified split)")
+    maturity = d.get("maturity_days")
+    parts.append(f"{span}; labels as known at {d.get('label_cutoff') or '–'}"
+                 + (f" (maturity {maturity:g} days)" if isinstance(maturity, int | float) else "")
+                 + f"; features: {d.get('feature_service') or '–'}.")
     parts.append(_table(["split", "rows", "positives"], [[x["split"], x["rows"], x["positives"]] for x in d["splits"]]))
     parts += ["## Metrics on the test split (95 % bootstrap CI)",
               _table(["metric", "value", "CI low", "CI high"],
