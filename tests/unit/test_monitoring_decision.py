@@ -27,7 +27,7 @@ FEATURES = [f"f{i}" for i in range(10)]
 DAY0 = datetime(2026, 4, 1, tzinfo=UTC)
 # one day of drift is enough here, to test the rest of the logic day by day; persistence has its own test
 POLICY = MonitorPolicy(fdr=0.05, window_days=7, min_current_rows=1000, min_reference_rows=1000,
-                       retrain_drift_share=0.3, cooldown_days=7, min_drift_days=1)
+                       retrain_drift_share=0.3, cooldown_days=7, min_drift_days=1, min_decay_days=1)
 
 
 def report(day: int, p: Mapping[str, float] | None = None, *, score_p: float = 0.6, version: str | None = "1",
@@ -116,6 +116,22 @@ def test_drift_must_persist_for_min_drift_days() -> None:
     assert actions == ["ok", "retrain"]
 
 
+def test_decay_must_hold_for_min_decay_days_of_one_version() -> None:
+    policy = POLICY.model_copy(update={"min_decay_days": 3})
+    assert MonitorPolicy().min_decay_days == 7
+    actions, state = run([report(d) for d in range(3)], decay=decayed(), policy=policy)
+    assert actions == ["watch", "watch", "retrain"]
+    decision, _ = decide([report(1)], decayed(), policy, MonitorState(), model_version="1",
+                         now=DAY0 + timedelta(days=2))
+    assert "decay held 1 of the 3 day(s)" in decision.reasons[-1]
+    # a day without significant decay starts the count again
+    _, state = run([report(0)], decay=decayed(), policy=policy)
+    _, state = run([report(1)], state, decay=decayed(significant=False), policy=policy)
+    assert state.decay_since is None
+    actions, state = run([report(2), report(3)], state, decay=decayed(), policy=policy)
+    assert actions == ["watch", "watch"] and state.decay_since == (DAY0 + timedelta(days=2)).date()
+
+
 def test_score_drift_alone_is_watch_unless_the_policy_retrains_on_it() -> None:
     now = DAY0 + timedelta(days=1)
     decision, _ = decide([report(0, score_p=1e-9)], None, POLICY, MonitorState(), model_version="1", now=now)
@@ -182,7 +198,10 @@ def test_new_features_drifting_or_the_retrained_model_decaying_open_a_new_episod
 def test_a_quiet_day_closes_the_episode() -> None:
     drifted = {"f1": 1e-9, "f2": 1e-9, "f3": 1e-9}
     _, state = run([report(0, drifted)])
-    actions, state = run([report(d, version="2") for d in range(2, 10)], state, version="2")
+    # the new version's first quiet days do not close it: it cannot show sustained drift yet
+    actions, state = run([report(d, version="2") for d in range(2, 8)], state, version="2")
+    assert set(actions) == {"ok"} and state.episode_signals == ("f1", "f2", "f3")
+    actions, state = run([report(d, version="2") for d in range(8, 10)], state, version="2")
     assert actions[-1] == "ok" and state.episode_started_at is None and state.episode_signals == ()
     actions, state = run([report(11, drifted, version="2")], state, version="2")
     assert actions == ["retrain"]

@@ -31,8 +31,9 @@ new :class:`MonitorState` (JSON, :func:`save_state` / :func:`load_state`).
   and 30-day history features keep moving for a month. Inside an episode a
   retrain needs something new: features outside the episode drifting at
   ``retrain_drift_share`` on their own, or significant decay of a version
-  other than the one that opened it (the retrain did not help). An ``ok`` day
-  (nothing drifted, no decay) closes the episode early.
+  other than the one that opened it (the retrain did not help). A whole
+  quiet window (``window_days`` tested days, nothing drifted, no decay)
+  closes the episode early.
   A retrain is also triggered at most once per champion version: if the
   retrained model never becomes champion (rejected by the gate), the monitor
   stays at ``watch`` and a person decides (or :meth:`MonitorState.end_episode`).
@@ -83,6 +84,11 @@ class MonitorPolicy(_Frozen):
         "a sustained change, not one day's noise (a drift-free run collected one-day spikes of different "
         "features until a third of them had 'drifted' within a week)"))
     retrain_on_decay: bool = True
+    min_decay_days: int = Field(default=7, ge=1, description=(
+        "significant decay retrains only once it has held on this many consecutive daily runs of one version. "
+        "Labels mature 7 days late and a retrain's time split gives its newest 7 labelled days to validation "
+        "and test, so a retrain on the first day decay shows would learn nothing of the new behaviour (the "
+        "offline study's first concept-drift retrain was rejected by the gate for that reason)"))
     retrain_on_score_drift: bool = False
     cooldown_days: float = Field(default=7, ge=0, description="no retrain within this many days of the last one")
     episode_days: float = Field(default=30, ge=0, description=(
@@ -122,6 +128,9 @@ class MonitorState(_Frozen):
     last_retrain_model_version: str | None = None
     retrains_total: int = Field(default=0, ge=0)
     episode_started_at: datetime | None = None
+    decay_since: date | None = Field(default=None, description=(
+        "first day of the current run of days with significant decay of decay_model_version"))
+    decay_model_version: str | None = None
     episode_signals: tuple[str, ...] = Field(default=(), description=(
         "what the open episode's retrain acted on: drifted features, 'score', 'decay'"))
 
@@ -241,11 +250,23 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
         reasons.append("score distribution drifted")
         want = "retrain" if policy.retrain_on_score_drift else _max(want, "watch")
     decay_significant = False
+    decay_since: date | None = None
     if decay is not None:
         reasons.extend(f"decay: {r}" for r in decay.reasons)
         decay_significant = decay.significant
         if decay.significant:
-            want = "retrain" if policy.retrain_on_decay else _max(want, "watch")
+            same_run = state.decay_since is not None and state.decay_model_version == model_version
+            decay_since = state.decay_since if same_run else last_day
+            assert decay_since is not None
+            held = (last_day - decay_since).days + 1
+            if not policy.retrain_on_decay:
+                want = _max(want, "watch")
+            elif held >= policy.min_decay_days:
+                want = "retrain"
+            else:
+                want = _max(want, "watch")
+                reasons.append(f"decay held {held} of the {policy.min_decay_days} day(s) it needs to retrain "
+                               f"(since {decay_since.isoformat()})")
     if not family and decay is None:
         reasons.append("nothing to test: no day with enough rows and no decay result")
 
@@ -278,14 +299,18 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
             new_state = state.model_copy(update={"last_retrain_at": now, "last_retrain_model_version": model_version,
                                                  "retrains_total": state.retrains_total + 1,
                                                  "episode_started_at": now, "episode_signals": signals})
-    elif action == "ok" and state.episode_started_at is not None:
+    elif action == "ok" and state.episode_started_at is not None and len(eligible) >= policy.window_days:
+        # a whole quiet window, not the first day of a new version (which cannot show sustained drift yet)
         new_state = state.model_copy(update={"episode_started_at": None, "episode_signals": ()})
-        reasons.append(f"the episode opened at {_iso(state.episode_started_at)} is over: nothing drifts")
+        reasons.append(f"the episode opened at {_iso(state.episode_started_at)} is over: "
+                       f"nothing drifted for {len(eligible)} days")
     elif state.episode_started_at is not None and not episode_open:
         new_state = state.model_copy(update={"episode_started_at": None, "episode_signals": ()})
     if action == "ok" and not reasons:
         reasons.append(f"no drift over {len(eligible)} day(s) ({len(family)} tests, FDR {policy.fdr:g})")
-    new_state = new_state.model_copy(update={"history": history, "last_run_at": now, "last_action": action})
+    new_state = new_state.model_copy(update={"history": history, "last_run_at": now, "last_action": action,
+                                             "decay_since": decay_since,
+                                             "decay_model_version": model_version if decay_since else None})
     decision = Decision(action=action, reasons=tuple(reasons), model_version=model_version, discoveries=discoveries,
                         n_tests=len(family), days_tested=len(eligible), drift_share=drift_share,
                         drifted_features=drifted, score_drift=score_drift, decay_significant=decay_significant,
