@@ -1,8 +1,15 @@
-"""The feature pipeline: ingest → validate → build features → materialize (a daily recurring run)."""
+"""The feature pipeline: ingest → validate → build features → materialize (a daily recurring run).
+
+``day`` empty (the recurring run): the day before the scheduled time. The window ingests ``history_days``
+days up to that day (the longest feature window, 30 days, needs 30 days of history) and materializes the
+online store up to the next midnight.
+"""
 
 from kfp import dsl
 
 from components.features import build_features, materialize
+from components.monitoring import retrain_window
+from components.schedule import run_day
 from components.training import ingest, validate
 from pipelines.cluster import on_cluster
 
@@ -10,19 +17,20 @@ from pipelines.cluster import on_cluster
 @dsl.pipeline(name="riskloop-features", description="Refresh Feast's offline tables and online store.")
 def features_pipeline(
     spec: str = "synthetic-fraud",
-    start_date: str = "2026-01-01",
-    end_date: str = "2026-01-30",
-    materialize_until: str = "2026-01-31",
+    day: str = "",
+    history_days: int = 31,
     days_back: int = 3,
     max_bad_fraction: float = -1.0,
 ) -> None:
     run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-    batch = on_cluster(ingest(spec=spec, start_date=start_date, end_date=end_date))
+    resolved = on_cluster(run_day(day=day, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER))
+    window = on_cluster(retrain_window(day=resolved.output, days=history_days))
+    batch = on_cluster(ingest(spec=spec, start_date=window.outputs["start_date"], end_date=window.outputs["end_date"]))
     checked = on_cluster(validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
                                   pipeline_run_id=run_id))
     built = on_cluster(build_features(spec=spec, valid=checked.outputs["valid"]), memory="2G")
-    loaded = on_cluster(materialize(end_date=materialize_until, days_back=days_back))
+    loaded = on_cluster(materialize(end_date=window.outputs["cutoff_date"], days_back=days_back))
     loaded.after(built)
-    for t in (batch, checked, built, loaded):
+    for t in (resolved, window, batch, checked, built, loaded):
         t.set_caching_options(False)
     loaded.set_retry(num_retries=2)

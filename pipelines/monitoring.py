@@ -2,13 +2,15 @@
 sub-pipeline on a window that includes the new data (labels as known at the new cutoff), and on a passing
 gate the delivery steps (canary, analysis, promote or roll back).
 
-On the cluster this runs as a recurring run (cron from the chart's values); ``riskloop monitor`` runs the same
-library call locally.
+On the cluster this runs as a recurring run (cron from the chart's values) with ``day`` empty: its first step
+resolves the day before the scheduled time (riskloop.schedule). ``riskloop monitor`` runs the same library call
+locally.
 """
 
 from kfp import dsl
 
 from components.monitoring import monitor, retrain_window
+from components.schedule import run_day
 from pipelines.cluster import on_cluster
 from pipelines.delivery import DEFAULT_POLICY
 from pipelines.training import training_pipeline
@@ -20,7 +22,7 @@ DEFAULT_MONITOR_POLICY: dict[str, object] = {}
               description="Detect drift and decay of the champion; retrain, gate and canary when they call for it.")
 def monitoring_pipeline(
     spec: str = "synthetic-fraud",
-    day: str = "2026-01-31",
+    day: str = "",
     policy: dict = DEFAULT_MONITOR_POLICY,
     pushgateway_url: str = "",
     training_days: int = 30,
@@ -31,10 +33,12 @@ def monitoring_pipeline(
     canary_interval_seconds: float = 60.0,
     canary_policy: dict = DEFAULT_POLICY,
 ) -> None:
-    checked = on_cluster(monitor(spec=spec, day=day, policy=policy, pushgateway_url=pushgateway_url))
+    monitored = on_cluster(run_day(day=day, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER))
+    monitored.set_caching_options(False)
+    checked = on_cluster(monitor(spec=spec, day=monitored.output, policy=policy, pushgateway_url=pushgateway_url))
     checked.set_caching_options(False)  # today's decision depends on the state it carries
     with dsl.If(checked.outputs["Output"] == "retrain", name="retrain"):
-        window = on_cluster(retrain_window(day=day, days=training_days))
+        window = on_cluster(retrain_window(day=monitored.output, days=training_days))
         training_pipeline(spec=spec, start_date=window.outputs["start_date"], end_date=window.outputs["end_date"],
                           cutoff_date=window.outputs["cutoff_date"], maturity_days=maturity_days,
                           validation_days=validation_days, test_days=test_days, deliver=deliver,

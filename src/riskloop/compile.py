@@ -12,13 +12,14 @@ def compile_all(out_dir: Path) -> list[Path]:
     from pipelines.delivery import delivery_pipeline
     from pipelines.features import features_pipeline
     from pipelines.monitoring import monitoring_pipeline
+    from pipelines.retrain import retrain_pipeline
     from pipelines.training import training_pipeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fn in (("training", training_pipeline), ("features", features_pipeline),
                      ("batch_scoring", batch_scoring_pipeline), ("delivery", delivery_pipeline),
-                     ("monitoring", monitoring_pipeline)):
+                     ("monitoring", monitoring_pipeline), ("retrain", retrain_pipeline)):
         path = out_dir / f"{name}.yaml"
         compiler.Compiler().compile(fn, str(path))
         written.append(path)

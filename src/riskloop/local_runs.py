@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from riskloop.errors import ConfigError
@@ -26,9 +26,36 @@ class LocalRun:
     error: str | None = None
 
 
+def _fill_time_placeholders() -> None:
+    """Teach kfp.local KFP's two run-time placeholders, as the backend fills them for a run started now.
+
+    kfp 2.17.3's local runner resolves the job name, ids and root, but fails on
+    ``{{$.pipeline_job_schedule_time_utc}}`` and ``..._create_time_utc`` (an IndexError in
+    ``placeholder_utils``). The scheduled pipelines read the schedule time in their first step
+    (``components.schedule.run_day``), so the local runner fills both with the current UTC time.
+    """
+    from kfp import dsl
+    from kfp.local import placeholder_utils
+
+    original = placeholder_utils.resolve_individual_placeholder
+    if getattr(original, "_riskloop_times", False):
+        return
+
+    def resolve(element: str, *args: Any, **kwargs: Any) -> str:
+        if "{{$.pipeline_job_" in element and "_time_utc}}" in element:
+            now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            element = element.replace(dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, now).replace(
+                dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER, now)
+        return str(original(element, *args, **kwargs))
+
+    resolve._riskloop_times = True  # type: ignore[attr-defined]
+    placeholder_utils.resolve_individual_placeholder = resolve
+
+
 def _init(s: Settings) -> None:
     from kfp import local
 
+    _fill_time_placeholders()
     s.ensure_dirs()
     os.environ["RISKLOOP_STATE_DIR"] = str(s.root)  # steps are subprocesses: hand them the same state
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(s.pipeline_root),
@@ -89,6 +116,19 @@ def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud",
     except RuntimeError as exc:
         return LocalRun("delivery", False, time.perf_counter() - t0, error=str(exc))
     return LocalRun("delivery", True, time.perf_counter() - t0)
+
+
+def run_features(s: Settings, day: date, *, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
+    """Run the feature pipeline (ingest, validate, build, materialize up to ``day``'s end) under kfp.local."""
+    _init(s)
+    from pipelines.features import features_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        features_pipeline(spec=spec, day=day.isoformat(), **params)
+    except RuntimeError as exc:
+        return LocalRun("features", False, time.perf_counter() - t0, error=str(exc))
+    return LocalRun("features", True, time.perf_counter() - t0)
 
 
 def run_monitoring(s: Settings, day: date, *, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -78,7 +79,7 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     from riskloop.version import runtime_image
 
     written = {p.stem: p for p in compile_all(tmp_path)}
-    assert set(written) == {"training", "features", "batch_scoring", "delivery", "monitoring"}
+    assert set(written) == {"training", "features", "batch_scoring", "delivery", "monitoring", "retrain"}
     path = written["training"]
     ir, platform = yaml.safe_load_all(path.read_text())  # the pipeline spec, then the kubernetes platform spec
     tasks = ir["root"]["dag"]["tasks"]
@@ -115,6 +116,32 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     assert components.load_component_from_file(str(written["monitoring"])).name == "riskloop-monitoring"
     features, _ = yaml.safe_load_all(written["features"].read_text())
     assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])
+    # recurring runs: each scheduled pipeline resolves its day once, from KFP's schedule time, in its first step
+    retrain, _ = yaml.safe_load_all(written["retrain"].read_text())
+    assert {"run-day", "retrain-window", "riskloop-training"} <= set(retrain["root"]["dag"]["tasks"])
+    for ir in (monitoring, features, retrain):
+        run_day = ir["root"]["dag"]["tasks"]["run-day"]
+        scheduled = run_day["inputs"]["parameters"]["scheduled_time"]["runtimeValue"]["constant"]
+        assert scheduled == "{{$.pipeline_job_schedule_time_utc}}"
+        assert ir["root"]["inputDefinitions"]["parameters"]["day"]["defaultValue"] == ""
+    assert mtop["monitor"]["inputs"]["parameters"]["day"]["taskOutputParameter"]["producerTask"] == "run-day"
+
+
+def test_feature_pipeline_refreshes_the_online_store(local_state: Settings) -> None:
+    from riskloop.features.definitions import CARD_DAILY_FILE, FEATURE_SERVICE
+    from riskloop.features.store import OnlineFeatures, StoreConfig, open_store
+    from riskloop.local_runs import run_features
+
+    run = run_features(local_state, date(2026, 1, 16), history_days=16)
+    assert run.succeeded, run.error
+    cfg = StoreConfig.from_settings(local_state)
+    table = pd.read_parquet(cfg.offline_dir / CARD_DAILY_FILE)
+    card = table[table.feature_timestamp == table.feature_timestamp.max()].iloc[0]
+    at_us = int(pd.Timestamp("2026-01-17T08:00:00Z").value // 1000)
+    row = {"card_id": card.card_id, "merchant_id": "M00001", "amount": 10.0, "country": "DE",
+           "event_hour": 8.0, "event_us": at_us}
+    feats, _, known = OnlineFeatures(open_store(cfg), FEATURE_SERVICE).lookup([row])
+    assert known == [True] and feats[0]["card_txn_count_30d"] == card.card_txn_count_30d
 
 
 def test_batch_scoring_scores_a_day_with_the_champion(first_run: LocalRun, local_state: Settings) -> None:

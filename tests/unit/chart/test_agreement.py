@@ -178,7 +178,7 @@ def test_schedules_and_publish_job_follow_the_contract(default_objects: list[dic
     schedules = yaml.safe_load(cm["data"]["schedules.yaml"])
     assert schedules == values["schedules"]
     assert {(s["pipeline"], s["enabled"]) for s in schedules} >= {("features", True), ("monitoring", True),
-                                                                  ("training", False)}
+                                                                  ("retrain", False)}
     pipelines = {p.stem for p in (ROOT / "pipelines").glob("*.py")} - {"__init__", "cluster"}
     enum = set(json.loads((CHART_DIR / "values.schema.json").read_text())["$defs"]["schedule"]["properties"]
                ["pipeline"]["enum"])

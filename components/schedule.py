@@ -1,0 +1,18 @@
+"""The first step of a scheduled pipeline: the day the run works on (see riskloop.schedule).
+
+No `from __future__ import annotations` here: KFP reads the real annotation objects.
+"""
+
+from kfp import dsl
+
+from components import RUNTIME_IMAGE
+
+component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
+
+
+@component
+def run_day(day: str, scheduled_time: str) -> str:
+    """``day`` if set, else the last complete UTC day before the run's scheduled time, as YYYY-MM-DD."""
+    from riskloop.schedule import resolve_day
+
+    return resolve_day(day, scheduled_time).isoformat()
