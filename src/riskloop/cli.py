@@ -386,6 +386,8 @@ def run_training_cmd(
     days: Annotated[int, typer.Option(min=1, help="Window length in days.")] = 30,
     maturity_days: Annotated[float | None, typer.Option(
         min=0, help="Newest days whose labels are not mature; default from the spec.")] = None,
+    gate: Annotated[str | None, typer.Option(
+        "--gate", help="Gate thresholds as JSON (training.gate.GateParams), e.g. fairness limits.")] = None,
 ) -> None:
     """Run the training pipeline locally (the same components as on the cluster).
 
@@ -394,6 +396,9 @@ def run_training_cmd(
         riskloop run training --days 20
 
         riskloop data fetch-ulb && riskloop run training --spec ulb-creditcard --days 2
+
+        riskloop run training --spec german-credit --end 1994-11-17 --days 1 \\
+            --gate '{"min_roc_auc": 0.7, "max_demographic_parity_difference": 0.2}'
     """
     from riskloop.data.io import partitions
     from riskloop.data.spec import load_spec
@@ -401,6 +406,7 @@ def run_training_cmd(
 
     s = settings()
     try:
+        gate_params = None if gate is None else _gate_params(gate)  # bad flags fail before any work
         ds = load_spec(spec)
         landed = partitions(ds.source_path(s.root))
         if not landed:
@@ -410,6 +416,8 @@ def run_training_cmd(
         maturity = ds.label.maturity_days if maturity_days is None else maturity_days
         params = training_params(end_day, days, spec=spec, maturity_days=float(maturity),
                                  validation_days=float(ds.split.validation_days), test_days=float(ds.split.test_days))
+        if gate_params is not None:
+            params["gate_params"] = gate_params
     except (RiskloopError, ValueError) as exc:
         _fail(exc if isinstance(exc, RiskloopError) else RiskloopError(str(exc), fix="use --end YYYY-MM-DD"))
     result = run_training(s, params)
@@ -419,6 +427,20 @@ def run_training_cmd(
                                    "pipeline root": s.pipeline_root})
     if not result.succeeded:
         raise typer.Exit(code=1)
+
+
+def _gate_params(text: str) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from riskloop.training.gate import GateParams
+
+    try:
+        return GateParams.model_validate_json(text).model_dump(exclude_none=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'JSON'}: {e['msg']}" for e in exc.errors())
+        raise RiskloopError(f"--gate is not valid gate thresholds: {problems}", where="--gate",
+                            fix='pass a JSON object, e.g. {"min_roc_auc": 0.7, "max_demographic_parity_difference": '
+                                '0.2}') from None
 
 
 @app.command("compile")

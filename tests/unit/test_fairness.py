@@ -86,3 +86,15 @@ def test_a_fair_model_passes_the_fairness_gate(tmp_path: Path) -> None:
 def test_a_fairness_limit_without_fairness_metrics_fails() -> None:
     result = decide_gate({"roc_auc": 0.9, "pr_auc": 0.5}, None, GateParams(max_demographic_parity_difference=0.1))
     assert not result.passed and "no protected attributes" in result.summary()
+
+
+def test_run_training_rejects_bad_gate_thresholds_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from riskloop.cli import app
+
+    env = {"RISKLOOP_STATE_DIR": str(tmp_path), "COLUMNS": "200"}
+    for bad, message in (('{"max_demographic_parity_difference": 2}', "less than or equal to 1"),
+                         ('{"max_dpd": 0.1}', "Extra inputs are not permitted"), ("0.1,", "Invalid JSON")):
+        r = CliRunner().invoke(app, ["run", "training", "--spec", "german-credit", "--gate", bad], env=env)
+        assert r.exit_code == 2 and "--gate is not valid gate thresholds" in r.output and message in r.output, r.output
