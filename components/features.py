@@ -12,24 +12,35 @@ component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 
 
 @component
-def build_features(spec: str, valid: Input[Dataset]) -> str:
-    """Compute both feature tiers' offline tables from validated data and `feast apply` them."""
+def build_features(spec: str, valid: Input[Dataset], tables: Output[Dataset]) -> str:
+    """Compute both feature tiers' offline tables from validated data and `feast apply` them.
+
+    The tables are also the ``tables`` artifact (a directory): the step that materializes them runs in
+    another pod on a cluster.
+    """
     import json
+    import shutil
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import build_features as run
 
-    return json.dumps(run(spec, Path(valid.path), Settings()))
+    written = run(spec, Path(valid.path), Settings())
+    Path(tables.path).mkdir(parents=True, exist_ok=True)
+    for path in written.values():
+        shutil.copyfile(path, Path(tables.path) / Path(path).name)
+    return json.dumps(written)
 
 
 @component
-def materialize(end_date: str, days_back: int) -> str:
+def materialize(end_date: str, days_back: int, tables: Input[Dataset]) -> str:
     """Load offline rows stamped up to `end_date` 00:00 UTC into the online store."""
+    from pathlib import Path
+
     from riskloop.settings import Settings
     from riskloop.steps import materialize as run
 
-    return run(end_date, days_back, Settings())
+    return run(end_date, days_back, Settings(), tables_dir=Path(tables.path))
 
 
 @component

@@ -29,8 +29,8 @@ def features_pipeline(
     checked = on_cluster(validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
                                   pipeline_run_id=run_id))
     built = on_cluster(build_features(spec=spec, valid=checked.outputs["valid"]), memory="2G")
-    loaded = on_cluster(materialize(end_date=window.outputs["cutoff_date"], days_back=days_back))
-    loaded.after(built)
+    loaded = on_cluster(materialize(end_date=window.outputs["cutoff_date"], days_back=days_back,
+                                    tables=built.outputs["tables"]))
     for t in (resolved, window, batch, checked, built, loaded):
         t.set_caching_options(False)
     loaded.set_retry(num_retries=2)

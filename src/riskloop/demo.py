@@ -1,6 +1,6 @@
 """`make run`: the main job on one machine, start to finish: the whole loop.
 
-1. a clean state dir (unless ``--keep``), 34 days of synthetic transactions with a
+1. a clean state dir (unless ``--keep``), 35 days of synthetic transactions with a
    covariate shift from day 32 on (days before it are identical to a drift-free run);
 2. the training pipeline under kfp.local on the first 20 days: the model becomes ``champion``;
 3. the same pipeline on days 1-30, gated against that champion on the same
@@ -9,7 +9,7 @@
    the challenger is deployed as a canary; day 31 (never trained on) is replayed
    through the server over HTTP as live traffic; canary analysis steps the share
    from 20 % to 50 % and promotes or rolls back, with its reasons;
-5. the loop: days 32-34 are served; after each day the monitor tests drift and
+5. the loop: days 32-35 are served; after each day the monitor tests drift and
    decay of the champion; when it calls for a retrain, the training pipeline runs
    on the 30 days up to that day, and a passing candidate is canaried on the next
    day's traffic and promoted or rolled back;
@@ -36,7 +36,7 @@ from riskloop.settings import Settings
 
 DAYS, FIRST_WINDOW, START = 30, 20, date(2026, 1, 1)
 HELD_OUT = START + timedelta(days=DAYS)  # day 31: served as live traffic, never trained on
-LOOP_DAYS = 3  # days 32-34, with the covariate shift
+LOOP_DAYS = 4  # days 32-35, with the covariate shift (drift must hold 2 days; a retrain needs a next day to canary on)
 TOTAL_DAYS = DAYS + 1 + LOOP_DAYS
 CANARY_STEPS, CANARY_INTERVAL_SECONDS, CANARY_MAX_INTERVALS = (20, 50), 5.0, 4
 console = Console(width=140)

@@ -110,13 +110,29 @@ def build_features(spec_name: str, valid_path: Path, settings: Settings) -> dict
     return {name: str(p) for name, p in paths.items()}
 
 
-def materialize(end_date: str, days_back: int, settings: Settings) -> str:
-    """Load rows stamped in ``[end_date - days_back, end_date]`` (00:00 UTC) into the online store."""
+def materialize(end_date: str, days_back: int, settings: Settings, *, tables_dir: Path | None = None) -> str:
+    """Load rows stamped in ``[end_date - days_back, end_date]`` (00:00 UTC) into the online store.
+
+    ``tables_dir``: the offline tables ``build_features`` wrote, handed over as an artifact. On a cluster
+    each step is its own pod, so they are put back where the registry's sources point before loading.
+    """
+    import shutil
+
     from riskloop.features.store import StoreConfig, open_store
     from riskloop.features.store import materialize as load
 
     end = datetime.combine(_day(end_date, "end_date"), datetime.min.time(), tzinfo=timezone.utc)
-    load(open_store(StoreConfig.from_settings(settings)), end - timedelta(days=days_back), end)
+    cfg = StoreConfig.from_settings(settings)
+    if tables_dir is not None:
+        tables = sorted(tables_dir.glob("*.parquet"))
+        if not tables:
+            raise ConfigError(f"no offline feature tables in {tables_dir}", where="materialize",
+                              fix="pass the tables artifact of the build_features step")
+        cfg.offline_dir.mkdir(parents=True, exist_ok=True)
+        for table in tables:
+            if table.resolve() != (cfg.offline_dir / table.name).resolve():
+                shutil.copyfile(table, cfg.offline_dir / table.name)
+    load(open_store(cfg), end - timedelta(days=days_back), end)
     return end.isoformat()
 
 

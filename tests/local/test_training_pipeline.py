@@ -116,6 +116,9 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     assert components.load_component_from_file(str(written["monitoring"])).name == "riskloop-monitoring"
     features, _ = yaml.safe_load_all(written["features"].read_text())
     assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])
+    # on a cluster each step is a pod: the offline tables travel to materialize as an artifact
+    tables = features["root"]["dag"]["tasks"]["materialize"]["inputs"]["artifacts"]["tables"]["taskOutputArtifact"]
+    assert tables == {"outputArtifactKey": "tables", "producerTask": "build-features"}
     # recurring runs: each scheduled pipeline resolves its day once, from KFP's schedule time, in its first step
     retrain, _ = yaml.safe_load_all(written["retrain"].read_text())
     assert {"run-day", "retrain-window", "riskloop-training"} <= set(retrain["root"]["dag"]["tasks"])
