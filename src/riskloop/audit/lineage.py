@@ -305,8 +305,12 @@ def _decisions_hop(events: Sequence[AuditEvent], verified: bool, reason: str | N
     checks = [Check("the audit log's hash chain verifies", verified, reason or "")]
     kinds = {e.event for e in chosen}
     missing = [k for k in ("gated", "registered") if k not in kinds]
-    if not any(k in kinds for k in SERVING_EVENTS):
-        missing.append("a serving decision (deployed/canary_deployed/promoted/champion_restored)")
+    # registered with alias champion (a first model) is what a server pinned to the alias serves
+    champion_at_registration = any(e.event == "registered" and "champion" in (e.details.get("aliases") or [])
+                                   for e in chosen)
+    if not any(k in kinds for k in SERVING_EVENTS) and not champion_at_registration:
+        missing.append("a serving decision (deployed/canary_deployed/promoted/champion_restored, or registration "
+                       "as champion)")
     if missing:
         return Hop("decisions", "mismatch" if not verified else "missing", "audit log", facts, tuple(checks),
                    note=f"no audit event for: {', '.join(missing)}")

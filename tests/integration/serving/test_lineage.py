@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from riskloop.audit.lineage import trace_version
+from riskloop.audit.lineage import SERVING_EVENTS, trace_version
 from riskloop.audit.log import open_audit_log
 from riskloop.registry.mlflow_registry import run_info
 from riskloop.serving.prediction_log import read_prediction_log
@@ -109,6 +109,13 @@ def test_lineage_reports_missing_and_contradicted_hops(trained: Trained) -> None
     gone = trace_version(s, "r", [row], events, True, None)
     assert not gone.complete and gone.hop("model_version").status == "missing"
     assert "999" in gone.hop("model_version").note
+    # a server pinned to alias champion: the registration that set the alias is the serving decision
+    v1 = {**row, "model_version": "1"}
+    unpinned = [e for e in events if e.event not in SERVING_EVENTS]
+    assert trace_version(s, "r", [v1], unpinned, True, None).hop("decisions").status == "ok"
+    no_registration = [e for e in unpinned if e.event != "registered"]
+    decisions = trace_version(s, "r", [v1], no_registration, True, None).hop("decisions")
+    assert decisions.status == "missing" and "registered" in decisions.note and "serving decision" in decisions.note
     # a tampered snapshot: a copy of it with one label flipped, in a registry version's place
     from riskloop.audit import lineage
 
