@@ -9,11 +9,11 @@ locally.
 
 from kfp import dsl
 
-from components.monitoring import monitor, retrain_window
+from components.monitoring import monitor
 from components.schedule import run_day
 from pipelines.cluster import on_cluster
 from pipelines.delivery import DEFAULT_POLICY
-from pipelines.training import training_pipeline
+from pipelines.retrain import retrain_pipeline
 
 DEFAULT_MONITOR_POLICY: dict[str, object] = {}
 
@@ -38,8 +38,7 @@ def monitoring_pipeline(
     checked = on_cluster(monitor(spec=spec, day=monitored.output, policy=policy, pushgateway_url=pushgateway_url))
     checked.set_caching_options(False)  # today's decision depends on the state it carries
     with dsl.If(checked.outputs["Output"] == "retrain", name="retrain"):
-        window = on_cluster(retrain_window(day=monitored.output, days=training_days))
-        training_pipeline(spec=spec, start_date=window.outputs["start_date"], end_date=window.outputs["end_date"],
-                          cutoff_date=window.outputs["cutoff_date"], maturity_days=maturity_days,
-                          validation_days=validation_days, test_days=test_days, deliver=deliver,
-                          canary_interval_seconds=canary_interval_seconds, canary_policy=canary_policy)
+        # the scheduled-retrain pipeline on the monitored day: its window, then the training pipeline
+        retrain_pipeline(spec=spec, day=monitored.output, training_days=training_days, maturity_days=maturity_days,
+                         validation_days=validation_days, test_days=test_days, deliver=deliver,
+                         canary_interval_seconds=canary_interval_seconds, canary_policy=canary_policy)

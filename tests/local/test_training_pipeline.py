@@ -112,7 +112,8 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     mtop = monitoring["root"]["dag"]["tasks"]
     (retrain,) = [t for t in mtop if t.startswith("condition-")]
     assert "monitor" in mtop and mtop[retrain]["triggerPolicy"]["condition"].endswith("== 'retrain'")
-    assert "riskloop-training" in monitoring["components"][f"comp-{retrain}"]["dag"]["tasks"]
+    assert "riskloop-retrain" in monitoring["components"][f"comp-{retrain}"]["dag"]["tasks"]
+    assert "riskloop-training" in monitoring["components"]["comp-riskloop-retrain"]["dag"]["tasks"]
     assert components.load_component_from_file(str(written["monitoring"])).name == "riskloop-monitoring"
     features, _ = yaml.safe_load_all(written["features"].read_text())
     assert {"ingest", "validate", "build-features", "materialize"} <= set(features["root"]["dag"]["tasks"])
