@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DAYS, TRAIN_DAYS, DRIFT_DAY, START = 60, 30, 41, date(2026, 1, 1)
 
 
-def one_run(seed: int, scenario: str, work: Path, cards: int) -> dict[str, Any]:
+def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = DAYS) -> dict[str, Any]:
     os.environ["RISKLOOP_STATE_DIR"] = str(work)
     import numpy as np
     import pandas as pd
@@ -60,11 +60,12 @@ def one_run(seed: int, scenario: str, work: Path, cards: int) -> dict[str, Any]:
     s.ensure_dirs()
     spec = load_spec("synthetic-fraud")
     name = spec.registered_model(s.mlflow.model_name)
-    write_partitions(GeneratorParams(days=DAYS, start=START, n_cards=cards, n_merchants=cards // 5, seed=seed,
+    write_partitions(GeneratorParams(days=days_total, start=START, n_cards=cards, n_merchants=cards // 5, seed=seed,
                                      scenario=Scenario(scenario), drift_day=DRIFT_DAY - 1), spec.source_path(s.root))
     w = s.root / "work"
     w.mkdir(parents=True, exist_ok=True)
-    steps.ingest(spec.name, START.isoformat(), (START + timedelta(days=DAYS - 1)).isoformat(), w / "all.parquet", s)
+    steps.ingest(spec.name, START.isoformat(), (START + timedelta(days=days_total - 1)).isoformat(), w / "all.parquet",
+                 s)
     steps.validate(spec.name, w / "all.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "seeds")
 
     def train(end: date, tag: str) -> str | None:
@@ -93,7 +94,7 @@ def one_run(seed: int, scenario: str, work: Path, cards: int) -> dict[str, Any]:
     assert first is not None, "the first model must pass the gate's floors"
     rollout.ensure_deployment(s, name)
     # features of every transaction, by the training pipeline's code (point in time), once
-    steps.build_training_set(spec.name, w / "valid.parquet", (START + timedelta(days=DAYS)).isoformat(), 0.0, 1.0,
+    steps.build_training_set(spec.name, w / "valid.parquet", (START + timedelta(days=days_total)).isoformat(), 0.0, 1.0,
                              1.0, 0, w / "features.parquet", s)
     frame = pd.read_parquet(w / "features.parquet")
     frame["day"] = pd.to_datetime(frame["event_timestamp"], utc=True).dt.date
@@ -110,7 +111,7 @@ def one_run(seed: int, scenario: str, work: Path, cards: int) -> dict[str, Any]:
 
     days: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for i in range(TRAIN_DAYS, DAYS):
+    for i in range(TRAIN_DAYS, days_total):
         day = START + timedelta(days=i)
         version, bundle = champion()
         rows = frame[frame["day"] == day]
@@ -188,13 +189,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[201, 202, 203, 204, 205])
     parser.add_argument("--scenarios", nargs="+", default=["none", "covariate_shift", "concept_drift"])
     parser.add_argument("--cards", type=int, default=800)
+    parser.add_argument("--days", type=int, default=DAYS, help="days generated and served (the change is on day 41)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "monitoring_seeds.json")
     parser.add_argument("--child", nargs=2, metavar=("SEED", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         work = Path(tempfile.mkdtemp(prefix="riskloop-seeds-"))
         try:
-            print("RESULT " + json.dumps(one_run(int(args.child[0]), args.child[1], work, args.cards)), flush=True)
+            print("RESULT " + json.dumps(one_run(int(args.child[0]), args.child[1], work, args.cards, args.days)),
+                  flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
@@ -205,8 +208,8 @@ def main() -> None:
     for scenario in args.scenarios:
         for seed in args.seeds:
             print(f"{scenario} seed {seed}", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--cards", str(args.cards), "--child", str(seed),
-                                   scenario], capture_output=True, text=True, cwd=ROOT)
+            proc = subprocess.run([sys.executable, __file__, "--cards", str(args.cards), "--days", str(args.days),
+                                   "--child", str(seed), scenario], capture_output=True, text=True, cwd=ROOT)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             for ln in proc.stdout.splitlines():
                 if ln.startswith("  ["):
@@ -217,7 +220,7 @@ def main() -> None:
                 continue
             results.append(json.loads(lines[-1][len("RESULT "):]))
     summary = {"benchmark": "monitoring_seeds", "command": " ".join(["benchmarks/monitoring_seeds.py", *sys.argv[1:]]),
-               "started": started.isoformat(timespec="seconds"), "days": DAYS, "train_days": TRAIN_DAYS,
+               "started": started.isoformat(timespec="seconds"), "days": args.days, "train_days": TRAIN_DAYS,
                "drift_day": DRIFT_DAY, "cards": args.cards, "policy": "MonitorPolicy() defaults", "runs": results}
     args.out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     for r in results:

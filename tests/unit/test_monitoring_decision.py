@@ -118,7 +118,7 @@ def test_drift_must_persist_for_min_drift_days() -> None:
 
 def test_decay_must_hold_for_min_decay_days_of_one_version() -> None:
     policy = POLICY.model_copy(update={"min_decay_days": 3})
-    assert MonitorPolicy().min_decay_days == 7
+    assert MonitorPolicy().min_decay_days == 10
     actions, state = run([report(d) for d in range(3)], decay=decayed(), policy=policy)
     assert actions == ["watch", "watch", "retrain"]
     decision, _ = decide([report(1)], decayed(), policy, MonitorState(), model_version="1",

@@ -84,11 +84,13 @@ class MonitorPolicy(_Frozen):
         "a sustained change, not one day's noise (a drift-free run collected one-day spikes of different "
         "features until a third of them had 'drifted' within a week)"))
     retrain_on_decay: bool = True
-    min_decay_days: int = Field(default=7, ge=1, description=(
-        "significant decay retrains only once it has held on this many consecutive daily runs of one version. "
-        "Labels mature 7 days late and a retrain's time split gives its newest 7 labelled days to validation "
-        "and test, so a retrain on the first day decay shows would learn nothing of the new behaviour (the "
-        "offline study's first concept-drift retrain was rejected by the gate for that reason)"))
+    min_decay_days: int = Field(default=10, ge=1, description=(
+        "significant decay retrains only once it has held on this many consecutive daily runs of one version, "
+        "so that the retrain's training split holds days of the new behaviour. Decay shows once the changed "
+        "days are labelled (maturity, 7 days after the change at the earliest); a retrain on day D trains on "
+        "days up to D-14 (maturity 7, validation 3, test 4), so 10 days of decay put about 3 changed days into "
+        "it. At 7 the offline study's concept-drift retrains were rejected by the gate on seeds 202 and 203, "
+        "the candidate having seen none of the new fraud pattern"))
     retrain_on_score_drift: bool = False
     cooldown_days: float = Field(default=7, ge=0, description="no retrain within this many days of the last one")
     episode_days: float = Field(default=30, ge=0, description=(
