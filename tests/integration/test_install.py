@@ -89,7 +89,7 @@ def test_image_tag_components_and_compiled_pipelines_agree(venv: Path, tmp_path:
     assert constant == image
     in_image(venv, "riskloop", "compile", "--out", str(tmp_path / "pipelines"), cwd=tmp_path)
     compiled = sorted((tmp_path / "pipelines").glob("*.yaml"))
-    assert {p.stem for p in compiled} == {"training", "features", "batch_scoring", "delivery", "monitoring"}
+    assert {p.stem for p in compiled} == {"training", "features", "batch_scoring", "delivery", "monitoring", "retrain"}
     for path in compiled:
         ir = next(yaml.safe_load_all(path.read_text()))
         images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}

@@ -48,7 +48,9 @@ def test_every_metric_is_filled_under_its_contract_name() -> None:
     registry = CollectorRegistry()
     metrics = MonitoringMetrics(registry)
     report = sample_report()
-    decision, state = decide([report], sample_decay(True), MonitorPolicy(), MonitorState(), model_version="7", now=NOW)
+    # one report: drift and decay on one day are enough here (the defaults want them to hold for days)
+    one_day = MonitorPolicy(min_drift_days=1, min_decay_days=1)
+    decision, state = decide([report], sample_decay(True), one_day, MonitorState(), model_version="7", now=NOW)
     metrics.record_drift(report, model="fraud-detector", model_version="7")
     metrics.record_decay(sample_decay(True), model="fraud-detector", model_version="7")
     metrics.record_decision(decision, state, model="fraud-detector", now=NOW)
@@ -74,7 +76,7 @@ def test_every_metric_is_filled_under_its_contract_name() -> None:
 def test_the_retrain_counter_continues_from_the_persisted_state() -> None:
     registry = CollectorRegistry()
     metrics = MonitoringMetrics(registry)
-    decision, state = decide([sample_report()], None, MonitorPolicy(retrain_drift_share=0.9),
+    decision, state = decide([sample_report()], None, MonitorPolicy(retrain_drift_share=0.9, min_drift_days=1),
                              MonitorState(retrains_total=4), model_version="7", now=NOW)
     assert decision.action == "watch"
     metrics.record_decision(decision, state, model="fraud-detector", now=NOW)
