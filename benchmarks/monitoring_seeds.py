@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DAYS, TRAIN_DAYS, DRIFT_DAY, START = 60, 30, 41, date(2026, 1, 1)
 
 
-def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = DAYS) -> dict[str, Any]:
+def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = DAYS,
+            gate_params: dict[str, Any] | None = None) -> dict[str, Any]:
     os.environ["RISKLOOP_STATE_DIR"] = str(work)
     import numpy as np
     import pandas as pd
@@ -82,7 +83,9 @@ def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = 
                           data_sha256=info["data_sha256"], data_snapshot=str(d / "ts.parquet"), cutoff_date=cutoff,
                           maturity_days=7.0)
         ev = steps.evaluate(spec.name, d / "ts.parquet", d / "model", out["run_id"], d / "report", s, target_fpr=0.01)
-        gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, {}, s, run_id=out["run_id"],
+        # the first model passes the default gate; retrains face --gate (default: the same gate)
+        params = gate_params if gate_params and tag != "v1" else {}
+        gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, params, s, run_id=out["run_id"],
                           pipeline_run_id=tag)
         if not gate["passed"]:
             return None
@@ -190,14 +193,15 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["none", "covariate_shift", "concept_drift"])
     parser.add_argument("--cards", type=int, default=800)
     parser.add_argument("--days", type=int, default=DAYS, help="days generated and served (the change is on day 41)")
+    parser.add_argument("--gate", default="{}", help="retrain gate thresholds (JSON), e.g. {\"max_pr_auc_drop\": 0}")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "monitoring_seeds.json")
     parser.add_argument("--child", nargs=2, metavar=("SEED", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         work = Path(tempfile.mkdtemp(prefix="riskloop-seeds-"))
         try:
-            print("RESULT " + json.dumps(one_run(int(args.child[0]), args.child[1], work, args.cards, args.days)),
-                  flush=True)
+            result = one_run(int(args.child[0]), args.child[1], work, args.cards, args.days, json.loads(args.gate))
+            print("RESULT " + json.dumps(result), flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return
@@ -209,7 +213,8 @@ def main() -> None:
         for seed in args.seeds:
             print(f"{scenario} seed {seed}", flush=True)
             proc = subprocess.run([sys.executable, __file__, "--cards", str(args.cards), "--days", str(args.days),
-                                   "--child", str(seed), scenario], capture_output=True, text=True, cwd=ROOT)
+                                   "--gate", args.gate, "--child", str(seed), scenario],
+                                  capture_output=True, text=True, cwd=ROOT)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             for ln in proc.stdout.splitlines():
                 if ln.startswith("  ["):
@@ -221,7 +226,8 @@ def main() -> None:
             results.append(json.loads(lines[-1][len("RESULT "):]))
     summary = {"benchmark": "monitoring_seeds", "command": " ".join(["benchmarks/monitoring_seeds.py", *sys.argv[1:]]),
                "started": started.isoformat(timespec="seconds"), "days": args.days, "train_days": TRAIN_DAYS,
-               "drift_day": DRIFT_DAY, "cards": args.cards, "policy": "MonitorPolicy() defaults", "runs": results}
+               "drift_day": DRIFT_DAY, "cards": args.cards, "policy": "MonitorPolicy() defaults",
+               "retrain_gate": json.loads(args.gate), "runs": results}
     args.out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     for r in results:
         print({k: r.get(k) for k in ("scenario", "seed", "retrains", "retrain_days", "actions", "signal_delay_days",
