@@ -193,7 +193,10 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["none", "covariate_shift", "concept_drift"])
     parser.add_argument("--cards", type=int, default=800)
     parser.add_argument("--days", type=int, default=DAYS, help="days generated and served (the change is on day 41)")
-    parser.add_argument("--gate", default="{}", help="retrain gate thresholds (JSON), e.g. {\"max_pr_auc_drop\": 0}")
+    from riskloop.training.gate import RETRAIN_GATE_PARAMS
+
+    parser.add_argument("--gate", default=json.dumps(RETRAIN_GATE_PARAMS),
+                        help="retrain gate thresholds (JSON); default the product's RETRAIN_GATE_PARAMS")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "monitoring_seeds.json")
     parser.add_argument("--child", nargs=2, metavar=("SEED", "SCENARIO"), help=argparse.SUPPRESS)
     args = parser.parse_args()

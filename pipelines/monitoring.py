@@ -14,6 +14,7 @@ from components.schedule import run_day
 from pipelines.cluster import on_cluster
 from pipelines.delivery import DEFAULT_POLICY
 from pipelines.retrain import retrain_pipeline
+from riskloop.training.gate import RETRAIN_GATE_PARAMS
 
 DEFAULT_MONITOR_POLICY: dict[str, object] = {}
 
@@ -32,6 +33,7 @@ def monitoring_pipeline(
     deliver: bool = True,
     canary_interval_seconds: float = 60.0,
     canary_policy: dict = DEFAULT_POLICY,
+    gate_params: dict = RETRAIN_GATE_PARAMS,
 ) -> None:
     monitored = on_cluster(run_day(day=day, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER))
     monitored.set_caching_options(False)
@@ -41,4 +43,5 @@ def monitoring_pipeline(
         # the scheduled-retrain pipeline on the monitored day: its window, then the training pipeline
         retrain_pipeline(spec=spec, day=monitored.output, training_days=training_days, maturity_days=maturity_days,
                          validation_days=validation_days, test_days=test_days, deliver=deliver,
-                         canary_interval_seconds=canary_interval_seconds, canary_policy=canary_policy)
+                         canary_interval_seconds=canary_interval_seconds, canary_policy=canary_policy,
+                         gate_params=gate_params)

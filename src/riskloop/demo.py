@@ -262,6 +262,7 @@ def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, s
     from riskloop.monitoring.decision import MonitorPolicy
     from riskloop.registry.mlflow_registry import version_by_alias
     from riskloop.serving.replay import Replay
+    from riskloop.training.gate import RETRAIN_GATE_PARAMS
 
     name = spec.registered_model(s.mlflow.model_name)
     pending_canary = False
@@ -288,7 +289,7 @@ def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, s
             console.print(f"  - {reason}")
         if outcome.retrain and offset + 1 < LOOP_DAYS:
             before = version_by_alias(s.tracking_uri, name, "challenger")
-            r = run_training(s, training_params(day, DAYS))
+            r = run_training(s, training_params(day, DAYS, gate_params=RETRAIN_GATE_PARAMS))
             after = version_by_alias(s.tracking_uri, name, "challenger")
             new = after is not None and (before is None or after.version != before.version)
             timeline.append((day.isoformat(), "retrained",
