@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -71,17 +72,25 @@ def training_params(end: date, days: int, *, spec: str = "synthetic-fraud", **ov
             "cutoff_date": (end + timedelta(days=1)).isoformat(), **overrides}
 
 
+def _run(name: str, call: Callable[[], Any]) -> tuple[LocalRun, Any]:
+    """Call a pipeline under kfp.local; a failed step is reported in the LocalRun, not raised.
+
+    Returns the run and the pipeline's task (None when it failed).
+    """
+    t0 = time.perf_counter()
+    try:
+        task = call()
+    except RuntimeError as exc:  # kfp.local: a task failed (exit handlers still ran)
+        return LocalRun(name, False, time.perf_counter() - t0, error=str(exc)), None
+    return LocalRun(name, True, time.perf_counter() - t0), task
+
+
 def run_training(s: Settings, params: dict[str, Any]) -> LocalRun:
     """Run the training pipeline under kfp.local; a failed step is reported, not raised."""
     _init(s)
     from pipelines.training import training_pipeline
 
-    t0 = time.perf_counter()
-    try:
-        training_pipeline(**params)
-    except RuntimeError as exc:  # kfp.local: a task failed (the exit handler still ran)
-        return LocalRun("training", False, time.perf_counter() - t0, error=str(exc))
-    return LocalRun("training", True, time.perf_counter() - t0)
+    return _run("training", lambda: training_pipeline(**params))[0]
 
 
 def run_batch_scoring(s: Settings, day: date, *, spec: str = "synthetic-fraud",
@@ -90,14 +99,11 @@ def run_batch_scoring(s: Settings, day: date, *, spec: str = "synthetic-fraud",
     _init(s)
     from pipelines.batch_scoring import batch_scoring_pipeline
 
-    t0 = time.perf_counter()
-    try:
-        task = batch_scoring_pipeline(spec=spec, previous_day=(day - timedelta(days=1)).isoformat(),
-                                      day=day.isoformat(), model_alias=model_alias)
-    except RuntimeError as exc:
-        return LocalRun("batch_scoring", False, time.perf_counter() - t0, error=str(exc))
-    return LocalRun("batch_scoring", True, time.perf_counter() - t0,
-                    outputs={"scores": task.output.path, "rows": task.output.metadata.get("rows")})
+    run, task = _run("batch_scoring", lambda: batch_scoring_pipeline(
+        spec=spec, previous_day=(day - timedelta(days=1)).isoformat(), day=day.isoformat(), model_alias=model_alias))
+    if task is None:
+        return run
+    return replace(run, outputs={"scores": task.output.path, "rows": task.output.metadata.get("rows")})
 
 
 def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
@@ -110,12 +116,7 @@ def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud",
     os.environ["RISKLOOP_DELIVERY__SERVER_URL"] = server_url
     from pipelines.delivery import delivery_pipeline
 
-    t0 = time.perf_counter()
-    try:
-        delivery_pipeline(spec=spec, **params)
-    except RuntimeError as exc:
-        return LocalRun("delivery", False, time.perf_counter() - t0, error=str(exc))
-    return LocalRun("delivery", True, time.perf_counter() - t0)
+    return _run("delivery", lambda: delivery_pipeline(spec=spec, **params))[0]
 
 
 def run_features(s: Settings, day: date, *, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
@@ -123,12 +124,7 @@ def run_features(s: Settings, day: date, *, spec: str = "synthetic-fraud", **par
     _init(s)
     from pipelines.features import features_pipeline
 
-    t0 = time.perf_counter()
-    try:
-        features_pipeline(spec=spec, day=day.isoformat(), **params)
-    except RuntimeError as exc:
-        return LocalRun("features", False, time.perf_counter() - t0, error=str(exc))
-    return LocalRun("features", True, time.perf_counter() - t0)
+    return _run("features", lambda: features_pipeline(spec=spec, day=day.isoformat(), **params))[0]
 
 
 def run_monitoring(s: Settings, day: date, *, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
@@ -136,9 +132,4 @@ def run_monitoring(s: Settings, day: date, *, spec: str = "synthetic-fraud", **p
     _init(s)
     from pipelines.monitoring import monitoring_pipeline
 
-    t0 = time.perf_counter()
-    try:
-        monitoring_pipeline(spec=spec, day=day.isoformat(), **params)
-    except RuntimeError as exc:
-        return LocalRun("monitoring", False, time.perf_counter() - t0, error=str(exc))
-    return LocalRun("monitoring", True, time.perf_counter() - t0)
+    return _run("monitoring", lambda: monitoring_pipeline(spec=spec, day=day.isoformat(), **params))[0]
