@@ -234,6 +234,7 @@ def test_first_difference_reports_the_path() -> None:
     ("port", 80, "greater than or equal to 1024"),
     ("port", 8012, "taken by Knative's queue-proxy"),
     ("role", "shadow", "'champion' or 'challenger'"),
+    ("db_secret", "Riskloop_DB", "not a valid Kubernetes object name"),
     ("min_replicas", "1", "valid integer"),
 ])
 def test_bad_spec_values_are_refused_clearly(field: str, value: Any, message: str) -> None:

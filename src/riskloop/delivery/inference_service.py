@@ -147,7 +147,7 @@ class ServiceSpec(BaseModel):
                              "'-', at most 63 characters), e.g. 'riskloop'")
         return v
 
-    @field_validator("service_account", "config_map")
+    @field_validator("service_account", "config_map", "db_secret")
     @classmethod
     def _object_name(cls, v: str) -> str:
         if not _DNS_SUBDOMAIN.match(v) or len(v) > 253:
