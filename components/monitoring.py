@@ -44,7 +44,8 @@ def monitor(spec: str, day: str, policy: dict, pushgateway_url: str, drift_repor
 @component
 def retrain_window(day: str, days: int
                    ) -> NamedTuple("Outputs", [("start_date", str), ("end_date", str), ("cutoff_date", str)]):  # type: ignore[valid-type]
-    """The training window that ends with the monitored day: ``days`` days, cutoff at the next midnight."""
+    """The ``days`` days ending with ``day``, cutoff at the next midnight: a retrain's training window, or the
+    feature pipeline's history window."""
     from collections import namedtuple
     from datetime import date
 
