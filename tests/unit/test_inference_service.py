@@ -119,6 +119,9 @@ def test_object_meets_the_serving_contract() -> None:
         "RISKLOOP_ROLE": "champion",
         # the Feast registry URL carries a password: from the Secret, never in the spec
         "RISKLOOP_FEAST__REGISTRY": {"secretKeyRef": {"name": "riskloop-db", "key": "feast-registry-uri"}},
+        # the prediction log goes to the storage root (RISKLOOP_STORAGE__URI, from the config map) with these
+        **{key: {"secretKeyRef": {"name": "riskloop-s3", "key": key}}
+           for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
     }
     assert c["envFrom"] == [{"configMapRef": {"name": "riskloop-config"}}]
     assert c["ports"] == [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}]
@@ -137,7 +140,8 @@ def test_object_meets_the_serving_contract() -> None:
 
 def test_spec_values_reach_the_object() -> None:
     spec = _spec(port=9000, model_name="credit-scorer", role="challenger", min_replicas=0, max_replicas=5,
-                 canary_traffic_percent=0, service_account="sa", config_map="cm", cpu_limit="4")
+                 canary_traffic_percent=0, service_account="sa", config_map="cm", cpu_limit="4",
+                 db_secret="team-db", s3_secret="team-s3.objects")
     m = to_manifest(build_inference_service(spec))
     predictor, c = m["spec"]["predictor"], _container(m)
     assert predictor["canaryTrafficPercent"] == 0  # 0 pins traffic: it must not be dropped as falsy
@@ -147,6 +151,9 @@ def test_spec_values_reach_the_object() -> None:
     assert {"name": "RISKLOOP_ROLE", "value": "challenger"} in c["env"]
     assert c["envFrom"] == [{"configMapRef": {"name": "cm"}}]
     assert c["resources"]["limits"]["cpu"] == "4"
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
+    assert secrets == {"RISKLOOP_FEAST__REGISTRY": "team-db", "AWS_ACCESS_KEY_ID": "team-s3.objects",
+                       "AWS_SECRET_ACCESS_KEY": "team-s3.objects", "MLFLOW_S3_ENDPOINT_URL": "team-s3.objects"}
 
 
 @pytest.mark.parametrize("spec", [CHAMPION, _spec(canary_traffic_percent=10)], ids=["champion", "canary"])
@@ -235,6 +242,9 @@ def test_first_difference_reports_the_path() -> None:
     ("port", 8012, "taken by Knative's queue-proxy"),
     ("role", "shadow", "'champion' or 'challenger'"),
     ("db_secret", "Riskloop_DB", "not a valid Kubernetes object name"),
+    ("s3_secret", "riskloop_s3", "not a valid Kubernetes object name"),
+    ("s3_secret", "", "not a valid Kubernetes object name"),
+    ("s3_secret", "s" * 254, "not a valid Kubernetes object name"),
     ("min_replicas", "1", "valid integer"),
 ])
 def test_bad_spec_values_are_refused_clearly(field: str, value: Any, message: str) -> None:

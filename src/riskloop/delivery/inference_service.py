@@ -74,6 +74,10 @@ RUN_AS_USER = 1000
 
 ENV_FEAST_REGISTRY = "RISKLOOP_FEAST__REGISTRY"
 FEAST_REGISTRY_KEY = "feast-registry-uri"  # key of the chart's riskloop-db Secret
+# Keys of the operator's riskloop-s3 Secret, each injected as the env var of the same name: the prediction log is
+# written under RISKLOOP_STORAGE__URI (from the config map) with these credentials, MLFLOW_S3_ENDPOINT_URL naming the
+# endpoint. pipelines/cluster.py maps the same keys into every pipeline step.
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
 ENV_STORAGE_URI = "STORAGE_URI"  # for a custom container, this env var is what drives the storage initializer
 ENV_EXPECTED_MODEL_SHA256 = "RISKLOOP_EXPECTED_MODEL_SHA256"
 ENV_MODEL_VERSION = "RISKLOOP_MODEL_VERSION"
@@ -119,6 +123,9 @@ class ServiceSpec(BaseModel):
     config_map: str = Field(default="riskloop-config", description="RISKLOOP_* settings, injected with envFrom")
     db_secret: str = Field(default="riskloop-db", description=(
         "Secret whose key feast-registry-uri is the Feast SQL registry the predictor resolves its views from"))
+    s3_secret: str = Field(default="riskloop-s3", description=(
+        "Secret with the object store's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL, "
+        "for the prediction log under the storage root"))
     cpu_request: str = "500m"
     memory_request: str = "1Gi"
     cpu_limit: str = "2"
@@ -147,7 +154,7 @@ class ServiceSpec(BaseModel):
                              "'-', at most 63 characters), e.g. 'riskloop'")
         return v
 
-    @field_validator("service_account", "config_map", "db_secret")
+    @field_validator("service_account", "config_map", "db_secret", "s3_secret")
     @classmethod
     def _object_name(cls, v: str) -> str:
         if not _DNS_SUBDOMAIN.match(v) or len(v) > 253:
@@ -374,6 +381,9 @@ def _container(spec: ServiceSpec) -> k8s.V1Container:
             # the feature views come from the registry the pipelines apply to; its URL carries a password
             k8s.V1EnvVar(name=ENV_FEAST_REGISTRY, value_from=k8s.V1EnvVarSource(
                 secret_key_ref=k8s.V1SecretKeySelector(name=spec.db_secret, key=FEAST_REGISTRY_KEY))),
+            # object-store credentials for the prediction log, from the Secret, never in the spec
+            *(k8s.V1EnvVar(name=key, value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name=spec.s3_secret, key=key))) for key in S3_SECRET_KEYS),
         ],
         # Explicit env wins over envFrom, so the config map cannot override the model identity.
         env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=spec.config_map))],
