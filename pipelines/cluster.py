@@ -8,7 +8,7 @@ from existing Secrets, and resource requests.
 from kfp import dsl, kubernetes
 
 CONFIG_MAP = "riskloop-config"  # rendered by the Helm chart: RISKLOOP_* settings
-S3_SECRET = "riskloop-s3"  # created by the operator: object-store credentials
+S3_SECRET = "riskloop-s3"  # created by the operator: object-store credentials and endpoint (MLflow and storage root)
 DB_SECRET = "riskloop-db"  # created by the chart or the operator: PostgreSQL DSN for audit + MLflow
 
 
@@ -21,6 +21,8 @@ def on_cluster(task: dsl.PipelineTask, *, cpu: str = "500m", memory: str = "1G")
         "RISKLOOP_FEAST__REDIS_CONNECTION": "RISKLOOP_FEAST__REDIS_CONNECTION",
         "RISKLOOP_AUDIT__BACKEND": "RISKLOOP_AUDIT__BACKEND",
         "RISKLOOP_STATE_DIR": "RISKLOOP_STATE_DIR",
+        # what steps share (landing data, prediction log, monitoring state): the state dir is per pod
+        "RISKLOOP_STORAGE__URI": "RISKLOOP_STORAGE__URI",
         "RISKLOOP_DELIVERY__TARGET": "RISKLOOP_DELIVERY__TARGET",
         "RISKLOOP_DELIVERY__NAMESPACE": "RISKLOOP_DELIVERY__NAMESPACE",
         "RISKLOOP_DELIVERY__SERVICE_NAME": "RISKLOOP_DELIVERY__SERVICE_NAME",

@@ -90,6 +90,7 @@ app.kubernetes.io/component: predictor
 {{- define "riskloop.settingsEnv" -}}
 RISKLOOP_IMAGE: {{ include "riskloop.image" . | quote }}
 RISKLOOP_STATE_DIR: {{ .Values.config.stateDir | quote }}
+RISKLOOP_STORAGE__URI: {{ .Values.s3.storageUri | quote }}
 RISKLOOP_MLFLOW__TRACKING_URI: {{ printf "http://%s:5000" (include "riskloop.mlflowHost" .) | quote }}
 RISKLOOP_MLFLOW__EXPERIMENT: {{ .Values.config.experiment | quote }}
 RISKLOOP_MLFLOW__MODEL_NAME: {{ .Values.config.modelName | quote }}

@@ -99,6 +99,40 @@ def pod_specs(objs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
             yield f"CronJob/{o['metadata']['name']}", spec["jobTemplate"]["spec"]["template"]["spec"]
 
 
+class ClusterSettings:
+    """Stands in for kfp.kubernetes and a PipelineTask to capture what pipelines/cluster.py asks of the cluster."""
+
+    def __init__(self) -> None:
+        self.config_maps: dict[str, dict[str, str]] = {}
+        self.secrets: dict[str, dict[str, str]] = {}
+
+    def use_config_map_as_env(self, task: Any, name: str, config_map_key_to_env: dict[str, str]) -> None:
+        self.config_maps[name] = config_map_key_to_env
+
+    def use_secret_as_env(self, task: Any, name: str, secret_key_to_env: dict[str, str]) -> None:
+        self.secrets[name] = secret_key_to_env
+
+    def set_image_pull_policy(self, task: Any, policy: str) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:  # task.set_cpu_request(...).set_memory_request(...)
+        return lambda *a, **k: self
+
+
+def pipeline_cluster_settings() -> ClusterSettings:
+    """The ConfigMap keys and Secret keys ``pipelines.cluster.on_cluster`` maps into every pipeline step."""
+    import pipelines.cluster as cluster
+
+    recorder = ClusterSettings()
+    saved = cluster.kubernetes
+    cluster.kubernetes = recorder  # type: ignore[assignment]
+    try:
+        cluster.on_cluster(recorder)  # type: ignore[arg-type]
+    finally:
+        cluster.kubernetes = saved
+    return recorder
+
+
 def write_objects(objs: list[dict[str, Any]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from tests.unit.chart.chart import VALUES_FILES, load_values, render, render_objects
+from tests.unit.chart.chart import (
+    VALUES_FILES,
+    ClusterSettings,
+    load_values,
+    pipeline_cluster_settings,
+    render,
+    render_objects,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +30,9 @@ def objects_by_set() -> dict[str, list[dict[str, Any]]]:
 @pytest.fixture(scope="session")
 def default_objects(objects_by_set: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return objects_by_set["default"]
+
+
+@pytest.fixture(scope="session")
+def cluster_settings() -> ClusterSettings:
+    """What pipelines/cluster.py maps into every step: ConfigMap keys and Secret keys."""
+    return pipeline_cluster_settings()

@@ -15,56 +15,35 @@ import riskloop.version as version
 from riskloop.delivery import inference_service as isvc
 from riskloop.delivery.rbac import KFP_SERVICE_ACCOUNT, delivery_rbac
 from riskloop.settings import DeliverySettings, Settings
-from tests.unit.chart.chart import CHART_DIR, NAMESPACE, ROOT, find, load_chart, objects, one, pod_specs, render
+from tests.unit.chart.chart import (
+    CHART_DIR,
+    NAMESPACE,
+    ROOT,
+    ClusterSettings,
+    find,
+    load_chart,
+    objects,
+    one,
+    pod_specs,
+    render,
+)
 
 MONITORING = CHART_DIR / "files" / "monitoring"
 RISKLOOP_CONTAINERS = {"mlflow", "feast", "publish", "check"}
-
-
-class _Recorder:
-    """Stands in for kfp.kubernetes and a PipelineTask to capture what pipelines/cluster.py asks of the cluster."""
-
-    def __init__(self) -> None:
-        self.config_maps: dict[str, dict[str, str]] = {}
-        self.secrets: dict[str, dict[str, str]] = {}
-
-    def use_config_map_as_env(self, task: Any, name: str, config_map_key_to_env: dict[str, str]) -> None:
-        self.config_maps[name] = config_map_key_to_env
-
-    def use_secret_as_env(self, task: Any, name: str, secret_key_to_env: dict[str, str]) -> None:
-        self.secrets[name] = secret_key_to_env
-
-    def set_image_pull_policy(self, task: Any, policy: str) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:  # task.set_cpu_request(...).set_memory_request(...)
-        return lambda *a, **k: self
-
-
-@pytest.fixture(scope="module")
-def cluster_settings(request: pytest.FixtureRequest) -> _Recorder:
-    import pipelines.cluster as cluster
-
-    recorder = _Recorder()
-    saved = cluster.kubernetes
-    cluster.kubernetes = recorder  # type: ignore[assignment]
-    try:
-        cluster.on_cluster(recorder)  # type: ignore[arg-type]
-    finally:
-        cluster.kubernetes = saved
-    return recorder
 
 
 def _config(objs: list[dict[str, Any]], namespace: str) -> dict[str, str]:
     return one(objs, "ConfigMap", "riskloop-config", namespace)["data"]
 
 
-def test_configmap_has_every_key_the_pipelines_read(cluster_settings: _Recorder,
+def test_configmap_has_every_key_the_pipelines_read(cluster_settings: ClusterSettings,
                                                     objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
     import pipelines.cluster as cluster
 
     wanted = set(cluster_settings.config_maps[cluster.CONFIG_MAP])
     assert wanted, "pipelines/cluster.py maps no ConfigMap keys"
+    # what the steps share lives under the storage root: every step needs it, not only the state dir of its pod
+    assert {"RISKLOOP_STORAGE__URI", "RISKLOOP_STATE_DIR"} <= wanted
     for values_set, objs in objects_by_set.items():
         values = load_chart().merge_values(_user_values(values_set))
         for ns in (values["namespaces"]["pipelines"]["name"], NAMESPACE, values["namespaces"]["models"]["name"]):
@@ -72,7 +51,8 @@ def test_configmap_has_every_key_the_pipelines_read(cluster_settings: _Recorder,
             assert not missing, f"{values_set}: riskloop-config in {ns} lacks {sorted(missing)}"
 
 
-def test_secret_names_are_the_pipelines(cluster_settings: _Recorder, default_objects: list[dict[str, Any]]) -> None:
+def test_secret_names_are_the_pipelines(cluster_settings: ClusterSettings,
+                                        default_objects: list[dict[str, Any]]) -> None:
     import pipelines.cluster as cluster
 
     values = load_chart().values
@@ -89,6 +69,9 @@ def test_secret_names_are_the_pipelines(cluster_settings: _Recorder, default_obj
     secret = one(default_objects, "Secret", cluster.DB_SECRET, values["namespaces"]["models"]["name"])
     assert isvc.FEAST_REGISTRY_KEY in secret["stringData"]
     assert cluster_settings.secrets[cluster.DB_SECRET][isvc.FEAST_REGISTRY_KEY] == isvc.ENV_FEAST_REGISTRY
+    # ... and the object store's credentials from the S3 Secret, the same keys as every pipeline step, by the same name
+    assert spec["s3_secret"].default == cluster.S3_SECRET
+    assert cluster_settings.secrets[cluster.S3_SECRET] == {k: k for k in isvc.S3_SECRET_KEYS}
 
 
 def test_configmap_is_a_valid_settings(objects_by_set: dict[str, list[dict[str, Any]]],
@@ -109,6 +92,7 @@ def test_configmap_is_a_valid_settings(objects_by_set: dict[str, list[dict[str, 
         assert s.delivery.namespace == values["namespaces"]["models"]["name"]
         assert s.mlflow.tracking_uri and s.mlflow.tracking_uri.startswith("http://riskloop-mlflow.")
         assert s.image == data["RISKLOOP_IMAGE"]
+        assert s.storage.uri == values["s3"]["storageUri"], values_set
 
 
 def test_bad_settings_key_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,6 +133,9 @@ def test_predictor_selectors_match_the_inference_service_labels(default_objects:
     assert {"port": container["ports"][0]["containerPort"], "protocol": "TCP"} in policy["spec"]["ingress"][1]["ports"]
     assert manifest["spec"]["predictor"]["serviceAccountName"] == "riskloop-predictor"
     assert {"configMapRef": {"name": "riskloop-config"}} in container["envFrom"]
+    # the S3 Secret it reads is the one the chart tells the operator to create in the model namespace
+    s3_refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if e["name"] in isvc.S3_SECRET_KEYS}
+    assert s3_refs == {load_chart().values["s3"]["existingSecret"]}
     # Who may reach the predictor's stores: the allows name its pods by the same labels.
     for component in ("redis", "mlflow"):
         peers = [p for r in one(default_objects, "NetworkPolicy", f"riskloop-{component}", NAMESPACE)["spec"]["ingress"]

@@ -93,6 +93,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("bad namespace", {"namespaces": {"models": {"name": "Riskloop_Models"}}}, "/namespaces/models/name"),
     ("Knative's port", {"predictor": {"port": 8012}}, "/predictor/port"),
     ("not a quantity", {"mlflow": {"resources": {"limits": {"memory": "lots"}}}}, "/mlflow/resources/limits/memory"),
+    ("storage root not a string", {"s3": {"storageUri": ["s3://riskloop/state"]}}, "/s3/storageUri"),
+    ("storage root empty", {"s3": {"storageUri": ""}}, "/s3/storageUri"),
+    ("storage root over HTTP", {"s3": {"storageUri": "https://minio:9000/riskloop/state"}}, "/s3/storageUri"),
+    ("storage root a path", {"s3": {"storageUri": "/tmp/riskloop"}}, "/s3/storageUri"),
+    ("storage root trailing slash", {"s3": {"storageUri": "s3://riskloop/state/"}}, "/s3/storageUri"),
+    ("storage root bad bucket", {"s3": {"storageUri": "s3://Riskloop_State/x"}}, "/s3/storageUri"),
+    ("storage root with a space", {"s3": {"storageUri": "s3://riskloop/my state"}}, "/s3/storageUri"),
 ]
 
 
@@ -105,6 +112,13 @@ def test_schema_refuses_bad_values_saying_where(what: str, values: dict[str, Any
     # Rendering (helm install/template) refuses them too.
     with pytest.raises(helm.HelmError):
         chart.render(values, name="riskloop", namespace=NAMESPACE, is_install=True)
+
+
+@pytest.mark.parametrize("uri", ["s3://riskloop", "s3://riskloop/state", "s3://riskloop-prod.eu/a/b=c/d_e",
+                                 "gs://team-bucket/riskloop/state"])
+def test_schema_accepts_storage_roots(uri: str) -> None:
+    chart = load_chart()
+    chart.validate_schema(chart.merge_values({"s3": {"storageUri": uri}}))
 
 
 def test_schema_accepts_every_values_file() -> None:
