@@ -100,6 +100,9 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("storage root trailing slash", {"s3": {"storageUri": "s3://riskloop/state/"}}, "/s3/storageUri"),
     ("storage root bad bucket", {"s3": {"storageUri": "s3://Riskloop_State/x"}}, "/s3/storageUri"),
     ("storage root with a space", {"s3": {"storageUri": "s3://riskloop/my state"}}, "/s3/storageUri"),
+    ("synthetic days as text", {"syntheticData": {"days": "35"}}, "/syntheticData/days"),
+    ("synthetic start not a date", {"syntheticData": {"start": "01/01/2026"}}, "/syntheticData/start"),
+    ("synthetic typo'd key", {"syntheticData": {"enable": True}}, "/syntheticData"),
 ]
 
 
