@@ -2,7 +2,8 @@
 # Deploy riskloop and its prerequisites to Kubernetes (make deploy / make undeploy).
 #
 #   scripts/deploy.sh up     prerequisites (manifests/, pinned in manifests/versions.env), the image,
-#                            the chart (its Job publishes the pipelines), a first training run, the URLs
+#                            the chart (its Jobs land the kind demo's data under the storage root and
+#                            publish the pipelines), a first training run once that data is there, the URLs
 #   scripts/deploy.sh down   remove the release; with CLUSTER=kind delete the kind cluster
 #
 # Environment:
@@ -140,13 +141,26 @@ image() {
   fi
 }
 
-# riskloop-s3: object-store credentials the chart and the pipeline steps read by name. On kind it
-# points at KFP's own MinIO; elsewhere it must exist already (your bucket, your keys).
+# riskloop-s3 in the namespaces given: object-store credentials and endpoint that MLflow, the chart's Jobs,
+# the pipeline steps and the predictor (its prediction log under the storage root) read by name. On kind
+# it points at KFP's own MinIO; elsewhere it must exist already (your bucket, your keys), except in the
+# model namespace, which the chart creates: there it is copied from the release namespace when missing.
 s3_secret() {
   local ns
   if [[ "$CLUSTER" != kind ]]; then
-    dry && return 0
-    for ns in "$NAMESPACE" kubeflow; do
+    for ns in "$@"; do
+      if [[ "$ns" == "$MODELS_NAMESPACE" ]]; then
+        if dry; then printf '+ copy secret riskloop-s3 from %s to %s unless it exists\n' "$NAMESPACE" "$ns"; continue; fi
+        "$KUBECTL" get secret riskloop-s3 -n "$ns" >/dev/null 2>&1 && continue
+        log "riskloop-s3 -> $ns (copied from $NAMESPACE)"
+        # through a pipe, never the command line: the keys do not show in the process list
+        "$KUBECTL" get secret riskloop-s3 -n "$NAMESPACE" -o json | "$PYTHON" -c 'import json, sys
+s = json.load(sys.stdin)
+print(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": s.get("type", "Opaque"), "data": s["data"],
+                  "metadata": {"name": "riskloop-s3", "namespace": sys.argv[1]}}))' "$ns" | "$KUBECTL" apply -f -
+        continue
+      fi
+      dry && continue
       "$KUBECTL" get secret riskloop-s3 -n "$ns" >/dev/null 2>&1 || die "secret riskloop-s3 is missing in \
 namespace $ns: create it with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL (README)"
     done
@@ -167,7 +181,8 @@ namespace $ns: create it with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLO
   done
 }
 
-# the bucket MLflow's artifacts and the prediction log go to, created once with the image's boto3
+# the bucket MLflow's artifacts and the storage root (s3://riskloop/state: landing data, prediction log,
+# monitoring state) go to, created once with the image's boto3
 s3_bucket() {
   [[ "$CLUSTER" == kind ]] || return 0
   local key=minio secret=minio123
@@ -208,6 +223,27 @@ chart() {
   if dry; then render_chart; fi
   run helm upgrade --install "$RELEASE" helm/riskloop -n "$NAMESPACE" -f "$VALUES" \
     --set image.tag="$TAG" --set image.repository="$IMAGE_REPOSITORY" --wait --wait-for-jobs --timeout "$WAIT"
+}
+
+# The landing data the first training run ingests: on kind the chart's synthetic-data Job (a post-install
+# hook, syntheticData.enabled in envs/kind.yaml) writes it under the storage root. Helm has waited for the
+# hook already; this fails here, saying why, rather than in the run's ingest step. Without the Job the data
+# is the operator's: <s3.storageUri>/data/<spec>/transactions/date=YYYY-MM-DD/part-0.parquet.
+landing_data() {
+  local selector="app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=synthetic-data"
+  local jobs=""
+  if dry; then
+    [[ "$(<"$OUT/helm-riskloop.yaml")" == *"app.kubernetes.io/component: synthetic-data"* ]] && jobs=rendered
+  else
+    jobs="$("$KUBECTL" get job -n "$NAMESPACE" -l "$selector" -o name)"
+  fi
+  if [[ -z "$jobs" ]]; then
+    log "no synthetic-data Job (syntheticData.enabled is false in $VALUES): the first training run reads the \
+landing data already under s3.storageUri"
+    return 0
+  fi
+  log "landing data: waiting for the synthetic-data Job"
+  run "$KUBECTL" wait job -n "$NAMESPACE" -l "$selector" --for=condition=Complete --timeout="$WAIT"
 }
 
 first_training_run() {
@@ -255,8 +291,14 @@ up() {
   local first=1
   if ! dry && helm status "$RELEASE" -n "$NAMESPACE" >/dev/null 2>&1; then first=0; fi
   chart
-  if [[ "$CLUSTER" == kind ]]; then s3_secret "$MODELS_NAMESPACE"; fi
-  if [[ "$first" == 1 ]]; then first_training_run; else log "release existed: no new training run"; fi
+  # the model namespace exists once the chart has created it; the predictor reads the Secret there
+  s3_secret "$MODELS_NAMESPACE"
+  if [[ "$first" == 1 ]]; then
+    landing_data
+    first_training_run
+  else
+    log "release existed: no new training run"
+  fi
   urls
 }
 
