@@ -1,17 +1,24 @@
-"""On kind: the chart is up, the pipelines are published, training runs, a canary is deployed, promoted, rolled back.
+"""On kind: the chart is up, the landing data is under the storage root, the pipelines are published, training runs,
+a canary is deployed, promoted, rolled back, and the predictor's prediction log lands under the storage root.
 
 Needs Docker, kind, helm and kubectl (see conftest.py); `make test-e2e`. Not run where it was written.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,6 +45,70 @@ def wait_ready(timeout_seconds: float = 600) -> dict[str, Any]:
     kubectl("wait", f"inferenceservice/{SERVICE}", "-n", MODELS, "--for=condition=Ready",
             f"--timeout={int(timeout_seconds)}s", timeout=int(timeout_seconds) + 30)
     return isvc()
+
+
+def storage_root() -> tuple[str, str]:
+    """(bucket, prefix) of RISKLOOP_STORAGE__URI as the predictor gets it from riskloop-config."""
+    uri = kubectl("get", "configmap", "riskloop-config", "-n", MODELS, "-o",
+                  "jsonpath={.data.RISKLOOP_STORAGE__URI}")
+    assert uri.startswith("s3://"), uri
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+@contextmanager
+def object_store() -> Iterator[Any]:
+    """A boto3 S3 client on KFP's MinIO (the kind storage), with the riskloop-s3 Secret's keys."""
+    import boto3
+    from botocore.config import Config
+
+    def key(name: str) -> str:
+        return base64.b64decode(kubectl("get", "secret", "riskloop-s3", "-n", MODELS, "-o",
+                                        f"jsonpath={{.data.{name}}}")).decode()
+
+    with port_forward("kubeflow", "minio-service", 9000) as url:
+        yield boto3.client("s3", endpoint_url=url, aws_access_key_id=key("AWS_ACCESS_KEY_ID"),
+                           aws_secret_access_key=key("AWS_SECRET_ACCESS_KEY"), region_name="us-east-1",
+                           config=Config(s3={"addressing_style": "path"}))  # MinIO behind a port-forward
+
+
+def object_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_landing_data_covers_the_first_training_run() -> None:
+    """The chart's synthetic-data Job (envs/kind.yaml) wrote a partition for every day the training defaults read."""
+    from pipelines.training import training_pipeline
+
+    inputs = training_pipeline.component_spec.inputs
+    day = datetime.date.fromisoformat(inputs["start_date"].default)
+    end = datetime.date.fromisoformat(inputs["end_date"].default)
+    bucket, prefix = storage_root()
+    with object_store() as s3:
+        keys = set(object_keys(s3, bucket, f"{prefix}/data/synthetic-fraud/transactions/"))
+    missing = []
+    while day <= end:
+        if f"{prefix}/data/synthetic-fraud/transactions/date={day}/part-0.parquet" not in keys:
+            missing.append(str(day))
+        day += datetime.timedelta(days=1)
+    assert not missing, f"no landing partition under s3://{bucket}/{prefix} for {missing}"
+
+
+def predict(count: int) -> None:
+    """``count`` V1 requests through Knative's ingress gateway (Kourier), by the InferenceService's host name."""
+    host = urlsplit(isvc()["status"]["url"]).netloc
+    with port_forward("kourier-system", "kourier", 80) as url:
+        for i in range(count):
+            body = {"instances": [{"transaction_id": f"e2e-{i}", "card_id": "C000042", "merchant_id": "M00017",
+                                   "amount": 42.5 + i, "currency": "EUR", "merchant_category": "grocery",
+                                   "channel": "pos", "country": "DE", "device_type": "terminal",
+                                   "distance_from_home_km": 3.2, "card_age_days": 812,
+                                   "event_timestamp": "2026-01-30T10:15:00Z"}]}
+            request = urllib.request.Request(f"{url}/v1/models/{SERVICE}:predict", data=json.dumps(body).encode(),
+                                             headers={"Host": host, "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.status == 200, response.read()
 
 
 def test_helm_test_passes() -> None:
@@ -89,3 +160,12 @@ def test_train_then_canary_promote_and_roll_back(tmp_path: Path) -> None:
         riskloop("canary", "restore", "--reason", "e2e rollback after promotion", env=env)
         status = wait_ready()
         assert status["status"]["conditions"], "the rolled-back service reports its conditions"
+
+    # The predictor's prediction log is on the storage root, not in its pod: it flushes within seconds.
+    predict(5)
+    bucket, prefix = storage_root()
+    with object_store() as s3:
+        deadline = time.monotonic() + 120
+        while not (logged := object_keys(s3, bucket, f"{prefix}/predictions/")) and time.monotonic() < deadline:
+            time.sleep(5)
+    assert any(k.endswith(".parquet") for k in logged), f"no prediction log under s3://{bucket}/{prefix}/predictions/"
