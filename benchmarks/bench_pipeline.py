@@ -397,6 +397,13 @@ def generator_params(rows: int) -> Any:
     return base.model_copy(update={"n_cards": max(10, round(rows / per_card))})
 
 
+def _landing(spec: Any, state: Path) -> Path:
+    """The landing directory of ``spec`` in the local state dir ``state`` (the benchmark runs on one machine)."""
+    path = spec.source_path(state).local_path
+    assert path is not None
+    return Path(path)
+
+
 def link_tree(src: Path, dst: Path) -> None:
     """The landing files, hard-linked: every variant reads the very same bytes, nobody writes them."""
     shutil.copytree(src, dst, copy_function=os.link)
@@ -460,7 +467,7 @@ def run_variants(landing: Path, params_path: Path, workdir: Path, env: dict[str,
     children = {}
     for variant in order:
         state = workdir / variant
-        link_tree(landing, spec.source_path(state))
+        link_tree(landing, _landing(spec, state))
         progress(f"variant {variant} (load average {os.getloadavg()[0]:.2f})")
         children[variant] = spawn(["--variant", variant, "--state-dir", str(state), "--params", str(params_path)],
                                   {**env, "RISKLOOP_STATE_DIR": str(state)}, state, workdir / f"{variant}.log", echo)
@@ -560,7 +567,7 @@ def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, war
             progress(f"{mode}: warm-up pass on {warmup_rows:,} rows")
             generate(warmup_rows, mode_dir / "warmup-data")
             t0 = time.perf_counter()
-            run_variants(spec.source_path(mode_dir / "warmup-data"), params_path, mode_dir / "warmup", env,
+            run_variants(_landing(spec, mode_dir / "warmup-data"), params_path, mode_dir / "warmup", env,
                          VARIANTS, echo)
             warmup_seconds = round(time.perf_counter() - t0, 1)
         rounds: list[tuple[tuple[str, ...], dict[str, ChildRun]]] = []
@@ -568,7 +575,7 @@ def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, war
             # the order rotates from round to round, so no variant always runs first or last
             order = VARIANTS[i % len(VARIANTS):] + VARIANTS[:i % len(VARIANTS)]
             progress(f"{mode}: round {i + 1} of {repeat} on {rows:,} rows, order {', '.join(order)}")
-            rounds.append((order, run_variants(spec.source_path(workdir / "generated"), params_path,
+            rounds.append((order, run_variants(_landing(spec, workdir / "generated"), params_path,
                                                mode_dir / f"round-{i + 1}", env, order, echo)))
         imports = import_costs(env, import_repeat, workdir, mode_dir / f"round-{repeat}" / "steps" / "mlflow.db")
         by_mode[mode] = {

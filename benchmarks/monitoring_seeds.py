@@ -120,7 +120,7 @@ def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = 
         rows = frame[frame["day"] == day]
         x = matrix(rows, bundle.features)
         scores = bundle.predict(x)
-        plog = PredictionLog(s.predictions_dir)
+        plog = PredictionLog(s.predictions)
         plog.append([
             {"request_id": uuid.uuid4().hex, "transaction_id": r.transaction_id,
              "time": pd.Timestamp(r.event_timestamp).to_pydatetime(), "model": name, "model_version": version,

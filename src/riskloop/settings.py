@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from riskloop import __version__
+from riskloop.errors import ConfigError
+from riskloop.storage import Location, check_uri, location
 
 
 class _Section(BaseModel):
@@ -29,6 +31,9 @@ class MlflowSettings(_Section):
     registry_uri: str | None = Field(default=None, description="Registry URI; default = tracking.")
     experiment: str = "riskloop"
     model_name: str = "fraud-detector"
+    artifacts_destination: str | None = Field(default=None, description=(
+        "The tracking server's --artifacts-destination (e.g. s3://riskloop/mlflow): maps its proxied "
+        "mlflow-artifacts:/ URIs to the object store, where KServe's storage initializer fetches models"))
 
 
 class FeastSettings(_Section):
@@ -49,6 +54,24 @@ class AuditSettings(_Section):
     postgres_dsn: str | None = None
     actor: str = Field(default="riskloop", description="Who is recorded as acting.")
     require_approval: bool = False
+
+
+class StorageSettings(_Section):
+    """Shared storage: what more than one pod reads or writes (see :mod:`riskloop.storage`)."""
+
+    uri: str | None = Field(default=None, description=(
+        "Root of the landing data, the prediction log and the monitor state, e.g. s3://riskloop/state "
+        "(credentials from AWS_*, endpoint from AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL); default the state dir"))
+
+    @field_validator("uri")
+    @classmethod
+    def _usable(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            return check_uri(value)
+        except ConfigError as exc:  # as a ValueError, pydantic reports it under the variable's name
+            raise ValueError(str(exc)) from None
 
 
 class ServingSettings(_Section):
@@ -82,6 +105,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     feast: FeastSettings = FeastSettings()
     audit: AuditSettings = AuditSettings()
+    storage: StorageSettings = StorageSettings()
     serving: ServingSettings = ServingSettings()
     delivery: DeliverySettings = DeliverySettings()
 
@@ -103,8 +127,18 @@ class Settings(BaseSettings):
         return self.root / "kfp"
 
     @property
-    def predictions_dir(self) -> Path:
-        return self.root / "predictions"
+    def shared(self) -> Location:
+        """Root of what every pod shares: ``storage.uri``, or the state dir on one machine."""
+        return location(self.storage.uri or self.root)
+
+    @property
+    def predictions(self) -> Location:
+        """The prediction log: every predictor process writes here, monitoring and lineage read it."""
+        return self.shared / "predictions"
+
+    def monitor_state(self, model_name: str) -> Location:
+        """The monitoring job's state for one registered model (window, cooldown, episode)."""
+        return self.shared / "monitoring" / f"{model_name}-state.json"
 
     @property
     def audit_path(self) -> Path:
@@ -124,8 +158,8 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the local state layout (called by entrypoints, never at import)."""
-        for d in (self.root, self.data_dir, self.feast_dir, self.pipeline_root,
-                  self.predictions_dir, self.reports_dir, self.artifact_root):
+        for d in (self.root, self.data_dir, self.feast_dir, self.pipeline_root, self.reports_dir,
+                  self.artifact_root):
             d.mkdir(parents=True, exist_ok=True)
 
 

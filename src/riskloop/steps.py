@@ -55,10 +55,10 @@ def ingest(spec_name: str, start_date: str, end_date: str, out_path: Path, setti
     start, end = _day(start_date, "start_date"), _day(end_date, "end_date")
     if end < start:
         raise ConfigError(f"end_date {end} is before start_date {start}", fix="swap them")
-    parts = partitions(spec.source_path(settings.root), start, end)
+    parts = partitions(spec.source_path(settings.shared), start, end)
     if not parts:
         raise DataContractError(f"no landing data for {spec.name} between {start} and {end}",
-                                where=str(spec.source_path(settings.root)),
+                                where=str(spec.source_path(settings.shared)),
                                 fix="run `riskloop data generate` (or land your files) first")
     df = pd.concat([read_file(p) for _, p in parts], ignore_index=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)

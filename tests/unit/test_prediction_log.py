@@ -21,11 +21,12 @@ import pyarrow as pa
 import pytest
 
 from riskloop.errors import ConfigError
-from riskloop.serving.prediction_log import PREDICTION_COLUMNS, PredictionLog, read_prediction_log
+from riskloop.serving.prediction_log import _WRITER, PREDICTION_COLUMNS, PredictionLog, read_prediction_log
+from riskloop.storage import Location
 
 NOON = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 3, 15, tzinfo=UTC)
-NAME = re.compile(rf"part-{os.getpid()}-\d+\.parquet")
+NAME = re.compile(rf"part-{os.getpid()}-\d+-{re.escape(_WRITER)}\.parquet")
 
 
 def make_row(i: int, *, at: datetime | None = None, **extra: Any) -> dict[str, Any]:
@@ -55,7 +56,7 @@ class GatedLog(PredictionLog):
         self.entered = threading.Event()
         super().__init__(root, **kwargs)
 
-    def _write_partition(self, directory: Path, table: pa.Table) -> Path:
+    def _write_partition(self, directory: Location, table: pa.Table) -> Location:
         self.entered.set()
         if not self.gate.wait(60):
             raise RuntimeError("test gate never opened")

@@ -91,5 +91,5 @@ def test_params_reject_bad_values() -> None:
 def test_write_partitions_one_file_per_day(tmp_path) -> None:  # type: ignore[no-untyped-def]
     paths = write_partitions(GeneratorParams(days=3, n_cards=50, n_merchants=20), tmp_path)
     assert [p.parent.name for p in paths] == ["date=2026-01-01", "date=2026-01-02", "date=2026-01-03"]
-    back = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    back = pd.concat([p.read_table().to_pandas() for p in paths], ignore_index=True)
     assert len(back) == len(generate(GeneratorParams(days=3, n_cards=50, n_merchants=20)))

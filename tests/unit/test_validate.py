@@ -83,7 +83,8 @@ def test_batch_level_errors(batch: pd.DataFrame, tmp_path: Path) -> None:
 def test_failing_day_writes_quarantine_and_keeps_earlier_days(tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     params = GeneratorParams(days=2, n_cards=100, n_merchants=20)
-    paths = write_partitions(params, landing)
+    paths = [p.local_path for p in write_partitions(params, landing)]
+    assert paths[1] is not None
     day2 = pd.read_parquet(paths[1])
     day2 = corrupt(day2)
     day2["amount"] = day2["amount"].astype(str)

@@ -147,11 +147,11 @@ def definitions_sha256(definitions: Mapping[str, Any]) -> str:
 def _prediction_rows(s: Settings, request_id: str) -> list[dict[str, Any]]:
     from riskloop.serving.prediction_log import read_prediction_log
 
-    frame = read_prediction_log(s.predictions_dir)
+    frame = read_prediction_log(s.predictions)
     rows = frame[frame["request_id"] == request_id]
     if rows.empty:
         raise ConfigError(f"no prediction with request id {request_id!r} in the prediction log",
-                          where=str(s.predictions_dir),
+                          where=str(s.predictions),
                           fix="use the request_id a prediction response carried (or the x-request-id header "
                               "sent); the log is written about a second after scoring; check RISKLOOP_STATE_DIR")
     keep = ["request_id", "transaction_id", "time", "model", "model_version", "role", "score", "decision",
@@ -342,7 +342,7 @@ def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], even
 
     first = rows[0]
     model, version = str(first["model"]), str(first["model_version"])
-    hops: list[Hop] = [Hop("prediction", "ok", str(s.predictions_dir), {"rows": rows})]
+    hops: list[Hop] = [Hop("prediction", "ok", str(s.predictions), {"rows": rows})]
     try:
         info = get_version(s.tracking_uri, model, version)
     except RiskloopError as exc:

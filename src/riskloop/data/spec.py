@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from riskloop.errors import ConfigError
+from riskloop.storage import Location, location
 
 SPEC_PACKAGE = "riskloop.data.specs"
 
@@ -62,7 +63,9 @@ class Contract(_Strict):
 
 class Source(_Strict):
     kind: Literal["synthetic", "parquet", "csv", "ulb", "german_credit"]
-    path: str = Field(description="landing location; relative paths are under the state dir")
+    path: str = Field(description=(
+        "landing location: relative paths are under the shared storage root (RISKLOOP_STORAGE__URI, default the "
+        "state dir); an absolute path or an s3:// / gs:// URI is used as it is"))
 
 
 class Label(_Strict):
@@ -134,9 +137,11 @@ class DatasetSpec(_Strict):
         """The MLflow registered model this dataset's models go to."""
         return self.model_name or default
 
-    def source_path(self, state_dir: Path) -> Path:
-        p = Path(self.source.path)
-        return p if p.is_absolute() else state_dir / p
+    def source_path(self, root: Path | Location) -> Location:
+        """The landing location: ``source.path`` under ``root`` (``Settings.shared``), unless it is absolute."""
+        if "://" in self.source.path or Path(self.source.path).is_absolute():
+            return location(self.source.path)
+        return location(root) / self.source.path
 
     @property
     def categories(self) -> dict[str, tuple[str, ...]]:

@@ -38,8 +38,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from riskloop.storage import Location, location
 
 COUNTRIES = ("DE", "FR", "NL", "ES", "IT", "PL", "GB", "US", "BR", "NG")
 COUNTRY_P = (0.30, 0.20, 0.10, 0.10, 0.10, 0.06, 0.06, 0.04, 0.02, 0.02)
@@ -279,27 +280,24 @@ def generate(params: GeneratorParams) -> pd.DataFrame:
     return pd.concat([f for _, f in iter_days(params)], ignore_index=True)
 
 
-def partition_path(root: Path, day: date) -> Path:
-    return root / f"date={day.isoformat()}" / "part-0.parquet"
+def partition_path(root: Path | Location, day: date) -> Location:
+    return location(root) / f"date={day.isoformat()}" / "part-0.parquet"
 
 
 def write_partitions(
     params: GeneratorParams,
-    root: Path,
+    root: Path | Location,
     *,
     on_day: Callable[[date, int], None] | None = None,
-) -> list[Path]:
-    """Write one parquet file per day under ``root/date=YYYY-MM-DD/`` and return the paths.
+) -> list[Location]:
+    """Write one parquet file per day under ``root/date=YYYY-MM-DD/`` (local or object store); return them.
 
     Existing partitions for the same days are replaced; other days are kept.
     """
     paths = []
     for day_date, frame in iter_days(params):
         path = partition_path(root, day_date)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        tmp.replace(path)
+        path.write_table(pa.Table.from_pandas(frame, preserve_index=False))
         paths.append(path)
         if on_day is not None:
             on_day(day_date, len(frame))

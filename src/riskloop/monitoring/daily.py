@@ -12,7 +12,7 @@ For a day ``D`` (the window ``[D 00:00, D+1 00:00)`` UTC):
    late), against the version's own test evaluation (``decay.detect_decay``);
 4. **decision** (``decision.decide``: Benjamini-Hochberg over the window's tests,
    cooldown, one retrain per episode), with the state carried in
-   ``<state>/monitoring/<model>-state.json``;
+   ``monitoring/<model>-state.json`` under the shared storage root;
 5. gauges pushed to the Pushgateway when one is configured, audit events for
    drift found and retrains triggered, and the day's JSON summary.
 """
@@ -113,7 +113,7 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
     out_dir = s.reports_dir / "monitoring" / day.isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    served = read_prediction_log(s.predictions_dir, start=start - timedelta(days=decay_window_days + 30), end=end)
+    served = read_prediction_log(s.predictions, start=start - timedelta(days=decay_window_days + 30), end=end)
     mine = served[(served["role"] == "champion") & (served["model_version"] == version)] if len(served) else served
     today = mine[(pd.to_datetime(mine["time"], utc=True) >= start)] if len(mine) else mine
     numeric, categorical = feature_kinds(bundle.features)
@@ -129,7 +129,7 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
 
     decay = None
     if len(mine):
-        tx = read_partitions(spec.source_path(s.root), day - timedelta(days=decay_window_days + 30), day)
+        tx = read_partitions(spec.source_path(s.shared), day - timedelta(days=decay_window_days + 30), day)
         labels = dec.known_labels(tx, spec, as_of=end)
         joined = dec.join_labels(mine, labels, id_column="transaction_id", role="champion", model_version=version)
         recent = dec.recent_mature_rows(joined, as_of=end, maturity_days=spec.label.maturity_days,
@@ -138,8 +138,8 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
             baseline = dec.baseline_from_evaluation(run_info(s.tracking_uri, info.run_id)["metrics"])
             decay = dec.detect_decay(baseline, dec.window_performance(recent, seed=seed))
 
-    state_path = s.root / "monitoring" / f"{name}-state.json"
-    state = load_state(state_path) if state_path.exists() else MonitorState()
+    state_path = s.monitor_state(name)
+    state = load_state(state_path)
     decision, new_state = decide([drift] if drift is not None else [], decay, policy, state,
                                  model_version=version, now=end)
     save_state(new_state, state_path)

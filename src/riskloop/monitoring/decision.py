@@ -54,6 +54,7 @@ from riskloop.errors import ConfigError, DataContractError
 from riskloop.monitoring.decay import DecayResult
 from riskloop.monitoring.drift import DriftReport
 from riskloop.monitoring.stats import benjamini_hochberg
+from riskloop.storage import Location, location
 
 Action = Literal["retrain", "watch", "ok"]
 ACTIONS: Final[tuple[Action, ...]] = ("retrain", "watch", "ok")
@@ -335,23 +336,24 @@ def _short(names: Sequence[str]) -> str:
     return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "") if names else "nothing recorded"
 
 
-def save_state(state: MonitorState, path: Path) -> Path:
-    """Write ``state`` as JSON (atomically: temporary file, then rename); return the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(state.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+def save_state(state: MonitorState, path: Path | Location) -> Location:
+    """Write ``state`` as JSON, atomically for readers (local or object store); return where."""
+    target = location(path)
+    target.write_text(state.model_dump_json(indent=2) + "\n")
+    return target
 
 
-def load_state(path: Path) -> MonitorState:
-    """The state saved at ``path``; a fresh :class:`MonitorState` when the file does not exist yet."""
-    if not path.exists():
+def load_state(path: Path | Location) -> MonitorState:
+    """The state saved at ``path``; a fresh :class:`MonitorState` when there is none yet."""
+    source = location(path)
+    try:
+        text = source.read_text()
+    except FileNotFoundError:
         return MonitorState()
     try:
-        return MonitorState.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValidationError) as exc:
-        raise DataContractError(f"the monitor state cannot be read: {exc}", where=str(path),
+        return MonitorState.model_validate_json(text)
+    except ValidationError as exc:
+        raise DataContractError(f"the monitor state cannot be read: {exc}", where=str(source),
                                 fix="restore it from a backup, or delete it to start a fresh window "
                                     "(the cooldown and episode are then forgotten)") from exc
 

@@ -1,15 +1,18 @@
 """The prediction log: every scored instance, appended off the request path to date-partitioned parquet.
 
-Layout under ``root``::
+Layout under ``root`` (a local directory, or an object-store prefix such as
+``s3://riskloop/state/predictions``: see :mod:`riskloop.storage`)::
 
-    date=YYYY-MM-DD/part-<pid>-<seq>.parquet
+    date=YYYY-MM-DD/part-<pid>-<seq>-<host>.parquet
 
 ``date`` is the UTC date of each row's ``time`` (one flush may write several
 dates). ``seq`` is per process and increasing; it starts at the process's start
 (or fork) time in microseconds, so a later process that reuses a pid cannot reuse a name
-(writing a file takes far longer than a microsecond). Files are written under a
-hidden temporary name and renamed, so a reader never sees half a file. Any
-number of processes may write to one root.
+(writing a file takes far longer than a microsecond); on a cluster, where every
+replica is pid 1 of its own pod, the host name (the pod's name) is in the file
+name too. A reader never sees half a file (a local file is written under a
+hidden temporary name and renamed; an object appears once its upload completes).
+Any number of processes, on any number of machines, may write to one root.
 
 Columns: :data:`PREDICTION_COLUMNS`, then ``input_<name>`` for each raw
 transaction field and ``feature_<name>`` (float64) for each model feature, in
@@ -45,6 +48,7 @@ import atexit
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -57,9 +61,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.pandas_compat  # imported lazily by pyarrow otherwise, which fails during interpreter exit
-import pyarrow.parquet as pq
 
 from riskloop.errors import ConfigError
+from riskloop.storage import Location, location
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,8 @@ SCHEMA: Final = pa.schema(
     ]
 )
 _WARN_EVERY_ROWS: Final = 10_000
+# the host (a pod's name on Kubernetes): replicas of one predictor all run as pid 1 and share the root
+_WRITER: Final = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
 _MAX_RETRY_WAIT_SECONDS: Final = 30.0
 
 
@@ -119,7 +125,7 @@ class PredictionLog:
 
     def __init__(
         self,
-        root: Path,
+        root: Path | Location,
         *,
         flush_rows: int = 2000,
         flush_seconds: float = 1.0,
@@ -136,7 +142,7 @@ class PredictionLog:
             if not seconds > 0:
                 raise ConfigError(f"{name} must be positive, got {seconds}", where="PredictionLog",
                                   fix=f"pass {name}>0")
-        self.root = Path(root)
+        self.root = location(root)
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
         self._max_queue_rows = max_queue_rows
@@ -333,18 +339,11 @@ class PredictionLog:
             losses["write failed"] = lost
         return written, losses
 
-    def _write_partition(self, directory: Path, table: pa.Table) -> Path:
-        """Write one parquet file into ``directory`` atomically (temporary name, then rename); return its path."""
-        directory.mkdir(parents=True, exist_ok=True)
-        name = f"part-{os.getpid()}-{next(_seq)}.parquet"
-        tmp = directory / f".{name}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, directory / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return directory / name
+    def _write_partition(self, directory: Location, table: pa.Table) -> Location:
+        """Write one parquet file into ``directory``, atomically for readers; return its location."""
+        target = directory / f"part-{os.getpid()}-{next(_seq)}-{_WRITER}.parquet"
+        target.write_table(table)
+        return target
 
 
 def _flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -417,7 +416,8 @@ def _infer_array(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
-def read_prediction_log(root: Path, *, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+def read_prediction_log(root: Path | Location, *, start: datetime | None = None,
+                        end: datetime | None = None) -> pd.DataFrame:
     """All logged rows under ``root``, sorted by ``time``; with ``start``/``end``, those with start <= time < end.
 
     Columns are the union over all files (missing values are NaN/None); a column
@@ -429,8 +429,7 @@ def read_prediction_log(root: Path, *, start: datetime | None = None, end: datet
         if bound is not None and (bound.tzinfo is None or bound.utcoffset() is None):
             raise ConfigError(f"{name}={bound.isoformat()} has no timezone", where="read_prediction_log",
                               fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)")
-    root = Path(root)
-    tables = [pq.ParquetFile(path).read() for path in _files(root, start, end)]
+    tables = [part.read_table() for part in _files(location(root), start, end)]
     frame: pd.DataFrame = (_concat(tables) if tables else SCHEMA.empty_table()).to_pandas()
     mask = pd.Series(True, index=frame.index)
     if start is not None:
@@ -441,17 +440,20 @@ def read_prediction_log(root: Path, *, start: datetime | None = None, end: datet
     return ordered
 
 
-def _files(root: Path, start: datetime | None, end: datetime | None) -> Iterator[Path]:
+def _files(root: Location, start: datetime | None, end: datetime | None) -> Iterator[Location]:
     first = start.astimezone(UTC).date() if start is not None else None
     last = end.astimezone(UTC).date() if end is not None else None
-    for directory in sorted(root.glob("date=*")):
+    for directory in root.children(dirs=True):
+        if not directory.name.startswith("date="):
+            continue
         try:
             day = date.fromisoformat(directory.name.removeprefix("date="))
         except ValueError:
             continue  # not ours
         if (first is not None and day < first) or (last is not None and day > last):
             continue
-        yield from sorted(directory.glob("part-*.parquet"))
+        yield from (f for f in directory.children(dirs=False)
+                    if f.name.startswith("part-") and f.name.endswith(".parquet"))
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:

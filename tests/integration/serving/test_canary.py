@@ -225,7 +225,7 @@ def test_shadow_answers_byte_identical_and_logs_both_scores(
         assert _post(canary_server.url, r, rid).status_code == 200
     deadline = time.monotonic() + 20
     while True:
-        log = read_prediction_log(s.predictions_dir)
+        log = read_prediction_log(s.predictions)
         mine = log[log["request_id"].isin(ids)]
         if (mine["role"] == "shadow").sum() == len(rows) or time.monotonic() > deadline:
             break

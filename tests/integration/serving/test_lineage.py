@@ -49,7 +49,7 @@ def scored(trained: Trained, server: Server) -> str:
     assert r.json()["predictions"][0]["request_id"] == request_id
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:  # the log is written off the request path, about a second later
-        log = read_prediction_log(trained.settings.predictions_dir)
+        log = read_prediction_log(trained.settings.predictions)
         if (log["request_id"] == request_id).any():
             return request_id
         time.sleep(0.3)

@@ -31,8 +31,10 @@ def test_drift_takes_the_retrain_branch_of_the_monitoring_pipeline(trained: Trai
 
     s = trained.settings
     # earlier tests of the session served the same day unshifted: the monitor must see only this test's traffic
-    if s.predictions_dir.exists():
-        shutil.move(s.predictions_dir, s.root / "predictions-before-the-monitoring-test")
+    logged = s.predictions.local_path
+    assert logged is not None  # these tests run on the local state dir
+    if logged.exists():
+        shutil.move(logged, s.root / "predictions-before-the-monitoring-test")
     steps.materialize(HELD_OUT, 30, s)
     srv = start_server(s, "--model-alias", "champion")
     try:

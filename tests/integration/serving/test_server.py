@@ -118,7 +118,7 @@ def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
         assert srv.stop() == 0
     # this test's own predictions, by request id: other tests of the session log the same transactions
     # (the monitoring-loop test with shifted amounts), and the log's file order is not the order of writing
-    logged = read_prediction_log(s.predictions_dir)
+    logged = read_prediction_log(s.predictions)
     logged = logged[logged["request_id"].isin(mine)]
     assert len(logged) == len(day) and logged["transaction_id"].is_unique
     # the training pipeline's code on the same transactions: a training set whose cutoff includes the day
@@ -141,7 +141,7 @@ def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
 
 def test_prediction_log_holds_exactly_n_rows_after_shutdown(trained: Trained) -> None:
     s = trained.settings
-    before = len(read_prediction_log(s.predictions_dir)) if s.predictions_dir.exists() else 0
+    before = len(read_prediction_log(s.predictions))
     srv = start_server(s, "--model-alias", "champion")
     rows = [instance(r) | {"transaction_id": f"N-{i}"} for i, (_, r) in enumerate(trained.held_out.head(25).iterrows())]
     try:
@@ -149,7 +149,7 @@ def test_prediction_log_holds_exactly_n_rows_after_shutdown(trained: Trained) ->
             assert predict(srv, rows[i:i + 5]).status_code == 200
     finally:
         assert srv.stop() == 0
-    after = read_prediction_log(s.predictions_dir)
+    after = read_prediction_log(s.predictions)
     assert len(after) - before == 25
     assert set(after["transaction_id"]) >= {f"N-{i}" for i in range(25)}
     assert math.isclose(after["score"].max(), after["score"].max())

@@ -11,7 +11,7 @@ from tests.integration.serving.conftest import MODEL, Trained, instance, start_s
 
 def test_two_workers_aggregate_metrics_and_flush_logs(trained: Trained) -> None:
     s = trained.settings
-    before = len(read_prediction_log(s.predictions_dir)) if s.predictions_dir.exists() else 0
+    before = len(read_prediction_log(s.predictions))
     srv = start_server(s, "--model-alias", "champion", "--workers", "2")
     n = 40
     try:
@@ -27,6 +27,6 @@ def test_two_workers_aggregate_metrics_and_flush_logs(trained: Trained) -> None:
         assert ok == n  # one scrape sees both workers' counts
     finally:
         assert srv.stop() == 0
-    after = read_prediction_log(s.predictions_dir)
+    after = read_prediction_log(s.predictions)
     assert len(after) - before == n
     assert {f"W-{i}" for i in range(n)} <= set(after["transaction_id"])
