@@ -23,6 +23,8 @@ def on_cluster(task: dsl.PipelineTask, *, cpu: str = "500m", memory: str = "1G")
         "RISKLOOP_STATE_DIR": "RISKLOOP_STATE_DIR",
         # what steps share (landing data, prediction log, monitoring state): the state dir is per pod
         "RISKLOOP_STORAGE__URI": "RISKLOOP_STORAGE__URI",
+        # the tracking server's proxied artifacts live here: the delivery step gives KServe this path
+        "RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION": "RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION",
         "RISKLOOP_DELIVERY__TARGET": "RISKLOOP_DELIVERY__TARGET",
         "RISKLOOP_DELIVERY__NAMESPACE": "RISKLOOP_DELIVERY__NAMESPACE",
         "RISKLOOP_DELIVERY__SERVICE_NAME": "RISKLOOP_DELIVERY__SERVICE_NAME",

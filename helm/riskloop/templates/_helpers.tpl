@@ -94,6 +94,7 @@ RISKLOOP_STORAGE__URI: {{ .Values.s3.storageUri | quote }}
 RISKLOOP_MLFLOW__TRACKING_URI: {{ printf "http://%s:5000" (include "riskloop.mlflowHost" .) | quote }}
 RISKLOOP_MLFLOW__EXPERIMENT: {{ .Values.config.experiment | quote }}
 RISKLOOP_MLFLOW__MODEL_NAME: {{ .Values.config.modelName | quote }}
+RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION: {{ .Values.s3.artifactsDestination | quote }}
 RISKLOOP_FEAST__ONLINE_STORE: "redis"
 RISKLOOP_FEAST__REDIS_CONNECTION: {{ include "riskloop.redisConnection" . | quote }}
 RISKLOOP_AUDIT__BACKEND: "postgres"

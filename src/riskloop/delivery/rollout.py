@@ -107,11 +107,12 @@ def _commit(s: Settings, model_name: str, action: str, new: Deployment) -> Deplo
 def _service_spec(s: Settings, model_name: str, version: str) -> Any:
     """The InferenceService's inputs for a registered version (its run's model directory is the storageUri)."""
     from riskloop.delivery.inference_service import ServiceSpec
-    from riskloop.registry.mlflow_registry import MODEL_DIR_ARTIFACT, get_version, run_info
+    from riskloop.registry.mlflow_registry import MODEL_DIR_ARTIFACT, get_version, object_store_uri, run_info
     from riskloop.version import runtime_image
 
     info = get_version(s.tracking_uri, model_name, version)
-    artifact_uri = run_info(s.tracking_uri, info.run_id)["artifact_uri"]
+    artifact_uri = object_store_uri(run_info(s.tracking_uri, info.run_id)["artifact_uri"],
+                                    s.mlflow.artifacts_destination)
     return ServiceSpec(name=s.delivery.service_name, namespace=s.delivery.namespace, image=runtime_image(),
                        storage_uri=f"{artifact_uri.rstrip('/')}/{MODEL_DIR_ARTIFACT}",
                        model_sha256=info.tags["model_sha256"], model_version=version, model_name=model_name,

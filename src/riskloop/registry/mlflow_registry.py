@@ -234,6 +234,28 @@ def download_reference(tracking_uri: str, run_id: str, dest: Path) -> Path:
     return folder / "reference.parquet"
 
 
+PROXIED_SCHEME = "mlflow-artifacts:"
+
+
+def object_store_uri(artifact_uri: str, artifacts_destination: str | None) -> str:
+    """Where an artifact lives in the object store, for readers that cannot talk to MLflow (KServe).
+
+    A tracking server run with ``--serve-artifacts --artifacts-destination D``
+    hands out ``mlflow-artifacts:/<path>`` URIs and stores ``<path>`` under ``D``.
+    Other URIs (``s3://``, ``gs://``, local paths) are already where the bytes are.
+    """
+    if not artifact_uri.startswith(PROXIED_SCHEME):
+        return artifact_uri
+    if not artifacts_destination:
+        raise ConfigError(f"the artifact URI {artifact_uri} is served by the MLflow server, and the object store "
+                          "path behind it is not configured", where="RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION",
+                          fix="set it to the server's --artifacts-destination (the chart's s3.artifactsDestination)")
+    rest = artifact_uri.removeprefix(PROXIED_SCHEME)
+    if rest.startswith("//"):  # mlflow-artifacts://host:port/path: the path is what follows the authority
+        rest = "/" + rest[2:].split("/", 1)[1] if "/" in rest[2:] else "/"
+    return f"{artifacts_destination.rstrip('/')}/{rest.lstrip('/')}"
+
+
 def run_info(tracking_uri: str, run_id: str) -> dict[str, Any]:
     r = client(tracking_uri).get_run(run_id)
     return {"run_id": run_id, "metrics": dict(r.data.metrics), "params": dict(r.data.params),

@@ -44,6 +44,8 @@ def test_configmap_has_every_key_the_pipelines_read(cluster_settings: ClusterSet
     assert wanted, "pipelines/cluster.py maps no ConfigMap keys"
     # what the steps share lives under the storage root: every step needs it, not only the state dir of its pod
     assert {"RISKLOOP_STORAGE__URI", "RISKLOOP_STATE_DIR"} <= wanted
+    # the delivery step maps the tracking server's mlflow-artifacts:/ URIs onto the object store for KServe
+    assert "RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION" in wanted
     for values_set, objs in objects_by_set.items():
         values = load_chart().merge_values(_user_values(values_set))
         for ns in (values["namespaces"]["pipelines"]["name"], NAMESPACE, values["namespaces"]["models"]["name"]):
