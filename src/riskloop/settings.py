@@ -156,6 +156,14 @@ class Settings(BaseSettings):
     def artifact_root(self) -> Path:
         return self.root / "mlartifacts"
 
+    @property
+    def experiment_artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: under the state dir with the embedded sqlite store; the
+        tracking server's own choice with a server (its --artifacts-destination). A pod's state dir would be lost
+        with the pod, and no other pod could read it."""
+        server = self.tracking_uri.startswith(("http://", "https://", "databricks"))
+        return None if server else self.artifact_root.as_uri()
+
     def ensure_dirs(self) -> None:
         """Create the local state layout (called by entrypoints, never at import)."""
         for d in (self.root, self.data_dir, self.feast_dir, self.pipeline_root, self.reports_dir,

@@ -99,3 +99,14 @@ def test_locations_are_values() -> None:
     a, b = location("s3://b/x"), location("s3://b/x")
     assert a == b and hash(a) == hash(b) and {a, b} == {a}
     assert isinstance(a / "y", Location) and str(a / "y") == "s3://b/x/y" and repr(a) == "Location('s3://b/x')"
+
+
+def test_experiments_keep_artifacts_where_every_pod_can_read_them(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Embedded sqlite: under the state dir. A tracking server: its own artifact store, never a pod's disk."""
+    monkeypatch.setenv("RISKLOOP_STATE_DIR", str(tmp_path))
+    assert Settings().experiment_artifact_location == (tmp_path / "mlartifacts").as_uri()
+    monkeypatch.setenv("RISKLOOP_MLFLOW__TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
+    assert Settings().experiment_artifact_location == (tmp_path / "mlartifacts").as_uri()
+    monkeypatch.setenv("RISKLOOP_MLFLOW__TRACKING_URI", "http://mlflow.riskloop.svc.cluster.local:5000")
+    assert Settings().experiment_artifact_location is None
