@@ -23,7 +23,7 @@ test: setup ## unit + local + integration tests, with real services on loopback
 	scripts/services.sh install
 	scripts/services.sh start
 	set -a; . .riskloop/services/env; set +a; \
-	  $(PY) -m pytest tests/unit tests/local tests/integration; rc=$$?; \
+	  $(PY) -m pytest tests/unit tests/local tests/integration --durations=25; rc=$$?; \
 	  scripts/services.sh stop; exit $$rc
 
 test-unit: setup ## only the fast unit tests

@@ -154,6 +154,8 @@ def test_a_day_on_the_cluster_with_nothing_shared_but_the_services(platform: Pla
         assert srv.stop() == 0
     logged = read_prediction_log(location(platform.storage) / "predictions")
     assert len(logged) == len(served_rows) and set(logged["model_version"]) == {champion.version}
+    # the feature run's materialization reached Redis, where the predictor found the cards' history
+    assert (~logged["unknown_card"].astype(bool)).mean() > 0.9
 
     # the recurring monitoring run for the served day
     monitored = run_monitoring(platform.driver, SERVED_DAY, spec=SPEC, training_days=13, deliver=False,

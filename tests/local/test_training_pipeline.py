@@ -131,25 +131,7 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     assert mtop["monitor"]["inputs"]["parameters"]["day"]["taskOutputParameter"]["producerTask"] == "run-day"
 
 
-def test_feature_pipeline_refreshes_the_online_store(local_state: Settings) -> None:
-    from riskloop.features.definitions import CARD_DAILY_FILE, FEATURE_SERVICE
-    from riskloop.features.store import OnlineFeatures, StoreConfig, open_store
-    from riskloop.local_runs import run_features
-
-    run = run_features(local_state, date(2026, 1, 16), history_days=16)
-    assert run.succeeded, run.error
-    cfg = StoreConfig.from_settings(local_state)
-    table = pd.read_parquet(cfg.offline_dir / CARD_DAILY_FILE)
-    card = table[table.feature_timestamp == table.feature_timestamp.max()].iloc[0]
-    at_us = int(pd.Timestamp("2026-01-17T08:00:00Z").value // 1000)
-    row = {"card_id": card.card_id, "merchant_id": "M00001", "amount": 10.0, "country": "DE",
-           "event_hour": 8.0, "event_us": at_us}
-    feats, _, known = OnlineFeatures(open_store(cfg), FEATURE_SERVICE).lookup([row])
-    assert known == [True] and feats[0]["card_txn_count_30d"] == card.card_txn_count_30d
-
-
 def test_batch_scoring_scores_a_day_with_the_champion(first_run: LocalRun, local_state: Settings) -> None:
-    from datetime import date
 
     from riskloop.local_runs import run_batch_scoring
 
