@@ -631,6 +631,69 @@ def monitor_cmd(
         console.print(f"reports: {last.summary_path.parent}")
 
 
+@app.command("replay")
+def replay_cmd(
+    day: Annotated[str, typer.Option(help="Landed day to send, YYYY-MM-DD (UTC).")],
+    url: Annotated[str, typer.Option(help="Model server base URL (on a cluster: Kourier, port-forwarded).")
+                   ] = "http://127.0.0.1:8080",
+    host_header: Annotated[str | None, typer.Option(
+        help="Host header, for Knative's routing: <service>.<namespace>.<domain>, e.g. "
+             "fraud-detector.riskloop-models.example.com")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Send only the day's first N transactions.")] = None,
+    connections: Annotated[int, typer.Option(min=1, max=64, help="Concurrent connections.")] = 2,
+    batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Transactions per request.")] = 16,
+    spec: SpecOpt = "synthetic-fraud",
+) -> None:
+    """Send one landed day's transactions to a model server, in time order: traffic for a demo or a drill.
+
+    The day is read from the landing data under the storage root (RISKLOOP_STORAGE__URI; locally the
+    state dir) and validated; each transaction keeps its own event time, so a monitoring run for the
+    same day (`riskloop monitor --day`, or the monitoring pipeline with `day`) finds what was served.
+    Exit code 1 when any request was not answered with 200.
+
+    Examples:
+
+        riskloop replay --day 2026-01-31
+
+        riskloop replay --day 2026-01-31 --url http://127.0.0.1:8081 \\
+            --host-header fraud-detector.riskloop-models.example.com
+    """
+    from collections import Counter
+
+    from riskloop.data.spec import load_spec
+    from riskloop.serving.replay import Replay, day_instances
+
+    s = settings()
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        _fail(RiskloopError(f"--day {day!r} is not a date", fix="use YYYY-MM-DD, e.g. 2026-01-31"))
+    if not url.startswith(("http://", "https://")):
+        _fail(RiskloopError(f"--url {url!r} is not an http(s) URL", fix="e.g. --url http://127.0.0.1:8080"))
+    try:
+        ds = load_spec(spec)
+        rows = day_instances(s, ds, when)[:limit]
+    except RiskloopError as exc:
+        _fail(exc)
+    if not rows:
+        _fail(RiskloopError(f"day {when} has no valid transactions to send", where=str(ds.source_path(s.shared)),
+                            fix="pick a day with landed data (`riskloop data validate` shows the quarantine)"))
+    name = ds.registered_model(s.mlflow.model_name)
+    headers = {"host": host_header} if host_header else {}
+    replay = Replay(url.rstrip("/"), name, rows, connections=connections, batch_size=batch_size, once=True,
+                    headers=headers).start()
+    replay.wait()
+    answers = replay.answers()
+    statuses = Counter(a.status for a in answers)
+    _summary(f"replayed {when} to {url}", {
+        "model": name, "transactions": len(rows), "requests": len(answers),
+        "answers": ", ".join(f"{'no answer' if k == 0 else k}: {n}" for k, n in sorted(statuses.items())),
+        "model versions": ", ".join(sorted({a.model_version for a in answers if a.model_version})) or "-",
+    })
+    if set(statuses) != {200}:
+        raise typer.Exit(code=1)
+
+
 # --------------------------------------------------------------------------------- canary
 def _deployment_table(d: Any) -> None:
     _summary(f"deployment of {d.model_name} (revision {d.revision})", {

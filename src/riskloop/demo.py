@@ -163,16 +163,6 @@ def served(s: Settings, spec: Any) -> Iterator[str]:
             server.kill()
 
 
-def _day_rows(s: Settings, spec: Any, day: date) -> list[dict[str, Any]]:
-    """The day's valid transactions, in time order, as request instances."""
-    from riskloop.data.io import read_partitions
-    from riskloop.data.validate import split_batch
-    from riskloop.serving.replay import instances
-
-    raw = read_partitions(spec.source_path(s.shared), day, day)
-    return instances(split_batch(raw, spec.contract, where=f"day {day}").valid.sort_values("event_timestamp"))
-
-
 def _prepare_features(s: Settings, spec: Any, day: date) -> None:
     """The online store as of ``day``'s start: feature tables from the 30 days before it, materialized."""
     from riskloop import steps
@@ -251,8 +241,10 @@ def deliver(s: Settings, spec: Any, url: str, timeline: list[tuple[str, str, str
         console.print("no new challenger passed the gate: nothing to canary")
         timeline.append((HELD_OUT.isoformat(), "no canary", "no new challenger passed the gate"))
         return None
+    from riskloop.serving.replay import day_instances
+
     steps.materialize(HELD_OUT.isoformat(), 30, s)  # the online store as of day 31's start
-    return _canary(s, name, url, _day_rows(s, spec, HELD_OUT), HELD_OUT, timeline, cycle=True)
+    return _canary(s, name, url, day_instances(s, spec, HELD_OUT), HELD_OUT, timeline, cycle=True)
 
 
 def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, str, str]]) -> None:
@@ -261,7 +253,7 @@ def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, s
     from riskloop.monitoring.daily import monitor_day
     from riskloop.monitoring.decision import MonitorPolicy
     from riskloop.registry.mlflow_registry import version_by_alias
-    from riskloop.serving.replay import Replay
+    from riskloop.serving.replay import Replay, day_instances
     from riskloop.training.gate import RETRAIN_GATE_PARAMS
 
     name = spec.registered_model(s.mlflow.model_name)
@@ -269,7 +261,7 @@ def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, s
     for offset in range(LOOP_DAYS):
         day = HELD_OUT + timedelta(days=1 + offset)
         _prepare_features(s, spec, day)
-        rows = _day_rows(s, spec, day)
+        rows = day_instances(s, spec, day)
         if pending_canary:
             _canary(s, name, url, rows, day, timeline, cycle=False)
             pending_canary = False

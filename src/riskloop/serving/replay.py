@@ -1,20 +1,27 @@
 """Replay transactions through a running model server over HTTP: simulated live traffic.
 
-``make run`` drives its canary with it, and the delivery drills use it to check
-what each request got back. One instance per request (V1 protocol), sent on a
-few connections until stopped; each answer is kept as (card, status, version).
+``make run`` drives its canary with it, the delivery drills use it to check
+what each request got back, and ``riskloop replay`` sends a landed day to any
+server (an InferenceService behind Kourier, with its Host header). Instances
+are sent on a few connections, ``batch_size`` per request (V1 protocol); each
+answer is kept as (card, status, version).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pandas as pd
+
+if TYPE_CHECKING:
+    from riskloop.data.spec import DatasetSpec
+    from riskloop.settings import Settings
 
 
 def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -30,6 +37,16 @@ def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
             "event_timestamp": pd.Timestamp(r["event_timestamp"]).isoformat(),
         })
     return out
+
+
+def day_instances(s: Settings, spec: DatasetSpec, day: date) -> list[dict[str, Any]]:
+    """One landed day's valid transactions (from the storage root), in time order, as request instances."""
+    from riskloop.data.io import read_partitions
+    from riskloop.data.validate import split_batch
+
+    raw = read_partitions(spec.source_path(s.shared), day, day)
+    valid = split_batch(raw, spec.contract, where=f"day {day}").valid
+    return instances(valid.sort_values("event_timestamp"))
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,7 @@ class Replay:
     timeout_seconds: float = 10.0
     batch_size: int = 1
     once: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. the Host header Kourier routes by
     _answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -64,7 +82,7 @@ class Replay:
     def _run(self, offset: int) -> None:
         endpoint = f"{self.url}/v1/models/{self.model}:predict"
         n, k = len(self.rows), self.batch_size
-        with httpx.Client(timeout=self.timeout_seconds) as http:
+        with httpx.Client(timeout=self.timeout_seconds, headers=dict(self.headers)) as http:
             i = offset * k
             while not self._stop.is_set() and not (self.once and i >= n):
                 batch = [self.rows[j % n] for j in range(i, min(i + k, n) if self.once else i + k)]
@@ -108,4 +126,4 @@ class Replay:
             return list(self._answers)
 
 
-__all__ = ["Answer", "Replay", "instances"]
+__all__ = ["Answer", "Replay", "day_instances", "instances"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import time
 
 import httpx
 import numpy as np
@@ -153,3 +155,45 @@ def test_prediction_log_holds_exactly_n_rows_after_shutdown(trained: Trained) ->
     assert len(after) - before == 25
     assert set(after["transaction_id"]) >= {f"N-{i}" for i in range(25)}
     assert math.isclose(after["score"].max(), after["score"].max())
+
+
+def test_replay_sends_a_landed_day_and_says_what_came_back(server: Server, trained: Trained) -> None:
+    """`riskloop replay`: the demo's traffic on a cluster; here against the local server, with a Host header."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RISKLOOP_STATE_DIR": str(trained.settings.root), "COLUMNS": "200"}
+
+    def replay(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "riskloop.cli", "replay", *args], capture_output=True,
+                              text=True, env=env, timeout=300)
+
+    before = len(read_prediction_log(trained.settings.predictions))
+    done = replay("--day", HELD_OUT, "--url", server.url, "--limit", "40", "--batch-size", "16",
+                  "--host-header", f"{MODEL}.riskloop-models.example.com")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"transactions\s+│\s+40\s", done.stdout) and "200: 3" in done.stdout, done.stdout  # 16+16+8
+    sent = [r["transaction_id"] for r in instances_of(trained, 40)]
+    deadline = time.monotonic() + 30  # the server writes its log within a second or so
+    while time.monotonic() < deadline:
+        log = read_prediction_log(trained.settings.predictions)
+        if len(log) - before >= 40:
+            break
+        time.sleep(0.5)
+    assert set(sent) <= set(log["transaction_id"])
+
+    for args, says in ((("--day", "2026-02-30"), "is not a date"), (("--day", "2025-06-01"), "no partitions"),
+                       (("--day", HELD_OUT, "--url", "localhost:8080"), "not an http(s) URL")):
+        bad = replay(*args)
+        assert bad.returncode == 2 and says in bad.stderr and "how to fix" in bad.stderr, (args, bad.stderr)
+    unreachable = replay("--day", HELD_OUT, "--url", "http://127.0.0.1:9", "--limit", "5")
+    assert unreachable.returncode == 1 and "no answer: 1" in unreachable.stdout
+
+
+def instances_of(trained: Trained, n: int) -> list[dict[str, object]]:
+    """The first ``n`` held-out transactions in the order `riskloop replay` sends them."""
+    from riskloop.data.spec import load_spec
+    from riskloop.serving.replay import day_instances
+
+    return day_instances(trained.settings, load_spec("synthetic-fraud"), pd.Timestamp(HELD_OUT).date())[:n]
