@@ -31,6 +31,7 @@ import pandas as pd
 from riskloop.audit.log import open_audit_log
 from riskloop.data.spec import load_spec
 from riskloop.errors import RiskloopError
+from riskloop.locks import exclusive
 from riskloop.monitoring.decision import MonitorPolicy, MonitorState, decide, load_state, save_state
 from riskloop.settings import Settings
 
@@ -138,11 +139,13 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
             baseline = dec.baseline_from_evaluation(run_info(s.tracking_uri, info.run_id)["metrics"])
             decay = dec.detect_decay(baseline, dec.window_performance(recent, seed=seed))
 
-    state_path = s.monitor_state(name)
-    state = load_state(state_path)
-    decision, new_state = decide([drift] if drift is not None else [], decay, policy, state,
-                                 model_version=version, now=end)
-    save_state(new_state, state_path)
+    # read, decide, write back: one run at a time per model (a run started by hand beside the schedule)
+    with exclusive(s, f"monitor-state:{name}"):
+        state_path = s.monitor_state(name)
+        state = load_state(state_path)
+        decision, new_state = decide([drift] if drift is not None else [], decay, policy, state,
+                                     model_version=version, now=end)
+        save_state(new_state, state_path)
     _gauges(s, name, version, drift, decay, decision, new_state, end, pushgateway_url)
     # the share the decision acted on: BH-significant over the window and material (effect size)
 
