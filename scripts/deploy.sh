@@ -174,10 +174,10 @@ namespace $ns: create it with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLO
   fi
   for ns in "$@"; do
     if dry; then printf '+ kubectl create secret generic riskloop-s3 -n %s (apply)\n' "$ns"; continue; fi
-    "$KUBECTL" create secret generic riskloop-s3 -n "$ns" --dry-run=client -o yaml \
-      --from-literal=AWS_ACCESS_KEY_ID="$key" --from-literal=AWS_SECRET_ACCESS_KEY="$secret" \
-      --from-literal=MLFLOW_S3_ENDPOINT_URL=http://minio-service.kubeflow.svc.cluster.local:9000 \
-      | "$KUBECTL" apply -f -
+    # the keys go through a file descriptor (printf is a builtin), never onto a command line
+    "$KUBECTL" create secret generic riskloop-s3 -n "$ns" --dry-run=client -o yaml --from-env-file=<(
+      printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nMLFLOW_S3_ENDPOINT_URL=%s\n' "$key" "$secret" \
+        http://minio-service.kubeflow.svc.cluster.local:9000) | "$KUBECTL" apply -f -
   done
 }
 

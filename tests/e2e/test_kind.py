@@ -38,7 +38,8 @@ def riskloop(*args: str, env: dict[str, str]) -> str:
 
 
 def isvc() -> dict[str, Any]:
-    return json.loads(kubectl("get", "inferenceservice", SERVICE, "-n", MODELS, "-o", "json"))
+    found: dict[str, Any] = json.loads(kubectl("get", "inferenceservice", SERVICE, "-n", MODELS, "-o", "json"))
+    return found
 
 
 def wait_ready(timeout_seconds: float = 600) -> dict[str, Any]:
