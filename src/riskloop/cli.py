@@ -1076,7 +1076,7 @@ def build_server(s: Settings, *, spec: str, alias: str | None, version: str | No
     # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
     name = os.environ.get("RISKLOOP_MODEL_NAME") or ds.registered_model(s.mlflow.model_name)
     runtime = functools.partial(_serving_runtime, StoreConfig.from_settings(s), ds.features.service,
-                                str(s.predictions), features)
+                                str(s.predictions), features, s.serving.flush_seconds_for(s.predictions))
     model: Any
     if alias is None and version is None and model_dir is None:
         from riskloop.delivery import rollout
@@ -1114,7 +1114,8 @@ def _load_version(s: Settings, model_name: str, version: str) -> Any:
     return resolve_model(s, model_name=model_name, version=version)
 
 
-def _serving_runtime(cfg: Any, service: str, predictions: str, features: str = "feast") -> Any:
+def _serving_runtime(cfg: Any, service: str, predictions: str, features: str = "feast",
+                     flush_seconds: float = 1.0) -> Any:
     """What each serving process builds for itself (picklable: a partial over plain values)."""
     from riskloop.features.store import open_store
     from riskloop.serving.metrics import ServingMetrics
@@ -1125,7 +1126,7 @@ def _serving_runtime(cfg: Any, service: str, predictions: str, features: str = "
     if features not in ("feast", "none"):
         raise RiskloopError(f"--features {features!r} is not one of feast, none")
     source = FeastSource(open_store(cfg), service) if features == "feast" else NoFeatures()
-    return Runtime(source, ServingMetrics(), PredictionLog(location(predictions)))
+    return Runtime(source, ServingMetrics(), PredictionLog(location(predictions), flush_seconds=flush_seconds))
 
 
 def main() -> None:

@@ -75,11 +75,20 @@ class StorageSettings(_Section):
 
 
 class ServingSettings(_Section):
-    """Local model server."""
+    """The model server."""
 
     host: str = "127.0.0.1"
     http_port: int = 8080
     workers: int = 1
+    log_flush_seconds: float | None = Field(default=None, gt=0, le=3600, description=(
+        "Longest a served row waits in memory before the prediction log writes it (a file per flush and "
+        "process); default 1 s on local disk, 60 s on an object store, where a file a second per replica "
+        "would be 86,400 objects a day. Shutdown always flushes."))
+
+    def flush_seconds_for(self, log_root: Location) -> float:
+        if self.log_flush_seconds is not None:
+            return self.log_flush_seconds
+        return 1.0 if log_root.local_path is not None else 60.0
 
 
 class DeliverySettings(_Section):

@@ -110,3 +110,17 @@ def test_experiments_keep_artifacts_where_every_pod_can_read_them(tmp_path: Path
     assert Settings().experiment_artifact_location == (tmp_path / "mlartifacts").as_uri()
     monkeypatch.setenv("RISKLOOP_MLFLOW__TRACKING_URI", "http://mlflow.riskloop.svc.cluster.local:5000")
     assert Settings().experiment_artifact_location is None
+
+
+def test_the_prediction_log_flushes_less_often_on_an_object_store(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file per flush and process: once a second would be 86,400 objects a day per replica."""
+    monkeypatch.setenv("RISKLOOP_STATE_DIR", str(tmp_path))
+    s = Settings()
+    assert s.serving.flush_seconds_for(s.predictions) == 1.0
+    assert s.serving.flush_seconds_for(location("s3://riskloop/state/predictions")) == 60.0
+    monkeypatch.setenv("RISKLOOP_SERVING__LOG_FLUSH_SECONDS", "5")
+    assert Settings().serving.flush_seconds_for(location("s3://riskloop/state/predictions")) == 5.0
+    monkeypatch.setenv("RISKLOOP_SERVING__LOG_FLUSH_SECONDS", "0")
+    with pytest.raises(ValidationError, match="log_flush_seconds"):
+        Settings()
