@@ -121,24 +121,17 @@ class Location:
         """True for a directory; on an object store, for a prefix that has objects under it."""
         return bool(self._info().type == pafs.FileType.Directory)
 
-    def size(self) -> int:
+    def size(self) -> int | None:
+        """The file's size in bytes; None when there is no file here."""
         info = self._info()
-        return int(info.size) if info.type == pafs.FileType.File and info.size is not None else 0
+        return int(info.size or 0) if info.type == pafs.FileType.File else None
 
     def children(self, *, dirs: bool | None = None) -> list[Location]:
         """Entries directly under this location, sorted by name (none if it does not exist).
 
         ``dirs=True``: only directories; ``False``: only files; hidden names are never listed.
         """
-        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=False)
-        infos = _call(self, "list", lambda: self.fs.get_file_info(selector))
-        if not infos and self.local_path is None:
-            # an empty prefix is normal (nothing written yet); a missing bucket is a mistake to report
-            bucket = self.path.split("/", 1)[0]
-            if _call(self, "look up", lambda: self.fs.get_file_info(bucket)).type == pafs.FileType.NotFound:
-                raise StorageError(f"the bucket {bucket!r} of {self.uri} does not exist", where=self.uri,
-                                   fix=f"create the bucket {bucket!r}, or point RISKLOOP_STORAGE__URI at one that "
-                                       "exists (and check AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)")
+        infos = self._list(recursive=False)
         out = []
         for info in infos:
             name = info.path.rstrip("/").rsplit("/", 1)[-1]
@@ -148,6 +141,33 @@ class Location:
                 continue
             out.append(self / name)
         return sorted(out, key=lambda loc: loc.name)
+
+    def files(self) -> list[tuple[str, Location]]:
+        """``(path relative to here, file)`` for every file below this location at any depth, sorted by path.
+
+        One listing (on an object store a paged LIST, not a request per directory); a name under a hidden
+        (``.``-prefixed) component is never listed.
+        """
+        base = self.path.rstrip("/") + "/"
+        out = []
+        for info in self._list(recursive=True):
+            relative = info.path.removeprefix(base)
+            if info.type != pafs.FileType.File or any(part.startswith(".") for part in relative.split("/")):
+                continue
+            out.append((relative, self / relative))
+        return sorted(out, key=lambda pair: pair[0])
+
+    def _list(self, *, recursive: bool) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=recursive)
+        infos: list[pafs.FileInfo] = _call(self, "list", lambda: self.fs.get_file_info(selector))
+        if not infos and self.local_path is None:
+            # an empty prefix is normal (nothing written yet); a missing bucket is a mistake to report
+            bucket = self.path.split("/", 1)[0]
+            if _call(self, "look up", lambda: self.fs.get_file_info(bucket)).type == pafs.FileType.NotFound:
+                raise StorageError(f"the bucket {bucket!r} of {self.uri} does not exist", where=self.uri,
+                                   fix=f"create the bucket {bucket!r}, or point RISKLOOP_STORAGE__URI at one that "
+                                       "exists (and check AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)")
+        return infos
 
     def read_bytes(self) -> bytes:
         def read() -> bytes:

@@ -90,6 +90,19 @@ def test_children_are_sorted_filtered_and_hide_temporary_names(tmp_path: Path) -
     assert root.is_dir() and not root.is_file() and not location(tmp_path / "missing").is_dir()
 
 
+def test_files_lists_every_depth_in_one_go_without_hidden_names(tmp_path: Path) -> None:
+    for relative in ("date=2026-01-02/part-0.parquet", "date=2026-01-01/part-0.parquet", "notes.txt",
+                     "date=2026-01-01/.part-1.parquet.tmp", ".cache/x.parquet", "a/b/c.parquet"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("x")
+    listed = location(tmp_path).files()
+    assert [relative for relative, _ in listed] == ["a/b/c.parquet", "date=2026-01-01/part-0.parquet",
+                                                    "date=2026-01-02/part-0.parquet", "notes.txt"]
+    assert all(f == location(tmp_path) / relative for relative, f in listed)
+    assert location(tmp_path / "missing").files() == []
+    assert location(tmp_path / "notes.txt").size() == 1 and location(tmp_path / "missing.txt").size() is None
+
+
 def test_reading_what_is_not_there_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         location(tmp_path / "nothing.json").read_text()

@@ -45,17 +45,17 @@ def quarantine_dir(spec: DatasetSpec, state_dir: Path) -> Path:
 
 def partitions(root: Path | Location, start: date | None = None,
                end: date | None = None) -> list[tuple[date, Location]]:
-    """``(day, file)`` for every ``date=`` partition under ``root`` within ``[start, end]``."""
+    """``(day, file)`` for every ``date=`` partition under ``root`` within ``[start, end]``, by day."""
     out = []
-    for d in location(root).children(dirs=True):
+    for relative, f in location(root).files():
+        folder, _, name = relative.partition("/")
+        if name != PARTITION_FILE or not folder.startswith("date="):
+            continue
         try:
-            day = date.fromisoformat(d.name.removeprefix("date="))
+            day = date.fromisoformat(folder.removeprefix("date="))
         except ValueError:
             continue
-        if (start is not None and day < start) or (end is not None and day > end):
-            continue
-        f = d / PARTITION_FILE
-        if f.is_file():
+        if (start is None or day >= start) and (end is None or day <= end):
             out.append((day, f))
     return out
 
@@ -63,9 +63,10 @@ def partitions(root: Path | Location, start: date | None = None,
 def read_file(path: Path | Location) -> pd.DataFrame:
     """One batch file (parquet or CSV) with a clear error for empty or unreadable files."""
     source = location(path)
-    if not source.is_file():
+    size = source.size()
+    if size is None:
         raise DataContractError(f"batch file {source} does not exist", fix="check the path")
-    if source.size() == 0:
+    if size == 0:
         raise DataContractError("the batch file is empty (0 bytes)", where=str(source),
                                 fix="re-export the batch; an empty file is never valid")
     try:

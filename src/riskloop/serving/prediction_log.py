@@ -443,17 +443,17 @@ def read_prediction_log(root: Path | Location, *, start: datetime | None = None,
 def _files(root: Location, start: datetime | None, end: datetime | None) -> Iterator[Location]:
     first = start.astimezone(UTC).date() if start is not None else None
     last = end.astimezone(UTC).date() if end is not None else None
-    for directory in root.children(dirs=True):
-        if not directory.name.startswith("date="):
-            continue
-        try:
-            day = date.fromisoformat(directory.name.removeprefix("date="))
-        except ValueError:
+    for relative, part in root.files():  # one listing of the whole log, in path order
+        folder, _, name = relative.partition("/")
+        if not (folder.startswith("date=") and name.startswith("part-") and name.endswith(".parquet")
+                and "/" not in name):
             continue  # not ours
-        if (first is not None and day < first) or (last is not None and day > last):
+        try:
+            day = date.fromisoformat(folder.removeprefix("date="))
+        except ValueError:
             continue
-        yield from (f for f in directory.children(dirs=False)
-                    if f.name.startswith("part-") and f.name.endswith(".parquet"))
+        if (first is None or day >= first) and (last is None or day <= last):
+            yield part
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
