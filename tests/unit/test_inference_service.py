@@ -117,6 +117,9 @@ def test_object_meets_the_serving_contract() -> None:
         "RISKLOOP_MODEL_VERSION": "3",
         "RISKLOOP_MODEL_NAME": "fraud-detector",
         "RISKLOOP_ROLE": "champion",
+        # the state dir and HOME lie inside the one writable volume, whatever the config map says
+        "RISKLOOP_STATE_DIR": "/tmp/riskloop",
+        "HOME": "/tmp",
         # the Feast registry URL carries a password: from the Secret, never in the spec
         "RISKLOOP_FEAST__REGISTRY": {"secretKeyRef": {"name": "riskloop-db", "key": "feast-registry-uri"}},
         # the prediction log goes to the storage root (RISKLOOP_STORAGE__URI, from the config map) with these
@@ -128,6 +131,8 @@ def test_object_meets_the_serving_contract() -> None:
     assert c["resources"] == {"limits": {"cpu": "2", "memory": "2Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}}
     assert c["readinessProbe"]["httpGet"] == {"path": "/v1/models/fraud-detector", "port": 8080}
     assert c["livenessProbe"]["httpGet"] == {"path": "/", "port": 8080}
+    assert predictor["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}]
+    assert c["volumeMounts"] == [{"mountPath": "/tmp", "name": "scratch"}]
     assert c["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -154,6 +159,38 @@ def test_spec_values_reach_the_object() -> None:
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
     assert secrets == {"RISKLOOP_FEAST__REGISTRY": "team-db", "AWS_ACCESS_KEY_ID": "team-s3.objects",
                        "AWS_SECRET_ACCESS_KEY": "team-s3.objects", "MLFLOW_S3_ENDPOINT_URL": "team-s3.objects"}
+
+
+def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tmp_path: Path) -> None:
+    """Read-only root filesystem: every path `riskloop serve` writes to lies inside an emptyDir of the pod.
+
+    The paths come from the code that writes them (Settings, the Feast store config, the server's metrics
+    directory), evaluated for the state dir the container is given; an emptyDir is the only writable volume.
+    """
+    from riskloop.features.store import StoreConfig
+    from riskloop.settings import Settings
+
+    m = to_manifest(build_inference_service(CHAMPION))
+    predictor, c = m["spec"]["predictor"], _container(m)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    assert all(set(v) == {"name", "emptyDir"} for v in volumes.values()), "only emptyDirs are writable"
+    writable = [Path(mount["mountPath"]) for mount in c["volumeMounts"]
+                if not mount.get("readOnly") and mount["name"] in volumes]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    state = Settings(state_dir=Path(env["RISKLOOP_STATE_DIR"]), _env_file=None)
+    written = [state.root, state.data_dir, state.feast_dir, state.pipeline_root, state.reports_dir,
+               state.artifact_root, StoreConfig.from_settings(state).repo_dir,
+               state.root / "serving" / "prometheus-multiproc",  # cli.build_server, workers > 1
+               Path(env["HOME"])]
+    outside = [p for p in written if not any(p == w or w in p.parents for w in writable)]
+    assert not outside, f"written by riskloop serve but not on a writable volume: {outside}"
+    # ensure_dirs really creates only what is listed above, all under the state dir
+    local = Settings(state_dir=tmp_path / "state", _env_file=None)
+    local.ensure_dirs()
+    created = {p for p in (tmp_path / "state").rglob("*")} | {tmp_path / "state"}
+    assert created <= {local.root, local.data_dir, local.feast_dir, local.pipeline_root, local.reports_dir,
+                       local.artifact_root}
 
 
 @pytest.mark.parametrize("spec", [CHAMPION, _spec(canary_traffic_percent=10)], ids=["champion", "canary"])
@@ -246,6 +283,7 @@ def test_first_difference_reports_the_path() -> None:
     ("s3_secret", "", "not a valid Kubernetes object name"),
     ("s3_secret", "s" * 254, "not a valid Kubernetes object name"),
     ("min_replicas", "1", "valid integer"),
+    ("scratch_size_limit", "a lot", "not a Kubernetes quantity"),
 ])
 def test_bad_spec_values_are_refused_clearly(field: str, value: Any, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as info:

@@ -71,6 +71,15 @@ CONTAINER_NAME = "kserve-container"
 MODEL_DIR = "/mnt/models"
 PORT_NAME = "http1"  # Knative: http1 or h2c; the V1/V2 REST server speaks HTTP/1.1
 RUN_AS_USER = 1000
+# The root filesystem is read-only; the one writable place is an emptyDir at /tmp. `riskloop serve` writes under its
+# state dir only (Settings.ensure_dirs: data/, feast/ with the Feast repo's feature_store.yaml, kfp/, reports/,
+# mlartifacts/; serving/prometheus-multiproc/ as PROMETHEUS_MULTIPROC_DIR when it runs more than one worker; the
+# prediction log's files when the storage root is local), and Python's tempfile and HOME-based caches go to /tmp.
+# The state dir is set explicitly (explicit env wins over the config map) so it always lies inside the volume.
+SCRATCH_VOLUME = "scratch"
+SCRATCH_DIR = "/tmp"
+STATE_DIR = "/tmp/riskloop"
+ENV_STATE_DIR = "RISKLOOP_STATE_DIR"
 
 ENV_FEAST_REGISTRY = "RISKLOOP_FEAST__REGISTRY"
 FEAST_REGISTRY_KEY = "feast-registry-uri"  # key of the chart's riskloop-db Secret
@@ -126,6 +135,8 @@ class ServiceSpec(BaseModel):
     s3_secret: str = Field(default="riskloop-s3", description=(
         "Secret with the object store's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL, "
         "for the prediction log under the storage root"))
+    scratch_size_limit: str = Field(default="1Gi", description=(
+        "sizeLimit of the emptyDir at /tmp (state dir, Feast repo, metrics files); the kubelet evicts a pod above it"))
     cpu_request: str = "500m"
     memory_request: str = "1Gi"
     cpu_limit: str = "2"
@@ -221,7 +232,7 @@ class ServiceSpec(BaseModel):
                              "digits, '-' and '_', at most 63 characters")
         return v
 
-    @field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")
+    @field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit", "scratch_size_limit")
     @classmethod
     def _quantity(cls, v: str) -> str:
         try:
@@ -267,6 +278,7 @@ def build_inference_service(spec: ServiceSpec) -> V1beta1InferenceService:
         max_replicas=spec.max_replicas,
         canary_traffic_percent=spec.canary_traffic_percent,
         containers=[_container(spec)],
+        volumes=_volumes(spec),
     )
     return V1beta1InferenceService(
         api_version=API_VERSION,
@@ -378,6 +390,8 @@ def _container(spec: ServiceSpec) -> k8s.V1Container:
             k8s.V1EnvVar(name=ENV_MODEL_VERSION, value=spec.model_version),
             k8s.V1EnvVar(name=ENV_MODEL_NAME, value=spec.model_name),
             k8s.V1EnvVar(name=ENV_ROLE, value=spec.role),
+            k8s.V1EnvVar(name=ENV_STATE_DIR, value=STATE_DIR),
+            k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
             # the feature views come from the registry the pipelines apply to; its URL carries a password
             k8s.V1EnvVar(name=ENV_FEAST_REGISTRY, value_from=k8s.V1EnvVarSource(
                 secret_key_ref=k8s.V1SecretKeySelector(name=spec.db_secret, key=FEAST_REGISTRY_KEY))),
@@ -401,6 +415,7 @@ def _container(spec: ServiceSpec) -> k8s.V1Container:
             http_get=k8s.V1HTTPGetAction(path="/", port=spec.port),
             initial_delay_seconds=30, period_seconds=10, timeout_seconds=2, failure_threshold=3,
         ),
+        volume_mounts=[k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR)],
         security_context=k8s.V1SecurityContext(
             run_as_non_root=True,
             run_as_user=RUN_AS_USER,
@@ -416,11 +431,19 @@ def _labels(spec: ServiceSpec) -> dict[str, str]:
     return {LABEL_NAME: "riskloop", LABEL_COMPONENT: "predictor", LABEL_MODEL_VERSION: spec.model_version}
 
 
+def _volumes(spec: ServiceSpec) -> list[k8s.V1Volume]:
+    return [k8s.V1Volume(name=SCRATCH_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=spec.scratch_size_limit))]
+
+
 def _model_patch(spec: ServiceSpec, canary_traffic_percent: int) -> dict[str, Any]:
-    container = ApiClient().sanitize_for_serialization(_container(spec))
+    client = ApiClient()
+    container = client.sanitize_for_serialization(_container(spec))
+    # the volumes travel with the container that mounts them: an object created before they existed still gets them
+    volumes = client.sanitize_for_serialization(_volumes(spec))
     return {
         "metadata": {"labels": {LABEL_MODEL_VERSION: spec.model_version}},
-        "spec": {"predictor": {"canaryTrafficPercent": canary_traffic_percent, "containers": [container]}},
+        "spec": {"predictor": {"canaryTrafficPercent": canary_traffic_percent, "containers": [container],
+                               "volumes": volumes}},
     }
 
 
