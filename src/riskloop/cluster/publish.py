@@ -174,11 +174,20 @@ def connect(kfp_host: str, *, namespace: str = "kubeflow") -> Any:
     from kfp import Client
 
     try:
-        return Client(host=kfp_host, namespace=namespace)
+        client = Client(host=kfp_host, namespace=namespace)
+        multi_user = client.get_kfp_healthz().multi_user is True
     except Exception as exc:  # kfp raises bare exceptions of several kinds for an unreachable host
         raise ServiceUnavailable(f"cannot reach the KFP API at {kfp_host}: {exc}", where="--kfp-host",
                                  fix="check the URL (in the cluster: http://ml-pipeline.kubeflow:8888; from a "
                                      "laptop: kubectl -n kubeflow port-forward svc/ml-pipeline 8888)") from exc
+    if multi_user:
+        # Its API wants a user identity on every call (a projected pipelines.kubeflow.org token and a profile
+        # namespace); the publish Job runs without a service account token, the CLI without one either.
+        raise DeploymentError(f"the KFP API at {kfp_host} is a multi-user Kubeflow (healthz: multi_user=true), and "
+                              "riskloop supports standalone KFP only", where="--kfp-host",
+                              fix="install standalone KFP (make deploy PREREQS=1 on a cluster without Kubeflow), "
+                                  "see README, 'Run on a cluster'")
+    return client
 
 
 def _pages(call: Any, items: str, **kwargs: Any) -> Iterator[Any]:
@@ -291,6 +300,14 @@ def _kfp_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except ApiException as exc:
+        if exc.status in (401, 403):
+            # Multi-user Kubeflow asks every call for a user identity (a kubeflow-userid header behind its gateway, or
+            # a projected pipelines.kubeflow.org token); riskloop's Job and CLI call standalone KFP without one.
+            raise DeploymentError(
+                f"the KFP API refused {doing} as unauthenticated ({exc.status} {exc.reason}: "
+                f"{(exc.body or '')[:300]}): this looks like a multi-user Kubeflow, and riskloop supports standalone "
+                "KFP only", fix="install standalone KFP (make deploy PREREQS=1 on a cluster without Kubeflow), see "
+                                "README, 'Run on a cluster'") from exc
         raise DeploymentError(f"the KFP API refused {doing}: {exc.status} {exc.reason}: {(exc.body or '')[:500]}",
                               fix="check the KFP API server's log (kubectl -n kubeflow logs deploy/ml-pipeline)"
                               ) from exc
