@@ -78,8 +78,8 @@ def promote_or_rollback(spec: str, verdict: Input[Artifact]) -> str:
     s = Settings()
     name = load_spec(spec).registered_model(s.mlflow.model_name)
     v = json.loads(Path(verdict.path).read_text())
-    if v["decision"] == "promote":
-        rollout.promote(s, name, verdict=v, reason="delivery pipeline: canary analysis passed")
+    if v["decision"] == "promote":  # refused (and audited) unless approved where required; spec checked too
+        rollout.promote(s, name, verdict=v, reason="delivery pipeline: canary analysis passed", given_spec=spec)
         return "promoted"
     if v["decision"] == "rollback":
         rollout.rollback(s, name, verdict=v, reason="delivery pipeline: canary analysis failed")

@@ -42,6 +42,13 @@ app.add_typer(cluster_app, name="cluster")
 app.command("version")(version_cmd)
 
 SpecOpt = Annotated[str, typer.Option("--spec", help="Dataset spec: a shipped name or a YAML path.")]
+# commands about a registered version: the version carries the spec it was trained under; a --spec given
+# names the model and must be that spec, byte for byte
+VersionSpecOpt = Annotated[str | None, typer.Option(
+    "--spec", help="Dataset spec (shipped name or YAML path) naming the model; it must be the spec the version "
+                   "was trained under (the version carries its own, so it can be left out).")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Registered model name; default the --spec's model_name, else RISKLOOP_MLFLOW__MODEL_NAME.")]
 
 
 def settings() -> Settings:
@@ -479,14 +486,15 @@ def serve_cmd(
     max_instances: Annotated[int, typer.Option(min=1, max=10_000, help="Instances per request.")] = 256,
     features: Annotated[str, typer.Option(help="feast (default) | none: no feature store, for overhead benchmarks.")
                         ] = "feast",
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
 ) -> None:
     """Serve with KServe's ModelServer (V1 and V2 REST), online features from Feast.
 
     By default the server follows the deployment record (.riskloop/deployments/<model>.json,
     created from the `champion` alias on first use): champion, challenger, canary share
     or shadow mode, switched live when `riskloop canary ...` or the delivery pipeline
-    changes it.
+    changes it. The dataset spec (features, request contract) is the one the served champion
+    (or pinned version, or model directory) was trained under.
 
     Examples:
 
@@ -529,10 +537,28 @@ def serve_cmd(
         model.stop()
 
 
-def _model_name(s: Settings, spec: str) -> str:
+def _model_name(s: Settings, spec: str | None, model: str | None = None) -> str:
+    """The registered model a command acts on: --model, the pod's RISKLOOP_MODEL_NAME, the --spec's, the default."""
     from riskloop.data.spec import load_spec
 
-    return os.environ.get("RISKLOOP_MODEL_NAME") or load_spec(spec).registered_model(s.mlflow.model_name)
+    if model is not None:
+        if spec is not None and load_spec(spec).registered_model(s.mlflow.model_name) != model:
+            raise RiskloopError(f"--model {model} is not the model of --spec {spec}",
+                                fix="give one of them, or the two that belong together")
+        return model
+    if os.environ.get("RISKLOOP_MODEL_NAME"):
+        return os.environ["RISKLOOP_MODEL_NAME"]
+    return s.mlflow.model_name if spec is None else load_spec(spec).registered_model(s.mlflow.model_name)
+
+
+def _version_spec(s: Settings, info: Any, given: str | None) -> Any:
+    """The spec ``info`` was trained under (read from the version, checked against its hash and ``given``)."""
+    from riskloop.registry.version_spec import check_given_spec, version_spec
+
+    source = version_spec(s.tracking_uri, info)
+    if given is not None:
+        check_given_spec(given, source, info)
+    return source
 
 
 @app.command("score")
@@ -720,7 +746,8 @@ def canary_deploy(
     drill_score_shift: Annotated[float, typer.Option(min=-1, max=1, help="Drill: added to challenger scores.")] = 0.0,
     drill_latency_ms: Annotated[float, typer.Option(min=0, max=10_000, help="Drill: added challenger latency.")
                                 ] = 0.0,
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
 ) -> None:
     """Deploy a registered version as challenger beside the champion (a running server switches live).
 
@@ -739,7 +766,12 @@ def canary_deploy(
     drill = (Drill(error_rate=drill_error_rate, score_shift=drill_score_shift, added_latency_ms=drill_latency_ms)
              if drill_error_rate or drill_score_shift or drill_latency_ms else None)
     try:
-        d = rollout.deploy_challenger(s, _model_name(s, spec), alias=alias, version=version,
+        name = _model_name(s, spec, model)
+        if spec is not None:  # the version to deploy must be the one trained under the spec named
+            from riskloop.registry.mlflow_registry import resolve_version
+
+            _version_spec(s, resolve_version(s.tracking_uri, name, alias=alias, version=version), spec)
+        d = rollout.deploy_challenger(s, name, alias=alias, version=version,
                                       canary_percent=canary_percent, mode="shadow" if shadow else "canary",
                                       sticky=sticky, drill=drill, reason="riskloop canary deploy")
     except RiskloopError as exc:
@@ -750,7 +782,8 @@ def canary_deploy(
 @canary_app.command("status")
 def canary_status(
     url: Annotated[str | None, typer.Option(help="Running server to read live metrics from.")] = None,
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
 ) -> None:
     """Show the traffic split, both models' live metrics (since the server started) and the verdict.
 
@@ -762,7 +795,7 @@ def canary_status(
 
     s = settings()
     try:
-        d = rollout.current(s, _model_name(s, spec))
+        d = rollout.current(s, _model_name(s, spec, model))
         if d is None:
             raise RiskloopError("no deployment yet", fix="start `riskloop serve` or run `riskloop canary deploy`")
         _deployment_table(d)
@@ -797,14 +830,19 @@ def _live_verdict(s: Settings, d: Any, base_url: str) -> None:
         console.print(f"  - {reason}")
 
 
-def _canary_act(action: str, spec: str, reason: str) -> None:
-    """Run one bookkeeping operation of ``delivery.rollout`` on the spec's model and show the new state."""
+def _canary_act(action: str, spec: str | None, model: str | None, reason: str) -> None:
+    """Run one bookkeeping operation of ``delivery.rollout`` on the model and show the new state."""
     from riskloop.delivery import rollout
 
     s = settings()
-    operation = {"promote": rollout.promote, "rollback": rollout.rollback, "restore": rollout.restore_previous}
     try:
-        d = operation[action](s, _model_name(s, spec), reason=reason)
+        name = _model_name(s, spec, model)
+        if action == "promote":  # the version promoted must be the one trained under a --spec named
+            d = rollout.promote(s, name, reason=reason, given_spec=spec)
+        elif action == "rollback":
+            d = rollout.rollback(s, name, reason=reason)
+        else:
+            d = rollout.restore_previous(s, name, reason=reason)
     except RiskloopError as exc:
         _fail(exc)
     _deployment_table(d)
@@ -813,28 +851,40 @@ def _canary_act(action: str, spec: str, reason: str) -> None:
 @canary_app.command("promote")
 def canary_promote(
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "manual promotion",
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
 ) -> None:
-    """Make the challenger champion (alias `previous` keeps the old one for `riskloop canary restore`)."""
-    _canary_act("promote", spec, reason)
+    """Make the challenger champion (alias `previous` keeps the old one for `riskloop canary restore`).
+
+    Refused (and audited) when the challenger needs an approval it does not have, or its dataset spec cannot
+    be verified. With no champion yet, the `challenger` version goes live as the first champion: how a
+    credit model goes live the first time, after `riskloop approve`.
+
+    Example:
+
+        riskloop canary promote --model credit-scorer --reason "approved, first go-live"
+    """
+    _canary_act("promote", spec, model, reason)
 
 
 @canary_app.command("rollback")
 def canary_rollback(
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "manual rollback",
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
 ) -> None:
     """Take the challenger out of traffic; the champion answers everything."""
-    _canary_act("rollback", spec, reason)
+    _canary_act("rollback", spec, model, reason)
 
 
 @canary_app.command("restore")
 def canary_restore(
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "manual restore",
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
 ) -> None:
     """Instant rollback after a promotion: the `previous` version becomes champion again."""
-    _canary_act("restore", spec, reason)
+    _canary_act("restore", spec, model, reason)
 
 
 # ------------------------------------------------------------------------------- lineage
@@ -935,7 +985,8 @@ def history_cmd(
 @app.command("card")
 def card_cmd(
     model_version: Annotated[str, typer.Argument(help="Registry version, e.g. 3.")],
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write model_card.md/.html; default "
                                                  ".riskloop/reports/model_cards/<model>-v<version>.")] = None,
 ) -> None:
@@ -945,7 +996,9 @@ def card_cmd(
 
     Example:
 
-        riskloop card 3 --spec german-credit
+        riskloop card 3 --model credit-scorer
+
+        riskloop card 1 --spec ./my-credit.yaml
     """
     import shutil
 
@@ -955,8 +1008,9 @@ def card_cmd(
 
     s = settings()
     try:
-        name = _model_name(s, spec)
+        name = _model_name(s, spec, model)
         info = resolve_version(s.tracking_uri, name, version=model_version)
+        source = _version_spec(s, info, spec)  # the card describes the version under the spec it carries
         snapshot = Path(info.tags.get("data_snapshot", "").removeprefix("file://"))
         if not snapshot.is_file():
             raise RiskloopError(f"the training snapshot of version {info.version} is not readable here: {snapshot}",
@@ -970,7 +1024,7 @@ def card_cmd(
         target = out_dir or s.reports_dir / "model_cards" / f"{name}-v{info.version}"
         model_dir = download_model_dir(s.tracking_uri, info.run_id)
         try:
-            result = model_card(info.tags.get("dataset_spec", spec), snapshot, model_dir, info.run_id, info.version,
+            result = model_card(source, snapshot, model_dir, info.run_id, info.version,
                                 gate, target / "model_card.md", target / "model_card.html", s)
         finally:
             shutil.rmtree(model_dir.parent, ignore_errors=True)
@@ -986,11 +1040,13 @@ def card_cmd(
 @app.command("reproduce")
 def reproduce_cmd(
     model_version: Annotated[str, typer.Argument(help="Registry version to rebuild, e.g. 3.")],
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """Rebuild a version from its records (data window, cutoff, split, params) and compare it byte for byte.
 
+    Uses the dataset spec the version carries (the one it was trained under).
     Re-ingests and validates the landed data, rebuilds the training set through Feast,
     checks it against the recorded data_sha256, retrains with the recorded parameters
     (warning when the code is not the recorded commit) and says whether model.ubj is
@@ -1005,7 +1061,7 @@ def reproduce_cmd(
     s = settings()
     try:
         with console.status(f"rebuilding version {model_version}"):
-            report = reproduce_version(s, _model_name(s, spec), model_version)
+            report = reproduce_version(s, _model_name(s, spec, model), model_version, given_spec=spec)
     except RiskloopError as exc:
         _fail(exc)
     if as_json:
@@ -1031,26 +1087,29 @@ def approve_cmd(
     model_version: Annotated[str, typer.Argument(help="Registry version to approve, e.g. 3.")],
     by: Annotated[str, typer.Option("--by", help="Who approves (recorded as the audit event's actor).")],
     note: Annotated[str, typer.Option("--note", help="What was reviewed and why it is approved.")],
-    spec: SpecOpt = "synthetic-fraud",
+    spec: VersionSpecOpt = None,
+    model: ModelOpt = None,
 ) -> None:
     """Approve a model version for promotion (human oversight): an audit event and MLflow tags.
 
-    Needed before promotion when RISKLOOP_AUDIT__REQUIRE_APPROVAL is on or the version's
-    dataset spec says `require_approval: true` (credit scoring).
+    Needed before promotion when the dataset spec the version was trained under says
+    `require_approval: true` (credit scoring) or RISKLOOP_AUDIT__REQUIRE_APPROVAL is on.
+    The approval covers exactly this version: its run, model file and dataset spec.
 
-    Example:
+    Examples:
 
-        riskloop approve 3 --spec german-credit --by "Jane Doe" --note "model card and fairness table reviewed"
+        riskloop approve 3 --model credit-scorer --by "Jane Doe" --note "model card and fairness table reviewed"
+
+        riskloop approve 1 --spec ./my-credit.yaml --by "Jane Doe" --note "reviewed"
     """
-    from riskloop.audit.approval import approval_requirement, approve
+    from riskloop.audit.approval import approve, version_approval
+    from riskloop.registry.mlflow_registry import get_version
 
     s = settings()
     try:
-        name = _model_name(s, spec)
-        a = approve(s, name, model_version, by=by, note=note)
-        from riskloop.registry.mlflow_registry import get_version
-
-        requirement = approval_requirement(s, get_version(s.tracking_uri, name, a.version).tags.get("dataset_spec"))
+        name = _model_name(s, spec, model)
+        a = approve(s, name, model_version, by=by, note=note, given_spec=spec)
+        requirement, _ = version_approval(s, get_version(s.tracking_uri, name, a.version))
     except RiskloopError as exc:
         _fail(exc)
     _summary(f"approved {name} v{a.version}", {"by": a.by, "note": a.note, "time": a.time,
@@ -1059,31 +1118,33 @@ def approve_cmd(
                                                "audit log": s.audit_path if s.audit.backend == "file" else "postgres"})
 
 
-def build_server(s: Settings, *, spec: str, alias: str | None, version: str | None, model_dir: Path | None,
+def build_server(s: Settings, *, spec: str | None, alias: str | None, version: str | None, model_dir: Path | None,
                  host: str | None, port: int | None, workers: int | None, grpc: bool, max_instances: int,
                  role: str = "champion", features: str = "feast") -> tuple[Any, Any]:
     """The model server and its model, ready to start (shared by the CLI and tests)."""
-    from riskloop.data.spec import load_spec
     from riskloop.features.store import StoreConfig
     from riskloop.serving.loader import resolve_model
     from riskloop.serving.predictor import FraudModel
     from riskloop.serving.server import RiskloopModelServer
 
-    ds = load_spec(spec)
+    # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
+    name = _model_name(s, spec)
+    champion = None
+    if alias is None and version is None and model_dir is None:
+        from riskloop.delivery import rollout
+
+        champion = rollout.ensure_deployment(s, name).champion_version
+    ds = _served_spec(s, name, spec, alias=alias, version=version or champion, model_dir=model_dir)
     if ds.features.source != "feast" or not ds.features.service:
         raise RiskloopError(f"dataset {ds.name} has no online features to serve with",
                             fix="serve a model trained on a Feast-backed spec (synthetic-fraud)")
-    # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
-    name = os.environ.get("RISKLOOP_MODEL_NAME") or ds.registered_model(s.mlflow.model_name)
     runtime = functools.partial(_serving_runtime, StoreConfig.from_settings(s), ds.features.service,
                                 str(s.predictions), features, s.serving.flush_seconds_for(s.predictions))
     model: Any
     if alias is None and version is None and model_dir is None:
-        from riskloop.delivery import rollout
         from riskloop.delivery.state import deployment_path
         from riskloop.serving.router import Router
 
-        rollout.ensure_deployment(s, name)
         model = Router(name, record=deployment_path(s.root, name),
                        load_version=functools.partial(_load_version, s, name), spec=ds, runtime=runtime,
                        max_instances=max_instances)
@@ -1106,6 +1167,26 @@ def build_server(s: Settings, *, spec: str, alias: str | None, version: str | No
     server = RiskloopModelServer(host=host or s.serving.host, http_port=port or s.serving.http_port,
                                  workers=n_workers, enable_grpc=grpc)
     return server, model
+
+
+def _served_spec(s: Settings, name: str, given: str | None, *, alias: str | None, version: str | None,
+                 model_dir: Path | None) -> Any:
+    """The spec the served model was trained under: the version's (the record's champion, or the pinned
+    alias/version), or the model directory's ``dataset_spec.yaml``; a --spec given must be that spec."""
+    from riskloop.data.spec import SpecSource, load_spec
+    from riskloop.registry.mlflow_registry import SPEC_FILE, resolve_version
+
+    if model_dir is not None:
+        path = model_dir / SPEC_FILE
+        if not path.is_file():  # a directory trained before models carried their spec
+            return load_spec(given or "synthetic-fraud")
+        source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
+        if given is not None and load_spec(given) != source.parse():
+            raise RiskloopError(f"--spec {given} is not the spec the model in {model_dir} was trained under",
+                                where=str(path), fix="leave out --spec: the model directory carries its spec")
+        return source.parse()
+    info = resolve_version(s.tracking_uri, name, alias=alias, version=version)
+    return _version_spec(s, info, given).parse()
 
 
 def _load_version(s: Settings, model_name: str, version: str) -> Any:

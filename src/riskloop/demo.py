@@ -85,6 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         if not r.succeeded:
             console.print(f"[red]{r.error}")
             return 1
+    from riskloop.registry.mlflow_registry import version_by_alias
+
+    name = spec.registered_model(s.mlflow.model_name)
+    if version_by_alias(s.tracking_uri, name, "champion") is None:
+        # approval required (RISKLOOP_AUDIT__REQUIRE_APPROVAL): the first version waits as challenger
+        waiting = version_by_alias(s.tracking_uri, name, "challenger")
+        console.print(f"[red]no champion to serve: approval is required, and version "
+                      f"{waiting.version if waiting else '?'} waits for it as challenger. Approve it (`riskloop "
+                      "approve N --by NAME --note ...`), promote it (`riskloop canary promote`), then run "
+                      "`make run` again with --keep")
+        return 2
     timeline: list[tuple[str, str, str]] = []
     with served(s, spec) as url:
         console.rule("[bold]4/5 delivery: canary of the challenger on live traffic (day 31)")
@@ -208,12 +219,20 @@ def _canary(s: Settings, name: str, url: str, rows: list[dict[str, Any]], day: d
                       f"{m.get('p99_challenger_seconds', float('nan')) * 1000:.1f}",
                       f"{m.get('psi', float('nan')):.3f}", pair("alert_rate"))
 
+    from riskloop.errors import ApprovalRefused
+
     replay = Replay(url, name, rows, connections=2, once=not cycle).start()
     try:
         result = progressive_rollout(
             s, name, steps=CANARY_STEPS, interval_seconds=CANARY_INTERVAL_SECONDS,
             max_intervals=CANARY_MAX_INTERVALS, policy=CanaryPolicy(min_requests=100, min_instances=100),
             source=ScrapeSource(url, name), on_verdict=show)
+    except ApprovalRefused as exc:
+        # fail closed: the promotion was refused (and audited); the unapproved canary leaves live traffic
+        console.print(f"[red]{exc}")
+        final = rollout.rollback(s, name, reason=f"make run: {exc.what}")
+        timeline.append((day.isoformat(), "promotion refused", f"{exc.what}; champion is v{final.champion_version}"))
+        return f"promotion refused; champion is still v{final.champion_version}"
     finally:
         if cycle:
             replay.stop()

@@ -15,6 +15,7 @@ Every error a user can cause says what went wrong, where, and how to fix it::
      ├── AuditError
      │    └── AuditChainBroken  the audit log's hash chain does not verify
      ├── DeploymentError        serving or delivery could not reach the desired state
+     │    └── ApprovalRefused    a promotion was refused (and audited): no approval, or an unverifiable spec
      └── ServiceUnavailable     a required external service is not reachable
 
 Failing a quality gate of the *model* (champion/challenger) is not an error:
@@ -81,6 +82,11 @@ class AuditChainBroken(AuditError):
 
 class DeploymentError(RiskloopError):
     """Serving or delivery could not reach the desired state."""
+
+
+class ApprovalRefused(DeploymentError):
+    """A promotion was refused and the refusal audited: the version lacks a required approval, or its
+    dataset spec (the approval policy) cannot be verified."""
 
 
 class ServiceUnavailable(RiskloopError):

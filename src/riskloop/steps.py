@@ -20,7 +20,7 @@ import pandas as pd
 from riskloop import __version__
 from riskloop.audit.log import open_audit_log
 from riskloop.data.io import partitions, read_file
-from riskloop.data.spec import DatasetSpec, load_spec
+from riskloop.data.spec import DatasetSpec, SpecSource, load_spec, read_spec_source
 from riskloop.data.validate import REASON_COLUMN, enforce_gate, split_batch, write_quarantine
 from riskloop.errors import ConfigError, DataContractError
 from riskloop.settings import Settings
@@ -217,11 +217,12 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
           cutoff_date: str, maturity_days: float) -> dict[str, Any]:
     """Train, write the model directory, open the MLflow run (params + model + reference sample)."""
     from riskloop.audit.lineage import FEATURE_DEFINITIONS_TAG
-    from riskloop.registry.mlflow_registry import log_evaluation, start_training_run
+    from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, log_evaluation, start_training_run
     from riskloop.training.dataset import feature_spec, training_window
     from riskloop.training.train import TrainParams, reference_sample, train_model
 
-    spec = load_spec(spec_name)
+    source = read_spec_source(spec_name)
+    spec = source.parse()
     params = TrainParams.model_validate(train_params)
     frame = pd.read_parquet(training_set_path)
     definitions = snapshot_feature_definitions(training_set_path)
@@ -233,6 +234,9 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
         "training_window": {"start": window[0], "end": window[1]}, "label_cutoff": cutoff_date,
         "maturity_days": maturity_days, "data_sha256": data_sha256, "git_commit": git_commit(),
     })
+    # the exact spec text goes with the model (MLflow artifact, and what KServe downloads): approval, card,
+    # reproduce and lineage read the spec the version was trained under, not a file that may since be gone
+    (model_dir / SPEC_FILE).write_bytes(source.text.encode())
     run_id = start_training_run(
         settings.tracking_uri, settings.mlflow.experiment,
         params={**params.model_dump(), "dataset_spec": spec.name, "cutoff_date": cutoff_date,
@@ -240,6 +244,7 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
         model_dir=model_dir, artifact_location=settings.experiment_artifact_location,
         tags={"pipeline_run_id": pipeline_run_id, "data_sha256": data_sha256, "data_snapshot": data_snapshot,
               "git_commit": git_commit(), "image": runtime_image(), "riskloop_version": __version__,
+              SPEC_SHA256_TAG: source.sha256,
               **({FEATURE_DEFINITIONS_TAG: definitions} if definitions else {}),
               **({RECIPE_TAG: recipe} if recipe else {})},
     )
@@ -252,7 +257,8 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
            {"model_sha256": bundle.meta["model_sha256"], "data_sha256": data_sha256,
             "best_iteration": bundle.meta["best_iteration"], "threshold": bundle.threshold,
             "rows": bundle.meta["rows"], "params": params.model_dump()})
-    return {"run_id": run_id, "model_sha256": bundle.meta["model_sha256"], "threshold": bundle.threshold}
+    return {"run_id": run_id, "model_sha256": bundle.meta["model_sha256"], "threshold": bundle.threshold,
+            "dataset_spec_sha256": source.sha256}
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -340,7 +346,13 @@ def gate(candidate: dict[str, float], champion: dict[str, float] | None, champio
 # ----------------------------------------------------------------------------- register
 def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_name: str, settings: Settings, *,
              pipeline_run_id: str, data_sha256: str, data_snapshot: str) -> dict[str, Any]:
-    """Register a passing candidate with its lineage; alias challenger (and champion if first)."""
+    """Register a passing candidate with its lineage and the spec it was trained under; alias ``challenger``.
+
+    The first version of a model also becomes ``champion``, unless approval is required
+    (:func:`riskloop.audit.approval.approval_requirement`): then it waits as ``challenger`` until
+    ``riskloop approve`` and a promotion (``riskloop canary promote``) make it champion.
+    """
+    from riskloop.audit.approval import approval_requirement
     from riskloop.registry.mlflow_registry import (
         AUDIT_HASH_TAG,
         AUDIT_SEQ_TAG,
@@ -358,17 +370,22 @@ def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_nam
     if not result.passed:
         raise ConfigError("register was called for a candidate that failed the gate",
                           fix="register runs only under dsl.If(gate passed)")
-    spec = load_spec(spec_name)
+    source = trained_spec(settings, run_id, model_dir)
+    _same_spec(spec_name, source, f"the model trained in MLflow run {run_id}")
+    spec = source.parse()
     bundle = load_model(model_dir)
     lineage = Lineage(
         model_sha256=bundle.meta["model_sha256"], data_sha256=data_sha256, data_snapshot=data_snapshot,
         feature_service=spec.features.service or "raw", git_commit=git_commit(), image=runtime_image(),
         pipeline_run_id=pipeline_run_id, gate_result=result.summary(), riskloop_version=__version__,
-        dataset_spec=spec.name,
+        dataset_spec=spec.name, dataset_spec_sha256=source.sha256,
     )
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
     name = spec.registered_model(settings.mlflow.model_name)
-    first = version_by_alias(settings.tracking_uri, name, CHAMPION) is None
+    requirement = approval_requirement(settings, spec)
+    # a first version would serve as champion without anyone having approved it: when approval is
+    # required it stays challenger, and only an approved promotion makes it champion
+    first = version_by_alias(settings.tracking_uri, name, CHAMPION) is None and not requirement.required
     head = log.head()
     version = register_version(settings.tracking_uri, name, run_id, lineage, extra_tags={
         **({AUDIT_SEQ_TAG: str(head.seq), AUDIT_HASH_TAG: head.hash} if head else {})})
@@ -379,24 +396,67 @@ def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_nam
 
     appended = log.append("registered", actor=settings.audit.actor,
                           ids={"model_version": version, "run_id": run_id, "pipeline_run_id": pipeline_run_id},
-                          details={"model": name, "aliases": aliases, "lineage": lineage.tags()})
+                          details={"model": name, "aliases": aliases, "lineage": lineage.tags(),
+                                   "approval_required": requirement.required, "approval_why": requirement.why})
     anchor_event(settings, name, version, appended)
-    return {"version": version, "aliases": aliases}
+    return {"version": version, "aliases": aliases, "approval_required": requirement.required}
+
+
+def trained_spec(settings: Settings, run_id: str, model_dir: Path) -> SpecSource:
+    """The spec text in ``model_dir``, checked against the run's tag and the copy logged to the run."""
+    from riskloop.errors import ModelIntegrityError
+    from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, download_spec_text, run_info
+
+    path = model_dir / SPEC_FILE
+    if not path.is_file():
+        raise ModelIntegrityError(f"the model directory has no {SPEC_FILE}", where=str(model_dir),
+                                  fix="train it with this riskloop: the train step stores the spec with the model")
+    source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
+    recorded = run_info(settings.tracking_uri, run_id)["tags"].get(SPEC_SHA256_TAG)
+    logged = SpecSource(download_spec_text(settings.tracking_uri, run_id), f"MLflow run {run_id}")
+    if not source.sha256 == recorded == logged.sha256:
+        raise ModelIntegrityError(
+            f"the spec in the model directory (sha256 {source.sha256[:12]}…), the run's tag {SPEC_SHA256_TAG} "
+            f"({str(recorded)[:12]}…) and the run's artifact ({logged.sha256[:12]}…) disagree",
+            where=f"MLflow run {run_id}", fix="retrain: the model directory was altered after training")
+    return source
+
+
+def _same_spec(spec_name: str, trained: SpecSource, what: str) -> None:
+    """Stop when the spec named now is not the one ``what`` was trained under (a file edited mid-run)."""
+    from riskloop.data.spec import spec_difference
+
+    given = read_spec_source(spec_name)
+    if given.sha256 != trained.sha256:
+        raise ConfigError(f"the dataset spec {spec_name} changed since {what} was trained under it; what differs:\n"
+                          f"{spec_difference(trained, given) or '(whitespace or line endings only)'}",
+                          where=given.where, fix="put the file back as it was, or run the training again")
 
 
 # --------------------------------------------------------------------------- model_card
-def model_card(spec_name: str, training_set_path: Path, model_dir: Path, run_id: str, version: str | None,
-               gate_result: dict[str, Any] | None, markdown_path: Path, html_path: Path,
+def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: Path, run_id: str,
+               version: str | None, gate_result: dict[str, Any] | None, markdown_path: Path, html_path: Path,
                settings: Settings) -> dict[str, Any]:
-    """Write the model card (Markdown and HTML) of a registered version and log both to its MLflow run."""
-    from riskloop.audit.approval import approval_requirement
+    """Write the model card (Markdown and HTML) of a registered version and log both to its MLflow run.
+
+    A registered ``version`` is described by the spec it carries (checked against ``spec_name``, a name or
+    path, or the text itself), so its approval requirement is the version's own.
+    """
+    from riskloop.audit.approval import approval_requirement, version_approval
     from riskloop.audit.card import build_model_card
-    from riskloop.registry.mlflow_registry import log_evaluation
+    from riskloop.registry.mlflow_registry import get_version, log_evaluation
     from riskloop.training.dataset import LABEL, SPLIT
     from riskloop.training.fairness import fairness_reports
     from riskloop.training.train import load_model
 
-    spec = load_spec(spec_name)
+    source = spec_name if isinstance(spec_name, SpecSource) else read_spec_source(spec_name)
+    spec = source.parse()
+    name = spec.registered_model(settings.mlflow.model_name)
+    if version is not None:
+        requirement, _ = version_approval(settings, get_version(settings.tracking_uri, name, version),
+                                          given_spec=source)
+    else:
+        requirement = approval_requirement(settings, spec)
     frame = pd.read_parquet(training_set_path)
     bundle = load_model(model_dir)
     fairness = []
@@ -405,10 +465,9 @@ def model_card(spec_name: str, training_set_path: Path, model_dir: Path, run_id:
         fairness = [r.to_dict() for r in fairness_reports(
             test, test[LABEL].to_numpy(), bundle.predict_frame(test) >= bundle.threshold, spec.protected_attributes)]
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
-    requirement = approval_requirement(settings, spec.name)
-    card = build_model_card(spec, frame, bundle, model_name=spec.registered_model(settings.mlflow.model_name),
-                            version=version, run_id=run_id, gate_result=gate_result, fairness=fairness,
-                            events=log.events(), approval_required=(requirement.required, requirement.why))
+    card = build_model_card(spec, frame, bundle, model_name=name, version=version, run_id=run_id,
+                            gate_result=gate_result, fairness=fairness, events=log.events(),
+                            approval_required=(requirement.required, requirement.why), spec_sha256=source.sha256)
     for path, text in ((markdown_path, card.markdown), (html_path, card.html)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

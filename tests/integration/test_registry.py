@@ -67,6 +67,7 @@ def lineage(bundle: ModelBundle, **overrides: str) -> Lineage:
         model_sha256=bundle.meta["model_sha256"], data_sha256="d" * 64, data_snapshot="data/toy@2026-01-31",
         feature_service="raw", git_commit="abc1234", image="riskloop:0.1.0-abc1234",
         pipeline_run_id="run-42", gate_result="passed", riskloop_version="0.1.0", dataset_spec="toy-fraud",
+        dataset_spec_sha256="e" * 64,
     )
     return replace(base, **overrides)
 
@@ -90,7 +91,7 @@ def test_registered_version_carries_the_full_lineage(registry: Registry, tmp_pat
     assert set(LINEAGE_TAGS) <= set(info.tags)
     assert {k: info.tags[k] for k in LINEAGE_TAGS} == lin.tags()
     assert Lineage.from_tags(info.tags) == lin
-    assert len(LINEAGE_TAGS) == 10
+    assert len(LINEAGE_TAGS) == 11
 
     run = run_info(registry.uri, run_id)
     assert run["metrics"] == {"test_pr_auc": 0.5, "test_roc_auc": 0.9}

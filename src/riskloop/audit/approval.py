@@ -7,22 +7,36 @@ browsing the registry, tags on the version (``approved_by``, ``approved_at``,
 a registry tag does not. An approval covers exactly the model file it names: a
 version whose ``model_sha256`` tag changed since is not approved.
 
-Whether approval is required: ``RISKLOOP_AUDIT__REQUIRE_APPROVAL`` for every
-model, or ``require_approval: true`` in the dataset spec the version was trained
-on (its ``dataset_spec`` tag), on for credit scoring. When required, promotion
-(``riskloop canary promote``, ``delivery.rollout.promote``, the progressive
-rollout and the delivery pipeline) refuses an unapproved version, records the
-refusal as an ``approval_refused`` event and says how to approve.
+An approval also names the version's run and the sha256 of the dataset spec it was
+trained under: it covers that one version, never a later one with the same file.
+
+Whether approval is required: ``require_approval: true`` in the dataset spec the
+version was trained under (read from the version itself, see
+:mod:`riskloop.registry.version_spec`; on for credit scoring), or
+``RISKLOOP_AUDIT__REQUIRE_APPROVAL`` for every model. The setting can only add
+the requirement: a spec that requires approval is never overridden.
+
+Promotion (``riskloop canary promote``, ``delivery.rollout.promote``, the
+progressive rollout, the delivery pipeline, ``make run``) fails closed: it refuses
+a version that needs an approval it does not have, and also a version whose spec
+cannot be read or does not match its recorded hash (the policy is unknown), or
+does not match a ``--spec`` given on the command line. Each refusal is an
+``approval_refused`` event, and the error says why and how to fix it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 from riskloop.audit.anchors import ANCHOR_HASH_TAG, ANCHOR_SEQ_TAG, anchor_event
 from riskloop.audit.log import AuditEvent, AuditLog, open_audit_log
-from riskloop.errors import ConfigError, DeploymentError, RiskloopError
+from riskloop.errors import ApprovalRefused, ConfigError, RiskloopError
 from riskloop.settings import Settings
+
+if TYPE_CHECKING:
+    from riskloop.data.spec import DatasetSpec, SpecSource
+    from riskloop.registry.mlflow_registry import VersionInfo
 
 APPROVED_BY_TAG, APPROVED_AT_TAG, APPROVAL_NOTE_TAG = "approved_by", "approved_at", "approval_note"
 
@@ -38,6 +52,8 @@ class Approval:
     time: str
     model_sha256: str
     audit_seq: int
+    run_id: str = ""
+    dataset_spec_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,25 +68,38 @@ def _log(s: Settings) -> AuditLog:
     return open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
 
 
-def approval_requirement(s: Settings, dataset_spec: str | None) -> Requirement:
-    """Approval is required by the settings or by the spec the version was trained on."""
+def approval_requirement(s: Settings, spec: DatasetSpec | None) -> Requirement:
+    """Approval is required by the spec the version was trained under, or added by the settings.
+
+    ``spec`` is the version's own spec (:func:`version_approval`); None only where there is no version
+    yet. ``RISKLOOP_AUDIT__REQUIRE_APPROVAL`` off never removes a spec's requirement.
+    """
+    if spec is not None and spec.require_approval:
+        return Requirement(True, f"dataset spec {spec.name} has require_approval: true")
     if s.audit.require_approval:
         return Requirement(True, "RISKLOOP_AUDIT__REQUIRE_APPROVAL is on")
-    if dataset_spec:
-        from riskloop.data.spec import load_spec
-
-        try:
-            spec = load_spec(dataset_spec)
-        except RiskloopError:
-            # a version trained on a spec file this machine does not have: the settings decide
-            return Requirement(False, f"dataset spec {dataset_spec!r} is not available here")
-        if spec.require_approval:
-            return Requirement(True, f"dataset spec {spec.name} has require_approval: true")
-    return Requirement(False, "approval is not required by the settings or the dataset spec")
+    return Requirement(False, "approval is not required by the dataset spec or the settings")
 
 
-def approve(s: Settings, model_name: str, version: str, *, by: str, note: str) -> Approval:
-    """Record that ``by`` approved ``version`` of ``model_name``: an audit event, then registry tags."""
+def version_approval(s: Settings, info: VersionInfo, *, given_spec: str | SpecSource | None = None
+                     ) -> tuple[Requirement, SpecSource]:
+    """The requirement of a registered version, from the spec it carries (checked against its hash and against
+    ``given_spec``, a ``--spec`` from the command line); raises when the spec cannot be verified."""
+    from riskloop.registry.version_spec import check_given_spec, version_spec
+
+    source = version_spec(s.tracking_uri, info)
+    if given_spec is not None:
+        check_given_spec(given_spec, source, info)
+    return approval_requirement(s, source.parse()), source
+
+
+def approve(s: Settings, model_name: str, version: str, *, by: str, note: str, given_spec: str | None = None
+            ) -> Approval:
+    """Record that ``by`` approved ``version`` of ``model_name``: an audit event, then registry tags.
+
+    The event names the version's run, model file and dataset spec (sha256): it approves exactly those.
+    A version whose spec cannot be verified cannot be approved (nobody can say what was approved).
+    """
     from riskloop.registry.mlflow_registry import resolve_version, set_version_tags
 
     if not by.strip():
@@ -79,11 +108,13 @@ def approve(s: Settings, model_name: str, version: str, *, by: str, note: str) -
         raise ConfigError("--note is empty", fix="say what was reviewed, e.g. --note 'model card and fairness "
                           "table reviewed'")
     info = resolve_version(s.tracking_uri, model_name, version=version)
+    _, source = version_approval(s, info, given_spec=given_spec)
     event = _log(s).append(
         "approved", actor=by.strip(),
         ids={"model": model_name, "model_version": info.version, "run_id": info.run_id},
         details={"note": note, "model_sha256": info.tags["model_sha256"],
-                 "dataset_spec": info.tags.get("dataset_spec"), "recorded_by": s.audit.actor})
+                 "dataset_spec": info.tags.get("dataset_spec"), "dataset_spec_sha256": source.sha256,
+                 "recorded_by": s.audit.actor})
     set_version_tags(s.tracking_uri, model_name, info.version, {
         APPROVED_BY_TAG: by.strip(), APPROVED_AT_TAG: event.time, APPROVAL_NOTE_TAG: note,
         ANCHOR_SEQ_TAG: str(event.seq), ANCHOR_HASH_TAG: event.hash})
@@ -93,53 +124,69 @@ def approve(s: Settings, model_name: str, version: str, *, by: str, note: str) -
 def _from_event(e: AuditEvent) -> Approval:
     return Approval(model_name=e.ids.get("model", ""), version=e.ids.get("model_version", ""), by=e.actor,
                     note=str(e.details.get("note", "")), time=e.time,
-                    model_sha256=str(e.details.get("model_sha256", "")), audit_seq=e.seq)
+                    model_sha256=str(e.details.get("model_sha256", "")), audit_seq=e.seq,
+                    run_id=e.ids.get("run_id", ""), dataset_spec_sha256=str(e.details.get("dataset_spec_sha256", "")))
 
 
 def approvals(events: list[AuditEvent], model_name: str, version: str) -> list[Approval]:
-    """Approvals of ``version`` recorded in ``events`` (any model file; compare ``model_sha256``)."""
+    """Approvals of ``version`` recorded in ``events`` (any model file or spec: compare them)."""
     return [_from_event(e) for e in events
             if e.event == "approved" and e.ids.get("model") == model_name and e.ids.get("model_version") == version]
 
 
-def find_approval(s: Settings, model_name: str, version: str, model_sha256: str) -> Approval | None:
-    """The latest approval of this version's model file, from a verified audit log; None if there is none."""
+def find_approval(s: Settings, info: VersionInfo, spec_sha256: str) -> Approval | None:
+    """The latest approval of exactly this version (its run, model file and spec), from a verified audit log.
+
+    Registry tags (``approved_by``) are for people browsing MLflow and prove nothing: anyone with write
+    access to the registry can set them. None if the log has no such ``approved`` event.
+    """
     log = _log(s)
     log.verify().raise_if_broken(where=repr(log))  # an approval read from a tampered log proves nothing
-    found = [a for a in approvals(log.events(), model_name, version) if a.model_sha256 == model_sha256]
+    found = [a for a in approvals(log.events(), info.name, info.version)
+             if (a.model_sha256, a.run_id, a.dataset_spec_sha256) == (info.tags["model_sha256"], info.run_id,
+                                                                      spec_sha256)]
     return found[-1] if found else None
 
 
-def approve_command(model_name: str, version: str, dataset_spec: str | None) -> str:
-    spec = f" --spec {dataset_spec}" if dataset_spec and dataset_spec != "synthetic-fraud" else ""
-    return f"riskloop approve {version}{spec} --by NAME --note 'what was reviewed'"
+def approve_command(s: Settings, model_name: str, version: str) -> str:
+    model = f" --model {model_name}" if model_name != s.mlflow.model_name else ""
+    return f"riskloop approve {version}{model} --by NAME --note 'what was reviewed'"
 
 
-def check_approved(s: Settings, model_name: str, version: str, *, action: str) -> Approval | None:
-    """Raise :class:`DeploymentError` (after auditing ``approval_refused``) if ``version`` needs an approval
-    it does not have; return the approval (None when none is required)."""
+def check_approved(s: Settings, model_name: str, version: str, *, action: str, given_spec: str | None = None
+                   ) -> Approval | None:
+    """Raise :class:`ApprovalRefused` (after auditing ``approval_refused``) unless ``version`` may be promoted:
+    its spec verifies (and matches ``given_spec``) and, when approval is required, it has one.
+    Returns the approval (None when none is required)."""
     from riskloop.registry.mlflow_registry import resolve_version
 
     info = resolve_version(s.tracking_uri, model_name, version=version)
-    spec = info.tags.get("dataset_spec")
-    requirement = approval_requirement(s, spec)
+    try:
+        requirement, source = version_approval(s, info, given_spec=given_spec)
+    except RiskloopError as exc:  # the policy cannot be read: fail closed
+        _refuse(s, info, action, f"its dataset spec cannot be verified: {exc.what}",
+                fix=exc.fix or "retrain and register the version", where=exc.where)
     if not requirement.required:
         return None
-    found = find_approval(s, model_name, info.version, info.tags["model_sha256"])
+    found = find_approval(s, info, source.sha256)
     if found is not None:
         return found
-    how = approve_command(model_name, info.version, spec)
+    _refuse(s, info, action, f"it has no recorded approval ({requirement.why})",
+            fix=f"have a reviewer approve it: `{approve_command(s, model_name, info.version)}`, then {action} again",
+            spec_sha256=source.sha256)
+
+
+def _refuse(s: Settings, info: VersionInfo, action: str, why: str, *, fix: str, where: str | None = None,
+            spec_sha256: str | None = None) -> NoReturn:
     refused = _log(s).append("approval_refused", actor=s.audit.actor,
-                   ids={"model": model_name, "model_version": info.version},
-                   details={"action": action, "required_because": requirement.why,
-                            "model_sha256": info.tags["model_sha256"]})
-    anchor_event(s, model_name, info.version, refused)
-    raise DeploymentError(
-        f"{action} refused: version {info.version} of {model_name} has no recorded approval "
-        f"({requirement.why})",
-        where=f"model {model_name} version {info.version}",
-        fix=f"have a reviewer approve it: `{how}`, then {action} again")
+                             ids={"model": info.name, "model_version": info.version},
+                             details={"action": action, "required_because": why, "run_id": info.run_id,
+                                      "model_sha256": info.tags.get("model_sha256"),
+                                      "dataset_spec_sha256": spec_sha256})
+    anchor_event(s, info.name, info.version, refused)
+    raise ApprovalRefused(f"{action} refused: version {info.version} of {info.name}: {why}",
+                          where=where or f"model {info.name} version {info.version}", fix=fix)
 
 
 __all__ = ["Approval", "Requirement", "approval_requirement", "approvals", "approve", "check_approved",
-           "find_approval"]
+           "find_approval", "version_approval"]

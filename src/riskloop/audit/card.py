@@ -188,7 +188,8 @@ def _decisions(events: Sequence[AuditEvent], model: str, version: str) -> dict[s
 def build_model_card(spec: DatasetSpec, frame: pd.DataFrame, bundle: Any, *, model_name: str,
                      version: str | None, run_id: str, gate_result: Mapping[str, Any] | None,
                      fairness: Sequence[Mapping[str, Any]] = (), events: Sequence[AuditEvent] = (),
-                     approval_required: tuple[bool, str] = (False, ""), seed: int = 0) -> ModelCard:
+                     approval_required: tuple[bool, str] = (False, ""), seed: int = 0,
+                     spec_sha256: str | None = None) -> ModelCard:
     """The card of a model (``bundle``) trained on ``frame`` (the training set with its ``split`` column)."""
     from riskloop.training.dataset import LABEL, SPLIT
 
@@ -203,6 +204,7 @@ def build_model_card(spec: DatasetSpec, frame: pd.DataFrame, bundle: Any, *, mod
               for p in ("train", "validation", "test", "unlabelled") if (frame[SPLIT] == p).any()]
     data: dict[str, Any] = {
         "model": model_name, "version": version, "run_id": run_id, "dataset_spec": spec.name,
+        "dataset_spec_sha256": spec_sha256,
         "model_sha256": meta.get("model_sha256"), "data_sha256": meta.get("data_sha256"),
         "git_commit": meta.get("git_commit"), "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "intended_use": use, "out_of_scope": not_for, "splits": splits,
@@ -246,7 +248,9 @@ def _limitations(spec: DatasetSpec, d: Mapping[str, Any]) -> list[str]:
 def render_markdown(d: Mapping[str, Any]) -> str:
     v = d["version"] or "(not registered yet)"
     parts = [f"# Model card: {d['model']} version {v}",
-             _table(["field", "value"], [["dataset spec", d["dataset_spec"]], ["MLflow run", d["run_id"]],
+             _table(["field", "value"], [["dataset spec", d["dataset_spec"]],
+                                         ["dataset spec sha256", d.get("dataset_spec_sha256") or "–"],
+                                         ["MLflow run", d["run_id"]],
                                          ["model sha256", d["model_sha256"]], ["data sha256", d["data_sha256"]],
                                          ["git commit", d["git_commit"]], ["generated", d["generated_at"]]]),
              "## Intended use", d["intended_use"], "## Out of scope", d["out_of_scope"],

@@ -5,17 +5,20 @@
 1. ``prediction``: the prediction log's rows for the request id (one per
    instance and role; a shadow's row beside the answer);
 2. ``model_version``: the registry version and role that answered, with its lineage tags;
-3. ``mlflow_run``: the run that produced it (exists, status, params);
-4. ``pipeline_run``: the pipeline run id on the version, the audit events it
+3. ``dataset_spec``: the spec the version was trained under, read from the
+   version (stored with the model) and its sha256 recomputed against the
+   version's ``dataset_spec_sha256`` tag; whether it requires approval;
+4. ``mlflow_run``: the run that produced it (exists, status, params);
+5. ``pipeline_run``: the pipeline run id on the version, the audit events it
    left, and its directory under the local pipeline root when there is one;
-5. ``training_data``: the snapshot path and the recorded ``data_sha256``,
+6. ``training_data``: the snapshot path and the recorded ``data_sha256``,
    recomputed from the file and compared (plus the file's own sha256);
-6. ``features``: the Feast feature service and its views, with the sha256 of
+7. ``features``: the Feast feature service and its views, with the sha256 of
    their definitions as recorded at training time (``feature_definitions`` run
    tag), recomputed from the Feast registry and compared;
-7. ``code``: the git commit, checked against the repository's history when one is available;
-8. ``image``: the image tag, checked to be ``<riskloop_version>-<short commit>``;
-9. ``decisions``: the audit events that put the version in service: the gate,
+8. ``code``: the git commit, checked against the repository's history when one is available;
+9. ``image``: the image tag, checked to be ``<riskloop_version>-<short commit>``;
+10. ``decisions``: the audit events that put the version in service: the gate,
    the registration, approvals, deployments, canary steps and verdicts,
    promotions, rollbacks (all of them, in log order: the prediction log
    stamps rows with the transaction's time, not the serving time) — and
@@ -355,6 +358,7 @@ def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], even
                      "aliases_now": list(info.aliases), "run_id": info.run_id, "model_sha256": tags.get("model_sha256"),
                      "dataset_spec": tags.get("dataset_spec"), "gate_result": tags.get("gate_result"),
                      "approved_by": tags.get("approved_by")}))
+    hops.append(_spec_hop(s, info))
     try:
         run = run_info(s.tracking_uri, info.run_id)
         hops.append(Hop("mlflow_run", "ok", "MLflow tracking",
@@ -371,6 +375,33 @@ def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], even
     hops.append(_image_hop(tags))
     hops.append(_decisions_hop(events, verified, reason, model, version, info.run_id))
     return Lineage(request_id, tuple(hops))
+
+
+def _spec_hop(s: Settings, info: Any) -> Hop:
+    from riskloop.data.spec import SpecSource
+    from riskloop.registry.mlflow_registry import MODEL_DIR_ARTIFACT, SPEC_FILE, SPEC_SHA256_TAG, download_spec_text
+
+    source = f"model version tags; MLflow artifact {MODEL_DIR_ARTIFACT}/{SPEC_FILE}"
+    recorded = info.tags.get(SPEC_SHA256_TAG)
+    facts: dict[str, Any] = {"dataset_spec": info.tags.get("dataset_spec"), "dataset_spec_sha256": recorded}
+    if not recorded:
+        return Hop("dataset_spec", "missing", "model version tags", facts,
+                   note=f"the version records no {SPEC_SHA256_TAG} (registered before versions carried their spec)")
+    try:
+        stored = SpecSource(download_spec_text(s.tracking_uri, info.run_id), f"{SPEC_FILE} of v{info.version}")
+    except RiskloopError as exc:
+        return Hop("dataset_spec", "missing", source, facts, note=exc.what)
+    check = Check("dataset spec sha256 recomputed from the stored spec", stored.sha256 == recorded,
+                  "equal" if stored.sha256 == recorded else f"recomputed {stored.sha256}")
+    if check.ok:
+        try:
+            spec = stored.parse()
+            facts.update({"name": spec.name, "require_approval": spec.require_approval,
+                          "registered_model": spec.model_name})
+        except RiskloopError as exc:
+            return Hop("dataset_spec", "mismatch", source, facts, (check, Check("the stored spec parses", False,
+                                                                               exc.what)))
+    return Hop("dataset_spec", _status([check]), source, facts, (check,))
 
 
 def _pipeline_hop(s: Settings, pipeline_run_id: str | None, events: Sequence[AuditEvent]) -> Hop:

@@ -1,7 +1,9 @@
 """Rebuild a registered version from its records and say whether the result is the same, byte for byte.
 
 :func:`reproduce_version` reads what the version and its MLflow run recorded:
-the dataset spec, the training-set recipe (source days, label cutoff,
+the dataset spec it was trained under (its exact text, stored with the model and
+checked against the version's ``dataset_spec_sha256``, so a spec given by path
+that has since moved, changed or gone still rebuilds), the training-set recipe (source days, label cutoff,
 maturity, split, seed; run tag ``training_set_recipe``), the hyperparameters
 (``model.json``), the data hash, the model hash and the git commit. It then
 runs the same library steps as the pipeline, in a work directory under the
@@ -71,17 +73,22 @@ def _lock_changed(commit: str) -> bool | None:
     return r.returncode != 0
 
 
-def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: Path | None = None
-                      ) -> ReproduceReport:
-    """Rebuild ``version`` of ``model_name`` from its records (see the module docstring)."""
+def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: Path | None = None,
+                      given_spec: str | None = None) -> ReproduceReport:
+    """Rebuild ``version`` of ``model_name`` from its records (see the module docstring); ``given_spec`` (a
+    ``--spec``) must be the spec the version was trained under."""
     from riskloop import steps
     from riskloop.hashing import sha256_file
-    from riskloop.registry.mlflow_registry import download_model_dir, resolve_version, run_info
+    from riskloop.registry.mlflow_registry import SPEC_FILE, download_model_dir, resolve_version, run_info
+    from riskloop.registry.version_spec import check_given_spec, version_spec
     from riskloop.training.dataset import feature_spec
     from riskloop.training.train import TrainParams, load_model, train_model
     from riskloop.version import git_commit
 
     info = resolve_version(s.tracking_uri, model_name, version=version)
+    source = version_spec(s.tracking_uri, info)
+    if given_spec is not None:
+        check_given_spec(given_spec, source, info)
     run = run_info(s.tracking_uri, info.run_id)
     recipe_text = run["tags"].get(steps.RECIPE_TAG)
     if not recipe_text:
@@ -101,7 +108,9 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
     work = work_dir or s.root / "reproduce" / f"{model_name}-v{info.version}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    spec_name = recipe["spec"]
+    spec_path = work / SPEC_FILE  # the steps read the version's own spec text, by path
+    spec_path.write_bytes(source.text.encode())
+    spec_name = str(spec_path)
     days = recipe.get("source_days")
     start, end = (days[0], days[1]) if days else (date.min.isoformat(), date.max.isoformat())
     steps.ingest(spec_name, start, end, work / "batch.parquet", s)
@@ -125,10 +134,8 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
         shutil.rmtree(recorded_dir.parent, ignore_errors=True)
     import pandas as pd
 
-    from riskloop.data.spec import load_spec
-
     frame = pd.read_parquet(work / "training_set.parquet")
-    train_model(frame, feature_spec(load_spec(spec_name)), params, work / "model", meta=meta)
+    train_model(frame, feature_spec(source.parse()), params, work / "model", meta=meta)
     rebuilt_sha = sha256_file(work / "model" / "model.ubj")
     return ReproduceReport(model=model_name, version=info.version, work_dir=str(work), recipe=recipe,
                            data_sha256_recorded=info.tags.get("data_sha256", ""),

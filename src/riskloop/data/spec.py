@@ -4,10 +4,18 @@ Everything downstream (validation, features, training, serving) is driven by a
 spec, so pointing riskloop at a new parquet or CSV dataset is a new YAML file,
 not a code change. Two specs ship with the package (``synthetic-fraud``,
 ``ulb-creditcard``); ``load_spec`` also accepts a path to a user's file.
+
+A spec is part of what a model is: training stores its exact text in the model
+directory (``dataset_spec.yaml``) and its sha256 on the registered version, so
+that approval, the model card, reproduce and lineage read the spec a version was
+trained under, not whatever file has that name today (:class:`SpecSource`).
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -161,23 +169,53 @@ def shipped_specs() -> list[str]:
     )
 
 
-def load_spec(name_or_path: str | Path) -> DatasetSpec:
-    """Load a shipped spec by name (``synthetic-fraud``) or a user's spec file by path."""
+@dataclass(frozen=True)
+class SpecSource:
+    """A spec's exact text and where it came from; its sha256 is what a model version records."""
+
     text: str
     where: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def parse(self) -> DatasetSpec:
+        return parse_spec(self.text, where=self.where)
+
+
+def read_spec_source(name_or_path: str | Path) -> SpecSource:
+    """The text of a shipped spec by name (``synthetic-fraud``) or of a user's spec file by path."""
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
         if not candidate.is_file():
             raise ConfigError(f"dataset spec file {candidate} does not exist",
                               fix=f"pass an existing YAML file or one of: {', '.join(shipped_specs())}")
-        text, where = candidate.read_text(), str(candidate)
+        data, where = candidate.read_bytes(), str(candidate)
     else:
         res = resources.files(SPEC_PACKAGE) / f"{name_or_path}.yaml"
         if not res.is_file():
             raise ConfigError(f"unknown dataset spec {name_or_path!r}",
                               fix=f"use one of: {', '.join(shipped_specs())}, or a path to a YAML spec")
-        text, where = res.read_text(), f"shipped spec {name_or_path}"
-    return parse_spec(text, where=where)
+        data, where = res.read_bytes(), f"shipped spec {name_or_path}"
+    try:  # bytes, not read_text: newline translation would change the hash the version records
+        return SpecSource(data.decode("utf-8"), where)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"dataset spec is not UTF-8 text: {exc}", where=where, fix="save the file as UTF-8") from exc
+
+
+def load_spec(name_or_path: str | Path) -> DatasetSpec:
+    """Load a shipped spec by name (``synthetic-fraud``) or a user's spec file by path."""
+    return read_spec_source(name_or_path).parse()
+
+
+def spec_difference(recorded: SpecSource, given: SpecSource, *, max_lines: int = 12) -> str:
+    """What differs between two spec texts: the first lines of a unified diff (empty when equal)."""
+    lines = list(difflib.unified_diff(recorded.text.splitlines(), given.text.splitlines(), recorded.where,
+                                      given.where, n=0, lineterm=""))
+    shown = [line for line in lines[2:] if not line.startswith("@@")]
+    more = len(shown) - max_lines
+    return "\n".join(shown[:max_lines] + ([f"... ({more} more changed lines)"] if more > 0 else []))
 
 
 def parse_spec(text: str, *, where: str) -> DatasetSpec:

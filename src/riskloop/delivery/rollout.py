@@ -124,6 +124,18 @@ def ensure_deployment(s: Settings, model_name: str) -> Deployment:
     existing = current(s, model_name)
     if existing is not None:
         return existing
+    from riskloop.registry.mlflow_registry import version_by_alias
+
+    if version_by_alias(s.tracking_uri, model_name, CHAMPION) is None:
+        waiting = version_by_alias(s.tracking_uri, model_name, CHALLENGER)
+        if waiting is not None:  # a first version that needs approval: nothing may serve before it goes live
+            raise DeploymentError(
+                f"{model_name} has no champion yet: version {waiting.version} is registered as challenger and "
+                "goes live only when promoted (with an approval when its spec requires one)",
+                where=f"model {model_name}",
+                fix=f"review it (`riskloop card {waiting.version} --model {model_name}`), approve it (`riskloop "
+                    f"approve {waiting.version} --model {model_name} --by NAME --note '...'`) and promote it "
+                    f"(`riskloop canary promote --model {model_name}`)")
     version = resolve_version(s, model_name, alias=CHAMPION)  # on the cluster, current() found no alias: raises
     path = deployment_path(s.root, model_name)
     d = update_deployment(path, lambda cur: cur if cur is not None else Deployment(
@@ -172,29 +184,59 @@ def set_traffic(s: Settings, model_name: str, canary_percent: int, *, verdict: M
     return d
 
 
-def promote(s: Settings, model_name: str, *, verdict: Mapping[str, Any] | None = None, reason: str = ""
-            ) -> Deployment:
+def promote(s: Settings, model_name: str, *, verdict: Mapping[str, Any] | None = None, reason: str = "",
+            given_spec: str | None = None) -> Deployment:
     """The challenger becomes champion; the old champion stays reachable as ``previous``.
 
-    When approval is required (:mod:`riskloop.audit.approval`) an unapproved challenger is refused: an
-    ``approval_refused`` event and a :class:`DeploymentError` saying how to approve.
+    The first go-live of a model (no champion yet: its first version waited for approval, see
+    ``steps.register``) promotes the ``challenger`` alias's version to champion directly.
+
+    Fails closed (:func:`riskloop.audit.approval.check_approved`): a challenger that needs an approval it
+    does not have, whose dataset spec cannot be verified, or that does not match ``given_spec`` (a
+    ``--spec`` from the command line) is refused: an ``approval_refused`` event and a
+    :class:`DeploymentError` saying why and how to fix it.
     """
     from riskloop.audit.approval import check_approved
-    from riskloop.registry.mlflow_registry import delete_alias, set_alias
+    from riskloop.registry.mlflow_registry import delete_alias, set_alias, version_by_alias
 
+    if current(s, model_name) is None and version_by_alias(s.tracking_uri, model_name, CHAMPION) is None:
+        return _first_champion(s, model_name, reason=reason, given_spec=given_spec)
     before = _with_challenger(s, model_name)
     new, old = before.challenger_version, before.champion_version
     assert new is not None
-    approval = check_approved(s, model_name, new, action="promotion")  # refuses (and audits) when unapproved
+    approval = check_approved(s, model_name, new, action="promotion", given_spec=given_spec)
     d = _commit(s, model_name, "promote", Deployment(
         model_name=model_name, champion_version=new, reason=reason or f"v{new} promoted over v{old}"))
     set_alias(s.tracking_uri, model_name, PREVIOUS, old)
     set_alias(s.tracking_uri, model_name, CHAMPION, new)
     delete_alias(s.tracking_uri, model_name, CHALLENGER)
     _audit(s, "promoted", d, {"previous_version": old, "promoted_version": new, "reason": d.reason,
-                              "verdict": dict(verdict) if verdict else None,
-                              "approval": None if approval is None else {
-                                  "by": approval.by, "time": approval.time, "audit_seq": approval.audit_seq}})
+                              "verdict": dict(verdict) if verdict else None, "approval": _approval_details(approval)})
+    return d
+
+
+def _approval_details(approval: Any) -> dict[str, Any] | None:
+    return None if approval is None else {"by": approval.by, "time": approval.time, "audit_seq": approval.audit_seq}
+
+
+def _first_champion(s: Settings, model_name: str, *, reason: str, given_spec: str | None) -> Deployment:
+    """No champion yet: the ``challenger`` alias's version goes live as the first champion, if it may."""
+    from riskloop.audit.approval import check_approved
+    from riskloop.registry.mlflow_registry import delete_alias, set_alias, version_by_alias
+
+    challenger = version_by_alias(s.tracking_uri, model_name, CHALLENGER)
+    if challenger is None:
+        raise DeploymentError(f"{model_name} has no champion and no challenger to promote",
+                              fix="run the training pipeline first (`riskloop run training`)")
+    new = challenger.version
+    approval = check_approved(s, model_name, new, action="promotion", given_spec=given_spec)
+    # locally a new deployment record; on the cluster the InferenceService is created with all traffic
+    d = _commit(s, model_name, "restore", Deployment(
+        model_name=model_name, champion_version=new, reason=reason or f"v{new} goes live as the first champion"))
+    set_alias(s.tracking_uri, model_name, CHAMPION, new)
+    delete_alias(s.tracking_uri, model_name, CHALLENGER)
+    _audit(s, "promoted", d, {"previous_version": None, "promoted_version": new, "reason": d.reason,
+                              "first_champion": True, "approval": _approval_details(approval)})
     return d
 
 

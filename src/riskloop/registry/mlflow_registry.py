@@ -21,6 +21,8 @@ from riskloop.errors import ConfigError, ModelIntegrityError, RegistryError
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 MODEL_DIR_ARTIFACT = "model_dir"
 REFERENCE_ARTIFACT = "reference"
+SPEC_FILE = "dataset_spec.yaml"  # in the model directory: the spec a model was trained under travels with it
+SPEC_SHA256_TAG = "dataset_spec_sha256"
 AUDIT_SEQ_TAG, AUDIT_HASH_TAG = "audit_head_seq", "audit_head_hash"
 
 
@@ -38,6 +40,7 @@ class Lineage:
     gate_result: str
     riskloop_version: str
     dataset_spec: str
+    dataset_spec_sha256: str  # of the spec text in the model directory (SPEC_FILE), the spec it was trained under
 
     def tags(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -224,6 +227,22 @@ def download_model_dir(tracking_uri: str, run_id: str, dest: Path | None = None)
     target = dest or Path(tempfile.mkdtemp(prefix="riskloop-model-"))
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR_ARTIFACT,
                                                     dst_path=str(target)))
+
+
+def download_spec_text(tracking_uri: str, run_id: str) -> str:
+    """The dataset spec text stored in the run's model directory (``model_dir/dataset_spec.yaml``)."""
+    mlflow = _mlflow(tracking_uri)
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="riskloop-spec-") as tmp:
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{MODEL_DIR_ARTIFACT}/"
+                                                            f"{SPEC_FILE}", dst_path=tmp))
+            return path.read_bytes().decode("utf-8")
+        except (MlflowException, OSError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"the run's model directory has no readable {SPEC_FILE}: {exc}",
+                                where=f"MLflow run {run_id}, artifact {MODEL_DIR_ARTIFACT}/{SPEC_FILE}",
+                                fix="retrain the version: training stores the spec beside the model") from exc
 
 
 def download_reference(tracking_uri: str, run_id: str, dest: Path) -> Path:

@@ -22,8 +22,8 @@ from riskloop.serving.prediction_log import read_prediction_log
 from riskloop.steps import frame_sha256
 from tests.integration.serving.conftest import MODEL, Server, Trained, instance, start_server
 
-HOPS = ["prediction", "model_version", "mlflow_run", "pipeline_run", "training_data", "features", "code", "image",
-        "decisions"]
+HOPS = ["prediction", "model_version", "dataset_spec", "mlflow_run", "pipeline_run", "training_data", "features",
+        "code", "image", "decisions"]
 
 
 @pytest.fixture(scope="module")
