@@ -76,7 +76,11 @@ def test_the_command_line_exits_2_on_bad_input(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(_secret(**KIND_KEYS))))
     assert prerequisites.main(["s3-secret"]) == 0
     assert "awsSecretAccessKey" in json.loads(capsys.readouterr().out)["data"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(_secret(**KIND_KEYS))))
+    assert prerequisites.main(["s3-secret", "elsewhere"]) == 0
+    assert json.loads(capsys.readouterr().out)["metadata"]["namespace"] == "elsewhere"
     assert prerequisites.main(["nope"]) == 2
+    assert prerequisites.main(["kserve-ingress", "extra"]) == 2
 
 
 class _MultiUserKfp(BaseHTTPRequestHandler):

@@ -1,9 +1,14 @@
-"""scripts/deploy.sh and install.sh: shellcheck-clean, and `make deploy DRY_RUN=1` renders without a cluster."""
+"""scripts/deploy.sh and install.sh: shellcheck-clean, `make deploy DRY_RUN=1` renders without a cluster, a dry run
+tells a broken kustomization from a missing network, prerequisites are installed only where asked, image names agree.
+
+The install plan itself (order, namespaces, CRDs, webhooks, Services) is checked in test_install_plan.py.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"  # fixed: a commit landing mid-test must not matter
 TAG = f"{__version__}-{COMMIT[:7]}"
 IMAGE = f"{IMAGE_REPOSITORY}:{TAG}"
+KIND_IMAGE = f"kind.local/riskloop:{TAG}"  # a registry Knative does not resolve tags of
 
 
 def test_scripts_pass_shellcheck() -> None:
@@ -31,13 +37,14 @@ def dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     # no docker, kind or helm reachable: a dry run must not need them
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for tool in ("git", "bash", "env", "mkdir", "rm", "tr", "cat", "dirname", "sed", "base64"):
-        if path := shutil.which(tool):
+    for tool in ("git", "bash", "env", "mkdir", "rm", "tr", "cat", "dirname", "sed", "base64", "grep", "head",
+                 "basename"):
+        if (path := shutil.which(tool)) and not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(path)
     full = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/root"), "DRY_RUN": "1",
             "KUBECTL": str(REPO / ".venv/bin/kubectl"), "RISKLOOP_GIT_COMMIT": COMMIT, **env}
     return subprocess.run(["bash", "scripts/deploy.sh", "up"], cwd=REPO, capture_output=True, text=True, env=full,
-                          timeout=120)
+                          timeout=180)
 
 
 def test_dry_run_renders_what_it_would_apply(tmp_path: Path) -> None:
@@ -48,7 +55,7 @@ def test_dry_run_renders_what_it_would_apply(tmp_path: Path) -> None:
     printed = r.stdout
     assert "+ kind create cluster --name riskloop --config manifests/kind/cluster.yaml" in printed
     assert f"--set image.tag={TAG}" in printed and "-f helm/riskloop/envs/kind.yaml" in printed
-    assert f"kind load docker-image {IMAGE}" in printed
+    assert f"kind load docker-image {KIND_IMAGE}" in printed
     assert "cluster run --kfp-host" in printed
     assert "upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack --version" in printed
     namespaces = {d["metadata"]["name"] for d in yaml.safe_load_all((out / "riskloop.yaml").read_text())}
@@ -56,10 +63,87 @@ def test_dry_run_renders_what_it_would_apply(tmp_path: Path) -> None:
     chart = [d for d in yaml.safe_load_all((out / "helm-riskloop.yaml").read_text()) if d]
     images = {c["image"] for d in chart if d["kind"] in ("Deployment", "StatefulSet", "Job")
               for c in d["spec"]["template"]["spec"]["containers"] if "riskloop" in c["image"]}
-    assert images == {IMAGE}
+    assert images == {KIND_IMAGE}
+    assert f"--set image.repository={KIND_IMAGE.rsplit(':', 1)[0]}" in printed
     assert any(d["kind"] == "Job" for d in chart)  # the publish Job
 
 
 def test_dry_run_refuses_a_missing_values_file(tmp_path: Path) -> None:
     r = dry_run(tmp_path, VALUES="helm/riskloop/envs/nope.yaml")
     assert r.returncode == 2 and "values file helm/riskloop/envs/nope.yaml does not exist" in r.stderr
+
+
+def test_cloud_dry_run_keeps_the_published_image_name(tmp_path: Path) -> None:
+    r = dry_run(tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert f"-t {IMAGE} ." in r.stdout and "kind load" not in r.stdout
+
+
+def test_image_names_are_lower_cased_everywhere(tmp_path: Path) -> None:
+    """Registries refuse upper case, GitHub owners have it: build, push, chart and compiled pipelines all get the
+    one lower-cased name (exported, so `riskloop compile` in the script sees the same)."""
+    r = dry_run(tmp_path, RISKLOOP_IMAGE_REPOSITORY="ghcr.io/MyOrg/RiskLoop")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert f"-t ghcr.io/myorg/riskloop:{TAG} ." in r.stdout
+    assert "--build-arg RISKLOOP_IMAGE_REPOSITORY=ghcr.io/myorg/riskloop " in r.stdout
+    assert "--set image.repository=ghcr.io/myorg/riskloop " in r.stdout
+    assert "MyOrg" not in r.stdout
+    bad = dry_run(tmp_path, RISKLOOP_IMAGE_REPOSITORY="ghcr.io/my org/riskloop")
+    assert bad.returncode == 2 and "is not a valid image name" in bad.stderr
+
+
+def _source(function_call: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run one function of deploy.sh (sourced: it defines, does not run) with the real kubectl."""
+    full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+            "KUBECTL": str(REPO / ".venv/bin/kubectl"), "RISKLOOP_GIT_COMMIT": COMMIT, **env}
+    script = f'source scripts/deploy.sh; OUT="{tmp_path}"; {function_call}'
+    return subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, env=full, timeout=120)
+
+
+def test_dry_run_tells_a_broken_kustomization_from_a_missing_network(tmp_path: Path) -> None:
+    """Knative's old kustomization (serving-crds.yaml + serving-core.yaml) failed to build on duplicate ids and the
+    dry run called it "remote (needs the network)". A build failure stops the dry run (exit 2) and says why."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: twice\n"
+    (broken / "a.yaml").write_text(namespace)
+    (broken / "b.yaml").write_text(namespace)
+    (broken / "kustomization.yaml").write_text("resources: [a.yaml, b.yaml]\n")
+    r = _source(f"apply_k {broken}", tmp_path, DRY_RUN="1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "kustomize cannot build" in r.stderr and "already registered id" in r.stderr
+    # a host that never resolves (RFC 2606 .invalid): missing network, listed as remote, the dry run goes on
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "kustomization.yaml").write_text("resources: [https://riskloop.invalid/release/install.yaml]\n")
+    r = _source(f"apply_k {remote}; echo went-on", tmp_path, DRY_RUN="1")
+    assert r.returncode == 0, r.stderr
+    assert f"{remote} is remote (needs the network to render)" in r.stdout and "went-on" in r.stdout
+
+
+def _unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kube context whose API server is a closed loopback port: every call fails at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "foreign",
+        "clusters": [{"name": "foreign", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+        "contexts": [{"name": "foreign", "context": {"cluster": "foreign", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "none"}}]}))
+    return config
+
+
+def test_a_foreign_cluster_gets_no_prerequisites_unless_asked(tmp_path: Path) -> None:
+    """Not kind: nothing is installed into the current context unless PREREQS=1, and then only what is missing
+    (here every CRD lookup fails, so all are missing); without it the run stops before installing anything."""
+    kubeconfig = str(_unreachable_kubeconfig(tmp_path))
+    r = _source("plan_prerequisites; echo \"install:$INSTALL\"", tmp_path, KUBECONFIG=kubeconfig)
+    assert r.returncode == 2, r.stdout
+    assert "missing prerequisites: cert-manager knative kserve kfp monitoring" in r.stderr and "PREREQS=1" in r.stderr
+    asked = _source("plan_prerequisites; echo \"install:$INSTALL\"", tmp_path, KUBECONFIG=kubeconfig, PREREQS="1")
+    assert asked.returncode == 0, asked.stderr
+    assert "install: cert-manager knative kserve kfp monitoring " in asked.stdout
+    kind = _source("plan_prerequisites; echo \"install:$INSTALL\"", tmp_path, KUBECONFIG=kubeconfig, CLUSTER="kind")
+    assert "install: cert-manager knative kserve kfp monitoring " in kind.stdout

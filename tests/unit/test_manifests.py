@@ -67,9 +67,18 @@ def test_versions_are_exact() -> None:
 
 def test_there_are_local_and_remote_kustomizations() -> None:
     local = [k for k in kustomizations() if is_local(k)]
-    assert {k.parent.name for k in local} >= {"riskloop", "config"}
-    assert {k.parent.name for k in kustomizations() if not is_local(k)} >= {
-        "kfp", "cluster-scoped", "cert-manager", "knative", "kserve", "runtimes"}
+    assert {k.parent.name for k in local} >= {"riskloop", "config", "namespace", "object-store-access"}
+    assert {str(k.parent.relative_to(MANIFESTS)) for k in kustomizations() if not is_local(k)} >= {
+        "kfp", "kfp/cluster-scoped", "cert-manager", "knative/crds", "knative/core", "knative/kourier", "kserve/crds",
+        "kserve", "kserve/runtimes"}
+
+
+def test_each_remote_kustomization_applies_one_upstream_file() -> None:
+    """One upstream file per apply: serving-core.yaml repeats serving-crds.yaml's CRDs (duplicate ids in one
+    kustomization), kserve.yaml's objects need kserve-crds.yaml Established first; the order lives in deploy.sh."""
+    for k in kustomizations():
+        if not is_local(k):
+            assert len(resources(k)) == 1, f"{k}: {resources(k)}"
 
 
 @pytest.mark.parametrize("k", [k for k in kustomizations() if is_local(k)], ids=lambda k: str(k.parent.name))
@@ -103,6 +112,60 @@ def test_url_version_refuses_unpinned_urls() -> None:
     assert url_version("https://github.com/x/y/manifests?ref=2.17.3") == "2.17.3"
     with pytest.raises(AssertionError, match="no version"):
         url_version("https://raw.githubusercontent.com/x/y/main/install.yaml")
+
+
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def test_the_storage_initializer_kserve_injects_is_restricted(tmp_path: Path) -> None:
+    """kserve/kserve#5373: the injected storage-initializer has no securityContext, so Pod Security `restricted`
+    rejects the predictor pod. KServe v0.21 strategic-merges the ClusterStorageContainer's container over the
+    container it injects (storage_initializer_injector.go, mergeContainerSpecs); manifests/kserve/runtimes patches
+    KServe's ClusterStorageContainer "default" (config/storagecontainers/default.yaml). Here the patch is applied by
+    kustomize to a stand-in object of that name and shape, as the remote build would."""
+    runtimes = yaml.safe_load((MANIFESTS / "kserve/runtimes/kustomization.yaml").read_text())
+    (patch,) = runtimes["patches"]
+    (tmp_path / "csc.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterStorageContainer", "metadata": {"name": "default"},
+        "spec": {"container": {"name": "storage-initializer", "image": "kserve/storage-initializer:v0.21.0",
+                               "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
+                 "supportedUriFormats": [{"prefix": "s3://"}]}}))
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "resources": ["csc.yaml"], "patches": [{"path": str(MANIFESTS / "kserve/runtimes" / patch["path"])}]}))
+    r = subprocess.run([str(KUBECTL), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (csc,) = list(yaml.safe_load_all(r.stdout))
+    container = csc["spec"]["container"]
+    assert container["image"] == "kserve/storage-initializer:v0.21.0"  # KServe's own fields stay
+    assert container["resources"] == {"limits": {"cpu": "1", "memory": "1Gi"}}
+    security = container["securityContext"]
+    assert {k: security[k] for k in RESTRICTED_CONTAINER} == RESTRICTED_CONTAINER
+    assert isinstance(security["runAsUser"], int) and security["runAsUser"] > 0
+    # the patch must name KServe's object: a renamed one makes the remote build fail instead of passing silently
+    (tmp_path / "csc.yaml").write_text((tmp_path / "csc.yaml").read_text().replace("name: default", "name: other"))
+    r = subprocess.run([str(KUBECTL), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+
+
+# knative/serving config/core/configmaps/deployment.yaml (knative-v1.18.0): registries-skipping-tag-resolving default
+KNATIVE_SKIPS_TAG_RESOLUTION = ("kind.local", "ko.local", "dev.local")
+
+
+def test_kind_images_skip_knative_tag_resolution_and_the_predictor_may_use_an_emptydir() -> None:
+    """Knative resolves image tags to digests through the registry; an image only loaded into the kind nodes has
+    none. deploy.sh names it under a registry Knative skips by default, and our Knative settings do not replace
+    that default."""
+    script = (REPO / "scripts/deploy.sh").read_text()
+    kind_repository = re.search(r"^KIND_IMAGE_REPOSITORY=(\S+)$", script, re.M)
+    assert kind_repository and kind_repository.group(1).split("/")[0] in KNATIVE_SKIPS_TAG_RESOLUTION
+    config = subprocess.run([str(KUBECTL), "kustomize", str(MANIFESTS / "knative/config")], capture_output=True,
+                            text=True, timeout=60, check=True).stdout
+    maps = {d["metadata"]["name"]: d["data"] for d in yaml.safe_load_all(config)}
+    assert "registries-skipping-tag-resolving" not in maps.get("config-deployment", {})
+    assert maps["config-features"]["kubernetes.podspec-volumes-emptydir"] == "enabled"
 
 
 def test_kind_cluster_uses_the_pinned_node_image() -> None:

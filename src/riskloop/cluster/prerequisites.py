@@ -58,8 +58,9 @@ def storage_initializer_keys(data: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def storage_initializer_secret(secret: Mapping[str, Any]) -> dict[str, Any]:
-    """The Secret object (as ``kubectl get -o json`` gives it) with KServe's keys added; server fields dropped."""
+def storage_initializer_secret(secret: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+    """The Secret object (as ``kubectl get -o json`` gives it) with KServe's keys added, in ``namespace`` (default:
+    its own); server fields dropped."""
     if secret.get("kind") != "Secret" or not isinstance(secret.get("data"), dict):
         raise ConfigError("expected a Secret with data (kubectl get secret riskloop-s3 -o json)")
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
@@ -67,7 +68,7 @@ def storage_initializer_secret(secret: Mapping[str, Any]) -> dict[str, Any]:
     meta = secret.get("metadata", {})
     return {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type", "Opaque"),
             "metadata": {"name": meta.get("name", "riskloop-s3"),
-                         **({"namespace": meta["namespace"]} if "namespace" in meta else {})},
+                         **({"namespace": namespace or meta["namespace"]} if namespace or "namespace" in meta else {})},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}}
 
 
@@ -88,19 +89,27 @@ def kourier_ingress_patch(config_map: Mapping[str, Any]) -> dict[str, Any]:
     return {"data": {INGRESS_KEY: json.dumps(ingress, indent=2)}}
 
 
-COMMANDS = {"s3-secret": storage_initializer_secret, "kserve-ingress": kourier_ingress_patch}
+def _s3_secret(obj: Mapping[str, Any], namespace: str | None) -> dict[str, Any]:
+    return storage_initializer_secret(obj, namespace)
+
+
+def _kserve_ingress(obj: Mapping[str, Any], namespace: str | None) -> dict[str, Any]:
+    return kourier_ingress_patch(obj)
+
+
+COMMANDS = {"s3-secret": _s3_secret, "kserve-ingress": _kserve_ingress}
+USAGE = "usage: python -m riskloop.cluster.prerequisites s3-secret [NAMESPACE] | kserve-ingress  < object.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m riskloop.cluster.prerequisites s3-secret|kserve-ingress``: JSON object on stdin, result on stdout."""
+    """JSON object on stdin, the result on stdout; 2 on bad input, saying why."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in COMMANDS:
-        print(f"usage: python -m riskloop.cluster.prerequisites {{{'|'.join(COMMANDS)}}} < object.json",
-              file=sys.stderr)
+    if not args or args[0] not in COMMANDS or len(args) > (2 if args[0] == "s3-secret" else 1):
+        print(USAGE, file=sys.stderr)
         return 2
     try:
         obj = json.load(sys.stdin)
-        print(json.dumps(COMMANDS[args[0]](obj)))
+        print(json.dumps(COMMANDS[args[0]](obj, args[1] if len(args) > 1 else None)))
     except json.JSONDecodeError as exc:
         print(f"error: stdin is not a JSON object: {exc}", file=sys.stderr)
         return 2
