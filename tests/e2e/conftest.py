@@ -22,6 +22,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("docker", "kind", "helm", "kubectl")
+# `make deploy CLUSTER=kind` from nothing: cluster, prerequisites, image build and load, chart, landing data. The
+# fixture sets this up once per session; each test's own timeout (tests/e2e/test_kind.py) leaves it out
+# (func_only), or the first test would be cut by pytest's default --timeout=600 while the cluster is still coming up.
+DEPLOY_TIMEOUT_SECONDS = 3600
 
 
 def _missing() -> list[str]:
@@ -43,7 +47,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.skip(f"opt-in (make test-e2e): {why}")
     env = {**os.environ, "CLUSTER": "kind"}
     if os.environ.get("E2E_REUSE") != "1":
-        subprocess.run(["scripts/deploy.sh", "up"], cwd=REPO, env=env, check=True, timeout=3600)
+        subprocess.run(["scripts/deploy.sh", "up"], cwd=REPO, env=env, check=True, timeout=DEPLOY_TIMEOUT_SECONDS)
     try:
         yield
     finally:

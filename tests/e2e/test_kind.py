@@ -25,9 +25,21 @@ import pytest
 from riskloop.version import image_tag
 from tests.e2e.conftest import REPO, kubectl, port_forward
 
-pytestmark = pytest.mark.usefixtures("cluster")
 MODELS = "riskloop-models"
 SERVICE = "fraud-detector"
+# What each wait may take; every test's timeout is the sum of its own waits and counts only the test itself
+# (func_only: the session's deploy fixture has its own timeout, DEPLOY_TIMEOUT_SECONDS).
+TRAIN_TIMEOUT_SECONDS = 3600  # one training run on kind (KFP schedules, pulls, trains, evaluates, registers)
+READY_TIMEOUT_SECONDS = 600  # an InferenceService revision becoming Ready
+OTHER_TIMEOUT_SECONDS = 900  # compile, port-forwards, CLI calls, the prediction log's flush
+pytestmark = [pytest.mark.usefixtures("cluster"), pytest.mark.timeout(OTHER_TIMEOUT_SECONDS, func_only=True)]
+CANARY_TIMEOUT_SECONDS = 2 * TRAIN_TIMEOUT_SECONDS + 3 * READY_TIMEOUT_SECONDS + OTHER_TIMEOUT_SECONDS
+# Knative's route for the predictor, the host KServe reports as status.url with disableIstioVirtualHost (Kourier):
+# the same host scripts/deploy.sh prints (model_host) and the README uses
+PREDICTOR_HOST = f"{SERVICE}-predictor.{MODELS}.riskloop.local"
+# the image as deploy.sh names it on kind (a registry Knative skips tag resolution for): the canary CLI builds the
+# InferenceService from this process's riskloop.version.runtime_image()
+KIND_IMAGE_REPOSITORY = "kind.local/riskloop"
 
 
 def riskloop(*args: str, env: dict[str, str]) -> str:
@@ -42,7 +54,7 @@ def isvc() -> dict[str, Any]:
     return found
 
 
-def wait_ready(timeout_seconds: float = 600) -> dict[str, Any]:
+def wait_ready(timeout_seconds: float = READY_TIMEOUT_SECONDS) -> dict[str, Any]:
     kubectl("wait", f"inferenceservice/{SERVICE}", "-n", MODELS, "--for=condition=Ready",
             f"--timeout={int(timeout_seconds)}s", timeout=int(timeout_seconds) + 30)
     return isvc()
@@ -59,7 +71,8 @@ def storage_root() -> tuple[str, str]:
 
 @contextmanager
 def object_store() -> Iterator[Any]:
-    """A boto3 S3 client on KFP's MinIO (the kind storage), with the riskloop-s3 Secret's keys."""
+    """A boto3 S3 client on KFP's object store (SeaweedFS since KFP 2.16, Service seaweedfs port 8333: the kind
+    storage), with the riskloop-s3 Secret's keys."""
     import boto3
     from botocore.config import Config
 
@@ -67,10 +80,10 @@ def object_store() -> Iterator[Any]:
         return base64.b64decode(kubectl("get", "secret", "riskloop-s3", "-n", MODELS, "-o",
                                         f"jsonpath={{.data.{name}}}")).decode()
 
-    with port_forward("kubeflow", "minio-service", 9000) as url:
+    with port_forward("kubeflow", "seaweedfs", 8333) as url:
         yield boto3.client("s3", endpoint_url=url, aws_access_key_id=key("AWS_ACCESS_KEY_ID"),
                            aws_secret_access_key=key("AWS_SECRET_ACCESS_KEY"), region_name="us-east-1",
-                           config=Config(s3={"addressing_style": "path"}))  # MinIO behind a port-forward
+                           config=Config(s3={"addressing_style": "path"}))  # behind a port-forward
 
 
 def object_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -99,6 +112,7 @@ def test_landing_data_covers_the_first_training_run() -> None:
 def predict(count: int) -> None:
     """``count`` V1 requests through Knative's ingress gateway (Kourier), by the InferenceService's host name."""
     host = urlsplit(isvc()["status"]["url"]).netloc
+    assert host == PREDICTOR_HOST, f"status.url {host} is not the host Kourier routes (disableIstioVirtualHost)"
     with port_forward("kourier-system", "kourier", 80) as url:
         for i in range(count):
             body = {"instances": [{"transaction_id": f"e2e-{i}", "card_id": "C000042", "merchant_id": "M00017",
@@ -134,23 +148,27 @@ def test_publish_job_uploaded_every_pipeline_at_the_image_tag() -> None:
 def _train(client: Any, kfp_url: str, seed: int) -> None:
     """One training run of the published version (riskloop cluster run), waited for."""
     out = riskloop("cluster", "run", "--kfp-host", kfp_url, "--pipeline", "training", "--pipelines-dir",
-                   str(REPO / "build/pipelines"), "--param", f"seed={seed}", env={})
+                   str(REPO / "build/pipelines"), "--param", f"seed={seed}",
+                   env={"RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY})
     run_id = out.split("started run ", 1)[1].split()[0]
-    result = client.wait_for_run_completion(run_id, timeout=3600)
+    result = client.wait_for_run_completion(run_id, timeout=TRAIN_TIMEOUT_SECONDS)
     assert result.state == "SUCCEEDED", f"training run {run_id} ended {result.state}"
 
 
+@pytest.mark.timeout(CANARY_TIMEOUT_SECONDS, func_only=True)
 def test_train_then_canary_promote_and_roll_back(tmp_path: Path) -> None:
     from kfp import Client
 
     subprocess.run([sys.executable, "-m", "riskloop.cli", "compile", "--out", str(REPO / "build/pipelines")],
-                   check=True, timeout=300, cwd=REPO)
+                   check=True, timeout=300, cwd=REPO,
+                   env={**os.environ, "RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY})
     with port_forward("kubeflow", "ml-pipeline", 8888) as kfp_url, \
             port_forward("riskloop", "riskloop-mlflow", 5000) as mlflow_url:
         client = Client(host=kfp_url)
         _train(client, kfp_url, seed=1)  # champion (the first run of make deploy may still be going: this one is ours)
         _train(client, kfp_url, seed=2)  # a gated challenger
-        env = {"RISKLOOP_DELIVERY__TARGET": "kubernetes", "RISKLOOP_DELIVERY__NAMESPACE": MODELS,
+        env = {"RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY,
+               "RISKLOOP_DELIVERY__TARGET": "kubernetes", "RISKLOOP_DELIVERY__NAMESPACE": MODELS,
                "RISKLOOP_MLFLOW__TRACKING_URI": mlflow_url, "RISKLOOP_STATE_DIR": str(tmp_path / "state")}
         riskloop("canary", "deploy", "--alias", "challenger", "--canary-percent", "20", env=env)
         spec = wait_ready()["spec"]["predictor"]

@@ -147,3 +147,43 @@ def test_a_foreign_cluster_gets_no_prerequisites_unless_asked(tmp_path: Path) ->
     assert "install: cert-manager knative kserve kfp monitoring " in asked.stdout
     kind = _source("plan_prerequisites; echo \"install:$INSTALL\"", tmp_path, KUBECONFIG=kubeconfig, CLUSTER="kind")
     assert "install: cert-manager knative kserve kfp monitoring " in kind.stdout
+
+
+def _timeout(marks: list[pytest.Mark]) -> pytest.Mark | None:
+    found = [m for m in marks if m.name == "timeout"]
+    return found[0] if found else None
+
+
+def test_e2e_timeouts_count_the_test_not_the_deploy_fixture() -> None:
+    """pytest's --timeout=600 (pyproject) counts fixture setup: the session's `make deploy` (up to an hour) and two
+    training runs (up to an hour each) could never fit. Every e2e test has its own timeout, func_only (fixture setup
+    excluded), at least as long as the waits it makes."""
+    import inspect
+
+    from tests.e2e import conftest as e2e_conftest
+    from tests.e2e import test_kind
+
+    module = test_kind.pytestmark if isinstance(test_kind.pytestmark, list) else [test_kind.pytestmark]
+    tests = {n: f for n, f in inspect.getmembers(test_kind, inspect.isfunction) if n.startswith("test_")}
+    assert tests
+    for name, function in tests.items():
+        mark = _timeout(getattr(function, "pytestmark", [])) or _timeout(module)
+        assert mark is not None, f"{name}: no timeout of its own, so pytest's 600 s counts the deploy fixture"
+        assert mark.kwargs.get("func_only") is True, f"{name}: its timeout would count the deploy fixture"
+        assert mark.args[0] > 600
+    canary = _timeout(tests["test_train_then_canary_promote_and_roll_back"].pytestmark)
+    assert canary is not None and canary.args[0] >= 2 * test_kind.TRAIN_TIMEOUT_SECONDS
+    source = inspect.getsource(e2e_conftest.cluster)
+    assert "timeout=DEPLOY_TIMEOUT_SECONDS" in source and e2e_conftest.DEPLOY_TIMEOUT_SECONDS >= 3600
+
+
+def test_e2e_readme_and_deploy_script_use_the_same_model_host() -> None:
+    """KServe's status.url with disableIstioVirtualHost is the predictor's Knative route; the e2e suite, deploy.sh's
+    URLs and the README must all send that Host header through Kourier."""
+    from tests.e2e import test_kind
+
+    r = subprocess.run(["bash", "-c", "source scripts/deploy.sh; model_host"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "RISKLOOP_GIT_COMMIT": COMMIT})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == test_kind.PREDICTOR_HOST == f"{test_kind.SERVICE}-predictor.{test_kind.MODELS}.riskloop.local"
+    assert test_kind.PREDICTOR_HOST in (REPO / "README.md").read_text()
