@@ -22,7 +22,7 @@ CHART_DIR = ROOT / "helm" / "riskloop"
 RELEASE = "riskloop"
 NAMESPACE = "riskloop"
 # The one Kubernetes version everything is validated for (kubernetes-validate schemas, helm lint).
-KUBE_VERSION = "1.33.0"
+KUBE_VERSION = "1.36.0"
 
 # Every values set the chart must render: the defaults, each ci/*-values.yaml, each environment overlay.
 VALUES_FILES: dict[str, list[Path]] = {

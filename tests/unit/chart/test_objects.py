@@ -90,7 +90,7 @@ def test_validation_refuses_a_mistake(default_objects: list[dict[str, Any]]) -> 
 
 
 def restricted_violations(where: str, spec: dict[str, Any]) -> list[str]:
-    """What keeps a pod spec from Pod Security `restricted` (v1.33), plus this chart's stricter rules."""
+    """What keeps a pod spec from Pod Security `restricted` (v1.36), plus this chart's stricter rules."""
     out = []
     pod_sc = spec.get("securityContext") or {}
     for host in ("hostNetwork", "hostPID", "hostIPC", "hostUsers"):
