@@ -364,28 +364,47 @@ except botocore.exceptions.ClientError as e: print('bucket:', e.response['Error'
 }
 
 render_chart() {
-  local into="$OUT/helm-riskloop.yaml" api=()
-  # helm install asks the cluster which APIs it serves; a render here knows only what it is told
-  if installs monitoring; then api=(--api-versions monitoring.coreos.com/v1); fi
+  local into="${1:-$OUT/helm-riskloop.yaml}" operator_api=0
+  # helm install asks the cluster which APIs it serves; a render here knows only what it is told: the Prometheus
+  # operator's API exists when this run installs kube-prometheus-stack before the chart
+  if installs monitoring; then operator_api=1; fi
   if command -v helm >/dev/null; then
+    if [[ "$operator_api" == 1 ]]; then set -- --api-versions monitoring.coreos.com/v1; else set --; fi
     helm template "$RELEASE" helm/riskloop -n "$NAMESPACE" -f "$VALUES" --set image.tag="$TAG" \
-      --set image.repository="$IMAGE_REPOSITORY" "${api[@]}" >"$into"
+      --set image.repository="$IMAGE_REPOSITORY" "$@" >"$into" || return 1
   else  # no helm binary: the same render through the Helm SDK binding of the dev environment
-    "$PYTHON" - "$VALUES" "$TAG" "$IMAGE_REPOSITORY" "$RELEASE" "$NAMESPACE" "$into" "${#api[@]}" <<'PY'
+    "$PYTHON" - "$VALUES" "$TAG" "$IMAGE_REPOSITORY" "$RELEASE" "$NAMESPACE" "$into" "$operator_api" <<'PY' || return 1
 import sys, yaml, helm_python
 values_file, tag, repository, release, namespace, into, operator_api = sys.argv[1:]
 values = yaml.safe_load(open(values_file)) or {}
 values.setdefault("image", {}).update(tag=tag, repository=repository)
 if operator_api != "0":  # the binding cannot pass --api-versions: say so through the chart's own switch
     values.setdefault("monitoring", {})["requireOperatorApi"] = False
-rendered = helm_python.Chart.load("helm/riskloop").render(values, name=release, namespace=namespace, is_install=True)
+try:
+    rendered = helm_python.Chart.load("helm/riskloop").render(values, name=release, namespace=namespace,
+                                                            is_install=True)
+except (helm_python.HelmValuesError, helm_python.HelmRenderError) as exc:
+    sys.exit(f"{values_file}: {exc}")
 with open(into, "w") as f:
     for path, text in sorted(rendered.items()):
         if not path.endswith(".txt") and text.strip():
             f.write(f"---\n# Source: {path}\n{text.strip()}\n")
 PY
   fi
-  printf '  rendered helm/riskloop with %s -> build/deploy/helm-riskloop.yaml\n' "$VALUES"
+  printf '  rendered helm/riskloop with %s -> build/deploy/%s\n' "$VALUES" "$(basename "$into")"
+}
+
+# The chart's values against its schema (and every template rendered) before anything is installed: a wrong value
+# stops the run here, naming the value, instead of after the prerequisites at `helm upgrade`
+check_values() {
+  mkdir -p "$OUT"
+  render_chart "$OUT/values-check.yaml" >/dev/null 2>"$OUT/values-check.err" || {
+    local err
+    err="$(cat "$OUT/values-check.err")"
+    rm -f "$OUT/values-check.yaml" "$OUT/values-check.err"
+    die "the chart refuses the values of $VALUES (nothing was installed): $err"
+  }
+  rm -f "$OUT/values-check.yaml" "$OUT/values-check.err"
 }
 
 chart() {
@@ -459,7 +478,8 @@ EOF
 up() {
   check_tools
   image_names
-  if dry; then mkdir -p "$OUT"; log "DRY_RUN: nothing is applied; renders go to build/deploy/"; fi
+  check_values
+  if dry; then log "DRY_RUN: nothing is applied; renders go to build/deploy/"; fi
   cluster_up
   prerequisites
   image

@@ -73,6 +73,16 @@ def test_dry_run_refuses_a_missing_values_file(tmp_path: Path) -> None:
     assert r.returncode == 2 and "values file helm/riskloop/envs/nope.yaml does not exist" in r.stderr
 
 
+def test_bad_values_stop_the_run_before_anything_is_installed(tmp_path: Path) -> None:
+    """A value the chart's schema refuses used to surface at `helm upgrade`, after every prerequisite was installed."""
+    values = tmp_path / "values.yaml"
+    values.write_text("mlflow:\n  replicas: two\n")
+    r = dry_run(tmp_path, CLUSTER="kind", VALUES=str(values))
+    assert r.returncode == 2, r.stdout
+    assert "/mlflow/replicas" in r.stderr and "nothing was installed" in r.stderr
+    assert "+ " not in r.stdout  # not even the kind cluster was (or would have been) created
+
+
 def test_cloud_dry_run_keeps_the_published_image_name(tmp_path: Path) -> None:
     r = dry_run(tmp_path)
     assert r.returncode == 0, r.stderr + r.stdout
