@@ -197,3 +197,19 @@ def test_e2e_readme_and_deploy_script_use_the_same_model_host() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == test_kind.PREDICTOR_HOST == f"{test_kind.SERVICE}-predictor.{test_kind.MODELS}.riskloop.local"
     assert test_kind.PREDICTOR_HOST in (REPO / "README.md").read_text()
+
+
+def test_ci_pushes_bakes_and_compiles_one_lower_cased_image_name() -> None:
+    """CI lower-cased the pushed tag but baked the owner's case into the image (the name its compiled pipelines and
+    the predictor use) and compiled the kept pipelines with the default name: the steps would pull an image that
+    does not exist."""
+    workflow = yaml.safe_load((REPO / ".github/workflows/ci.yaml").read_text())
+    steps = workflow["jobs"]["build"]["steps"]
+    tag = next(s for s in steps if s.get("id") == "tag")["run"]
+    assert 'echo "RISKLOOP_IMAGE_REPOSITORY=${IMAGE_REPOSITORY,,}" >> "$GITHUB_ENV"' in tag
+    assert "image=${IMAGE_REPOSITORY,,}:" in tag
+    assert 'RISKLOOP_IMAGE_REPOSITORY="${IMAGE_REPOSITORY,,}" make compile' in tag
+    build = next(s for s in steps if s.get("uses", "").startswith("docker/build-push-action"))["with"]
+    assert "RISKLOOP_IMAGE_REPOSITORY=${{ env.RISKLOOP_IMAGE_REPOSITORY }}" in build["build-args"]
+    upload = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert steps.index(next(s for s in steps if s.get("id") == "tag")) < upload  # the kept pipelines: recompiled
