@@ -1134,7 +1134,8 @@ def build_server(s: Settings, *, spec: str | None, alias: str | None, version: s
         from riskloop.delivery import rollout
 
         champion = rollout.ensure_deployment(s, name).champion_version
-    ds = _served_spec(s, name, spec, alias=alias, version=version or champion, model_dir=model_dir)
+    ds = _served_spec(s, name, spec, alias=alias, version=version or champion, model_dir=model_dir,
+                      pinned=champion is None)
     if ds.features.source != "feast" or not ds.features.service:
         raise RiskloopError(f"dataset {ds.name} has no online features to serve with",
                             fix="serve a model trained on a Feast-backed spec (synthetic-fraud)")
@@ -1170,23 +1171,37 @@ def build_server(s: Settings, *, spec: str | None, alias: str | None, version: s
 
 
 def _served_spec(s: Settings, name: str, given: str | None, *, alias: str | None, version: str | None,
-                 model_dir: Path | None) -> Any:
+                 model_dir: Path | None, pinned: bool) -> Any:
     """The spec the served model was trained under: the version's (the record's champion, or the pinned
-    alias/version), or the model directory's ``dataset_spec.yaml``; a --spec given must be that spec."""
+    alias/version), or the model directory's ``dataset_spec.yaml``; a --spec given must be that spec.
+
+    A pinned version serves alone, as a champion would: it must be approved where its spec requires it.
+    """
     from riskloop.data.spec import SpecSource, load_spec
     from riskloop.registry.mlflow_registry import SPEC_FILE, resolve_version
+    from riskloop.registry.version_spec import EXPECTED_SPEC_SHA256_ENV
 
     if model_dir is not None:
         path = model_dir / SPEC_FILE
         if not path.is_file():  # a directory trained before models carried their spec
             return load_spec(given or "synthetic-fraud")
         source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
+        expected = os.environ.get(EXPECTED_SPEC_SHA256_ENV)
+        if expected and expected != source.sha256:
+            raise RiskloopError(f"{SPEC_FILE} in {model_dir} has sha256 {source.sha256[:12]}…, the version records "
+                                f"{expected[:12]}…", where=str(path),
+                                fix="the model directory was altered: re-download the registered version")
         if given is not None and load_spec(given) != source.parse():
             raise RiskloopError(f"--spec {given} is not the spec the model in {model_dir} was trained under",
                                 where=str(path), fix="leave out --spec: the model directory carries its spec")
         return source.parse()
+    from riskloop.audit.approval import check_approved
+
     info = resolve_version(s.tracking_uri, name, alias=alias, version=version)
-    return _version_spec(s, info, given).parse()
+    source = _version_spec(s, info, given)
+    if pinned:
+        check_approved(s, name, info.version, action="serving")
+    return source.parse()
 
 
 def _load_version(s: Settings, model_name: str, version: str) -> Any:

@@ -105,6 +105,10 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                             (CREDIT, read_spec_source("german-credit").text), (ACME, acme_spec_text())):
             RUNS[model] = train_run(s, root, text)
             set_alias(s.tracking_uri, model, "champion", _register(s, model, RUNS[model]))
+        from riskloop.audit.approval import approve
+
+        for model in (CREDIT, ACME):  # the credit champions went live approved
+            approve(s, model, "1", by="Jane Doe", note="v1 reviewed before it went live")
         yield root / "state"
 
 
@@ -380,6 +384,20 @@ def test_the_first_version_of_a_path_spec_that_requires_approval_waits_as_challe
     with pytest.raises(ConfigError, match="changed since the model trained in MLflow run"):
         steps.register(run_id, model_dir, gate, str(spec), s, pipeline_run_id="p2", data_sha256="d" * 64,
                        data_snapshot="snap")
+
+
+def test_a_champion_alias_set_by_hand_is_no_licence_to_serve(state: Path, tmp_path: Path) -> None:
+    s, model = settings_for(state, require=False), "acme-hand-scorer"
+    spec = tmp_path / "acme-hand.yaml"
+    spec.write_text(acme_spec_text(name="acme-hand", model=model))
+    v = _register(s, model, train_run(s, state.parent, spec.read_text()))
+    set_alias(s.tracking_uri, model, "champion", v)  # what the old register step did for a first version
+    with pytest.raises(ApprovalRefused, match="deployment as champion refused"):
+        rollout.ensure_deployment(s, model)  # `riskloop serve` following the record, a canary deploy
+    assert rollout.current(s, model) is None
+    code, out = cli(state, "serve", "--model-version", v, "--spec", str(spec), "--port", "1")
+    assert code == 2 and "serving refused" in out and "no recorded approval" in out, out
+    assert len(refusals(s, model, v)) == 2
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -38,3 +38,24 @@ def test_invalid_yaml_and_fields() -> None:
     with pytest.raises(ConfigError, match="allowed"):
         parse_spec(good.replace("channel: {type: category, allowed: [pos, contactless, online]}",
                                 "channel: {type: category}"), where="x.yaml")
+
+
+def test_spec_source_hashes_the_exact_bytes_a_version_records(tmp_path: Path) -> None:
+    import hashlib
+
+    from riskloop.data.spec import read_spec_source, spec_difference
+
+    shipped = read_spec_source("german-credit")
+    path = tmp_path / "credit.yaml"
+    path.write_bytes(shipped.text.replace("\n", "\r\n").encode())  # line endings are part of the bytes
+    mine = read_spec_source(path)
+    assert mine.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() != shipped.sha256
+    assert mine.parse() == shipped.parse() == load_spec(path)
+    assert spec_difference(shipped, mine) == ""  # what a person would call a difference: none
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(shipped.text.replace("require_approval: true", "require_approval: false"))
+    diff = spec_difference(shipped, read_spec_source(edited))
+    assert diff.splitlines() == ["-require_approval: true", "+require_approval: false"]
+    path.write_bytes(b"name: \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_spec_source(path)

@@ -137,6 +137,10 @@ def ensure_deployment(s: Settings, model_name: str) -> Deployment:
                     f"approve {waiting.version} --model {model_name} --by NAME --note '...'`) and promote it "
                     f"(`riskloop canary promote --model {model_name}`)")
     version = resolve_version(s, model_name, alias=CHAMPION)  # on the cluster, current() found no alias: raises
+    from riskloop.audit.approval import check_approved
+
+    # the alias alone is no licence to serve (it may predate the rule, or have been set by hand)
+    check_approved(s, model_name, version, action="deployment as champion")
     path = deployment_path(s.root, model_name)
     d = update_deployment(path, lambda cur: cur if cur is not None else Deployment(
         model_name=model_name, champion_version=version, reason="first deployment of the champion"))
@@ -265,6 +269,9 @@ def restore_previous(s: Settings, model_name: str, *, reason: str = "") -> Deplo
     demoted = before.champion_version
     if previous == demoted:
         raise DeploymentError(f"v{previous} is already the champion", fix="nothing to restore")
+    from riskloop.audit.approval import check_approved
+
+    check_approved(s, model_name, previous, action="restore")  # a champion again: the same rule as a promotion
     d = _commit(s, model_name, "restore", Deployment(
         model_name=model_name, champion_version=previous,
         reason=reason or f"v{previous} restored over v{demoted}"))

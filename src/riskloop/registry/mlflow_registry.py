@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -229,12 +229,28 @@ def download_model_dir(tracking_uri: str, run_id: str, dest: Path | None = None)
                                                     dst_path=str(target)))
 
 
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar on stderr for every download: noise around a few bytes, and it breaks the
+    ``--json`` output of commands that read a version's spec (lineage, reproduce)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def download_spec_text(tracking_uri: str, run_id: str) -> str:
     """The dataset spec text stored in the run's model directory (``model_dir/dataset_spec.yaml``)."""
     mlflow = _mlflow(tracking_uri)
     from mlflow.exceptions import MlflowException
 
-    with tempfile.TemporaryDirectory(prefix="riskloop-spec-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="riskloop-spec-") as tmp, _no_progress_bar():
         try:
             path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{MODEL_DIR_ARTIFACT}/"
                                                             f"{SPEC_FILE}", dst_path=tmp))

@@ -16,6 +16,9 @@ from riskloop.data.spec import SpecSource, read_spec_source, spec_difference
 from riskloop.errors import ConfigError, ModelIntegrityError, RiskloopError
 from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, VersionInfo, download_spec_text
 
+# a predictor serving a model directory (KServe's /mnt/models) checks the spec in it against this, when set
+EXPECTED_SPEC_SHA256_ENV = "RISKLOOP_EXPECTED_SPEC_SHA256"
+
 
 def version_spec(tracking_uri: str, info: VersionInfo) -> SpecSource:
     """The spec text ``info`` was trained under, checked against its ``dataset_spec_sha256`` tag.
@@ -62,4 +65,4 @@ def check_given_spec(given: str | SpecSource, recorded: SpecSource, info: Versio
             "retrain with the edited spec")
 
 
-__all__ = ["check_given_spec", "version_spec"]
+__all__ = ["EXPECTED_SPEC_SHA256_ENV", "check_given_spec", "version_spec"]
