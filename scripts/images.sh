@@ -30,8 +30,9 @@ NAMES=(riskloop postgres redis s3 storage-initializer)
 SUITE=bookworm
 # shellcheck disable=SC2034  # used by the recipes
 REGISTRY=riskloop.local
-# bump when the way archives are written changes (tar options, umoci/skopeo steps): rebuilds everything
-FORMAT=1
+# bump when the way images are finished or written changes (finish_rootfs, tar, umoci, skopeo): rebuilds
+# every image (not the base)
+FORMAT=2
 
 log() { echo "images: $*" >&2; }
 die() { echo "images: error: $*" >&2; exit 2; }
@@ -134,6 +135,8 @@ finish_rootfs() {  # finish_rootfs ROOTFS
     rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
     find "$root/usr/share/doc" -mindepth 1 ! -name copyright ! -type d -delete 2>/dev/null || true
     find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
+    # debootstrap's device nodes: the runtime mounts its own /dev
+    find "$root/dev" -mindepth 1 -delete
     # the runtime writes its own (kubelet and containerd mount these); keep empty files, not the build's
     : > "$root/etc/resolv.conf"
     [[ -f "$root/etc/hostname" ]] && : > "$root/etc/hostname"
@@ -165,7 +168,7 @@ copy_repo_files() {  # copy_repo_files DEST PATH...
 hash_stream() { sha256sum | cut -c1-16; }
 
 base_key() {
-    { echo "format $FORMAT suite $SUITE mirror $DEBIAN_MIRROR security $DEBIAN_SECURITY_MIRROR"
+    { echo "suite $SUITE mirror $DEBIAN_MIRROR security $DEBIAN_SECURITY_MIRROR"
       cat "$RECIPES/base.sh"; } | hash_stream
 }
 
@@ -179,7 +182,7 @@ load_recipe() {  # load_recipe NAME: defines NAME's functions (recipe_ref, recip
 
 image_key() {  # image_key NAME (recipe loaded)
     local f
-    { echo "base $(base_key) image $1 ref $(recipe_ref)"
+    { echo "format $FORMAT base $(base_key) image $1 ref $(recipe_ref)"
       cat "$RECIPES/$1.sh"
       while read -r f; do echo "file $f"; cat "$REPO_ROOT/$f"; done < <(recipe_inputs)
     } | hash_stream
