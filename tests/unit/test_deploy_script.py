@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -159,8 +160,9 @@ def test_a_foreign_cluster_gets_no_prerequisites_unless_asked(tmp_path: Path) ->
     assert "install: cert-manager knative kserve kfp monitoring " in kind.stdout
 
 
-def _timeout(marks: list[pytest.Mark]) -> pytest.Mark | None:
-    found = [m for m in marks if m.name == "timeout"]
+def _timeout(marks: Any) -> pytest.Mark | None:
+    """The timeout mark among a function's or module's marks (Mark or MarkDecorator objects)."""
+    found = [getattr(m, "mark", m) for m in marks if m.name == "timeout"]
     return found[0] if found else None
 
 
@@ -181,7 +183,7 @@ def test_e2e_timeouts_count_the_test_not_the_deploy_fixture() -> None:
         assert mark is not None, f"{name}: no timeout of its own, so pytest's 600 s counts the deploy fixture"
         assert mark.kwargs.get("func_only") is True, f"{name}: its timeout would count the deploy fixture"
         assert mark.args[0] > 600
-    canary = _timeout(tests["test_train_then_canary_promote_and_roll_back"].pytestmark)
+    canary = _timeout(getattr(tests["test_train_then_canary_promote_and_roll_back"], "pytestmark", []))
     assert canary is not None and canary.args[0] >= 2 * test_kind.TRAIN_TIMEOUT_SECONDS
     source = inspect.getsource(e2e_conftest.cluster)
     assert "timeout=DEPLOY_TIMEOUT_SECONDS" in source and e2e_conftest.DEPLOY_TIMEOUT_SECONDS >= 3600

@@ -178,7 +178,7 @@ def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tm
     writable = [Path(mount["mountPath"]) for mount in c["volumeMounts"]
                 if not mount.get("readOnly") and mount["name"] in volumes]
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
-    state = Settings(state_dir=Path(env["RISKLOOP_STATE_DIR"]), _env_file=None)
+    state = Settings(state_dir=Path(env["RISKLOOP_STATE_DIR"]))
     written = [state.root, state.data_dir, state.feast_dir, state.pipeline_root, state.reports_dir,
                state.artifact_root, StoreConfig.from_settings(state).repo_dir,
                state.root / "serving" / "prometheus-multiproc",  # cli.build_server, workers > 1
@@ -186,7 +186,7 @@ def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tm
     outside = [p for p in written if not any(p == w or w in p.parents for w in writable)]
     assert not outside, f"written by riskloop serve but not on a writable volume: {outside}"
     # ensure_dirs really creates only what is listed above, all under the state dir
-    local = Settings(state_dir=tmp_path / "state", _env_file=None)
+    local = Settings(state_dir=tmp_path / "state")
     local.ensure_dirs()
     created = {p for p in (tmp_path / "state").rglob("*")} | {tmp_path / "state"}
     assert created <= {local.root, local.data_dir, local.feast_dir, local.pipeline_root, local.reports_dir,
