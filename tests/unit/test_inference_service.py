@@ -182,7 +182,9 @@ def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tm
     written = [state.root, state.data_dir, state.feast_dir, state.pipeline_root, state.reports_dir,
                state.artifact_root, StoreConfig.from_settings(state).repo_dir,
                state.root / "serving" / "prometheus-multiproc",  # cli.build_server, workers > 1
-               Path(env["HOME"])]
+               Path(env["HOME"]) / ".cache", Path(env["HOME"]) / ".config",  # matplotlib (seen with strace)
+               Path("/tmp")]  # tempfile's default dir: Feast's metrics files (seen with strace); no TMPDIR is set
+    assert "TMPDIR" not in env
     outside = [p for p in written if not any(p == w or w in p.parents for w in writable)]
     assert not outside, f"written by riskloop serve but not on a writable volume: {outside}"
     # ensure_dirs really creates only what is listed above, all under the state dir

@@ -71,11 +71,13 @@ CONTAINER_NAME = "kserve-container"
 MODEL_DIR = "/mnt/models"
 PORT_NAME = "http1"  # Knative: http1 or h2c; the V1/V2 REST server speaks HTTP/1.1
 RUN_AS_USER = 1000
-# The root filesystem is read-only; the one writable place is an emptyDir at /tmp. `riskloop serve` writes under its
-# state dir only (Settings.ensure_dirs: data/, feast/ with the Feast repo's feature_store.yaml, kfp/, reports/,
-# mlartifacts/; serving/prometheus-multiproc/ as PROMETHEUS_MULTIPROC_DIR when it runs more than one worker; the
-# prediction log's files when the storage root is local), and Python's tempfile and HOME-based caches go to /tmp.
-# The state dir is set explicitly (explicit env wins over the config map) so it always lies inside the volume.
+# The root filesystem is read-only; the one writable place is an emptyDir at /tmp. What `riskloop serve` writes
+# (read in the code, and traced with strace on a 2-worker server answering a prediction): its state dir
+# (Settings.ensure_dirs: data/, feast/ with the Feast repo, kfp/, reports/, mlartifacts/; serving/prometheus-multiproc/
+# as PROMETHEUS_MULTIPROC_DIR with more than one worker; predictions/ when the storage root is local), Python's
+# tempfile dir (Feast's own metrics files, /tmp/feast_metrics_*), and HOME (matplotlib's .cache and .config);
+# multiprocessing's semaphores go to /dev/shm, which the container runtime mounts writable. The state dir and HOME are
+# set explicitly (explicit env wins over the config map) so they always lie inside the volume.
 SCRATCH_VOLUME = "scratch"
 SCRATCH_DIR = "/tmp"
 STATE_DIR = "/tmp/riskloop"
