@@ -345,6 +345,32 @@ def test_a_tampered_approval_tag_without_its_audit_event_does_not_count(state: P
     assert rollout.current(s, CREDIT).champion_version == "1"  # type: ignore[union-attr]
 
 
+def test_an_approval_forged_into_the_log_with_a_recomputed_chain_does_not_count(state: Path,
+                                                                                canary: dict[str, str]) -> None:
+    from riskloop.errors import AuditChainBroken
+
+    s, v = settings_for(state, require=False), canary[CREDIT]
+    with pytest.raises(ApprovalRefused):
+        rollout.promote(s, CREDIT)  # its refusal is the log's last line, anchored on the version
+    original = s.audit_path.read_bytes()
+    lines = original.split(b"\n")[:-1]
+    record = json.loads(lines[-1])
+    assert record["event"] == "approval_refused"
+    info = get_version(s.tracking_uri, CREDIT, v)
+    record.update(event="approved", actor="Mallory", ids={"model": CREDIT, "model_version": v, "run_id": info.run_id},
+                  details={"note": "forged", "model_sha256": info.tags["model_sha256"],
+                           "dataset_spec_sha256": info.tags[SPEC_SHA256_TAG]})
+    record["hash"] = event_hash(**{k: x for k, x in record.items() if k != "hash"})
+    s.audit_path.write_bytes(b"".join(line + b"\n" for line in [*lines[:-1], canonical_json(record).encode()]))
+    try:
+        assert open_audit_log("file", path=s.audit_path).verify().ok, "the chain alone cannot see it"
+        with pytest.raises(AuditChainBroken):
+            rollout.promote(s, CREDIT)
+        assert rollout.current(s, CREDIT).champion_version == "1"  # type: ignore[union-attr]
+    finally:
+        s.audit_path.write_bytes(original)
+
+
 def test_the_first_version_of_a_path_spec_that_requires_approval_waits_as_challenger(state: Path,
                                                                                        tmp_path: Path) -> None:
     """The first version to pass the gate is not champion until approved and promoted (register step)."""

@@ -135,13 +135,18 @@ def approvals(events: list[AuditEvent], model_name: str, version: str) -> list[A
 
 
 def find_approval(s: Settings, info: VersionInfo, spec_sha256: str) -> Approval | None:
-    """The latest approval of exactly this version (its run, model file and spec), from a verified audit log.
+    """The latest approval of exactly this version (its run, model file and spec), from the audit log verified
+    against its hash chain and the registry's anchors.
 
     Registry tags (``approved_by``) are for people browsing MLflow and prove nothing: anyone with write
     access to the registry can set them. None if the log has no such ``approved`` event.
     """
+    from riskloop.audit.anchors import collect_anchors
+
     log = _log(s)
-    log.verify().raise_if_broken(where=repr(log))  # an approval read from a tampered log proves nothing
+    # an approval read from a tampered log proves nothing: the chain, and the anchors kept in the registry
+    # (a log whose end was cut or rewritten fails them)
+    log.verify(collect_anchors(s)).raise_if_broken(where=repr(log))
     found = [a for a in approvals(log.events(), info.name, info.version)
              if (a.model_sha256, a.run_id, a.dataset_spec_sha256) == (info.tags["model_sha256"], info.run_id,
                                                                       spec_sha256)]

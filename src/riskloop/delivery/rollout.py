@@ -230,7 +230,7 @@ def _first_champion(s: Settings, model_name: str, *, reason: str, given_spec: st
 
     challenger = version_by_alias(s.tracking_uri, model_name, CHALLENGER)
     if challenger is None:
-        raise DeploymentError(f"{model_name} has no champion and no challenger to promote",
+        raise DeploymentError(f"{model_name} has no champion yet and no challenger deployed or registered",
                               fix="run the training pipeline first (`riskloop run training`)")
     new = challenger.version
     approval = check_approved(s, model_name, new, action="promotion", given_spec=given_spec)
