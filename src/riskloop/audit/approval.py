@@ -1,14 +1,13 @@
 """Human oversight: a person approves a model version before it may be promoted.
 
-An approval is an ``approved`` audit event (actor = the person, ids = model and
-version, details = the note and the version's ``model_sha256``) and, for people
-browsing the registry, tags on the version (``approved_by``, ``approved_at``,
-``approval_note``). The audit event is what counts: it sits in the hash chain,
-a registry tag does not. An approval covers exactly the model file it names: a
-version whose ``model_sha256`` tag changed since is not approved.
-
-An approval also names the version's run and the sha256 of the dataset spec it was
-trained under: it covers that one version, never a later one with the same file.
+An approval is an ``approved`` audit event (actor = the person, ids = model,
+version and run, details = the note, the version's ``model_sha256`` and the
+sha256 of the dataset spec it was trained under) and, for people browsing the
+registry, tags on the version (``approved_by``, ``approved_at``,
+``approval_note``). The audit event is what counts, read from a log verified
+against its hash chain and the registry's anchors; a registry tag proves nothing.
+An approval covers exactly that version, run, model file and spec: not a later
+version with the same file, nor a version whose hashes changed since.
 
 Whether approval is required: ``require_approval: true`` in the dataset spec the
 version was trained under (read from the version itself, see
