@@ -73,7 +73,17 @@ undeploy: setup ## remove the release (CLUSTER=kind: delete the kind cluster)
 test-e2e: setup ## opt-in: deploy to kind, train, canary, promote, roll back (needs Docker, kind, helm)
 	$(PY) -m pytest tests/e2e -m e2e -p no:cacheprovider
 
+node-up: ## a real single-node Kubernetes on this machine, as root (the first run builds it: ~5-10 min)
+	scripts/node.sh up
+
+node-down: ## stop the node and remove every trace of it (processes, mounts, iptables, netns, cgroups)
+	scripts/node.sh down
+
+test-cluster: setup ## node up; the suite on the real node (tests/cluster); node down, also on failure
+	scripts/node.sh up && $(PY) -m pytest tests/cluster -p no:cacheprovider --durations=10; rc=$$?; \
+	  scripts/node.sh down || rc=1; exit $$rc
+
 clean: ## remove local state and build outputs
 	rm -rf .riskloop build
 
-.PHONY: help setup run test test-unit serve lint compile data-ulb bench bench-pipeline bench-serving services-start services-stop clean image deploy undeploy test-e2e
+.PHONY: help setup run test test-unit serve lint compile data-ulb bench bench-pipeline bench-serving services-start services-stop clean image deploy undeploy test-e2e node-up node-down test-cluster

@@ -400,7 +400,8 @@ wait_for() {
     local what="$1" name="$2" deadline=$((SECONDS + TIMEOUT_SECONDS))
     shift 2
     until "$@" >/dev/null 2>&1; do
-        if ! daemon_pid "$name" >/dev/null; then
+        # (not daemon_pid: right after the fork the child has not exec'd the daemon yet)
+        if ! any_alive "$(cat "$PID_DIR/$name.pid")"; then
             tail -n 30 "$LOG_DIR/$name.log" >&2 || true
             die "$name exited while waiting for $what (log: $LOG_DIR/$name.log)"
         fi
@@ -805,7 +806,12 @@ cmd_up() {
     install_packages
     build_kubernetes
     build_coredns
-    # an interrupted up, or a node left running: start from nothing
+    if cmd_status >/dev/null 2>&1; then
+        write_env
+        log "node $NODE_NAME is up already (scripts/node.sh down stops it)"
+        return 0
+    fi
+    # an interrupted up, or a node left half running: start from nothing
     if [[ -d "$PID_DIR" || -d "$RUN_DIR" ]] || ip link show "$BRIDGE" >/dev/null 2>&1; then
         log "removing what a previous run left"
         cmd_down
