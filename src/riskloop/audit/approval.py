@@ -176,7 +176,8 @@ def check_approved(s: Settings, model_name: str, version: str, *, action: str, g
     if found is not None:
         return found
     _refuse(s, info, action, f"it has no recorded approval ({requirement.why})",
-            fix=f"have a reviewer approve it: `{approve_command(s, model_name, info.version)}`, then {action} again",
+            fix=f"have a reviewer approve it: `{approve_command(s, model_name, info.version)}`, then retry the "
+                f"{action}",
             spec_sha256=source.sha256)
 
 
