@@ -154,6 +154,8 @@ CONTAINERD_SOCKET="$RUN_DIR/containerd.sock"
 ENV_FILE="$STATE_DIR/env"
 KUBECONFIG_ADMIN="$STATE_DIR/admin.kubeconfig"
 TIMEOUT_SECONDS="${RISKLOOP_NODE_TIMEOUT_SECONDS:-120}"
+PERSISTENT_VOLUMES=8
+PERSISTENT_VOLUME_SIZE=20Gi
 # Started in this order, stopped in the reverse one.
 DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns)
 # Host settings kubelet, kube-proxy or the bridge plugin change: saved by up, restored by down.
@@ -639,6 +641,40 @@ COREFILE
     wait_for "CoreDNS's /ready" coredns curl -fsS "http://127.0.0.1:$COREDNS_READY_PORT/ready"
 }
 
+# Storage: no provisioner runs here, so up makes a pool of hostPath PersistentVolumes under
+# .riskloop/node/volumes and a default StorageClass that binds claims to them (a claim's size is not
+# enforced on a hostPath). The directories are world-writable with the sticky bit, as /tmp: a pod's
+# fsGroup does not reach a hostPath, and the chart's non-root users must create their data there.
+create_volumes() {
+    local i objects=""
+    for ((i = 1; i <= PERSISTENT_VOLUMES; i++)); do
+        mkdir -p "$STATE_DIR/volumes/pv-$i"
+        chmod 1777 "$STATE_DIR/volumes/pv-$i"
+        objects+="
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: riskloop-node-pv-$i, labels: {app.kubernetes.io/managed-by: riskloop-node}}
+spec:
+  capacity: {storage: ${PERSISTENT_VOLUME_SIZE}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: riskloop-node-local
+  hostPath: {path: $STATE_DIR/volumes/pv-$i, type: Directory}"
+    done
+    kctl apply -f - >/dev/null <<YAML
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: riskloop-node-local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Retain
+$objects
+YAML
+}
+
 write_env() {
     cat > "$ENV_FILE.tmp" <<ENV
 KUBECONFIG=$KUBECONFIG_ADMIN
@@ -715,6 +751,16 @@ any_alive() {
     return 1
 }
 
+# Deletes every container of containerd's k8s.io namespace (their processes are dead by now), with
+# their tasks and writable snapshots; fails if any is left.
+forget_containers() {
+    local id
+    for id in $(ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers ls -q 2>/dev/null); do
+        ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers delete "$id" >/dev/null 2>&1 || true
+    done
+    [[ -z "$(ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers ls -q 2>/dev/null)" ]]
+}
+
 unmount_all() {
     local pass mountpoint
     for ((pass = 0; pass < 10; pass++)); do
@@ -761,6 +807,13 @@ cmd_down() {
         stop_pids KILL "${pids[@]}"
         sleep 0.1
     done
+    # Imported images survive down (unpacking the riskloop image takes minutes), the pods' containers do
+    # not: with containerd still answering, its containers are deleted so that the next up starts with
+    # images only. If containerd is gone (a crash, an interrupted up), its whole root goes instead.
+    local keep_images=""
+    if daemon_pid containerd >/dev/null && forget_containers; then
+        keep_images=1
+    fi
     stop_daemons containerd kube-apiserver etcd
     # anything still naming this node (shims, a daemon whose pid file an interrupted up did not write)
     for ((i = 0; i < 50; i++)); do
@@ -776,7 +829,10 @@ cmd_down() {
     restore_sysctls
     remove_cgroups
     rm -rf /var/lib/cni
-    rm -rf "$STATE_DIR/etcd" "$STATE_DIR/containerd" "$STATE_DIR/kubelet" "$STATE_DIR/cni" "$RUN_DIR" "$PKI" \
+    if [[ -z "$keep_images" ]]; then
+        rm -rf "$STATE_DIR/containerd"
+    fi
+    rm -rf "$STATE_DIR/etcd" "$STATE_DIR/volumes" "$STATE_DIR/kubelet" "$STATE_DIR/cni" "$RUN_DIR" "$PKI" \
         "$ENV_FILE" "$STATE_DIR"/*.kubeconfig "$PID_DIR"
     log "down in $((SECONDS - started)) s"
     leftovers
@@ -827,6 +883,7 @@ cmd_up() {
     start_etcd
     start_apiserver
     start_controllers
+    create_volumes
     start_containerd
     import_pause
     start_kubelet
