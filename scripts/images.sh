@@ -271,6 +271,12 @@ build_one() {  # build_one NAME
 cmd_build() {
     need_root; need_tools; debian_mirrors
     mkdir -p "$IMG_CACHE"
+    # one build at a time per cache (a second waits): builds share the base and the work directories
+    exec 9> "$IMG_CACHE/.lock"
+    if ! flock -n 9; then
+        log "another scripts/images.sh build is running on $IMG_CACHE; waiting for it"
+        flock 9
+    fi
     UV_CACHE_HOST="$(uv cache dir 2>/dev/null || true)"
     [[ -n "$UV_CACHE_HOST" ]] && mkdir -p "$UV_CACHE_HOST"
     export UV_CACHE_HOST
