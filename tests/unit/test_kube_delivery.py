@@ -809,6 +809,25 @@ def test_patches_go_out_as_json_merge_patches_with_their_nulls() -> None:
     assert sent["metadata"]["annotations"] == {PREVIOUS_SPEC_ANNOTATION: None}
 
 
+def test_writes_ask_for_strict_field_validation() -> None:
+    """Without fieldValidation=Strict the API server drops a field its CRD lacks and only warns (seen on the node,
+    tests/cluster/test_canary.py): a cluster's older KServe would silently lose part of the spec."""
+    created = to_manifest(build_inference_service(CHAMPION))
+    live = _in_rollout()
+    pool = _Pool(_Response(404, "Not Found", json.dumps({"kind": "Status", "code": 404, "message": "not found"})
+                           .encode()),
+                 _Response(201, "Created", json.dumps(created).encode()),
+                 _Response(200, "OK", json.dumps(live).encode()),
+                 _Response(200, "OK", json.dumps(apply_merge_patch(live, promote_body(live) or {})).encode()))
+    api = _real_api(pool)
+    assert deploy_challenger(CHAMPION, canary_traffic_percent=10, api=api).action == "created"
+    assert promote(NAME, NS, api=api).action == "promoted"
+    writes = [r for r in pool.requests if r["method"] in ("POST", "PATCH")]
+    assert [r["method"] for r in writes] == ["POST", "PATCH"]
+    for request in writes:
+        assert "fieldValidation=Strict" in request["url"], request["url"]
+
+
 def test_a_real_403_becomes_the_rbac_error() -> None:
     forbidden = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": RBAC_MESSAGE,
                  "reason": "Forbidden", "code": 403}

@@ -28,6 +28,8 @@ A rollout, on Knative revisions (Knative mode, see ``inference_service.py``):
 Each read-then-write patch carries the ``metadata.resourceVersion`` it was
 computed from, so the API server refuses it (409) if another writer got in
 between; the operation then reads again and recomputes, up to three times.
+Every write asks for strict field validation: a field the cluster's CRD does
+not know is refused (400), never dropped.
 
 ``status`` reports what KServe observed: readiness, URL and the traffic per
 Knative revision (``.status.components.predictor.traffic``), as our own types.
@@ -67,6 +69,9 @@ RESOURCE = f"{PLURAL}.{GROUP}"
 
 PREVIOUS_SPEC_ANNOTATION = "riskloop.io/previous-spec"
 FIELD_MANAGER = "riskloop"  # names riskloop as the writer in the object's managedFields
+# Without it the API server drops a field its CRD does not know and only warns (its default since 1.23, seen on
+# the node in tests/cluster): a KServe older than the builder would silently lose part of the predictor's spec.
+FIELD_VALIDATION = "Strict"
 REQUEST_TIMEOUT_SECONDS = (5.0, 30.0)  # connect, read: a hung API server must not hang a pipeline step
 ATTEMPTS = 3  # read-then-write tries when another writer changes the object in between
 
@@ -471,6 +476,7 @@ def _create(api: CustomObjects, spec: ServiceSpec) -> dict[str, Any]:
     with _translated("create", spec.name, spec.namespace):
         return _object(api.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, body,
                                                            field_manager=FIELD_MANAGER,
+                                                           field_validation=FIELD_VALIDATION,
                                                            _request_timeout=REQUEST_TIMEOUT_SECONDS))
 
 
@@ -488,6 +494,7 @@ def _update(api: CustomObjects, name: str, namespace: str,
             try:
                 return live, _object(api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body,
                                                                         field_manager=FIELD_MANAGER,
+                                                                        field_validation=FIELD_VALIDATION,
                                                                         _request_timeout=REQUEST_TIMEOUT_SECONDS))
             except ApiException as exc:
                 if exc.status != 409 or attempt + 1 == ATTEMPTS:
@@ -631,8 +638,8 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-__all__ = ["ATTEMPTS", "FIELD_MANAGER", "GROUP", "PLURAL", "PREVIOUS_SPEC_ANNOTATION", "VERSION", "Action",
-           "CustomObjects", "DeliveryStatus", "PreviousSpec", "RevisionTraffic", "Rollout", "canary_body",
+__all__ = ["ATTEMPTS", "FIELD_MANAGER", "FIELD_VALIDATION", "GROUP", "PLURAL", "PREVIOUS_SPEC_ANNOTATION", "VERSION",
+           "Action", "CustomObjects", "DeliveryStatus", "PreviousSpec", "RevisionTraffic", "Rollout", "canary_body",
            "custom_objects_api", "deploy_challenger", "deployment_error", "diff_merge_patch", "parse_status",
            "previous_spec_annotation", "promote", "promote_body", "read_previous_spec", "rollback", "rollback_body",
            "set_traffic", "status", "traffic_body"]
