@@ -179,14 +179,17 @@ def predictor_pod_spec(isvc: Mapping[str, Any]) -> dict[str, Any]:
 
 def predictor_deployment(isvc: Mapping[str, Any], *, name: str, image: str, credential_env: list[dict[str, Any]],
                          storage_container: Mapping[str, Any]) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": "riskloop-cluster-test", "riskloop.io/test": name}
+    # the pods carry the InferenceService's labels, as KServe's do (the chart's NetworkPolicies select the
+    # predictor by them); the Deployment selects its own pods by one more
+    selector = {"riskloop.io/test": name}
     pod = inject_storage_initializer(predictor_pod_spec(isvc), image=image, credential_env=credential_env,
                                      storage_container=storage_container)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": isvc["metadata"]["namespace"], "labels": labels},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": {**labels, **isvc["metadata"].get("labels", {})}}, "spec": pod}},
+        "metadata": {"name": name, "namespace": isvc["metadata"]["namespace"], "labels": selector},
+        "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                 "template": {"metadata": {"labels": {**isvc["metadata"].get("labels", {}), **selector}},
+                              "spec": pod}},
     }
 
 
@@ -235,9 +238,10 @@ def credential_env(api: k8s.ApiClient) -> list[dict[str, Any]]:
     return env
 
 
-def build_isvc(trained_model: Mapping[str, str], image: str, *, sha256: str | None = None) -> dict[str, Any]:
+def build_isvc(trained_model: Mapping[str, str], image: str, *, sha256: str | None = None,
+               namespace: str = MODELS_NAMESPACE) -> dict[str, Any]:
     spec = isvc_builder.ServiceSpec(
-        name="fraud-detector", namespace=MODELS_NAMESPACE, image=image,
+        name="fraud-detector", namespace=namespace, image=image,
         storage_uri=trained_model["storage_uri"], model_sha256=sha256 or trained_model["model_sha256"],
         model_version=str(trained_model["model_version"]),
     )
@@ -348,20 +352,36 @@ def test_model_namespace_enforces_restricted(api: k8s.ApiClient) -> None:
     assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", labels
 
 
-def test_restricted_admits_no_storage_initializer_without_the_storage_containers_security_context(
-        api: k8s.ApiClient, refs: dict[str, str], trained_model: Mapping[str, str],
-        credential_env: list[dict[str, Any]]) -> None:
+def test_restricted_admits_the_predictor_only_with_the_storage_containers_security_context(
+        api: k8s.ApiClient, refs: dict[str, str], restricted_namespace: str,
+        storage_container: dict[str, Any]) -> None:
     """Without the ClusterStorageContainer's settings KServe's injected container has no securityContext
-    (kserve#5373): Pod Security `restricted` must refuse the pod. Proves admission is enforced here."""
-    deployment = predictor_deployment(build_isvc(trained_model, refs["riskloop"]), name="predictor-unrestricted",
-                                      image=refs["storage-initializer"], credential_env=credential_env,
-                                      storage_container={"name": STORAGE_INITIALIZER})
-    with deployed(api, deployment) as name:
-        events = wait_for(lambda: [e for e in replica_set_events(api, MODELS_NAMESPACE, name)
-                                   if "violates PodSecurity" in e], 60,
-                          "no PodSecurity refusal of the pod", lambda: describe(api, deployment))
-        assert "restricted" in events[0] and STORAGE_INITIALIZER in events[0], events
-        assert not pods_of(api, deployment)
+    (kserve#5373) and Pod Security `restricted` refuses the pod; with them the same pod is admitted.
+
+    Admission only: a namespace of its own, no model behind the URI, no credentials (the pods are deleted
+    whether or not they could start)."""
+    ns = restricted_namespace
+    core = k8s.CoreV1Api(api)
+    sa = isvc_builder.ServiceSpec.model_fields["service_account"].default
+    core.create_namespaced_service_account(ns, {"metadata": {"name": sa}, "automountServiceAccountToken": False})
+    model = {"storage_uri": "s3://riskloop/admission-only/model", "model_sha256": "c" * 64, "model_version": "1"}
+    isvc = build_isvc(model, refs["riskloop"], namespace=ns)
+
+    refused = predictor_deployment(isvc, name="predictor-unrestricted", image=refs["storage-initializer"],
+                                   credential_env=[], storage_container={"name": STORAGE_INITIALIZER})
+    with deployed(api, refused) as name:
+        events = wait_for(lambda: [e for e in replica_set_events(api, ns, name) if "violates PodSecurity" in e],
+                          60, "no PodSecurity refusal of the pod", lambda: describe(api, refused))
+        assert 'restricted' in events[0] and f'container "{STORAGE_INITIALIZER}"' in events[0], events
+        assert f'container "{isvc_builder.CONTAINER_NAME}"' not in events[0], events
+        assert not pods_of(api, refused)
+
+    admitted = predictor_deployment(isvc, name="predictor-restricted", image=refs["storage-initializer"],
+                                    credential_env=[], storage_container=storage_container)
+    with deployed(api, admitted) as name:
+        wait_for(lambda: pods_of(api, admitted), 60, "the pod with the storage container's settings was not "
+                 "admitted", lambda: describe(api, admitted))
+        assert not [e for e in replica_set_events(api, ns, name) if "violates PodSecurity" in e]
 
 
 def test_predictor_serves_the_trained_model_restricted_read_only(
