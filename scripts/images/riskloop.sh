@@ -31,6 +31,13 @@ recipe_inputs() {
 recipe_build() {
     local root="$1" commit
     commit="$(riskloop_commit)"
+    # as `docker build` does, the working tree is built; the tag names HEAD, so say when they differ
+    local dirty
+    dirty="$(git -C "$REPO_ROOT" status --porcelain -- pyproject.toml uv.lock README.md scripts/install.sh src \
+        components pipelines feature_repo | wc -l)"
+    if [[ "$dirty" != 0 ]]; then
+        log "riskloop: warning: $dirty input file(s) differ from HEAD ${commit:0:7}; the image carries the working tree"
+    fi
     python_runtime "$root"
     with_uv "$root"
     copy_repo_files "$root/tmp/src" pyproject.toml uv.lock README.md scripts/install.sh src components pipelines
