@@ -19,9 +19,9 @@ that part by hand, as close to KServe v0.21 as the objects allow:
 So restricted admission, the model download from the cluster's object store (the storage initializer
 image from PyPI's kserve-storage), the read-only root filesystem and the model hash check are real.
 
-Needs from tests/cluster/conftest.py: the node up with KUBECONFIG in the environment, the images imported,
-the chart installed, the model namespace's riskloop-s3 Secret carrying KServe's keys
-(``riskloop.cluster.prerequisites.storage_initializer_secret``), and a fixture ``trained_model``: a mapping
+Needs from tests/cluster/conftest.py: ``node``, ``images`` (scripts/images.sh build + import), ``chart``
+(installed with envs/node.yaml; the model namespace's riskloop-s3 Secret carrying KServe's keys from
+``riskloop.cluster.prerequisites.storage_initializer_secret``), and a fixture ``trained_model``: a mapping
 with ``storage_uri`` (s3://... of a registered model directory: model.ubj + model.json), ``model_sha256``
 and ``model_version`` of that model (the registry's champion after the training Job).
 """
@@ -218,7 +218,9 @@ def storage_container() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def credential_env(api: k8s.ApiClient) -> list[dict[str, Any]]:
+def credential_env(api: k8s.ApiClient, chart: Any) -> list[dict[str, Any]]:
+    """The storage initializer's env, built from the chart's service account and the riskloop-s3 Secret the
+    ``chart`` fixture puts into the model namespace (with KServe's keys)."""
     core = k8s.CoreV1Api(api)
     spec = isvc_builder.ServiceSpec  # the builder's defaults name the service account and the Secret
     sa_name = spec.model_fields["service_account"].default
@@ -347,7 +349,7 @@ def test_the_pod_runs_the_builders_container_as_kserve_mutates_it(storage_contai
     assert pod["serviceAccountName"] == isvc["spec"]["predictor"]["serviceAccountName"]
 
 
-def test_model_namespace_enforces_restricted(api: k8s.ApiClient) -> None:
+def test_model_namespace_enforces_restricted(api: k8s.ApiClient, chart: Any) -> None:
     labels = k8s.CoreV1Api(api).read_namespace(MODELS_NAMESPACE).metadata.labels or {}
     assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", labels
 
