@@ -285,7 +285,7 @@ cmd_build() {
 }
 
 cmd_import() {
-    local name out t0
+    local name out t0 ref digest
     if [[ -z "${CONTAINERD_ADDRESS:-}" ]]; then
         local env="$REPO_ROOT/.riskloop/node/env"
         [[ -f "$env" ]] || die "CONTAINERD_ADDRESS is not set and $env does not exist: start the node (scripts/node.sh up) or set CONTAINERD_ADDRESS to a containerd socket"
@@ -299,11 +299,38 @@ cmd_import() {
         load_recipe "$name"
         out="$(archive_path "$name")"
         [[ -f "$out" ]] || die "$name: no archive for the current inputs ($out): run scripts/images.sh build $name first"
+        # the same manifest under the same name is there already (a node keeps its images across down/up):
+        # importing again would only unpack a gigabyte for nothing
+        ref="$(recipe_ref)"
+        digest="$(tar -xOf "$out" index.json | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')" \
+            || die "$name: $out has no readable index.json: delete it and build again"
+        if ctr --address "$CONTAINERD_ADDRESS" -n k8s.io images ls 2>/dev/null \
+                | awk -v r="$ref" -v d="$digest" '$1 == r && $3 == d { found = 1 } END { exit !found }'; then
+            log "$name: $ref ($digest) is in containerd already"
+            continue
+        fi
         t0=$SECONDS
         ctr --address "$CONTAINERD_ADDRESS" -n k8s.io images import "$out" >&2 \
             || die "$name: ctr images import $out failed"
         log "$name: imported $(recipe_ref) in $((SECONDS - t0)) s"
+        prune_older "$ref"
     done
+}
+
+# Other tags of the same repository (riskloop's image gets a new one per commit, ~3.5 GB unpacked each) are
+# removed from containerd unless a container still uses them; containerd then frees their content.
+prune_older() {  # prune_older REF
+    local ref="$1" repo used old
+    repo="${ref%:*}"
+    used="$(ctr --address "$CONTAINERD_ADDRESS" -n k8s.io containers ls 2>/dev/null | awk 'NR > 1 { print $2 }')"
+    while read -r old; do
+        [[ -n "$old" && "$old" != "$ref" && "${old%:*}" == "$repo" ]] || continue
+        if grep -qxF "$old" <<<"$used"; then
+            log "keeping $old: a container uses it"
+        elif ctr --address "$CONTAINERD_ADDRESS" -n k8s.io images rm "$old" >/dev/null; then
+            log "removed $old from containerd (replaced by $ref)"
+        fi
+    done < <(ctr --address "$CONTAINERD_ADDRESS" -n k8s.io images ls -q 2>/dev/null)
 }
 
 cmd_list() {
