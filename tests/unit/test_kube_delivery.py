@@ -715,6 +715,17 @@ def test_missing_object_missing_crd_and_unreachable_api() -> None:
         status(NAME, NS, api=api)
 
 
+def test_find_status_is_none_for_a_champion_nothing_serves_yet() -> None:
+    """rollout.current reads it: a missing object means "create the champion's", a missing CRD stays an error."""
+    api = FakeCustomObjectsApi()
+    assert kube.find_status(NAME, NS, api=api) is None
+    _deployed(api)
+    found = kube.find_status(NAME, NS, api=api)
+    assert found is not None and found.model_version == "3" and not found.rollout_in_progress
+    with pytest.raises(DeploymentError, match="install KServe"):
+        kube.find_status(NAME, NS, api=FakeCustomObjectsApi(crd_installed=False))
+
+
 def test_a_webhook_refusal_leaves_the_object_alone() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)

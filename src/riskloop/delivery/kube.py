@@ -260,6 +260,12 @@ def status(name: str, namespace: str, *, api: CustomObjects | None = None) -> De
     return parse_status(_get(api or custom_objects_api(), name, namespace))
 
 
+def find_status(name: str, namespace: str, *, api: CustomObjects | None = None) -> DeliveryStatus | None:
+    """``status``, or ``None`` when the InferenceService does not exist (still an error if the CRD is missing)."""
+    live = _find(api or custom_objects_api(), name, namespace)
+    return None if live is None else parse_status(live)
+
+
 # Pure: the bodies and the readings. Each takes the object as the API server returned it.
 
 def previous_spec_annotation(live: Mapping[str, Any]) -> str:
@@ -640,6 +646,6 @@ def _int(value: Any) -> int | None:
 
 __all__ = ["ATTEMPTS", "FIELD_MANAGER", "FIELD_VALIDATION", "GROUP", "PLURAL", "PREVIOUS_SPEC_ANNOTATION", "VERSION",
            "Action", "CustomObjects", "DeliveryStatus", "PreviousSpec", "RevisionTraffic", "Rollout", "canary_body",
-           "custom_objects_api", "deploy_challenger", "deployment_error", "diff_merge_patch", "parse_status",
-           "previous_spec_annotation", "promote", "promote_body", "read_previous_spec", "rollback", "rollback_body",
-           "set_traffic", "status", "traffic_body"]
+           "custom_objects_api", "deploy_challenger", "deployment_error", "diff_merge_patch", "find_status",
+           "parse_status", "previous_spec_annotation", "promote", "promote_body", "read_previous_spec", "rollback",
+           "rollback_body", "set_traffic", "status", "traffic_body"]

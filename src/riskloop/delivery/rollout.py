@@ -68,7 +68,9 @@ def current(s: Settings, model_name: str) -> Deployment | None:
     champion = version_by_alias(s.tracking_uri, model_name, CHAMPION)
     if champion is None:
         return None
-    st = kube.status(s.delivery.service_name, s.delivery.namespace)
+    st = kube.find_status(s.delivery.service_name, s.delivery.namespace)
+    if st is None:  # a champion nothing serves yet: ensure_deployment creates its InferenceService
+        return None
     canary = st.rollout_in_progress and st.model_version not in (None, champion.version)
     return Deployment(model_name=model_name, champion_version=champion.version,
                       challenger_version=st.model_version if canary else None,
@@ -120,7 +122,11 @@ def _service_spec(s: Settings, model_name: str, version: str) -> Any:
 
 
 def ensure_deployment(s: Settings, model_name: str) -> Deployment:
-    """The record, created from the ``champion`` alias if there is none yet."""
+    """The record, created from the ``champion`` alias if there is none yet.
+
+    On the cluster, a champion without an InferenceService (the first deploy after training registered one) gets
+    its InferenceService created here, with all traffic, before any challenger is put beside it.
+    """
     existing = current(s, model_name)
     if existing is not None:
         return existing
@@ -141,9 +147,11 @@ def ensure_deployment(s: Settings, model_name: str) -> Deployment:
 
     # the alias alone is no licence to serve (it may predate the rule, or have been set by hand)
     check_approved(s, model_name, version, action="deployment as champion")
-    path = deployment_path(s.root, model_name)
-    d = update_deployment(path, lambda cur: cur if cur is not None else Deployment(
-        model_name=model_name, champion_version=version, reason="first deployment of the champion"))
+    first = Deployment(model_name=model_name, champion_version=version, reason="first deployment of the champion")
+    if _on_cluster(s):  # the champion's InferenceService, created with all traffic (a local record would be lost)
+        d = _commit(s, model_name, "restore", first)
+    else:
+        d = update_deployment(deployment_path(s.root, model_name), lambda cur: cur if cur is not None else first)
     _audit(s, "deployed", d, {"reason": d.reason})
     return d
 
