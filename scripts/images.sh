@@ -284,6 +284,14 @@ cmd_build() {
     for name in "$@"; do build_one "$name"; done
 }
 
+# a field of an archive's one manifest in its index.json: digest, or the reference it names (ref)
+archive_index() {  # archive_index ARCHIVE digest|ref
+    tar -xOf "$1" index.json | python3 -c 'import json, sys
+m = json.load(sys.stdin)["manifests"][0]
+print(m["digest"] if sys.argv[1] == "digest" else m["annotations"]["org.opencontainers.image.ref.name"])' "$2"
+}
+archive_ref() { archive_index "$1" ref 2>/dev/null || true; }
+
 cmd_import() {
     local name out t0 ref digest
     if [[ -z "${CONTAINERD_ADDRESS:-}" ]]; then
@@ -298,12 +306,20 @@ cmd_import() {
     for name in "$@"; do
         load_recipe "$name"
         out="$(archive_path "$name")"
-        [[ -f "$out" ]] || die "$name: no archive for the current inputs ($out): run scripts/images.sh build $name first"
+        if [[ ! -f "$out" ]]; then
+            # The inputs changed since the last build (in a shared work tree, someone saved a file). The last
+            # archive still serves if it carries the same reference (same commit, so the same tag): say so.
+            local last
+            last="$(find "$IMG_CACHE" -maxdepth 1 -name "$name-*.oci.tar" | head -1)"
+            [[ -n "$last" && "$(archive_ref "$last")" == "$(recipe_ref)" ]] \
+                || die "$name: no archive for the current inputs ($out): run scripts/images.sh build $name first"
+            log "$name: warning: inputs changed since $last was built; importing it ($(recipe_ref)) anyway"
+            out="$last"
+        fi
         # the same manifest under the same name is there already (a node keeps its images across down/up):
         # importing again would only unpack a gigabyte for nothing
         ref="$(recipe_ref)"
-        digest="$(tar -xOf "$out" index.json | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')" \
-            || die "$name: $out has no readable index.json: delete it and build again"
+        digest="$(archive_index "$out" digest)" || die "$name: $out has no readable index.json: delete it and build again"
         if ctr --address "$CONTAINERD_ADDRESS" -n k8s.io images ls 2>/dev/null \
                 | awk -v r="$ref" -v d="$digest" '$1 == r && $3 == d { found = 1 } END { exit !found }'; then
             log "$name: $ref ($digest) is in containerd already"
