@@ -250,9 +250,13 @@ def install(crds: Crds) -> None:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def installed_crds(node: Node) -> Iterator[Crds]:
-    """The CRDs on the node's API server for the session; deleted afterwards (their objects with them)."""
+    """The CRDs on the node's API server for one test module; deleted afterwards, their objects with them.
+
+    Per module, not per session, so that other modules (the chart installed by the suite) never see the monitoring
+    or KServe APIs served: the chart renders ServiceMonitors only where monitoring.coreos.com/v1 is served.
+    Made once per machine (cached), installed in a few seconds."""
     started = time.monotonic()
     try:
         crds = all_crds()
@@ -263,7 +267,7 @@ def installed_crds(node: Node) -> Iterator[Crds]:
     try:
         yield crds
     finally:
-        kubectl("delete", "--ignore-not-found", "--wait=false", *[f"crd/{n}" for n in crds.names], check=False)
+        kubectl("delete", "--ignore-not-found", "--timeout=120s", *[f"crd/{n}" for n in crds.names], timeout=180)
 
 
 @pytest.fixture(scope="module")
