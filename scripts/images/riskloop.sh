@@ -8,8 +8,13 @@
 
 RISKLOOP_REPOSITORY="$REGISTRY/riskloop"
 
-# read once: the tag, the cache key and the baked-in commit must agree even if HEAD moves during a build
-RISKLOOP_COMMIT="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || true)"
+# read once: the tag, the cache key and the baked-in commit must agree even if HEAD moves during a build.
+# RISKLOOP_GIT_COMMIT (the Dockerfile's build argument) pins it across several calls, e.g. build, import
+# and list in a tree where others commit meanwhile.
+RISKLOOP_COMMIT="${RISKLOOP_GIT_COMMIT:-$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || true)}"
+if [[ -n "${RISKLOOP_GIT_COMMIT:-}" && ! "$RISKLOOP_GIT_COMMIT" =~ ^[0-9a-f]{40}$ ]]; then
+    die "riskloop: RISKLOOP_GIT_COMMIT=$RISKLOOP_GIT_COMMIT is not a full commit id; use RISKLOOP_GIT_COMMIT=\$(git rev-parse HEAD)"
+fi
 riskloop_commit() {
     [[ -n "$RISKLOOP_COMMIT" ]] || die "riskloop: not a git checkout (the image tag is <version>-<short sha>)"
     echo "$RISKLOOP_COMMIT"
