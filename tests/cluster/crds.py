@@ -7,11 +7,15 @@ Nothing here is committed: every CRD comes through the Go module proxy into the 
   ``github.com/kserve/kserve/pkg/apis/serving/v1beta1`` with ``controller-gen`` from
   sigs.k8s.io/controller-tools, in a small module under ``crds/kserve-<version>/`` whose replace
   directives put the k8s.io staging modules on the node's v0.36.x (KServe's own go.mod replaces them with
-  v0.34, which the proxy does not serve). The schema only needs the API types: controller-gen type-checks
-  the API package with v0.36 without error, although the package does not *build* with it (its
-  dependency controller-runtime v0.23 misses client-go v0.36's ``HasSyncedChecker``; controller-runtime
-  v0.24, made for v0.36, breaks KEDA v2.18's webhooks). After generating, KServe's Makefile (target
-  ``manifests``) edits the schema; ``kserve_post_process`` repeats those edits.
+  v0.34, which the proxy does not serve). The schema is made from the package's type declarations, and those
+  type-check with v0.36; the package as a whole does not: three conversions ``corev1.PodSpec(*podSpec)`` in
+  its ``*_custom.go`` fail, since KServe's copy of PodSpec lacks the ``SchedulingGroup`` field core v1.36 added
+  (so the CRD has no ``schedulingGroup``, as KServe's own has none), and its dependencies do not build
+  (controller-runtime v0.23 misses client-go v0.36's ``HasSyncedChecker``; controller-runtime v0.24, made for
+  v0.36, breaks KEDA v2.18's webhooks). controller-gen reports no error for function bodies, and the result
+  equals the CRD KServe ships in the same module but for the core fields v0.36 added
+  (test_custom_resources.py checks that). After generating, KServe's Makefile (target ``manifests``) edits the
+  schema; ``kserve_post_process`` repeats those edits.
   The proxy refuses KServe v0.21.0, the pinned KSERVE_VERSION ("This module version is not available",
   also for v0.20.1 and v0.21.x); ``KSERVE_FALLBACK_VERSION`` then stands in, with a warning naming both.
 - **ServiceMonitor, PrometheusRule**: the CRDs prometheus-operator generates into its own module
@@ -200,6 +204,8 @@ def kserve_crd() -> tuple[dict[str, Any], str]:
         crd = kserve_post_process(yaml.safe_load(generated.read_text()))
         partial = done.with_suffix(".part")
         partial.write_text(yaml.safe_dump(crd, sort_keys=False))
+        for stale in work.glob("inferenceservices-*.yaml"):  # made from other inputs: never read again
+            stale.unlink()
         os.replace(partial, done)
     return yaml.safe_load(done.read_text()), version
 
