@@ -110,6 +110,8 @@ def test_object_meets_the_serving_contract() -> None:
     c = _container(m)
     assert c["name"] == "kserve-container"
     assert c["image"] == CHAMPION.image
+    # the image has no ENTRYPOINT: the command must name the executable, or the kubelet runs "serve"
+    assert c["command"] == ["riskloop"]
     assert c["args"] == ["serve", "--model-dir", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]
     assert {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]} == {
         "STORAGE_URI": URI_V3,

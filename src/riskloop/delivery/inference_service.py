@@ -383,6 +383,9 @@ def _container(spec: ServiceSpec) -> k8s.V1Container:
     return k8s.V1Container(
         name=CONTAINER_NAME,
         image=spec.image,
+        # The image has no ENTRYPOINT (its CMD is `riskloop --help`): without a command, Kubernetes would
+        # run args[0] ("serve") as the executable (seen on the node: exec "serve": not found).
+        command=["riskloop"],
         # 0.0.0.0 is required in the pod: Knative's queue-proxy and the kubelet's probes reach the
         # server over the pod IP, never over loopback.
         args=["serve", "--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(spec.port)],
