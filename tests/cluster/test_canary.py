@@ -215,8 +215,9 @@ def _model_env(obj: dict[str, Any]) -> dict[str, str]:
 
 def test_first_go_live_canary_promote_and_rollback_through_the_cli(registry: Registry, namespace: str) -> None:
     """The model's whole life on the API server: the first champion goes live (created), a challenger at 20 %
-    (patched, the previous spec stored), promoted (canary field and stored spec gone), the next challenger rolled
-    back (the promoted spec restored exactly, canaryTrafficPercent 0). Each state read back from the server."""
+    (patched, the previous spec stored; `canary status` reads it back), promoted (canary field and stored spec
+    gone), the next challenger rolled back (the promoted spec restored exactly, canaryTrafficPercent 0), the
+    previous champion restored. Each state read back from the server."""
     v1 = registry.register()
     registry.set_alias("champion", v1)  # the register step makes a first version champion (no approval needed)
 
@@ -232,6 +233,10 @@ def test_first_go_live_canary_promote_and_rollback_through_the_cli(registry: Reg
     assert _model_env(obj)["RISKLOOP_MODEL_VERSION"] == v2
     assert obj["metadata"]["generation"] == 2, "created for the champion, then patched once for the canary"
     assert {f["manager"] for f in obj["metadata"]["managedFields"]} == {"riskloop"}
+    # status reads the rollout back from the object and the aliases (no live metrics: no predictor runs)
+    shown = riskloop(registry, "canary", "status", "--model", MODEL, "--url", f"http://127.0.0.1:{_free_port()}")
+    assert re.search(rf"challenger\s+│?\s*v{v2}\b", shown) and "20%" in shown, shown
+    assert "no live metrics" in shown, shown
 
     riskloop(registry, "canary", "promote", "--model", MODEL, "--reason", "cluster test")
     obj = isvc(namespace)
@@ -247,6 +252,14 @@ def test_first_go_live_canary_promote_and_rollback_through_the_cli(registry: Reg
     obj = isvc(namespace)
     assert obj["metadata"]["labels"][LABEL_MODEL_VERSION] == v2
     assert obj["spec"] == {**promoted_spec, "predictor": {**promoted_spec["predictor"], "canaryTrafficPercent": 0}}
+    assert kube.PREVIOUS_SPEC_ANNOTATION not in obj["metadata"].get("annotations", {})
+
+    # after the promotion, `restore` brings the previous champion back the way every version comes: canary, promote
+    riskloop(registry, "canary", "restore", "--model", MODEL, "--reason", "cluster test")
+    obj = isvc(namespace)
+    assert obj["metadata"]["labels"][LABEL_MODEL_VERSION] == v1
+    assert _model_env(obj)["RISKLOOP_MODEL_VERSION"] == v1
+    assert "canaryTrafficPercent" not in _predictor(obj)
     assert kube.PREVIOUS_SPEC_ANNOTATION not in obj["metadata"].get("annotations", {})
 
     # what no controller can give: the object has no status at all, so nothing says traffic moved
