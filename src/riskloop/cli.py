@@ -1183,10 +1183,14 @@ def _served_spec(s: Settings, name: str, given: str | None, *, alias: str | None
 
     if model_dir is not None:
         path = model_dir / SPEC_FILE
-        if not path.is_file():  # a directory trained before models carried their spec
-            return load_spec(given or "synthetic-fraud")
-        source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
         expected = os.environ.get(EXPECTED_SPEC_SHA256_ENV)
+        if not path.is_file():
+            if expected:  # the version records a spec, so its directory must carry it: fail closed
+                raise RiskloopError(f"{SPEC_FILE} is missing in {model_dir}, but the version records spec sha256 "
+                                    f"{expected[:12]}…", where=str(path),
+                                    fix="the model directory is incomplete: re-download the registered version")
+            return load_spec(given or "synthetic-fraud")  # a directory trained before models carried their spec
+        source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
         if expected and expected != source.sha256:
             raise RiskloopError(f"{SPEC_FILE} in {model_dir} has sha256 {source.sha256[:12]}…, the version records "
                                 f"{expected[:12]}…", where=str(path),

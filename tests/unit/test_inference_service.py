@@ -38,6 +38,7 @@ SHA_V3 = hashlib.sha256(b"model.ubj of version 3").hexdigest()
 SHA_V4 = hashlib.sha256(b"model.ubj of version 4").hexdigest()
 URI_V3 = "s3://riskloop-mlflow/artifacts/1/6f1d2c/artifacts/model"
 URI_V4 = "s3://riskloop-mlflow/artifacts/1/9a7e40/artifacts/model"
+SPEC_SHA = hashlib.sha256(b"dataset_spec.yaml the versions were trained under").hexdigest()
 
 CHAMPION = ServiceSpec(
     name="fraud-detector",
@@ -45,6 +46,7 @@ CHAMPION = ServiceSpec(
     image="ghcr.io/riskloop/riskloop:0.1.0-3f9c2e1",
     storage_uri=URI_V3,
     model_sha256=SHA_V3,
+    spec_sha256=SPEC_SHA,
     model_version="3",
 )
 CANDIDATE = CHAMPION.model_copy(update={"storage_uri": URI_V4, "model_sha256": SHA_V4, "model_version": "4"})
@@ -59,7 +61,7 @@ def _dump(patch: dict[str, Any]) -> str:
 
 
 def _canary_10() -> dict[str, Any]:
-    return canary_patch(CHAMPION, storage_uri=URI_V4, model_sha256=SHA_V4, model_version="4",
+    return canary_patch(CHAMPION, storage_uri=URI_V4, model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4",
                         canary_traffic_percent=10)
 
 
@@ -110,12 +112,15 @@ def test_object_meets_the_serving_contract() -> None:
     c = _container(m)
     assert c["name"] == "kserve-container"
     assert c["image"] == CHAMPION.image
+    # the predictor refuses a model directory whose dataset_spec.yaml is not the version's (fail closed)
+    assert {"name": "RISKLOOP_EXPECTED_SPEC_SHA256", "value": SPEC_SHA} in c["env"]
     # the image has no ENTRYPOINT: the command must name the executable, or the kubelet runs "serve"
     assert c["command"] == ["riskloop"]
     assert c["args"] == ["serve", "--model-dir", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]
     assert {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]} == {
         "STORAGE_URI": URI_V3,
         "RISKLOOP_EXPECTED_MODEL_SHA256": SHA_V3,
+        "RISKLOOP_EXPECTED_SPEC_SHA256": SPEC_SHA,
         "RISKLOOP_MODEL_VERSION": "3",
         "RISKLOOP_MODEL_NAME": "fraud-detector",
         "RISKLOOP_ROLE": "champion",
@@ -337,7 +342,7 @@ def test_rollback_pins_traffic_and_restores_the_previous_model() -> None:
 
 def test_canary_patch_keeps_the_role_and_ignores_a_stale_canary_value() -> None:
     patch = canary_patch(_spec(role="challenger", canary_traffic_percent=50), storage_uri=URI_V4,
-                         model_sha256=SHA_V4, model_version="4", canary_traffic_percent=20)
+                         model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4", canary_traffic_percent=20)
     assert patch["spec"]["predictor"]["canaryTrafficPercent"] == 20
     assert {"name": "RISKLOOP_ROLE", "value": "challenger"} in patch["spec"]["predictor"]["containers"][0]["env"]
 
@@ -346,9 +351,10 @@ def test_canary_patch_keeps_the_role_and_ignores_a_stale_canary_value() -> None:
     ({"storage_uri": "mlflow-artifacts:/1/abc/artifacts/model"}, "storage_uri: .*storage initializer cannot fetch"),
     ({"canary_traffic_percent": 101}, "canary_traffic_percent: .*less than or equal to 100"),
     ({"model_sha256": "abc"}, "model_sha256: .*64 hex characters"),
+    ({"spec_sha256": ""}, "spec_sha256: .*64 hex characters"),
 ])
 def test_canary_patch_refuses_bad_values_with_a_config_error(changes: dict[str, Any], message: str) -> None:
-    args: dict[str, Any] = {"storage_uri": URI_V4, "model_sha256": SHA_V4, "model_version": "4",
+    args: dict[str, Any] = {"storage_uri": URI_V4, "model_sha256": SHA_V4, "spec_sha256": SPEC_SHA, "model_version": "4",
                             "canary_traffic_percent": 10, **changes}
     with pytest.raises(ConfigError, match=message):
         canary_patch(CHAMPION, **args)
@@ -360,3 +366,10 @@ def test_apply_merge_patch_follows_rfc_7386() -> None:
     assert apply_merge_patch(target, patch) == {"a": "z", "c": {"d": "e"}, "l": [3], "n": {"y": 1}}
     assert target == {"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]}
     assert apply_merge_patch({"a": {"b": 1}}, {"a": "scalar"}) == {"a": "scalar"}
+
+
+def test_the_spec_hash_env_is_the_one_the_predictor_reads() -> None:
+    from riskloop.delivery.inference_service import ENV_EXPECTED_SPEC_SHA256
+    from riskloop.registry.version_spec import EXPECTED_SPEC_SHA256_ENV
+
+    assert ENV_EXPECTED_SPEC_SHA256 == EXPECTED_SPEC_SHA256_ENV

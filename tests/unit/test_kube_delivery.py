@@ -65,6 +65,7 @@ CHAMPION = ServiceSpec(
     image="ghcr.io/riskloop/riskloop:0.1.0-3f9c2e1",
     storage_uri="s3://riskloop-mlflow/artifacts/1/6f1d2c/artifacts/model",
     model_sha256=SHA_V3,
+    spec_sha256=hashlib.sha256(b"dataset_spec.yaml").hexdigest(),
     model_version="3",
 )
 CANDIDATE = CHAMPION.model_copy(update={"storage_uri": "s3://riskloop-mlflow/artifacts/1/9a7e40/artifacts/model",
@@ -290,7 +291,8 @@ def test_canary_body_is_the_canary_patch_plus_the_stored_spec_and_a_precondition
     live = _live()
     body = canary_body(live, CANDIDATE, 10)
     assert body is not None
-    expected = canary_patch(CANDIDATE, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4, model_version="4",
+    expected = canary_patch(CANDIDATE, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4,
+                            spec_sha256=CANDIDATE.spec_sha256, model_version="4",
                             canary_traffic_percent=10)
     assert body["spec"] == expected["spec"]
     assert body["metadata"] == {"labels": {"riskloop.io/model-version": "4"}, "resourceVersion": "41",
@@ -298,7 +300,7 @@ def test_canary_body_is_the_canary_patch_plus_the_stored_spec_and_a_precondition
     assert live == _live(), "the body must not change its input"
     # The same as canary_patch of the champion (golden-tested): the candidate differs only in its model.
     assert body["spec"] == canary_patch(CHAMPION, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4,
-                                        model_version="4", canary_traffic_percent=10)["spec"]
+                                        spec_sha256=CANDIDATE.spec_sha256, model_version="4", canary_traffic_percent=10)["spec"]
 
 
 def test_canary_body_repeated_keeps_the_first_stored_spec() -> None:

@@ -91,6 +91,8 @@ FEAST_REGISTRY_KEY = "feast-registry-uri"  # key of the chart's riskloop-db Secr
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
 ENV_STORAGE_URI = "STORAGE_URI"  # for a custom container, this env var is what drives the storage initializer
 ENV_EXPECTED_MODEL_SHA256 = "RISKLOOP_EXPECTED_MODEL_SHA256"
+# the predictor checks the dataset spec in the model directory against it (registry.version_spec reads the same name)
+ENV_EXPECTED_SPEC_SHA256 = "RISKLOOP_EXPECTED_SPEC_SHA256"
 ENV_MODEL_VERSION = "RISKLOOP_MODEL_VERSION"
 ENV_MODEL_NAME = "RISKLOOP_MODEL_NAME"
 ENV_ROLE = "RISKLOOP_ROLE"
@@ -126,6 +128,9 @@ class ServiceSpec(BaseModel):
     image: str = Field(description="the project image, tag <version>-<short sha>")
     storage_uri: str = Field(description="model directory the storage initializer fetches: s3://, gs:// or pvc://")
     model_sha256: str = Field(description="sha256 of model.ubj, checked by the predictor before loading")
+    spec_sha256: str = Field(description=(
+        "sha256 of the dataset spec the version was trained under (its 'dataset_spec_sha256' tag); the predictor "
+        "refuses a model directory whose dataset_spec.yaml differs"))
     model_version: str = Field(description="registry version; env var and label")
     model_name: str = Field(default="fraud-detector", description="registered model name; the V1 route's name")
     canary_traffic_percent: int | None = Field(default=None, ge=0, le=100,
@@ -215,6 +220,15 @@ class ServiceSpec(BaseModel):
         if not _SHA256.match(v):
             raise ValueError(f"model_sha256 must be 64 hex characters (sha256 of model.ubj), got {len(v)} "
                              f"characters {v[:16]!r}...; take it from the model version's 'model_sha256' tag")
+        return v
+
+    @field_validator("spec_sha256")
+    @classmethod
+    def _spec_sha256(cls, v: str) -> str:
+        v = v.lower()
+        if not _SHA256.match(v):
+            raise ValueError(f"spec_sha256 must be 64 hex characters (sha256 of dataset_spec.yaml), got {len(v)} "
+                             f"characters {v[:16]!r}...; take it from the model version's 'dataset_spec_sha256' tag")
         return v
 
     @field_validator("model_version")
@@ -340,8 +354,8 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
                               fix="the field is not part of the kserve SDK's model; remove or correct it")
 
 
-def canary_patch(current: ServiceSpec, *, storage_uri: str, model_sha256: str, model_version: str,
-                 canary_traffic_percent: int) -> dict[str, Any]:
+def canary_patch(current: ServiceSpec, *, storage_uri: str, model_sha256: str, spec_sha256: str,
+                 model_version: str, canary_traffic_percent: int) -> dict[str, Any]:
     """Merge patch that starts a canary: ``current`` with the candidate model, N % of traffic to it.
 
     ``current`` is the spec now deployed; the patch replaces the whole
@@ -349,7 +363,7 @@ def canary_patch(current: ServiceSpec, *, storage_uri: str, model_sha256: str, m
     ``canaryTrafficPercent``. ``RISKLOOP_ROLE`` is left as it is: promotion must
     not change the revision it promotes. Raises ``ConfigError`` on bad values.
     """
-    candidate = _replaced(current, storage_uri=storage_uri, model_sha256=model_sha256,
+    candidate = _replaced(current, storage_uri=storage_uri, model_sha256=model_sha256, spec_sha256=spec_sha256,
                           model_version=model_version, canary_traffic_percent=canary_traffic_percent)
     return _model_patch(candidate, canary_traffic_percent)
 
@@ -392,6 +406,7 @@ def _container(spec: ServiceSpec) -> k8s.V1Container:
         env=[
             k8s.V1EnvVar(name=ENV_STORAGE_URI, value=spec.storage_uri),
             k8s.V1EnvVar(name=ENV_EXPECTED_MODEL_SHA256, value=spec.model_sha256),
+            k8s.V1EnvVar(name=ENV_EXPECTED_SPEC_SHA256, value=spec.spec_sha256),
             k8s.V1EnvVar(name=ENV_MODEL_VERSION, value=spec.model_version),
             k8s.V1EnvVar(name=ENV_MODEL_NAME, value=spec.model_name),
             k8s.V1EnvVar(name=ENV_ROLE, value=spec.role),

@@ -109,7 +109,13 @@ def _commit(s: Settings, model_name: str, action: str, new: Deployment) -> Deplo
 def _service_spec(s: Settings, model_name: str, version: str) -> Any:
     """The InferenceService's inputs for a registered version (its run's model directory is the storageUri)."""
     from riskloop.delivery.inference_service import ServiceSpec
-    from riskloop.registry.mlflow_registry import MODEL_DIR_ARTIFACT, get_version, object_store_uri, run_info
+    from riskloop.registry.mlflow_registry import (
+        MODEL_DIR_ARTIFACT,
+        SPEC_SHA256_TAG,
+        get_version,
+        object_store_uri,
+        run_info,
+    )
     from riskloop.version import runtime_image
 
     info = get_version(s.tracking_uri, model_name, version)
@@ -117,7 +123,8 @@ def _service_spec(s: Settings, model_name: str, version: str) -> Any:
                                     s.mlflow.artifacts_destination)
     return ServiceSpec(name=s.delivery.service_name, namespace=s.delivery.namespace, image=runtime_image(),
                        storage_uri=f"{artifact_uri.rstrip('/')}/{MODEL_DIR_ARTIFACT}",
-                       model_sha256=info.tags["model_sha256"], model_version=version, model_name=model_name,
+                       model_sha256=info.tags["model_sha256"], spec_sha256=info.tags[SPEC_SHA256_TAG],
+                       model_version=version, model_name=model_name,
                        role="challenger")
 
 

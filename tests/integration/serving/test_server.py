@@ -99,6 +99,35 @@ def test_corrupt_model_never_reports_ready(trained: Trained, tmp_path: pytest.Te
     shutil.rmtree(d.parent, ignore_errors=True)
 
 
+@pytest.mark.parametrize("tamper", ["edited", "deleted"])
+def test_a_model_directory_without_its_versions_spec_is_refused(trained: Trained, tamper: str) -> None:
+    """The InferenceService passes the version's spec hash: an edited or missing dataset_spec.yaml fails closed."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, download_model_dir, version_by_alias
+
+    s = trained.settings
+    info = version_by_alias(s.tracking_uri, MODEL, "champion")
+    assert info is not None
+    d = download_model_dir(s.tracking_uri, info.run_id)
+    spec_file = d / SPEC_FILE
+    if tamper == "edited":
+        spec_file.write_text(spec_file.read_text().replace("require_approval: false", "require_approval: true")
+                             + "\n# edited\n")
+    else:
+        spec_file.unlink()
+    env = {"RISKLOOP_STATE_DIR": str(s.root), "RISKLOOP_EXPECTED_MODEL_SHA256": info.tags["model_sha256"],
+           "RISKLOOP_EXPECTED_SPEC_SHA256": info.tags[SPEC_SHA256_TAG]}
+    r = subprocess.run([sys.executable, "-m", "riskloop.cli", "serve", "--model-dir", str(d), "--port", "1"],
+                       capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    shutil.rmtree(d.parent, ignore_errors=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert ("missing" if tamper == "deleted" else "the version records") in r.stdout + r.stderr
+
+
 def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
     """Replay the held-out day in time order; every served feature vector equals the training code's."""
     from riskloop import steps
