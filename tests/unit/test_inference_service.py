@@ -354,8 +354,8 @@ def test_canary_patch_keeps_the_role_and_ignores_a_stale_canary_value() -> None:
     ({"spec_sha256": ""}, "spec_sha256: .*64 hex characters"),
 ])
 def test_canary_patch_refuses_bad_values_with_a_config_error(changes: dict[str, Any], message: str) -> None:
-    args: dict[str, Any] = {"storage_uri": URI_V4, "model_sha256": SHA_V4, "spec_sha256": SPEC_SHA, "model_version": "4",
-                            "canary_traffic_percent": 10, **changes}
+    args: dict[str, Any] = {"storage_uri": URI_V4, "model_sha256": SHA_V4, "spec_sha256": SPEC_SHA,
+                            "model_version": "4", "canary_traffic_percent": 10, **changes}
     with pytest.raises(ConfigError, match=message):
         canary_patch(CHAMPION, **args)
 

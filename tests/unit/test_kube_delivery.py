@@ -300,7 +300,8 @@ def test_canary_body_is_the_canary_patch_plus_the_stored_spec_and_a_precondition
     assert live == _live(), "the body must not change its input"
     # The same as canary_patch of the champion (golden-tested): the candidate differs only in its model.
     assert body["spec"] == canary_patch(CHAMPION, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4,
-                                        spec_sha256=CANDIDATE.spec_sha256, model_version="4", canary_traffic_percent=10)["spec"]
+                                        spec_sha256=CANDIDATE.spec_sha256, model_version="4",
+                                        canary_traffic_percent=10)["spec"]
 
 
 def test_canary_body_repeated_keeps_the_first_stored_spec() -> None:

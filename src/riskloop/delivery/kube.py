@@ -317,7 +317,8 @@ def canary_body(live: Mapping[str, Any], spec: ServiceSpec, canary_traffic_perce
     if previous is None and version == spec.model_version:
         return None  # already served, and no rollout to repeat
     patch = canary_patch(spec, storage_uri=spec.storage_uri, model_sha256=spec.model_sha256,
-                         spec_sha256=spec.spec_sha256, model_version=spec.model_version, canary_traffic_percent=canary_traffic_percent)
+                         spec_sha256=spec.spec_sha256, model_version=spec.model_version,
+                         canary_traffic_percent=canary_traffic_percent)
     metadata: dict[str, Any] = {"resourceVersion": _resource_version(live)}
     if previous is None:
         metadata["annotations"] = {PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)}
