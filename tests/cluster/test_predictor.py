@@ -245,6 +245,7 @@ def build_isvc(trained_model: Mapping[str, str], image: str, *, sha256: str | No
     spec = isvc_builder.ServiceSpec(
         name="fraud-detector", namespace=namespace, image=image,
         storage_uri=trained_model["storage_uri"], model_sha256=sha256 or trained_model["model_sha256"],
+        spec_sha256=trained_model["spec_sha256"],
         model_version=str(trained_model["model_version"]),
     )
     return isvc_builder.to_manifest(isvc_builder.build_inference_service(spec))
