@@ -752,13 +752,20 @@ any_alive() {
 }
 
 # Deletes every container of containerd's k8s.io namespace (their processes are dead by now), with
-# their tasks and writable snapshots; fails if any is left.
+# their tasks and writable snapshots; fails if any is left after 10 s (a shim that has not noticed its
+# process's death yet refuses the delete of a running task, so this retries).
 forget_containers() {
-    local id
-    for id in $(ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers ls -q 2>/dev/null); do
-        ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers delete "$id" >/dev/null 2>&1 || true
+    local id attempt ids
+    for ((attempt = 0; attempt < 40; attempt++)); do
+        ids="$(ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers ls -q 2>/dev/null)" || return 1
+        [[ -z "$ids" ]] && return 0
+        for id in $ids; do
+            ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers delete "$id" >/dev/null 2>&1 || true
+        done
+        sleep 0.25
     done
-    [[ -z "$(ctr --address "$CONTAINERD_SOCKET" -n k8s.io containers ls -q 2>/dev/null)" ]]
+    log "containerd kept containers after 10 s: its image store goes too"
+    return 1
 }
 
 unmount_all() {

@@ -295,3 +295,117 @@ def restricted_namespace(node: Node, request: pytest.FixtureRequest) -> Iterator
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# --- riskloop on the node ---------------------------------------------------------------------------------
+
+RELEASE = "riskloop"
+PLATFORM_NAMESPACE = "riskloop"  # the release namespace (the chart does not create it: namespaces.platform)
+MODELS_NAMESPACE = "riskloop-models"  # values.yaml namespaces.models.name, created by the chart
+NODE_VALUES = REPO / "helm" / "riskloop" / "envs" / "node.yaml"
+CHART_DIR = REPO / "helm" / "riskloop"
+PIPELINES_NAMESPACE = "kubeflow"  # values.yaml namespaces.pipelines: KFP's namespace and step account
+PIPELINE_RUNNER = "pipeline-runner"
+S3_PORT = 9000
+S3_BUCKET = "riskloop"  # values.yaml s3.artifactsDestination and s3.storageUri live in it
+CHART_TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    endpoint: str  # inside the cluster
+    access_key: str
+    secret_key: str
+    bucket: str
+
+
+def restricted_namespace_object(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
+        f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}}}
+
+
+def wait_for_default_service_account(namespace: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while kubectl("-n", namespace, "get", "serviceaccount", "default", check=False).returncode:
+        assert time.monotonic() < deadline, f"namespace {namespace}: no default ServiceAccount after {timeout} s"
+        time.sleep(0.5)
+
+
+def image_ref(refs: list[str], name: str) -> str:
+    found = [r for r in refs if r.rsplit(":", 1)[0].rsplit("/", 1)[-1] == name]
+    assert len(found) == 1, f"scripts/images.sh list names no single {name} image: {refs}"
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def object_store(node: Node, images: list[str]) -> ObjectStore:
+    """The S3-compatible store (riskloop.local/s3: moto's server) as a restricted Deployment and Service in
+    the release namespace, its bucket, and the riskloop-s3 Secret MLflow and the chart's Jobs read."""
+    import secrets
+
+    import boto3
+
+    store = ObjectStore(endpoint=f"http://s3.{PLATFORM_NAMESPACE}.svc.cluster.local:{S3_PORT}",
+                        access_key="riskloop-node", secret_key=secrets.token_hex(16), bucket=S3_BUCKET)
+    kubectl("apply", "-f", "-", stdin=json.dumps(restricted_namespace_object(PLATFORM_NAMESPACE)))
+    wait_for_default_service_account(PLATFORM_NAMESPACE)
+    labels = {"app.kubernetes.io/name": "s3", "app.kubernetes.io/part-of": "riskloop-node-tests"}
+    spec = restricted_pod_spec(image_ref(images, "s3"), [], volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}],
+                               ports=[{"name": "s3", "containerPort": S3_PORT}],
+                               readinessProbe={"tcpSocket": {"port": S3_PORT}, "periodSeconds": 2})
+    del spec["containers"][0]["command"]  # the image's own entrypoint: moto_server -H 0.0.0.0 -p 9000
+    spec["containers"][0]["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"},
+                                          "limits": {"cpu": "1", "memory": "512Mi"}}
+    spec["securityContext"].update({"runAsUser": 10001, "runAsGroup": 10001})
+    spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    objects = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s3", "namespace": PLATFORM_NAMESPACE},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": spec}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s3", "namespace": PLATFORM_NAMESPACE},
+         "spec": {"selector": labels, "ports": [{"name": "s3", "port": S3_PORT, "targetPort": S3_PORT}]}},
+    ]
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    kubectl("-n", PLATFORM_NAMESPACE, "rollout", "status", "deployment/s3", "--timeout=180s", timeout=240)
+    # the host reaches a ClusterIP through the node's bridge route and kube-proxy's rules
+    cluster_ip = kubectl_json("-n", PLATFORM_NAMESPACE, "get", "service", "s3")["spec"]["clusterIP"]
+    s3 = boto3.client("s3", endpoint_url=f"http://{cluster_ip}:{S3_PORT}", region_name="us-east-1",
+                      aws_access_key_id=store.access_key, aws_secret_access_key=store.secret_key)
+    s3.create_bucket(Bucket=store.bucket)
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": "riskloop-s3", "namespace": PLATFORM_NAMESPACE},
+              "stringData": {"AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key,
+                             "MLFLOW_S3_ENDPOINT_URL": store.endpoint}}
+    kubectl("apply", "-f", "-", stdin=json.dumps(secret))
+    return store
+
+
+@pytest.fixture(scope="session")
+def chart(node: Node, images: list[str], object_store: ObjectStore) -> dict[str, Any]:
+    """helm/riskloop installed on the node with envs/node.yaml (helm-python-sdk: Helm's own Go SDK), waited
+    for, and riskloop-s3 copied into the model namespace with KServe's keys (as deploy.sh does)."""
+    import helm_python as helm
+    import yaml
+
+    from riskloop.cluster.prerequisites import storage_initializer_secret
+
+    # KFP's namespace and its step account, as KFP's manifests create them: no KFP backend runs on the node,
+    # but the chart puts the steps' config and database Secret there and binds pipeline-runner's Role
+    kfp_objects = [restricted_namespace_object(PIPELINES_NAMESPACE),
+                   {"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": PIPELINE_RUNNER, "namespace": PIPELINES_NAMESPACE}}]
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": kfp_objects}))
+    values = yaml.safe_load(NODE_VALUES.read_text())
+    values["image"]["tag"] = image_ref(images, "riskloop").rsplit(":", 1)[1]
+    with helm.Config(kubeconfig_path=str(node.kubeconfig), namespace=PLATFORM_NAMESPACE) as cfg:
+        try:
+            release = cfg.install(str(CHART_DIR), RELEASE, values, namespace=PLATFORM_NAMESPACE, wait="watcher",
+                                  timeout=CHART_TIMEOUT_SECONDS)
+        except helm.HelmError as exc:
+            pods = kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+            events = kubectl("get", "events", "-A", "--field-selector", "type=Warning", check=False).stdout
+            pytest.fail(f"helm install of {CHART_DIR} with {NODE_VALUES} failed: {exc}\n{pods}\n{events[-4000:]}",
+                        pytrace=False)
+    secret = kubectl_json("-n", PLATFORM_NAMESPACE, "get", "secret", "riskloop-s3")
+    kubectl("apply", "-f", "-", stdin=json.dumps(storage_initializer_secret(secret, MODELS_NAMESPACE)))
+    return release

@@ -95,3 +95,14 @@ def test_pause_archive_refuses_a_bad_file_spec(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "expected SOURCE=/path/in/image" in r.stderr
     assert not (tmp_path / "o.tar").exists()
+
+
+def test_mlflow_server_runs_without_its_job_runner() -> None:
+    """Found on the real node: MLflow 3's server starts a job runner (a Python process per job kind, over
+    1 GiB together) and was OOMKilled at the chart's 1Gi limit; riskloop uses no MLflow jobs."""
+    from tests.unit.chart.chart import one, render_objects
+
+    deployment = one(render_objects(), "Deployment", "riskloop-mlflow")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "false"
