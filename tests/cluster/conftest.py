@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.cluster.loop"]  # landing data, the training Job and trained_model (tests/cluster/loop.py)
+
 REPO = Path(__file__).resolve().parents[2]
 NODE_SH = REPO / "scripts" / "node.sh"
 IMAGES_SH = REPO / "scripts" / "images.sh"
