@@ -275,7 +275,8 @@ def _api() -> kube.CustomObjects:
 
 def _spec(namespace: str, version: str) -> ServiceSpec:
     return ServiceSpec(name=SERVICE, namespace=namespace, image=IMAGE, storage_uri=f"s3://{BUCKET}/models/{version}",
-                       model_sha256=f"{int(version):064x}", spec_sha256="1" * 64, model_version=version, model_name=MODEL)
+                       model_sha256=f"{int(version):064x}", spec_sha256="1" * 64, model_version=version,
+                       model_name=MODEL)
 
 
 class InterleavedWriter:
