@@ -721,8 +721,8 @@ pod_pids() {
 stop_pids() {
     local signal="$1"
     shift
-    [[ $# -gt 0 ]] && kill "-$signal" "$@" 2>/dev/null
-    return 0
+    # a pid may be gone by now: that is what we want
+    [[ $# -eq 0 ]] || kill "-$signal" "$@" 2>/dev/null || true
 }
 
 # Stops the named daemons at once with SIGKILL: down deletes every bit of their state anyway, and a
@@ -803,6 +803,9 @@ remove_cgroups() {
 
 cmd_down() {
     local started=$SECONDS i
+    # a failure anywhere in here names its line: down must never fail silently
+    set -o errtrace
+    trap 'log "down failed at line $LINENO: $BASH_COMMAND"' ERR
     mkdir -p "$PID_DIR"
     # kubelet first, so that nothing restarts the containers killed next
     stop_daemons kubelet
