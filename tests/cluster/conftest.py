@@ -222,10 +222,13 @@ def node() -> Iterator[Node]:
         yield Node(kubeconfig=Path(env["KUBECONFIG"]), containerd_address=Path(env["CONTAINERD_ADDRESS"]),
                    name=env["RISKLOOP_NODE_NAME"], dns_ip=env["RISKLOOP_NODE_DNS"], env=env)
     finally:
+        # a second Ctrl-C or SIGTERM must not cut the teardown short: down runs to its end in its own
+        # session (the terminal's Ctrl-C does not reach it) while this process ignores those signals
+        ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             if not keep:
                 down = subprocess.run([str(NODE_SH), "down"], cwd=REPO, capture_output=True, text=True,
-                                      timeout=DOWN_TIMEOUT_SECONDS)
+                                      timeout=DOWN_TIMEOUT_SECONDS, start_new_session=True)
                 sys.stderr.write(down.stdout + down.stderr)
                 left = leftovers()
                 assert down.returncode == 0 and not left, (
@@ -236,6 +239,8 @@ def node() -> Iterator[Node]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+            for s, handler in ignored.items():
+                signal.signal(s, handler)
             restore_signals()
 
 
