@@ -714,7 +714,9 @@ own_pids() {
 pod_pids() {
     local dir
     for dir in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
-        [[ -d "$dir" ]] && find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null
+        if [[ -d "$dir" ]]; then
+            find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+        fi
     done | sort -un
 }
 
@@ -803,9 +805,9 @@ remove_cgroups() {
 
 cmd_down() {
     local started=$SECONDS i
-    # a failure anywhere in here names its line: down must never fail silently
-    set -o errtrace
-    trap 'log "down failed at line $LINENO: $BASH_COMMAND"' ERR
+    # a failure in here names its line (not inherited by functions and subshells: some of those fail on
+    # purpose, inside conditions): down must never fail silently
+    trap 'log "down failed at line $LINENO: $BASH_COMMAND" >&2' ERR
     mkdir -p "$PID_DIR"
     # kubelet first, so that nothing restarts the containers killed next
     stop_daemons kubelet
