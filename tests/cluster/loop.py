@@ -58,6 +58,9 @@ MATURITY_DAYS = 2
 JOB_TIMEOUT_SECONDS = {"synthetic-data": 900, "training": 2400, "monitoring": 2400, "lineage": 600}
 SYNTHETIC_DATA_JOB = f"{RELEASE}-synthetic-data"
 SYNTHETIC_DATA_TEMPLATE = "riskloop/templates/synthetic-data-job.yaml"
+# KFP's artifact store for the runs of this suite: kfp.local's pipeline root (<state dir>/kfp) on a volume that outlives
+# the step pod, so the lineage of a prediction finds the training set a run recorded (on a KFP cluster: its S3 store)
+PIPELINE_ROOT_CLAIM = "riskloop-node-kfp-artifacts"
 STEP_MEMORY_LIMIT = "4Gi"  # pipelines/training.py asks 4G for build_training_set; kfp.local runs steps one by one
 
 
@@ -147,7 +150,9 @@ def step_env(pipeline: Callable[..., Any], executor: str) -> list[dict[str, Any]
 
 def step_job(name: str, image: str, args: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
     """A Job shaped as a KFP step pod of the chart: KFP's namespace and step account, the riskloop image, the
-    chart's security contexts (restricted, read-only root), the state dir an emptyDir."""
+    chart's security contexts (restricted, read-only root), the state dir an emptyDir, the pipeline root under it
+    the artifact store's volume (PIPELINE_ROOT_CLAIM)."""
+    pipeline_root = config_map()["RISKLOOP_STATE_DIR"].rstrip("/") + "/kfp"  # riskloop.settings: pipeline_root
     security = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                 "seccompProfile": {"type": "RuntimeDefault"}}
     return {
@@ -159,7 +164,9 @@ def step_job(name: str, image: str, args: list[str], env: list[dict[str, Any]]) 
             "spec": {
                 "restartPolicy": "Never",
                 "serviceAccountName": PIPELINE_RUNNER,
-                "automountServiceAccountToken": False,
+                # as KFP's step pods: pipeline-runner's token, with which the monitor and delivery steps read the
+                # InferenceService (the chart binds pipeline-runner's Role in the model namespace)
+                "automountServiceAccountToken": True,
                 "securityContext": {**security, "fsGroup": 10001},
                 "containers": [{
                     "name": "main", "image": image, "imagePullPolicy": "Never", "args": args,
@@ -168,9 +175,11 @@ def step_job(name: str, image: str, args: list[str], env: list[dict[str, Any]]) 
                                         "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
                     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
                                   "limits": {"memory": STEP_MEMORY_LIMIT}},
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                     {"name": "artifacts", "mountPath": pipeline_root}],
                 }],
-                "volumes": [{"name": "tmp", "emptyDir": {}}],
+                "volumes": [{"name": "tmp", "emptyDir": {}},
+                            {"name": "artifacts", "persistentVolumeClaim": {"claimName": PIPELINE_ROOT_CLAIM}}],
             }}},
     }
 
@@ -283,6 +292,13 @@ def steps_namespace(chart: Any, object_store: ObjectStore) -> str:
     kubectl("apply", "-f", "-", stdin=json.dumps(copy))
     for kind, name in (("configmap", "riskloop-config"), ("secret", "riskloop-db")):
         kubectl("-n", PIPELINES_NAMESPACE, "get", kind, name)  # fails with kubectl's words if the chart did not
+    # the artifact store's volume: created once and kept with the node (as KFP's store keeps what runs wrote); the
+    # node's pool of volumes is not spent by every session
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": PIPELINE_ROOT_CLAIM, "namespace": PIPELINES_NAMESPACE},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    if kubectl("-n", PIPELINES_NAMESPACE, "get", "pvc", PIPELINE_ROOT_CLAIM, check=False).returncode:
+        kubectl("apply", "-f", "-", stdin=json.dumps(claim))
     return PIPELINES_NAMESPACE
 
 

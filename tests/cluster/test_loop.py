@@ -31,6 +31,7 @@ from tests.cluster.conftest import (
     image_ref,
     kubectl_json,
 )
+from tests.cluster.crds import Crds, installed_crds  # noqa: F401  (fixture)
 from tests.cluster.loop import (
     MATURITY_DAYS,
     MODEL,
@@ -105,7 +106,10 @@ def test_training_in_a_restricted_step_job_registers_a_champion(
 def test_a_replayed_day_is_logged_monitored_and_traced(
         api: k8s.ApiClient, refs: dict[str, str], trained_model: Mapping[str, str],  # noqa: F811
         credential_env: list[dict[str, Any]], storage_container: dict[str, Any],  # noqa: F811
-        landing_data: Landing, object_store: ObjectStore, images: list[str], tmp_path: Path) -> None:
+        landing_data: Landing, object_store: ObjectStore, images: list[str], tmp_path: Path,
+        installed_crds: Crds) -> None:  # noqa: F811
+    """The monitor step asks the API server which version the InferenceService serves (none here: the
+    predictor is a Deployment), so KServe's CRD must be served; the champion alias answers."""
     from riskloop.serving.prediction_log import read_prediction_log
     from riskloop.storage import location
 
