@@ -152,7 +152,8 @@ def step_job(name: str, image: str, args: list[str], env: list[dict[str, Any]]) 
     """A Job shaped as a KFP step pod of the chart: KFP's namespace and step account, the riskloop image, the
     chart's security contexts (restricted, read-only root), the state dir an emptyDir, the pipeline root under it
     the artifact store's volume (PIPELINE_ROOT_CLAIM)."""
-    pipeline_root = config_map()["RISKLOOP_STATE_DIR"].rstrip("/") + "/kfp"  # riskloop.settings: pipeline_root
+    state_dir = config_map()["RISKLOOP_STATE_DIR"].rstrip("/")
+    pipeline_root = f"{state_dir}/kfp"  # riskloop.settings: pipeline_root
     security = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                 "seccompProfile": {"type": "RuntimeDefault"}}
     return {
@@ -175,10 +176,13 @@ def step_job(name: str, image: str, args: list[str], env: list[dict[str, Any]]) 
                                         "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
                     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
                                   "limits": {"memory": STEP_MEMORY_LIMIT}},
+                    # the state dir an emptyDir of its own: the kubelet makes the artifact volume's mount point in
+                    # it as root, which left a state dir inside /tmp's emptyDir unwritable
                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                     {"name": "state", "mountPath": state_dir},
                                      {"name": "artifacts", "mountPath": pipeline_root}],
                 }],
-                "volumes": [{"name": "tmp", "emptyDir": {}},
+                "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "state", "emptyDir": {}},
                             {"name": "artifacts", "persistentVolumeClaim": {"claimName": PIPELINE_ROOT_CLAIM}}],
             }}},
     }
