@@ -329,7 +329,7 @@ def port_forward(namespace: str, pod: str, port: int) -> Iterator[str]:
 def test_the_pod_runs_the_builders_container_as_kserve_mutates_it(storage_container: dict[str, Any]) -> None:
     """The generated pod differs from the builder's predictor only by what KServe's injector changes."""
     model = {"storage_uri": "s3://riskloop/mlflow/1/abc/artifacts/model", "model_sha256": "a" * 64,
-             "model_version": "7"}
+             "spec_sha256": "b" * 64, "model_version": "7"}
     isvc = build_isvc(model, "riskloop.local/riskloop:0.1.0-abcdef0")
     built = isvc["spec"]["predictor"]["containers"][0]
     env = [{"name": "AWS_ACCESS_KEY_ID", "value": "x"}]
@@ -367,7 +367,8 @@ def test_restricted_admits_the_predictor_only_with_the_storage_containers_securi
     core = k8s.CoreV1Api(api)
     sa = isvc_builder.ServiceSpec.model_fields["service_account"].default
     core.create_namespaced_service_account(ns, {"metadata": {"name": sa}, "automountServiceAccountToken": False})
-    model = {"storage_uri": "s3://riskloop/admission-only/model", "model_sha256": "c" * 64, "model_version": "1"}
+    model = {"storage_uri": "s3://riskloop/admission-only/model", "model_sha256": "c" * 64,
+             "spec_sha256": "d" * 64, "model_version": "1"}
     isvc = build_isvc(model, refs["riskloop"], namespace=ns)
 
     refused = predictor_deployment(isvc, name="predictor-unrestricted", image=refs["storage-initializer"],
