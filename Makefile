@@ -80,8 +80,9 @@ node-down: ## stop the node and remove every trace of it (processes, mounts, ipt
 	scripts/node.sh down
 
 test-cluster: setup ## node up; the suite on the real node (tests/cluster); node down, also on failure
-	scripts/node.sh up && $(PY) -m pytest tests/cluster -p no:cacheprovider --durations=10; rc=$$?; \
-	  scripts/node.sh down || rc=1; exit $$rc
+	# the images are built before pytest: a cold build takes minutes, beyond a test's own timeout
+	scripts/node.sh up && scripts/images.sh build && $(PY) -m pytest tests/cluster -p no:cacheprovider --durations=10; \
+	  rc=$$?; scripts/node.sh down || rc=1; exit $$rc
 
 clean: ## remove local state and build outputs
 	rm -rf .riskloop build
