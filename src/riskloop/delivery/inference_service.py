@@ -47,7 +47,7 @@ from kserve import models as kserve_models
 from kubernetes import client as k8s
 from kubernetes.client import models as k8s_models
 from kubernetes.utils import parse_quantity
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from riskloop.errors import ConfigError, DeploymentError
 
@@ -213,22 +213,15 @@ class ServiceSpec(BaseModel):
                              f"{', '.join(s + '...' for s in FETCHABLE_SCHEMES)}")
         return v
 
-    @field_validator("model_sha256")
+    @field_validator("model_sha256", "spec_sha256")
     @classmethod
-    def _sha256(cls, v: str) -> str:
+    def _sha256(cls, v: str, info: ValidationInfo) -> str:
+        hashed, tag = {"model_sha256": ("model.ubj", "model_sha256"),
+                       "spec_sha256": ("dataset_spec.yaml", "dataset_spec_sha256")}[str(info.field_name)]
         v = v.lower()
         if not _SHA256.match(v):
-            raise ValueError(f"model_sha256 must be 64 hex characters (sha256 of model.ubj), got {len(v)} "
-                             f"characters {v[:16]!r}...; take it from the model version's 'model_sha256' tag")
-        return v
-
-    @field_validator("spec_sha256")
-    @classmethod
-    def _spec_sha256(cls, v: str) -> str:
-        v = v.lower()
-        if not _SHA256.match(v):
-            raise ValueError(f"spec_sha256 must be 64 hex characters (sha256 of dataset_spec.yaml), got {len(v)} "
-                             f"characters {v[:16]!r}...; take it from the model version's 'dataset_spec_sha256' tag")
+            raise ValueError(f"{info.field_name} must be 64 hex characters (sha256 of {hashed}), got {len(v)} "
+                             f"characters {v[:16]!r}...; take it from the model version's {tag!r} tag")
         return v
 
     @field_validator("model_version")
