@@ -21,10 +21,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from riskloop.delivery import inference_service as isvc
 from tests.cluster import crds
 from tests.cluster.crds import KSERVE_API_PACKAGE, Crds, module_dir
-from tests.unit.chart.chart import ROOT, VALUES_FILES, load_values, render_objects
+from tests.unit.chart.chart import ROOT, VALUES_FILES, inference_service_manifest, load_values, render_objects
 
 pytestmark = pytest.mark.timeout(900, func_only=True)
 # fixtures of crds.py: the session's CRDs, a namespace of this module
@@ -109,17 +108,10 @@ def test_the_server_refuses_mistakes(mistake: str, api: k8s.CustomObjectsApi, sc
     assert why is not None and said in why, f"{mistake}: {why}"
 
 
-def _inference_service(**changes: Any) -> dict[str, Any]:
-    spec = isvc.ServiceSpec(name="fraud-detector", namespace="riskloop-models", image="r/riskloop:0.1.0-abc1234",
-                            storage_uri="s3://riskloop/models/3", model_sha256="0" * 64, spec_sha256="1" * 64,
-                            model_version="3", **changes)
-    return isvc.to_manifest(isvc.build_inference_service(spec))
-
-
 @pytest.mark.parametrize("canary", [None, 10])
 def test_inference_service_from_delivery_code(canary: int | None, api: k8s.CustomObjectsApi,
                                               scratch_namespace: str) -> None:
-    assert refusal(api, _inference_service(canary_traffic_percent=canary), scratch_namespace) is None
+    assert refusal(api, inference_service_manifest(canary_traffic_percent=canary), scratch_namespace) is None
 
 
 INFERENCE_SERVICE_MISTAKES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
@@ -137,7 +129,7 @@ INFERENCE_SERVICE_MISTAKES: dict[str, tuple[Callable[[dict[str, Any]], Any], str
 def test_inference_service_mistakes_are_refused(mistake: str, api: k8s.CustomObjectsApi,
                                                 scratch_namespace: str) -> None:
     change, said = INFERENCE_SERVICE_MISTAKES[mistake]
-    manifest = _inference_service()
+    manifest = inference_service_manifest()
     change(manifest["spec"]["predictor"])
     why = refusal(api, manifest, scratch_namespace)
     assert why is not None and said in why, f"{mistake}: {why}"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from riskloop.delivery import inference_service as isvc
+from tests.unit.chart.chart import inference_service_manifest
 
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "serving.kserve.io/", "argoproj.io/")
 
@@ -27,21 +28,14 @@ def test_the_chart_renders_only_the_custom_resources_the_cluster_suite_validates
     assert not any(o["apiVersion"].startswith(CUSTOM_GROUPS) for o in objects_by_set["default"])
 
 
-def _inference_service(**changes: Any) -> dict[str, Any]:
-    spec = isvc.ServiceSpec(name="fraud-detector", namespace="riskloop-models", image="r/riskloop:0.1.0-abc1234",
-                            storage_uri="s3://riskloop/models/3", model_sha256="0" * 64, spec_sha256="1" * 64,
-                            model_version="3", **changes)
-    return isvc.to_manifest(isvc.build_inference_service(spec))
-
-
 @pytest.mark.parametrize("canary", [None, 10])
 def test_inference_service_from_delivery_code_round_trips_the_sdk(canary: int | None) -> None:
-    isvc.validate_manifest(_inference_service(canary_traffic_percent=canary))
+    isvc.validate_manifest(inference_service_manifest(canary_traffic_percent=canary))
 
 
 @pytest.mark.parametrize("mistake", ["unknown predictor field", "mistyped replicas", "unknown container field"])
 def test_inference_service_mistakes_are_refused_by_the_sdk(mistake: str) -> None:
-    manifest = _inference_service()
+    manifest = inference_service_manifest()
     predictor = manifest["spec"]["predictor"]
     if mistake == "unknown predictor field":
         predictor["bogus"] = True
