@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -16,6 +17,26 @@ from riskloop.settings import Settings
 SPEC = "german-credit"
 DAY = "1994-11-17"
 GATE = {"min_roc_auc": 0.65, "min_pr_auc": 0.4}
+
+
+def _train_and_register(spec: str, s: Settings, w: Path, run: str) -> tuple[dict[str, Any], Any, dict[str, Any],
+                                                                          dict[str, Any]]:
+    """The training pipeline's steps on the landed day, as it calls them: (train, evaluation, gate, register)."""
+    from riskloop import steps
+
+    steps.ingest(spec, DAY, DAY, w / "batch.parquet", s)
+    steps.validate(spec, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, run)
+    info = steps.build_training_set(spec, w / "valid.parquet", DAY, 0.0, 1.0, 1.0, 0, w / "ts.parquet", s)
+    out = steps.train(spec, w / "ts.parquet", {"n_estimators": 150, "max_depth": 3, "target_fpr": 0.2},
+                      w / "model", s, pipeline_run_id=run, data_sha256=info["data_sha256"],
+                      data_snapshot=str(w / "ts.parquet"), cutoff_date=DAY, maturity_days=0.0)
+    ev = steps.evaluate(spec, w / "ts.parquet", w / "model", out["run_id"], w / "report", s, target_fpr=0.2)
+    gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, GATE, s, run_id=out["run_id"],
+                      pipeline_run_id=run)
+    assert gate["passed"], gate["reasons"]
+    reg = steps.register(out["run_id"], w / "model", gate, spec, s, pipeline_run_id=run,
+                         data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"))
+    return out, ev, gate, reg
 
 
 @dataclass(frozen=True)
@@ -41,18 +62,7 @@ def credit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Credit]:
         assert r.exit_code == 0, r.output
         s = Settings()
         w = root / "work"
-        steps.ingest(SPEC, DAY, DAY, w / "batch.parquet", s)
-        steps.validate(SPEC, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "gc-run")
-        info = steps.build_training_set(SPEC, w / "valid.parquet", DAY, 0.0, 1.0, 1.0, 0, w / "ts.parquet", s)
-        out = steps.train(SPEC, w / "ts.parquet", {"n_estimators": 150, "max_depth": 3, "target_fpr": 0.2},
-                          w / "model", s, pipeline_run_id="gc-run", data_sha256=info["data_sha256"],
-                          data_snapshot=str(w / "ts.parquet"), cutoff_date=DAY, maturity_days=0.0)
-        ev = steps.evaluate(SPEC, w / "ts.parquet", w / "model", out["run_id"], w / "report", s, target_fpr=0.2)
-        gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, GATE, s, run_id=out["run_id"],
-                          pipeline_run_id="gc-run")
-        assert gate["passed"], gate["reasons"]
-        reg = steps.register(out["run_id"], w / "model", gate, SPEC, s, pipeline_run_id="gc-run",
-                             data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"))
+        out, ev, gate, reg = _train_and_register(SPEC, s, w, "gc-run")
         steps.model_card(SPEC, w / "ts.parquet", w / "model", out["run_id"], str(reg["version"]), gate,
                          w / "card.md", w / "card.html", s)
         yield Credit(s, w, ev, reg, out["run_id"])
@@ -106,7 +116,6 @@ class ByPath:
 
 @pytest.fixture(scope="module")
 def by_path(credit: Credit, tmp_path_factory: pytest.TempPathFactory) -> ByPath:
-    from riskloop import steps
     from riskloop.data.spec import read_spec_source
 
     folder = tmp_path_factory.mktemp("user-specs")
@@ -114,18 +123,7 @@ def by_path(credit: Credit, tmp_path_factory: pytest.TempPathFactory) -> ByPath:
     spec.write_text(read_spec_source(SPEC).text.replace("name: german-credit", "name: acme-credit")
                     .replace("model_name: credit-scorer", f"model_name: {BY_PATH_MODEL}"))
     s, w, name = credit.settings, credit.work.parent / "work-by-path", str(spec)
-    steps.ingest(name, DAY, DAY, w / "batch.parquet", s)
-    steps.validate(name, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "acme-run")
-    info = steps.build_training_set(name, w / "valid.parquet", DAY, 0.0, 1.0, 1.0, 0, w / "ts.parquet", s)
-    out = steps.train(name, w / "ts.parquet", {"n_estimators": 150, "max_depth": 3, "target_fpr": 0.2},
-                      w / "model", s, pipeline_run_id="acme-run", data_sha256=info["data_sha256"],
-                      data_snapshot=str(w / "ts.parquet"), cutoff_date=DAY, maturity_days=0.0)
-    ev = steps.evaluate(name, w / "ts.parquet", w / "model", out["run_id"], w / "report", s, target_fpr=0.2)
-    gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, GATE, s, run_id=out["run_id"],
-                      pipeline_run_id="acme-run")
-    assert gate["passed"], gate["reasons"]
-    reg = steps.register(out["run_id"], w / "model", gate, name, s, pipeline_run_id="acme-run",
-                         data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"))
+    out, _, _, reg = _train_and_register(name, s, w, "acme-run")
     return ByPath(s, spec, reg, out["run_id"])
 
 
