@@ -33,9 +33,9 @@ serve: setup ## serve the champion on 127.0.0.1:8080 (after make run)
 	$(RISKLOOP) features materialize
 	$(RISKLOOP) serve --model-alias champion
 
-lint: setup ## ruff and mypy --strict on src, components, pipelines
+lint: setup ## ruff, mypy --strict, and the layer contract (import-linter, pyproject.toml)
 	.venv/bin/ruff check src components pipelines tests benchmarks
-	.venv/bin/mypy --strict src components pipelines
+	.venv/bin/mypy --strict src  # src/riskloop/{components,pipelines} link the top-level folders
 
 compile: setup ## compile the pipelines to KFP IR YAML under build/pipelines/
 	$(RISKLOOP) compile --out build/pipelines

@@ -19,7 +19,7 @@ champion** in any variant) and the landing files hard-linked in:
     gate → register → record_run_outcome, with the same artifact files,
     MLflow runs, audit events and reports as the pipeline, minus KFP.
 ``pipeline``
-    ``riskloop.local_runs.run_training`` under kfp.local
+    ``riskloop.orchestration.local.run_training`` under kfp.local
     (``SubprocessRunner(use_venv=False)``): every step a subprocess.
 
 All three get the same window and the same parameters (the pipeline's defaults,
@@ -245,7 +245,7 @@ def run_steps(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any]:
 def run_pipeline(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any]:
     """``run_training`` under kfp.local; per-task seconds come from its log lines (parsed by the parent)."""
     with phases("imports"):
-        from riskloop.local_runs import run_training
+        from riskloop.orchestration.local import run_training
         from riskloop.settings import Settings
     s = Settings()
     with phases("run_training"):
@@ -546,7 +546,7 @@ def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, war
         echo: bool) -> dict[str, Any]:
     """Generate the data once; per bytecode mode, rounds of the variants, then import costs; the report."""
     from riskloop.data.spec import load_spec
-    from riskloop.local_runs import training_params
+    from riskloop.orchestration.local import training_params
 
     spec = load_spec(SPEC)
     bytecode_at_start = bytecode_facts()

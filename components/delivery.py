@@ -8,7 +8,7 @@ deployment record, or the InferenceService on the cluster).
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Output
 
-from components import RUNTIME_IMAGE
+from riskloop.components import RUNTIME_IMAGE
 
 component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 

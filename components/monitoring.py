@@ -8,7 +8,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Output
 
-from components import RUNTIME_IMAGE
+from riskloop.components import RUNTIME_IMAGE
 
 component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 
@@ -49,8 +49,8 @@ def retrain_window(day: str, days: int
     from collections import namedtuple
     from datetime import date
 
-    from riskloop.local_runs import training_params
+    from riskloop.schedule import training_window
 
-    window = training_params(date.fromisoformat(day), days)
+    window = training_window(date.fromisoformat(day), days)
     Outputs = namedtuple("Outputs", ["start_date", "end_date", "cutoff_date"])
     return Outputs(window["start_date"], window["end_date"], window["cutoff_date"])

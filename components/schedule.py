@@ -5,7 +5,7 @@ No `from __future__ import annotations` here: KFP reads the real annotation obje
 
 from kfp import dsl
 
-from components import RUNTIME_IMAGE
+from riskloop.components import RUNTIME_IMAGE
 
 component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 

@@ -2,9 +2,9 @@
 
 from kfp import dsl
 
-from components.features import batch_score
-from components.training import ingest, validate
-from pipelines.cluster import on_cluster
+from riskloop.components.features import batch_score
+from riskloop.components.training import ingest, validate
+from riskloop.pipelines.cluster import on_cluster
 
 
 @dsl.pipeline(name="riskloop-batch-scoring", description="Score one day with the champion; scores as a Dataset.")

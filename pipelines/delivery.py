@@ -8,8 +8,8 @@ Also runs inside the training pipeline after a passing gate (``deliver=True``).
 
 from kfp import dsl
 
-from components.delivery import analyze_canary, deploy_canary, promote_or_rollback, set_canary_traffic
-from pipelines.cluster import on_cluster
+from riskloop.components.delivery import analyze_canary, deploy_canary, promote_or_rollback, set_canary_traffic
+from riskloop.pipelines.cluster import on_cluster
 
 DEFAULT_POLICY: dict[str, object] = {}
 

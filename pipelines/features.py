@@ -7,11 +7,11 @@ online store up to the next midnight.
 
 from kfp import dsl
 
-from components.features import build_features, materialize
-from components.monitoring import retrain_window
-from components.schedule import run_day
-from components.training import ingest, validate
-from pipelines.cluster import on_cluster
+from riskloop.components.features import build_features, materialize
+from riskloop.components.monitoring import retrain_window
+from riskloop.components.schedule import run_day
+from riskloop.components.training import ingest, validate
+from riskloop.pipelines.cluster import on_cluster
 
 
 @dsl.pipeline(name="riskloop-features", description="Refresh Feast's offline tables and online store.")

@@ -9,11 +9,11 @@ locally.
 
 from kfp import dsl
 
-from components.monitoring import monitor
-from components.schedule import run_day
-from pipelines.cluster import on_cluster
-from pipelines.delivery import DEFAULT_POLICY
-from pipelines.retrain import retrain_pipeline
+from riskloop.components.monitoring import monitor
+from riskloop.components.schedule import run_day
+from riskloop.pipelines.cluster import on_cluster
+from riskloop.pipelines.delivery import DEFAULT_POLICY
+from riskloop.pipelines.retrain import retrain_pipeline
 from riskloop.training.gate import RETRAIN_GATE_PARAMS
 
 DEFAULT_MONITOR_POLICY: dict[str, object] = {}

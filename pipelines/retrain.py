@@ -7,11 +7,11 @@ no PR-AUC drop against the champion by default (``RETRAIN_GATE_PARAMS``): a retr
 
 from kfp import dsl
 
-from components.monitoring import retrain_window
-from components.schedule import run_day
-from pipelines.cluster import on_cluster
-from pipelines.delivery import DEFAULT_POLICY
-from pipelines.training import training_pipeline
+from riskloop.components.monitoring import retrain_window
+from riskloop.components.schedule import run_day
+from riskloop.pipelines.cluster import on_cluster
+from riskloop.pipelines.delivery import DEFAULT_POLICY
+from riskloop.pipelines.training import training_pipeline
 from riskloop.training.gate import RETRAIN_GATE_PARAMS
 
 

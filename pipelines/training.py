@@ -3,7 +3,7 @@
 
 from kfp import dsl
 
-from components.training import (
+from riskloop.components.training import (
     build_training_set,
     evaluate,
     gate,
@@ -14,8 +14,8 @@ from components.training import (
     train,
     validate,
 )
-from pipelines.cluster import on_cluster
-from pipelines.delivery import DEFAULT_POLICY, delivery_pipeline
+from riskloop.pipelines.cluster import on_cluster
+from riskloop.pipelines.delivery import DEFAULT_POLICY, delivery_pipeline
 
 DEFAULT_TRAIN_PARAMS: dict[str, object] = {}
 DEFAULT_GATE_PARAMS: dict[str, object] = {}

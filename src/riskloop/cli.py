@@ -410,7 +410,7 @@ def run_training_cmd(
     """
     from riskloop.data.io import partitions
     from riskloop.data.spec import load_spec
-    from riskloop.local_runs import run_training, training_params
+    from riskloop.orchestration.local import run_training, training_params
 
     s = settings()
     try:
@@ -459,7 +459,7 @@ def compile_cmd(out: Annotated[Path, typer.Option(help="Output directory.")] = P
 
         riskloop compile --out build/pipelines
     """
-    from riskloop.compile import compile_all
+    from riskloop.orchestration.compile import compile_all
 
     written = compile_all(out)
     _summary("compiled", {p.stem: p for p in written})

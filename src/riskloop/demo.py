@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from riskloop.data.spec import load_spec
     from riskloop.data.synthetic import GeneratorParams, Scenario, write_partitions
-    from riskloop.local_runs import run_training, training_params
+    from riskloop.orchestration.local import run_training, training_params
     from riskloop.registry.mlflow_registry import list_versions, run_info
 
     s = Settings()
@@ -268,9 +268,9 @@ def deliver(s: Settings, spec: Any, url: str, timeline: list[tuple[str, str, str
 
 def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, str, str]]) -> None:
     """Serve the drifting days; monitor each; retrain, gate and canary when the monitor says so."""
-    from riskloop.local_runs import run_training, training_params
     from riskloop.monitoring.daily import monitor_day
     from riskloop.monitoring.decision import MonitorPolicy
+    from riskloop.orchestration.local import run_training, training_params
     from riskloop.registry.mlflow_registry import version_by_alias
     from riskloop.serving.replay import Replay, day_instances
     from riskloop.training.gate import RETRAIN_GATE_PARAMS

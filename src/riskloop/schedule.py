@@ -41,4 +41,14 @@ def resolve_day(day: str, scheduled_time: str, *, now: datetime | None = None) -
     return (at.astimezone(UTC) - timedelta(days=1)).date()
 
 
-__all__ = ["resolve_day"]
+def training_window(end: date, days: int) -> dict[str, str]:
+    """The ``days`` days ending with ``end``, cutoff at the next midnight: a (re)training window, or the
+    feature pipeline's history window, as the pipelines' ``start_date``/``end_date``/``cutoff_date``."""
+    if days < 1:
+        raise ConfigError(f"days={days} must be >= 1", where="training window", fix="pass days >= 1")
+    start = end - timedelta(days=days - 1)
+    return {"start_date": start.isoformat(), "end_date": end.isoformat(),
+            "cutoff_date": (end + timedelta(days=1)).isoformat()}
+
+
+__all__ = ["resolve_day", "training_window"]

@@ -336,7 +336,7 @@ def landing_data(chart: Any, images: list[str], object_store: ObjectStore) -> La
 @pytest.fixture(scope="session")
 def training_run(landing_data: Landing, steps_namespace: str, images: list[str]) -> JobRun:
     """``riskloop run training`` in a step Job: the window ends TRAINING_DAYS after the first landed day."""
-    from pipelines.training import training_pipeline
+    from riskloop.pipelines.training import training_pipeline
 
     end = landing_data.days[0] + timedelta(days=TRAINING_DAYS - 1)
     args = ["riskloop", "run", "training", "--spec", SPEC, "--end", end.isoformat(), "--days", str(TRAINING_DAYS),

@@ -22,7 +22,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from pipelines.monitoring import monitoring_pipeline
+from riskloop.pipelines.monitoring import monitoring_pipeline
 from tests.cluster.conftest import (
     MODELS_NAMESPACE,
     PIPELINES_NAMESPACE,
@@ -65,7 +65,7 @@ MONITOR_POLICY = {"min_current_rows": 100, "min_reference_rows": 100}
 MONITOR_SCRIPT = """
 import json, sys
 from datetime import date
-from riskloop.local_runs import run_monitoring
+from riskloop.orchestration.local import run_monitoring
 from riskloop.settings import Settings
 day, training_days, maturity, policy = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4])
 run = run_monitoring(Settings(), date.fromisoformat(day), spec=sys.argv[5], training_days=training_days,

@@ -93,7 +93,7 @@ def object_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
 
 def test_landing_data_covers_the_first_training_run() -> None:
     """The chart's synthetic-data Job (envs/kind.yaml) wrote a partition for every day the training defaults read."""
-    from pipelines.training import training_pipeline
+    from riskloop.pipelines.training import training_pipeline
 
     inputs = training_pipeline.component_spec.inputs
     day = datetime.date.fromisoformat(inputs["start_date"].default)

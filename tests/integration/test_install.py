@@ -29,7 +29,7 @@ REPOSITORY = "registry.example/riskloop"
 
 
 def modules(package: str) -> list[str]:
-    return sorted(f"{package}.{p.stem}" for p in (REPO / package).glob("*.py") if p.stem != "__init__")
+    return sorted(f"riskloop.{package}.{p.stem}" for p in (REPO / package).glob("*.py") if p.stem != "__init__")
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,10 @@ def in_image(venv: Path, *cmd: str, cwd: Path) -> subprocess.CompletedProcess[st
 
 
 def test_every_entrypoint_imports_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
-    names = ["riskloop.cli", "riskloop.serving.server", "components", "pipelines", "boto3",  # boto3: MLflow on S3
+    names = ["riskloop.cli", "riskloop.serving.server", "riskloop.components", "riskloop.pipelines",
+             "boto3",  # boto3: MLflow on S3
              *modules("components"), *modules("pipelines")]
-    assert "components.training" in names and "pipelines.monitoring" in names
+    assert "riskloop.components.training" in names and "riskloop.pipelines.monitoring" in names
     code = ("import importlib, sys\n"
             f"for name in {names!r}:\n"
             "    mod = importlib.import_module(name)\n"
@@ -76,6 +77,10 @@ def test_every_entrypoint_imports_from_the_installed_wheel(venv: Path, tmp_path:
     missing = in_image(venv, "python", "-c", "import importlib.util as u; print([m for m in ('pytest', 'ruff', "
                        "'hypothesis', 'helm_python') if u.find_spec(m)])", cwd=tmp_path).stdout.strip()
     assert missing == "[]"
+    # the wheel installs one import name: riskloop (components/ and pipelines/ land inside it)
+    top_level = in_image(venv, "python", "-c", "import importlib.util as u; print([m for m in ('components', "
+                         "'pipelines') if u.find_spec(m)])", cwd=tmp_path).stdout.strip()
+    assert top_level == "[]"
 
 
 def test_image_tag_components_and_compiled_pipelines_agree(venv: Path, tmp_path: Path) -> None:
@@ -84,7 +89,7 @@ def test_image_tag_components_and_compiled_pipelines_agree(venv: Path, tmp_path:
     from riskloop import __version__
 
     assert tag == f"{__version__}-{COMMIT[:7]}" and image == f"{REPOSITORY}:{tag}"
-    constant = in_image(venv, "python", "-c", "import components; print(components.RUNTIME_IMAGE)",
+    constant = in_image(venv, "python", "-c", "import riskloop.components as c; print(c.RUNTIME_IMAGE)",
                         cwd=tmp_path).stdout.strip()
     assert constant == image
     in_image(venv, "riskloop", "compile", "--out", str(tmp_path / "pipelines"), cwd=tmp_path)

@@ -10,7 +10,7 @@ import pytest
 
 from riskloop.data.spec import load_spec
 from riskloop.data.synthetic import GeneratorParams, write_partitions
-from riskloop.local_runs import LocalRun, run_training, training_params
+from riskloop.orchestration.local import LocalRun, run_training, training_params
 from riskloop.settings import Settings
 
 SMALL = GeneratorParams(days=16, n_cards=800, n_merchants=150, seed=3)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from riskloop.cluster.publish import ClusterState, plan_publish, read_compiled
-from riskloop.cluster.schedules import parse_schedules
-from riskloop.compile import compile_all
+from riskloop.orchestration.compile import compile_all
+from riskloop.orchestration.publish import ClusterState, plan_publish, read_compiled
+from riskloop.orchestration.schedules import parse_schedules
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm/riskloop"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-from riskloop.local_runs import LocalRun
+from riskloop.orchestration.local import LocalRun
 from riskloop.registry.mlflow_registry import list_versions, run_info
 from riskloop.settings import Settings
 

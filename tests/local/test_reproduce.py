@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from riskloop.local_runs import LocalRun
+from riskloop.orchestration.local import LocalRun
 from riskloop.registry.mlflow_registry import list_versions
 from riskloop.settings import Settings
 

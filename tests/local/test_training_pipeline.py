@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from riskloop.audit.log import FileAuditLog
-from riskloop.local_runs import LocalRun, run_training
+from riskloop.orchestration.local import LocalRun, run_training
 from riskloop.registry.mlflow_registry import CHALLENGER, CHAMPION, LINEAGE_TAGS, list_versions, version_by_alias
 from riskloop.settings import Settings
 from tests.local.conftest import audit_events, params
@@ -75,7 +75,7 @@ def test_bad_batch_stops_before_training_with_quarantine_and_run_failed(
 def test_compiled_ir_round_trips(tmp_path: Path) -> None:
     from kfp import components
 
-    from riskloop.compile import compile_all
+    from riskloop.orchestration.compile import compile_all
     from riskloop.version import runtime_image
 
     written = {p.stem: p for p in compile_all(tmp_path)}
@@ -133,7 +133,7 @@ def test_compiled_ir_round_trips(tmp_path: Path) -> None:
 
 def test_batch_scoring_scores_a_day_with_the_champion(first_run: LocalRun, local_state: Settings) -> None:
 
-    from riskloop.local_runs import run_batch_scoring
+    from riskloop.orchestration.local import run_batch_scoring
 
     assert first_run.succeeded
     r = run_batch_scoring(local_state, date(2026, 1, 16))

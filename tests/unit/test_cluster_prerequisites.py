@@ -120,7 +120,7 @@ def multi_user_kfp() -> Iterator[str]:
 
 def test_publishing_to_a_multi_user_kubeflow_says_only_standalone_kfp_is_supported(
         multi_user_kfp: str) -> None:
-    from riskloop.cluster.publish import connect
+    from riskloop.orchestration.publish import connect
 
     with pytest.raises(DeploymentError, match=r"multi-user Kubeflow .*riskloop supports standalone KFP only"):
         connect(multi_user_kfp)
@@ -130,7 +130,7 @@ def test_an_unauthenticated_refusal_says_only_standalone_kfp_is_supported(multi_
     """A client that got past healthz (an older KFP, or a gateway in front) still hears why on the first call."""
     from kfp import Client
 
-    from riskloop.cluster.publish import _kfp_errors, read_state
+    from riskloop.orchestration.publish import _kfp_errors, read_state
 
     client = Client(host=multi_user_kfp, namespace="kubeflow")
     with pytest.raises(DeploymentError, match="multi-user Kubeflow, and riskloop supports standalone KFP only"), \

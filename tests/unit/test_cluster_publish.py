@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from kfp_server_api import models as m
 
-from riskloop.cluster.publish import (
+from riskloop.errors import ConfigError, DeploymentError
+from riskloop.orchestration.publish import (
     MANAGED_MARK,
     Action,
     ClusterState,
@@ -24,8 +25,7 @@ from riskloop.cluster.publish import (
     read_compiled,
     read_state,
 )
-from riskloop.cluster.schedules import check_cron, parse_schedules
-from riskloop.errors import ConfigError, DeploymentError
+from riskloop.orchestration.schedules import check_cron, parse_schedules
 
 TAG = "0.1.0-abc1234"
 MONITORING_PARAMS = {"day": "STRING", "training_days": "NUMBER_INTEGER", "deliver": "BOOLEAN", "policy": "STRUCT"}

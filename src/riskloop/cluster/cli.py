@@ -75,8 +75,8 @@ def publish_cmd(
 
         riskloop cluster publish --kfp-host http://127.0.0.1:8888 --pipelines-dir build/pipelines --dry-run
     """
-    from riskloop.cluster import publish
-    from riskloop.cluster.schedules import load_schedules
+    from riskloop.orchestration import publish
+    from riskloop.orchestration.schedules import load_schedules
     from riskloop.version import image_tag
 
     try:
@@ -115,8 +115,8 @@ def run_cmd(
 
     import yaml
 
-    from riskloop.cluster import publish
     from riskloop.errors import ConfigError
+    from riskloop.orchestration import publish
     from riskloop.version import image_tag
 
     try:

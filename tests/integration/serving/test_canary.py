@@ -315,7 +315,7 @@ def test_switching_the_desired_state_under_load_fails_no_request(
 def test_delivery_pipeline_under_kfp_local_promotes_a_good_challenger(
         fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]) -> None:
     """The pipeline's components write the record the running server follows, and read its metrics."""
-    from riskloop.local_runs import run_delivery
+    from riskloop.orchestration.local import run_delivery
     from riskloop.registry.mlflow_registry import set_alias
 
     s = fresh

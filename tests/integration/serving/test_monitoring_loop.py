@@ -9,7 +9,7 @@ from datetime import date
 
 import pandas as pd
 
-from riskloop.local_runs import run_monitoring
+from riskloop.orchestration.local import run_monitoring
 from riskloop.registry.mlflow_registry import list_versions
 from riskloop.serving.replay import Replay, instances
 from tests.integration.serving.conftest import HELD_OUT, MODEL, Trained, start_server

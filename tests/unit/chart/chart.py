@@ -120,8 +120,8 @@ class ClusterSettings:
 
 
 def pipeline_cluster_settings() -> ClusterSettings:
-    """The ConfigMap keys and Secret keys ``pipelines.cluster.on_cluster`` maps into every pipeline step."""
-    import pipelines.cluster as cluster
+    """The ConfigMap keys and Secret keys ``riskloop.pipelines.cluster.on_cluster`` maps into every pipeline step."""
+    import riskloop.pipelines.cluster as cluster
 
     recorder = ClusterSettings()
     saved = cluster.kubernetes

@@ -38,7 +38,7 @@ def _config(objs: list[dict[str, Any]], namespace: str) -> dict[str, str]:
 
 def test_configmap_has_every_key_the_pipelines_read(cluster_settings: ClusterSettings,
                                                     objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
-    import pipelines.cluster as cluster
+    import riskloop.pipelines.cluster as cluster
 
     wanted = set(cluster_settings.config_maps[cluster.CONFIG_MAP])
     assert wanted, "pipelines/cluster.py maps no ConfigMap keys"
@@ -55,7 +55,7 @@ def test_configmap_has_every_key_the_pipelines_read(cluster_settings: ClusterSet
 
 def test_secret_names_are_the_pipelines(cluster_settings: ClusterSettings,
                                         default_objects: list[dict[str, Any]]) -> None:
-    import pipelines.cluster as cluster
+    import riskloop.pipelines.cluster as cluster
 
     values = load_chart().values
     assert values["s3"]["existingSecret"] == cluster.S3_SECRET
@@ -233,7 +233,7 @@ def _user_values(values_set: str) -> dict[str, Any]:
 
 def test_rendered_schedules_parse_with_the_publisher(objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
     """The file the chart renders is what `riskloop cluster publish --schedules` accepts (its own parser)."""
-    from riskloop.cluster.schedules import parse_schedules
+    from riskloop.orchestration.schedules import parse_schedules
 
     for values_set, objs in objects_by_set.items():
         text = one(objs, "ConfigMap", "riskloop-schedules", NAMESPACE)["data"]["schedules.yaml"]

@@ -64,7 +64,7 @@ def test_synthetic_data_job_renders_only_when_enabled(objects_by_set: dict[str, 
 
 def test_synthetic_data_job_is_a_restricted_hook_reading_the_s3_secret(
         objects_by_set: dict[str, list[dict[str, Any]]], cluster_settings: ClusterSettings) -> None:
-    import pipelines.cluster as cluster
+    import riskloop.pipelines.cluster as cluster
 
     objs = objects_by_set["env-kind"]
     values = _values("env-kind")
@@ -128,7 +128,7 @@ def test_synthetic_data_job_runs_the_cli_with_the_values(objects_by_set: dict[st
 
 def _uncovered(job: dict[str, Any]) -> list[str]:
     """The training pipeline's default dates (scripts/deploy.sh's first training run uses them) the Job misses."""
-    from pipelines.training import training_pipeline
+    from riskloop.pipelines.training import training_pipeline
 
     defaults = {k: v.default for k, v in training_pipeline.component_spec.inputs.items()}
     params = _generate_params(job)

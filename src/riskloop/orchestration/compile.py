@@ -8,12 +8,12 @@ from pathlib import Path
 def compile_all(out_dir: Path) -> list[Path]:
     from kfp import compiler
 
-    from pipelines.batch_scoring import batch_scoring_pipeline
-    from pipelines.delivery import delivery_pipeline
-    from pipelines.features import features_pipeline
-    from pipelines.monitoring import monitoring_pipeline
-    from pipelines.retrain import retrain_pipeline
-    from pipelines.training import training_pipeline
+    from riskloop.pipelines.batch_scoring import batch_scoring_pipeline
+    from riskloop.pipelines.delivery import delivery_pipeline
+    from riskloop.pipelines.features import features_pipeline
+    from riskloop.pipelines.monitoring import monitoring_pipeline
+    from riskloop.pipelines.retrain import retrain_pipeline
+    from riskloop.pipelines.training import training_pipeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from riskloop.errors import ConfigError
+from riskloop.schedule import training_window
 from riskloop.settings import Settings
 
 
@@ -33,7 +33,7 @@ def _fill_time_placeholders() -> None:
     kfp 2.17.3's local runner resolves the job name, ids and root, but fails on
     ``{{$.pipeline_job_schedule_time_utc}}`` and ``..._create_time_utc`` (an IndexError in
     ``placeholder_utils``). The scheduled pipelines read the schedule time in their first step
-    (``components.schedule.run_day``), so the local runner fills both with the current UTC time.
+    (``riskloop.components.schedule.run_day``), so the local runner fills both with the current UTC time.
     """
     from kfp import dsl
     from kfp.local import placeholder_utils
@@ -65,11 +65,7 @@ def _init(s: Settings) -> None:
 
 def training_params(end: date, days: int, *, spec: str = "synthetic-fraud", **overrides: Any) -> dict[str, Any]:
     """Pipeline arguments for a window of ``days`` ending on ``end`` (cutoff = the next midnight)."""
-    if days < 1:
-        raise ConfigError(f"days={days} must be >= 1")
-    start = end - timedelta(days=days - 1)
-    return {"spec": spec, "start_date": start.isoformat(), "end_date": end.isoformat(),
-            "cutoff_date": (end + timedelta(days=1)).isoformat(), **overrides}
+    return {"spec": spec, **training_window(end, days), **overrides}
 
 
 def _run(name: str, call: Callable[[], Any]) -> tuple[LocalRun, Any]:
@@ -88,7 +84,7 @@ def _run(name: str, call: Callable[[], Any]) -> tuple[LocalRun, Any]:
 def run_training(s: Settings, params: dict[str, Any]) -> LocalRun:
     """Run the training pipeline under kfp.local; a failed step is reported, not raised."""
     _init(s)
-    from pipelines.training import training_pipeline
+    from riskloop.pipelines.training import training_pipeline
 
     return _run("training", lambda: training_pipeline(**params))[0]
 
@@ -97,7 +93,7 @@ def run_batch_scoring(s: Settings, day: date, *, spec: str = "synthetic-fraud",
                       model_alias: str = "champion") -> LocalRun:
     """Score one day with the model an alias names (kfp.local); outputs holds the scores' path."""
     _init(s)
-    from pipelines.batch_scoring import batch_scoring_pipeline
+    from riskloop.pipelines.batch_scoring import batch_scoring_pipeline
 
     run, task = _run("batch_scoring", lambda: batch_scoring_pipeline(
         spec=spec, previous_day=(day - timedelta(days=1)).isoformat(), day=day.isoformat(), model_alias=model_alias))
@@ -114,7 +110,7 @@ def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud",
     """
     _init(s)
     os.environ["RISKLOOP_DELIVERY__SERVER_URL"] = server_url
-    from pipelines.delivery import delivery_pipeline
+    from riskloop.pipelines.delivery import delivery_pipeline
 
     return _run("delivery", lambda: delivery_pipeline(spec=spec, **params))[0]
 
@@ -122,7 +118,7 @@ def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud",
 def run_features(s: Settings, day: date, *, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
     """Run the feature pipeline (ingest, validate, build, materialize up to ``day``'s end) under kfp.local."""
     _init(s)
-    from pipelines.features import features_pipeline
+    from riskloop.pipelines.features import features_pipeline
 
     return _run("features", lambda: features_pipeline(spec=spec, day=day.isoformat(), **params))[0]
 
@@ -130,6 +126,6 @@ def run_features(s: Settings, day: date, *, spec: str = "synthetic-fraud", **par
 def run_monitoring(s: Settings, day: date, *, spec: str = "synthetic-fraud", **params: Any) -> LocalRun:
     """Run the monitoring pipeline (and its retrain branch, when taken) under kfp.local for ``day``."""
     _init(s)
-    from pipelines.monitoring import monitoring_pipeline
+    from riskloop.pipelines.monitoring import monitoring_pipeline
 
     return _run("monitoring", lambda: monitoring_pipeline(spec=spec, day=day.isoformat(), **params))[0]

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import yaml
 
-from riskloop.cluster.schedules import Schedule, check_against_pipelines
 from riskloop.errors import ConfigError, DeploymentError, ServiceUnavailable
+from riskloop.orchestration.schedules import Schedule, check_against_pipelines
 
 EXPERIMENT = "riskloop"
 MANAGED_MARK = "[managed by riskloop cluster publish]"
