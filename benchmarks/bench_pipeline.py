@@ -197,7 +197,7 @@ def run_minimal(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any
         test = frame[frame[SPLIT] == "test"]
         ev = evaluate_scores(test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold,
                              target_fpr=p["target_fpr"])
-    from riskloop.steps import frame_sha256  # after the timed phases: only for the same-work check
+    from riskloop.hashing import frame_sha256  # after the timed phases: only for the same-work check
 
     return {"rows_read": len(raw), "valid_rows": len(valid), "quarantined_rows": len(checked.quarantine),
             "training_rows": len(frame), "data_sha256": frame_sha256(frame),

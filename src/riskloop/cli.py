@@ -760,7 +760,7 @@ def canary_deploy(
         riskloop canary deploy --version 3 --drill-error-rate 0.2     # rehearse a rollback
     """
     from riskloop.delivery import rollout
-    from riskloop.delivery.state import Drill
+    from riskloop.registry.deployment import Drill
 
     s = settings()
     drill = (Drill(error_rate=drill_error_rate, score_shift=drill_score_shift, added_latency_ms=drill_latency_ms)
@@ -1143,7 +1143,7 @@ def build_server(s: Settings, *, spec: str | None, alias: str | None, version: s
                                 str(s.predictions), features, s.serving.flush_seconds_for(s.predictions))
     model: Any
     if alias is None and version is None and model_dir is None:
-        from riskloop.delivery.state import deployment_path
+        from riskloop.registry.deployment import deployment_path
         from riskloop.serving.router import Router
 
         model = Router(name, record=deployment_path(s.root, name),

@@ -7,7 +7,6 @@ run identically in tests, under kfp.local and in the cluster.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from riskloop.data.io import partitions, read_file
 from riskloop.data.spec import DatasetSpec, SpecSource, load_spec, read_spec_source
 from riskloop.data.validate import REASON_COLUMN, enforce_gate, split_batch, write_quarantine
 from riskloop.errors import ConfigError, DataContractError
+from riskloop.hashing import frame_sha256
 from riskloop.settings import Settings
 from riskloop.version import git_commit, runtime_image
 
@@ -39,13 +39,6 @@ def _day(text: str, name: str) -> date:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise ConfigError(f"{name}={text!r} is not a date", fix="use YYYY-MM-DD") from exc
-
-
-def frame_sha256(df: pd.DataFrame) -> str:
-    """A content hash of a frame (values, columns and order), stable across processes."""
-    h = hashlib.sha256(",".join(map(str, df.columns)).encode())
-    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------- ingest

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from kserve import InferInput, InferRequest
 
-from riskloop.delivery.state import Deployment, Drill, deployment_path, read_deployment, update_deployment
 from riskloop.errors import ConfigError
+from riskloop.registry.deployment import Deployment, Drill, deployment_path, read_deployment, update_deployment
 from riskloop.serving.router import Routes, first_card_id
 
 

@@ -177,7 +177,7 @@ def _local_path(snapshot: str) -> Path | None:
 def _data_hop(tags: Mapping[str, str]) -> Hop:
     import pandas as pd
 
-    from riskloop.steps import frame_sha256
+    from riskloop.hashing import frame_sha256
 
     snapshot, recorded = tags.get("data_snapshot"), tags.get("data_sha256")
     if not snapshot or not recorded:

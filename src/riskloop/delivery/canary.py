@@ -22,8 +22,8 @@ from riskloop.audit.log import open_audit_log
 from riskloop.delivery import rollout
 from riskloop.delivery.analysis import CanaryPolicy, Verdict, analyze
 from riskloop.delivery.metrics_source import MetricsSource, PrometheusSource, ScrapeSource, Snapshot, window
-from riskloop.delivery.state import Deployment
 from riskloop.errors import DeploymentError
+from riskloop.registry.deployment import Deployment
 from riskloop.settings import Settings
 
 Outcome = Literal["promoted", "rolled_back", "undecided"]

@@ -5,7 +5,7 @@ moves the MLflow aliases (``champion``, ``challenger``, ``previous``), writes th
 desired state and appends an audit event that carries the analysis result that
 justified it. The desired state lives where ``settings.delivery.target`` says:
 
-* ``local``: the deployment record (``delivery/state.py``) that ``riskloop serve`` follows;
+* ``local``: the deployment record (``registry/deployment.py``) that ``riskloop serve`` follows;
 * ``kubernetes``: the InferenceService, through ``delivery/kube.py``. Pipeline
   steps run in throwaway pods, so there the current state is read back from the
   InferenceService's status and the registry aliases, never from a local file.
@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from riskloop.audit.log import open_audit_log
-from riskloop.delivery.state import Deployment, Drill, Mode, deployment_path, read_deployment, update_deployment
 from riskloop.errors import DeploymentError
+from riskloop.registry.deployment import Deployment, Drill, Mode, deployment_path, read_deployment, update_deployment
 from riskloop.settings import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"

@@ -35,7 +35,6 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
-from riskloop.delivery.state import Drill
 from riskloop.errors import FeatureStoreError
 from riskloop.features.compute import (
     CardState,
@@ -44,6 +43,7 @@ from riskloop.features.compute import (
     hour_of_day,
     realtime_from_state,
 )
+from riskloop.registry.deployment import Drill
 from riskloop.serving.metrics import ModelLabels
 from riskloop.serving.schema import RequestError, Transaction, parse_instances, parse_v1, request_model, v2_to_instances
 from riskloop.training.dataset import FeatureSpec

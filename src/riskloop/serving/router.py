@@ -16,7 +16,7 @@ name (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``):
   neither the response nor its latency; when the shadow queue is full the
   shadow copy is dropped and counted.
 
-A thread in each serving process polls the record (``delivery/state.py``). On a
+A thread in each serving process polls the record (``registry/deployment.py``). On a
 new revision it loads any new version (hash-checked, from the registry) while
 requests keep using the current routes, then swaps the routes in one
 assignment: a request in flight finishes on the routes it started with.
@@ -43,7 +43,7 @@ from kserve import InferRequest, InferResponse, Model
 from kserve.errors import ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
-from riskloop.delivery.state import Deployment, Drill, read_deployment
+from riskloop.registry.deployment import Deployment, Drill, read_deployment
 from riskloop.serving.loader import ServedModel
 from riskloop.serving.predictor import FraudModel, Runtime
 

@@ -24,7 +24,7 @@ from riskloop.delivery import rollout
 from riskloop.delivery.analysis import CanaryPolicy, histogram_quantile, psi
 from riskloop.delivery.canary import judge, progressive_rollout
 from riskloop.delivery.metrics_source import PrometheusSource, ScrapeSource, window
-from riskloop.delivery.state import Drill
+from riskloop.registry.deployment import Drill
 from riskloop.registry.mlflow_registry import client, get_version, version_by_alias
 from riskloop.serving.prediction_log import read_prediction_log
 from riskloop.serving.replay import Replay, instances

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from riskloop.audit.lineage import SERVING_EVENTS, trace_version
 from riskloop.audit.log import open_audit_log
+from riskloop.hashing import frame_sha256
 from riskloop.registry.mlflow_registry import run_info
 from riskloop.serving.prediction_log import read_prediction_log
-from riskloop.steps import frame_sha256
 from tests.integration.serving.conftest import MODEL, Server, Trained, instance, start_server
 
 HOPS = ["prediction", "model_version", "dataset_spec", "mlflow_run", "pipeline_run", "training_data", "features",
