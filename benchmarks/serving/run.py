@@ -566,7 +566,7 @@ BUCKETS: tuple[tuple[str, str], ...] = (
     ("request validation (schema.py)", r"riskloop/serving/schema\.py"),
     ("metrics (prometheus-client)", r"riskloop/serving/metrics\.py|prometheus_client/"),
     ("prediction log", r"riskloop/serving/prediction_log\.py"),
-    ("predictor, other (features, rows, response)", r"riskloop/serving/predictor\.py"),
+    ("predictor, other (features, rows, response)", r"riskloop/serving/kserve/predictor\.py"),
     ("logging and warnings (access log, per-request warning)", r"logging/__init__\.py|warnings\.py|(^|;)_showwarn"),
     ("server stack (uvicorn, Starlette, FastAPI, KServe, asyncio)", r"."),
 )

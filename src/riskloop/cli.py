@@ -1124,8 +1124,8 @@ def build_server(s: Settings, *, spec: str | None, alias: str | None, version: s
     """The model server and its model, ready to start (shared by the CLI and tests)."""
     from riskloop.features.store import StoreConfig
     from riskloop.serving.loader import resolve_model
-    from riskloop.serving.predictor import FraudModel
-    from riskloop.serving.server import RiskloopModelServer
+    from riskloop.serving.kserve.predictor import FraudModel
+    from riskloop.serving.kserve.server import RiskloopModelServer
 
     # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
     name = _model_name(s, spec)
@@ -1144,7 +1144,7 @@ def build_server(s: Settings, *, spec: str | None, alias: str | None, version: s
     model: Any
     if alias is None and version is None and model_dir is None:
         from riskloop.registry.deployment import deployment_path
-        from riskloop.serving.router import Router
+        from riskloop.serving.kserve.router import Router
 
         model = Router(name, record=deployment_path(s.root, name),
                        load_version=functools.partial(_load_version, s, name), spec=ds, runtime=runtime,
@@ -1220,7 +1220,7 @@ def _serving_runtime(cfg: Any, service: str, predictions: str, features: str = "
     from riskloop.features.store import open_store
     from riskloop.serving.metrics import ServingMetrics
     from riskloop.serving.prediction_log import PredictionLog
-    from riskloop.serving.predictor import FeastSource, NoFeatures, Runtime
+    from riskloop.serving.kserve.predictor import FeastSource, NoFeatures, Runtime
     from riskloop.storage import location
 
     if features not in ("feast", "none"):

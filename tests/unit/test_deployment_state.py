@@ -12,7 +12,7 @@ from kserve import InferInput, InferRequest
 
 from riskloop.errors import ConfigError
 from riskloop.registry.deployment import Deployment, Drill, deployment_path, read_deployment, update_deployment
-from riskloop.serving.router import Routes, first_card_id
+from riskloop.serving.kserve.router import Routes, first_card_id
 
 
 def test_record_rules() -> None:

@@ -29,7 +29,7 @@ from kserve.protocol.rest.server import RESTServer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from riskloop.serving.metrics import render_metrics
-from riskloop.serving.predictor import FeatureStoreUnavailable
+from riskloop.serving.kserve.predictor import FeatureStoreUnavailable
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 

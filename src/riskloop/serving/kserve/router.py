@@ -45,7 +45,7 @@ from kserve.errors import ModelNotReady
 from riskloop.data.spec import DatasetSpec
 from riskloop.registry.deployment import Deployment, Drill, read_deployment
 from riskloop.serving.loader import ServedModel
-from riskloop.serving.predictor import FraudModel, Runtime
+from riskloop.serving.kserve.predictor import FraudModel, Runtime
 
 log = logging.getLogger(__name__)
 
