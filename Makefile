@@ -36,6 +36,7 @@ serve: setup ## serve the champion on 127.0.0.1:8080 (after make run)
 lint: setup ## ruff, mypy --strict, and the layer contract (import-linter, pyproject.toml)
 	.venv/bin/ruff check src components pipelines tests benchmarks
 	.venv/bin/mypy --strict src  # src/riskloop/{components,pipelines} link the top-level folders
+	.venv/bin/lint-imports
 
 compile: setup ## compile the pipelines to KFP IR YAML under build/pipelines/
 	$(RISKLOOP) compile --out build/pipelines
