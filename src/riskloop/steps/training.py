@@ -1,8 +1,7 @@
-"""The library functions behind each pipeline step, one per KFP component, same names.
+"""The training pipeline's steps: ingest, validate, training set, train, evaluate, gate, register, card.
 
-Each takes artifact paths and typed parameters and returns plain data; the
-component in ``components/`` only maps KFP artifacts to these arguments. They
-run identically in tests, under kfp.local and in the cluster.
+Each takes artifact paths and typed parameters and returns plain data; the component in
+``components/training.py`` only maps KFP artifacts to these arguments.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +18,23 @@ import pandas as pd
 from riskloop import __version__
 from riskloop.audit.log import open_audit_log
 from riskloop.data.io import partitions, read_file
-from riskloop.data.spec import DatasetSpec, SpecSource, load_spec, read_spec_source
+from riskloop.data.spec import SpecSource, load_spec, read_spec_source
 from riskloop.data.validate import REASON_COLUMN, enforce_gate, split_batch, write_quarantine
 from riskloop.errors import ConfigError, DataContractError
 from riskloop.hashing import frame_sha256
 from riskloop.settings import Settings
+from riskloop.steps.common import audit, parse_day, valid_frame
+from riskloop.steps.features import build_features
 from riskloop.version import git_commit, runtime_image
 
 RUN_STATUS_OK = "SUCCEEDED"
-
-
-def _audit(s: Settings, event: str, ids: dict[str, str], details: dict[str, Any]) -> Any:
-    return open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
-        event, actor=s.audit.actor, ids=ids, details=details)
-
-
-def _day(text: str, name: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={text!r} is not a date", fix="use YYYY-MM-DD") from exc
 
 
 # ------------------------------------------------------------------------------- ingest
 def ingest(spec_name: str, start_date: str, end_date: str, out_path: Path, settings: Settings) -> int:
     """Collect the landing partitions of ``[start_date, end_date]`` into one batch file."""
     spec = load_spec(spec_name)
-    start, end = _day(start_date, "start_date"), _day(end_date, "end_date")
+    start, end = parse_day(start_date, "start_date"), parse_day(end_date, "end_date")
     if end < start:
         raise ConfigError(f"end_date {end} is before start_date {start}", fix="swap them")
     parts = partitions(spec.source_path(settings.shared), start, end)
@@ -74,59 +63,12 @@ def validate(spec_name: str, in_path: Path, valid_path: Path, quarantine_path: P
     ids = {"dataset": spec.name, "pipeline_run_id": pipeline_run_id}
     summary = result.summary()
     if len(result.quarantine):
-        _audit(settings, "quarantined", ids, {**summary, "quarantine": str(quarantine_path)})
+        audit(settings, "quarantined", ids, {**summary, "quarantine": str(quarantine_path)})
     enforce_gate(result, contract, where=str(in_path))
     valid_path.parent.mkdir(parents=True, exist_ok=True)
     result.valid.to_parquet(valid_path, index=False)
-    _audit(settings, "validated", ids, summary)
+    audit(settings, "validated", ids, summary)
     return summary
-
-
-# ------------------------------------------------------------------------ build_features
-def _valid_frame(spec: DatasetSpec, valid_path: Path) -> pd.DataFrame:
-    tx = pd.read_parquet(valid_path)
-    for name, cats in spec.categories.items():
-        tx[name] = pd.Categorical(tx[name].astype(str), categories=list(cats))
-    return tx
-
-
-def build_features(spec_name: str, valid_path: Path, settings: Settings) -> dict[str, Any]:
-    """Write both tiers' offline tables from validated rows and register the Feast objects."""
-    from riskloop.features.store import StoreConfig, apply_definitions, open_store, write_feature_tables
-
-    spec = load_spec(spec_name)
-    if spec.features.source != "feast":
-        raise ConfigError(f"dataset {spec.name} has no Feast features", fix="use a spec with features.source feast")
-    cfg = StoreConfig.from_settings(settings)
-    paths = write_feature_tables(_valid_frame(spec, valid_path), cfg.offline_dir)
-    apply_definitions(open_store(cfg), cfg.offline_dir)
-    return {name: str(p) for name, p in paths.items()}
-
-
-def materialize(end_date: str, days_back: int, settings: Settings, *, tables_dir: Path | None = None) -> str:
-    """Load rows stamped in ``[end_date - days_back, end_date]`` (00:00 UTC) into the online store.
-
-    ``tables_dir``: the offline tables ``build_features`` wrote, handed over as an artifact. On a cluster
-    each step is its own pod, so they are put back where the registry's sources point before loading.
-    """
-    import shutil
-
-    from riskloop.features.store import StoreConfig, open_store
-    from riskloop.features.store import materialize as load
-
-    end = datetime.combine(_day(end_date, "end_date"), datetime.min.time(), tzinfo=timezone.utc)
-    cfg = StoreConfig.from_settings(settings)
-    if tables_dir is not None:
-        tables = sorted(tables_dir.glob("*.parquet"))
-        if not tables:
-            raise ConfigError(f"no offline feature tables in {tables_dir}", where="materialize",
-                              fix="pass the tables artifact of the build_features step")
-        cfg.offline_dir.mkdir(parents=True, exist_ok=True)
-        for table in tables:
-            if table.resolve() != (cfg.offline_dir / table.name).resolve():
-                shutil.copyfile(table, cfg.offline_dir / table.name)
-    load(open_store(cfg), end - timedelta(days=days_back), end)
-    return end.isoformat()
 
 
 # ------------------------------------------------------------------- build_training_set
@@ -138,10 +80,10 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
     from riskloop.training.dataset import LABEL, SPLIT, UNLABELLED, WindowParams, assemble
 
     spec = load_spec(spec_name)
-    cutoff = datetime.combine(_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
+    cutoff = datetime.combine(parse_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
     params = WindowParams(cutoff=cutoff, maturity_days=maturity_days, validation_days=validation_days,
                           test_days=test_days, seed=seed)
-    tx = _valid_frame(spec, valid_path)
+    tx = valid_frame(spec, valid_path)
     features = None
     definitions: dict[str, Any] | None = None
     if spec.features.source == "feast" and spec.features.service:
@@ -246,7 +188,7 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
     ref = ref_dir / "reference.parquet"
     reference_sample(frame, bundle, seed=params.seed).to_parquet(ref, index=False)
     log_evaluation(settings.tracking_uri, run_id, metrics={}, files=[("reference", ref)])
-    _audit(settings, "trained", {"run_id": run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
+    audit(settings, "trained", {"run_id": run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
            {"model_sha256": bundle.meta["model_sha256"], "data_sha256": data_sha256,
             "best_iteration": bundle.meta["best_iteration"], "threshold": bundle.threshold,
             "rows": bundle.meta["rows"], "params": params.model_dump()})
@@ -330,7 +272,7 @@ def gate(candidate: dict[str, float], champion: dict[str, float] | None, champio
     result = decide_gate(candidate, champion, GateParams.model_validate(gate_params),
                          champion_version=champion_version)
     set_run_tags(settings.tracking_uri, run_id, {"gate_result": result.summary()})
-    _audit(settings, "gated", {"run_id": run_id, "pipeline_run_id": pipeline_run_id},
+    audit(settings, "gated", {"run_id": run_id, "pipeline_run_id": pipeline_run_id},
            {"passed": result.passed, "reasons": list(result.reasons), "candidate": candidate,
             "champion": champion, "champion_version": champion_version, "params": gate_params})
     return result.to_dict()
@@ -474,59 +416,9 @@ def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: 
     return {"version": version, "sections": card.markdown.count("\n## "), "fairness": len(fairness)}
 
 
-# ---------------------------------------------------------------------------- batch_score
-def batch_score(spec_name: str, valid_path: Path, day: str, model_alias: str, out_path: Path,
-                settings: Settings) -> dict[str, Any]:
-    """Score one day's transactions with the model an alias points at, features from the offline store.
-
-    ``valid_path`` holds validated rows of the day *and* the day before it: the
-    real-time tier needs the previous 24 hours of each card's stream.
-    """
-    from riskloop.features.store import StoreConfig, historical_features, open_store
-    from riskloop.registry.mlflow_registry import download_model_dir, version_by_alias
-    from riskloop.training.train import load_model
-
-    spec = load_spec(spec_name)
-    name = spec.registered_model(settings.mlflow.model_name)
-    info = version_by_alias(settings.tracking_uri, name, model_alias)
-    if info is None:
-        raise ConfigError(f"model {name!r} has no alias {model_alias!r}", fix="train and register a model first")
-    bundle = load_model(download_model_dir(settings.tracking_uri, info.run_id),
-                        expected_sha256=info.tags["model_sha256"])
-    tx = _valid_frame(spec, valid_path)
-    d = _day(day, "day")
-    start = pd.Timestamp(d.isoformat(), tz="UTC")
-    day_rows = tx[(tx["event_timestamp"] >= start) & (tx["event_timestamp"] < start + pd.Timedelta(days=1))]
-    if day_rows.empty:
-        raise DataContractError(f"no transactions on {d}", where=str(valid_path), fix="ingest that day first")
-    frame = day_rows.copy()
-    if spec.features.source == "feast" and spec.features.service:
-        store = open_store(StoreConfig.from_settings(settings))
-        feats = historical_features(store, tx, spec.features.service).set_index("transaction_id")
-        frame = frame.join(feats.drop(columns=[c for c in feats.columns if c in frame.columns]), on="transaction_id")
-    from riskloop.features.compute import event_hour
-
-    frame["event_hour"] = event_hour(frame["event_timestamp"])
-    scores = bundle.predict_frame(frame)
-    out = pd.DataFrame({"transaction_id": frame["transaction_id"].to_numpy(),
-                        "event_timestamp": frame["event_timestamp"].to_numpy(), "score": scores,
-                        "fraud": scores >= bundle.threshold, "model_version": info.version})
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(out_path, index=False)
-    return {"rows": len(out), "flagged": int(out["fraud"].sum()), "model_version": info.version}
-
-
 # ------------------------------------------------------------------ record_run_outcome
 def record_run_outcome(pipeline_run_id: str, status: str, error: str, settings: Settings) -> str:
     """The exit handler's job: the run's outcome lands in the audit log, whatever happened."""
     event = "run_succeeded" if status == RUN_STATUS_OK else "run_failed"
-    _audit(settings, event, {"pipeline_run_id": pipeline_run_id}, {"status": status, "error": error})
+    audit(settings, event, {"pipeline_run_id": pipeline_run_id}, {"status": status, "error": error})
     return event
-
-
-def window_dates(end: date, days: int) -> tuple[str, str]:
-    return ((end - timedelta(days=days - 1)).isoformat(), end.isoformat())
-
-
-__all__ = ["batch_score", "build_features", "build_training_set", "evaluate", "gate", "ingest", "materialize",
-           "model_card", "record_run_outcome", "register", "train", "validate"]
