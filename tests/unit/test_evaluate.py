@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from riskloop.errors import TrainingError
+from riskloop.errors import ConfigError, TrainingError
 from riskloop.training.evaluate import (
     ROC_CURVE_MAX_POINTS,
     Evaluation,
@@ -295,13 +295,24 @@ def test_bootstrap_is_stratified() -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"n_boot": 1}, "n_boot"), ({"alpha": 1.0}, "alpha")])
 def test_bootstrap_rejects_bad_params(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(TrainingError, match=message):
+    with pytest.raises(ConfigError, match=message):
         bootstrap_ci(Y10, S10, roc_auc_score, seed=0, **kwargs)
 
 
 def test_bootstrap_rejects_non_finite_metric() -> None:
-    with pytest.raises(TrainingError, match="non-finite"):
+    with pytest.raises(ConfigError, match="non-finite"):
         bootstrap_ci(Y10, S10, lambda _y, _s: float("nan"), n_boot=5, seed=0)
+    # finite on the data but not on some resample
+    with pytest.raises(ConfigError, match="non-finite value on a resample"):  # three distinct positives: 2 in 9
+        bootstrap_ci(Y10, S10, lambda yy, ss: 0.0 if len(set(ss[yy == 1])) == 3 else float("inf"), n_boot=50, seed=0)
+
+
+def test_bootstrap_with_a_single_positive_keeps_it_in_every_resample() -> None:
+    # scipy resamples only samples of two or more rows; the lone positive is in every resample.
+    y = np.array([1, 0, 0, 0, 0, 0])
+    s = np.array([0.9, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert bootstrap_ci(y, s, lambda yy, _: float(yy.sum()), n_boot=20, seed=0) == (1.0, 1.0, 1.0)
+    assert bootstrap_ci([1, 0], [0.9, 0.1], roc_auc_score, n_boot=20, seed=0) == (1.0, 1.0, 1.0)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The monitor's statistics: Benjamini-Hochberg by hand, PR-AUC against scikit-learn, interval coverage."""
+"""The monitor's statistics: Benjamini-Hochberg against a hand computation, PR-AUC against scikit-learn, interval
+coverage, and the one-sided tests against their textbook formulas."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import false_discovery_control
 from sklearn.metrics import average_precision_score
 
 from riskloop.errors import ConfigError
@@ -36,9 +36,15 @@ def test_bh_rejects_nothing_when_the_smallest_misses_its_line() -> None:
     assert adjusted.tolist() == pytest.approx([0.04, 0.04, 0.04])
 
 
-def test_bh_adjusted_p_values_agree_with_scipy() -> None:
+def test_bh_rejections_are_the_step_up_procedure() -> None:
+    # scipy gives adjusted p-values only; rejecting adjusted <= fdr must equal the step-up rule
     p = np.random.default_rng(3).random(200) ** 3
-    assert benjamini_hochberg(p, 0.1)[1] == pytest.approx(false_discovery_control(p, method="bh"))
+    rejected, _ = benjamini_hochberg(p, 0.1)
+    ordered = np.sort(p)
+    below = np.flatnonzero(ordered <= np.arange(1, len(p) + 1) / len(p) * 0.1)
+    k = below[-1] + 1 if len(below) else 0
+    assert 0 < k < len(p)
+    assert rejected.tolist() == (p <= ordered[k - 1]).tolist()
 
 
 def test_bh_edge_cases() -> None:
@@ -65,6 +71,9 @@ def test_wilson_interval_known_value_and_coverage() -> None:
     low, high = wilson_interval(8, 10)
     assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(0, 10)[0] == 0.0
+    with pytest.raises(ConfigError, match="outside"):
+        wilson_interval(11, 10)
     # coverage sanity: recall 0.6 on 80 positives, 400 seeded windows
     rng = np.random.default_rng(1)
     hits = [wilson_interval(int(k), 80)[0] <= 0.6 <= wilson_interval(int(k), 80)[1] for k in rng.binomial(80, 0.6, 400)]
@@ -92,10 +101,27 @@ def test_bootstrap_pr_auc_interval_covers_the_population_value() -> None:
     assert all(math.isnan(v) for v in bootstrap_average_precision([0, 0, 0], [0.1, 0.2, 0.3], n_boot=10, seed=0))
 
 
+def test_bootstrap_pr_auc_with_one_positive_resamples_the_negatives() -> None:
+    y = np.array([1] + [0] * 40)
+    s = np.r_[0.8, np.linspace(0.0, 1.0, 40)]
+    point, low, high, se = bootstrap_average_precision(y, s, n_boot=200, seed=0)
+    assert point == pytest.approx(average_precision_score(y, s))
+    assert low < point < high and se > 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"n_boot": 1}, "n_boot"), ({"confidence": 1.0}, "confidence")])
+def test_bootstrap_pr_auc_rejects_bad_params(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        bootstrap_average_precision([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], **{"n_boot": 10, "seed": 0, **kwargs})
+
+
 def test_one_sided_tests_point_the_right_way() -> None:
     assert proportion_drop_p_value(80, 100, 50, 100) < 0.001
     assert proportion_drop_p_value(50, 100, 80, 100) > 0.999
     assert proportion_drop_p_value(0, 10, 0, 10) == 1.0
+    assert proportion_drop_p_value(10, 10, 10, 10) == 1.0
+    # pooled 0.65, se = sqrt(0.65 * 0.35 * (1/100 + 1/100)) = 0.0674537, z = 0.3 / se = 4.4475
+    assert proportion_drop_p_value(80, 100, 50, 100) == pytest.approx(0.5 * math.erfc(4.447496 / math.sqrt(2)))
     assert math.isnan(proportion_drop_p_value(1, 0, 1, 1))
     assert one_sided_drop_p_value(0.5, 0.4, 0.03, 0.04) == pytest.approx(0.02275, abs=1e-4)  # z = 2
     assert math.isnan(one_sided_drop_p_value(0.5, 0.4, 0.0, 0.0))

@@ -1,15 +1,18 @@
 """Small statistics the monitor needs, on numpy arrays: multiple testing, intervals, one-sided tests.
 
 * :func:`benjamini_hochberg` controls the false discovery rate over a family of
-  p-values (all feature × day drift tests of a window).
+  p-values (all feature × day drift tests of a window), with scipy's
+  ``false_discovery_control``.
 * :func:`average_precision` is scikit-learn's ``average_precision_score`` (PR-AUC,
   a step function over distinct scores, ties flagged together), computed for
   many weight vectors at once, which is what a fast bootstrap needs;
   :func:`bootstrap_average_precision` resamples positives and negatives
-  separately (the class counts stay fixed, rare positives never vanish).
-* :func:`wilson_interval` for a proportion such as recall (``tp / positives``).
-* :func:`one_sided_drop_p_value` and :func:`proportion_drop_p_value`: is a
-  metric lower now than in a baseline?
+  separately through :func:`riskloop.stats.stratified_bootstrap` (the class
+  counts stay fixed, rare positives never vanish).
+* :func:`wilson_interval` for a proportion such as recall (``tp / positives``),
+  from statsmodels.
+* :func:`one_sided_drop_p_value` and :func:`proportion_drop_p_value` (statsmodels'
+  pooled z-test): is a metric lower now than in a baseline?
 """
 
 from __future__ import annotations
@@ -19,25 +22,25 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import false_discovery_control, norm
+from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from riskloop.errors import ConfigError
+from riskloop.stats import stratified_bootstrap
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-# the bootstrap's weight matrix is cut into chunks of at most this many cells (8 bytes each)
-_BOOTSTRAP_CHUNK_CELLS = 4_000_000
-
-
 def benjamini_hochberg(p_values: Sequence[float] | FloatArray, fdr: float) -> tuple[BoolArray, FloatArray]:
     """Which hypotheses to reject at false discovery rate ``fdr``, and the BH-adjusted p-values.
 
-    The step-up procedure: sort the ``m`` p-values, find the largest ``k`` with
-    ``p_(k) <= k / m * fdr`` and reject the ``k`` smallest. The adjusted p-value
-    of ``p_(i)`` is ``min_{j >= i} p_(j) * m / j`` (capped at 1); a hypothesis is
-    rejected exactly when its adjusted p-value is ``<= fdr``. Valid for
-    independent or positively dependent tests. Results are in input order; an
-    empty family rejects nothing.
+    The adjusted p-values are ``scipy.stats.false_discovery_control(p, method="bh")``;
+    a hypothesis is rejected exactly when its adjusted p-value is ``<= fdr``,
+    which is the step-up procedure (reject the ``k`` smallest for the largest
+    ``k`` with ``p_(k) <= k / m * fdr``). Valid for independent or positively
+    dependent tests. Results are in input order. Checked here rather than left
+    to scipy: the error names the fix, and an empty family (which scipy
+    refuses) rejects nothing.
     """
     if not 0.0 < fdr < 1.0:
         raise ConfigError(f"fdr must lie in (0, 1), got {fdr!r}", where="benjamini_hochberg",
@@ -49,14 +52,9 @@ def benjamini_hochberg(p_values: Sequence[float] | FloatArray, fdr: float) -> tu
     if not np.all((p >= 0.0) & (p <= 1.0)):  # also false for NaN
         raise ConfigError("p-values must be numbers in [0, 1] (no NaN)", where="benjamini_hochberg",
                           fix="leave untested hypotheses out of the family instead of passing NaN")
-    m = len(p)
-    if m == 0:
+    if len(p) == 0:
         return np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.float64)
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    adjusted = np.empty(m, dtype=np.float64)
-    adjusted[order] = adjusted_sorted
+    adjusted = np.asarray(false_discovery_control(p, method="bh"), dtype=np.float64)
     return adjusted <= fdr, adjusted
 
 
@@ -107,61 +105,44 @@ def bootstrap_average_precision(y_true: npt.ArrayLike, y_score: npt.ArrayLike, *
                                 confidence: float = 0.95) -> tuple[float, float, float, float]:
     """``(point, low, high, se)``: PR-AUC, its percentile bootstrap interval and bootstrap standard error.
 
-    Positives and negatives are resampled separately, each to its own count
-    (draw counts used as weights, so one sort serves every resample);
-    deterministic by ``seed``. Needs at least one positive and one negative,
-    otherwise every figure is NaN.
+    :func:`riskloop.stats.stratified_bootstrap` resamples positives and
+    negatives separately, each to its own count; each resample's row indices
+    become draw counts used as weights, so one sort serves every resample
+    (sorting each resample instead would cost ``n_boot`` sorts). Deterministic
+    by ``seed``. Needs at least one positive and one negative, otherwise every
+    figure is NaN.
     """
-    if n_boot < 2:
-        raise ConfigError(f"n_boot must be at least 2, got {n_boot}", where="bootstrap_average_precision",
-                          fix="use n_boot=200 or more")
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence must lie in (0, 1), got {confidence!r}", where="bootstrap_average_precision",
-                          fix="use confidence=0.95 for a 95 % interval")
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(y_score, dtype=np.float64)
     order = np.argsort(-s, kind="stable")
     y_sorted = y[order]
     ends = _run_ends(s[order])
-    pos, neg = np.flatnonzero(y_sorted == 1), np.flatnonzero(y_sorted == 0)
-    if len(pos) == 0 or len(neg) == 0:
-        return math.nan, math.nan, math.nan, math.nan
     point = float(_sorted_average_precision(y_sorted, ends, np.ones((1, len(y))))[0])
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // len(y))
-    stats: list[FloatArray] = []
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        w = np.zeros((b, len(y)))
-        w[:, pos] = _resample_counts(rng, len(pos), b)
-        w[:, neg] = _resample_counts(rng, len(neg), b)
-        stats.append(_sorted_average_precision(y_sorted, ends, w))
-    values = np.concatenate(stats)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(values, [tail, 1.0 - tail])
-    return point, float(low), float(high), float(np.std(values, ddof=1))
 
+    def resampled_ap(idx: npt.NDArray[np.intp]) -> FloatArray:
+        b = idx.shape[0]
+        counts = np.bincount((idx + (np.arange(b) * len(y))[:, None]).ravel(), minlength=b * len(y))
+        return _sorted_average_precision(y_sorted, ends, counts.reshape(b, len(y)).astype(np.float64))
 
-def _resample_counts(rng: np.random.Generator, k: int, b: int) -> npt.NDArray[np.int64]:
-    """``(b, k)``: how often each of ``k`` items is drawn in each of ``b`` resamples of size ``k`` with replacement."""
-    draws = rng.integers(0, k, size=(b, k)) + (np.arange(b) * k)[:, None]
-    counts: npt.NDArray[np.int64] = np.bincount(draws.ravel(), minlength=b * k).reshape(b, k)
-    return counts
+    low, high, se = stratified_bootstrap(y_sorted, resampled_ap, n_boot=n_boot, confidence=confidence, seed=seed,
+                                         where="bootstrap_average_precision")
+    return (point, low, high, se) if not math.isnan(low) else (math.nan, math.nan, math.nan, math.nan)
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion; ``(nan, nan)`` when there are no trials."""
+    """Wilson score interval of a binomial proportion; ``(nan, nan)`` when there are no trials.
+
+    ``statsmodels.stats.proportion.proportion_confint(method="wilson")``; the
+    guards stay here because statsmodels divides by zero trials and accepts
+    ``successes > trials``.
+    """
     if trials <= 0:
         return math.nan, math.nan
     if not 0 <= successes <= trials:
         raise ConfigError(f"successes={successes} outside [0, trials={trials}]", where="wilson_interval",
                           fix="count successes among the trials")
-    z = _normal_quantile(1.0 - (1.0 - confidence) / 2.0)
-    p = successes / trials
-    denom = 1.0 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = proportion_confint(successes, trials, alpha=1.0 - confidence, method="wilson")
+    return float(low), float(high)
 
 
 def one_sided_drop_p_value(baseline: float, recent: float, se_baseline: float, se_recent: float) -> float:
@@ -176,30 +157,26 @@ def one_sided_drop_p_value(baseline: float, recent: float, se_baseline: float, s
     se = math.hypot(se_baseline, se_recent)
     if se == 0.0:
         return math.nan
-    return _normal_sf((baseline - recent) / se)
+    return float(norm.sf((baseline - recent) / se))
 
 
 def proportion_drop_p_value(successes_baseline: int, trials_baseline: int,
                             successes_recent: int, trials_recent: int) -> float:
-    """One-sided pooled two-proportion z-test of "the recent proportion is lower"; NaN without trials."""
+    """One-sided pooled two-proportion z-test of "the recent proportion is lower"; NaN without trials.
+
+    ``statsmodels.stats.proportion.proportions_ztest(alternative="larger")``
+    (pooled variance, baseline first). Where the pooled variance is zero (both
+    proportions 0, or both 1) statsmodels divides by zero; that is no evidence
+    of a drop, so the answer is 1.0.
+    """
     if trials_baseline <= 0 or trials_recent <= 0:
         return math.nan
-    pooled = (successes_baseline + successes_recent) / (trials_baseline + trials_recent)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / trials_baseline + 1 / trials_recent))
-    drop = successes_baseline / trials_baseline - successes_recent / trials_recent
-    if se == 0.0:  # both proportions are 0 or both are 1: no evidence of a drop
+    successes = successes_baseline + successes_recent
+    if successes in (0, trials_baseline + trials_recent):
         return 1.0
-    return _normal_sf(drop / se)
-
-
-def _normal_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def _normal_quantile(q: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(q))
+    _, p = proportions_ztest([successes_baseline, successes_recent], [trials_baseline, trials_recent],
+                             alternative="larger")
+    return float(p)
 
 
 __all__ = [

@@ -31,7 +31,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from riskloop.errors import TrainingError
+from riskloop.errors import ConfigError, TrainingError
+from riskloop.stats import stratified_bootstrap
 
 ROC_CURVE_MAX_POINTS = 200
 CALIBRATION_BINS = 10
@@ -329,47 +330,34 @@ def bootstrap_ci(
 ) -> tuple[float, float, float]:
     """``(point, low, high)``: the metric on all rows and a percentile bootstrap interval.
 
-    Positives and negatives are resampled separately (each with replacement, to
-    its own count), so every resample keeps the class balance and rare
-    positives never vanish. ``metric(y_true, y_score)`` is e.g.
-    ``sklearn.metrics.roc_auc_score``. The interval is the ``alpha / 2`` and
-    ``1 - alpha / 2`` quantiles of ``n_boot`` resamples; deterministic by ``seed``.
+    :func:`riskloop.stats.stratified_bootstrap` resamples positives and
+    negatives separately (each with replacement, to its own count), so every
+    resample keeps the class balance and rare positives never vanish.
+    ``metric(y_true, y_score)`` is e.g. ``sklearn.metrics.roc_auc_score``. The
+    interval is the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of
+    ``n_boot`` resamples; deterministic by ``seed``. Labels and scores that
+    break the contract raise TrainingError (as in :func:`evaluate_scores`);
+    ``n_boot < 2``, ``alpha`` outside (0, 1) and a metric that is not finite
+    on a resample raise ConfigError.
     """
     where = f"bootstrap_ci(n_boot={n_boot!r}, alpha={alpha!r}, seed={seed!r})"
-    if n_boot < 2:
-        raise TrainingError(
-            f"n_boot must be at least 2, got {n_boot}",
-            where=where,
-            fix="use n_boot=200 or more",
-        )
     if not 0.0 < alpha < 1.0:
-        raise TrainingError(
-            f"alpha must lie in (0, 1), got {alpha!r}",
-            where=where,
-            fix="use alpha=0.05 for a 95 % interval",
-        )
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}", where=where,
+                          fix="use alpha=0.05 for a 95 % interval")
     y, s = _validate(y_true, y_score, where, both_classes=True)
-    pos = np.flatnonzero(y == 1)
-    neg = np.flatnonzero(y == 0)
-    rng = np.random.default_rng(seed)
     point = float(metric(y, s))
-    stats = np.empty(n_boot, dtype=np.float64)
-    for i in range(n_boot):
-        idx = np.concatenate(
-            [
-                rng.choice(pos, size=len(pos), replace=True),
-                rng.choice(neg, size=len(neg), replace=True),
-            ]
-        )
-        stats[i] = float(metric(y[idx], s[idx]))
-    if not np.isfinite(stats).all() or not math.isfinite(point):
-        raise TrainingError(
-            "the metric returned a non-finite value on the data or a resample",
-            where=where,
-            fix="pass a metric that is defined whenever both classes are present",
-        )
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return point, float(low), float(high)
+    if not math.isfinite(point):
+        raise ConfigError("the metric returned a non-finite value on the data", where=where,
+                          fix="pass a metric that is defined whenever both classes are present")
+    low, high, _ = stratified_bootstrap(
+        y,
+        lambda idx: np.array([metric(y[rows], s[rows]) for rows in idx], dtype=np.float64),
+        n_boot=n_boot,
+        confidence=1.0 - alpha,
+        seed=seed,
+        where=where,
+    )
+    return point, low, high
 
 
 def _operating_point(y: IntArray, s: FloatArray, threshold: float) -> tuple[float, float, float]:
