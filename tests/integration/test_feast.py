@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 
 from riskloop.data.synthetic import GeneratorParams, generate
+from riskloop.errors import FeatureStoreError
 from riskloop.features.compute import REALTIME_FEATURES, CardState, compute_realtime_features, epoch_us
-from riskloop.features.definitions import CARD_DAILY_FILE, FEATURE_SERVICE
+from riskloop.features.definitions import CARD_DAILY_FILE, FEATURE_SERVICE, build_definitions
 from riskloop.features.store import (
     STORE_FEATURES,
+    FeastOnlineIO,
     OnlineFeatures,
     StoreConfig,
     apply_definitions,
@@ -167,6 +169,89 @@ def test_direct_online_path_equals_the_feast_sdk(store_dir: StoreConfig) -> None
         assert known[i] is (ref["card_txn_count_30d"] is not None)
 
 
+def test_the_feast_internals_the_online_path_relies_on(store_dir: StoreConfig) -> None:
+    """Each internal FeastOnlineIO's docstring names, as this Feast has it: fails when an upgrade changes one."""
+    import inspect
+    import sqlite3
+    from contextlib import closing
+
+    from feast import FeatureStore
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+    from feast.infra.passthrough_provider import PassthroughProvider
+    from feast.infra.provider import Provider
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from riskloop.features.definitions import _transaction_context
+
+    assert isinstance(inspect.getattr_static(FeatureStore, "provider"), property)
+    assert list(inspect.signature(Provider.online_read).parameters)[:4] == ["self", "config", "table", "entity_keys"]
+    assert list(inspect.signature(Provider.online_write_batch).parameters) == [
+        "self", "config", "table", "data", "progress"]
+    assert isinstance(inspect.getattr_static(PassthroughProvider, "online_store"), property)
+    assert list(inspect.signature(SqliteOnlineStore._get_conn).parameters) == ["self", "config"]
+    assert {"join_keys", "entity_values"} <= set(EntityKey.DESCRIPTOR.fields_by_name)
+    defs = build_definitions(store_dir.offline_dir)
+    kinds = {f"{f.dtype.to_value_type().name.lower()}_val"
+             for v in (defs.card_daily, defs.merchant_daily, defs.card_recent) for f in v.features}
+    assert kinds <= set(Value.DESCRIPTOR.fields_by_name), kinds  # the field FeastOnlineIO.write sets per dtype
+
+    store = open_store(store_dir)
+    assert isinstance(store.provider.online_store, SqliteOnlineStore)
+    FeastOnlineIO(store)
+    with closing(sqlite3.connect(store_dir.repo_dir / "online.db")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the file keeps it; _get_conn set it
+    registered = store.get_on_demand_feature_view(defs.transaction_context.name)
+    inputs = {"amount": [50.0, 7.0], "country": ["DE", "FR"], "event_hour": [3.0, 23.5],
+              "card_amount_mean_7d": [25.0, None], "card_amount_max_30d": [100.0, None],
+              "card_usual_country": ["DE", None], "card_usual_hour": [4.0, None]}
+    got = FeastOnlineIO.python_udf(registered)(inputs)  # the registry hands back our function: columns in, out
+    assert got == _transaction_context(inputs) and got["amount_to_mean_7d"][0] == 2.0
+
+
+def test_views_are_found_by_role_not_by_name(tx: pd.DataFrame, tmp_path: Path) -> None:
+    """A service of the same views under other names serves the same answers; one without a state view is refused."""
+    from feast import Entity, FeatureService, FeatureView
+    from feast.on_demand_feature_view import OnDemandFeatureView
+
+    from riskloop.features.definitions import _transaction_context
+
+    cfg = StoreConfig.local(tmp_path)
+    write_feature_tables(tx, cfg.offline_dir)
+    store = open_store(cfg)
+    defs = apply_definitions(store, cfg.offline_dir)
+
+    def renamed(view: FeatureView, entity: Entity) -> FeatureView:
+        return FeatureView(name=f"{view.name}_b", entities=[entity], ttl=view.ttl, schema=view.features,
+                           source=view.stream_source or view.batch_source, online=True)
+
+    card_b, merchant_b = renamed(defs.card_daily, defs.card), renamed(defs.merchant_daily, defs.merchant)
+    state_b = renamed(defs.card_recent, defs.card)
+    ctx = defs.transaction_context
+    ctx_b = OnDemandFeatureView(name="context_b", sources=[card_b, *ctx.source_request_sources.values()],
+                                mode="python", schema=ctx.features, udf=_transaction_context,  # type: ignore[arg-type]
+                                udf_string=ctx.udf_string)
+    store.apply([card_b, merchant_b, state_b, ctx_b,
+                 FeatureService(name="renamed_v1", features=[ctx_b, state_b, merchant_b, card_b]),
+                 FeatureService(name="no_state_v1", features=[card_b, merchant_b, ctx_b])])
+    materialize(store, T0, datetime(2026, 1, 10, tzinfo=timezone.utc))
+    table = pd.read_parquet(cfg.offline_dir / CARD_DAILY_FILE)
+    cards = table[table.feature_timestamp == table.feature_timestamp.max()].card_id.tolist()
+    rows = [row(c, f"M{i % 40 + 1:05d}", amount=3.0 + i) for i, c in enumerate(cards)] + [row("C_UNKNOWN")]
+    original, other = OnlineFeatures(store, FEATURE_SERVICE), OnlineFeatures(store, "renamed_v1")
+    pushed = CardState((1_768_000_000_000_000,), (4.0,))
+    other.push(["C_PUSHED"], [pushed], [datetime(2026, 1, 10, tzinfo=timezone.utc)])
+    rows.append(row("C_PUSHED"))
+    want, got = original.lookup(rows), other.lookup(rows)
+    assert got[2] == want[2] and got[2].count(False) == 2
+    assert got[1][:-1] == want[1][:-1] and any(s.event_us for s in got[1])
+    assert (got[1][-1], want[1][-1]) == (pushed, CardState())  # the push went to the renamed state view
+    for a, b in zip(got[0], want[0], strict=True):
+        assert a == pytest.approx(b, nan_ok=True)
+    with pytest.raises(FeatureStoreError, match="PushSource"):
+        OnlineFeatures(store, "no_state_v1")
+
+
 def test_batch_rows_past_their_ttl_count_as_missing(store_dir: StoreConfig) -> None:
     """Like the offline point-in-time join: a 2-day TTL at the transaction's time, not the server's clock."""
     store = open_store(store_dir)
@@ -214,8 +299,6 @@ def test_sql_registry_is_shared_between_stores(postgres_dsn: str, tx: pd.DataFra
 
 
 def test_a_registry_that_is_not_a_url_is_refused(tmp_path: Path) -> None:
-    from riskloop.errors import FeatureStoreError
-
     with pytest.raises(FeatureStoreError, match="not a URL") as err:
         open_store(StoreConfig.local(tmp_path, registry="secret@db-host/feast"))
     assert "secret" not in str(err.value) and "RISKLOOP_FEAST__REGISTRY" in str(err.value)

@@ -49,6 +49,9 @@ REALTIME_FEATURES = (
 CONTEXT_FEATURES = ("amount_to_mean_7d", "amount_to_max_30d", "country_differs_from_usual",
                     "hours_from_usual")
 FEATURE_TIMESTAMP = "feature_timestamp"
+# The card state's columns: offline snapshots, the online state view's schema, and what the predictor pushes.
+STATE_EVENT_US = "recent_event_us"
+STATE_AMOUNTS = "recent_amounts"
 # Features the model sees from the store (batch + on-demand), in the order they are returned.
 STORE_FEATURES = (*CARD_BATCH_FEATURES, *MERCHANT_BATCH_FEATURES, *CONTEXT_FEATURES)
 
@@ -299,11 +302,11 @@ def state_snapshots(tx: pd.DataFrame, boundaries: Sequence[pd.Timestamp]) -> pd.
         frames.append(pd.DataFrame({
             "card_id": c[starts],
             FEATURE_TIMESTAMP: pd.Timestamp(b).as_unit("us"),
-            "recent_event_us": [t[i:j] for i, j in itertools.pairwise(bounds)],
-            "recent_amounts": [a[i:j] for i, j in itertools.pairwise(bounds)],
+            STATE_EVENT_US: [t[i:j] for i, j in itertools.pairwise(bounds)],
+            STATE_AMOUNTS: [a[i:j] for i, j in itertools.pairwise(bounds)],
         }))
     if not frames:
-        return pd.DataFrame(columns=["card_id", FEATURE_TIMESTAMP, "recent_event_us", "recent_amounts"])
+        return pd.DataFrame(columns=["card_id", FEATURE_TIMESTAMP, STATE_EVENT_US, STATE_AMOUNTS])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -32,6 +32,8 @@ from riskloop.features.compute import (
     CONTEXT_FEATURES,
     FEATURE_TIMESTAMP,
     MERCHANT_BATCH_FEATURES,
+    STATE_AMOUNTS,
+    STATE_EVENT_US,
 )
 
 FEATURE_SERVICE = "fraud_detector_v1"
@@ -105,8 +107,8 @@ def build_definitions(offline_dir: Path) -> Definitions:
     )
     card_recent = FeatureView(
         name="card_recent", entities=[card], ttl=timedelta(days=2),
-        schema=[Field(name="recent_event_us", dtype=Array(Int64)),
-                Field(name="recent_amounts", dtype=Array(Float64))],
+        schema=[Field(name=STATE_EVENT_US, dtype=Array(Int64)),
+                Field(name=STATE_AMOUNTS, dtype=Array(Float64))],
         source=push_source, online=True,
         description="The card's transactions of the last 24 h (state of the real-time tier)",
     )

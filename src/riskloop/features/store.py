@@ -9,19 +9,20 @@ arguments, never from import-time globals.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
 from riskloop.errors import FeatureStoreError
 from riskloop.features.compute import (
-    CONTEXT_FEATURES,
     FEATURE_TIMESTAMP,
     REALTIME_FEATURES,
+    STATE_AMOUNTS,
+    STATE_EVENT_US,
     STORE_FEATURES,
     CardState,
     compute_batch_features,
@@ -39,7 +40,7 @@ from riskloop.features.definitions import (
 )
 
 if TYPE_CHECKING:
-    from feast import FeatureStore
+    from feast import FeatureStore, FeatureView, OnDemandFeatureView
 
     from riskloop.settings import Settings  # importing feast costs seconds, so it happens inside functions
 
@@ -162,10 +163,11 @@ def historical_features(store: FeatureStore, tx: pd.DataFrame, service: str) -> 
     """
     entities = entity_frame(tx)
     fs = store.get_feature_service(service, allow_cache=True)  # a registry refresh per call costs ~20 ms
-    # the real-time state view is an online-only input: offline, the stream itself is the truth
+    # the push-fed real-time state view is an online-only input: offline, the stream itself is the truth
+    online_only = {v.name for v in store.list_feature_views(allow_cache=True) if _push_fed(v)}
     refs = [f"{proj.name_to_use()}:{feat.name}"  # type: ignore[no-untyped-call]
             for proj in fs.feature_view_projections
-            if proj.name != "card_recent" for feat in proj.features]
+            if proj.name not in online_only for feat in proj.features]
     try:
         got = store.get_historical_features(entity_df=entities, features=refs).to_df()
     except Exception as exc:
@@ -182,19 +184,109 @@ def historical_features(store: FeatureStore, tx: pd.DataFrame, service: str) -> 
     return out.reset_index()
 
 
-class OnlineFeatures:
-    """The serving path's access to Feast's online store: resolved once, then read and written directly.
+class FeastOnlineIO:
+    """The serving hot path's only contact with Feast below its user SDK, kept in this one class.
 
-    ``FeatureStore.get_online_features`` and ``FeatureStore.push`` rebuild the
-    feature service, its views and the push source from registry protos on every
-    call (each constructor checked at run time by typeguard): 5-25 ms per call,
-    against 0.1-0.4 ms for the online store's own read and write of the same rows
-    (``benchmarks/serving/feast_calls.py``). Here the views are resolved once from
-    the registry and the provider's ``online_read`` / ``online_write_batch`` are
-    called directly (the Provider interface every online store implements); the
-    on-demand view is evaluated by calling its registered python-mode function,
-    the same code training's point-in-time join runs. A test holds the answers
-    equal to the SDK's, for known, unknown and just-pushed cards.
+    Why not ``FeatureStore.get_online_features`` / ``FeatureStore.push``: each call
+    rebuilds the feature service, its views and the push source from registry protos
+    (every constructor checked at run time by typeguard), 5-25 ms per call against
+    0.1-0.4 ms for the online store's own read and write of the same rows
+    (``benchmarks/serving/feast_calls.py``); through the SDK the with-features server
+    ran at 0.035x MLServer's throughput, through this path at 0.53x
+    (``benchmarks/README.md``, serving). ``write_to_online_store`` resolves the view
+    and converts a DataFrame on every call likewise.
+
+    What it relies on, each pinned by ``test_the_feast_internals_the_online_path_relies_on``
+    in ``tests/integration/test_feast.py`` (which fails if Feast changes them):
+
+    * ``FeatureStore.provider`` (a public property) and the Provider interface's
+      ``online_read(config, table, entity_keys)`` and
+      ``online_write_batch(config, table, data, progress)``: Feast's documented
+      extension interface for custom providers, which every online store implements;
+      not part of the user SDK, so its signatures may change between releases;
+    * the ``EntityKey`` and ``Value`` protos those methods take and return, with
+      Feast's naming of value fields (``<value type>_val``, e.g. ``int64_list_val``);
+    * ``OnDemandFeatureView.feature_transformation.udf``: the python-mode function as
+      registered, called directly (the same code training's point-in-time join runs);
+    * ``SqliteOnlineStore._get_conn(config)`` (private), only for the local sqlite store:
+      WAL with ``synchronous=NORMAL``, so a push is not an fsync of the journal. Under
+      load that commit was a third of a with-features request's time. WAL with NORMAL
+      still survives a crash of the server; only a power loss may lose the last pushes
+      (the real-time state of a local store). Redis on the cluster is untouched.
+
+    Entity keys are strings (every entity of ``definitions.py`` is).
+    """
+
+    def __init__(self, store: FeatureStore) -> None:
+        self._provider = store.provider  # the store's configured provider, one per FeatureStore
+        self._config = store.config
+        self._kinds: dict[str, dict[str, str]] = {}
+        self._tune_sqlite()
+
+    def _tune_sqlite(self) -> None:
+        online = getattr(self._provider, "online_store", None)
+        if type(online).__name__ != "SqliteOnlineStore":
+            return
+        conn = online._get_conn(self._config)  # type: ignore[union-attr]  # no public accessor
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    def read(self, view: FeatureView, join_key: str, ids: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Rows of ``view`` by entity id, each with its feature timestamp (µs); absent ids left out."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        unique = list(dict.fromkeys(ids))
+        got = self._provider.online_read(
+            self._config, view, [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=i)]) for i in unique])
+        return {key: (epoch_us(_utc(ts)) if ts is not None else 0, {name: _decode(v) for name, v in values.items()})
+                for key, (ts, values) in zip(unique, got, strict=True) if values is not None}
+
+    def write(self, view: FeatureView, join_key: str, rows: Sequence[tuple[str, dict[str, Any], datetime]]) -> None:
+        """Write ``(entity id, {feature: python value}, event time)`` rows to ``view``, as a push to it would."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        kinds = self._kinds.get(view.name)
+        if kinds is None:  # Value's field for each feature, from the view's schema (e.g. Array(Int64): int64_list_val)
+            kinds = self._kinds[view.name] = {f.name: f"{f.dtype.to_value_type().name.lower()}_val"
+                                              for f in view.features}
+        data: list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]] = [
+            (EntityKey(join_keys=[join_key], entity_values=[Value(string_val=key)]),
+             {name: _encode(kinds[name], v) for name, v in values.items()}, at, None)
+            for key, values, at in rows]
+        self._provider.online_write_batch(self._config, view, data, None)
+
+    @staticmethod
+    def python_udf(odfv: OnDemandFeatureView) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """The python-mode function of an on-demand view as registered (columns in, columns out)."""
+        transformation = odfv.feature_transformation
+        udf = getattr(transformation, "udf", None)
+        if transformation is None or not callable(udf):
+            raise FeatureStoreError(f"on-demand view {odfv.name!r} has no python udf in the registry",
+                                    fix="define it with mode='python' and re-run `riskloop features apply`")
+        return cast("Callable[[dict[str, Any]], dict[str, Any]]", udf)
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """A feature view read by one join key, with its TTL in µs (0: none)."""
+
+    view: FeatureView
+    join_key: str
+    ttl_us: int
+
+
+class OnlineFeatures:
+    """The serving path's features from Feast's online store: the views resolved once, then read and written.
+
+    Every view comes from the feature service the dataset spec names
+    (``features.service``), by role, not by name: the view fed by a
+    ``PushSource`` holds the real-time state (what :meth:`push` writes), the
+    on-demand views are evaluated on the batch views' rows and the request, and
+    the other views are the batch tier, each read by its entity's join key taken
+    from the request row. A test holds the answers equal to the SDK's, for known,
+    unknown and just-pushed cards.
 
     One difference from the SDK, on purpose: a batch row older than its view's TTL
     at the transaction's event time is treated as missing, as the offline
@@ -202,110 +294,108 @@ class OnlineFeatures:
     """
 
     def __init__(self, store: FeatureStore, service: str) -> None:
-        from feast import FeatureView
-
         try:
-            fs = store.get_feature_service(service)
-            views = {p.name: store.get_feature_view(p.name) for p in fs.feature_view_projections
-                     if p.name != "transaction_context"}
-            odfv = store.get_on_demand_feature_view("transaction_context")
+            views, odfvs = _service_views(store, service, allow_cache=False)
+        except FeatureStoreError:
+            raise
         except Exception as exc:  # feast raises its own *NotFound types and registry errors
             raise FeatureStoreError(f"feature service {service!r} cannot be resolved: {exc}",
                                     fix="run `riskloop features apply` on this state dir") from exc
-        expected = {"card_daily", "merchant_daily", "card_recent"}
-        if set(views) != expected or not all(isinstance(v, FeatureView) for v in views.values()):
-            raise FeatureStoreError(f"feature service {service!r} has views {sorted(views)}, the predictor "
-                                    f"reads {sorted(expected)} and transaction_context",
-                                    fix="serve a model trained on fraud_detector_v1")
-        self._views = views
-        transformation = odfv.feature_transformation
-        if transformation is None or not callable(getattr(transformation, "udf", None)):
-            raise FeatureStoreError("on-demand view transaction_context has no python udf in the registry",
-                                    fix="re-run `riskloop features apply`")
-        self._udf = transformation.udf
-        self._provider = store._get_provider()  # the store's configured provider; no public accessor
-        self._config = store.config
-        self._ttl_us = {name: int(v.ttl.total_seconds() * 1_000_000) if v.ttl else 0 for name, v in views.items()}
-        self._tune_sqlite()
-
-    def _tune_sqlite(self) -> None:
-        """Local sqlite store: WAL and synchronous=NORMAL, so a push is not an fsync of the journal.
-
-        Under load the push's commit (journal fsync per transaction) was a third of a
-        with-features request's time. WAL with NORMAL still survives a crash of the
-        server; only a power loss may lose the last pushes (the real-time state of a
-        local store). Redis on the cluster is untouched.
-        """
-        store = getattr(self._provider, "online_store", None)
-        get_conn = getattr(store, "_get_conn", None)  # SqliteOnlineStore's connection (no public accessor)
-        if type(store).__name__ != "SqliteOnlineStore" or get_conn is None:
-            return
-        conn = get_conn(self._config)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-
-    def _read(self, view: str, join_key: str, ids: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
-        """Rows of ``view`` by entity id, each with its feature timestamp (µs); absent ids left out."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        unique = list(dict.fromkeys(ids))
-        got = self._provider.online_read(
-            self._config, self._views[view],
-            [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=i)]) for i in unique])
-        return {key: (epoch_us(_utc(ts)) if ts is not None else 0, {name: _decode(v) for name, v in values.items()})
-                for key, (ts, values) in zip(unique, got, strict=True) if values is not None}
-
-    def _fresh(self, view: str, rows: dict[str, tuple[int, dict[str, Any]]], key: str, at_us: int
-               ) -> dict[str, Any]:
-        """The row for ``key`` if it is within the view's TTL at ``at_us`` (the offline join's rule), else {}."""
-        got = rows.get(key)
-        if got is None:
-            return {}
-        ttl = self._ttl_us[view]
-        return got[1] if not ttl or got[0] >= at_us - ttl else {}
+        state = [v for v in views if _push_fed(v)]
+        if len(state) != 1:
+            raise FeatureStoreError(
+                f"feature service {service!r} has {len(state)} views fed by a PushSource "
+                f"({sorted(v.name for v in state)}); the predictor keeps the real-time state in exactly one",
+                fix="give the service one push-fed view for the card state (see riskloop.features.definitions)")
+        self._state = _keyed(state[0])
+        self._batch = [_keyed(v) for v in views if not _push_fed(v)]
+        batch_names = {k.view.name for k in self._batch}
+        for odfv in odfvs:
+            outside = sorted({p.name for p in odfv.source_feature_view_projections.values()} - batch_names)
+            if outside:
+                raise FeatureStoreError(f"on-demand view {odfv.name!r} reads views {outside} that are not batch "
+                                        f"views of feature service {service!r}",
+                                        fix="add those views to the service in riskloop.features.definitions")
+        self._io = FeastOnlineIO(store)
+        self._odfvs = [(o, self._io.python_udf(o)) for o in odfvs]
+        provided = {f.name for k in self._batch for f in k.view.features} | {
+            f.name for o in odfvs for f in o.features}
+        missing = [name for name in STORE_FEATURES if name not in provided]
+        if missing:
+            raise FeatureStoreError(f"feature service {service!r} does not provide {missing}, which the model reads",
+                                    fix="serve a model trained on this feature service")
 
     def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
         """Store features, each card's real-time state, and whether the card is known, for each row.
 
-        A row holds ``card_id``, ``merchant_id``, ``amount``, ``country``,
-        ``event_hour`` and ``event_us`` (the transaction's time, for the TTL).
+        A row holds each view's join key (e.g. ``card_id``, ``merchant_id``), the
+        on-demand views' request fields (``amount``, ``country``, ``event_hour``)
+        and ``event_us`` (the transaction's time, for the TTL). A card is known when
+        every batch view keyed like the state view has a fresh row for it.
         """
-        cards = [r["card_id"] for r in rows]
-        card = self._read("card_daily", "card_id", cards)
-        merchant = self._read("merchant_daily", "merchant_id", [r["merchant_id"] for r in rows])
-        recent = self._read("card_recent", "card_id", cards)
-        card_rows = [self._fresh("card_daily", card, r["card_id"], r["event_us"]) for r in rows]
-        context = self._udf({
-            "amount": [float(r["amount"]) for r in rows], "country": [r["country"] for r in rows],
-            "event_hour": [float(r["event_hour"]) for r in rows],
-            **{name: [cr.get(name) for cr in card_rows]
-               for name in ("card_amount_mean_7d", "card_amount_max_30d", "card_usual_country", "card_usual_hour")},
-        })
+        batch = {k.view.name: self._fresh_rows(k, rows) for k in self._batch}
+        state_rows = self._fresh_rows(self._state, rows)
+        context: dict[str, list[Any]] = {}
+        for odfv, udf in self._odfvs:
+            inputs: dict[str, list[Any]] = {
+                f.name: [r[f.name] for r in rows] for req in odfv.source_request_sources.values() for f in req.schema}
+            for proj in odfv.source_feature_view_projections.values():
+                inputs.update({f.name: [got.get(f.name) for got in batch[proj.name]] for f in proj.features})
+            context.update(udf(inputs))
         feats: list[dict[str, float]] = []
-        states: list[CardState] = []
-        for i, r in enumerate(rows):
-            values = {**card_rows[i], **self._fresh("merchant_daily", merchant, r["merchant_id"], r["event_us"]),
-                      **{name: context[name][i] for name in CONTEXT_FEATURES}}
+        for i in range(len(rows)):
+            values: dict[str, Any] = {name: column[i] for name, column in context.items()}
+            for got in batch.values():
+                values.update(got[i])
             feats.append({name: _float(values.get(name)) for name in STORE_FEATURES})
-            state = self._fresh("card_recent", recent, r["card_id"], r["event_us"])
-            states.append(CardState(tuple(state.get("recent_event_us") or ()),
-                                    tuple(state.get("recent_amounts") or ())))
-        known = [cr.get("card_txn_count_30d") is not None for cr in card_rows]
+        states = [CardState(tuple(s.get(STATE_EVENT_US) or ()), tuple(s.get(STATE_AMOUNTS) or ())) for s in state_rows]
+        entity = [batch[k.view.name] for k in self._batch if k.join_key == self._state.join_key]
+        known = [all(got[i] for got in entity) for i in range(len(rows))]
         return feats, states, known
 
-    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
-        """Write cards' new recent-activity state to ``card_recent`` (what a push to its PushSource writes)."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, Value
+    def _fresh_rows(self, keyed: _Keyed, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each row's values in ``keyed.view`` if within the view's TTL at ``event_us`` (the offline join's rule)."""
+        got = self._io.read(keyed.view, keyed.join_key, [r[keyed.join_key] for r in rows])
+        out: list[dict[str, Any]] = []
+        for r in rows:
+            ts_values = got.get(r[keyed.join_key])
+            fresh = ts_values is not None and (not keyed.ttl_us or ts_values[0] >= r["event_us"] - keyed.ttl_us)
+            out.append(ts_values[1] if fresh and ts_values is not None else {})
+        return out
 
-        data: list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]] = [
-            (EntityKey(join_keys=["card_id"], entity_values=[Value(string_val=c)]),
-             {"recent_event_us": Value(int64_list_val=Int64List(val=list(s.event_us))),
-              "recent_amounts": Value(double_list_val=DoubleList(val=list(s.amounts)))},
-             t, None)
-            for c, s, t in zip(card_ids, states, at, strict=True)]
-        self._provider.online_write_batch(self._config, self._views["card_recent"], data, None)
+    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
+        """Write cards' new recent-activity state to the state view (what a push to its PushSource writes)."""
+        self._io.write(self._state.view, self._state.join_key, [
+            (c, {STATE_EVENT_US: list(s.event_us), STATE_AMOUNTS: list(s.amounts)}, t)
+            for c, s, t in zip(card_ids, states, at, strict=True)])
+
+
+def _service_views(store: FeatureStore, service: str, *, allow_cache: bool
+                   ) -> tuple[list[FeatureView], list[OnDemandFeatureView]]:
+    """The feature service's feature views and on-demand views, in the service's order."""
+    names = [p.name for p in store.get_feature_service(service, allow_cache=allow_cache).feature_view_projections]
+    views = {v.name: v for v in store.list_feature_views(allow_cache=allow_cache)}
+    odfvs = {v.name: v for v in store.list_on_demand_feature_views(allow_cache=allow_cache)}
+    unknown = [n for n in names if n not in views and n not in odfvs]
+    if unknown:
+        raise FeatureStoreError(f"feature service {service!r} names views {unknown} the registry does not hold",
+                                fix="run `riskloop features apply` on this state dir")
+    return [views[n] for n in names if n in views], [odfvs[n] for n in names if n in odfvs]
+
+
+def _push_fed(view: FeatureView) -> bool:
+    """Whether ``view`` is fed by a PushSource (the real-time state, online only)."""
+    from feast import PushSource
+
+    return isinstance(view.stream_source, PushSource)
+
+
+def _keyed(view: FeatureView) -> _Keyed:
+    if len(view.join_keys) != 1:
+        raise FeatureStoreError(f"feature view {view.name!r} has join keys {view.join_keys}; the online path reads "
+                                "views of one entity", fix="give the view one entity in riskloop.features.definitions")
+    ttl_us = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else 0
+    return _Keyed(view, view.join_keys[0], ttl_us)
 
 
 def _utc(ts: datetime) -> datetime:
@@ -321,6 +411,18 @@ def _decode(v: Any) -> Any:
     return list(value.val) if kind.endswith("_list_val") else value
 
 
+def _encode(kind: str, value: Any) -> Any:
+    """A python value as a Feast ValueProto with ``kind`` (e.g. ``double_val``, ``int64_list_val``) set."""
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    v = Value()
+    if kind.endswith("_list_val"):
+        getattr(v, kind).val.extend(value)
+    else:
+        setattr(v, kind, value)
+    return v
+
+
 def _float(v: Any) -> float:
     if v is None:
         return math.nan
@@ -330,6 +432,7 @@ def _float(v: Any) -> float:
 __all__ = [
     "REALTIME_FEATURES",
     "STORE_FEATURES",
+    "FeastOnlineIO",
     "OnlineFeatures",
     "StoreConfig",
     "apply_definitions",
