@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
+from statsmodels.stats.proportion import test_proportions_2indep as two_proportions_test  # not collected by pytest
 
 from riskloop.delivery.analysis import (
     Buckets,
@@ -22,6 +23,7 @@ from riskloop.delivery.analysis import (
     LabeledCounts,
     RoleWindow,
     Verdict,
+    _exceedance,
     analyze,
     histogram_quantile,
     psi,
@@ -179,6 +181,20 @@ def test_no_flags_in_a_small_canary_is_not_a_significant_drop() -> None:
     champion = dataclasses.replace(traffic("champion", seed=1, n=520), flagged=11.0)
     challenger = dataclasses.replace(traffic("challenger", seed=2, n=61), flagged=0.0)
     assert statuses(analyze(champion, challenger, policy))["alert_rate"] != "FAIL"
+
+
+@pytest.mark.parametrize(("a", "n_a", "b", "n_b", "slack"),
+                         [(0 / 61, 61, 11 / 520, 520, 0.0), (5 / 100, 100, 1 / 100, 100, 0.01),
+                          (3 / 37.5, 37.5, 2 / 80.2, 80.2, 0.02), (0.0, 300, 0.0, 900, 0.01)])
+def test_rate_test_at_ratio_one_is_statsmodels_agresti_caffo(a: float, n_a: float, b: float, n_b: float,
+                                                             slack: float) -> None:
+    """The error, recall and precision checks (ratio 1) are statsmodels' test; fractional counts included."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # statsmodels also divides the raw rates, 0 / 0 here
+        expected = two_proportions_test(a * n_a, n_a, b * n_b, n_b, value=slack, method="agresti-caffo",
+                                         compare="diff", alternative="larger").pvalue
+    excess, p = _exceedance(a, n_a, b, n_b, 1.0, slack)
+    assert excess == pytest.approx(a - b - slack)
+    assert p == pytest.approx(expected, rel=1e-12)
 
 
 def test_recall_drop_on_labeled_traffic_rolls_back() -> None:

@@ -50,6 +50,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
 
 import numpy as np
+from scipy.stats import norm
 
 from riskloop.errors import ConfigError, DataContractError
 from riskloop.serving.metrics import ROLES
@@ -404,13 +405,20 @@ def _exceedance(a: float, n_a: float, b: float, n_b: float, ratio: float, slack:
     sample): the plain Wald variance is zero for a sample with no events, which
     made 0 flags in 61 challenger requests against 11 in 520 for the champion
     look significant (p = 0.001); adjusted, it is not.
+
+    At ``ratio == 1`` this is statsmodels' ``test_proportions_2indep(method=
+    "agresti-caffo", compare="diff", value=slack, alternative="larger")``
+    (a unit test holds the two equal). The alert-rate check needs
+    ``ratio * b + slack`` with ratio 2 by default, which statsmodels has no form
+    for (its ``compare="ratio"`` is another statistic and takes no slack), so
+    the linear contrast is computed here, one formula for every rate check.
     """
     excess = a - (ratio * b + slack)
     a_adj = (a * n_a + 1) / (n_a + 2)
     b_adj = (b * n_b + 1) / (n_b + 2)
     variance = a_adj * (1 - a_adj) / (n_a + 2) + ratio**2 * b_adj * (1 - b_adj) / (n_b + 2)
     z = (a_adj - (ratio * b_adj + slack)) / math.sqrt(variance)
-    return excess, 0.5 * math.erfc(z / math.sqrt(2))
+    return excess, float(norm.sf(z))
 
 
 def _judge_rate(excess: float, p_value: float, policy: CanaryPolicy) -> tuple[_Status, str]:
