@@ -35,7 +35,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from riskloop.delivery import kube
-from riskloop.delivery.inference_service import LABEL_MODEL_VERSION, ServiceSpec, build_inference_service, to_manifest
+from riskloop.delivery.inference_service import LABEL_MODEL_VERSION, ServiceSpec, build_inference_service
 from riskloop.errors import DeploymentError
 from tests.cluster import crds
 from tests.cluster.conftest import REPO, Node, kubectl, kubectl_json
@@ -368,7 +368,7 @@ def test_the_created_object_is_what_the_builder_built(namespace: str) -> None:
     """Nothing of the builder's object is pruned, defaulted or rewritten by the CRD's schema."""
     spec = _spec(namespace, "7")
     kube.deploy_challenger(spec, canary_traffic_percent=10, api=_api())
-    built = to_manifest(build_inference_service(spec))
+    built = build_inference_service(spec)
     stored = isvc(namespace)
     assert stored["metadata"]["labels"] == built["metadata"]["labels"]
     assert stored["metadata"]["annotations"] == built["metadata"]["annotations"]

@@ -248,7 +248,7 @@ def build_isvc(trained_model: Mapping[str, str], image: str, *, sha256: str | No
         spec_sha256=trained_model["spec_sha256"],
         model_version=str(trained_model["model_version"]),
     )
-    return isvc_builder.to_manifest(isvc_builder.build_inference_service(spec))
+    return isvc_builder.build_inference_service(spec)
 
 
 @contextmanager

@@ -29,8 +29,6 @@ from riskloop.delivery.inference_service import (
     build_inference_service,
     canary_patch,
     promote_patch,
-    rollback_patch,
-    to_manifest,
 )
 from riskloop.delivery.kube import (
     PREVIOUS_SPEC_ANNOTATION,
@@ -55,6 +53,7 @@ from riskloop.delivery.kube import (
 )
 from riskloop.delivery.rbac import delivery_rbac
 from riskloop.errors import ConfigError, DeploymentError, ServiceUnavailable
+from tests.unit.kserve_schema import validate_manifest
 
 SHA_V3 = hashlib.sha256(b"model.ubj of version 3").hexdigest()
 SHA_V4 = hashlib.sha256(b"model.ubj of version 4").hexdigest()
@@ -207,12 +206,12 @@ class FakeCustomObjectsApi:
 
 
 def _spec_of(spec: ServiceSpec, **changes: Any) -> dict[str, Any]:
-    return dict(to_manifest(build_inference_service(spec.model_copy(update=changes)))["spec"])
+    return dict(build_inference_service(spec.model_copy(update=changes))["spec"])
 
 
 def _live(spec: ServiceSpec = CHAMPION, **changes: Any) -> dict[str, Any]:
     """The object as the API server returns it after creating ``spec``."""
-    obj = to_manifest(build_inference_service(spec.model_copy(update=changes)))
+    obj = build_inference_service(spec.model_copy(update=changes))
     obj["metadata"].update(uid="uid-1", generation=1, resourceVersion="41", creationTimestamp="2025-11-27T10:00:00Z")
     return obj
 
@@ -340,12 +339,15 @@ def test_rollback_body_restores_the_stored_spec_exactly() -> None:
     assert PREVIOUS_SPEC_ANNOTATION not in rolled_back["metadata"].get("annotations", {})
 
 
-def test_rollback_body_agrees_with_the_golden_rollback_patch() -> None:
+def test_rollback_body_pins_traffic_and_restores_the_champion_as_built() -> None:
     canary = _in_rollout()
-    ours = apply_merge_patch(canary, rollback_body(canary))
-    golden = apply_merge_patch(canary, rollback_patch(CHAMPION))
-    assert ours["spec"] == golden["spec"]
-    assert ours["metadata"]["labels"] == golden["metadata"]["labels"]
+    rolled_back = apply_merge_patch(canary, rollback_body(canary))
+    validate_manifest(rolled_back)
+    expected = build_inference_service(CHAMPION.model_copy(update={"canary_traffic_percent": 0}))
+    assert rolled_back["spec"] == expected["spec"]
+    assert rolled_back["metadata"]["labels"] == expected["metadata"]["labels"]
+    # settling after a rollback: promoting the restored spec leaves exactly the original object's spec
+    assert apply_merge_patch(rolled_back, promote_body(rolled_back) or {})["spec"] == _live()["spec"]
 
 
 def test_rollback_body_removes_a_label_the_previous_object_did_not_have() -> None:
@@ -588,7 +590,7 @@ def test_the_first_deploy_creates_the_object_with_all_traffic() -> None:
     assert api.verbs() == ["get", "create"]
     stored = api.objects[(NS, NAME)]
     assert stored["spec"] == _spec_of(CHAMPION), "the first version has nothing to share traffic with"
-    assert api.calls[1].body == to_manifest(build_inference_service(CHAMPION))
+    assert api.calls[1].body == build_inference_service(CHAMPION)
     assert api.calls[1].kwargs["field_manager"] == "riskloop"
 
 
@@ -826,7 +828,7 @@ def test_patches_go_out_as_json_merge_patches_with_their_nulls() -> None:
 def test_writes_ask_for_strict_field_validation() -> None:
     """Without fieldValidation=Strict the API server drops a field its CRD lacks and only warns (seen on the node,
     tests/cluster/test_canary.py): a cluster's older KServe would silently lose part of the spec."""
-    created = to_manifest(build_inference_service(CHAMPION))
+    created = build_inference_service(CHAMPION)
     live = _in_rollout()
     pool = _Pool(_Response(404, "Not Found", json.dumps({"kind": "Status", "code": 404, "message": "not found"})
                            .encode()),

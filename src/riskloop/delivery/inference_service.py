@@ -17,11 +17,12 @@ Traffic moves the way KServe's canary guide does it, on Knative revisions:
   traffic; the last rolled-out revision keeps the rest.
 - ``promote_patch``: remove ``canaryTrafficPercent``; the latest revision gets
   100 % and becomes the rolled-out one.
-- ``rollback_patch``: ``canaryTrafficPercent: 0`` pins all traffic on the last
-  rolled-out revision at once, and the spec is put back to the previous model,
-  so the object says what is served. The restored spec runs as one more
-  (idle) revision; a later ``promote_patch`` hands it the traffic and lets the
-  rejected revision scale away.
+- a rollback (``kube.rollback_body``, which reads the live object):
+  ``canaryTrafficPercent: 0`` pins all traffic on the last rolled-out revision
+  at once, and the spec stored before the canary is put back, so the object
+  says what is served. The restored spec runs as one more (idle) revision; a
+  later ``promote_patch`` hands it the traffic and lets the rejected revision
+  scale away.
 
 Custom resources take no strategic merge patch, and a JSON merge patch replaces
 a list whole: every patch that changes the container therefore carries the
@@ -31,25 +32,13 @@ complete container, built by the same code as the full object.
 from __future__ import annotations
 
 import copy
-import datetime
-import difflib
 import re
 from typing import Any, Literal, cast
 
-import yaml
-from kserve import (
-    ApiClient,
-    V1beta1InferenceService,
-    V1beta1InferenceServiceSpec,
-    V1beta1PredictorSpec,
-)
-from kserve import models as kserve_models
-from kubernetes import client as k8s
-from kubernetes.client import models as k8s_models
 from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from riskloop.errors import ConfigError, DeploymentError
+from riskloop.errors import ConfigError
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -270,81 +259,37 @@ class ServiceSpec(BaseModel):
         return self
 
 
-def build_inference_service(spec: ServiceSpec) -> V1beta1InferenceService:
-    """The InferenceService serving ``spec``'s model from the project image, Knative mode, restricted pod.
+def build_inference_service(spec: ServiceSpec) -> dict[str, Any]:
+    """The InferenceService manifest serving ``spec``'s model from the project image, Knative mode, restricted pod.
 
-    Only typed kserve/kubernetes SDK fields are used. The restricted security
-    context is set on the container, not the pod: Knative rejects a pod-level
-    ``securityContext`` unless the cluster enables ``kubernetes.podspec-securitycontext``,
-    while it accepts these container fields; Knative accepts
-    ``automountServiceAccountToken`` only as ``false``, which is what we want.
+    A plain mapping as the API server takes it (camelCase keys, unset fields left out, keys in the order
+    KServe's and Kubernetes' API types declare them); the unit tests check it against those types
+    (tests/unit/kserve_schema.py) and the cluster suite against KServe's CRD. The restricted security
+    context is set on the container, not the pod: Knative rejects a pod-level ``securityContext`` unless
+    the cluster enables ``kubernetes.podspec-securitycontext``, while it accepts these container fields;
+    Knative accepts ``automountServiceAccountToken`` only as ``false``, which is what we want.
     """
-    predictor = V1beta1PredictorSpec(
-        service_account_name=spec.service_account,
+    predictor: dict[str, Any] = {
         # The model server needs no Kubernetes API; a stolen pod should not get a token.
-        automount_service_account_token=False,
-        min_replicas=spec.min_replicas,
-        max_replicas=spec.max_replicas,
-        canary_traffic_percent=spec.canary_traffic_percent,
-        containers=[_container(spec)],
-        volumes=_volumes(spec),
-    )
-    return V1beta1InferenceService(
-        api_version=API_VERSION,
-        kind=KIND,
-        metadata=k8s.V1ObjectMeta(
-            name=spec.name,
-            namespace=spec.namespace,
-            labels=_labels(spec),
-            annotations={DEPLOYMENT_MODE_ANNOTATION: DEPLOYMENT_MODE},
-        ),
-        spec=V1beta1InferenceServiceSpec(predictor=predictor),
-    )
-
-
-def to_manifest(isvc: V1beta1InferenceService) -> dict[str, Any]:
-    """The object as the API server takes it: camelCase keys, unset fields left out."""
-    return cast(dict[str, Any], ApiClient().sanitize_for_serialization(isvc))
-
-
-def to_yaml(isvc: V1beta1InferenceService) -> str:
-    """The manifest as YAML, keys in the SDK's field order."""
-    return yaml.safe_dump(to_manifest(isvc), sort_keys=False)
-
-
-def from_manifest(manifest: dict[str, Any]) -> V1beta1InferenceService:
-    """Load a manifest into the typed SDK model, refusing what the model would silently lose.
-
-    The kserve SDK cannot do this itself: ``ApiClient().deserialize`` drops
-    unknown keys, coerces mistyped values (``str(5)``, ``bool("false")``) and
-    cannot even resolve the Kubernetes types an InferenceService nests
-    (``V1ObjectMeta``, ``V1Container``). This loader walks the SDK's own
-    ``openapi_types`` and resolves types in ``kserve.models`` and
-    ``kubernetes.client.models``. Raises ``DeploymentError`` naming the field.
-    """
-    if not isinstance(manifest, dict):
-        raise DeploymentError(f"an InferenceService manifest must be a mapping, got {type(manifest).__name__}")
-    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
-        raise DeploymentError(
-            f"not a {KIND} manifest: apiVersion {manifest.get('apiVersion')!r}, kind {manifest.get('kind')!r}",
-            fix=f"expected apiVersion {API_VERSION!r} and kind {KIND!r}")
-    return cast(V1beta1InferenceService, _load(manifest, "V1beta1InferenceService", ""))
-
-
-def validate_manifest(manifest: dict[str, Any]) -> None:
-    """Raise ``DeploymentError`` unless ``manifest`` survives a typed round trip unchanged.
-
-    Unknown fields (``spec.predictor.bogus``), mistyped values and missing
-    required fields are refused with their path; a manifest that loads but
-    re-serialises differently is refused with the first difference.
-    """
-    loaded = from_manifest(manifest)
-    client = ApiClient()
-    expected = _without_nulls(client.sanitize_for_serialization(manifest))
-    difference = _first_difference(expected, client.sanitize_for_serialization(loaded), "")
-    if difference is not None:
-        raise DeploymentError(f"the {KIND} manifest changes in a typed round trip: {difference}",
-                              fix="the field is not part of the kserve SDK's model; remove or correct it")
+        "automountServiceAccountToken": False,
+        **({"canaryTrafficPercent": spec.canary_traffic_percent} if spec.canary_traffic_percent is not None else {}),
+        "containers": [_container(spec)],
+        "maxReplicas": spec.max_replicas,
+        "minReplicas": spec.min_replicas,
+        "serviceAccountName": spec.service_account,
+        "volumes": _volumes(spec),
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "annotations": {DEPLOYMENT_MODE_ANNOTATION: DEPLOYMENT_MODE},
+            "labels": _labels(spec),
+            "name": spec.name,
+            "namespace": spec.namespace,
+        },
+        "spec": {"predictor": predictor},
+    }
 
 
 def canary_patch(current: ServiceSpec, *, storage_uri: str, model_sha256: str, spec_sha256: str,
@@ -358,7 +303,12 @@ def canary_patch(current: ServiceSpec, *, storage_uri: str, model_sha256: str, s
     """
     candidate = _replaced(current, storage_uri=storage_uri, model_sha256=model_sha256, spec_sha256=spec_sha256,
                           model_version=model_version, canary_traffic_percent=canary_traffic_percent)
-    return _model_patch(candidate, canary_traffic_percent)
+    return {
+        "metadata": {"labels": {LABEL_MODEL_VERSION: candidate.model_version}},
+        # the volumes travel with the container that mounts them: an object created before they existed gets them
+        "spec": {"predictor": {"canaryTrafficPercent": canary_traffic_percent, "containers": [_container(candidate)],
+                               "volumes": _volumes(candidate)}},
+    }
 
 
 def promote_patch() -> dict[str, Any]:
@@ -371,93 +321,73 @@ def promote_patch() -> dict[str, Any]:
     return {"spec": {"predictor": {"canaryTrafficPercent": None}}}
 
 
-def rollback_patch(previous: ServiceSpec) -> dict[str, Any]:
-    """Merge patch that rolls a canary back: all traffic to the last rolled-out revision, spec restored.
-
-    ``canaryTrafficPercent: 0`` moves traffic at once, without waiting for any
-    new pod; restoring ``previous``'s container and model-version label keeps
-    the object truthful about what is served.
-    """
-    return _model_patch(_replaced(previous, canary_traffic_percent=0), 0)
-
-
 def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """``patch`` applied to ``target`` as RFC 7386 does (null deletes, maps merge, lists replace); new dict."""
     return cast(dict[str, Any], _merge(copy.deepcopy(target), patch))
 
 
-def _container(spec: ServiceSpec) -> k8s.V1Container:
-    return k8s.V1Container(
-        name=CONTAINER_NAME,
-        image=spec.image,
-        # The image has no ENTRYPOINT (its CMD is `riskloop --help`): without a command, Kubernetes would
-        # run args[0] ("serve") as the executable (seen on the node: exec "serve": not found).
-        command=["riskloop"],
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"key": key, "name": secret}}}
+
+
+def _http_probe(path: str, port: int, **timing: int) -> dict[str, Any]:
+    return {"failureThreshold": 3, "httpGet": {"path": path, "port": port}, **timing, "timeoutSeconds": 2}
+
+
+def _container(spec: ServiceSpec) -> dict[str, Any]:
+    return {
         # 0.0.0.0 is required in the pod: Knative's queue-proxy and the kubelet's probes reach the
         # server over the pod IP, never over loopback.
-        args=["serve", "--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(spec.port)],
-        env=[
-            k8s.V1EnvVar(name=ENV_STORAGE_URI, value=spec.storage_uri),
-            k8s.V1EnvVar(name=ENV_EXPECTED_MODEL_SHA256, value=spec.model_sha256),
-            k8s.V1EnvVar(name=ENV_EXPECTED_SPEC_SHA256, value=spec.spec_sha256),
-            k8s.V1EnvVar(name=ENV_MODEL_VERSION, value=spec.model_version),
-            k8s.V1EnvVar(name=ENV_MODEL_NAME, value=spec.model_name),
-            k8s.V1EnvVar(name=ENV_ROLE, value=spec.role),
-            k8s.V1EnvVar(name=ENV_STATE_DIR, value=STATE_DIR),
-            k8s.V1EnvVar(name="HOME", value=SCRATCH_DIR),
+        "args": ["serve", "--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(spec.port)],
+        # The image has no ENTRYPOINT (its CMD is `riskloop --help`): without a command, Kubernetes would
+        # run args[0] ("serve") as the executable (seen on the node: exec "serve": not found).
+        "command": ["riskloop"],
+        "env": [
+            _env(ENV_STORAGE_URI, spec.storage_uri),
+            _env(ENV_EXPECTED_MODEL_SHA256, spec.model_sha256),
+            _env(ENV_EXPECTED_SPEC_SHA256, spec.spec_sha256),
+            _env(ENV_MODEL_VERSION, spec.model_version),
+            _env(ENV_MODEL_NAME, spec.model_name),
+            _env(ENV_ROLE, spec.role),
+            _env(ENV_STATE_DIR, STATE_DIR),
+            _env("HOME", SCRATCH_DIR),
             # the feature views come from the registry the pipelines apply to; its URL carries a password
-            k8s.V1EnvVar(name=ENV_FEAST_REGISTRY, value_from=k8s.V1EnvVarSource(
-                secret_key_ref=k8s.V1SecretKeySelector(name=spec.db_secret, key=FEAST_REGISTRY_KEY))),
+            _secret_env(ENV_FEAST_REGISTRY, spec.db_secret, FEAST_REGISTRY_KEY),
             # object-store credentials for the prediction log, from the Secret, never in the spec
-            *(k8s.V1EnvVar(name=key, value_from=k8s.V1EnvVarSource(
-                secret_key_ref=k8s.V1SecretKeySelector(name=spec.s3_secret, key=key))) for key in S3_SECRET_KEYS),
+            *(_secret_env(key, spec.s3_secret, key) for key in S3_SECRET_KEYS),
         ],
         # Explicit env wins over envFrom, so the config map cannot override the model identity.
-        env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=spec.config_map))],
-        ports=[k8s.V1ContainerPort(container_port=spec.port, name=PORT_NAME, protocol="TCP")],
-        resources=k8s.V1ResourceRequirements(
-            requests={"cpu": spec.cpu_request, "memory": spec.memory_request},
-            limits={"cpu": spec.cpu_limit, "memory": spec.memory_limit},
-        ),
-        # Ready only once the model is loaded and its hash checked; alive as long as the server answers.
-        readiness_probe=k8s.V1Probe(
-            http_get=k8s.V1HTTPGetAction(path=f"/v1/models/{spec.model_name}", port=spec.port),
-            period_seconds=5, timeout_seconds=2, failure_threshold=3,
-        ),
-        liveness_probe=k8s.V1Probe(
-            http_get=k8s.V1HTTPGetAction(path="/", port=spec.port),
-            initial_delay_seconds=30, period_seconds=10, timeout_seconds=2, failure_threshold=3,
-        ),
-        volume_mounts=[k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_DIR)],
-        security_context=k8s.V1SecurityContext(
-            run_as_non_root=True,
-            run_as_user=RUN_AS_USER,
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
-        ),
-    )
+        "envFrom": [{"configMapRef": {"name": spec.config_map}}],
+        "image": spec.image,
+        # alive as long as the server answers; ready only once the model is loaded and its hash checked
+        "livenessProbe": _http_probe("/", spec.port, initialDelaySeconds=30, periodSeconds=10),
+        "name": CONTAINER_NAME,
+        "ports": [{"containerPort": spec.port, "name": PORT_NAME, "protocol": "TCP"}],
+        "readinessProbe": _http_probe(f"/v1/models/{spec.model_name}", spec.port, periodSeconds=5),
+        "resources": {"limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
+                      "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"mountPath": SCRATCH_DIR, "name": SCRATCH_VOLUME}],
+    }
 
 
 def _labels(spec: ServiceSpec) -> dict[str, str]:
     return {LABEL_NAME: "riskloop", LABEL_COMPONENT: "predictor", LABEL_MODEL_VERSION: spec.model_version}
 
 
-def _volumes(spec: ServiceSpec) -> list[k8s.V1Volume]:
-    return [k8s.V1Volume(name=SCRATCH_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=spec.scratch_size_limit))]
-
-
-def _model_patch(spec: ServiceSpec, canary_traffic_percent: int) -> dict[str, Any]:
-    client = ApiClient()
-    container = client.sanitize_for_serialization(_container(spec))
-    # the volumes travel with the container that mounts them: an object created before they existed still gets them
-    volumes = client.sanitize_for_serialization(_volumes(spec))
-    return {
-        "metadata": {"labels": {LABEL_MODEL_VERSION: spec.model_version}},
-        "spec": {"predictor": {"canaryTrafficPercent": canary_traffic_percent, "containers": [container],
-                               "volumes": volumes}},
-    }
+def _volumes(spec: ServiceSpec) -> list[dict[str, Any]]:
+    return [{"emptyDir": {"sizeLimit": spec.scratch_size_limit}, "name": SCRATCH_VOLUME}]
 
 
 def _replaced(spec: ServiceSpec, **changes: Any) -> ServiceSpec:
@@ -480,102 +410,3 @@ def _merge(target: Any, patch: Any) -> Any:
         else:
             result[key] = _merge(result.get(key), value)
     return result
-
-
-_LIST_TYPE = re.compile(r"^list\[(.+)\]$")
-_DICT_TYPE = re.compile(r"^dict\(([^,]+), (.+)\)$")
-_PRIMITIVE_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float),
-                                                 "bool": (bool,)}
-_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
-
-
-def _load(value: Any, type_name: str, path: str) -> Any:
-    where = path or "<manifest>"
-    if m := _LIST_TYPE.match(type_name):
-        if not isinstance(value, list):
-            raise _type_error(where, "a list", value)
-        return [_load(item, m.group(1), f"{path}[{i}]") for i, item in enumerate(value)]
-    if m := _DICT_TYPE.match(type_name):
-        if not isinstance(value, dict):
-            raise _type_error(where, "a mapping", value)
-        for key in value:
-            if not isinstance(key, str):
-                raise DeploymentError(f"{where} has a non-string key {key!r}", where=where)
-        return {k: _load(v, m.group(2), f"{path}.{k}") for k, v in value.items()}
-    if type_name == "object":
-        return value
-    if type_name in ("datetime", "date"):
-        if not isinstance(value, str | datetime.date):
-            raise _type_error(where, "a timestamp", value)
-        return value
-    if type_name in _PRIMITIVE_TYPES:
-        # bool is an int in Python; YAML's true is not an integer here.
-        if not isinstance(value, _PRIMITIVE_TYPES[type_name]) or (isinstance(value, bool) and type_name != "bool"):
-            raise _type_error(where, _TYPE_WORDS[type_name], value)
-        return value
-    klass = _model_class(type_name, where)
-    if not isinstance(value, dict):
-        raise _type_error(where, f"a mapping ({type_name})", value)
-    attributes = {key: attr for attr, key in klass.attribute_map.items()}
-    kwargs: dict[str, Any] = {}
-    for key, item in value.items():
-        field = f"{path}.{key}" if path else str(key)
-        if key not in attributes:
-            close = difflib.get_close_matches(str(key), list(attributes), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"{type_name} has no such field"
-            raise DeploymentError(f"unknown field {field} in the {KIND} manifest", where=field,
-                                  fix=f"remove it or correct its spelling ({hint})")
-        if item is not None:
-            kwargs[attributes[key]] = _load(item, klass.openapi_types[attributes[key]], field)
-    try:
-        return klass(**kwargs)
-    except ValueError as exc:
-        raise DeploymentError(f"invalid {type_name} at {where}: {exc}", where=where) from exc
-
-
-def _model_class(type_name: str, where: str) -> Any:
-    for module in (kserve_models, k8s_models):
-        klass = getattr(module, type_name, None)
-        if klass is not None:
-            return klass
-    raise DeploymentError(f"cannot check {where}: its type {type_name} is unknown to the installed kserve and "
-                          "kubernetes clients", where=where,
-                          fix="use a kubernetes client as new as the kserve SDK's API, or leave the field out")
-
-
-def _type_error(where: str, expected: str, value: Any) -> DeploymentError:
-    return DeploymentError(f"{where} must be {expected}, got {type(value).__name__} {value!r}", where=where)
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
-def _first_difference(expected: Any, actual: Any, path: str) -> str | None:
-    where = path or "<manifest>"
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        for key in [*expected, *(k for k in actual if k not in expected)]:
-            field = f"{path}.{key}" if path else str(key)
-            if key not in actual:
-                return f"{field} is lost"
-            if key not in expected:
-                return f"{field} appears"
-            difference = _first_difference(expected[key], actual[key], field)
-            if difference is not None:
-                return difference
-        return None
-    if isinstance(expected, list) and isinstance(actual, list):
-        if len(expected) != len(actual):
-            return f"{where} has {len(actual)} items instead of {len(expected)}"
-        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
-            difference = _first_difference(e, a, f"{path}[{i}]")
-            if difference is not None:
-                return difference
-        return None
-    if type(expected) is not type(actual) or expected != actual:
-        return f"{where} becomes {actual!r} instead of {expected!r}"
-    return None

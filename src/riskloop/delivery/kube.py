@@ -58,7 +58,6 @@ from riskloop.delivery.inference_service import (
     build_inference_service,
     canary_patch,
     promote_patch,
-    to_manifest,
 )
 from riskloop.errors import ConfigError, DeploymentError, ServiceUnavailable
 
@@ -479,7 +478,7 @@ def _find(api: CustomObjects, name: str, namespace: str) -> dict[str, Any] | Non
 
 
 def _create(api: CustomObjects, spec: ServiceSpec) -> dict[str, Any]:
-    body = to_manifest(build_inference_service(spec.model_copy(update={"canary_traffic_percent": None})))
+    body = build_inference_service(spec.model_copy(update={"canary_traffic_percent": None}))
     with _translated("create", spec.name, spec.namespace):
         return _object(api.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, body,
                                                            field_manager=FIELD_MANAGER,

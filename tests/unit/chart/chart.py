@@ -171,4 +171,4 @@ def inference_service_manifest(**changes: Any) -> dict[str, Any]:
     spec = isvc.ServiceSpec(name="fraud-detector", namespace="riskloop-models", image="r/riskloop:0.1.0-abc1234",
                             storage_uri="s3://riskloop/models/3", model_sha256="0" * 64, spec_sha256="1" * 64,
                             model_version="3", **changes)
-    return isvc.to_manifest(isvc.build_inference_service(spec))
+    return isvc.build_inference_service(spec)

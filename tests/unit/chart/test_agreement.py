@@ -124,7 +124,7 @@ def test_predictor_selectors_match_the_inference_service_labels(default_objects:
     spec = isvc.ServiceSpec(name="fraud-detector", namespace="riskloop-models", image="r/riskloop:0.1.0-abc1234",
                             storage_uri="s3://b/m", model_sha256="0" * 64, spec_sha256="1" * 64,
                             model_version="3")
-    manifest = isvc.to_manifest(isvc.build_inference_service(spec))
+    manifest = isvc.build_inference_service(spec)
     labels = manifest["metadata"]["labels"]
     container = manifest["spec"]["predictor"]["containers"][0]
     models_ns = spec.namespace

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from riskloop.delivery import inference_service as isvc
 from tests.unit.chart.chart import inference_service_manifest
+from tests.unit.kserve_schema import validate_manifest
 
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "serving.kserve.io/", "argoproj.io/")
 
@@ -30,7 +30,7 @@ def test_the_chart_renders_only_the_custom_resources_the_cluster_suite_validates
 
 @pytest.mark.parametrize("canary", [None, 10])
 def test_inference_service_from_delivery_code_round_trips_the_sdk(canary: int | None) -> None:
-    isvc.validate_manifest(inference_service_manifest(canary_traffic_percent=canary))
+    validate_manifest(inference_service_manifest(canary_traffic_percent=canary))
 
 
 @pytest.mark.parametrize("mistake", ["unknown predictor field", "mistyped replicas", "unknown container field"])
@@ -44,4 +44,4 @@ def test_inference_service_mistakes_are_refused_by_the_sdk(mistake: str) -> None
     else:
         predictor["containers"][0]["imagePullPolicyy"] = "Always"
     with pytest.raises(Exception, match=r"bogus|minReplicas|imagePullPolicyy|min_replicas"):
-        isvc.validate_manifest(manifest)
+        validate_manifest(manifest)
