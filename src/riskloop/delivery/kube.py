@@ -48,6 +48,7 @@ import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from riskloop.delivery.inference_service import (
     CONTAINER_NAME,
@@ -489,24 +490,30 @@ def _create(api: CustomObjects, spec: ServiceSpec) -> dict[str, Any]:
 def _update(api: CustomObjects, name: str, namespace: str,
             body_for: Callable[[dict[str, Any]], dict[str, Any] | None], *, first: dict[str, Any] | None = None
             ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Read, build the body, patch; again if another writer got in between. (object before, after or ``None``)."""
+    """Read, build the body, patch; again if another writer got in between. (object before, after or ``None``).
+
+    tenacity retries only the patch's 409 Conflict, at once and ``ATTEMPTS``
+    times in all, reading the object again each time; any other error (a
+    ConfigError or DeploymentError from ``body_for``, a failed read) ends it.
+    """
     live = first
-    for attempt in range(ATTEMPTS):
-        live = live if live is not None else _get(api, name, namespace)
-        body = body_for(live)
+
+    def attempt() -> tuple[dict[str, Any], dict[str, Any] | None]:
+        nonlocal live
+        current = live if live is not None else _get(api, name, namespace)
+        live = None  # a retry reads the object again
+        body = body_for(current)
         if body is None:
-            return live, None
-        with _translated("patch", name, namespace):
-            try:
-                return live, _object(api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body,
-                                                                        field_manager=FIELD_MANAGER,
-                                                                        field_validation=FIELD_VALIDATION,
-                                                                        _request_timeout=REQUEST_TIMEOUT_SECONDS))
-            except ApiException as exc:
-                if exc.status != 409 or attempt + 1 == ATTEMPTS:
-                    raise
-        live = None
-    raise AssertionError("unreachable: the last attempt returns or raises")
+            return current, None
+        return current, _object(api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body,
+                                                                   field_manager=FIELD_MANAGER,
+                                                                   field_validation=FIELD_VALIDATION,
+                                                                   _request_timeout=REQUEST_TIMEOUT_SECONDS))
+
+    retrying = Retrying(stop=stop_after_attempt(ATTEMPTS), reraise=True,
+                        retry=retry_if_exception(lambda exc: isinstance(exc, ApiException) and exc.status == 409))
+    with _translated("patch", name, namespace):
+        return retrying(attempt)
 
 
 @contextmanager
