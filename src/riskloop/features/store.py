@@ -317,7 +317,11 @@ class OnlineFeatures:
                                         f"views of feature service {service!r}",
                                         fix="add those views to the service in riskloop.features.definitions")
         self._io = FeastOnlineIO(store)
-        self._odfvs = [(o, self._io.python_udf(o)) for o in odfvs]
+        # each on-demand view as (its function, its request fields, its (batch view, features) inputs)
+        self._odfvs = [(self._io.python_udf(o),
+                        [f.name for req in o.source_request_sources.values() for f in req.schema],
+                        [(p.name, [f.name for f in p.features]) for p in o.source_feature_view_projections.values()])
+                       for o in odfvs]
         provided = {f.name for k in self._batch for f in k.view.features} | {
             f.name for o in odfvs for f in o.features}
         missing = [name for name in STORE_FEATURES if name not in provided]
@@ -336,11 +340,10 @@ class OnlineFeatures:
         batch = {k.view.name: self._fresh_rows(k, rows) for k in self._batch}
         state_rows = self._fresh_rows(self._state, rows)
         context: dict[str, list[Any]] = {}
-        for odfv, udf in self._odfvs:
-            inputs: dict[str, list[Any]] = {
-                f.name: [r[f.name] for r in rows] for req in odfv.source_request_sources.values() for f in req.schema}
-            for proj in odfv.source_feature_view_projections.values():
-                inputs.update({f.name: [got.get(f.name) for got in batch[proj.name]] for f in proj.features})
+        for udf, request_fields, sources in self._odfvs:
+            inputs: dict[str, list[Any]] = {name: [r[name] for r in rows] for name in request_fields}
+            for view, names in sources:
+                inputs.update({name: [got.get(name) for got in batch[view]] for name in names})
             context.update(udf(inputs))
         feats: list[dict[str, float]] = []
         for i in range(len(rows)):
