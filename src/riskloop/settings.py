@@ -111,6 +111,13 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default=Path(".riskloop"), description="All local state lives here.")
     image: str = Field(default="", description="Runtime image; default derived from version+git.")
+    # what the InferenceService tells its predictor pod (riskloop.delivery.inference_service sets them)
+    model_name: str | None = Field(default=None, description=(
+        "The registered model this process serves or acts on (RISKLOOP_MODEL_NAME, set in a predictor pod); "
+        "default: from --model/--spec, else mlflow.model_name"))
+    expected_spec_sha256: str | None = Field(default=None, description=(
+        "sha256 of the dataset spec the served version records (RISKLOOP_EXPECTED_SPEC_SHA256): a model "
+        "directory whose dataset_spec.yaml differs, or lacks one, is refused"))
     mlflow: MlflowSettings = MlflowSettings()
     feast: FeastSettings = FeastSettings()
     audit: AuditSettings = AuditSettings()
@@ -180,5 +187,42 @@ class Settings(BaseSettings):
             d.mkdir(parents=True, exist_ok=True)
 
 
+def env_var(field: str) -> str:
+    """The environment variable that sets a Settings field: ``env_var("delivery.server_url")`` is
+    ``RISKLOOP_DELIVERY__SERVER_URL``. Code that hands a setting to a child process names it through this,
+    so each variable's name is defined once, here."""
+    section, _, name = field.rpartition(".")
+    owner: type[BaseModel] | None = Settings
+    if section:
+        annotation = Settings.model_fields[section].annotation if section in Settings.model_fields else None
+        owner = annotation if isinstance(annotation, type) and issubclass(annotation, _Section) else None
+    if owner is None or name not in owner.model_fields:
+        raise ConfigError(f"{field!r} is not a Settings field", where="riskloop.settings.env_var")
+    return "RISKLOOP_" + (f"{section}__{name}" if section else name).upper()
+
+
+def disable_telemetry() -> None:
+    """Opt out of the usage telemetry of MLflow and Evidently for this process and its children
+    (entry points call it; an explicit setting in the environment wins)."""
+    import os
+
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def riskloop_version() -> str:
     return __version__
+
+
+# Environment variable names other code sets or reads, each defined once. Settings' own fields, for code that
+# hands a value to a step's subprocess or a pod:
+ENV_STATE_DIR = "RISKLOOP_STATE_DIR"
+ENV_FEAST_REGISTRY = "RISKLOOP_FEAST__REGISTRY"
+ENV_DELIVERY_SERVER_URL = "RISKLOOP_DELIVERY__SERVER_URL"
+# The predictor pod's model identity: the InferenceService sets them (riskloop.delivery.inference_service),
+# `riskloop serve` reads them (riskloop.serving.loader, riskloop.registry.version_spec, the CLI).
+ENV_EXPECTED_MODEL_SHA256 = "RISKLOOP_EXPECTED_MODEL_SHA256"
+ENV_EXPECTED_SPEC_SHA256 = "RISKLOOP_EXPECTED_SPEC_SHA256"
+ENV_MODEL_VERSION = "RISKLOOP_MODEL_VERSION"
+ENV_MODEL_NAME = "RISKLOOP_MODEL_NAME"
+ENV_ROLE = "RISKLOOP_ROLE"

@@ -39,6 +39,15 @@ from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from riskloop.errors import ConfigError
+from riskloop.settings import (
+    ENV_EXPECTED_MODEL_SHA256,
+    ENV_EXPECTED_SPEC_SHA256,
+    ENV_FEAST_REGISTRY,
+    ENV_MODEL_NAME,
+    ENV_MODEL_VERSION,
+    ENV_ROLE,
+    ENV_STATE_DIR,
+)
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -70,21 +79,13 @@ RUN_AS_USER = 1000
 SCRATCH_VOLUME = "scratch"
 SCRATCH_DIR = "/tmp"
 STATE_DIR = "/tmp/riskloop"
-ENV_STATE_DIR = "RISKLOOP_STATE_DIR"
 
-ENV_FEAST_REGISTRY = "RISKLOOP_FEAST__REGISTRY"
 FEAST_REGISTRY_KEY = "feast-registry-uri"  # key of the chart's riskloop-db Secret
 # Keys of the operator's riskloop-s3 Secret, each injected as the env var of the same name: the prediction log is
 # written under RISKLOOP_STORAGE__URI (from the config map) with these credentials, MLFLOW_S3_ENDPOINT_URL naming the
 # endpoint. pipelines/cluster.py maps the same keys into every pipeline step.
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
 ENV_STORAGE_URI = "STORAGE_URI"  # for a custom container, this env var is what drives the storage initializer
-ENV_EXPECTED_MODEL_SHA256 = "RISKLOOP_EXPECTED_MODEL_SHA256"
-# the predictor checks the dataset spec in the model directory against it (registry.version_spec reads the same name)
-ENV_EXPECTED_SPEC_SHA256 = "RISKLOOP_EXPECTED_SPEC_SHA256"
-ENV_MODEL_VERSION = "RISKLOOP_MODEL_VERSION"
-ENV_MODEL_NAME = "RISKLOOP_MODEL_NAME"
-ENV_ROLE = "RISKLOOP_ROLE"
 
 FETCHABLE_SCHEMES = ("s3://", "gs://", "pvc://")
 _MLFLOW_SCHEMES = ("mlflow-artifacts:", "runs:", "models:")
