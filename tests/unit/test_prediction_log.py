@@ -314,6 +314,20 @@ def test_a_write_that_keeps_failing_is_dropped_and_the_writer_lives_on(
     assert sorted(read_prediction_log(tmp_path / "log")["transaction_id"]) == ["tx-10", "tx-11", "tx-12"]
 
 
+def test_a_config_error_on_write_is_not_retried(open_log: Callable[..., PredictionLog],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misconfigured root fails every attempt alike; retried, this write would wait 10 + 20 + 40 + 80 s."""
+    plog = open_log(flush_rows=1, write_attempts=5, retry_seconds=10.0)
+
+    def refuse(directory: Location, table: pa.Table) -> Location:
+        raise ConfigError("storage root misconfigured", where=str(directory), fix="fix the root")
+
+    monkeypatch.setattr(plog, "_write_partition", refuse)  # no real root raises it on write: injected
+    plog.append([make_row(i) for i in range(3)])
+    plog.flush(timeout_seconds=5)
+    assert (plog.written, plog.dropped, plog.write_errors) == (0, 3, 1)
+
+
 def test_rows_breaking_the_contract_are_dropped_alone(open_log: Callable[..., PredictionLog], tmp_path: Path) -> None:
     plog = open_log()
     bad = [

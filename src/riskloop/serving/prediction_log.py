@@ -30,7 +30,8 @@ a warning at the first lost row and then once per 10,000 per reason):
   feature, ``inputs``/``features`` not mappings): that row alone.
 - a write that fails (root not writable, disk full): the writer retries the
   failed partitions ``write_attempts`` times in all, waiting ``retry_seconds``,
-  then twice that, ... (at most 30 s); then it drops them and moves on. Retrying forever could
+  then twice that, ... (at most 30 s; tenacity's ``wait_exponential``); then it drops them and moves on.
+  A ConfigError (a misconfigured root) is not retried. Retrying forever could
   only trade the newest rows (dropped at a full queue) for the oldest; a bounded
   retry rides out a short outage and keeps the writer alive through a long one.
   Every failed attempt is counted in ``write_errors``.
@@ -61,6 +62,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.pandas_compat  # imported lazily by pyarrow otherwise, which fails during interpreter exit
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from riskloop.errors import ConfigError
 from riskloop.storage import Location, location
@@ -110,6 +112,10 @@ os.register_at_fork(after_in_child=_reseed_after_fork)
 
 class _BadRow(Exception):
     """A row that breaks the contract; the message is the reason, counted per reason."""
+
+
+class _PartitionsFailed(Exception):
+    """Some partitions of a batch could not be written: tenacity retries them (and only this)."""
 
 
 class PredictionLog:
@@ -315,25 +321,29 @@ class PredictionLog:
             by_date.setdefault(flat["time"].date(), []).append(flat)
 
         parts = {day: _to_table(flat_rows) for day, flat_rows in sorted(by_date.items())}
+        refused: list[pa.Table] = []  # a ConfigError is not retried: the same write would fail the same way
         written = 0
-        for attempt in range(self._write_attempts):
-            failed: dict[date, pa.Table] = {}
-            for day, table in parts.items():
-                try:
-                    self._write_partition(self.root / f"date={day.isoformat()}", table)
-                    written += table.num_rows
-                except Exception as exc:
-                    self._write_errors += 1
-                    failed[day] = table
-                    log.warning("prediction log: writing %d rows for %s failed (attempt %d of %d): %s",
-                                table.num_rows, day, attempt + 1, self._write_attempts, exc)
-            parts = failed
-            if not parts:
-                break
-            if attempt + 1 < self._write_attempts:
-                time.sleep(min(self._retry_seconds * 2**attempt, _MAX_RETRY_WAIT_SECONDS))
-        if parts:
-            lost = sum(t.num_rows for t in parts.values())
+        retrying = Retrying(stop=stop_after_attempt(self._write_attempts),
+                            wait=wait_exponential(multiplier=self._retry_seconds, max=_MAX_RETRY_WAIT_SECONDS),
+                            retry=retry_if_exception_type(_PartitionsFailed), retry_error_callback=lambda _: None)
+        for attempt in retrying:
+            with attempt:
+                for day, table in list(parts.items()):
+                    try:
+                        self._write_partition(self.root / f"date={day.isoformat()}", table)
+                        written += table.num_rows
+                        del parts[day]
+                    except Exception as exc:
+                        self._write_errors += 1
+                        log.warning("prediction log: writing %d rows for %s failed (attempt %d of %d): %s",
+                                    table.num_rows, day, attempt.retry_state.attempt_number, self._write_attempts,
+                                    exc)
+                        if isinstance(exc, ConfigError):
+                            refused.append(parts.pop(day))
+                if parts:
+                    raise _PartitionsFailed
+        if parts or refused:
+            lost = sum(t.num_rows for t in [*parts.values(), *refused])
             log.error("prediction log: gave up on %d rows after %d attempts (root %s)",
                       lost, self._write_attempts, self.root)
             losses["write failed"] = lost
