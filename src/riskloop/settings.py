@@ -214,15 +214,9 @@ def riskloop_version() -> str:
     return __version__
 
 
-# Environment variable names other code sets or reads, each defined once. Settings' own fields, for code that
-# hands a value to a step's subprocess or a pod:
-ENV_STATE_DIR = "RISKLOOP_STATE_DIR"
-ENV_FEAST_REGISTRY = "RISKLOOP_FEAST__REGISTRY"
-ENV_DELIVERY_SERVER_URL = "RISKLOOP_DELIVERY__SERVER_URL"
-# The predictor pod's model identity: the InferenceService sets them (riskloop.delivery.inference_service),
-# `riskloop serve` reads them (riskloop.serving.loader, riskloop.registry.version_spec, the CLI).
+# The predictor pod's model identity beyond Settings' fields (those are named by ``env_var``): the
+# InferenceService sets them (riskloop.delivery.inference_service), `riskloop serve` reads them
+# (riskloop.serving.loader). Defined once, here.
 ENV_EXPECTED_MODEL_SHA256 = "RISKLOOP_EXPECTED_MODEL_SHA256"
-ENV_EXPECTED_SPEC_SHA256 = "RISKLOOP_EXPECTED_SPEC_SHA256"
 ENV_MODEL_VERSION = "RISKLOOP_MODEL_VERSION"
-ENV_MODEL_NAME = "RISKLOOP_MODEL_NAME"
 ENV_ROLE = "RISKLOOP_ROLE"

@@ -39,15 +39,7 @@ from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from riskloop.errors import ConfigError
-from riskloop.settings import (
-    ENV_EXPECTED_MODEL_SHA256,
-    ENV_EXPECTED_SPEC_SHA256,
-    ENV_FEAST_REGISTRY,
-    ENV_MODEL_NAME,
-    ENV_MODEL_VERSION,
-    ENV_ROLE,
-    ENV_STATE_DIR,
-)
+from riskloop.settings import ENV_EXPECTED_MODEL_SHA256, ENV_MODEL_VERSION, ENV_ROLE, env_var
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -78,6 +70,10 @@ RUN_AS_USER = 1000
 # set explicitly (explicit env wins over the config map) so they always lie inside the volume.
 SCRATCH_VOLUME = "scratch"
 SCRATCH_DIR = "/tmp"
+ENV_STATE_DIR = env_var("state_dir")
+ENV_FEAST_REGISTRY = env_var("feast.registry")
+ENV_EXPECTED_SPEC_SHA256 = env_var("expected_spec_sha256")
+ENV_MODEL_NAME = env_var("model_name")
 STATE_DIR = "/tmp/riskloop"
 
 FEAST_REGISTRY_KEY = "feast-registry-uri"  # key of the chart's riskloop-db Secret

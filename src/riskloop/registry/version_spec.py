@@ -15,10 +15,10 @@ from __future__ import annotations
 from riskloop.data.spec import SpecSource, read_spec_source, spec_difference
 from riskloop.errors import ConfigError, ModelIntegrityError, RiskloopError
 from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, VersionInfo, download_spec_text
-from riskloop.settings import ENV_EXPECTED_SPEC_SHA256
+from riskloop.settings import env_var
 
 # a predictor serving a model directory (KServe's /mnt/models) checks the spec in it against this, when set
-EXPECTED_SPEC_SHA256_ENV = ENV_EXPECTED_SPEC_SHA256
+EXPECTED_SPEC_SHA256_ENV = env_var("expected_spec_sha256")
 
 
 def version_spec(tracking_uri: str, info: VersionInfo) -> SpecSource:
