@@ -30,7 +30,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-# shellcheck disable=SC1091  # plain KEY=VALUE pins, checked by tests/unit/test_manifests.py
+# shellcheck disable=SC1091  # plain KEY=VALUE pins, checked by tests/tools/test_manifests.py
 . manifests/versions.env
 
 ACTION="${1:-up}"

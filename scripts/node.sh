@@ -14,7 +14,7 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck disable=SC1091  # plain KEY=VALUE pins, checked by tests/unit/test_manifests.py
+# shellcheck disable=SC1091  # plain KEY=VALUE pins, checked by tests/tools/test_manifests.py
 . "$REPO_ROOT/manifests/versions.env"
 : "${KUBERNETES_VERSION:?manifests/versions.env must set KUBERNETES_VERSION}"
 : "${COREDNS_VERSION:?manifests/versions.env must set COREDNS_VERSION}"

@@ -24,5 +24,5 @@ if [[ ! -x $CHECKOV ]]; then
   uv sync --frozen --quiet --project tools/checkov
 fi
 
-"$PY" tests/unit/chart/chart.py --out "$out"
+"$PY" tests/tools/chart/chart.py --out "$out"
 "$CHECKOV" -d "$out" --framework kubernetes --skip-download --compact --quiet

@@ -20,15 +20,17 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
-_LAYERS = ("unit", "local", "integration", "e2e")
+TESTS_DIR = Path(__file__).resolve().parent
+# tests/<layer>/...: the folder says what a test may touch (markers in pyproject.toml); tests/cluster marks itself
+_LAYERS = ("unit", "tools", "local", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        for layer in _LAYERS:
-            if layer in parts:
-                item.add_marker(getattr(pytest.mark, layer))
+        # the folder right under tests/, not any path component: the checkout itself has a tools/ folder
+        parts = Path(str(item.fspath)).resolve().relative_to(TESTS_DIR).parts
+        if len(parts) > 1 and parts[0] in _LAYERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 @pytest.fixture()

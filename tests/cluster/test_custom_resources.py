@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import crds
 from tests.cluster.crds import KSERVE_API_PACKAGE, Crds, module_dir
-from tests.unit.chart.chart import ROOT, VALUES_FILES, inference_service_manifest, load_values, render_objects
+from tests.tools.chart.chart import ROOT, VALUES_FILES, inference_service_manifest, load_values, render_objects
 
 pytestmark = pytest.mark.timeout(900, func_only=True)
 # fixtures of crds.py: the session's CRDs, a namespace of this module

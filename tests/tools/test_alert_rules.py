@@ -3,7 +3,7 @@
 The rules live in ``helm/riskloop/files/monitoring/riskloop-alerts.rules.yaml`` (plain
 Prometheus format, the source); ``riskloop-alerts.prometheusrule.yaml`` beside it is
 generated from it by :func:`prometheus_rule`. Regenerate it after editing the rules with
-``RISKLOOP_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_alert_rules.py`` and review the diff.
+``RISKLOOP_UPDATE_GOLDEN=1 .venv/bin/pytest tests/tools/test_alert_rules.py`` and review the diff.
 
 promtool comes with Debian's ``prometheus`` package (``scripts/services.sh install``).
 Without it the promtool tests skip on a developer's machine and fail under ``CI=true``,
@@ -32,9 +32,9 @@ SEVERITIES = {"critical", "warning"}
 PROMTOOL_TIMEOUT_SECONDS = 120
 
 _MANIFEST_HEADER = """\
-# Generated from riskloop-alerts.rules.yaml by prometheus_rule() in tests/unit/test_alert_rules.py;
+# Generated from riskloop-alerts.rules.yaml by prometheus_rule() in tests/tools/test_alert_rules.py;
 # do not edit: edit the rules file, then run
-# RISKLOOP_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_alert_rules.py
+# RISKLOOP_UPDATE_GOLDEN=1 .venv/bin/pytest tests/tools/test_alert_rules.py
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.chart.chart import KUBE_VERSION
-from tests.unit.test_manifests import versions
+from tests.tools.chart.chart import KUBE_VERSION
+from tests.tools.test_manifests import versions
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_SH = REPO / "scripts" / "node.sh"
@@ -110,7 +110,7 @@ def test_pause_archive_refuses_a_bad_file_spec(tmp_path: Path) -> None:
 def test_mlflow_server_runs_without_its_job_runner() -> None:
     """Found on the real node: MLflow 3's server starts a job runner (a Python process per job kind, over
     1 GiB together) and was OOMKilled at the chart's 1Gi limit; riskloop uses no MLflow jobs."""
-    from tests.unit.chart.chart import one, render_objects
+    from tests.tools.chart.chart import one, render_objects
 
     deployment = one(render_objects(), "Deployment", "riskloop-mlflow")
     [container] = deployment["spec"]["template"]["spec"]["containers"]

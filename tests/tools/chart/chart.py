@@ -1,6 +1,6 @@
 """Render helm/riskloop offline with helm-python-sdk: shared by the chart tests and scripts/policy-scan.sh.
 
-``python tests/unit/chart/chart.py --out DIR [-f VALUES ...]`` writes every rendered object of each values
+``python tests/tools/chart/chart.py --out DIR [-f VALUES ...]`` writes every rendered object of each values
 set as its own YAML file under ``DIR/<values set>/`` (one object per file, so a scanner names it).
 """
 

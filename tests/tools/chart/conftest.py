@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.chart.chart import (
+from tests.tools.chart.chart import (
     VALUES_FILES,
     ClusterSettings,
     load_values,

@@ -15,7 +15,7 @@ import riskloop.version as version
 from riskloop.delivery import inference_service as isvc
 from riskloop.delivery.rbac import KFP_SERVICE_ACCOUNT, delivery_rbac
 from riskloop.settings import DeliverySettings, Settings
-from tests.unit.chart.chart import (
+from tests.tools.chart.chart import (
     CHART_DIR,
     NAMESPACE,
     ROOT,
@@ -226,7 +226,7 @@ def test_default_image_is_the_runtime_image(tmp_path: Path, monkeypatch: pytest.
 
 
 def _user_values(values_set: str) -> dict[str, Any]:
-    from tests.unit.chart.chart import VALUES_FILES, load_values
+    from tests.tools.chart.chart import VALUES_FILES, load_values
 
     return load_values(VALUES_FILES[values_set])
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.chart.chart import inference_service_manifest
+from tests.tools.chart.chart import inference_service_manifest
 from tests.unit.kserve_schema import validate_manifest
 
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "serving.kserve.io/", "argoproj.io/")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.chart.chart import find, render_objects
+from tests.tools.chart.chart import find, render_objects
 
 
 def test_db_secret_is_kept_when_the_release_is_deleted() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.chart.chart import VALUES_FILES, load_values, render, render_objects
+from tests.tools.chart.chart import VALUES_FILES, load_values, render, render_objects
 
 NAMESPACE = "riskloop"
 MLFLOW = "riskloop-mlflow"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.chart.chart import ROOT
+from tests.tools.chart.chart import ROOT
 
 SCRIPT = ROOT / "scripts" / "policy-scan.sh"
 CHECKOV = ROOT / "tools" / "checkov" / ".venv" / "bin" / "checkov"
@@ -43,7 +43,7 @@ def test_skips_are_few_and_justified(objects_by_set: dict[str, list[dict[str, An
                     skipped.setdefault(check, set()).add(reason)
     assert len(skipped) <= MAX_SKIPPED_CHECKS, sorted(skipped)
     # Each skip applies only where its reason holds: with digests and pull policy Always, none is rendered.
-    from tests.unit.chart.chart import render_objects
+    from tests.tools.chart.chart import render_objects
 
     pinned = {"digest": "sha256:" + "0" * 64, "pullPolicy": "Always"}
     objs = render_objects({"image": pinned, "postgresql": {"image": pinned}, "redis": {"image": pinned}})

@@ -10,7 +10,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.unit.chart.chart import CHART_DIR, KUBE_VERSION, NAMESPACE, ROOT, VALUES_FILES, load_chart, load_values
+from tests.tools.chart.chart import CHART_DIR, KUBE_VERSION, NAMESPACE, ROOT, VALUES_FILES, load_chart, load_values
 
 SETS = sorted(VALUES_FILES)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.chart.chart import (
+from tests.tools.chart.chart import (
     NAMESPACE,
     VALUES_FILES,
     ClusterSettings,
@@ -19,7 +19,7 @@ from tests.unit.chart.chart import (
     one,
     render_objects,
 )
-from tests.unit.chart.test_objects import restricted_violations
+from tests.tools.chart.test_objects import restricted_violations
 
 JOB = "riskloop-synthetic-data"
 S3_MOUNT = "/var/run/secrets/riskloop/s3"
