@@ -38,9 +38,9 @@ def benjamini_hochberg(p_values: Sequence[float] | FloatArray, fdr: float) -> tu
     a hypothesis is rejected exactly when its adjusted p-value is ``<= fdr``,
     which is the step-up procedure (reject the ``k`` smallest for the largest
     ``k`` with ``p_(k) <= k / m * fdr``). Valid for independent or positively
-    dependent tests. Results are in input order. Checked here rather than left
-    to scipy: the error names the fix, and an empty family (which scipy
-    refuses) rejects nothing.
+    dependent tests. Results are in input order; an empty family rejects
+    nothing. The input is checked here rather than left to scipy so that the
+    error names the fix.
     """
     if not 0.0 < fdr < 1.0:
         raise ConfigError(f"fdr must lie in (0, 1), got {fdr!r}", where="benjamini_hochberg",
@@ -52,8 +52,6 @@ def benjamini_hochberg(p_values: Sequence[float] | FloatArray, fdr: float) -> tu
     if not np.all((p >= 0.0) & (p <= 1.0)):  # also false for NaN
         raise ConfigError("p-values must be numbers in [0, 1] (no NaN)", where="benjamini_hochberg",
                           fix="leave untested hypotheses out of the family instead of passing NaN")
-    if len(p) == 0:
-        return np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.float64)
     adjusted = np.asarray(false_discovery_control(p, method="bh"), dtype=np.float64)
     return adjusted <= fdr, adjusted
 
