@@ -58,10 +58,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from riskloop.model import FeatureSpec
 from riskloop.monitoring.decision import MonitorPolicy, MonitorState, decide
 from riskloop.monitoring.drift import DriftReport, detect_drift
 from riskloop.monitoring.frames import current_frame
-from riskloop.training.dataset import FeatureSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a file: _common sits beside it
 from _common import machine_info

@@ -164,7 +164,8 @@ def run_minimal(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any
             open_store,
             write_feature_tables,
         )
-        from riskloop.training.dataset import LABEL, SPLIT, WindowParams, assemble, feature_spec
+        from riskloop.model import LABEL, SPLIT, feature_spec
+        from riskloop.training.dataset import WindowParams, assemble
         from riskloop.training.evaluate import evaluate_scores
         from riskloop.training.train import TrainParams, train_model
     spec = load_spec(p["spec"])
@@ -224,19 +225,19 @@ def run_steps(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any]:
                                         p["validation_days"], p["test_days"], p["seed"], training_set, s)
     with phases("train"):
         trained = steps.train(p["spec"], training_set, p["train_params"], model_dir, s, pipeline_run_id=run_id,
-                              data_sha256=info["data_sha256"], data_snapshot=str(training_set),
+                              data_sha256=info.data_sha256, data_snapshot=str(training_set),
                               cutoff_date=p["cutoff_date"], maturity_days=p["maturity_days"])
     with phases("evaluate"):
-        ev = steps.evaluate(p["spec"], training_set, model_dir, trained["run_id"], work / "evaluation", s,
+        ev = steps.evaluate(p["spec"], training_set, model_dir, trained.mlflow_run_id, work / "evaluation", s,
                             target_fpr=p["target_fpr"])
         (work / "report.html").write_text(ev.html)  # the component writes the report artifact too
     with phases("gate"):
-        verdict = steps.gate(ev.candidate, ev.champion, ev.champion_version, p["gate_params"], s,
-                             run_id=trained["run_id"], pipeline_run_id=run_id)
-    if verdict["passed"]:
+        verdict = steps.gate(ev.comparison, p["gate_params"], s, mlflow_run_id=trained.mlflow_run_id,
+                             pipeline_run_id=run_id, decision_path=work / "gate.json")
+    if verdict.passed:
         with phases("register"):
-            steps.register(trained["run_id"], model_dir, verdict, p["spec"], s, pipeline_run_id=run_id,
-                           data_sha256=info["data_sha256"], data_snapshot=str(training_set))
+            steps.register(trained.mlflow_run_id, model_dir, verdict, p["spec"], s, pipeline_run_id=run_id,
+                           data_sha256=info.data_sha256, data_snapshot=str(training_set))
     with phases("record_run_outcome"):
         steps.record_run_outcome(run_id, steps.RUN_STATUS_OK, "", s)
     return audit_checks(s.audit_path)

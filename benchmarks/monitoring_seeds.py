@@ -49,13 +49,12 @@ def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = 
     from riskloop.data.spec import load_spec
     from riskloop.data.synthetic import GeneratorParams, Scenario, write_partitions
     from riskloop.delivery import rollout
+    from riskloop.model import load_model, matrix
     from riskloop.monitoring.daily import monitor_day
     from riskloop.monitoring.decision import MonitorPolicy
     from riskloop.registry.mlflow_registry import download_model_dir, get_version, version_by_alias
     from riskloop.serving.prediction_log import PredictionLog
     from riskloop.settings import Settings
-    from riskloop.training.dataset import matrix
-    from riskloop.training.train import load_model
 
     s = Settings()
     s.ensure_dirs()
@@ -80,18 +79,19 @@ def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = 
         valid[(ts >= first_day) & (ts < pd.Timestamp(cutoff, tz="UTC"))].to_parquet(d / "valid.parquet", index=False)
         info = steps.build_training_set(spec.name, d / "valid.parquet", cutoff, 7.0, 3.0, 4.0, 0, d / "ts.parquet", s)
         out = steps.train(spec.name, d / "ts.parquet", {}, d / "model", s, pipeline_run_id=tag,
-                          data_sha256=info["data_sha256"], data_snapshot=str(d / "ts.parquet"), cutoff_date=cutoff,
+                          data_sha256=info.data_sha256, data_snapshot=str(d / "ts.parquet"), cutoff_date=cutoff,
                           maturity_days=7.0)
-        ev = steps.evaluate(spec.name, d / "ts.parquet", d / "model", out["run_id"], d / "report", s, target_fpr=0.01)
+        ev = steps.evaluate(spec.name, d / "ts.parquet", d / "model", out.mlflow_run_id, d / "report", s,
+                            target_fpr=0.01)
         # the first model passes the default gate; retrains face --gate (default: the same gate)
         params = gate_params if gate_params and tag != "v1" else {}
-        gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, params, s, run_id=out["run_id"],
-                          pipeline_run_id=tag)
-        if not gate["passed"]:
+        gate = steps.gate(ev.comparison, params, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id=tag,
+                          decision_path=d / "gate.json")
+        if not gate.passed:
             return None
-        reg = steps.register(out["run_id"], d / "model", gate, spec.name, s, pipeline_run_id=tag,
-                             data_sha256=info["data_sha256"], data_snapshot=str(d / "ts.parquet"))
-        return str(reg["version"])
+        reg = steps.register(out.mlflow_run_id, d / "model", gate, spec.name, s, pipeline_run_id=tag,
+                             data_sha256=info.data_sha256, data_snapshot=str(d / "ts.parquet"))
+        return reg.version
 
     first = train(START + timedelta(days=TRAIN_DAYS - 1), "v1")
     assert first is not None, "the first model must pass the gate's floors"

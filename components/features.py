@@ -12,13 +12,12 @@ component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 
 
 @component
-def build_features(spec: str, valid: Input[Dataset], tables: Output[Dataset]) -> str:
+def build_features(spec: str, valid: Input[Dataset], tables: Output[Dataset]) -> dict:
     """Compute both feature tiers' offline tables from validated data and `feast apply` them.
 
     The tables are also the ``tables`` artifact (a directory): the step that materializes them runs in
     another pod on a cluster.
     """
-    import json
     import shutil
     from pathlib import Path
 
@@ -28,8 +27,8 @@ def build_features(spec: str, valid: Input[Dataset], tables: Output[Dataset]) ->
     written = run(spec, Path(valid.path), Settings())
     Path(tables.path).mkdir(parents=True, exist_ok=True)
     for path in written.values():
-        shutil.copyfile(path, Path(tables.path) / Path(path).name)
-    return json.dumps(written)
+        shutil.copyfile(path, Path(tables.path) / path.name)
+    return {name: str(path) for name, path in written.items()}
 
 
 @component
@@ -46,12 +45,11 @@ def materialize(end_date: str, days_back: int, tables: Input[Dataset]) -> str:
 @component
 def batch_score(spec: str, valid: Input[Dataset], day: str, model_alias: str, scores: Output[Dataset]) -> str:
     """Score a day of transactions from the offline store with the model an alias names."""
-    import json
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import batch_score as run
 
-    out = run(spec, Path(valid.path), day, model_alias, Path(scores.path), Settings())
-    scores.metadata.update(out)
-    return json.dumps(out)
+    scored = run(spec, Path(valid.path), day, model_alias, Path(scores.path), Settings())
+    scores.metadata.update(scored.model_dump())
+    return scored.model_dump_json()

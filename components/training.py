@@ -5,7 +5,7 @@ No `from __future__ import annotations` here: KFP reads the real annotation obje
 
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from riskloop.components import RUNTIME_IMAGE
 
@@ -29,7 +29,6 @@ def ingest(spec: str, start_date: str, end_date: str, batch: Output[Dataset]) ->
 def validate(spec: str, batch: Input[Dataset], max_bad_fraction: float, pipeline_run_id: str,
              valid: Output[Dataset], quarantine: Output[Dataset]) -> str:
     """Apply the data contract: valid rows onward, bad rows to quarantine with reasons."""
-    import json
     from pathlib import Path
 
     from riskloop.settings import Settings
@@ -37,9 +36,9 @@ def validate(spec: str, batch: Input[Dataset], max_bad_fraction: float, pipeline
 
     summary = run(spec, Path(batch.path), Path(valid.path), Path(quarantine.path), max_bad_fraction,
                   Settings(), pipeline_run_id)
-    valid.metadata.update({"rows": summary["valid"]})
-    quarantine.metadata.update({"rows": summary["quarantined"]})
-    return json.dumps(summary)
+    valid.metadata.update({"rows": summary.valid})
+    quarantine.metadata.update({"rows": summary.quarantined})
+    return summary.model_dump_json()
 
 
 @component
@@ -47,110 +46,109 @@ def build_training_set(spec: str, valid: Input[Dataset], cutoff_date: str, matur
                        validation_days: float, test_days: float, seed: int,
                        training_set: Output[Dataset]) -> str:
     """Point-in-time features from Feast, labels as known at the cutoff, time split."""
-    import json
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import build_training_set as run
 
-    info = run(spec, Path(valid.path), cutoff_date, maturity_days, validation_days, test_days, seed,
-               Path(training_set.path), Settings())
-    training_set.metadata.update(info)
-    return json.dumps(info)
+    built = run(spec, Path(valid.path), cutoff_date, maturity_days, validation_days, test_days, seed,
+                Path(training_set.path), Settings())
+    training_set.metadata.update(built.model_dump())
+    return built.model_dump_json()
 
 
 @component
 def train(spec: str, training_set: Input[Dataset], train_params: dict, cutoff_date: str,
-          maturity_days: float, info: str, pipeline_run_id: str, model: Output[Model]) -> str:
-    """Train XGBoost, write model.ubj + model.json, open the MLflow run."""
-    import json
+          maturity_days: float, training_set_info: str, pipeline_run_id: str, model: Output[Model]) -> str:
+    """Train XGBoost, write model.ubj + model.json, open the MLflow run; returns the MLflow run id."""
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import train as run
+    from riskloop.steps.training import TrainingSet
 
-    data = json.loads(info)
-    out = run(spec, Path(training_set.path), train_params, Path(model.path), Settings(),
-              pipeline_run_id=pipeline_run_id, data_sha256=data["data_sha256"], data_snapshot=training_set.uri,
-              cutoff_date=cutoff_date, maturity_days=maturity_days)
-    model.metadata.update(out)
-    return str(out["run_id"])
+    trained = run(spec, Path(training_set.path), train_params, Path(model.path), Settings(),
+                  pipeline_run_id=pipeline_run_id,
+                  data_sha256=TrainingSet.model_validate_json(training_set_info).data_sha256,
+                  data_snapshot=training_set.uri, cutoff_date=cutoff_date, maturity_days=maturity_days)
+    model.metadata.update(trained.model_dump())
+    return trained.mlflow_run_id
 
 
 @component
-def evaluate(spec: str, training_set: Input[Dataset], model: Input[Model], run_id: str, target_fpr: float,
+def evaluate(spec: str, training_set: Input[Dataset], model: Input[Model], mlflow_run_id: str, target_fpr: float,
              metrics: Output[Metrics], roc: Output[ClassificationMetrics], report: Output[HTML]) -> str:
-    """Score candidate and champion on the same test window; metrics, ROC, confusion matrix, report."""
-    import json
+    """Score candidate and champion on the same test window; metrics, ROC, confusion matrix, report.
+
+    Returns the comparison (candidate and champion metrics) the gate decides on.
+    """
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import evaluate as run
 
-    out = run(spec, Path(training_set.path), Path(model.path), run_id, Path(report.path).parent / "evaluation",
-              Settings(), target_fpr=target_fpr)
-    for k, v in out.candidate.items():
+    out = run(spec, Path(training_set.path), Path(model.path), mlflow_run_id,
+              Path(report.path).parent / "evaluation", Settings(), target_fpr=target_fpr)
+    for k, v in out.comparison.candidate.items():
         metrics.log_metric(k, float(v))
-    fpr, tpr, thr = (out.evaluation["roc_curve"][k] for k in ("fpr", "tpr", "thresholds"))
-    roc.log_roc_curve(fpr, tpr, thr)
     e = out.evaluation
+    roc.log_roc_curve(*(e["roc_curve"][k] for k in ("fpr", "tpr", "thresholds")))
     roc.log_confusion_matrix(["legit", "fraud"], [[e["tn"], e["fp"]], [e["fn"], e["tp"]]])
     Path(report.path).write_text(out.html)
-    return json.dumps({"candidate": out.candidate, "champion": out.champion,
-                       "champion_version": out.champion_version})
+    return out.comparison.model_dump_json()
 
 
 @component
-def gate(evaluation: str, gate_params: dict, run_id: str, pipeline_run_id: str) -> bool:
-    """Champion/challenger gate: pass or fail with reasons, recorded; never raises on a fail."""
-    import json
+def gate(comparison: str, gate_params: dict, mlflow_run_id: str, pipeline_run_id: str,
+         decision: Output[Artifact]) -> bool:
+    """Champion/challenger gate, decided once: the decision artifact (verdict, reasons, metrics, policy) is what
+    register and the model card read; never raises on a fail."""
+    from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import gate as run
+    from riskloop.steps.training import Comparison
 
-    e = json.loads(evaluation)
-    result = run(e["candidate"], e["champion"], e["champion_version"], gate_params, Settings(),
-                 run_id=run_id, pipeline_run_id=pipeline_run_id)
-    print("gate:", "pass" if result["passed"] else "fail", "|", "; ".join(result["reasons"]))
-    return bool(result["passed"])
+    result = run(Comparison.model_validate_json(comparison), gate_params, Settings(), mlflow_run_id=mlflow_run_id,
+                 pipeline_run_id=pipeline_run_id, decision_path=Path(decision.path))
+    decision.metadata.update({"passed": result.passed, "summary": result.summary()})
+    print("gate:", "pass" if result.passed else "fail", "|", "; ".join(result.reasons))
+    return result.passed
 
 
 @component
-def register(spec: str, model: Input[Model], run_id: str, evaluation: str, gate_params: dict, info: str,
-             training_set: Input[Dataset], pipeline_run_id: str) -> str:
+def register(spec: str, model: Input[Model], mlflow_run_id: str, decision: Input[Artifact],
+             training_set_info: str, training_set: Input[Dataset], pipeline_run_id: str) -> str:
     """Register the passing candidate with its lineage tags and aliases."""
-    import json
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import register as run
-    from riskloop.training.gate import GateParams, decide_gate
+    from riskloop.steps.training import TrainingSet
+    from riskloop.training.gate import GateResult
 
-    e = json.loads(evaluation)
-    result = decide_gate(e["candidate"], e["champion"], GateParams.model_validate(gate_params),
-                         champion_version=e["champion_version"])
-    out = run(run_id, Path(model.path), result.to_dict(), spec, Settings(), pipeline_run_id=pipeline_run_id,
-              data_sha256=json.loads(info)["data_sha256"], data_snapshot=training_set.uri)
-    return json.dumps(out)
+    registration = run(mlflow_run_id, Path(model.path), GateResult.read(Path(decision.path)), spec, Settings(),
+                       pipeline_run_id=pipeline_run_id,
+                       data_sha256=TrainingSet.model_validate_json(training_set_info).data_sha256,
+                       data_snapshot=training_set.uri)
+    return registration.model_dump_json()
 
 
 @component
-def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], run_id: str, registration: str,
-               evaluation: str, gate_params: dict, card: Output[Markdown], card_html: Output[HTML]) -> str:
+def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], mlflow_run_id: str,
+               registration: str, decision: Input[Artifact], card: Output[Markdown], card_html: Output[HTML]) -> str:
     """The registered version's model card (Markdown and HTML), also logged to its MLflow run."""
-    import json
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import model_card as run
-    from riskloop.training.gate import GateParams, decide_gate
+    from riskloop.steps.training import Registration
+    from riskloop.training.gate import GateResult
 
-    e = json.loads(evaluation)
-    result = decide_gate(e["candidate"], e["champion"], GateParams.model_validate(gate_params),
-                         champion_version=e["champion_version"])
-    out = run(spec, Path(training_set.path), Path(model.path), run_id, json.loads(registration)["version"],
-              result.to_dict(), Path(card.path), Path(card_html.path), Settings())
-    return json.dumps(out)
+    summary = run(spec, Path(training_set.path), Path(model.path), mlflow_run_id,
+                  Registration.model_validate_json(registration).version, GateResult.read(Path(decision.path)),
+                  Path(card.path), Path(card_html.path), Settings())
+    return summary.model_dump_json()
 
 
 @component

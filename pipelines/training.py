@@ -39,37 +39,39 @@ def training_pipeline(
     canary_interval_seconds: float = 60.0,
     canary_policy: dict = DEFAULT_POLICY,
 ) -> None:
-    run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-    outcome = record_run_outcome(pipeline_run_id=run_id)
+    pipeline_run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    outcome = record_run_outcome(pipeline_run_id=pipeline_run_id)
     on_cluster(outcome).set_caching_options(False)
     # Caching is off for every step on purpose: each one has an effect outside its artifacts
     # (audit log, MLflow run, Feast tables), and KFP's cache key ignores the code inside the image.
     with dsl.ExitHandler(outcome, name="training"):
         batch = ingest(spec=spec, start_date=start_date, end_date=end_date).set_caching_options(False)
         checked = validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
-                           pipeline_run_id=run_id).set_caching_options(False)
+                           pipeline_run_id=pipeline_run_id).set_caching_options(False)
         ts = build_training_set(spec=spec, valid=checked.outputs["valid"], cutoff_date=cutoff_date,
                                 maturity_days=maturity_days, validation_days=validation_days,
                                 test_days=test_days, seed=seed)
         ts.set_caching_options(False)  # writes the Feast tables the serving side reads
-        model = train(spec=spec, training_set=ts.outputs["training_set"], train_params=train_params,
-                      cutoff_date=cutoff_date, maturity_days=maturity_days, info=ts.outputs["Output"],
-                      pipeline_run_id=run_id).set_caching_options(False)
+        training_set, training_set_info = ts.outputs["training_set"], ts.outputs["Output"]
+        model = train(spec=spec, training_set=training_set, train_params=train_params, cutoff_date=cutoff_date,
+                      maturity_days=maturity_days, training_set_info=training_set_info,
+                      pipeline_run_id=pipeline_run_id).set_caching_options(False)
         model.set_retry(num_retries=2)  # talks to the tracking server
-        ev = evaluate(spec=spec, training_set=ts.outputs["training_set"], model=model.outputs["model"],
-                      run_id=model.outputs["Output"], target_fpr=target_fpr).set_caching_options(False)
+        mlflow_run_id = model.outputs["Output"]
+        ev = evaluate(spec=spec, training_set=training_set, model=model.outputs["model"], mlflow_run_id=mlflow_run_id,
+                      target_fpr=target_fpr).set_caching_options(False)
         ev.set_retry(num_retries=2)
-        verdict = gate(evaluation=ev.outputs["Output"], gate_params=gate_params, run_id=model.outputs["Output"],
-                       pipeline_run_id=run_id).set_caching_options(False)
-        with dsl.If(verdict.output == True, name="gate-passed"):  # noqa: E712  (a KFP condition, not Python)
-            reg = register(spec=spec, model=model.outputs["model"], run_id=model.outputs["Output"],
-                           evaluation=ev.outputs["Output"], gate_params=gate_params, info=ts.outputs["Output"],
-                           training_set=ts.outputs["training_set"], pipeline_run_id=run_id)
+        verdict = gate(comparison=ev.outputs["Output"], gate_params=gate_params, mlflow_run_id=mlflow_run_id,
+                       pipeline_run_id=pipeline_run_id).set_caching_options(False)
+        decision = verdict.outputs["decision"]  # decided once: register and the card read this artifact
+        with dsl.If(verdict.outputs["Output"] == True, name="gate-passed"):  # noqa: E712  (a KFP condition)
+            reg = register(spec=spec, model=model.outputs["model"], mlflow_run_id=mlflow_run_id, decision=decision,
+                           training_set_info=training_set_info, training_set=training_set,
+                           pipeline_run_id=pipeline_run_id)
             reg.set_caching_options(False).set_retry(num_retries=2)
             on_cluster(reg)
-            card = model_card(spec=spec, training_set=ts.outputs["training_set"], model=model.outputs["model"],
-                              run_id=model.outputs["Output"], registration=reg.output, evaluation=ev.outputs["Output"],
-                              gate_params=gate_params)
+            card = model_card(spec=spec, training_set=training_set, model=model.outputs["model"],
+                              mlflow_run_id=mlflow_run_id, registration=reg.output, decision=decision)
             on_cluster(card.set_caching_options(False))  # reads the audit log and writes to MLflow
             with dsl.If(deliver == True, name="deliver"):  # noqa: E712
                 # the registered version is alias challenger: the delivery pipeline canaries it

@@ -148,9 +148,9 @@ def prepare_state(state_dir: Path) -> Prepared:
     from riskloop import steps
     from riskloop.data.spec import load_spec
     from riskloop.data.synthetic import GeneratorParams, write_partitions
+    from riskloop.model import matrix
     from riskloop.serving.loader import resolve_model
     from riskloop.settings import Settings
-    from riskloop.training.dataset import matrix
 
     s = Settings()
     s.ensure_dirs()
@@ -163,13 +163,14 @@ def prepare_state(state_dir: Path) -> Prepared:
     steps.validate(spec.name, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "bench")
     info = steps.build_training_set(spec.name, w / "valid.parquet", HELD_OUT, 2.0, 2.0, 3.0, 0, w / "ts.parquet", s)
     out = steps.train(spec.name, w / "ts.parquet", {"n_estimators": 80}, w / "model", s, pipeline_run_id="bench",
-                      data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"), cutoff_date=HELD_OUT,
+                      data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"), cutoff_date=HELD_OUT,
                       maturity_days=2.0)
-    ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out["run_id"], w / "report", s, target_fpr=0.01)
-    gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, {}, s, run_id=out["run_id"],
-                      pipeline_run_id="bench")
-    steps.register(out["run_id"], w / "model", gate, spec.name, s, pipeline_run_id="bench",
-                   data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"))
+    ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s,
+                        target_fpr=0.01)
+    gate = steps.gate(ev.comparison, {}, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id="bench",
+                      decision_path=w / "gate.json")
+    steps.register(out.mlflow_run_id, w / "model", gate, spec.name, s, pipeline_run_id="bench",
+                   data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
     steps.materialize(HELD_OUT, 30, s)
 
     name = spec.registered_model(s.mlflow.model_name)

@@ -42,6 +42,7 @@ from riskloop.registry.mlflow_registry import (
     version_by_alias,
 )
 from riskloop.settings import AuditSettings, Settings
+from riskloop.training.gate import GateResult
 from riskloop.training.train import train_model
 from tests.unit.test_train import META, PARAMS, toy_features, toy_frame
 
@@ -384,10 +385,11 @@ def test_the_first_version_of_a_path_spec_that_requires_approval_waits_as_challe
     model_dir = Path(tempfile.mkdtemp(dir=tmp_path)) / "model"
     shutil.copytree(state.parent / "model", model_dir)
     (model_dir / SPEC_FILE).write_text(spec.read_text())
-    gate = {"passed": True, "reasons": ["pass: first model"], "candidate": {}, "champion": None}
+    gate = GateResult(passed=True, reasons=("pass: first model",), candidate={}, champion=None,
+                      champion_version=None)
     reg = steps.register(run_id, model_dir, gate, str(spec), s, pipeline_run_id="p1", data_sha256="d" * 64,
                          data_snapshot="snap")
-    assert reg["aliases"] == ["challenger"] and reg["approval_required"], reg
+    assert reg.aliases == ["challenger"] and reg.approval_required, reg
     assert version_by_alias(s.tracking_uri, model, "champion") is None
     with pytest.raises(DeploymentError, match=r"(?s)no champion yet.*riskloop approve 1 --model acme-first-scorer"):
         rollout.ensure_deployment(s, model)  # nothing serves it: `riskloop serve` stops here too

@@ -7,20 +7,21 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from riskloop.settings import Settings
+from riskloop.steps.training import Comparison, EvaluateOutput, Registration, TrainedModel
+from riskloop.training.gate import GateResult
 
 SPEC = "german-credit"
 DAY = "1994-11-17"
 GATE = {"min_roc_auc": 0.65, "min_pr_auc": 0.4}
 
 
-def _train_and_register(spec: str, s: Settings, w: Path, run: str) -> tuple[dict[str, Any], Any, dict[str, Any],
-                                                                          dict[str, Any]]:
+def _train_and_register(spec: str, s: Settings, w: Path,
+                        run: str) -> tuple[TrainedModel, EvaluateOutput, GateResult, Registration]:
     """The training pipeline's steps on the landed day, as it calls them: (train, evaluation, gate, register)."""
     from riskloop import steps
 
@@ -28,14 +29,14 @@ def _train_and_register(spec: str, s: Settings, w: Path, run: str) -> tuple[dict
     steps.validate(spec, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, run)
     info = steps.build_training_set(spec, w / "valid.parquet", DAY, 0.0, 1.0, 1.0, 0, w / "ts.parquet", s)
     out = steps.train(spec, w / "ts.parquet", {"n_estimators": 150, "max_depth": 3, "target_fpr": 0.2},
-                      w / "model", s, pipeline_run_id=run, data_sha256=info["data_sha256"],
+                      w / "model", s, pipeline_run_id=run, data_sha256=info.data_sha256,
                       data_snapshot=str(w / "ts.parquet"), cutoff_date=DAY, maturity_days=0.0)
-    ev = steps.evaluate(spec, w / "ts.parquet", w / "model", out["run_id"], w / "report", s, target_fpr=0.2)
-    gate = steps.gate(ev.candidate, ev.champion, ev.champion_version, GATE, s, run_id=out["run_id"],
-                      pipeline_run_id=run)
-    assert gate["passed"], gate["reasons"]
-    reg = steps.register(out["run_id"], w / "model", gate, spec, s, pipeline_run_id=run,
-                         data_sha256=info["data_sha256"], data_snapshot=str(w / "ts.parquet"))
+    ev = steps.evaluate(spec, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s, target_fpr=0.2)
+    gate = steps.gate(ev.comparison, GATE, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id=run,
+                      decision_path=w / "gate.json")
+    assert gate.passed, gate.reasons
+    reg = steps.register(out.mlflow_run_id, w / "model", gate, spec, s, pipeline_run_id=run,
+                         data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
     return out, ev, gate, reg
 
 
@@ -43,8 +44,8 @@ def _train_and_register(spec: str, s: Settings, w: Path, run: str) -> tuple[dict
 class Credit:
     settings: Settings
     work: Path
-    evaluation: object
-    registered: dict[str, object]
+    evaluation: EvaluateOutput
+    registered: Registration
     run_id: str
 
 
@@ -63,14 +64,14 @@ def credit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Credit]:
         s = Settings()
         w = root / "work"
         out, ev, gate, reg = _train_and_register(SPEC, s, w, "gc-run")
-        steps.model_card(SPEC, w / "ts.parquet", w / "model", out["run_id"], str(reg["version"]), gate,
+        steps.model_card(SPEC, w / "ts.parquet", w / "model", out.mlflow_run_id, reg.version, gate,
                          w / "card.md", w / "card.html", s)
-        yield Credit(s, w, ev, reg, out["run_id"])
+        yield Credit(s, w, ev, reg, out.mlflow_run_id)
 
 
 def test_model_card_of_the_german_credit_model_has_the_fairness_tables(credit: Credit) -> None:
     card = (credit.work / "card.md").read_text()
-    assert card.startswith(f"# Model card: credit-scorer version {credit.registered['version']}")
+    assert card.startswith(f"# Model card: credit-scorer version {credit.registered.version}")
     assert "## Fairness" in card and "Not analysed" not in card
     for attribute, groups in (("age_band", ("<25", "25-39", "40-59", "60+")), ("sex", ("male", "female"))):
         assert f"### {attribute}: demographic parity difference" in card
@@ -85,17 +86,20 @@ def test_model_card_of_the_german_credit_model_has_the_fairness_tables(credit: C
 def test_a_fairness_limit_in_the_gate_blocks_the_german_credit_model(credit: Credit) -> None:
     from riskloop import steps
 
-    candidate = credit.evaluation.candidate  # type: ignore[attr-defined]
+    candidate = credit.evaluation.comparison.candidate
     dpd = candidate["demographic_parity_difference"]
     assert dpd == max(candidate["demographic_parity_difference_age_band"],
                       candidate["demographic_parity_difference_sex"]) > 0
     strict = {**GATE, "max_demographic_parity_difference": dpd / 2}
-    result = steps.gate(candidate, None, None, strict, credit.settings, run_id=credit.run_id, pipeline_run_id="gc-run")
-    assert not result["passed"]
-    assert any(r.startswith("fail: demographic parity difference") for r in result["reasons"]), result["reasons"]
+    alone = Comparison(candidate=candidate, champion=None, champion_version=None)
+    decision = credit.work / "gate-fairness.json"
+    result = steps.gate(alone, strict, credit.settings, mlflow_run_id=credit.run_id, pipeline_run_id="gc-run",
+                        decision_path=decision)
+    assert not result.passed and GateResult.read(decision) == result
+    assert any(r.startswith("fail: demographic parity difference") for r in result.reasons), result.reasons
     lenient = {**GATE, "max_demographic_parity_difference": min(dpd + 0.05, 1.0)}
-    assert steps.gate(candidate, None, None, lenient, credit.settings, run_id=credit.run_id,
-                      pipeline_run_id="gc-run")["passed"]
+    assert steps.gate(alone, lenient, credit.settings, mlflow_run_id=credit.run_id, pipeline_run_id="gc-run",
+                      decision_path=decision).passed
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -110,7 +114,7 @@ BY_PATH_MODEL = "acme-credit-scorer"
 class ByPath:
     settings: Settings
     spec: Path
-    registered: dict[str, object]
+    registered: Registration
     run_id: str
 
 
@@ -124,7 +128,7 @@ def by_path(credit: Credit, tmp_path_factory: pytest.TempPathFactory) -> ByPath:
                     .replace("model_name: credit-scorer", f"model_name: {BY_PATH_MODEL}"))
     s, w, name = credit.settings, credit.work.parent / "work-by-path", str(spec)
     out, _, _, reg = _train_and_register(name, s, w, "acme-run")
-    return ByPath(s, spec, reg, out["run_id"])
+    return ByPath(s, spec, reg, out.mlflow_run_id)
 
 
 def _cli(s: Settings, *args: str) -> tuple[int, str]:
@@ -141,7 +145,7 @@ def test_card_reproduce_and_lineage_work_for_a_spec_given_by_path_also_once_it_i
     from riskloop.data.spec import read_spec_source
     from riskloop.registry.mlflow_registry import SPEC_SHA256_TAG, get_version
 
-    s, v = by_path.settings, str(by_path.registered["version"])
+    s, v = by_path.settings, by_path.registered.version
     tags = get_version(s.tracking_uri, BY_PATH_MODEL, v).tags
     assert tags["dataset_spec"] == "acme-credit" and tags[SPEC_SHA256_TAG] == read_spec_source(by_path.spec).sha256
     code, out = _cli(s, "card", v, "--spec", str(by_path.spec), "--out", str(tmp_path / "card"))
@@ -175,8 +179,8 @@ def test_card_reproduce_and_lineage_work_for_a_spec_given_by_path_also_once_it_i
 def test_a_path_spec_model_goes_live_only_after_an_approval_and_a_promotion(by_path: ByPath) -> None:
     from riskloop.registry.mlflow_registry import version_by_alias
 
-    s, v = by_path.settings, str(by_path.registered["version"])
-    assert by_path.registered["aliases"] == ["challenger"], "a first version needing approval is not champion"
+    s, v = by_path.settings, by_path.registered.version
+    assert by_path.registered.aliases == ["challenger"], "a first version needing approval is not champion"
     assert version_by_alias(s.tracking_uri, BY_PATH_MODEL, "champion") is None
     code, out = _cli(s, "canary", "promote", "--spec", str(by_path.spec))
     assert code == 2 and "no recorded approval" in out and f"riskloop approve {v} --model {BY_PATH_MODEL}" in out

@@ -70,7 +70,8 @@ def test_ulb_model_on_a_time_split_beats_the_bar(tmp_path: Path) -> None:
 
     from riskloop.data.spec import load_spec
     from riskloop.data.validate import validate_batch
-    from riskloop.training.dataset import LABEL, SPLIT, WindowParams, assemble, feature_spec
+    from riskloop.model import LABEL, SPLIT, feature_spec
+    from riskloop.training.dataset import WindowParams, assemble
     from riskloop.training.evaluate import evaluate_scores
     from riskloop.training.train import TrainParams, train_model
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from riskloop.errors import RegistryError
+from riskloop.hashing import sha256_file
+from riskloop.model import MODEL_FILE, SPLIT, ModelBundle, load_model
 from riskloop.registry.mlflow_registry import (
     AUDIT_HASH_TAG,
     AUDIT_SEQ_TAG,
@@ -34,8 +36,7 @@ from riskloop.registry.mlflow_registry import (
     start_training_run,
     version_by_alias,
 )
-from riskloop.training.dataset import SPLIT
-from riskloop.training.train import MODEL_FILE, ModelBundle, load_model, sha256_file, train_model
+from riskloop.training.train import train_model
 from tests.unit.test_train import META, PARAMS, toy_features, toy_frame
 
 MODEL = "fraud-detector"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from riskloop.errors import TrainingError
-from riskloop.training.dataset import LABEL, SPLIT, FeatureSpec
+from riskloop.model import LABEL, SPLIT, FeatureSpec
 from riskloop.training.evaluate import evaluate_scores
 from riskloop.training.fairness import fairness_metrics, fairness_report, fairness_reports
 from riskloop.training.gate import GateParams, decide_gate

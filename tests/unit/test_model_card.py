@@ -10,7 +10,7 @@ import pytest
 
 from riskloop.audit.card import build_model_card, calibration, global_importance, metrics_with_ci
 from riskloop.data.spec import load_spec
-from riskloop.training.dataset import LABEL, SPLIT
+from riskloop.model import LABEL, SPLIT
 from riskloop.training.train import train_model
 from tests.unit.test_train import META, PARAMS, toy_features, toy_frame
 
@@ -41,7 +41,7 @@ def test_card_of_a_toy_model(toy: tuple[pd.DataFrame, Any]) -> None:
 def test_importance_is_shap_contributions_that_sum_to_the_margin(toy: tuple[pd.DataFrame, Any]) -> None:
     import xgboost as xgb
 
-    from riskloop.training.dataset import matrix
+    from riskloop.model import matrix
 
     frame, bundle = toy
     test = frame[frame[SPLIT] == "test"].head(50)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from riskloop.errors import DataContractError
+from riskloop.model import FeatureSpec, matrix
 from riskloop.monitoring.frames import MISSING, current_frame, feature_kinds, reference_frame
-from riskloop.training.dataset import FeatureSpec, matrix
 
 FSPEC = FeatureSpec(("amount", "channel", "card_count_1h"), {"channel": ("pos", "contactless", "online")})
 

@@ -13,18 +13,21 @@ import pytest
 from pydantic import ValidationError
 
 from riskloop.errors import ModelIntegrityError, TrainingError
-from riskloop.training.dataset import LABEL, SPLIT, UNLABELLED, FeatureSpec, assemble, feature_spec
-from riskloop.training.evaluate import evaluate_scores
-from riskloop.training.train import (
+from riskloop.hashing import sha256_file
+from riskloop.model import (
+    LABEL,
     META_FILE,
     MODEL_FILE,
+    SPLIT,
+    UNLABELLED,
+    FeatureSpec,
     ModelBundle,
-    TrainParams,
+    feature_spec,
     load_model,
-    reference_sample,
-    sha256_file,
-    train_model,
 )
+from riskloop.training.dataset import assemble
+from riskloop.training.evaluate import evaluate_scores
+from riskloop.training.train import TrainParams, reference_sample, train_model
 from tests.unit.test_training_dataset import toy_params, toy_spec, toy_transactions
 
 PARAMS = TrainParams(n_estimators=30, max_depth=3, learning_rate=0.2, early_stopping_rounds=10,

@@ -20,17 +20,8 @@ from riskloop.data.synthetic import GeneratorParams, generate
 from riskloop.errors import RiskloopError, TrainingError
 from riskloop.features.compute import REALTIME_FEATURES
 from riskloop.features.store import STORE_FEATURES
-from riskloop.training.dataset import (
-    LABEL,
-    SPLIT,
-    UNLABELLED,
-    FeatureSpec,
-    WindowParams,
-    assemble,
-    feature_spec,
-    label_as_known,
-    matrix,
-)
+from riskloop.model import LABEL, SPLIT, UNLABELLED, FeatureSpec, feature_spec, matrix
+from riskloop.training.dataset import WindowParams, assemble, label_as_known
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOY_DAYS = 30

@@ -137,7 +137,7 @@ def global_importance(bundle: Any, test: pd.DataFrame, *, seed: int = 0) -> list
     """Mean |SHAP contribution| per feature over up to 2,000 test rows (XGBoost ``pred_contribs``)."""
     import xgboost as xgb
 
-    from riskloop.training.dataset import matrix
+    from riskloop.model import matrix
 
     rows = test.sample(n=min(IMPORTANCE_ROWS, len(test)), random_state=seed) if len(test) else test
     names = list(bundle.features.names)
@@ -191,7 +191,7 @@ def build_model_card(spec: DatasetSpec, frame: pd.DataFrame, bundle: Any, *, mod
                      approval_required: tuple[bool, str] = (False, ""), seed: int = 0,
                      spec_sha256: str | None = None) -> ModelCard:
     """The card of a model (``bundle``) trained on ``frame`` (the training set with its ``split`` column)."""
-    from riskloop.training.dataset import LABEL, SPLIT
+    from riskloop.model import LABEL, SPLIT
 
     meta = bundle.meta
     test = frame[frame[SPLIT] == "test"]

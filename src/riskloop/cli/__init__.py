@@ -1005,6 +1005,7 @@ def card_cmd(
     from riskloop.audit.log import open_audit_log
     from riskloop.registry.mlflow_registry import download_model_dir, resolve_version
     from riskloop.steps import model_card
+    from riskloop.training.gate import GateResult
 
     s = settings()
     try:
@@ -1019,8 +1020,7 @@ def card_cmd(
                                     "is in the MLflow run's model_card/ folder)")
         gated = [e for e in open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).events()
                  if e.event == "gated" and e.ids.get("run_id") == info.run_id]
-        gate = {"passed": gated[-1].details.get("passed"), "reasons": gated[-1].details.get("reasons", [])} \
-            if gated else None
+        gate = GateResult.from_dict(gated[-1].details) if gated else None  # the decision recorded
         target = out_dir or s.reports_dir / "model_cards" / f"{name}-v{info.version}"
         model_dir = download_model_dir(s.tracking_uri, info.run_id)
         try:
@@ -1032,7 +1032,7 @@ def card_cmd(
         _fail(exc)
     _summary(f"model card of {name} v{info.version}", {"markdown": target / "model_card.md",
                                                          "html": target / "model_card.html",
-                                                         "fairness tables": result["fairness"],
+                                                         "fairness tables": result.fairness,
                                                          "MLflow": f"run {info.run_id}, model_card/"})
 
 
@@ -1056,7 +1056,7 @@ def reproduce_cmd(
 
         riskloop reproduce 1
     """
-    from riskloop.audit.reproduce import reproduce_version
+    from riskloop.steps import reproduce_version
 
     s = settings()
     try:

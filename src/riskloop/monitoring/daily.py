@@ -80,6 +80,7 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
                 seed: int = 0) -> MonitorOutcome:
     """Monitor the champion's day ``day``; see the module docstring."""
     from riskloop.data.io import read_partitions
+    from riskloop.model import load_model
     from riskloop.monitoring import decay as dec
     from riskloop.monitoring.drift import detect_drift, write_report
     from riskloop.monitoring.frames import current_frame, feature_kinds, reference_frame
@@ -92,7 +93,6 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
         run_info,
     )
     from riskloop.serving.prediction_log import read_prediction_log
-    from riskloop.training.train import load_model
 
     policy = policy or MonitorPolicy()
     spec = load_spec(spec_name)

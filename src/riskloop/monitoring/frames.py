@@ -11,7 +11,7 @@ The two sides come from different places:
   category list of ``model.json``, NaN when missing or unknown.
 
 Both are turned into what the model sees, written readably: numbers rounded
-through float32 exactly as ``riskloop.training.dataset.matrix`` does,
+through float32 exactly as ``riskloop.model.matrix`` does,
 categoricals as the label of their code, and every missing or unknown category
 as :data:`MISSING` (its own level, so a surge of unknown values is drift too,
 not rows silently dropped).
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from riskloop.errors import DataContractError
-from riskloop.training.dataset import FeatureSpec
+from riskloop.model import FeatureSpec
 
 MISSING: Final = "<missing>"
 FEATURE_PREFIX: Final = "feature_"  # as written by riskloop.serving.prediction_log

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from riskloop.errors import ConfigError, ModelIntegrityError
+from riskloop.model import ModelBundle, load_model
 from riskloop.settings import Settings
-from riskloop.training.train import ModelBundle, load_model
 
 EXPECTED_SHA_ENV = "RISKLOOP_EXPECTED_MODEL_SHA256"
 VERSION_ENV = "RISKLOOP_MODEL_VERSION"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from riskloop.data.spec import load_spec
 from riskloop.errors import ConfigError
@@ -13,7 +12,7 @@ from riskloop.settings import Settings
 from riskloop.steps.common import parse_day, valid_frame
 
 
-def build_features(spec_name: str, valid_path: Path, settings: Settings) -> dict[str, Any]:
+def build_features(spec_name: str, valid_path: Path, settings: Settings) -> dict[str, Path]:
     """Write both tiers' offline tables from validated rows and register the Feast objects."""
     from riskloop.features.store import StoreConfig, apply_definitions, open_store, write_feature_tables
 
@@ -23,7 +22,7 @@ def build_features(spec_name: str, valid_path: Path, settings: Settings) -> dict
     cfg = StoreConfig.from_settings(settings)
     paths = write_feature_tables(valid_frame(spec, valid_path), cfg.offline_dir)
     apply_definitions(open_store(cfg), cfg.offline_dir)
-    return {name: str(p) for name, p in paths.items()}
+    return dict(paths)
 
 
 def materialize(end_date: str, days_back: int, settings: Settings, *, tables_dir: Path | None = None) -> str:

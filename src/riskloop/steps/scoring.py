@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from riskloop.data.spec import load_spec
 from riskloop.errors import ConfigError, DataContractError
@@ -13,16 +13,26 @@ from riskloop.settings import Settings
 from riskloop.steps.common import parse_day, valid_frame
 
 
+class Scored(BaseModel):
+    """How many rows were scored and flagged, by which registered version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: int
+    flagged: int
+    model_version: str
+
+
 def batch_score(spec_name: str, valid_path: Path, day: str, model_alias: str, out_path: Path,
-                settings: Settings) -> dict[str, Any]:
+                settings: Settings) -> Scored:
     """Score one day's transactions with the model an alias points at, features from the offline store.
 
     ``valid_path`` holds validated rows of the day *and* the day before it: the
     real-time tier needs the previous 24 hours of each card's stream.
     """
     from riskloop.features.store import StoreConfig, historical_features, open_store
+    from riskloop.model import load_model
     from riskloop.registry.mlflow_registry import download_model_dir, version_by_alias
-    from riskloop.training.train import load_model
 
     spec = load_spec(spec_name)
     name = spec.registered_model(settings.mlflow.model_name)
@@ -51,4 +61,4 @@ def batch_score(spec_name: str, valid_path: Path, day: str, model_alias: str, ou
                         "fraud": scores >= bundle.threshold, "model_version": info.version})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(out_path, index=False)
-    return {"rows": len(out), "flagged": int(out["fraud"].sum()), "model_version": info.version}
+    return Scored(rows=len(out), flagged=int(out["fraud"].sum()), model_version=info.version)

@@ -1,19 +1,24 @@
 """The training pipeline's steps: ingest, validate, training set, train, evaluate, gate, register, card.
 
-Each takes artifact paths and typed parameters and returns plain data; the component in
-``components/training.py`` only maps KFP artifacts to these arguments.
+Each takes artifact paths and typed values and returns a typed result (the pydantic models below); the
+component in ``components/training.py`` only maps KFP artifacts to these arguments and serialises the result
+with its model's own ``model_dump_json`` (a KFP parameter is a string). The gate is decided once, by
+:func:`gate`, whose decision travels as an artifact to :func:`register` and :func:`model_card`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from riskloop import __version__
 from riskloop.audit.log import open_audit_log
@@ -25,9 +30,69 @@ from riskloop.hashing import frame_sha256
 from riskloop.settings import Settings
 from riskloop.steps.common import audit, parse_day, valid_frame
 from riskloop.steps.features import build_features
+from riskloop.training.gate import GateResult
 from riskloop.version import git_commit, runtime_image
 
+if TYPE_CHECKING:  # riskloop.model imports xgboost: the steps that need it import it when they run
+    from riskloop.model import ModelBundle
+
 RUN_STATUS_OK = "SUCCEEDED"
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Validated(_Result):
+    """What the data contract did to a batch."""
+
+    rows: int
+    valid: int
+    quarantined: int
+    bad_fraction: float
+    checks: dict[str, int]
+
+
+class TrainingSet(_Result):
+    """The training set a step wrote: its size, content hash, cutoff and labelled positives."""
+
+    rows: int
+    data_sha256: str
+    cutoff: str
+    positives: int
+
+
+class TrainedModel(_Result):
+    """The candidate ``train`` wrote and the MLflow run it opened."""
+
+    mlflow_run_id: str
+    model_sha256: str
+    threshold: float
+    dataset_spec_sha256: str
+
+
+class Comparison(_Result):
+    """The candidate's and the champion's metrics on the same test window: what the gate decides on."""
+
+    candidate: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: str | None
+
+
+class Registration(_Result):
+    """The registered version and the aliases it got."""
+
+    version: str
+    aliases: list[str]
+    approval_required: bool
+
+
+class CardSummary(_Result):
+    """What the model card holds: the version it describes, its sections and fairness tables."""
+
+    version: str | None
+    sections: int
+    fairness: int
 
 
 # ------------------------------------------------------------------------------- ingest
@@ -50,7 +115,7 @@ def ingest(spec_name: str, start_date: str, end_date: str, out_path: Path, setti
 
 # ----------------------------------------------------------------------------- validate
 def validate(spec_name: str, in_path: Path, valid_path: Path, quarantine_path: Path,
-             max_bad_fraction: float, settings: Settings, pipeline_run_id: str) -> dict[str, Any]:
+             max_bad_fraction: float, settings: Settings, pipeline_run_id: str) -> Validated:
     """Apply the data contract; write valid rows and the quarantine, then enforce the gate."""
     spec = load_spec(spec_name)
     contract = spec.contract if max_bad_fraction < 0 else spec.contract.model_copy(
@@ -68,16 +133,17 @@ def validate(spec_name: str, in_path: Path, valid_path: Path, quarantine_path: P
     valid_path.parent.mkdir(parents=True, exist_ok=True)
     result.valid.to_parquet(valid_path, index=False)
     audit(settings, "validated", ids, summary)
-    return summary
+    return Validated.model_validate(summary)
 
 
 # ------------------------------------------------------------------- build_training_set
 def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, maturity_days: float,
                        validation_days: float, test_days: float, seed: int, out_path: Path,
-                       settings: Settings) -> dict[str, Any]:
+                       settings: Settings) -> TrainingSet:
     """Features (Feast, point-in-time) + labels as known at the cutoff + time split → parquet."""
     from riskloop.features.store import historical_features, open_store
-    from riskloop.training.dataset import LABEL, SPLIT, UNLABELLED, WindowParams, assemble
+    from riskloop.model import LABEL, SPLIT, UNLABELLED
+    from riskloop.training.dataset import WindowParams, assemble
 
     spec = load_spec(spec_name)
     cutoff = datetime.combine(parse_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
@@ -103,8 +169,8 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
     recipe = {"spec": spec.name, "source_days": days, "cutoff_date": cutoff_date, "maturity_days": maturity_days,
               "validation_days": validation_days, "test_days": test_days, "seed": seed}
     _write_snapshot(frame, out_path, definitions, recipe)
-    return {"rows": len(frame), "data_sha256": frame_sha256(frame), "cutoff": cutoff.isoformat(),
-            "positives": int(frame.loc[frame[SPLIT] != UNLABELLED, LABEL].sum())}
+    return TrainingSet(rows=len(frame), data_sha256=frame_sha256(frame), cutoff=cutoff.isoformat(),
+                       positives=int(frame.loc[frame[SPLIT] != UNLABELLED, LABEL].sum()))
 
 
 RECIPE_METADATA = b"riskloop.training_set_recipe"
@@ -149,11 +215,12 @@ def snapshot_feature_definitions(path: Path) -> str | None:
 # -------------------------------------------------------------------------------- train
 def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any], model_dir: Path,
           settings: Settings, *, pipeline_run_id: str, data_sha256: str, data_snapshot: str,
-          cutoff_date: str, maturity_days: float) -> dict[str, Any]:
+          cutoff_date: str, maturity_days: float) -> TrainedModel:
     """Train, write the model directory, open the MLflow run (params + model + reference sample)."""
     from riskloop.audit.lineage import FEATURE_DEFINITIONS_TAG
+    from riskloop.model import feature_spec
     from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, log_evaluation, start_training_run
-    from riskloop.training.dataset import feature_spec, training_window
+    from riskloop.training.dataset import training_window
     from riskloop.training.train import TrainParams, reference_sample, train_model
 
     source = read_spec_source(spec_name)
@@ -172,7 +239,7 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
     # the exact spec text goes with the model (MLflow artifact, and what KServe downloads): approval, card,
     # reproduce and lineage read the spec the version was trained under, not a file that may since be gone
     (model_dir / SPEC_FILE).write_bytes(source.text.encode())
-    run_id = start_training_run(
+    mlflow_run_id = start_training_run(
         settings.tracking_uri, settings.mlflow.experiment,
         params={**params.model_dump(), "dataset_spec": spec.name, "cutoff_date": cutoff_date,
                 "maturity_days": maturity_days, "threshold": bundle.threshold},
@@ -187,107 +254,163 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
     ref_dir.mkdir(parents=True, exist_ok=True)
     ref = ref_dir / "reference.parquet"
     reference_sample(frame, bundle, seed=params.seed).to_parquet(ref, index=False)
-    log_evaluation(settings.tracking_uri, run_id, metrics={}, files=[("reference", ref)])
-    audit(settings, "trained", {"run_id": run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
-           {"model_sha256": bundle.meta["model_sha256"], "data_sha256": data_sha256,
-            "best_iteration": bundle.meta["best_iteration"], "threshold": bundle.threshold,
-            "rows": bundle.meta["rows"], "params": params.model_dump()})
-    return {"run_id": run_id, "model_sha256": bundle.meta["model_sha256"], "threshold": bundle.threshold,
-            "dataset_spec_sha256": source.sha256}
+    log_evaluation(settings.tracking_uri, mlflow_run_id, metrics={}, files=[("reference", ref)])
+    audit(settings, "trained", {"run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
+          {"model_sha256": bundle.meta["model_sha256"], "data_sha256": data_sha256,
+           "best_iteration": bundle.meta["best_iteration"], "threshold": bundle.threshold,
+           "rows": bundle.meta["rows"], "params": params.model_dump()})
+    return TrainedModel(mlflow_run_id=mlflow_run_id, model_sha256=bundle.meta["model_sha256"],
+                        threshold=bundle.threshold, dataset_spec_sha256=source.sha256)
 
 
 # ----------------------------------------------------------------------------- evaluate
 @dataclass(frozen=True)
 class EvaluateOutput:
-    candidate: dict[str, float]
-    champion: dict[str, float] | None
-    champion_version: str | None
+    comparison: Comparison
     evaluation: dict[str, Any]
     plots: dict[str, Path]
     html: str
     fairness: tuple[dict[str, Any], ...] = ()  # one report per protected attribute of the spec
 
 
-def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, run_id: str, report_dir: Path,
-             settings: Settings, *, target_fpr: float) -> EvaluateOutput:
-    """Score the candidate and the current champion on the same test window; log to the run."""
-    from riskloop.registry.mlflow_registry import CHAMPION, download_model_dir, log_evaluation, version_by_alias
-    from riskloop.training.dataset import LABEL, SPLIT
-    from riskloop.training.evaluate import evaluate_scores, plot_evaluation, render_report_html
-    from riskloop.training.train import load_model
+@dataclass(frozen=True)
+class _Scored:
+    """The candidate on the test window: labels, scores, metrics (with fairness) and fairness reports."""
+
+    y: np.ndarray
+    scores: np.ndarray
+    threshold: float
+    evaluation: Any  # riskloop.training.evaluate.Evaluation, imported lazily (sklearn, matplotlib)
+    metrics: dict[str, float]
+    fairness: tuple[dict[str, Any], ...]
+
+
+def _test_split(training_set_path: Path) -> pd.DataFrame:
+    from riskloop.model import SPLIT
 
     frame = pd.read_parquet(training_set_path)
-    test = frame[frame[SPLIT] == "test"]
-    y = test[LABEL].to_numpy()
-    cand = load_model(model_dir)
-    scores = cand.predict_frame(test)
-    ev = evaluate_scores(y, scores, threshold=cand.threshold, target_fpr=target_fpr)
-    champion_metrics: dict[str, float] | None = None
-    champ_version: str | None = None
-    spec = load_spec(spec_name)
-    candidate = ev.metrics()
-    fairness = []
-    if spec.protected_attributes:
-        from riskloop.training.fairness import fairness_metrics, fairness_reports
+    return frame[frame[SPLIT] == "test"]
 
-        reports = fairness_reports(test, y, scores >= cand.threshold, spec.protected_attributes)
-        candidate.update(fairness_metrics(reports))
-        fairness = [r.to_dict() for r in reports]
+
+def score_candidate(test: pd.DataFrame, bundle: ModelBundle, protected: tuple[str, ...], *,
+                    target_fpr: float) -> _Scored:
+    """The candidate's metrics on the test window, fairness metrics included when the spec names groups."""
+    from riskloop.model import LABEL
+    from riskloop.training.evaluate import evaluate_scores
+    from riskloop.training.fairness import fairness_metrics, fairness_reports
+
+    y = test[LABEL].to_numpy()
+    scores = bundle.predict_frame(test)
+    ev = evaluate_scores(y, scores, threshold=bundle.threshold, target_fpr=target_fpr)
+    metrics = ev.metrics()
+    fairness: tuple[dict[str, Any], ...] = ()
+    if protected:
+        reports = fairness_reports(test, y, scores >= bundle.threshold, protected)
+        metrics.update(fairness_metrics(reports))
+        fairness = tuple(r.to_dict() for r in reports)
+    return _Scored(y, scores, bundle.threshold, ev, metrics, fairness)
+
+
+def score_champion(settings: Settings, spec_name: str, test: pd.DataFrame, *,
+                   target_fpr: float) -> tuple[dict[str, float] | None, str | None]:
+    """The current champion's metrics and version on the same test window; ``(None, None)`` when none."""
+    from riskloop.model import LABEL, load_model
+    from riskloop.registry.mlflow_registry import CHAMPION, download_model_dir, version_by_alias
+    from riskloop.training.evaluate import evaluate_scores
+
+    spec = load_spec(spec_name)
     champ = version_by_alias(settings.tracking_uri, spec.registered_model(settings.mlflow.model_name), CHAMPION)
-    if champ is not None and champ.tags.get("dataset_spec") != spec.name:
+    if champ is None:
+        return None, None
+    if champ.tags.get("dataset_spec") != spec.name:
         raise ConfigError(
             f"the champion of {champ.name} (version {champ.version}) was trained on "
             f"{champ.tags.get('dataset_spec')!r}, not {spec.name!r}: the two cannot be compared",
             fix="set model_name in the dataset spec or RISKLOOP_MLFLOW__MODEL_NAME for this dataset")
-    if champ is not None:
-        champ_dir = download_model_dir(settings.tracking_uri, champ.run_id)
-        champ_bundle = load_model(champ_dir, expected_sha256=champ.tags.get("model_sha256"))
-        champ_ev = evaluate_scores(y, champ_bundle.predict_frame(test), threshold=champ_bundle.threshold,
-                                   target_fpr=target_fpr)
-        champion_metrics, champ_version = champ_ev.metrics(), champ.version
+    champ_dir = download_model_dir(settings.tracking_uri, champ.run_id)
+    try:
+        bundle = load_model(champ_dir, expected_sha256=champ.tags.get("model_sha256"))
+        ev = evaluate_scores(test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold,
+                             target_fpr=target_fpr)
+    finally:
         shutil.rmtree(champ_dir.parent, ignore_errors=True)
+    return ev.metrics(), champ.version
+
+
+def write_report(scored: _Scored, comparison: Comparison, report_dir: Path) -> tuple[dict[str, Path], str]:
+    """Plots, the HTML report and evaluation.json in ``report_dir``; returns the plots and the HTML."""
+    from riskloop.training.evaluate import plot_evaluation, render_report_html
+
     report_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_evaluation(y, scores, threshold=cand.threshold, out_dir=report_dir, title="candidate, test window")
-    extra = {"champion_version": champ_version or "none", "champion_metrics": champion_metrics or {}}
-    html = render_report_html(ev, plots, title="riskloop evaluation", extra=extra)
+    plots = plot_evaluation(scored.y, scored.scores, threshold=scored.threshold, out_dir=report_dir,
+                            title="candidate, test window")
+    extra = {"champion_version": comparison.champion_version or "none",
+             "champion_metrics": comparison.champion or {}}
+    html = render_report_html(scored.evaluation, plots, title="riskloop evaluation", extra=extra)
     (report_dir / "report.html").write_text(html)
     (report_dir / "evaluation.json").write_text(json.dumps(
-        {"candidate": ev.to_dict(), "champion": champion_metrics, "champion_version": champ_version,
-         "fairness": fairness}, default=str))
-    log_evaluation(settings.tracking_uri, run_id, metrics=candidate,
+        {"candidate": scored.evaluation.to_dict(), "champion": comparison.champion,
+         "champion_version": comparison.champion_version, "fairness": list(scored.fairness)}, default=str))
+    return plots, html
+
+
+def log_comparison(settings: Settings, mlflow_run_id: str, comparison: Comparison, report_dir: Path,
+                   plots: dict[str, Path]) -> None:
+    """The candidate's metrics, report and plots, and the champion's metrics (``champion_*``), to the run."""
+    from riskloop.registry.mlflow_registry import log_evaluation
+
+    log_evaluation(settings.tracking_uri, mlflow_run_id, metrics=comparison.candidate,
                    files=[("evaluation", report_dir / "report.html"),
                           *(("evaluation/plots", p) for p in plots.values())])
-    if champion_metrics:
-        log_evaluation(settings.tracking_uri, run_id, metrics=champion_metrics, prefix="champion_")
-    return EvaluateOutput(candidate, champion_metrics, champ_version, ev.to_dict(), plots, html, tuple(fairness))
+    if comparison.champion:
+        log_evaluation(settings.tracking_uri, mlflow_run_id, metrics=comparison.champion, prefix="champion_")
+
+
+def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, mlflow_run_id: str, report_dir: Path,
+             settings: Settings, *, target_fpr: float) -> EvaluateOutput:
+    """Score the candidate and the current champion on the same test window; report; log to the run."""
+    from riskloop.model import load_model
+
+    test = _test_split(training_set_path)
+    scored = score_candidate(test, load_model(model_dir), load_spec(spec_name).protected_attributes,
+                             target_fpr=target_fpr)
+    champion, champion_version = score_champion(settings, spec_name, test, target_fpr=target_fpr)
+    comparison = Comparison(candidate=scored.metrics, champion=champion, champion_version=champion_version)
+    plots, html = write_report(scored, comparison, report_dir)
+    log_comparison(settings, mlflow_run_id, comparison, report_dir, plots)
+    return EvaluateOutput(comparison, scored.evaluation.to_dict(), plots, html, scored.fairness)
 
 
 # --------------------------------------------------------------------------------- gate
-def gate(candidate: dict[str, float], champion: dict[str, float] | None, champion_version: str | None,
-         gate_params: dict[str, Any], settings: Settings, *, run_id: str, pipeline_run_id: str) -> dict[str, Any]:
-    """The champion/challenger gate; its result is data (and an audit event), never an exception."""
+def gate(comparison: Comparison, gate_params: dict[str, Any], settings: Settings, *, mlflow_run_id: str,
+         pipeline_run_id: str, decision_path: Path) -> GateResult:
+    """The champion/challenger gate, decided here only: its decision is written to ``decision_path`` (read by
+    register and the model card), tagged on the run and audited; a fail is data, never an exception."""
     from riskloop.registry.mlflow_registry import set_run_tags
     from riskloop.training.gate import GateParams, decide_gate
 
-    result = decide_gate(candidate, champion, GateParams.model_validate(gate_params),
-                         champion_version=champion_version)
-    set_run_tags(settings.tracking_uri, run_id, {"gate_result": result.summary()})
-    audit(settings, "gated", {"run_id": run_id, "pipeline_run_id": pipeline_run_id},
-           {"passed": result.passed, "reasons": list(result.reasons), "candidate": candidate,
-            "champion": champion, "champion_version": champion_version, "params": gate_params})
-    return result.to_dict()
+    result = decide_gate(comparison.candidate, comparison.champion, GateParams.model_validate(gate_params),
+                         champion_version=comparison.champion_version)
+    result.write(decision_path)
+    set_run_tags(settings.tracking_uri, mlflow_run_id, {"gate_result": result.summary()})
+    audit(settings, "gated", {"run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id},
+          {**result.to_dict(), "params": gate_params})
+    return result
 
 
 # ----------------------------------------------------------------------------- register
-def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_name: str, settings: Settings, *,
-             pipeline_run_id: str, data_sha256: str, data_snapshot: str) -> dict[str, Any]:
+def register(mlflow_run_id: str, model_dir: Path, decision: GateResult, spec_name: str, settings: Settings, *,
+             pipeline_run_id: str, data_sha256: str, data_snapshot: str) -> Registration:
     """Register a passing candidate with its lineage and the spec it was trained under; alias ``challenger``.
 
-    The first version of a model also becomes ``champion``, unless approval is required
+    ``decision`` is the gate step's (read from its artifact), never decided again here. The first version of
+    a model also becomes ``champion``, unless approval is required
     (:func:`riskloop.audit.approval.approval_requirement`): then it waits as ``challenger`` until
     ``riskloop approve`` and a promotion (``riskloop canary promote``) make it champion.
     """
+    from riskloop.audit.anchors import anchor_event
     from riskloop.audit.approval import approval_requirement
+    from riskloop.model import load_model
     from riskloop.registry.mlflow_registry import (
         AUDIT_HASH_TAG,
         AUDIT_SEQ_TAG,
@@ -298,21 +421,18 @@ def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_nam
         set_alias,
         version_by_alias,
     )
-    from riskloop.training.gate import GateResult
-    from riskloop.training.train import load_model
 
-    result = GateResult.from_dict(gate_result)
-    if not result.passed:
+    if not decision.passed:
         raise ConfigError("register was called for a candidate that failed the gate",
                           fix="register runs only under dsl.If(gate passed)")
-    source = trained_spec(settings, run_id, model_dir)
-    _same_spec(spec_name, source, f"the model trained in MLflow run {run_id}")
+    source = trained_spec(settings, mlflow_run_id, model_dir)
+    _same_spec(spec_name, source, f"the model trained in MLflow run {mlflow_run_id}")
     spec = source.parse()
     bundle = load_model(model_dir)
     lineage = Lineage(
         model_sha256=bundle.meta["model_sha256"], data_sha256=data_sha256, data_snapshot=data_snapshot,
         feature_service=spec.features.service or "raw", git_commit=git_commit(), image=runtime_image(),
-        pipeline_run_id=pipeline_run_id, gate_result=result.summary(), riskloop_version=__version__,
+        pipeline_run_id=pipeline_run_id, gate_result=decision.summary(), riskloop_version=__version__,
         dataset_spec=spec.name, dataset_spec_sha256=source.sha256,
     )
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
@@ -322,22 +442,20 @@ def register(run_id: str, model_dir: Path, gate_result: dict[str, Any], spec_nam
     # required it stays challenger, and only an approved promotion makes it champion
     first = version_by_alias(settings.tracking_uri, name, CHAMPION) is None and not requirement.required
     head = log.head()
-    version = register_version(settings.tracking_uri, name, run_id, lineage, extra_tags={
+    version = register_version(settings.tracking_uri, name, mlflow_run_id, lineage, extra_tags={
         **({AUDIT_SEQ_TAG: str(head.seq), AUDIT_HASH_TAG: head.hash} if head else {})})
     aliases = [CHALLENGER] + ([CHAMPION] if first else [])
     for alias in aliases:
         set_alias(settings.tracking_uri, name, alias, version)
-    from riskloop.audit.anchors import anchor_event
-
     appended = log.append("registered", actor=settings.audit.actor,
-                          ids={"model_version": version, "run_id": run_id, "pipeline_run_id": pipeline_run_id},
+                          ids={"model_version": version, "run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id},
                           details={"model": name, "aliases": aliases, "lineage": lineage.tags(),
                                    "approval_required": requirement.required, "approval_why": requirement.why})
     anchor_event(settings, name, version, appended)
-    return {"version": version, "aliases": aliases, "approval_required": requirement.required}
+    return Registration(version=version, aliases=aliases, approval_required=requirement.required)
 
 
-def trained_spec(settings: Settings, run_id: str, model_dir: Path) -> SpecSource:
+def trained_spec(settings: Settings, mlflow_run_id: str, model_dir: Path) -> SpecSource:
     """The spec text in ``model_dir``, checked against the run's tag and the copy logged to the run."""
     from riskloop.errors import ModelIntegrityError
     from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, download_spec_text, run_info
@@ -347,13 +465,14 @@ def trained_spec(settings: Settings, run_id: str, model_dir: Path) -> SpecSource
         raise ModelIntegrityError(f"the model directory has no {SPEC_FILE}", where=str(model_dir),
                                   fix="train it with this riskloop: the train step stores the spec with the model")
     source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
-    recorded = run_info(settings.tracking_uri, run_id)["tags"].get(SPEC_SHA256_TAG)
-    logged = SpecSource(download_spec_text(settings.tracking_uri, run_id), f"MLflow run {run_id}")
+    recorded = run_info(settings.tracking_uri, mlflow_run_id)["tags"].get(SPEC_SHA256_TAG)
+    logged = SpecSource(download_spec_text(settings.tracking_uri, mlflow_run_id),
+                        f"MLflow run {mlflow_run_id}")
     if not source.sha256 == recorded == logged.sha256:
         raise ModelIntegrityError(
             f"the spec in the model directory (sha256 {source.sha256[:12]}…), the run's tag {SPEC_SHA256_TAG} "
             f"({str(recorded)[:12]}…) and the run's artifact ({logged.sha256[:12]}…) disagree",
-            where=f"MLflow run {run_id}", fix="retrain: the model directory was altered after training")
+            where=f"MLflow run {mlflow_run_id}", fix="retrain: the model directory was altered after training")
     return source
 
 
@@ -369,20 +488,20 @@ def _same_spec(spec_name: str, trained: SpecSource, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- model_card
-def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: Path, run_id: str,
-               version: str | None, gate_result: dict[str, Any] | None, markdown_path: Path, html_path: Path,
-               settings: Settings) -> dict[str, Any]:
+def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: Path, mlflow_run_id: str,
+               version: str | None, decision: GateResult | None, markdown_path: Path, html_path: Path,
+               settings: Settings) -> CardSummary:
     """Write the model card (Markdown and HTML) of a registered version and log both to its MLflow run.
 
     A registered ``version`` is described by the spec it carries (checked against ``spec_name``, a name or
-    path, or the text itself), so its approval requirement is the version's own.
+    path, or the text itself), so its approval requirement is the version's own. ``decision`` is the gate
+    step's (its artifact, or the ``gated`` audit event read back), never decided again here.
     """
     from riskloop.audit.approval import approval_requirement, version_approval
     from riskloop.audit.card import build_model_card
+    from riskloop.model import LABEL, SPLIT, load_model
     from riskloop.registry.mlflow_registry import get_version, log_evaluation
-    from riskloop.training.dataset import LABEL, SPLIT
     from riskloop.training.fairness import fairness_reports
-    from riskloop.training.train import load_model
 
     source = spec_name if isinstance(spec_name, SpecSource) else read_spec_source(spec_name)
     spec = source.parse()
@@ -400,20 +519,20 @@ def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: 
         fairness = [r.to_dict() for r in fairness_reports(
             test, test[LABEL].to_numpy(), bundle.predict_frame(test) >= bundle.threshold, spec.protected_attributes)]
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
-    card = build_model_card(spec, frame, bundle, model_name=name, version=version, run_id=run_id,
-                            gate_result=gate_result, fairness=fairness, events=log.events(),
-                            approval_required=(requirement.required, requirement.why), spec_sha256=source.sha256)
+    card = build_model_card(spec, frame, bundle, model_name=name, version=version, run_id=mlflow_run_id,
+                            gate_result=None if decision is None else decision.to_dict(), fairness=fairness,
+                            events=log.events(), approval_required=(requirement.required, requirement.why),
+                            spec_sha256=source.sha256)
     for path, text in ((markdown_path, card.markdown), (html_path, card.html)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:  # the artifacts' own names are KFP's: log them as model_card.*
         md, page = Path(tmp) / "model_card.md", Path(tmp) / "model_card.html"
         md.write_text(card.markdown)
         page.write_text(card.html)
-        log_evaluation(settings.tracking_uri, run_id, metrics={}, files=[("model_card", md), ("model_card", page)])
-    return {"version": version, "sections": card.markdown.count("\n## "), "fairness": len(fairness)}
+        log_evaluation(settings.tracking_uri, mlflow_run_id, metrics={},
+                       files=[("model_card", md), ("model_card", page)])
+    return CardSummary(version=version, sections=card.markdown.count("\n## "), fairness=len(fairness))
 
 
 # ------------------------------------------------------------------ record_run_outcome

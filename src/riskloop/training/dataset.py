@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -22,16 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from riskloop.data.spec import DatasetSpec
 from riskloop.errors import TrainingError
-from riskloop.features.compute import REALTIME_FEATURES, STORE_FEATURES, event_hour
-
-LABEL = "label"
-SPLIT = "split"
-# rows younger than the label maturity at the cutoff: their labels are not known yet, so no model learns or is
-# judged on them; they are kept (features only) as the newest picture of the inputs, the drift reference
-UNLABELLED = "unlabelled"
-LABELLED_SPLITS = ("train", "validation", "test")
-RAW_TRANSACTION_FEATURES = ("amount", "distance_from_home_km", "card_age_days", "event_hour")
-RAW_CATEGORICAL = ("merchant_category", "channel", "device_type", "country")
+from riskloop.features.compute import event_hour
+from riskloop.model import LABEL, SPLIT, UNLABELLED
 
 
 class WindowParams(BaseModel):
@@ -50,41 +41,6 @@ class WindowParams(BaseModel):
     def _utc(cls, v: datetime) -> datetime:
         # event times are UTC: a naive cutoff means UTC, an aware one is converted
         return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """The model's ordered inputs and, for categoricals, their fixed category order."""
-
-    names: tuple[str, ...]
-    categories: dict[str, tuple[str, ...]]
-
-    @property
-    def types(self) -> list[str]:
-        return ["c" if n in self.categories else "q" for n in self.names]
-
-    def to_dict(self) -> list[dict[str, object]]:
-        return [{"name": n, "type": "categorical" if n in self.categories else "float",
-                 **({"categories": list(self.categories[n])} if n in self.categories else {})}
-                for n in self.names]
-
-    @classmethod
-    def from_dict(cls, items: list[dict[str, object]]) -> FeatureSpec:
-        names = tuple(str(i["name"]) for i in items)
-        cats: dict[str, tuple[str, ...]] = {
-            str(i["name"]): tuple(str(c) for c in i["categories"])  # type: ignore[attr-defined]
-            for i in items if "categories" in i}
-        return cls(names, cats)
-
-
-def feature_spec(spec: DatasetSpec) -> FeatureSpec:
-    """The model inputs a dataset spec implies."""
-    if spec.features.source == "raw":
-        names = spec.features.raw_columns
-    else:
-        names = (*RAW_TRANSACTION_FEATURES, *RAW_CATEGORICAL, *STORE_FEATURES, *REALTIME_FEATURES)
-    cats = {n: c for n, c in spec.categories.items() if n in names}
-    return FeatureSpec(tuple(names), cats)
 
 
 def label_as_known(df: pd.DataFrame, spec: DatasetSpec, cutoff: datetime) -> pd.Series:
@@ -165,22 +121,6 @@ def _split(df: pd.DataFrame, spec: DatasetSpec, params: WindowParams,
     return np.asarray(split)
 
 
-def matrix(df: pd.DataFrame, fspec: FeatureSpec) -> np.ndarray:
-    """The model matrix in feature order: categoricals as codes of the fixed order, NaN = missing."""
-    cols = []
-    for name in fspec.names:
-        if name not in df.columns:
-            raise TrainingError(f"feature {name!r} is missing from the training frame",
-                                fix="rebuild the training set with the feature service the model expects")
-        s = df[name]
-        if name in fspec.categories:
-            codes = pd.Categorical(s.astype("string").astype(object), categories=list(fspec.categories[name])).codes
-            cols.append(np.where(codes < 0, np.nan, codes).astype(np.float32))
-        else:
-            cols.append(pd.to_numeric(s, errors="coerce").to_numpy(np.float32, na_value=np.nan))
-    return np.column_stack(cols) if cols else np.empty((len(df), 0), np.float32)
-
-
 def training_window(df: pd.DataFrame, spec: DatasetSpec) -> tuple[str, str]:
     """First and last event time of the rows a model learns or is judged on (the unlabelled tail excluded)."""
     if spec.timestamp_column is None:
@@ -193,5 +133,4 @@ def day_start(d: datetime) -> datetime:
     return d.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-__all__ = ["LABEL", "LABELLED_SPLITS", "SPLIT", "UNLABELLED", "FeatureSpec", "WindowParams", "assemble", "day_start",
-           "feature_spec", "label_as_known", "matrix", "training_window"]
+__all__ = ["WindowParams", "assemble", "day_start", "label_as_known", "training_window"]

@@ -5,13 +5,18 @@ champion exists, must not be worse than the champion by more than a tolerance
 on PR-AUC, both scored on the same test window. A failed gate is a
 :class:`GateResult` with ``passed=False``, never an exception: the pipeline
 records it (audit event ``gated``, tag ``gate_result``) and stops cleanly.
+
+The gate is decided once: the gate step writes the decision (:meth:`GateResult.write`, verdict, reasons,
+the metrics compared and the policy) as an artifact that register and the model card read back.
 """
 
 from __future__ import annotations
 
+import json
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,7 +68,8 @@ class GateResult:
     Each reason starts with ``"pass: "`` or ``"fail: "`` and states the
     numbers it compared. ``candidate`` and ``champion`` are the metrics both
     models scored on the same test window (``champion`` is None for a first
-    model).
+    model). ``policy`` is the thresholds it was decided under (None only in records written before the
+    policy was recorded).
     """
 
     passed: bool
@@ -71,6 +77,7 @@ class GateResult:
     candidate: dict[str, float]
     champion: dict[str, float] | None
     champion_version: str | None
+    policy: GateParams | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (reasons as a list); inverse of :meth:`from_dict`."""
@@ -80,6 +87,7 @@ class GateResult:
             "candidate": dict(self.candidate),
             "champion": None if self.champion is None else dict(self.champion),
             "champion_version": self.champion_version,
+            "policy": None if self.policy is None else self.policy.model_dump(),
         }
 
     @classmethod
@@ -101,13 +109,29 @@ class GateResult:
             )
         champion = d["champion"]
         version = d.get("champion_version")
+        policy = d.get("policy")
         return cls(
             passed=d["passed"],
             reasons=tuple(str(r) for r in d["reasons"]),
             candidate=_as_metrics(d["candidate"], "candidate", where),
             champion=None if champion is None else _as_metrics(champion, "champion", where),
             champion_version=None if version is None else str(version),
+            policy=None if policy is None else GateParams.model_validate(policy),
         )
+
+    def write(self, path: Path) -> None:
+        """The gate-decision artifact: what register and the model card read instead of deciding again."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), sort_keys=True))
+
+    @classmethod
+    def read(cls, path: Path) -> GateResult:
+        """The decision :meth:`write` stored at ``path``."""
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise TrainingError(f"the gate decision is unreadable: {exc}", where=str(path),
+                                fix="pass the gate_decision artifact the gate step wrote") from exc
 
     def summary(self) -> str:
         """``"pass"``, or ``"fail: <first failing reason>"``."""
@@ -251,4 +275,5 @@ def decide_gate(
         candidate=cand,
         champion=champ,
         champion_version=champion_version,
+        policy=params,
     )

@@ -1,13 +1,4 @@
-"""Train XGBoost on a training frame and write the model directory.
-
-A model directory is the artifact contract shared by training, the registry and
-the predictor (locally and in the cluster, where KServe mounts it at
-``/mnt/models``)::
-
-    model.ubj    the booster in XGBoost's own binary format (never pickle)
-    model.json   ordered features and types, decision threshold, feature service,
-                 dataset spec, training window, label cutoff, versions, seeds,
-                 and the sha256 of model.ubj
+"""Train XGBoost on a training frame and write the model directory (:mod:`riskloop.model` owns its format).
 
 Same inputs give a byte-identical ``model.ubj``: rows are in a stable order,
 categories in the contract's order, and ``nthread`` and ``seed`` are fixed and
@@ -16,8 +7,6 @@ recorded.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +16,9 @@ import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field
 
 from riskloop import __version__
-from riskloop.errors import ModelIntegrityError, TrainingError
-from riskloop.hashing import sha256_file
-from riskloop.training.dataset import LABEL, SPLIT, UNLABELLED, FeatureSpec, matrix
+from riskloop.errors import TrainingError
+from riskloop.model import LABEL, SPLIT, UNLABELLED, FeatureSpec, ModelBundle, matrix, save_model
 from riskloop.training.evaluate import choose_threshold
-
-MODEL_FILE = "model.ubj"
-META_FILE = "model.json"
 
 
 class TrainParams(BaseModel):
@@ -54,25 +39,6 @@ class TrainParams(BaseModel):
     target_fpr: float = Field(default=0.01, gt=0, lt=1, description="FPR the decision threshold aims at")
     seed: int = 0
     nthread: int = Field(default=2, ge=1, le=64)
-
-
-@dataclass(frozen=True)
-class ModelBundle:
-    """A loaded model directory."""
-
-    booster: xgb.Booster
-    meta: dict[str, Any]
-    features: FeatureSpec
-
-    @property
-    def threshold(self) -> float:
-        return float(self.meta["threshold"])
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.inplace_predict(x, validate_features=False), dtype=np.float64)
-
-    def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
-        return self.predict(matrix(df, self.features))
 
 
 def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, out_dir: Path, *,
@@ -120,12 +86,8 @@ def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, ou
         threshold = float(np.nextafter(float(np.max(val_scores)), np.inf))
         reaches_target = False
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / MODEL_FILE
-    booster.save_model(str(model_path))
-    full_meta = {
+    return save_model(booster, fspec, {
         **meta,
-        "features": fspec.to_dict(),
         "threshold": float(threshold),
         "target_fpr": params.target_fpr,
         "threshold_reaches_target_fpr": reaches_target,
@@ -136,30 +98,7 @@ def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, ou
         "positives": {p: int(frame.loc[frame[SPLIT] == p, LABEL].sum()) for p in ("train", "validation", "test")},
         "riskloop_version": __version__,
         "xgboost_version": xgb.__version__,
-        "model_sha256": sha256_file(model_path),
-    }
-    (out_dir / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=str))
-    return ModelBundle(booster, full_meta, fspec)
-
-
-def load_model(model_dir: Path, *, expected_sha256: str | None = None) -> ModelBundle:
-    """Load a model directory, checking ``model.ubj`` against its recorded (or expected) hash first."""
-    model_path, meta_path = model_dir / MODEL_FILE, model_dir / META_FILE
-    for p in (model_path, meta_path):
-        if not p.is_file():
-            raise ModelIntegrityError(f"{p.name} is missing from the model directory", where=str(model_dir),
-                                      fix="point at a directory written by riskloop training (model.ubj, model.json)")
-    meta = json.loads(meta_path.read_text())
-    actual = sha256_file(model_path)
-    for label, want in (("registered", expected_sha256), ("recorded", meta.get("model_sha256"))):
-        if want is not None and want != actual:
-            raise ModelIntegrityError(f"model.ubj sha256 {actual[:12]}… does not match the {label} {want[:12]}…",
-                                      where=str(model_path),
-                                      fix="the file was altered or truncated; re-download the registered version")
-    booster = xgb.Booster()
-    booster.load_model(str(model_path))
-    booster.set_param({"nthread": 1})
-    return ModelBundle(booster, meta, FeatureSpec.from_dict(meta["features"]))
+    }, out_dir)
 
 
 def reference_sample(frame: pd.DataFrame, bundle: ModelBundle, *, n: int = 5000, seed: int = 0) -> pd.DataFrame:

@@ -131,8 +131,7 @@ def test_a_model_directory_without_its_versions_spec_is_refused(trained: Trained
 def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
     """Replay the held-out day in time order; every served feature vector equals the training code's."""
     from riskloop import steps
-    from riskloop.training.dataset import matrix
-    from riskloop.training.train import load_model
+    from riskloop.model import load_model, matrix
 
     s = trained.settings
     # other tests of the session replay the same day: start from the online store as of the day's start

@@ -43,11 +43,10 @@ from riskloop.features.compute import (
     hour_of_day,
     realtime_from_state,
 )
+from riskloop.model import FeatureSpec, ModelBundle
 from riskloop.registry.deployment import Drill
 from riskloop.serving.metrics import ModelLabels
 from riskloop.serving.schema import RequestError, Transaction, parse_instances, parse_v1, request_model, v2_to_instances
-from riskloop.training.dataset import FeatureSpec
-from riskloop.training.train import ModelBundle
 
 log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 5

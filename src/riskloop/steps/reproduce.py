@@ -6,7 +6,7 @@ checked against the version's ``dataset_spec_sha256``, so a spec given by path
 that has since moved, changed or gone still rebuilds), the training-set recipe (source days, label cutoff,
 maturity, split, seed; run tag ``training_set_recipe``), the hyperparameters
 (``model.json``), the data hash, the model hash and the git commit. It then
-runs the same library steps as the pipeline, in a work directory under the
+runs the same library steps as the pipeline (hence it lives with the steps, above audit), in a work directory under the
 state dir: ingest the landed partitions of the source days, validate them
 against the contract, build the training set through Feast, and train.
 
@@ -79,10 +79,10 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
     ``--spec``) must be the spec the version was trained under."""
     from riskloop import steps
     from riskloop.hashing import sha256_file
+    from riskloop.model import MODEL_FILE, feature_spec, load_model
     from riskloop.registry.mlflow_registry import SPEC_FILE, download_model_dir, resolve_version, run_info
     from riskloop.registry.version_spec import check_given_spec, version_spec
-    from riskloop.training.dataset import feature_spec
-    from riskloop.training.train import TrainParams, load_model, train_model
+    from riskloop.training.train import TrainParams, train_model
     from riskloop.version import git_commit
 
     info = resolve_version(s.tracking_uri, model_name, version=version)
@@ -119,7 +119,7 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
     built = steps.build_training_set(spec_name, work / "valid.parquet", recipe["cutoff_date"],
                                      float(recipe["maturity_days"]), float(recipe["validation_days"]),
                                      float(recipe["test_days"]), int(recipe["seed"]), work / "training_set.parquet", s)
-    if built["data_sha256"] != info.tags.get("data_sha256"):
+    if built.data_sha256 != info.tags.get("data_sha256"):
         warnings.append("the rebuilt training frame differs from the recorded one (data_sha256): the landed data, "
                         "the contract or the feature code changed since training")
 
@@ -136,10 +136,10 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
 
     frame = pd.read_parquet(work / "training_set.parquet")
     train_model(frame, feature_spec(source.parse()), params, work / "model", meta=meta)
-    rebuilt_sha = sha256_file(work / "model" / "model.ubj")
+    rebuilt_sha = sha256_file(work / "model" / MODEL_FILE)
     return ReproduceReport(model=model_name, version=info.version, work_dir=str(work), recipe=recipe,
                            data_sha256_recorded=info.tags.get("data_sha256", ""),
-                           data_sha256_rebuilt=str(built["data_sha256"]),
+                           data_sha256_rebuilt=built.data_sha256,
                            model_sha256_recorded=info.tags["model_sha256"], model_sha256_rebuilt=rebuilt_sha,
                            commit_recorded=commit, commit_now=now, lock_file_changed=lock_changed, warnings=warnings)
 

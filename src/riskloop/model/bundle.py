@@ -1,0 +1,78 @@
+"""The model directory: the artifact contract shared by training, the registry, serving and monitoring.
+
+Locally and in the cluster (where KServe mounts it at ``/mnt/models``)::
+
+    model.ubj    the booster in XGBoost's own binary format (never pickle)
+    model.json   ordered features and types, decision threshold, feature service,
+                 dataset spec, training window, label cutoff, versions, seeds,
+                 and the sha256 of model.ubj
+
+Written by :func:`save_model`, read only through :func:`load_model`, which checks the hash first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from riskloop.errors import ModelIntegrityError
+from riskloop.hashing import sha256_file
+from riskloop.model.features import FeatureSpec, matrix
+
+MODEL_FILE = "model.ubj"
+META_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A loaded model directory."""
+
+    booster: xgb.Booster
+    meta: dict[str, Any]
+    features: FeatureSpec
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.inplace_predict(x, validate_features=False), dtype=np.float64)
+
+    def predict_frame(self, df: pd.DataFrame) -> np.ndarray:
+        return self.predict(matrix(df, self.features))
+
+
+def save_model(booster: xgb.Booster, fspec: FeatureSpec, meta: dict[str, Any], out_dir: Path) -> ModelBundle:
+    """Write ``out_dir``: the booster, and ``meta`` plus the features and the booster's sha256 as model.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    booster.save_model(str(model_path))
+    full_meta = {**meta, "features": fspec.to_dict(), "model_sha256": sha256_file(model_path)}
+    (out_dir / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=str))
+    return ModelBundle(booster, full_meta, fspec)
+
+
+def load_model(model_dir: Path, *, expected_sha256: str | None = None) -> ModelBundle:
+    """Load a model directory, checking ``model.ubj`` against its recorded (or expected) hash first."""
+    model_path, meta_path = model_dir / MODEL_FILE, model_dir / META_FILE
+    for p in (model_path, meta_path):
+        if not p.is_file():
+            raise ModelIntegrityError(f"{p.name} is missing from the model directory", where=str(model_dir),
+                                      fix="point at a directory written by riskloop training (model.ubj, model.json)")
+    meta = json.loads(meta_path.read_text())
+    actual = sha256_file(model_path)
+    for label, want in (("registered", expected_sha256), ("recorded", meta.get("model_sha256"))):
+        if want is not None and want != actual:
+            raise ModelIntegrityError(f"model.ubj sha256 {actual[:12]}… does not match the {label} {want[:12]}…",
+                                      where=str(model_path),
+                                      fix="the file was altered or truncated; re-download the registered version")
+    booster = xgb.Booster()
+    booster.load_model(str(model_path))
+    booster.set_param({"nthread": 1})
+    return ModelBundle(booster, meta, FeatureSpec.from_dict(meta["features"]))
