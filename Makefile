@@ -19,15 +19,17 @@ setup: ## create/sync .venv from uv.lock (installs uv if missing)
 run: setup ## the main job: data, training pipeline twice (champion, then gated challenger); KEEP=1 keeps state
 	$(PY) -m riskloop.demo $(if $(KEEP),--keep,)
 
-test: setup ## unit + local + integration tests, with real services on loopback
+# services.sh run: starts what is not running (adopting servers an interrupted run left), runs pytest
+# with their env, then stops what it started, also on Ctrl-C or TERM (docs/testing.md)
+test: setup ## unit + tools + local + integration tests, with real services on loopback
 	scripts/services.sh install
-	scripts/services.sh start
-	set -a; . .riskloop/services/env; set +a; \
-	  $(PY) -m pytest tests/unit tests/local tests/integration --durations=25; rc=$$?; \
-	  scripts/services.sh stop; exit $$rc
+	scripts/services.sh run $(PY) -m pytest tests/unit tests/tools tests/local tests/integration --durations=25
 
-test-unit: setup ## only the fast unit tests
+test-unit: setup ## only the pure unit tests (seconds)
 	$(PY) -m pytest tests/unit
+
+test-tools: setup ## the checks that drive helm, kubectl, promtool, shellcheck and the deploy scripts
+	$(PY) -m pytest tests/tools
 
 serve: setup ## serve the champion on 127.0.0.1:8080 (after make run)
 	$(RISKLOOP) features materialize
@@ -88,4 +90,4 @@ test-cluster: setup ## node up; the suite on the real node (tests/cluster); node
 clean: ## remove local state and build outputs
 	rm -rf .riskloop build
 
-.PHONY: help setup run test test-unit serve lint compile data-ulb bench bench-pipeline bench-serving services-start services-stop clean image deploy undeploy test-e2e node-up node-down test-cluster
+.PHONY: help setup run test test-unit test-tools serve lint compile data-ulb bench bench-pipeline bench-serving services-start services-stop clean image deploy undeploy test-e2e node-up node-down test-cluster

@@ -5,8 +5,15 @@
 #   scripts/services.sh install   install missing Debian packages (as root), else only check
 #   scripts/services.sh start     start what is not running, wait until each answers,
 #                                 write .riskloop/services/env
-#   scripts/services.sh stop      stop what start started; never fails if already stopped
+#   scripts/services.sh stop [NAME...]  stop what start started (all, or the named ones);
+#                                 never fails if already stopped
 #   scripts/services.sh status    one line per service; exit 3 if any is down
+#   scripts/services.sh run CMD   start, run CMD with the env loaded, then stop what this run started,
+#                                 also when CMD fails or INT/TERM arrives (forwarded to CMD first)
+#
+# A server that start finds on its own port, running our command line, is one an earlier start
+# left behind (its run interrupted, or its pid file removed with .riskloop): start adopts it
+# (writes its pid file) instead of failing on the busy port.
 #
 # Everything binds 127.0.0.1 on fixed non-default ports, so a developer's own
 # servers on the default ports are never touched. State and logs live under
@@ -91,6 +98,29 @@ require_binaries() {
     missing="$(missing_packages | sort -u | tr '\n' ' ')"
     [[ -z "${missing// /}" ]] || die "missing packages: $missing- run scripts/services.sh install"
 }
+
+# The pid listening on loopback port $1, if any (needs ss from iproute2; none without it).
+listener_pid() {
+    command -v ss >/dev/null 2>&1 || return 0
+    ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2
+}
+
+# A server we started earlier but whose pid file is gone or stale (an interrupted run, `make clean`):
+# if the listener on port $3 runs command $2 (e.g. redis-server), its pid goes into pidfile $1 and
+# start adopts it. A listener running anything else is a foreign server: start stops with its name.
+adopt_listener() {
+    local pidfile="$1" expected="$2" port="$3" pid
+    pid="$(listener_pid "$port")"
+    [[ -n "$pid" ]] || return 1
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$expected"; then
+        printf '%s\n' "$pid" >"$pidfile"
+        return 0
+    fi
+    die "port $HOST:$port is held by pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)), not by $expected; stop it"
+}
+
+# Services this invocation started (not adopted, not already running): `run` stops only these.
+STARTED=()
 
 # True if the pid in pidfile $1 is alive and its command line contains $2
 # (guards against a recycled pid).
@@ -177,7 +207,10 @@ start_redis() {
     mkdir -p "$dir"
     if pid_alive "$dir/pid" redis-server; then
         state="already running"
+    elif adopt_listener "$dir/pid" redis-server "$REDIS_PORT"; then
+        state="adopted, left by an earlier start"
     else
+        STARTED+=(redis)
         spawn "$dir/pid" "$dir/redis.log" redis-server \
             --bind "$HOST" --port "$REDIS_PORT" --protected-mode yes \
             --dir "$dir" --save '' --appendonly no --daemonize no
@@ -214,6 +247,9 @@ EOF
     if as_pg "$bin/pg_ctl" status -D "$dir/data" >/dev/null 2>&1; then
         state="already running"
     else
+        [[ -z "$(listener_pid "$PG_PORT")" ]] \
+            || die "port $HOST:$PG_PORT is held by pid $(listener_pid "$PG_PORT"), not by the cluster in $dir/data; stop it"
+        STARTED+=(postgres)
         as_pg "$bin/pg_ctl" start -D "$dir/data" -l "$dir/postgres.log" -w \
             -t "$TIMEOUT_SECONDS" >/dev/null \
             || { tail -n 20 "$dir/postgres.log" >&2; die "postgres did not start (log: $dir/postgres.log)"; }
@@ -256,11 +292,12 @@ start_prometheus() {
     local dir="$STATE_DIR/prometheus" state=started
     mkdir -p "$dir/targets" "$dir/data"
     write_prometheus_config "$dir"
-    if pid_alive "$dir/pid" prometheus; then
+    if pid_alive "$dir/pid" prometheus || adopt_listener "$dir/pid" "prometheus --config.file=$dir/" "$PROM_PORT"; then
         state="already running"
         curl -fsS --max-time 5 -X POST "http://$HOST:$PROM_PORT/-/reload" >/dev/null \
             || die "prometheus is running but did not reload its config"
     else
+        STARTED+=(prometheus)
         spawn "$dir/pid" "$dir/prometheus.log" prometheus \
             --config.file="$dir/prometheus.yml" \
             --web.listen-address="$HOST:$PROM_PORT" \
@@ -277,7 +314,10 @@ start_pushgateway() {
     mkdir -p "$dir"
     if pid_alive "$dir/pid" prometheus-pushgateway; then
         state="already running"
+    elif adopt_listener "$dir/pid" prometheus-pushgateway "$PUSH_PORT"; then
+        state="adopted, left by an earlier start"
     else
+        STARTED+=(pushgateway)
         # Empty persistence file: Debian's default writes under /var/lib, and
         # tests want an empty gateway after each start.
         spawn "$dir/pid" "$dir/pushgateway.log" prometheus-pushgateway \
@@ -299,7 +339,10 @@ start_s3() {
     fi
     if pid_alive "$dir/pid" moto_server; then
         state="already running"
+    elif adopt_listener "$dir/pid" moto_server "$S3_PORT"; then
+        state="adopted, left by an earlier start"
     else
+        STARTED+=(s3)
         # in-memory: every start is an empty store
         spawn "$dir/pid" "$dir/s3.log" "$venv/bin/moto_server" -H "$HOST" -p "$S3_PORT"
     fi
@@ -368,14 +411,51 @@ stop_postgres() {
     fi
 }
 
+# Stops the named services ("$@"), or all of them.
 cmd_stop() {
     mkdir -p "$STATE_DIR"
-    stop_pidfile prometheus "$STATE_DIR/prometheus/pid" prometheus
-    stop_pidfile pushgateway "$STATE_DIR/pushgateway/pid" prometheus-pushgateway
-    stop_pidfile redis "$STATE_DIR/redis/pid" redis-server
-    stop_pidfile s3 "$STATE_DIR/s3/pid" moto_server
-    stop_postgres
-    rm -f "$ENV_FILE"
+    local name names=("$@")
+    ((${#names[@]})) || names=("${SERVICES[@]}")
+    for name in prometheus pushgateway redis s3 postgres; do
+        [[ " ${names[*]} " == *" $name "* ]] || continue
+        case "$name" in
+            prometheus) stop_pidfile prometheus "$STATE_DIR/prometheus/pid" prometheus ;;
+            pushgateway) stop_pidfile pushgateway "$STATE_DIR/pushgateway/pid" prometheus-pushgateway ;;
+            redis) stop_pidfile redis "$STATE_DIR/redis/pid" redis-server ;;
+            s3) stop_pidfile s3 "$STATE_DIR/s3/pid" moto_server ;;
+            postgres) stop_postgres ;;
+        esac
+    done
+    if ((${#names[@]} == ${#SERVICES[@]})); then
+        rm -f "$ENV_FILE"
+    fi
+}
+
+# start; CMD in its own process group with the env loaded; then stop what this start started (services
+# that were already running stay up). INT and TERM go to CMD's group once, so pytest tears its fixtures
+# down; whatever way CMD ends, even by a signal to us, the EXIT trap stops our services. Exit: CMD's.
+cmd_run() {
+    (($#)) || die "run needs a command: scripts/services.sh run CMD [ARGS...]"
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'if ((${#STARTED[@]})); then cmd_stop "${STARTED[@]}"; fi' EXIT
+    cmd_start
+    set -a
+    # shellcheck disable=SC1090  # written by cmd_start just now
+    . "$ENV_FILE"
+    set +a
+    # job control: CMD gets a process group of its own and does not inherit an ignored SIGINT
+    set -m
+    "$@" &
+    local child=$! rc
+    trap 'kill -INT -- "-$child" 2>/dev/null || true' INT
+    trap 'kill -TERM -- "-$child" 2>/dev/null || true' TERM
+    while :; do
+        rc=0
+        wait "$child" || rc=$?
+        kill -0 "$child" 2>/dev/null || break  # a trapped signal ends wait early: wait again
+    done
+    return "$rc"
 }
 
 cmd_status() {
@@ -403,15 +483,16 @@ cmd_status() {
 }
 
 usage() {
-    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
     case "${1:-}" in
         install) cmd_install ;;
         start) cmd_start ;;
-        stop) cmd_stop ;;
+        stop) shift; cmd_stop "$@" ;;
         status) cmd_status ;;
+        run) shift; cmd_run "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;
     esac
