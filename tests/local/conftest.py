@@ -41,6 +41,14 @@ def first_run(local_state: Settings) -> LocalRun:
     return run_training(local_state, params(16, 16))
 
 
+@pytest.fixture(scope="session")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every pipeline compiled once (pipeline name -> IR YAML): the IR test and the schedules contract share it."""
+    from riskloop.orchestration.compile import compile_all
+
+    return {p.stem: p for p in compile_all(tmp_path_factory.mktemp("compiled"))}
+
+
 def audit_events(s: Settings) -> list[str]:
     import json
 

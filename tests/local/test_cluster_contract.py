@@ -6,7 +6,6 @@ from pathlib import Path
 
 import yaml
 
-from riskloop.orchestration.compile import compile_all
 from riskloop.orchestration.publish import ClusterState, plan_publish, read_compiled
 from riskloop.orchestration.schedules import parse_schedules
 
@@ -14,9 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm/riskloop"
 
 
-def test_every_values_file_schedules_plan_against_the_compiled_pipelines(tmp_path: Path) -> None:
-    compile_all(tmp_path)
-    pipelines = read_compiled(tmp_path)
+def test_every_values_file_schedules_plan_against_the_compiled_pipelines(compiled: dict[str, Path]) -> None:
+    pipelines = read_compiled(next(iter(compiled.values())).parent)
     files = [CHART / "values.yaml", *sorted((CHART / "envs").glob("*.yaml")), *sorted((CHART / "ci").glob("*.yaml"))]
     checked = 0
     for f in files:
