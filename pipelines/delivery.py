@@ -1,14 +1,15 @@
-"""Progressive delivery: canary at a first share → analysis → second share → analysis → promote or roll back.
+"""Progressive delivery: the challenger at a first share → analysis → second share → analysis → promote or
+roll back, as one step (``riskloop.steps.delivery.deliver``, the rollout ``make run`` runs too).
 
-Each analysis step repeats its interval until a verdict other than ``continue``
-(at most ``max_intervals``). A failing step rolls back at once; an inconclusive
-one leaves the canary where it is (an alert on a stuck canary picks it up).
-Also runs inside the training pipeline after a passing gate (``deliver=True``).
+Each analysis repeats its interval until a verdict other than ``continue`` (at most ``max_intervals``). A
+failing analysis rolls back at once; an inconclusive one leaves the canary where it is (an alert on a stuck
+canary picks it up). An unapproved challenger is refused before any traffic moves. Also runs inside the
+training pipeline after a passing gate (``deliver=True``).
 """
 
 from kfp import dsl
 
-from riskloop.components.delivery import analyze_canary, deploy_canary, promote_or_rollback, set_canary_traffic
+from riskloop.components.delivery import deliver
 from riskloop.pipelines.cluster import on_cluster
 
 DEFAULT_POLICY: dict[str, object] = {}
@@ -23,22 +24,9 @@ def delivery_pipeline(
     interval_seconds: float = 60.0,
     max_intervals: int = 10,
     policy: dict = DEFAULT_POLICY,
-) -> None:
-    run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-    tasks = []
-    deploy = deploy_canary(spec=spec, model_alias=model_alias, canary_percent=first_percent,
-                           pipeline_run_id=run_id)
-    first = analyze_canary(spec=spec, interval_seconds=interval_seconds, max_intervals=max_intervals,
-                           policy=policy).after(deploy)
-    tasks += [deploy, first]
-    with dsl.If(first.outputs["Output"] == "promote", name="first-step-passed"):
-        step = set_canary_traffic(spec=spec, canary_percent=second_percent)
-        second = analyze_canary(spec=spec, interval_seconds=interval_seconds, max_intervals=max_intervals,
-                                policy=policy).after(step)
-        final = promote_or_rollback(spec=spec, verdict=second.outputs["verdict"])
-        tasks += [step, second, final]
-    with dsl.Else(name="first-step-not-passed"):
-        stop = promote_or_rollback(spec=spec, verdict=first.outputs["verdict"])
-        tasks.append(stop)
-    for t in tasks:
-        on_cluster(t).set_caching_options(False)  # every step changes what is served
+) -> str:
+    task = deliver(spec=spec, model_alias=model_alias, first_percent=first_percent, second_percent=second_percent,
+                   interval_seconds=interval_seconds, max_intervals=max_intervals, policy=policy,
+                   pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    on_cluster(task).set_caching_options(False)  # it changes what is served
+    return task.outputs["Output"]  # the outcome (the artifact rides along)

@@ -1,18 +1,19 @@
-"""`make run`: the main job on one machine, start to finish: the whole loop.
+"""`make run`: the main job on one machine, start to finish: the whole loop, every step a pipeline under kfp.local.
 
 1. a clean state dir (unless ``--keep``), 35 days of synthetic transactions with a
    covariate shift from day 32 on (days before it are identical to a drift-free run);
-2. the training pipeline under kfp.local on the first 20 days: the model becomes ``champion``;
+2. the training pipeline on the first 20 days: the model becomes ``champion``;
 3. the same pipeline on days 1-30, gated against that champion on the same
    test window: on a pass it becomes ``challenger``;
-4. delivery: ``riskloop serve`` follows the deployment record with the champion;
-   the challenger is deployed as a canary; day 31 (never trained on) is replayed
-   through the server over HTTP as live traffic; canary analysis steps the share
-   from 20 % to 50 % and promotes or rolls back, with its reasons;
-5. the loop: days 32-35 are served; after each day the monitor tests drift and
-   decay of the champion; when it calls for a retrain, the training pipeline runs
-   on the 30 days up to that day, and a passing candidate is canaried on the next
-   day's traffic and promoted or rolled back;
+4. delivery: the feature pipeline loads the online store for day 31; ``riskloop serve``
+   follows the deployment record with the champion; day 31 (never trained on) is replayed
+   through the server over HTTP as live traffic while the delivery pipeline canaries the
+   challenger (refused if unapproved), steps its share from 20 % to 50 % and promotes or
+   rolls back, with its reasons;
+5. the loop: days 32-35: the feature pipeline for the day, the day served, then the
+   monitoring pipeline (drift and decay of the champion; on ``retrain`` its branch runs
+   the training pipeline on the 30 days up to that day); a passing candidate goes through
+   the delivery pipeline on the next day's traffic;
 6. a timeline of what happened, the versions side by side, where the reports are.
 """
 
@@ -32,7 +33,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from riskloop.settings import Settings
+from riskloop.settings import Settings, disable_telemetry, env_var
 
 DAYS, FIRST_WINDOW, START = 30, 20, date(2026, 1, 1)
 HELD_OUT = START + timedelta(days=DAYS)  # day 31: served as live traffic, never trained on
@@ -57,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the existing .riskloop/ state")
     parser.add_argument("--cards", type=int, default=3000, help="synthetic cards (default 3000)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    disable_telemetry()
     from riskloop.data.spec import load_spec
     from riskloop.data.synthetic import GeneratorParams, Scenario, write_partitions
     from riskloop.orchestration.local import run_training, training_params
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                       "`make run` again with --keep")
         return 2
     timeline: list[tuple[str, str, str]] = []
+    console.rule("[bold]4/5 delivery: the feature pipeline, then the challenger canaried on live traffic (day 31)")
+    _features_for(s, spec, HELD_OUT, days_back=30)  # the online store's first load: every row of the 30 days
     with served(s, spec) as url:
-        console.rule("[bold]4/5 delivery: canary of the challenger on live traffic (day 31)")
         canary = deliver(s, spec, url, timeline)
         console.rule(f"[bold]5/5 the loop: days {DAYS + 2}-{TOTAL_DAYS} served with a covariate shift, monitored")
         close_the_loop(s, spec, url, timeline)
@@ -158,7 +159,7 @@ def served(s: Settings, spec: Any) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     log_path = s.root / "serving" / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RISKLOOP_STATE_DIR": str(s.root)}
+    env = {**os.environ, env_var("state_dir"): str(s.root)}
     with log_path.open("wb") as log:
         server = subprocess.Popen([sys.executable, "-m", "riskloop.cli", "serve", "--port", str(port)],
                                   stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -174,84 +175,93 @@ def served(s: Settings, spec: Any) -> Iterator[str]:
             server.kill()
 
 
-def _prepare_features(s: Settings, spec: Any, day: date) -> None:
-    """The online store as of ``day``'s start: feature tables from the 30 days before it, materialized."""
-    from riskloop import steps
+def _features_for(s: Settings, spec: Any, day: date, *, days_back: int) -> None:
+    """The feature pipeline for the day before ``day``: offline tables from its history, the online store loaded
+    up to ``day``'s start (``days_back`` days of rows: all 30 the first time, then the pipeline's daily 3)."""
+    from riskloop.orchestration.local import run_features
 
-    work = s.root / "work" / day.isoformat()
-    work.mkdir(parents=True, exist_ok=True)
-    steps.ingest(spec.name, (day - timedelta(days=30)).isoformat(), (day - timedelta(days=1)).isoformat(),
-                 work / "batch.parquet", s)
-    steps.validate(spec.name, work / "batch.parquet", work / "valid.parquet", work / "quarantine.parquet", -1, s,
-                   f"make-run-{day}")
-    steps.build_features(spec.name, work / "valid.parquet", s)
-    steps.materialize(day.isoformat(), 30, s)
+    r = run_features(s, day - timedelta(days=1), spec=spec.name, days_back=days_back)
+    if not r.succeeded:
+        raise RuntimeError(f"the feature pipeline for {day} failed: {r.error}")
+    console.print(f"{day}: feature pipeline in {r.seconds:.0f} s")
 
 
-def _canary(s: Settings, name: str, url: str, rows: list[dict[str, Any]], day: date,
+def _canary(s: Settings, spec: Any, url: str, rows: list[dict[str, Any]], day: date,
             timeline: list[tuple[str, str, str]], *, cycle: bool) -> str:
-    """Deploy the ``challenger`` alias as a canary and let the analysis decide while ``rows`` are replayed."""
+    """Run the delivery pipeline on the ``challenger`` alias while ``rows`` are replayed as live traffic."""
+    from riskloop.audit.log import open_audit_log
     from riskloop.delivery import rollout
-    from riskloop.delivery.analysis import CanaryPolicy, Verdict
-    from riskloop.delivery.canary import progressive_rollout
-    from riskloop.delivery.metrics_source import ScrapeSource
+    from riskloop.orchestration.local import run_delivery
+    from riskloop.registry.mlflow_registry import version_by_alias
     from riskloop.serving.replay import Replay
 
-    d = rollout.deploy_challenger(s, name, alias="challenger", canary_percent=CANARY_STEPS[0],
-                                  reason="make run: canary of the new challenger")
-    timeline.append((day.isoformat(), "canary", f"v{d.challenger_version} at {d.canary_percent}% beside "
-                                                f"champion v{d.champion_version}"))
-    console.print(f"challenger v{d.challenger_version} deployed as a {d.canary_percent}% canary; "
-                  f"replaying {len(rows)} transactions of {day} over HTTP")
-    table = Table(title=f"canary analysis, {CANARY_INTERVAL_SECONDS:g} s intervals (pairs: champion / challenger)")
-    for col in ("share", "decision", "requests", "error rate", "p99 ms", "PSI", "alert rate"):
-        table.add_column(col)
-
-    def show(pct: int, v: Verdict) -> None:
-        m = v.measures
-
-        def pair(key: str, fmt: str = "{:.3g}") -> str:
-            nan = float("nan")
-            return f"{fmt.format(m.get(key + '_champion', nan))} / {fmt.format(m.get(key + '_challenger', nan))}"
-
-        table.add_row(f"{pct}%", v.decision, pair("requests", "{:.0f}"), pair("error_rate"),
-                      f"{m.get('p99_champion_seconds', float('nan')) * 1000:.1f} / "
-                      f"{m.get('p99_challenger_seconds', float('nan')) * 1000:.1f}",
-                      f"{m.get('psi', float('nan')):.3f}", pair("alert_rate"))
-
-    from riskloop.errors import ApprovalRefused
-
+    name = spec.registered_model(s.mlflow.model_name)
+    log = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
+    head = log.head()
+    since = head.seq if head is not None else -1
+    before = rollout.current(s, name)
+    challenger = version_by_alias(s.tracking_uri, name, "challenger")
+    console.print(f"delivery pipeline: challenger v{challenger.version if challenger else '?'} canaried at "
+                  f"{CANARY_STEPS[0]}% then {CANARY_STEPS[1]}% while {len(rows)} transactions of {day} are replayed "
+                  "over HTTP")
     replay = Replay(url, name, rows, connections=2, once=not cycle).start()
     try:
-        result = progressive_rollout(
-            s, name, steps=CANARY_STEPS, interval_seconds=CANARY_INTERVAL_SECONDS,
-            max_intervals=CANARY_MAX_INTERVALS, policy=CanaryPolicy(min_requests=100, min_instances=100),
-            source=ScrapeSource(url, name), on_verdict=show)
-    except ApprovalRefused as exc:
-        # fail closed: the promotion was refused (and audited); the unapproved canary leaves live traffic
-        console.print(f"[red]{exc}")
-        final = rollout.rollback(s, name, reason=f"make run: {exc.what}")
-        timeline.append((day.isoformat(), "promotion refused", f"{exc.what}; champion is v{final.champion_version}"))
-        return f"promotion refused; champion is still v{final.champion_version}"
+        run = run_delivery(s, server_url=url, spec=spec.name, model_alias="challenger",
+                           first_percent=CANARY_STEPS[0], second_percent=CANARY_STEPS[1],
+                           interval_seconds=CANARY_INTERVAL_SECONDS, max_intervals=CANARY_MAX_INTERVALS,
+                           policy={"min_requests": 100, "min_instances": 100})
     finally:
         if cycle:
             replay.stop()
         else:
             replay.wait()  # the rest of the day is served too: the monitor reads the whole day
+    events = [e for e in log.events() if e.seq > since]
+    table = Table(title=f"canary analysis, {CANARY_INTERVAL_SECONDS:g} s intervals (pairs: champion / challenger)")
+    for col in ("share", "decision", "requests", "error rate", "p99 ms", "PSI", "alert rate"):
+        table.add_column(col)
+    last: dict[str, Any] = {}
+    for e in events:
+        if e.event == "canary_verdict":
+            last = e.details["verdict"]
+            m = last["measures"]
+
+            def pair(key: str, fmt: str = "{:.3g}", m: dict[str, float] = m) -> str:
+                nan = float("nan")
+                return f"{fmt.format(m.get(key + '_champion', nan))} / {fmt.format(m.get(key + '_challenger', nan))}"
+
+            table.add_row(f"{e.details['canary_percent']}%", last["decision"], pair("requests", "{:.0f}"),
+                          pair("error_rate"), f"{m.get('p99_champion_seconds', float('nan')) * 1000:.1f} / "
+                          f"{m.get('p99_challenger_seconds', float('nan')) * 1000:.1f}",
+                          f"{m.get('psi', float('nan')):.3f}", pair("alert_rate"))
+    refused = [e for e in events if e.event == "approval_refused"]
+    after = rollout.current(s, name)
+    champion = after.champion_version if after else "?"
+    if not run.succeeded:
+        what = (f"promotion refused: {refused[-1].details.get('required_because')}" if refused
+                else f"delivery pipeline failed: {run.error}")
+        console.print(f"[red]{what}")
+        timeline.append((day.isoformat(), "promotion refused" if refused else "delivery failed",
+                         f"{what}; champion is v{champion}"))
+        return f"{what}; champion is still v{champion}"
     console.print(table)
-    last = result.verdicts[-1][1] if result.verdicts else None
-    for reason in last.reasons if last else ():
+    reasons = last.get("reasons", [])
+    for reason in reasons:
         console.print(f"  - {reason}")
-    why = "; ".join(r for r in (last.reasons if last else ()) if "FAIL" in r or "inconclusive" in r)
-    timeline.append((day.isoformat(), result.outcome.replace("_", " "),
-                     f"champion is v{result.final.champion_version}" + (f" ({why})" if why else "")))
-    return f"{result.outcome}; champion is now v{result.final.champion_version}"
+    if after is not None and after.challenger_version is not None:
+        outcome = "undecided"
+    elif before is not None and after is not None and after.champion_version != before.champion_version:
+        outcome = "promoted"
+    else:
+        outcome = "rolled back"
+    why = "; ".join(r for r in reasons if "FAIL" in r or "inconclusive" in r)
+    timeline.append((day.isoformat(), outcome, f"champion is v{champion}" + (f" ({why})" if why else "")))
+    return f"{outcome} in {run.seconds:.0f} s; champion is now v{champion}"
 
 
 def deliver(s: Settings, spec: Any, url: str, timeline: list[tuple[str, str, str]]) -> str | None:
     """Canary the challenger on day 31's traffic, promote or roll back. Returns the outcome."""
-    from riskloop import steps
     from riskloop.registry.mlflow_registry import version_by_alias
+    from riskloop.serving.replay import day_instances
 
     name = spec.registered_model(s.mlflow.model_name)
     champion = version_by_alias(s.tracking_uri, name, "champion")
@@ -260,54 +270,55 @@ def deliver(s: Settings, spec: Any, url: str, timeline: list[tuple[str, str, str
         console.print("no new challenger passed the gate: nothing to canary")
         timeline.append((HELD_OUT.isoformat(), "no canary", "no new challenger passed the gate"))
         return None
-    from riskloop.serving.replay import day_instances
-
-    steps.materialize(HELD_OUT.isoformat(), 30, s)  # the online store as of day 31's start
-    return _canary(s, name, url, day_instances(s, spec, HELD_OUT), HELD_OUT, timeline, cycle=True)
+    return _canary(s, spec, url, day_instances(s, spec, HELD_OUT), HELD_OUT, timeline, cycle=True)
 
 
 def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, str, str]]) -> None:
-    """Serve the drifting days; monitor each; retrain, gate and canary when the monitor says so."""
-    from riskloop.monitoring.daily import monitor_day
-    from riskloop.monitoring.decision import MonitorPolicy
-    from riskloop.orchestration.local import run_training, training_params
+    """Serve the drifting days; the monitoring pipeline after each; canary what its retrain branch registered."""
+    from riskloop.orchestration.local import run_monitoring
     from riskloop.registry.mlflow_registry import version_by_alias
     from riskloop.serving.replay import Replay, day_instances
-    from riskloop.training.gate import RETRAIN_GATE_PARAMS
 
     name = spec.registered_model(s.mlflow.model_name)
     pending_canary = False
     for offset in range(LOOP_DAYS):
         day = HELD_OUT + timedelta(days=1 + offset)
-        _prepare_features(s, spec, day)
+        _features_for(s, spec, day, days_back=3)
         rows = day_instances(s, spec, day)
         if pending_canary:
-            _canary(s, name, url, rows, day, timeline, cycle=False)
+            _canary(s, spec, url, rows, day, timeline, cycle=False)
             pending_canary = False
         else:
             t0 = time.perf_counter()
             Replay(url, name, rows, connections=2, batch_size=16, once=True).start().wait()
             console.print(f"{day}: {len(rows)} transactions served in {time.perf_counter() - t0:.0f} s")
-        outcome = monitor_day(s, spec.name, day, policy=MonitorPolicy())
-        detail = (f"v{outcome.model_version}: {outcome.rows} rows, drift share "
-                  f"{'-' if outcome.drift_share is None else f'{outcome.drift_share:.2f}'}"
-                  + (f" ({', '.join(outcome.drifted_features[:4])}"
-                     f"{', ...' if len(outcome.drifted_features) > 4 else ''})" if outcome.drifted_features else "")
-                  + f"; report {outcome.report_html or outcome.summary_path}")
-        timeline.append((day.isoformat(), f"monitor: {outcome.action}", detail))
-        console.print(f"{day}: monitor says [bold]{outcome.action}[/]")
-        for reason in outcome.reasons:
+        before = version_by_alias(s.tracking_uri, name, "challenger")
+        # a candidate is canaried on the next day's traffic, here, not inside the monitoring run with no traffic
+        r = run_monitoring(s, day, spec=spec.name, training_days=DAYS, deliver=False)
+        summary_path = s.reports_dir / "monitoring" / day.isoformat() / "summary.json"
+        if not r.succeeded and not summary_path.is_file():
+            timeline.append((day.isoformat(), "monitoring failed", str(r.error)))
+            console.print(f"[red]{day}: the monitoring pipeline failed: {r.error}")
+            continue
+        outcome = json.loads(summary_path.read_text())
+        drifted = outcome["drifted_features"]
+        share = outcome["drift_share"]
+        detail = (f"v{outcome['model_version']}: {outcome['rows']} rows, drift share "
+                  f"{'-' if share is None else f'{share:.2f}'}"
+                  + (f" ({', '.join(drifted[:4])}{', ...' if len(drifted) > 4 else ''})" if drifted else "")
+                  + f"; report {outcome['report_html'] or outcome['summary_path']}")
+        timeline.append((day.isoformat(), f"monitor: {outcome['action']}", detail))
+        console.print(f"{day}: monitoring pipeline in {r.seconds:.0f} s, the monitor says [bold]{outcome['action']}[/]")
+        for reason in outcome["reasons"]:
             console.print(f"  - {reason}")
-        if outcome.retrain and offset + 1 < LOOP_DAYS:
-            before = version_by_alias(s.tracking_uri, name, "challenger")
-            r = run_training(s, training_params(day, DAYS, gate_params=RETRAIN_GATE_PARAMS))
+        if outcome["action"] == "retrain":
             after = version_by_alias(s.tracking_uri, name, "challenger")
             new = after is not None and (before is None or after.version != before.version)
             timeline.append((day.isoformat(), "retrained",
                              f"days {(day - timedelta(days=DAYS - 1)).isoformat()}..{day}: "
                              + ("failed: " + str(r.error) if not r.succeeded else
                                 f"v{after.version} passed the gate" if new and after else "gated out")))
-            pending_canary = r.succeeded and new
+            pending_canary = r.succeeded and new and offset + 1 < LOOP_DAYS
 
 
 def _wait_ready(url: str, name: str, server: Any, log_path: Any, timeout: float = 120) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from riskloop.audit.log import open_audit_log
 from riskloop.delivery import rollout
@@ -103,22 +103,38 @@ class RolloutResult:
         why = "; ".join(r for r in last.reasons if "FAIL" in r or "inconclusive" in r) if last else ""
         return f"{self.outcome} after {len(self.verdicts)} interval(s)" + (f": {why}" if why else "")
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the outcome, the deployment it left, and every interval's verdict with its share."""
+        return {"outcome": self.outcome, "summary": self.summary(), "final": self.final.model_dump(mode="json"),
+                "verdicts": [{"canary_percent": pct, **v.to_dict()} for pct, v in self.verdicts]}
+
 
 def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = (10, 50),
                         interval_seconds: float = 30.0, max_intervals: int = 5, policy: CanaryPolicy | None = None,
                         source: MetricsSource | None = None,
                         on_verdict: Callable[[int, Verdict], None] | None = None,
-                        settle_seconds: float = 60.0) -> RolloutResult:
-    """Step the challenger's traffic through ``steps``, analyse between steps, then promote or roll back."""
+                        settle_seconds: float = 60.0, deploy_version: str | None = None,
+                        given_spec: str | None = None, reason: str = "") -> RolloutResult:
+    """Step the challenger's traffic through ``steps``, analyse between steps, then promote or roll back.
+
+    ``deploy_version``: deploy that version as the challenger at the first step's share first (the delivery
+    pipeline's step does); otherwise the challenger already deployed is rolled out. Either way a challenger
+    that may not be promoted (its approval, or its spec against ``given_spec``) is refused, audited, before
+    any traffic moves, and each step's window opens only once the server answers with the challenger.
+    """
     if not steps or any(not 0 < p <= 100 for p in steps) or list(steps) != sorted(steps):
         raise DeploymentError(f"canary steps {list(steps)} must rise within 1..100",
                               fix="e.g. --steps 10,50")
     from riskloop.audit.approval import check_approved
 
     current = rollout.current(s, model_name)
-    if current is not None and current.challenger_version is not None:
+    candidate = deploy_version or (current.challenger_version if current is not None else None)
+    if candidate is not None:
         # refuse before moving any traffic: the rollout would end in a promotion the approval rule forbids
-        check_approved(s, model_name, current.challenger_version, action="progressive rollout")
+        check_approved(s, model_name, candidate, action="progressive rollout", given_spec=given_spec)
+    if deploy_version is not None:
+        rollout.deploy_challenger(s, model_name, version=deploy_version, canary_percent=steps[0],
+                                  reason=reason or f"progressive rollout of v{deploy_version} at {list(steps)}%")
     policy = policy or CanaryPolicy()
     src = source or metrics_source(s, model_name)
     seen: list[tuple[int, Verdict]] = []
@@ -146,7 +162,7 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
         if verdict.decision == "continue":
             return RolloutResult("undecided", rollout.current(s, model_name) or d, tuple(seen))
     final = rollout.promote(s, model_name, verdict=seen[-1][1].to_dict(),
-                            reason=f"canary analysis passed at {list(steps)}%")
+                            reason=f"canary analysis passed at {list(steps)}%", given_spec=given_spec)
     return RolloutResult("promoted", final, tuple(seen))
 
 

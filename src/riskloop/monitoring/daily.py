@@ -126,7 +126,6 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
         drift = detect_drift(reference_frame(reference, bundle.features), current_frame(today, bundle.features),
                              numeric=numeric, categorical=categorical, html_path=html, model_version=version,
                              window_start=start, window_end=end, seed=seed)
-        write_report(drift, out_dir / "drift.json")
 
     decay = None
     if len(mine):
@@ -154,10 +153,63 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
         rows=len(today), drift_share=decision.drift_share if drift is not None else None,
         drifted_features=decision.drifted_features, decay_significant=bool(decay is not None and decay.significant),
         summary_path=out_dir / "summary.json", report_html=html)
+    if drift is not None and html is not None:
+        # the same story in all three: the CLI line and summary.json (the outcome), drift.json and drift.html
+        story = _story(outcome, decision, policy, drift)
+        write_report(drift, out_dir / "drift.json", decision=story)
+        _open_with(html, _story_html(story))
     summary = {**outcome.to_dict(), "decay": asdict(decay) if decay is not None else None}
     outcome.summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _audit(s, outcome, decision)
     return outcome
+
+
+def _story(outcome: MonitorOutcome, decision: Any, policy: MonitorPolicy, drift: Any) -> dict[str, Any]:
+    """riskloop's decision on the day, the drifted features and the rule that made them drifted."""
+    import math
+
+    tested = sum(not math.isnan(f.p_value) for f in drift.features)
+    return {
+        "day": outcome.day.isoformat(), "model": outcome.model, "model_version": outcome.model_version,
+        "action": outcome.action, "reasons": list(outcome.reasons),
+        "drifted_features": list(outcome.drifted_features), "drift_share": outcome.drift_share,
+        "rule": (f"a feature is drifted when its test is a discovery (Benjamini-Hochberg at FDR {policy.fdr:g} over "
+                 f"the {policy.window_days}-day window's tests, and an effect of at least {policy.min_effect:g}) "
+                 f"on at least {policy.min_drift_days} days of the window; retrain when the drifted share reaches "
+                 f"{policy.retrain_drift_share:.0%}"),
+        "discoveries_today": sorted(d.feature for d in decision.discoveries if d.day == outcome.day),
+        "features_tested_today": tested,
+    }
+
+
+def _story_html(story: dict[str, Any]) -> str:
+    from html import escape
+
+    drifted = ", ".join(story["drifted_features"]) or "none"
+    share = "-" if story["drift_share"] is None else f"{story['drift_share']:.0%}"
+    today = ", ".join(story["discoveries_today"]) or "none"
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in story["reasons"])
+    return (
+        '<section id="riskloop-decision" style="font-family:sans-serif;margin:1em;padding:1em;border:2px solid #333">'
+        f"<h1>riskloop monitoring: {escape(story['model'])} v{escape(story['model_version'])}, {story['day']}</h1>"
+        f"<p><b>decision: {escape(story['action'])}</b></p><ul>{reasons}</ul>"
+        f"<p><b>drifted features</b> (share {share}): {escape(drifted)}</p>"
+        f"<p><b>the rule</b>: {escape(story['rule'])}.</p>"
+        f"<p>discoveries on this day alone (one day does not make drift): {escape(today)} "
+        f"(of {story['features_tested_today']} features tested)</p>"
+        "<p>Below: Evidently's per-column detail of this day against the model's reference. Its verdicts are its "
+        "own (categorical columns by Jensen-Shannon distance); the p-values of record are in drift.json.</p>"
+        "</section>")
+
+
+def _open_with(html_path: Path, section: str) -> None:
+    """Put ``section`` first in the body of Evidently's page."""
+    import re
+
+    page = html_path.read_text(encoding="utf-8")
+    body = re.search(r"<body[^>]*>", page)
+    at = body.end() if body else 0
+    html_path.write_text(page[:at] + section + page[at:], encoding="utf-8")
 
 
 def _gauges(s: Settings, name: str, version: str, drift: Any, decay: Any, decision: Any, state: MonitorState,

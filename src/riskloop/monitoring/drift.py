@@ -199,8 +199,10 @@ class DriftReport:
             out[key] = value.isoformat() if value is not None else None
         out["features"] = [_nan_to_none(f) for f in out["features"]]
         out["score"] = _nan_to_none(out["score"]) if out["score"] is not None else None
-        out["drifted_features"] = list(self.drifted_features())
-        out["drift_share"] = self.drift_share
+        # this day's tests alone, by p-value: the decision (the day's drift.json, ``decision``) adds the effect size
+        # and the days-in-a-row rule over its window, so these are named apart from its drifted features
+        out["significant_today"] = list(self.drifted_features())
+        out["significant_share_today"] = self.drift_share
         return out
 
     @classmethod
@@ -335,11 +337,16 @@ def chi_square_homogeneity(reference_counts: Sequence[int] | np.ndarray,
     return float(result.pvalue), float(result.statistic), note
 
 
-def write_report(report: DriftReport, json_path: Path) -> Path:
-    """Write the report as JSON (NaN as null); return the path. The HTML is written by :func:`detect_drift`."""
+def write_report(report: DriftReport, json_path: Path, *, decision: Mapping[str, Any] | None = None) -> Path:
+    """Write the report as JSON (NaN as null); return the path. The HTML is written by :func:`detect_drift`.
+
+    ``decision``: what the monitor decided on it (``daily.monitor_day``), written first under ``decision`` so
+    the file opens with the same story as the CLI line and the HTML; :func:`read_report` ignores it.
+    """
     json_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_name(f".{json_path.name}.tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    body = {**({"decision": dict(decision)} if decision is not None else {}), **report.to_dict()}
+    tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, json_path)
     return json_path
 

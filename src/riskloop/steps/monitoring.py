@@ -1,0 +1,48 @@
+"""The monitoring pipeline's steps: one day's drift and decay of the champion, and a retrain's window."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from riskloop.monitoring.daily import MonitorOutcome, monitor_day
+from riskloop.monitoring.decision import MonitorPolicy
+from riskloop.schedule import training_window
+from riskloop.settings import Settings
+from riskloop.steps.common import parse_day
+
+
+def monitor(spec_name: str, day: str, policy: Mapping[str, Any], settings: Settings, *, pushgateway_url: str | None,
+            drift_report_path: Path, summary_path: Path) -> MonitorOutcome:
+    """Monitor the champion's ``day`` (``monitoring.daily.monitor_day``) and hand its reports to the pipeline.
+
+    ``drift_report_path`` gets the day's drift.html (riskloop's decision first, then Evidently's detail), or,
+    on a day without a drift test, a page with the decision's reasons; ``summary_path`` the outcome as JSON.
+    """
+    outcome = monitor_day(settings, spec_name, parse_day(day, "day"), policy=MonitorPolicy.model_validate(policy),
+                          pushgateway_url=pushgateway_url or None)
+    drift_report_path.parent.mkdir(parents=True, exist_ok=True)
+    if outcome.report_html is not None:
+        shutil.copyfile(outcome.report_html, drift_report_path)
+    else:
+        reasons = "".join(f"<li>{escape(r)}</li>" for r in outcome.reasons)
+        drift_report_path.write_text(f"<html><body><h1>riskloop monitoring: {escape(outcome.model)} "
+                                     f"v{escape(outcome.model_version)}, {day}</h1><p><b>decision: "
+                                     f"{escape(outcome.action)}</b>, no drift test on this day</p><ul>{reasons}</ul>"
+                                     "</body></html>")
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(outcome.to_dict()))
+    return outcome
+
+
+def retrain_window(day: str, days: int) -> dict[str, str]:
+    """The ``days`` days ending with ``day``, cutoff at the next midnight: a retrain's training window, or the
+    feature pipeline's history window (``start_date``, ``end_date``, ``cutoff_date``)."""
+    return training_window(parse_day(day, "day"), days)
+
+
+__all__ = ["monitor", "retrain_window"]
