@@ -1,4 +1,4 @@
-"""``riskloop cluster ...`` and ``riskloop version``: registered on the main app by riskloop.cli.
+"""``riskloop cluster ...`` and ``riskloop version``: operating riskloop on a Kubernetes cluster (KFP).
 
 Imports stay light (typer, rich): kfp and the library load inside the commands.
 """
@@ -6,25 +6,17 @@ Imports stay light (typer, rich): kfp and the library load inside the commands.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from riskloop.errors import RiskloopError
-
-console = Console(stderr=True)
-out = Console()
+from riskloop.cli.common import console, out
+from riskloop.errors import ConfigError
 
 cluster_app = typer.Typer(help="Operate riskloop on a Kubernetes cluster (KFP).", no_args_is_help=True)
 
 KfpHostOpt = Annotated[str, typer.Option("--kfp-host", help="KFP API URL, e.g. http://ml-pipeline.kubeflow:8888.")]
 PipelinesDirOpt = Annotated[Path, typer.Option("--pipelines-dir", help="Compiled pipelines (riskloop compile).")]
-
-
-def _fail(exc: RiskloopError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
 
 
 def version_cmd(
@@ -46,7 +38,7 @@ def version_cmd(
     chosen = [v for flag, v in ((image, runtime_image), (tag, image_tag), (repository, lambda: IMAGE_REPOSITORY))
               if flag]
     if len(chosen) > 1:
-        _fail(RiskloopError("--image, --tag and --repository print one value each", fix="pass only one of them"))
+        raise ConfigError("--image, --tag and --repository print one value each", fix="pass only one of them")
     if chosen:
         out.print(chosen[0](), soft_wrap=True, highlight=False)
         return
@@ -79,15 +71,12 @@ def publish_cmd(
     from riskloop.orchestration.schedules import load_schedules
     from riskloop.version import image_tag
 
-    try:
-        pipelines = publish.read_compiled(pipelines_dir)
-        wanted = load_schedules(schedules) if schedules is not None else []
-        tag = version or image_tag()
-        client = publish.connect(kfp_host, namespace=namespace)
-        actions = publish.publish(client, pipelines, tag, wanted, dry_run=dry_run,
-                                  on_action=lambda a: console.print(f"  {'would ' if dry_run else ''}{a}"))
-    except RiskloopError as exc:
-        _fail(exc)
+    pipelines = publish.read_compiled(pipelines_dir)
+    wanted = load_schedules(schedules) if schedules is not None else []
+    tag = version or image_tag()
+    client = publish.connect(kfp_host, namespace=namespace)
+    actions = publish.publish(client, pipelines, tag, wanted, dry_run=dry_run,
+                              on_action=lambda a: console.print(f"  {'would ' if dry_run else ''}{a}"))
     counts: dict[str, int] = {}
     for a in actions:
         counts[a.kind] = counts.get(a.kind, 0) + 1
@@ -115,24 +104,20 @@ def run_cmd(
 
     import yaml
 
-    from riskloop.errors import ConfigError
     from riskloop.orchestration import publish
     from riskloop.version import image_tag
 
-    try:
-        params: dict[str, Any] = {}
-        for item in param or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--param {item!r} is not name=value", fix="e.g. --param seed=1")
-            params[key] = yaml.safe_load(value)
-        chosen = next((p for p in publish.read_compiled(pipelines_dir) if p.stem == pipeline), None)
-        if chosen is None:
-            raise ConfigError(f"no compiled pipeline {pipeline!r} in {pipelines_dir}", where="--pipeline",
-                              fix="use a file stem from the pipelines dir, e.g. training")
-        tag = version or image_tag()
-        run_id = publish.start_run(publish.connect(kfp_host, namespace=namespace), chosen, tag, params,
-                                   f"{chosen.name}-{uuid.uuid4().hex[:8]}")
-    except RiskloopError as exc:
-        _fail(exc)
+    params: dict[str, Any] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r} is not name=value", where="--param", fix="e.g. --param seed=1")
+        params[key] = yaml.safe_load(value)
+    chosen = next((p for p in publish.read_compiled(pipelines_dir) if p.stem == pipeline), None)
+    if chosen is None:
+        raise ConfigError(f"no compiled pipeline {pipeline!r} in {pipelines_dir}", where="--pipeline",
+                          fix="use a file stem from the pipelines dir, e.g. training")
+    tag = version or image_tag()
+    run_id = publish.start_run(publish.connect(kfp_host, namespace=namespace), chosen, tag, params,
+                               f"{chosen.name}-{uuid.uuid4().hex[:8]}")
     out.print(f"started run {run_id} of {chosen.name}@{tag}; follow it in the Kubeflow UI (Runs)", highlight=False)
