@@ -55,5 +55,5 @@ WORKDIR /home/riskloop
 # numeric, so Pod Security `restricted` (runAsNonRoot) can verify it without /etc/passwd
 USER 10001:10001
 # KFP sets each step's command (python3 -m kfp.dsl.executor_main, found on PATH in the venv);
-# the InferenceService sets the predictor's (riskloop serve --model-dir /mnt/models ...)
+# the InferenceService sets the predictor's (python -m riskloop.serving --model-dir /mnt/models ...)
 CMD ["riskloop", "--help"]

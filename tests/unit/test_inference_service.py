@@ -108,9 +108,9 @@ def test_object_meets_the_serving_contract() -> None:
     assert c["image"] == CHAMPION.image
     # the predictor refuses a model directory whose dataset_spec.yaml is not the version's (fail closed)
     assert {"name": "RISKLOOP_EXPECTED_SPEC_SHA256", "value": SPEC_SHA} in c["env"]
-    # the image has no ENTRYPOINT: the command must name the executable, or the kubelet runs "serve"
-    assert c["command"] == ["riskloop"]
-    assert c["args"] == ["serve", "--model-dir", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]
+    # the image has no ENTRYPOINT: the command names the executable, the model server's own entry point
+    assert c["command"] == ["python", "-m", "riskloop.serving"]
+    assert c["args"] == ["--model-dir", "/mnt/models", "--host", "0.0.0.0", "--port", "8080"]
     assert {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]} == {
         "STORAGE_URI": URI_V3,
         "RISKLOOP_EXPECTED_MODEL_SHA256": SHA_V3,
@@ -182,7 +182,7 @@ def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tm
     state = Settings(state_dir=Path(env["RISKLOOP_STATE_DIR"]))
     written = [state.root, state.data_dir, state.feast_dir, state.pipeline_root, state.reports_dir,
                state.artifact_root, StoreConfig.from_settings(state).repo_dir,
-               state.root / "serving" / "prometheus-multiproc",  # cli.build_server, workers > 1
+               state.root / "serving" / "prometheus-multiproc",  # serving.__main__.build_server, workers > 1
                Path(env["HOME"]) / ".cache", Path(env["HOME"]) / ".config",  # matplotlib (seen with strace)
                Path("/tmp")]  # tempfile's default dir: Feast's metrics files (seen with strace); no TMPDIR is set
     assert "TMPDIR" not in env

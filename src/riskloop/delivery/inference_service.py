@@ -339,10 +339,10 @@ def _container(spec: ServiceSpec) -> dict[str, Any]:
     return {
         # 0.0.0.0 is required in the pod: Knative's queue-proxy and the kubelet's probes reach the
         # server over the pod IP, never over loopback.
-        "args": ["serve", "--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(spec.port)],
-        # The image has no ENTRYPOINT (its CMD is `riskloop --help`): without a command, Kubernetes would
-        # run args[0] ("serve") as the executable (seen on the node: exec "serve": not found).
-        "command": ["riskloop"],
+        "args": ["--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(spec.port)],
+        # The model server's own entry point (riskloop.serving.__main__), not the CLI. The image has no
+        # ENTRYPOINT (its CMD is `riskloop --help`): the command must name the executable, the venv's python.
+        "command": ["python", "-m", "riskloop.serving"],
         "env": [
             _env(ENV_STORAGE_URI, spec.storage_uri),
             _env(ENV_EXPECTED_MODEL_SHA256, spec.model_sha256),

@@ -121,7 +121,8 @@ def test_a_model_directory_without_its_versions_spec_is_refused(trained: Trained
         spec_file.unlink()
     env = {"RISKLOOP_STATE_DIR": str(s.root), "RISKLOOP_EXPECTED_MODEL_SHA256": info.tags["model_sha256"],
            "RISKLOOP_EXPECTED_SPEC_SHA256": info.tags[SPEC_SHA256_TAG]}
-    r = subprocess.run([sys.executable, "-m", "riskloop.cli", "serve", "--model-dir", str(d), "--port", "1"],
+    # what the predictor pod runs (the InferenceService's container command)
+    r = subprocess.run([sys.executable, "-m", "riskloop.serving", "--model-dir", str(d), "--port", "1"],
                        capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
     shutil.rmtree(d.parent, ignore_errors=True)
     assert r.returncode == 2, r.stdout + r.stderr
