@@ -62,7 +62,8 @@ def in_image(venv: Path, *cmd: str, cwd: Path) -> subprocess.CompletedProcess[st
 
 
 def test_every_entrypoint_imports_from_the_installed_wheel(venv: Path, tmp_path: Path) -> None:
-    names = ["riskloop.cli", "riskloop.serving.kserve.server", "riskloop.components", "riskloop.pipelines",
+    names = ["riskloop.cli", "riskloop.serving.__main__", "riskloop.serving.kserve.server", "riskloop.components",
+             "riskloop.pipelines",
              "boto3",  # boto3: MLflow on S3
              *modules("components"), *modules("pipelines")]
     assert "riskloop.components.training" in names and "riskloop.pipelines.monitoring" in names

@@ -1,1 +1,4 @@
-"""Cluster operations: publish pipelines and recurring runs to KFP."""
+"""The edits scripts/deploy.sh makes to the prerequisites' objects (riskloop.cluster.prerequisites).
+
+The `riskloop cluster ...` commands live in riskloop.cli.cluster.
+"""
