@@ -14,10 +14,10 @@ from pathlib import Path
 
 from riskloop.errors import ConfigError, ModelIntegrityError
 from riskloop.model import ModelBundle, load_model
-from riskloop.settings import Settings
+from riskloop.settings import ENV_EXPECTED_MODEL_SHA256, ENV_MODEL_VERSION, Settings
 
-EXPECTED_SHA_ENV = "RISKLOOP_EXPECTED_MODEL_SHA256"
-VERSION_ENV = "RISKLOOP_MODEL_VERSION"
+EXPECTED_SHA_ENV = ENV_EXPECTED_MODEL_SHA256
+VERSION_ENV = ENV_MODEL_VERSION
 
 
 @dataclass(frozen=True)
