@@ -35,11 +35,11 @@ def exit_code(exc: RiskloopError) -> int:
 
 def report(exc: RiskloopError) -> None:
     """What went wrong, where, how to fix it (the error's own fields), on stderr."""
-    console.print(f"[bold red]error:[/] {escape(exc.what)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(exc.what)}", highlight=False, soft_wrap=True)
     if exc.where:
-        console.print(f"  where: {escape(exc.where)}", highlight=False)
+        console.print(f"  where: {escape(exc.where)}", highlight=False, soft_wrap=True)
     if exc.fix:
-        console.print(f"  how to fix: {escape(exc.fix)}", highlight=False)
+        console.print(f"  how to fix: {escape(exc.fix)}", highlight=False, soft_wrap=True)
 
 
 class _Riskloop(TyperGroup):

@@ -276,6 +276,8 @@ def _run(s: Settings, name: str, call: Callable[[], Any], *, on_step: StepCallba
     tee = _Tee(log_path, sys.stdout if verbose else None)
     steps = _StepLog(tee, on_step)
     root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)  # kfp.local logs skipped tasks and retries at INFO, outside its own logger setup
     root.addFilter(steps)
     undo = _watch_tasks(steps, tee)
     t0 = time.perf_counter()
@@ -298,6 +300,7 @@ def _run(s: Settings, name: str, call: Callable[[], Any], *, on_step: StepCallba
     finally:
         undo()
         root.removeFilter(steps)
+        root.setLevel(level)
         tee.close()
     return LocalRun(name, True, time.perf_counter() - t0, steps=tuple(steps.steps), log=log_path), task
 
