@@ -109,8 +109,12 @@ def start_server(s: Settings, *args: str, env: dict[str, str] | None = None, tim
     pytest.fail(f"server not ready in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(trained: Trained) -> Iterator[Server]:
+    """The champion's server, one for every module that only talks to it (a start costs seconds of imports).
+
+    Tests that need a server in another state (its own env, workers, a corrupt model, a shutdown) start their own.
+    """
     srv = start_server(trained.settings, "--model-alias", "champion")
     yield srv
     srv.stop()
