@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -151,6 +152,32 @@ def test_round_trip_through_json(champion: dict[str, float] | None) -> None:
     back = GateResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert back == result
     assert back.summary() == result.summary()
+
+
+def test_decision_artifact_carries_the_policy_and_reads_back(tmp_path: Path) -> None:
+    """The gate step writes its decision once; register and the model card read this, not a new decision."""
+    strict = GateParams(max_pr_auc_drop=0.0)
+    result = decide_gate(_m(0.9, 0.6), _m(0.9, 0.61), strict, champion_version="2")
+    assert result.policy == strict and not result.passed
+    path = tmp_path / "gate" / "decision"
+    result.write(path)
+    assert GateResult.read(path) == result
+    assert json.loads(path.read_text())["policy"]["max_pr_auc_drop"] == 0.0
+
+
+def test_a_gated_event_recorded_before_the_policy_reads_back_without_one() -> None:
+    """The CLI's card command rebuilds the decision from the audit log's ``gated`` event, old ones included."""
+    old = {"passed": True, "reasons": ["pass: x"], "candidate": _m(0.9, 0.6), "champion": None,
+           "champion_version": None, "params": {}}
+    assert GateResult.from_dict(old).policy is None
+
+
+def test_an_unreadable_decision_is_a_training_error(tmp_path: Path) -> None:
+    (tmp_path / "decision").write_text("{not json")
+    with pytest.raises(TrainingError, match="gate decision is unreadable"):
+        GateResult.read(tmp_path / "decision")
+    with pytest.raises(TrainingError, match="unreadable"):
+        GateResult.read(tmp_path / "missing")
 
 
 def test_from_dict_rejects_incomplete_record() -> None:
