@@ -39,6 +39,11 @@ def test_worse_candidate_is_gated_out_and_gets_no_alias(first_run: LocalRun, loc
                   gate_params={"max_pr_auc_drop": 0.0, "min_pr_auc": 0.0, "min_roc_auc": 0.0})
     r = run_training(local_state, weak)
     assert r.succeeded, r.error  # a failed gate is an outcome, not a pipeline failure
+    from riskloop.cli.pipelines import training_summary  # what `riskloop run training` shows for it
+
+    shown = training_summary(r, local_state, weak)
+    assert shown["gate"].startswith("FAIL: ") and shown["registered"].startswith("nothing"), shown
+    assert {st.name: st.state for st in r.steps}.get("register") in (None, "skipped")
     after = list_versions(local_state.tracking_uri, local_state.mlflow.model_name)
     assert len(after) == len(before)
     champ = version_by_alias(local_state.tracking_uri, local_state.mlflow.model_name, CHAMPION)
