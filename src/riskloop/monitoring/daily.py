@@ -175,7 +175,7 @@ def _story(outcome: MonitorOutcome, decision: Any, policy: MonitorPolicy, drift:
         "drifted_features": list(outcome.drifted_features), "drift_share": outcome.drift_share,
         "rule": (f"a feature is drifted when its test is a discovery (Benjamini-Hochberg at FDR {policy.fdr:g} over "
                  f"the {policy.window_days}-day window's tests, and an effect of at least {policy.min_effect:g}) "
-                 f"on at least {policy.min_drift_days} days of the window; retrain when the drifted share reaches "
+                 f"on at least {policy.min_drift_days} day(s) of the window; retrain when the drifted share reaches "
                  f"{policy.retrain_drift_share:.0%}"),
         "discoveries_today": sorted(d.feature for d in decision.discoveries if d.day == outcome.day),
         "features_tested_today": tested,
