@@ -22,12 +22,12 @@ def features_pipeline(
     days_back: int = 3,
     max_bad_fraction: float = -1.0,
 ) -> None:
-    run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    pipeline_run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
     resolved = on_cluster(run_day(day=day, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER))
     window = on_cluster(retrain_window(day=resolved.output, days=history_days))
     batch = on_cluster(ingest(spec=spec, start_date=window.outputs["start_date"], end_date=window.outputs["end_date"]))
     checked = on_cluster(validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
-                                  pipeline_run_id=run_id))
+                                  pipeline_run_id=pipeline_run_id))
     built = on_cluster(build_features(spec=spec, valid=checked.outputs["valid"]), memory="2G")
     loaded = on_cluster(materialize(end_date=window.outputs["cutoff_date"], days_back=days_back,
                                     tables=built.outputs["tables"]))

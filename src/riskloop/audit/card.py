@@ -21,7 +21,7 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,9 @@ import pandas as pd
 
 from riskloop.audit.log import AuditEvent
 from riskloop.data.spec import DatasetSpec
+
+if TYPE_CHECKING:  # riskloop.model imports xgboost; the card imports it only when it runs
+    from riskloop.model import ModelBundle
 
 SLICE_COLUMNS = ("channel", "country", "merchant_category")
 CALIBRATION_BINS = 10
@@ -133,7 +136,7 @@ def slice_metrics(test: pd.DataFrame, y: npt.NDArray[Any], s: npt.NDArray[Any], 
     return out
 
 
-def global_importance(bundle: Any, test: pd.DataFrame, *, seed: int = 0) -> list[dict[str, Any]]:
+def global_importance(bundle: ModelBundle, test: pd.DataFrame, *, seed: int = 0) -> list[dict[str, Any]]:
     """Mean |SHAP contribution| per feature over up to 2,000 test rows (XGBoost ``pred_contribs``)."""
     import xgboost as xgb
 
@@ -185,7 +188,7 @@ def _decisions(events: Sequence[AuditEvent], model: str, version: str) -> dict[s
     return {"canary": canary, "approvals": approvals}
 
 
-def build_model_card(spec: DatasetSpec, frame: pd.DataFrame, bundle: Any, *, model_name: str,
+def build_model_card(spec: DatasetSpec, frame: pd.DataFrame, bundle: ModelBundle, *, model_name: str,
                      version: str | None, run_id: str, gate_result: Mapping[str, Any] | None,
                      fairness: Sequence[Mapping[str, Any]] = (), events: Sequence[AuditEvent] = (),
                      approval_required: tuple[bool, str] = (False, ""), seed: int = 0,

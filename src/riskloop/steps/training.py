@@ -33,8 +33,9 @@ from riskloop.steps.features import build_features
 from riskloop.training.gate import GateResult
 from riskloop.version import git_commit, runtime_image
 
-if TYPE_CHECKING:  # riskloop.model imports xgboost: the steps that need it import it when they run
+if TYPE_CHECKING:  # xgboost, sklearn, matplotlib: the steps that need them import them when they run
     from riskloop.model import ModelBundle
+    from riskloop.training.evaluate import Evaluation
 
 RUN_STATUS_OK = "SUCCEEDED"
 
@@ -280,7 +281,7 @@ class _Scored:
     y: np.ndarray
     scores: np.ndarray
     threshold: float
-    evaluation: Any  # riskloop.training.evaluate.Evaluation, imported lazily (sklearn, matplotlib)
+    evaluation: Evaluation
     metrics: dict[str, float]
     fairness: tuple[dict[str, Any], ...]
 
