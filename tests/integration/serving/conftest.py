@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,8 +76,12 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    # one keep-alive client per server: httpx.post builds a client (and its TLS context) per call, which
+    # the property tests' thousands of requests paid for each time
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
     def stop(self) -> int:
+        self.client.close()
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -83,8 +83,8 @@ def body_text(payload: Any) -> str:
 
 
 def post(server: Server, text: str) -> httpx.Response:
-    return httpx.post(f"{server.url}/v1/models/{MODEL}:predict", content=text.encode(),
-                      headers={"content-type": "application/json"}, timeout=30)
+    return server.client.post(f"{server.url}/v1/models/{MODEL}:predict", content=text.encode(),
+                              headers={"content-type": "application/json"})
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))

@@ -18,7 +18,7 @@ from tests.integration.serving.conftest import HELD_OUT, MODEL, Server, Trained,
 
 
 def predict(server: Server, instances: list[dict[str, object]], **extra: object) -> httpx.Response:
-    return httpx.post(f"{server.url}/v1/models/{MODEL}:predict", json={"instances": instances, **extra}, timeout=30)
+    return server.client.post(f"{server.url}/v1/models/{MODEL}:predict", json={"instances": instances, **extra})
 
 
 def test_v1_scores_with_threshold_version_and_request_id(server: Server, trained: Trained) -> None:
