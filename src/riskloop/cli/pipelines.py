@@ -119,7 +119,8 @@ def training_summary(run: LocalRun, s: Settings, params: dict[str, Any]) -> dict
         rows["error"] = failed.error or run.error or "-"
     elif run.error:
         rows["error"] = run.error
-    train, evaluate, register, card = (run.step(n) for n in ("train", "evaluate", "register", "model-card"))
+    train, evaluate, gate, register, card = (run.step(n) for n in ("train", "evaluate", "gate", "register",
+                                                                    "model-card"))
     if train is not None and train.succeeded:
         rows["MLflow run"] = str(train.outputs.get("Output"))
     if evaluate is not None and evaluate.succeeded:
@@ -127,10 +128,11 @@ def training_summary(run: LocalRun, s: Settings, params: dict[str, Any]) -> dict
         rows["metrics"] = _metrics(ev["candidate"])
         if ev.get("champion"):
             rows[f"champion v{ev['champion_version']}"] = _metrics(ev["champion"])
-        rows["gate"] = _gate_verdict(ev, params.get("gate_params") or {})
         report = evaluate.outputs.get("report")
         if report is not None:
             rows["evaluation report"] = str(report.path)
+    if gate is not None and gate.succeeded and "decision" in gate.outputs:
+        rows["gate"] = _gate_verdict(Path(gate.outputs["decision"].path))
     if register is not None and register.succeeded:
         from riskloop.data.spec import load_spec
 
@@ -151,12 +153,11 @@ def _metrics(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {float(values[k]):.4f}" for k in shown)
 
 
-def _gate_verdict(evaluation: dict[str, Any], gate_params: dict[str, Any]) -> str:
-    """The gate's decision as the gate step took it (the same function on the same evaluation)."""
-    from riskloop.training.gate import GateParams, decide_gate
+def _gate_verdict(decision: Path) -> str:
+    """The gate step's decision (its artifact): the verdict, and the checks that failed (else all of them)."""
+    from riskloop.training.gate import GateResult
 
-    result = decide_gate(evaluation["candidate"], evaluation["champion"], GateParams.model_validate(gate_params),
-                         champion_version=evaluation["champion_version"])
+    result = GateResult.read(decision)
     failed = [r for r in result.reasons if r.startswith("fail:")]
     return ("PASS" if result.passed else "FAIL") + ": " + "; ".join(failed or result.reasons)
 
