@@ -3,6 +3,12 @@
 ``SubprocessRunner(use_venv=False)`` runs each component function in a
 subprocess of this very environment, so the steps are the cluster's steps.
 State goes under the settings' state dir (KFP's pipeline root included).
+
+A run is reported as data (:class:`LocalRun`, one :class:`StepRun` per task): kfp.local's own log
+records give each step's start, end and state (read by a logging filter), its task dispatch gives the
+outputs and the step's own error. Everything kfp.local and the step processes print goes to a log file
+under ``<state>/logs/`` (and to the terminal only when asked). kfp.local retries a failed task per its
+retry policy; a step that failed on a ConfigError is not run again (bad input fails the same way twice).
 """
 
 from __future__ import annotations
