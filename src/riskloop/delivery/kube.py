@@ -52,7 +52,6 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from riskloop.delivery.inference_service import (
     CONTAINER_NAME,
-    ENV_EXPECTED_MODEL_SHA256,
     LABEL_MODEL_VERSION,
     ServiceSpec,
     apply_merge_patch,
@@ -61,6 +60,7 @@ from riskloop.delivery.inference_service import (
     promote_patch,
 )
 from riskloop.errors import ConfigError, DeploymentError, ServiceUnavailable
+from riskloop.settings import ENV_EXPECTED_MODEL_SHA256
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
