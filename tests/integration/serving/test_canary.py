@@ -332,3 +332,21 @@ def test_delivery_pipeline_under_kfp_local_promotes_a_good_challenger(
     assert {v for _, _, v in answers(traffic)} == set(versions)
     events = [e["event"] for e in audit_events(s, "canary_deployed", "canary_traffic_set", "promoted")]
     assert events[-3:] == ["canary_deployed", "canary_traffic_set", "promoted"]
+
+
+def test_the_delivery_step_refuses_an_unapproved_challenger_before_deploying_it(
+        fresh: Settings, versions: tuple[str, str]) -> None:
+    """The pipeline's one step fails closed: refused and audited before any traffic moves to the challenger."""
+    from riskloop.errors import ApprovalRefused
+    from riskloop.registry.mlflow_registry import set_alias
+    from riskloop.steps.delivery import deliver
+
+    s = fresh.model_copy(update={"audit": fresh.audit.model_copy(update={"require_approval": True})})
+    set_alias(s.tracking_uri, MODEL, "challenger", versions[1])
+    deployed = len(audit_events(s, "canary_deployed"))
+    with pytest.raises(ApprovalRefused, match="progressive rollout"):
+        deliver("synthetic-fraud", "challenger", [20, 50], INTERVAL_SECONDS, 2, {}, s, pipeline_run_id="test")
+    d = rollout.current(s, MODEL)
+    assert d is not None and d.challenger_version is None and d.champion_version == versions[0]
+    assert len(audit_events(s, "canary_deployed")) == deployed
+    assert audit_events(s, "approval_refused")[-1]["details"]["action"] == "progressive rollout"  # type: ignore[index]
