@@ -230,7 +230,7 @@ def test_scrape_and_prometheus_sources_agree(exporter: Exporter, prometheus_url:
             assert_same_window(a, b)
         assert psi(scrape_windows[0].score_buckets, scrape_windows[1].score_buckets) == pytest.approx(
             psi(prometheus_windows[0].score_buckets, prometheus_windows[1].score_buckets), rel=1e-9)
-        assert by_scrape.decision == by_prometheus.decision == expected, (by_scrape.reasons, by_prometheus.reasons)
+        assert by_scrape.value == by_prometheus.value == expected, (by_scrape.reasons, by_prometheus.reasons)
         assert by_scrape.reasons == by_prometheus.reasons
         assert by_scrape.measures == pytest.approx(by_prometheus.measures, rel=1e-9)
 

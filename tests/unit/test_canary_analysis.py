@@ -1,4 +1,4 @@
-"""Canary analysis: the decision, its histogram helpers, windows from snapshots, labels, and parsing of both sources."""
+"""Canary analysis: the verdict, its histogram helpers, windows from snapshots, labels, and parsing of both sources."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_identical_traffic_promotes() -> None:
     champion = traffic("champion", seed=1)
     challenger = dataclasses.replace(champion, role="challenger", model_version="8")
     verdict = analyze(champion, challenger, CanaryPolicy())
-    assert verdict.decision == "promote"
+    assert verdict.value == "promote"
     assert verdict.measures["psi"] == 0.0
     assert verdict.measures["error_rate_champion"] == verdict.measures["error_rate_challenger"] == 0.0
     assert verdict.measures["p99_champion_seconds"] == verdict.measures["p99_challenger_seconds"]
@@ -91,7 +91,7 @@ def test_identical_traffic_promotes() -> None:
 
 def test_same_distribution_different_draws_promotes() -> None:
     verdict = analyze(traffic("champion", seed=1), traffic("challenger", seed=2), CanaryPolicy())
-    assert verdict.decision == "promote", verdict.reasons
+    assert verdict.value == "promote", verdict.reasons
     assert 0 < verdict.measures["psi"] < 0.05
 
 
@@ -99,7 +99,7 @@ def test_too_few_requests_continues_and_says_so() -> None:
     champion = traffic("champion", seed=1)
     challenger = traffic("challenger", seed=2, n=150, error_share=0.5)  # bad, but too little to judge
     verdict = analyze(champion, challenger, CanaryPolicy(min_requests=200))
-    assert verdict.decision == "continue"
+    assert verdict.value == "continue"
     assert len(verdict.reasons) == 1
     assert "challenger 8 answered 150 requests < min_requests 200" in verdict.reasons[0]
     assert verdict.measures["requests_challenger"] == 150
@@ -107,13 +107,13 @@ def test_too_few_requests_continues_and_says_so() -> None:
 
 def test_champion_with_too_few_requests_also_continues() -> None:
     verdict = analyze(traffic("champion", seed=1, n=50), traffic("challenger", seed=2), CanaryPolicy())
-    assert verdict.decision == "continue"
+    assert verdict.value == "continue"
     assert "champion 7 answered 50 requests" in verdict.reasons[0]
 
 
 def test_challenger_failing_a_fifth_of_requests_rolls_back() -> None:
     verdict = analyze(traffic("champion", seed=1), traffic("challenger", seed=2, error_share=0.2), CanaryPolicy())
-    assert verdict.decision == "rollback"
+    assert verdict.value == "rollback"
     assert statuses(verdict)["errors"] == "FAIL"
     reason = next(r for r in verdict.reasons if r.startswith("errors"))
     assert "challenger 20.00 % of 1000 vs champion 0.00 % of 1000" in reason
@@ -126,14 +126,14 @@ def test_few_extra_errors_are_inconclusive_not_a_rollback() -> None:
     challenger = dataclasses.replace(traffic("challenger", seed=2, n=250), errors=4.0)  # 1.6 %: > 1 pp, but 4 of 250
     verdict = analyze(champion, challenger, CanaryPolicy())
     assert statuses(verdict)["errors"] == "inconclusive"
-    assert verdict.decision == "continue"
+    assert verdict.value == "continue"
     # without the test, the threshold alone decides
-    assert analyze(champion, challenger, CanaryPolicy(significance=None)).decision == "rollback"
+    assert analyze(champion, challenger, CanaryPolicy(significance=None)).value == "rollback"
 
 
 def test_scores_shifted_by_a_third_roll_back_on_psi_without_errors() -> None:
     verdict = analyze(traffic("champion", seed=1), traffic("challenger", seed=2, score_shift=0.3), CanaryPolicy())
-    assert verdict.decision == "rollback"
+    assert verdict.value == "rollback"
     checks = statuses(verdict)
     assert checks["errors"] == "pass"
     assert checks["score_psi"] == "FAIL"
@@ -143,7 +143,7 @@ def test_scores_shifted_by_a_third_roll_back_on_psi_without_errors() -> None:
 
 def test_slow_challenger_rolls_back_on_p99_only() -> None:
     verdict = analyze(traffic("champion", seed=1), traffic("challenger", seed=1, latency_scale=3.0), CanaryPolicy())
-    assert verdict.decision == "rollback"
+    assert verdict.value == "rollback"
     checks = statuses(verdict)
     assert checks["latency"] == "FAIL"
     assert {checks[c] for c in ("errors", "score_psi", "alert_rate")} == {"pass"}
@@ -152,16 +152,16 @@ def test_slow_challenger_rolls_back_on_p99_only() -> None:
 
 def test_p99_slack_forgives_a_slower_but_fast_challenger() -> None:
     champion, challenger = traffic("champion", seed=1), traffic("challenger", seed=1, latency_scale=3.0)
-    assert analyze(champion, challenger, CanaryPolicy(p99_slack_seconds=0.1)).decision == "promote"
+    assert analyze(champion, challenger, CanaryPolicy(p99_slack_seconds=0.1)).value == "promote"
 
 
 def test_alert_rate_both_ways() -> None:
     champion = dataclasses.replace(traffic("champion", seed=1, n=5000), flagged=100.0)  # 2 %
     same = traffic("challenger", seed=1, n=5000)
     many = analyze(champion, dataclasses.replace(same, flagged=400.0), CanaryPolicy())  # 8 %
-    assert many.decision == "rollback" and statuses(many)["alert_rate"] == "FAIL"
+    assert many.value == "rollback" and statuses(many)["alert_rate"] == "FAIL"
     few = analyze(champion, dataclasses.replace(same, flagged=10.0), CanaryPolicy())  # 0.2 %
-    assert few.decision == "rollback" and statuses(few)["alert_rate"] == "FAIL"
+    assert few.value == "rollback" and statuses(few)["alert_rate"] == "FAIL"
     close = analyze(champion, dataclasses.replace(same, flagged=150.0), CanaryPolicy())  # 3 %
     assert statuses(close)["alert_rate"] == "pass"
     assert close.measures["alert_rate_challenger"] == pytest.approx(0.03)
@@ -172,7 +172,7 @@ def test_alert_rate_on_few_instances_is_inconclusive() -> None:
     challenger = dataclasses.replace(traffic("challenger", seed=1, n=300), flagged=8.0)  # 2.7x, but 8 of 300
     verdict = analyze(champion, challenger, CanaryPolicy())
     assert statuses(verdict)["alert_rate"] == "inconclusive"
-    assert verdict.decision == "continue"
+    assert verdict.value == "continue"
 
 
 def test_no_flags_in_a_small_canary_is_not_a_significant_drop() -> None:
@@ -203,7 +203,7 @@ def test_recall_drop_on_labeled_traffic_rolls_back() -> None:
     verdict = analyze(champion, challenger, CanaryPolicy())
     checks = statuses(verdict)
     assert checks["recall"] == "FAIL" and checks["precision"] == "pass"
-    assert verdict.decision == "rollback"
+    assert verdict.value == "rollback"
     assert verdict.measures["recall_champion"] == pytest.approx(0.9)
     assert verdict.measures["recall_challenger"] == pytest.approx(0.6)
 
@@ -214,7 +214,7 @@ def test_precision_drop_on_labeled_traffic_rolls_back() -> None:
     verdict = analyze(champion, challenger, CanaryPolicy())
     assert statuses(verdict)["precision"] == "FAIL"
     assert verdict.measures["precision_challenger"] == pytest.approx(0.5)
-    assert verdict.decision == "rollback"
+    assert verdict.value == "rollback"
 
 
 def test_too_few_labels_are_skipped_and_do_not_hold_the_rollout() -> None:
@@ -223,7 +223,7 @@ def test_too_few_labels_are_skipped_and_do_not_hold_the_rollout() -> None:
     verdict = analyze(champion, challenger, CanaryPolicy(min_labeled=30))
     checks = statuses(verdict)
     assert checks["recall"] == checks["precision"] == "skipped"
-    assert verdict.decision == "promote"
+    assert verdict.value == "promote"
     assert any("6 labeled frauds in one role < min_labeled 30" in r for r in verdict.reasons)
 
 
@@ -246,13 +246,13 @@ def test_verdict_to_dict_is_strict_json() -> None:
     verdict = analyze(champion, challenger, CanaryPolicy())
     text = json.dumps(verdict.to_dict(), allow_nan=False)  # NaN measures (no scores) are left out
     back = json.loads(text)
-    assert back["decision"] == verdict.decision == "continue"
+    assert back["decision"] == verdict.value == "continue"
     assert back["reasons"] == list(verdict.reasons)
     assert "alert_rate_challenger" not in back["measures"]
 
 
-def test_verdict_rejects_an_unknown_decision() -> None:
-    with pytest.raises(ConfigError, match="unknown canary decision 'ship'"):
+def test_verdict_rejects_an_unknown_value() -> None:
+    with pytest.raises(ConfigError, match="unknown canary verdict 'ship'"):
         Verdict("ship", (), {})  # type: ignore[arg-type]
 
 

@@ -113,7 +113,7 @@ def _live_verdict(s: Settings, d: Any, base_url: str) -> None:
     for k, v in verdict.measures.items():
         t.add_row(k, f"{v:.4g}")
     console.print(t)
-    console.print(f"verdict: [bold]{verdict.decision}[/]")
+    console.print(f"verdict: [bold]{verdict.value}[/]")
     for reason in verdict.reasons:
         console.print(f"  - {reason}")
 

@@ -1,4 +1,4 @@
-"""Canary analysis: compare a challenger's traffic with the champion's over one window, and decide.
+"""Canary analysis: compare a challenger's traffic with the champion's over one window, and give a verdict.
 
 Pure: the inputs are two :class:`RoleWindow` values (counter increases over one
 analysis window, built by :func:`riskloop.delivery.metrics_source.window` from
@@ -15,7 +15,7 @@ The checks, each against a threshold of the policy::
     recall      challenger recall      >=  champion recall - max_recall_drop        (labeled traffic only)
     precision   challenger precision   >=  champion precision - max_precision_drop  (labeled traffic only)
 
-The decision:
+The verdict:
 
 1. fewer than ``min_requests`` requests in either role: ``continue`` (nothing
    is judged on so little traffic);
@@ -58,8 +58,9 @@ from riskloop.serving.metrics import ROLES
 Buckets = tuple[tuple[float, float], ...]
 """A Prometheus histogram: ``(upper bound le, cumulative count)``, ascending, the last bound ``+inf``."""
 
-Decision = Literal["promote", "continue", "rollback"]
-DECISIONS: Final = ("promote", "continue", "rollback")
+VerdictValue = Literal["promote", "continue", "rollback"]
+"""What a :class:`Verdict` says to do with the canary (glossary: verdict)."""
+VERDICT_VALUES: Final = ("promote", "continue", "rollback")
 
 PSI_BINS: Final = 20
 PSI_EPSILON: Final = 1e-4
@@ -245,19 +246,23 @@ class Verdict:
     (``error_rate_champion``, ``p99_challenger_seconds``, ``psi``, ...).
     """
 
-    decision: Decision
+    value: VerdictValue
     reasons: tuple[str, ...]
     measures: dict[str, float]
 
     def __post_init__(self) -> None:
-        if self.decision not in DECISIONS:
-            raise ConfigError(f"unknown canary decision {self.decision!r}", where="Verdict",
-                              fix=f"use one of {', '.join(DECISIONS)}")
+        if self.value not in VERDICT_VALUES:
+            raise ConfigError(f"unknown canary verdict {self.value!r}", where="Verdict",
+                              fix=f"use one of {', '.join(VERDICT_VALUES)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"decision": ..., "reasons": [...], "measures": {...}}`` (for audit events)."""
+        """JSON-ready: ``{"decision": ..., "reasons": [...], "measures": {...}}`` (for audit events).
+
+        The value is written under the key ``decision``: audit events already in the hash-chained log carry
+        that key, and new ones keep it so one reader serves both (docs/glossary.md, audit event).
+        """
         return {
-            "decision": self.decision,
+            "decision": self.value,
             "reasons": list(self.reasons),
             "measures": {k: float(v) for k, v in self.measures.items() if math.isfinite(v)},
         }
@@ -275,7 +280,7 @@ class _Check:
 
 
 def analyze(champion: RoleWindow, challenger: RoleWindow, policy: CanaryPolicy | None = None) -> Verdict:
-    """Judge ``challenger`` against ``champion`` over the same window (module docstring: checks and decision)."""
+    """Judge ``challenger`` against ``champion`` over the same window (module docstring: checks and verdict)."""
     policy = CanaryPolicy() if policy is None else policy
     measures = _measures(champion, challenger)
     short = [w for w in (champion, challenger) if w.requests < policy.min_requests]
@@ -295,8 +300,8 @@ def analyze(champion: RoleWindow, challenger: RoleWindow, policy: CanaryPolicy |
         *_check_labeled(champion, challenger, policy),
     )
     statuses = {c.status for c in checks}
-    decision: Decision = "rollback" if "FAIL" in statuses else "continue" if "inconclusive" in statuses else "promote"
-    return Verdict(decision, tuple(c.reason for c in checks), measures)
+    value: VerdictValue = "rollback" if "FAIL" in statuses else "continue" if "inconclusive" in statuses else "promote"
+    return Verdict(value, tuple(c.reason for c in checks), measures)
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -536,16 +541,16 @@ def _finite_number(value: object) -> bool:
 
 
 __all__ = [
-    "DECISIONS",
     "LATENCY_QUANTILE",
     "PSI_BINS",
     "PSI_EPSILON",
+    "VERDICT_VALUES",
     "Buckets",
     "CanaryPolicy",
-    "Decision",
     "LabeledCounts",
     "RoleWindow",
     "Verdict",
+    "VerdictValue",
     "analyze",
     "histogram_quantile",
     "psi",

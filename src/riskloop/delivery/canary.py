@@ -86,7 +86,7 @@ def analyze_step(s: Settings, model_name: str, *, start: Snapshot, interval_seco
                                    start=start)
         if on_verdict is not None:
             on_verdict(verdict)
-        if verdict.decision != "continue":
+        if verdict.value != "continue":
             break
     assert verdict is not None
     return verdict
@@ -144,7 +144,7 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
             raise DeploymentError(f"{model_name} has no challenger deployed", fix="deploy one first")
         if d.mode != "canary" or d.canary_percent != pct:
             rollout.set_traffic(s, model_name, pct)
-        # a fresh window at each share, growing until a decision; it opens once the server answers with the
+        # a fresh window at each canary percent, growing until a verdict; it opens once the server answers with the
         # challenger at this share, so loading the model and switching routes are not judged as its latency
         step_start = _settled(src, d.challenger_version, settle_seconds)
 
@@ -155,11 +155,11 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
 
         verdict = analyze_step(s, model_name, start=step_start, interval_seconds=interval_seconds,
                                max_intervals=max_intervals, policy=policy, source=src, on_verdict=seen_at)
-        if verdict.decision == "rollback":
+        if verdict.value == "rollback":
             final = rollout.rollback(s, model_name, verdict=verdict.to_dict(),
                                      reason=f"canary analysis at {pct}%: rollback")
             return RolloutResult("rolled_back", final, tuple(seen))
-        if verdict.decision == "continue":
+        if verdict.value == "continue":
             return RolloutResult("undecided", rollout.current(s, model_name) or d, tuple(seen))
     final = rollout.promote(s, model_name, verdict=seen[-1][1].to_dict(),
                             reason=f"canary analysis passed at {list(steps)}%", given_spec=given_spec)

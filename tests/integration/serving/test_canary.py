@@ -128,7 +128,7 @@ def test_failing_challenger_is_rolled_back_and_no_champion_request_fails(
             time.sleep(0.1)
         result = progressive_rollout(s, MODEL, steps=[50], interval_seconds=INTERVAL_SECONDS, max_intervals=3,
                                      policy=POLICY, source=ScrapeSource(canary_server.url, MODEL),
-                                     on_verdict=lambda pct, v: verdicts.append(v.decision))
+                                     on_verdict=lambda pct, v: verdicts.append(v.value))
         mark = len(answers(traffic))
         time.sleep(1.5)  # the server picks up the rollback
         after = answers(traffic)[mark:]
@@ -260,7 +260,7 @@ def test_prometheus_and_direct_scrape_reach_the_same_verdict(
     assert d is not None
     v_scrape = judge(d, start_scrape, end_scrape, POLICY)
     v_prom = judge(d, start_prom, end_prom, POLICY)
-    assert v_scrape.decision == v_prom.decision == "rollback"
+    assert v_scrape.value == v_prom.value == "rollback"
     for role, version in (("champion", d.champion_version), ("challenger", d.challenger_version)):
         a, b = window(start_scrape, end_scrape, role, version), window(start_prom, end_prom, role, version)
         assert a.requests > 0 and (a.requests, a.errors) == (b.requests, b.errors)
