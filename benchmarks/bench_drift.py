@@ -19,9 +19,9 @@ Each is run ``--repeat`` times, rotating which goes first; wall and CPU
 seconds of every run are kept. Evidently's import and first-call warm-up are
 timed once, apart. Then both reports are compared: per-feature p-values, the
 features each calls drifted (Benjamini-Hochberg at 5 % within the report) and
-the decision :func:`riskloop.monitoring.decision.decide` takes on each.
+the action :func:`riskloop.monitoring.assessment.assess` takes on each.
 
-The window carries known drift, so "same decision" is not trivially "no drift":
+The window carries known drift, so "same assessment" is not trivially "no drift":
 ``x0`` shifted by 0.1 SD, ``x6`` (log-normal) scaled by 1.05, ``c0`` with 2
 points of probability moved between two levels, ``x1`` shifted by only 0.02 SD
 (below what a 5,000-row reference can see), and the score depends on ``x0``.
@@ -59,7 +59,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 
 from riskloop.model import FeatureSpec
-from riskloop.monitoring.decision import MonitorPolicy, MonitorState, decide
+from riskloop.monitoring.assessment import MonitorPolicy, MonitorState, assess
 from riskloop.monitoring.drift import DriftReport, detect_drift
 from riskloop.monitoring.frames import current_frame
 
@@ -140,11 +140,11 @@ def check(reference: pd.DataFrame, current: pd.DataFrame, max_rows: int | None, 
                         html_path=html, model_version="1", window_end=datetime(2026, 1, 2, tzinfo=UTC))
 
 
-def decision_of(report: DriftReport) -> dict[str, Any]:
+def assessment_of(report: DriftReport) -> dict[str, Any]:
     now = datetime(2026, 1, 2, 1, 0, tzinfo=UTC)
-    decision, _ = decide([report], None, MonitorPolicy(), MonitorState(), model_version="1", now=now)
-    return {"action": decision.action, "drifted_features": list(decision.drifted_features),
-            "score_drift": decision.score_drift, "reasons": list(decision.reasons)}
+    assessment, _ = assess([report], None, MonitorPolicy(), MonitorState(), model_version="1", now=now)
+    return {"action": assessment.action, "drifted_features": list(assessment.drifted_features),
+            "score_drift": assessment.score_drift, "reasons": list(assessment.reasons)}
 
 
 def compare(sampled: DriftReport, full: DriftReport) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def compare(sampled: DriftReport, full: DriftReport) -> dict[str, Any]:
                      "log10_p_sampled": round(float(np.log10(max(a.p_value, 1e-300))), 2),
                      "log10_p_full": round(float(np.log10(max(b.p_value, 1e-300))), 2)})
     drifted_s, drifted_f = set(sampled.drifted_features()), set(full.drifted_features())
-    dec_s, dec_f = decision_of(sampled), decision_of(full)
+    dec_s, dec_f = assessment_of(sampled), assessment_of(full)
     both = [(a.p_value, b.p_value) for a, b in zip([*sampled.features, sampled.score], [*full.features, full.score],
                                                    strict=True) if a is not None and b is not None]
     agree_at_05 = sum((ps < 0.05) == (pf < 0.05) for ps, pf in both)
@@ -286,7 +286,7 @@ def summary(report: dict[str, Any]) -> str:
             f"full / sampled: best {b['full_over_sampled']['best']}x, median {b['full_over_sampled']['median']}x",
             f"sampled_from_log p-values == sampled: {b['sampled_from_log_same_p_values_as_sampled']}",
             f"drifted (BH 5%): sampled {c['drifted_sampled_bh05']}, full {c['drifted_full_bh05']}",
-            f"decision: sampled {c['decision_sampled']['action']}, full {c['decision_full']['action']}",
+            f"assessment: sampled {c['decision_sampled']['action']}, full {c['decision_full']['action']}",
             f"{'feature':<8}{'test':<18}{'log10 p sampled':>16}{'log10 p full':>14}",
         ]
         lines += [f"{row['feature']:<8}{row['test']:<18}{row['log10_p_sampled']:>16}{row['log10_p_full']:>14}"

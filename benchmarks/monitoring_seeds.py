@@ -50,8 +50,8 @@ def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = 
     from riskloop.data.synthetic import GeneratorParams, Scenario, write_partitions
     from riskloop.delivery import rollout
     from riskloop.model import load_model, matrix
+    from riskloop.monitoring.assessment import MonitorPolicy
     from riskloop.monitoring.daily import monitor_day
-    from riskloop.monitoring.decision import MonitorPolicy
     from riskloop.registry.mlflow_registry import download_model_dir, get_version, version_by_alias
     from riskloop.serving.prediction_log import PredictionLog
     from riskloop.settings import Settings

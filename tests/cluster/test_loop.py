@@ -158,7 +158,7 @@ def test_a_replayed_day_is_logged_monitored_and_traced(
                              step_env(monitoring_pipeline, "exec-monitor"))
     sys.stderr.write(f"monitoring Job: {monitored.seconds:.0f} s\n")
     assert '"monitoring_succeeded": true' in monitored.logs, monitored.logs[-3000:]
-    from riskloop.monitoring.decision import load_state
+    from riskloop.monitoring.assessment import load_state
 
     with environment(env):
         state = load_state(location(env["RISKLOOP_STORAGE__URI"]) / "monitoring" / f"{MODEL}-state.json")

@@ -38,7 +38,7 @@ from riskloop.data.spec import load_spec
 from riskloop.data.validate import split_batch
 from riskloop.delivery.inference_service import ENV_MODEL_NAME, build_inference_service
 from riskloop.delivery.rollout import _service_spec
-from riskloop.monitoring.decision import load_state
+from riskloop.monitoring.assessment import load_state
 from riskloop.orchestration.local import run_features, run_monitoring, run_training, training_params
 from riskloop.registry.mlflow_registry import version_by_alias
 from riskloop.serving.prediction_log import read_prediction_log

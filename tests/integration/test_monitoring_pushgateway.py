@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, delete_from_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
-from riskloop.monitoring.decision import MonitorPolicy, MonitorState, decide
+from riskloop.monitoring.assessment import MonitorPolicy, MonitorState, assess
 from riskloop.monitoring.drift import detect_drift
 from riskloop.monitoring.metrics import MonitoringMetrics, push_monitoring_metrics
 
@@ -56,13 +56,13 @@ def test_a_monitoring_run_is_pushed_and_read_back(pushgateway_url: str, group: t
     report = detect_drift(reference, current, numeric=["amount"], categorical=["channel"], model_version=version,
                           window_end=NOW - timedelta(minutes=30))
     one_day = MonitorPolicy(min_drift_days=1)  # one report: drift on one day is enough here
-    decision, state = decide([report], None, one_day, MonitorState(retrains_total=2), model_version=version, now=NOW)
-    assert decision.action == "retrain"  # amount drifted: 1 of 2 features
+    assessment, state = assess([report], None, one_day, MonitorState(retrains_total=2), model_version=version, now=NOW)
+    assert assessment.action == "retrain"  # amount drifted: 1 of 2 features
 
     registry = CollectorRegistry()
     metrics = MonitoringMetrics(registry)
     metrics.record_drift(report, model=model, model_version=version)
-    metrics.record_decision(decision, state, model=model, now=NOW)
+    metrics.record_action(assessment, state, model=model, now=NOW)
     push_monitoring_metrics(registry, pushgateway_url, job=job, grouping_key=key)
 
     got = pushed(pushgateway_url, job)
@@ -73,17 +73,17 @@ def test_a_monitoring_run_is_pushed_and_read_back(pushgateway_url: str, group: t
     assert got[("riskloop_feature_drift_p_value", (("feature", "channel"), *v))] > 0.01
     assert got[("riskloop_score_drift_p_value", v)] == pytest.approx(report.score_p_value, rel=1e-12)
     for action in ("retrain", "watch", "ok"):
-        assert got[("riskloop_monitor_decision", (("action", action), ("model", model)))] == float(action == "retrain")
+        assert got[("riskloop_monitor_action", (("action", action), ("model", model)))] == float(action == "retrain")
     assert got[("riskloop_retrain_triggered_total", (("model", model),))] == 3.0
     assert got[("riskloop_monitor_last_run_timestamp_seconds", (("model", model),))] == NOW.timestamp()
     assert not any(math.isnan(value) for value in got.values())
 
-    # the next run replaces the group: decision gauges move, the counter does not go back
-    decision, state = decide([], None, one_day, state, model_version=version, now=NOW + timedelta(days=1))
+    # the next run replaces the group: action gauges move, the counter does not go back
+    assessment, state = assess([], None, one_day, state, model_version=version, now=NOW + timedelta(days=1))
     registry = CollectorRegistry()
-    MonitoringMetrics(registry).record_decision(decision, state, model=model, now=NOW + timedelta(days=1))
+    MonitoringMetrics(registry).record_action(assessment, state, model=model, now=NOW + timedelta(days=1))
     push_monitoring_metrics(registry, pushgateway_url, job=job, grouping_key=key)
     got = pushed(pushgateway_url, job)
-    assert got[("riskloop_monitor_decision", (("action", "retrain"), ("model", model)))] == 0.0
+    assert got[("riskloop_monitor_action", (("action", "retrain"), ("model", model)))] == 0.0
     assert got[("riskloop_retrain_triggered_total", (("model", model),))] == 3.0
     assert ("riskloop_drift_share_ratio", v) not in got

@@ -21,7 +21,7 @@ from riskloop.data.io import partitions, read_partitions
 from riskloop.data.spec import load_spec
 from riskloop.data.synthetic import GeneratorParams, write_partitions
 from riskloop.errors import DataContractError
-from riskloop.monitoring.decision import MonitorState, load_state, save_state
+from riskloop.monitoring.assessment import MonitorState, load_state, save_state
 from riskloop.serving.prediction_log import PredictionLog, read_prediction_log
 from riskloop.storage import Location, StorageError, location
 from tests.services import S3Store

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from riskloop.errors import ConfigError, ServiceUnavailable
+from riskloop.monitoring.assessment import MonitorPolicy, MonitorState, assess
 from riskloop.monitoring.decay import DecayResult, Performance
-from riskloop.monitoring.decision import MonitorPolicy, MonitorState, decide
 from riskloop.monitoring.drift import CHI_SQUARE, KS, DriftReport, FeatureDrift
 from riskloop.monitoring.metrics import MonitoringMetrics, push_monitoring_metrics
 
@@ -19,7 +19,7 @@ NOW = datetime(2026, 5, 2, 1, 0, tzinfo=UTC)
 EXPECTED_NAMES = {
     "riskloop_drift_share_ratio", "riskloop_feature_drift_p_value", "riskloop_score_drift_p_value",
     "riskloop_decay_pr_auc", "riskloop_decay_recall_ratio", "riskloop_decay_significant",
-    "riskloop_monitor_decision", "riskloop_retrain_triggered_total", "riskloop_monitor_last_run_timestamp_seconds",
+    "riskloop_monitor_action", "riskloop_retrain_triggered_total", "riskloop_monitor_last_run_timestamp_seconds",
 }
 
 
@@ -50,10 +50,10 @@ def test_every_metric_is_filled_under_its_contract_name() -> None:
     report = sample_report()
     # one report: drift and decay on one day are enough here (the defaults want them to hold for days)
     one_day = MonitorPolicy(min_drift_days=1, min_decay_days=1)
-    decision, state = decide([report], sample_decay(True), one_day, MonitorState(), model_version="7", now=NOW)
+    assessment, state = assess([report], sample_decay(True), one_day, MonitorState(), model_version="7", now=NOW)
     metrics.record_drift(report, model="fraud-detector", model_version="7")
     metrics.record_decay(sample_decay(True), model="fraud-detector", model_version="7")
-    metrics.record_decision(decision, state, model="fraud-detector", now=NOW)
+    metrics.record_action(assessment, state, model="fraud-detector", now=NOW)
 
     names = {s.name for family in registry.collect() for s in family.samples if not s.name.endswith("_created")}
     assert names == EXPECTED_NAMES
@@ -66,9 +66,9 @@ def test_every_metric_is_filled_under_its_contract_name() -> None:
     assert value("riskloop_decay_pr_auc", version) == 0.61
     assert value("riskloop_decay_recall_ratio", version) == 0.52
     assert value("riskloop_decay_significant", version) == 1.0
-    assert decision.action == "retrain"
+    assert assessment.action == "retrain"
     for action, expected in (("retrain", 1.0), ("watch", 0.0), ("ok", 0.0)):
-        assert value("riskloop_monitor_decision", {"model": "fraud-detector", "action": action}) == expected
+        assert value("riskloop_monitor_action", {"model": "fraud-detector", "action": action}) == expected
     assert value("riskloop_retrain_triggered_total", {"model": "fraud-detector"}) == 1.0
     assert value("riskloop_monitor_last_run_timestamp_seconds", {"model": "fraud-detector"}) == NOW.timestamp()
 
@@ -76,13 +76,13 @@ def test_every_metric_is_filled_under_its_contract_name() -> None:
 def test_the_retrain_counter_continues_from_the_persisted_state() -> None:
     registry = CollectorRegistry()
     metrics = MonitoringMetrics(registry)
-    decision, state = decide([sample_report()], None, MonitorPolicy(retrain_drift_share=0.9, min_drift_days=1),
-                             MonitorState(retrains_total=4), model_version="7", now=NOW)
-    assert decision.action == "watch"
-    metrics.record_decision(decision, state, model="fraud-detector", now=NOW)
-    metrics.record_decision(decision, state, model="fraud-detector", now=NOW)  # idempotent
+    assessment, state = assess([sample_report()], None, MonitorPolicy(retrain_drift_share=0.9, min_drift_days=1),
+                               MonitorState(retrains_total=4), model_version="7", now=NOW)
+    assert assessment.action == "watch"
+    metrics.record_action(assessment, state, model="fraud-detector", now=NOW)
+    metrics.record_action(assessment, state, model="fraud-detector", now=NOW)  # idempotent
     assert registry.get_sample_value("riskloop_retrain_triggered_total", {"model": "fraud-detector"}) == 4.0
-    assert registry.get_sample_value("riskloop_monitor_decision", {"model": "fraud-detector", "action": "watch"}) == 1
+    assert registry.get_sample_value("riskloop_monitor_action", {"model": "fraud-detector", "action": "watch"}) == 1
 
 
 def test_bad_labels_and_unreachable_pushgateway_are_clear_errors() -> None:

@@ -1,4 +1,4 @@
-"""``riskloop monitor``: drift and decay of the served champion, day by day, and the decision."""
+"""``riskloop monitor``: drift and decay of the served champion, day by day, and the action."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def monitor_cmd(
                            ] = None,
     spec: SpecOpt = "synthetic-fraud",
 ) -> None:
-    """Monitor the served champion: drift and decay per day, the decision (retrain | watch | ok) and why.
+    """Monitor the served champion: drift and decay per day, the action (retrain | watch | ok) and why.
 
     Reads the prediction log the server wrote; reports under .riskloop/reports/monitoring/<day>/.
     On the cluster the monitoring pipeline runs this as a recurring run.
@@ -30,8 +30,8 @@ def monitor_cmd(
 
         riskloop monitor --day 2026-02-01 --days 7
     """
+    from riskloop.monitoring.assessment import MonitorPolicy
     from riskloop.monitoring.daily import monitor_day
-    from riskloop.monitoring.decision import MonitorPolicy
 
     s = settings()
     first = parse_day(day, "--day")

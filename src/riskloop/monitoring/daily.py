@@ -1,4 +1,4 @@
-"""The daily monitoring job: drift and decay of the served champion, the decision, reports, gauges, audit.
+"""The daily monitoring job: drift and decay of the served champion, the action, reports, gauges, audit.
 
 For a day ``D`` (the window ``[D 00:00, D+1 00:00)`` UTC):
 
@@ -10,7 +10,7 @@ For a day ``D`` (the window ``[D 00:00, D+1 00:00)`` UTC):
 3. **decay**: the champion's predictions of the last ``decay_window_days`` mature
    days joined with the labels known at the end of ``D`` (chargebacks arrive
    late), against the version's own test evaluation (``decay.detect_decay``);
-4. **decision** (``decision.decide``: Benjamini-Hochberg over the window's tests,
+4. **action** (``assessment.assess``: Benjamini-Hochberg over the window's tests,
    cooldown, one retrain per episode), with the state carried in
    ``monitoring/<model>-state.json`` under the shared storage root;
 5. gauges pushed to the Pushgateway when one is configured, audit events for
@@ -32,7 +32,7 @@ from riskloop.audit.log import open_audit_log
 from riskloop.data.spec import load_spec
 from riskloop.errors import RiskloopError
 from riskloop.locks import exclusive
-from riskloop.monitoring.decision import MonitorPolicy, MonitorState, decide, load_state, save_state
+from riskloop.monitoring.assessment import MonitorPolicy, MonitorState, assess, load_state, save_state
 from riskloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,34 +138,34 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
             baseline = dec.baseline_from_evaluation(run_info(s.tracking_uri, info.run_id)["metrics"])
             decay = dec.detect_decay(baseline, dec.window_performance(recent, seed=seed))
 
-    # read, decide, write back: one run at a time per model (a run started by hand beside the schedule)
+    # read, assess, write back: one run at a time per model (a run started by hand beside the schedule)
     with exclusive(s, f"monitor-state:{name}"):
         state_path = s.monitor_state(name)
         state = load_state(state_path)
-        decision, new_state = decide([drift] if drift is not None else [], decay, policy, state,
-                                     model_version=version, now=end)
+        assessment, new_state = assess([drift] if drift is not None else [], decay, policy, state,
+                                       model_version=version, now=end)
         save_state(new_state, state_path)
-    _gauges(s, name, version, drift, decay, decision, new_state, end, pushgateway_url)
-    # the share the decision acted on: BH-significant over the window and material (effect size)
+    _gauges(s, name, version, drift, decay, assessment, new_state, end, pushgateway_url)
+    # the share the action is based on: BH-significant over the window and material (effect size)
 
     outcome = MonitorOutcome(
-        day=day, model=name, model_version=version, action=decision.action, reasons=decision.reasons,
-        rows=len(today), drift_share=decision.drift_share if drift is not None else None,
-        drifted_features=decision.drifted_features, decay_significant=bool(decay is not None and decay.significant),
+        day=day, model=name, model_version=version, action=assessment.action, reasons=assessment.reasons,
+        rows=len(today), drift_share=assessment.drift_share if drift is not None else None,
+        drifted_features=assessment.drifted_features, decay_significant=bool(decay is not None and decay.significant),
         summary_path=out_dir / "summary.json", report_html=html)
     if drift is not None and html is not None:
         # the same story in all three: the CLI line and summary.json (the outcome), drift.json and drift.html
-        story = _story(outcome, decision, policy, drift)
-        write_report(drift, out_dir / "drift.json", decision=story)
+        story = _story(outcome, assessment, policy, drift)
+        write_report(drift, out_dir / "drift.json", assessment=story)
         _open_with(html, _story_html(story))
     summary = {**outcome.to_dict(), "decay": asdict(decay) if decay is not None else None}
     outcome.summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _audit(s, outcome, decision)
+    _audit(s, outcome, assessment)
     return outcome
 
 
-def _story(outcome: MonitorOutcome, decision: Any, policy: MonitorPolicy, drift: Any) -> dict[str, Any]:
-    """riskloop's decision on the day, the drifted features and the rule that made them drifted."""
+def _story(outcome: MonitorOutcome, assessment: Any, policy: MonitorPolicy, drift: Any) -> dict[str, Any]:
+    """riskloop's action on the day, the drifted features and the rule that made them drifted."""
     import math
 
     tested = sum(not math.isnan(f.p_value) for f in drift.features)
@@ -177,7 +177,7 @@ def _story(outcome: MonitorOutcome, decision: Any, policy: MonitorPolicy, drift:
                  f"the {policy.window_days}-day window's tests, and an effect of at least {policy.min_effect:g}) "
                  f"on at least {policy.min_drift_days} day(s) of the window; retrain when the drifted share reaches "
                  f"{policy.retrain_drift_share:.0%}"),
-        "discoveries_today": sorted(d.feature for d in decision.discoveries if d.day == outcome.day),
+        "discoveries_today": sorted(d.feature for d in assessment.discoveries if d.day == outcome.day),
         "features_tested_today": tested,
     }
 
@@ -190,9 +190,9 @@ def _story_html(story: dict[str, Any]) -> str:
     today = ", ".join(story["discoveries_today"]) or "none"
     reasons = "".join(f"<li>{escape(r)}</li>" for r in story["reasons"])
     return (
-        '<section id="riskloop-decision" style="font-family:sans-serif;margin:1em;padding:1em;border:2px solid #333">'
+        '<section id="riskloop-assessment" style="font-family:sans-serif;margin:1em;padding:1em;border:2px solid #333">'
         f"<h1>riskloop monitoring: {escape(story['model'])} v{escape(story['model_version'])}, {story['day']}</h1>"
-        f"<p><b>decision: {escape(story['action'])}</b></p><ul>{reasons}</ul>"
+        f"<p><b>action: {escape(story['action'])}</b></p><ul>{reasons}</ul>"
         f"<p><b>drifted features</b> (share {share}): {escape(drifted)}</p>"
         f"<p><b>the rule</b>: {escape(story['rule'])}.</p>"
         f"<p>discoveries on this day alone (one day does not make drift): {escape(today)} "
@@ -212,7 +212,7 @@ def _open_with(html_path: Path, section: str) -> None:
     html_path.write_text(page[:at] + section + page[at:], encoding="utf-8")
 
 
-def _gauges(s: Settings, name: str, version: str, drift: Any, decay: Any, decision: Any, state: MonitorState,
+def _gauges(s: Settings, name: str, version: str, drift: Any, decay: Any, assessment: Any, state: MonitorState,
             now: datetime, pushgateway_url: str | None) -> None:
     from prometheus_client import CollectorRegistry
 
@@ -221,24 +221,24 @@ def _gauges(s: Settings, name: str, version: str, drift: Any, decay: Any, decisi
     registry = CollectorRegistry()
     m = MonitoringMetrics(registry)
     if drift is not None:
-        m.record_drift(drift, model=name, model_version=version, drift_share=decision.drift_share)
+        m.record_drift(drift, model=name, model_version=version, drift_share=assessment.drift_share)
     if decay is not None:
         m.record_decay(decay, model=name, model_version=version)
-    m.record_decision(decision, state, model=name, now=now)
+    m.record_action(assessment, state, model=name, now=now)
     if pushgateway_url:
         try:
             push_monitoring_metrics(registry, pushgateway_url, grouping_key={"model": name})
-        except RiskloopError as exc:  # the decision stands; the dashboard is late, and says so by its age
+        except RiskloopError as exc:  # the action stands; the dashboard is late, and says so by its age
             log.warning("monitoring gauges not pushed: %s", exc)
 
 
-def _audit(s: Settings, outcome: MonitorOutcome, decision: Any) -> None:
+def _audit(s: Settings, outcome: MonitorOutcome, assessment: Any) -> None:
     audit = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
     ids = {"model": outcome.model, "model_version": outcome.model_version, "day": outcome.day.isoformat()}
     details = {"action": outcome.action, "reasons": list(outcome.reasons), "rows": outcome.rows,
                "drift_share": outcome.drift_share, "drifted_features": list(outcome.drifted_features),
                "decay_significant": outcome.decay_significant, "summary": str(outcome.summary_path)}
-    if outcome.drifted_features or decision.score_drift or outcome.decay_significant:
+    if outcome.drifted_features or assessment.score_drift or outcome.decay_significant:
         audit.append("drift_detected", actor=s.audit.actor, ids=ids, details=details)
     if outcome.retrain:
         audit.append("retrain_triggered", actor=s.audit.actor, ids=ids, details=details)

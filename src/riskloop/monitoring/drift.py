@@ -31,7 +31,7 @@ with its verdict; there the categorical columns show Evidently's Jensen-Shannon
 the change is: the Wasserstein distance in reference standard deviations for
 numeric columns (:func:`normed_wasserstein`), Cramer's V for categorical ones.
 With thousands of rows a day a p-value finds differences far too small to
-matter; the decision counts a discovery as drift only when its effect is also
+matter; the assessment counts a discovery as drift only when its effect is also
 large enough (``MonitorPolicy.min_effect``).
 
 **Sampling.** A current window longer than ``max_rows`` is replaced by a seeded
@@ -199,7 +199,7 @@ class DriftReport:
             out[key] = value.isoformat() if value is not None else None
         out["features"] = [_nan_to_none(f) for f in out["features"]]
         out["score"] = _nan_to_none(out["score"]) if out["score"] is not None else None
-        # this day's tests alone, by p-value: the decision (the day's drift.json, ``decision``) adds the effect size
+        # this day's tests alone, by p-value: the assessment (the day's drift.json, ``assessment``) adds the effect size
         # and the days-in-a-row rule over its window, so these are named apart from its drifted features
         out["significant_today"] = list(self.drifted_features())
         out["significant_share_today"] = self.drift_share
@@ -337,15 +337,15 @@ def chi_square_homogeneity(reference_counts: Sequence[int] | np.ndarray,
     return float(result.pvalue), float(result.statistic), note
 
 
-def write_report(report: DriftReport, json_path: Path, *, decision: Mapping[str, Any] | None = None) -> Path:
+def write_report(report: DriftReport, json_path: Path, *, assessment: Mapping[str, Any] | None = None) -> Path:
     """Write the report as JSON (NaN as null); return the path. The HTML is written by :func:`detect_drift`.
 
-    ``decision``: what the monitor decided on it (``daily.monitor_day``), written first under ``decision`` so
+    ``assessment``: the monitor's action on it and why (``daily.monitor_day``), written first under ``assessment`` so
     the file opens with the same story as the CLI line and the HTML; :func:`read_report` ignores it.
     """
     json_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = json_path.with_name(f".{json_path.name}.tmp")
-    body = {**({"decision": dict(decision)} if decision is not None else {}), **report.to_dict()}
+    body = {**({"assessment": dict(assessment)} if assessment is not None else {}), **report.to_dict()}
     tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, json_path)
     return json_path

@@ -8,7 +8,7 @@ The names and labels are a contract with the alert rules and the dashboard::
     riskloop_decay_pr_auc{model, model_version}                   PR-AUC of the recent labelled window
     riskloop_decay_recall_ratio{model, model_version}             recall at the model's decision threshold
     riskloop_decay_significant{model, model_version}              1 when the decay test is significant, else 0
-    riskloop_monitor_decision{model, action}                      1 for today's action, 0 for the other two
+    riskloop_monitor_action{model, action}                        1 for today's action, 0 for the other two
     riskloop_retrain_triggered_total{model}                       retrains triggered, ever (counter)
     riskloop_monitor_last_run_timestamp_seconds{model}            Unix time of the run
 
@@ -17,7 +17,7 @@ Benjamini-Hochberg adjusted within the report, are below the report's alpha,
 over the features tested. A p-value that could not be computed is NaN.
 
 Each run builds a fresh registry, so the retrain counter is restored from the
-persisted :class:`~riskloop.monitoring.decision.MonitorState`
+persisted :class:`~riskloop.monitoring.assessment.MonitorState`
 (``retrains_total``) and only ever grows across runs, as a counter must. Push
 with ``grouping_key={"model": model}`` so monitors of different models do not
 replace each other's group.
@@ -32,8 +32,8 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway
 
 from riskloop.errors import ConfigError, ServiceUnavailable
+from riskloop.monitoring.assessment import ACTIONS, MonitorAssessment, MonitorState
 from riskloop.monitoring.decay import DecayResult
-from riskloop.monitoring.decision import ACTIONS, Decision, MonitorState
 from riskloop.monitoring.drift import DriftReport
 
 DEFAULT_JOB: Final = "riskloop-monitor"
@@ -57,8 +57,8 @@ class MonitoringMetrics:
                             "labelled window.", version, registry=registry)
         self.decay_significant = Gauge("riskloop_decay_significant", "1 when the performance drop is significant.",
                                        version, registry=registry)
-        self.decision = Gauge("riskloop_monitor_decision", "1 for the monitor's current action, 0 for the others.",
-                              ("model", "action"), registry=registry)
+        self.action = Gauge("riskloop_monitor_action", "1 for the monitor's current action, 0 for the others.",
+                            ("model", "action"), registry=registry)
         self.retrains = Counter("riskloop_retrain_triggered_total", "Retrains triggered by the monitor.", ("model",),
                                 registry=registry)
         self.last_run = Gauge("riskloop_monitor_last_run_timestamp_seconds", "Unix time of the last monitoring run.",
@@ -66,7 +66,8 @@ class MonitoringMetrics:
 
     def record_drift(self, report: DriftReport, *, model: str, model_version: str,
                      drift_share: float | None = None) -> None:
-        """Drift share (``drift_share``, e.g. the decision's, else the report's own), per-feature and score p-values."""
+        """Drift share (``drift_share``, e.g. the assessment's, else the report's own), per-feature and score
+        p-values."""
         _labels(model=model, model_version=model_version)
         self.drift_share.labels(model, model_version).set(report.drift_share if drift_share is None else drift_share)
         for feature in report.features:
@@ -80,14 +81,14 @@ class MonitoringMetrics:
         self.recall.labels(model, model_version).set(result.recent.recall)
         self.decay_significant.labels(model, model_version).set(1.0 if result.significant else 0.0)
 
-    def record_decision(self, decision: Decision, state: MonitorState, *, model: str, now: datetime) -> None:
-        """The action (one-hot), the retrain total of ``state`` (after the decision) and the run's time."""
+    def record_action(self, assessment: MonitorAssessment, state: MonitorState, *, model: str, now: datetime) -> None:
+        """The action (one-hot), the retrain total of ``state`` (after the assessment) and the run's time."""
         _labels(model=model)
         if now.utcoffset() is None:
-            raise ConfigError(f"now={now.isoformat()} has no timezone", where="MonitoringMetrics.record_decision",
+            raise ConfigError(f"now={now.isoformat()} has no timezone", where="MonitoringMetrics.record_action",
                               fix="pass a tz-aware datetime, e.g. datetime.now(UTC)")
         for action in ACTIONS:
-            self.decision.labels(model, action).set(1.0 if action == decision.action else 0.0)
+            self.action.labels(model, action).set(1.0 if action == assessment.action else 0.0)
         counter = self.retrains.labels(model)
         so_far = self._registry.get_sample_value("riskloop_retrain_triggered_total", {"model": model}) or 0.0
         if state.retrains_total > so_far:

@@ -30,7 +30,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Metric, delete_from_gateway
 from prometheus_client.parser import text_string_to_metric_families
 
-from riskloop.monitoring.decision import ACTIONS
+from riskloop.monitoring.assessment import ACTIONS
 from riskloop.monitoring.metrics import DEFAULT_JOB, MonitoringMetrics, push_monitoring_metrics
 from tests.integration.serving.conftest import MODEL, Server, Trained, instance
 from tests.services import REPO_ROOT
@@ -46,7 +46,7 @@ REQUIRED_METRICS = frozenset({
     "riskloop_requests_total", "riskloop_request_duration_seconds_bucket", "riskloop_score_ratio_bucket",
     "riskloop_instances_total", "riskloop_unknown_entities_total", "riskloop_drift_share_ratio",
     "riskloop_feature_drift_p_value", "riskloop_decay_pr_auc", "riskloop_decay_recall_ratio",
-    "riskloop_monitor_decision",
+    "riskloop_monitor_action",
 })
 RATE_WINDOW = "1m"  # for $__rate_interval: the test Prometheus scrapes every second
 GRAFANA_VARIABLES = {"__rate_interval": RATE_WINDOW, "__interval": "15s", "__range": "5m", "model": MODEL,
@@ -433,7 +433,7 @@ def pushed(pushgateway_url: str, prometheus_url: str) -> Iterator[Pushed]:
     m.recall.labels(model, "1").set(0.6)
     m.decay_significant.labels(model, "1").set(1)
     for action in ACTIONS:
-        m.decision.labels(model, action).set(1 if action == "retrain" else 0)
+        m.action.labels(model, action).set(1 if action == "retrain" else 0)
     m.retrains.labels(model).inc()
     m.last_run.labels(model).set(time.time())
     key = {"model": model}

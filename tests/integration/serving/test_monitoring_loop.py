@@ -55,18 +55,18 @@ def test_drift_takes_the_retrain_branch_of_the_monitoring_pipeline(trained: Trai
     assert summary["action"] == "retrain", summary["reasons"]
     assert summary["rows"] == len(rows)
     assert {"amount", "channel"} <= set(summary["drifted_features"])
-    # the outcome (what the CLI prints), drift.json and drift.html tell the same story, the decision first
+    # the outcome (what the CLI prints), drift.json and drift.html tell the same story, the action first
     day_dir = s.reports_dir / "monitoring" / HELD_OUT
     drift = json.loads((day_dir / "drift.json").read_text())
-    assert next(iter(drift)) == "decision"
+    assert next(iter(drift)) == "assessment"
     story = ("action", "drifted_features", "drift_share", "reasons")
-    assert {k: drift["decision"][k] for k in story} == {k: summary[k] for k in story}
-    assert "on at least 1 day(s) of the window" in drift["decision"]["rule"]
+    assert {k: drift["assessment"][k] for k in story} == {k: summary[k] for k in story}
+    assert "on at least 1 day(s) of the window" in drift["assessment"]["rule"]
     html = (day_dir / "drift.html").read_text()
     assert len(html) > 10_000  # Evidently's detail follows
-    opening = re.search(r"<body[^>]*>(<section id=\"riskloop-decision\".*?</section>)", html, re.S)
-    assert opening is not None, "drift.html must open with riskloop's decision"
-    assert "decision: retrain" in opening.group(1) and "on at least 1 day(s)" in opening.group(1)
+    opening = re.search(r"<body[^>]*>(<section id=\"riskloop-assessment\".*?</section>)", html, re.S)
+    assert opening is not None, "drift.html must open with riskloop's action"
+    assert "action: retrain" in opening.group(1) and "on at least 1 day(s)" in opening.group(1)
     assert all(f in opening.group(1) for f in summary["drifted_features"])
     # the retrain branch ran the training pipeline: a new run was trained and gated (registered if it passed)
     events = [json.loads(line)["event"] for line in s.audit_path.read_text().splitlines()]

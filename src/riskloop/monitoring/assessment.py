@@ -1,6 +1,7 @@
-"""The retrain decision: pure, from drift reports, a decay result, a policy and the state a daily job carries.
+"""The monitor's assessment (its action, retrain / watch / ok, and why): pure, from drift reports, a decay result,
+a policy and the state a daily job carries.
 
-:func:`decide` returns ``retrain``, ``watch`` or ``ok`` with its reasons, and the
+:func:`assess` returns ``retrain``, ``watch`` or ``ok`` with its reasons, and the
 new :class:`MonitorState` (JSON, :func:`save_state` / :func:`load_state`).
 
 * **Window and family.** The state keeps the per-day p-values of the last
@@ -67,10 +68,10 @@ class _Frozen(BaseModel):
 
 
 class MonitorPolicy(_Frozen):
-    """The thresholds of the decision (typed run parameters)."""
+    """The thresholds of the assessment (typed run parameters)."""
 
     fdr: float = Field(default=0.05, gt=0, lt=1, description="false discovery rate over the window's tests")
-    window_days: int = Field(default=7, ge=1, description="days of drift tests the decision looks at")
+    window_days: int = Field(default=7, ge=1, description="days of drift tests the assessment looks at")
     min_reference_rows: int = Field(default=1000, ge=1)
     min_current_rows: int = Field(default=1000, ge=1, description="rows tested per day, after sampling")
     retrain_drift_share: float = Field(default=0.3, gt=0, le=1,
@@ -170,8 +171,11 @@ class Discovery:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What to do and why. ``blocked_by`` names the guard that turned a wanted retrain into ``watch``."""
+class MonitorAssessment:
+    """The monitor's action on the champion and why (glossary: action).
+
+    ``blocked_by`` names the guard that turned a wanted retrain into ``watch``.
+    """
 
     action: Action
     reasons: tuple[str, ...]
@@ -190,9 +194,9 @@ class Decision:
         return self.action == "retrain"
 
 
-def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: MonitorPolicy, state: MonitorState, *,
-           model_version: str, now: datetime) -> tuple[Decision, MonitorState]:
-    """Today's decision for the champion ``model_version`` and the state to carry to tomorrow.
+def assess(drift: Sequence[DriftReport], decay: DecayResult | None, policy: MonitorPolicy, state: MonitorState, *,
+           model_version: str, now: datetime) -> tuple[MonitorAssessment, MonitorState]:
+    """Today's assessment for the champion ``model_version`` and the state to carry to tomorrow.
 
     ``drift``: today's reports (usually one) against this version's reference;
     each is filed under the UTC date of the last instant before its ``window_end`` (``now`` if unset)
@@ -200,7 +204,7 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
     recent window against its baseline, or None. Pure: no clock, no I/O.
     """
     if now.utcoffset() is None:
-        raise ConfigError(f"now={now.isoformat()} has no timezone", where="decide",
+        raise ConfigError(f"now={now.isoformat()} has no timezone", where="assess",
                           fix="pass a tz-aware datetime, e.g. datetime.now(UTC)")
     today = _utc_date(now)
     new_days = [_day_tests(r, model_version, today) for r in drift]
@@ -314,11 +318,11 @@ def decide(drift: Sequence[DriftReport], decay: DecayResult | None, policy: Moni
     new_state = new_state.model_copy(update={"history": history, "last_run_at": now, "last_action": action,
                                              "decay_since": decay_since,
                                              "decay_model_version": model_version if decay_since else None})
-    decision = Decision(action=action, reasons=tuple(reasons), model_version=model_version, discoveries=discoveries,
-                        n_tests=len(family), days_tested=len(eligible), drift_share=drift_share,
-                        drifted_features=drifted, score_drift=score_drift, decay_significant=decay_significant,
-                        blocked_by=blocked)
-    return decision, new_state
+    assessment = MonitorAssessment(action=action, reasons=tuple(reasons), model_version=model_version,
+                                   discoveries=discoveries, n_tests=len(family), days_tested=len(eligible),
+                                   drift_share=drift_share, drifted_features=drifted, score_drift=score_drift,
+                                   decay_significant=decay_significant, blocked_by=blocked)
+    return assessment, new_state
 
 
 def _new_in_episode(state: MonitorState, drifted: Sequence[str], n_tested: int, decay_significant: bool,
@@ -361,9 +365,9 @@ def load_state(path: Path | Location) -> MonitorState:
 def _day_tests(report: DriftReport, model_version: str, today: date) -> DayTests:
     if report.model_version is not None and report.model_version != model_version:
         raise ConfigError(f"a drift report of version {report.model_version} was passed for version {model_version}",
-                          where="decide", fix="pass only reports computed against the current champion's reference")
+                          where="assess", fix="pass only reports computed against the current champion's reference")
     if SCORE_TEST in report.p_values:
-        raise ConfigError(f"a feature is called {SCORE_TEST!r}, the name of the score's test", where="decide",
+        raise ConfigError(f"a feature is called {SCORE_TEST!r}, the name of the score's test", where="assess",
                           fix="rename the feature")
     # the day of the window's last instant: a day-aligned window [d, d + 1) is filed under d
     day = _utc_date(report.window_end - timedelta(microseconds=1)) if report.window_end is not None else today
@@ -396,11 +400,11 @@ __all__ = [
     "ACTIONS",
     "Action",
     "DayTests",
-    "Decision",
     "Discovery",
+    "MonitorAssessment",
     "MonitorPolicy",
     "MonitorState",
-    "decide",
+    "assess",
     "load_state",
     "save_state",
 ]
