@@ -44,8 +44,8 @@ from kserve.errors import ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
 from riskloop.registry.deployment import Deployment, Drill, read_deployment
-from riskloop.serving.loader import ServedModel
 from riskloop.serving.kserve.predictor import FraudModel, Runtime
+from riskloop.serving.loader import ServedModel
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
 from kserve.protocol.rest.server import RESTServer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from riskloop.serving.metrics import render_metrics
 from riskloop.serving.kserve.predictor import FeatureStoreUnavailable
+from riskloop.serving.metrics import render_metrics
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 
