@@ -1,5 +1,5 @@
-"""Progressive delivery: the challenger at a first share → analysis → second share → analysis → promote or
-roll back, as one step (``riskloop.steps.delivery.deliver``, the rollout ``make run`` runs too).
+"""Progressive delivery: the challenger at a first canary percent → analysis → second canary percent →
+analysis → promote or roll back, as one step (``riskloop.steps.delivery.deliver``, the rollout ``make run`` runs too).
 
 Each analysis repeats its interval until a verdict other than ``continue`` (at most ``max_intervals``). A
 failing analysis rolls back at once; an inconclusive one leaves the canary where it is (an alert on a stuck

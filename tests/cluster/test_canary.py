@@ -35,7 +35,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from riskloop.delivery import kube
-from riskloop.delivery.inference_service import LABEL_MODEL_VERSION, ServiceSpec, build_inference_service
+from riskloop.delivery.inference_service import LABEL_MODEL_VERSION, InferenceServiceParams, build_inference_service
 from riskloop.errors import DeploymentError
 from tests.cluster import crds
 from tests.cluster.conftest import REPO, Node, kubectl, kubectl_json
@@ -273,8 +273,8 @@ def _api() -> kube.CustomObjects:
     return kube.custom_objects_api()  # the production path: the kubeconfig in $KUBECONFIG
 
 
-def _spec(namespace: str, version: str) -> ServiceSpec:
-    return ServiceSpec(name=SERVICE, namespace=namespace, image=IMAGE, storage_uri=f"s3://{BUCKET}/models/{version}",
+def _spec(namespace: str, version: str) -> InferenceServiceParams:
+    return InferenceServiceParams(name=SERVICE, namespace=namespace, image=IMAGE, storage_uri=f"s3://{BUCKET}/models/{version}",
                        model_sha256=f"{int(version):064x}", spec_sha256="1" * 64, model_version=version,
                        model_name=MODEL)
 
@@ -309,10 +309,10 @@ class InterleavedWriter:
 
 
 def test_a_concurrent_writer_gets_a_real_409_and_riskloop_reads_again(namespace: str) -> None:
-    kube.deploy_challenger(_spec(namespace, "1"), canary_traffic_percent=10, api=_api())
+    kube.deploy_challenger(_spec(namespace, "1"), canary_percent=10, api=_api())
     writer = InterleavedWriter(_api(), namespace, times=1)
-    result = kube.deploy_challenger(_spec(namespace, "2"), canary_traffic_percent=25, api=writer)
-    assert result.action == "canary" and result.to_model_version == "2"
+    result = kube.deploy_challenger(_spec(namespace, "2"), canary_percent=25, api=writer)
+    assert result.change == "canary" and result.to_model_version == "2"
     assert len(writer.conflicts) == 1 and "the object has been modified" in writer.conflicts[0], writer.conflicts
     obj = isvc(namespace)
     assert obj["metadata"]["annotations"]["example.com/other-writer"] == "1", "the other writer's change is kept"
@@ -322,8 +322,8 @@ def test_a_concurrent_writer_gets_a_real_409_and_riskloop_reads_again(namespace:
 
 
 def test_a_writer_that_always_gets_in_between_ends_in_a_conflict_error(namespace: str) -> None:
-    kube.deploy_challenger(_spec(namespace, "1"), canary_traffic_percent=10, api=_api())
-    kube.deploy_challenger(_spec(namespace, "2"), canary_traffic_percent=10, api=_api())
+    kube.deploy_challenger(_spec(namespace, "1"), canary_percent=10, api=_api())
+    kube.deploy_challenger(_spec(namespace, "2"), canary_percent=10, api=_api())
     before = isvc(namespace)
     writer = InterleavedWriter(_api(), namespace, times=kube.ATTEMPTS)
     with pytest.raises(DeploymentError, match="conflict on patch: another writer") as err:
@@ -337,8 +337,8 @@ def test_a_writer_that_always_gets_in_between_ends_in_a_conflict_error(namespace
 
 def test_a_patch_from_a_stale_read_is_refused_by_the_server(namespace: str) -> None:
     """The precondition itself, without riskloop's retry: the body of a read that is no longer current."""
-    kube.deploy_challenger(_spec(namespace, "1"), canary_traffic_percent=10, api=_api())
-    kube.deploy_challenger(_spec(namespace, "2"), canary_traffic_percent=10, api=_api())
+    kube.deploy_challenger(_spec(namespace, "1"), canary_percent=10, api=_api())
+    kube.deploy_challenger(_spec(namespace, "2"), canary_percent=10, api=_api())
     stale = isvc(namespace)
     kubectl("-n", namespace, "label", "--overwrite", f"inferenceservice/{SERVICE}", "example.com/touched=yes")
     configuration = k8s.Configuration()
@@ -351,7 +351,7 @@ def test_a_patch_from_a_stale_read_is_refused_by_the_server(namespace: str) -> N
 
 def test_the_server_refuses_what_the_crd_does_not_allow_and_nothing_changes(namespace: str) -> None:
     """Strict field validation (kube.FIELD_VALIDATION): an unknown field is a 400 naming it, not a silent drop."""
-    kube.deploy_challenger(_spec(namespace, "1"), canary_traffic_percent=10, api=_api())
+    kube.deploy_challenger(_spec(namespace, "1"), canary_percent=10, api=_api())
     before = isvc(namespace)
     bad = {"metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
            "spec": {"predictor": {"canaryTrafficPercent": 10, "bogus": True}}}
@@ -367,7 +367,7 @@ def test_the_server_refuses_what_the_crd_does_not_allow_and_nothing_changes(name
 def test_the_created_object_is_what_the_builder_built(namespace: str) -> None:
     """Nothing of the builder's object is pruned, defaulted or rewritten by the CRD's schema."""
     spec = _spec(namespace, "7")
-    kube.deploy_challenger(spec, canary_traffic_percent=10, api=_api())
+    kube.deploy_challenger(spec, canary_percent=10, api=_api())
     built = build_inference_service(spec)
     stored = isvc(namespace)
     assert stored["metadata"]["labels"] == built["metadata"]["labels"]

@@ -111,7 +111,7 @@ def test_the_server_refuses_mistakes(mistake: str, api: k8s.CustomObjectsApi, sc
 @pytest.mark.parametrize("canary", [None, 10])
 def test_inference_service_from_delivery_code(canary: int | None, api: k8s.CustomObjectsApi,
                                               scratch_namespace: str) -> None:
-    assert refusal(api, inference_service_manifest(canary_traffic_percent=canary), scratch_namespace) is None
+    assert refusal(api, inference_service_manifest(canary_percent=canary), scratch_namespace) is None
 
 
 INFERENCE_SERVICE_MISTAKES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {

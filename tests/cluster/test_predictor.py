@@ -222,7 +222,7 @@ def credential_env(api: k8s.ApiClient, chart: Any) -> list[dict[str, Any]]:
     """The storage initializer's env, built from the chart's service account and the riskloop-s3 Secret the
     ``chart`` fixture puts into the model namespace (with KServe's keys)."""
     core = k8s.CoreV1Api(api)
-    spec = isvc_builder.ServiceSpec  # the builder's defaults name the service account and the Secret
+    spec = isvc_builder.InferenceServiceParams  # the builder's defaults name the service account and the Secret
     sa_name = spec.model_fields["service_account"].default
     sa = api.sanitize_for_serialization(core.read_namespaced_service_account(sa_name, MODELS_NAMESPACE))
     secrets = {}
@@ -242,7 +242,7 @@ def credential_env(api: k8s.ApiClient, chart: Any) -> list[dict[str, Any]]:
 
 def build_isvc(trained_model: Mapping[str, str], image: str, *, sha256: str | None = None,
                namespace: str = MODELS_NAMESPACE) -> dict[str, Any]:
-    spec = isvc_builder.ServiceSpec(
+    spec = isvc_builder.InferenceServiceParams(
         name="fraud-detector", namespace=namespace, image=image,
         storage_uri=trained_model["storage_uri"], model_sha256=sha256 or trained_model["model_sha256"],
         spec_sha256=trained_model["spec_sha256"],
@@ -365,7 +365,7 @@ def test_restricted_admits_the_predictor_only_with_the_storage_containers_securi
     whether or not they could start)."""
     ns = restricted_namespace
     core = k8s.CoreV1Api(api)
-    sa = isvc_builder.ServiceSpec.model_fields["service_account"].default
+    sa = isvc_builder.InferenceServiceParams.model_fields["service_account"].default
     core.create_namespaced_service_account(ns, {"metadata": {"name": sa}, "automountServiceAccountToken": False})
     model = {"storage_uri": "s3://riskloop/admission-only/model", "model_sha256": "c" * 64,
              "spec_sha256": "d" * 64, "model_version": "1"}

@@ -37,7 +37,7 @@ from riskloop.data.io import partitions, read_partitions
 from riskloop.data.spec import load_spec
 from riskloop.data.validate import split_batch
 from riskloop.delivery.inference_service import ENV_MODEL_NAME, build_inference_service
-from riskloop.delivery.rollout import _service_spec
+from riskloop.delivery.rollout import _service_params
 from riskloop.monitoring.assessment import load_state
 from riskloop.orchestration.local import run_features, run_monitoring, run_training, training_params
 from riskloop.registry.mlflow_registry import version_by_alias
@@ -136,7 +136,7 @@ def test_a_day_on_the_cluster_with_nothing_shared_but_the_services(platform: Pla
     assert features.succeeded, features.error
 
     # the predictor: its model fetched from the InferenceService's storageUri, its container's env
-    manifest = build_inference_service(_service_spec(platform.driver, MODEL, champion.version))
+    manifest = build_inference_service(_service_params(platform.driver, MODEL, champion.version))
     env = container_env(manifest, platform.secrets)
     model_dir = tmp_path / "mnt-models"
     stored = location(env["STORAGE_URI"])

@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from riskloop.delivery.inference_service import (
-    ServiceSpec,
+    InferenceServiceParams,
     apply_merge_patch,
     build_inference_service,
     canary_patch,
@@ -35,7 +35,7 @@ URI_V3 = "s3://riskloop-mlflow/artifacts/1/6f1d2c/artifacts/model"
 URI_V4 = "s3://riskloop-mlflow/artifacts/1/9a7e40/artifacts/model"
 SPEC_SHA = hashlib.sha256(b"dataset_spec.yaml the versions were trained under").hexdigest()
 
-CHAMPION = ServiceSpec(
+CHAMPION = InferenceServiceParams(
     name="fraud-detector",
     namespace="riskloop",
     image="ghcr.io/riskloop/riskloop:0.1.0-3f9c2e1",
@@ -47,8 +47,8 @@ CHAMPION = ServiceSpec(
 CANDIDATE = CHAMPION.model_copy(update={"storage_uri": URI_V4, "model_sha256": SHA_V4, "model_version": "4"})
 
 
-def _spec(**changes: Any) -> ServiceSpec:
-    return ServiceSpec.model_validate({**CHAMPION.model_dump(), **changes})
+def _spec(**changes: Any) -> InferenceServiceParams:
+    return InferenceServiceParams.model_validate({**CHAMPION.model_dump(), **changes})
 
 
 def _dump(patch: dict[str, Any]) -> str:
@@ -57,12 +57,12 @@ def _dump(patch: dict[str, Any]) -> str:
 
 def _canary_10() -> dict[str, Any]:
     return canary_patch(CHAMPION, storage_uri=URI_V4, model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4",
-                        canary_traffic_percent=10)
+                        canary_percent=10)
 
 
 GOLDEN_CASES: dict[str, Callable[[], str]] = {
     "champion": lambda: _dump(build_inference_service(CHAMPION)),
-    "canary": lambda: _dump(build_inference_service(_spec(canary_traffic_percent=10))),
+    "canary": lambda: _dump(build_inference_service(_spec(canary_percent=10))),
     "canary_patch": lambda: _dump(_canary_10()),
     "promote_patch": lambda: _dump(promote_patch()),
 }
@@ -146,7 +146,7 @@ def test_object_meets_the_serving_contract() -> None:
 
 def test_spec_values_reach_the_object() -> None:
     spec = _spec(port=9000, model_name="credit-scorer", role="challenger", min_replicas=0, max_replicas=5,
-                 canary_traffic_percent=0, service_account="sa", config_map="cm", cpu_limit="4",
+                 canary_percent=0, service_account="sa", config_map="cm", cpu_limit="4",
                  db_secret="team-db", s3_secret="team-s3.objects")
     m = build_inference_service(spec)
     predictor, c = m["spec"]["predictor"], _container(m)
@@ -196,8 +196,8 @@ def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tm
                        local.artifact_root}
 
 
-@pytest.mark.parametrize("spec", [CHAMPION, _spec(canary_traffic_percent=10)], ids=["champion", "canary"])
-def test_the_manifest_is_the_kserve_sdks_types_exactly(spec: ServiceSpec) -> None:
+@pytest.mark.parametrize("spec", [CHAMPION, _spec(canary_percent=10)], ids=["champion", "canary"])
+def test_the_manifest_is_the_kserve_sdks_types_exactly(spec: InferenceServiceParams) -> None:
     manifest = build_inference_service(spec)
     validate_manifest(manifest)  # every key a typed field, every value its type, nothing lost on the way
     assert from_manifest(yaml.safe_load(_dump(manifest))) == from_manifest(manifest)
@@ -255,8 +255,8 @@ def test_first_difference_reports_the_path() -> None:
     ("name", "f" * 47, "at most 46 characters"),
     ("namespace", "Risk Loop", "not a valid namespace"),
     ("service_account", "bad_name", "not a valid Kubernetes object name"),
-    ("canary_traffic_percent", 101, "less than or equal to 100"),
-    ("canary_traffic_percent", -1, "greater than or equal to 0"),
+    ("canary_percent", 101, "less than or equal to 100"),
+    ("canary_percent", -1, "greater than or equal to 0"),
     ("storage_uri", "mlflow-artifacts:/1/abc/artifacts/model", "storage initializer cannot fetch"),
     ("storage_uri", "runs:/abc/model", "MLflow URI"),
     ("storage_uri", "models:/fraud-detector/3", "MLflow URI"),
@@ -311,7 +311,7 @@ def test_canary_patch_turns_the_champion_into_a_canary_of_the_candidate() -> Non
     champion = build_inference_service(CHAMPION)
     patched = apply_merge_patch(champion, _canary_10())
     validate_manifest(patched)
-    assert patched == build_inference_service(CANDIDATE.model_copy(update={"canary_traffic_percent": 10}))
+    assert patched == build_inference_service(CANDIDATE.model_copy(update={"canary_percent": 10}))
     assert champion == build_inference_service(CHAMPION), "the patch must not change its input"
 
 
@@ -323,21 +323,21 @@ def test_promote_removes_the_canary_field() -> None:
 
 
 def test_canary_patch_keeps_the_role_and_ignores_a_stale_canary_value() -> None:
-    patch = canary_patch(_spec(role="challenger", canary_traffic_percent=50), storage_uri=URI_V4,
-                         model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4", canary_traffic_percent=20)
+    patch = canary_patch(_spec(role="challenger", canary_percent=50), storage_uri=URI_V4,
+                         model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4", canary_percent=20)
     assert patch["spec"]["predictor"]["canaryTrafficPercent"] == 20
     assert {"name": "RISKLOOP_ROLE", "value": "challenger"} in patch["spec"]["predictor"]["containers"][0]["env"]
 
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"storage_uri": "mlflow-artifacts:/1/abc/artifacts/model"}, "storage_uri: .*storage initializer cannot fetch"),
-    ({"canary_traffic_percent": 101}, "canary_traffic_percent: .*less than or equal to 100"),
+    ({"canary_percent": 101}, "canary_percent: .*less than or equal to 100"),
     ({"model_sha256": "abc"}, "model_sha256: .*64 hex characters"),
     ({"spec_sha256": ""}, "spec_sha256: .*64 hex characters"),
 ])
 def test_canary_patch_refuses_bad_values_with_a_config_error(changes: dict[str, Any], message: str) -> None:
     args: dict[str, Any] = {"storage_uri": URI_V4, "model_sha256": SHA_V4, "spec_sha256": SPEC_SHA,
-                            "model_version": "4", "canary_traffic_percent": 10, **changes}
+                            "model_version": "4", "canary_percent": 10, **changes}
     with pytest.raises(ConfigError, match=message):
         canary_patch(CHAMPION, **args)
 

@@ -24,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from riskloop.delivery import kube
 from riskloop.delivery.inference_service import (
-    ServiceSpec,
+    InferenceServiceParams,
     apply_merge_patch,
     build_inference_service,
     canary_patch,
@@ -37,6 +37,7 @@ from riskloop.delivery.kube import (
     RevisionTraffic,
     Rollout,
     canary_body,
+    canary_percent_body,
     deploy_challenger,
     deployment_error,
     diff_merge_patch,
@@ -47,9 +48,8 @@ from riskloop.delivery.kube import (
     read_previous_spec,
     rollback,
     rollback_body,
-    set_traffic,
+    set_canary_percent,
     status,
-    traffic_body,
 )
 from riskloop.delivery.rbac import delivery_rbac
 from riskloop.errors import ConfigError, DeploymentError, ServiceUnavailable
@@ -58,7 +58,7 @@ from tests.unit.kserve_schema import validate_manifest
 SHA_V3 = hashlib.sha256(b"model.ubj of version 3").hexdigest()
 SHA_V4 = hashlib.sha256(b"model.ubj of version 4").hexdigest()
 SHA_V5 = hashlib.sha256(b"model.ubj of version 5").hexdigest()
-CHAMPION = ServiceSpec(
+CHAMPION = InferenceServiceParams(
     name="fraud-detector",
     namespace="riskloop",
     image="ghcr.io/riskloop/riskloop:0.1.0-3f9c2e1",
@@ -205,11 +205,11 @@ class FakeCustomObjectsApi:
         return str(self._resource_version)
 
 
-def _spec_of(spec: ServiceSpec, **changes: Any) -> dict[str, Any]:
+def _spec_of(spec: InferenceServiceParams, **changes: Any) -> dict[str, Any]:
     return dict(build_inference_service(spec.model_copy(update=changes))["spec"])
 
 
-def _live(spec: ServiceSpec = CHAMPION, **changes: Any) -> dict[str, Any]:
+def _live(spec: InferenceServiceParams = CHAMPION, **changes: Any) -> dict[str, Any]:
     """The object as the API server returns it after creating ``spec``."""
     obj = build_inference_service(spec.model_copy(update=changes))
     obj["metadata"].update(uid="uid-1", generation=1, resourceVersion="41", creationTimestamp="2025-11-27T10:00:00Z")
@@ -220,8 +220,8 @@ def _in_rollout() -> dict[str, Any]:
     return apply_merge_patch(_live(), canary_body(_live(), CANDIDATE, 10) or {})
 
 
-def _deployed(api: FakeCustomObjectsApi, spec: ServiceSpec = CHAMPION) -> None:
-    assert deploy_challenger(spec, canary_traffic_percent=10, api=api).action == "created"
+def _deployed(api: FakeCustomObjectsApi, spec: InferenceServiceParams = CHAMPION) -> None:
+    assert deploy_challenger(spec, canary_percent=10, api=api).change == "created"
 
 
 # The pure pieces.
@@ -292,7 +292,7 @@ def test_canary_body_is_the_canary_patch_plus_the_stored_spec_and_a_precondition
     assert body is not None
     expected = canary_patch(CANDIDATE, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4,
                             spec_sha256=CANDIDATE.spec_sha256, model_version="4",
-                            canary_traffic_percent=10)
+                            canary_percent=10)
     assert body["spec"] == expected["spec"]
     assert body["metadata"] == {"labels": {"riskloop.io/model-version": "4"}, "resourceVersion": "41",
                                 "annotations": {PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)}}
@@ -300,7 +300,7 @@ def test_canary_body_is_the_canary_patch_plus_the_stored_spec_and_a_precondition
     # The same as canary_patch of the champion (golden-tested): the candidate differs only in its model.
     assert body["spec"] == canary_patch(CHAMPION, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4,
                                         spec_sha256=CANDIDATE.spec_sha256, model_version="4",
-                                        canary_traffic_percent=10)["spec"]
+                                        canary_percent=10)["spec"]
 
 
 def test_canary_body_repeated_keeps_the_first_stored_spec() -> None:
@@ -316,19 +316,20 @@ def test_canary_body_has_nothing_to_do_when_the_version_is_all_that_is_served() 
     assert canary_body(_live(), CHAMPION, 10) is None
 
 
-@pytest.mark.parametrize(("live", "spec", "message"), [
+@pytest.mark.parametrize(("live", "params", "message"), [
     (_in_rollout(), THIRD, "a rollout of model version 4 is in progress"),
     (_live(), CHAMPION.model_copy(update={"model_sha256": SHA_V5}), "model version 3 is served with model sha256"),
     (_in_rollout(), CANDIDATE.model_copy(update={"model_sha256": SHA_V5}), "model version 4 is served with"),
 ])
-def test_canary_body_refuses_what_would_lose_track(live: dict[str, Any], spec: ServiceSpec, message: str) -> None:
+def test_canary_body_refuses_what_would_lose_track(live: dict[str, Any], params: InferenceServiceParams,
+                                                   message: str) -> None:
     with pytest.raises(DeploymentError, match=message):
-        canary_body(live, spec, 10)
+        canary_body(live, params, 10)
 
 
 def test_rollback_body_restores_the_stored_spec_exactly() -> None:
     live = _live()
-    # A field ServiceSpec does not model, which the canary's whole-container patch drops.
+    # A field InferenceServiceParams does not model, which the canary's whole-container patch drops.
     live["spec"]["predictor"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
     canary = apply_merge_patch(live, canary_body(live, CANDIDATE, 10) or {})
     assert "imagePullPolicy" not in canary["spec"]["predictor"]["containers"][0]
@@ -343,7 +344,7 @@ def test_rollback_body_pins_traffic_and_restores_the_champion_as_built() -> None
     canary = _in_rollout()
     rolled_back = apply_merge_patch(canary, rollback_body(canary))
     validate_manifest(rolled_back)
-    expected = build_inference_service(CHAMPION.model_copy(update={"canary_traffic_percent": 0}))
+    expected = build_inference_service(CHAMPION.model_copy(update={"canary_percent": 0}))
     assert rolled_back["spec"] == expected["spec"]
     assert rolled_back["metadata"]["labels"] == expected["metadata"]["labels"]
     # settling after a rollback: promoting the restored spec leaves exactly the original object's spec
@@ -359,10 +360,10 @@ def test_rollback_body_removes_a_label_the_previous_object_did_not_have() -> Non
 
 def test_traffic_and_rollback_bodies_need_a_rollout() -> None:
     with pytest.raises(DeploymentError, match=r"(?s)no rollout is in progress.*deploy a challenger first"):
-        traffic_body(_live(), 50)
+        canary_percent_body(_live(), 50)
     with pytest.raises(DeploymentError, match="no previous spec to roll back to"):
         rollback_body(_live())
-    assert traffic_body(_in_rollout(), 50) == {"metadata": {"resourceVersion": "41"},
+    assert canary_percent_body(_in_rollout(), 50) == {"metadata": {"resourceVersion": "41"},
                                                "spec": {"predictor": {"canaryTrafficPercent": 50}}}
 
 
@@ -378,8 +379,8 @@ def test_promote_body_is_the_golden_promote_patch_and_drops_the_stored_spec() ->
 
 @pytest.mark.parametrize("percent", [-1, 101, True, 10.0, "10"])
 def test_bad_percentages_are_config_errors(percent: Any) -> None:
-    with pytest.raises(ConfigError, match="canary_traffic_percent must be an integer from 0 to 100"):
-        traffic_body(_in_rollout(), percent)
+    with pytest.raises(ConfigError, match="canary_percent must be an integer from 0 to 100"):
+        canary_percent_body(_in_rollout(), percent)
 
 
 # Status, from what KServe writes (InferenceServiceStatus; traffic targets as Knative reports them).
@@ -503,7 +504,7 @@ def test_status_of_a_canary_in_progress() -> None:
     assert st == DeliveryStatus(
         name="fraud-detector", namespace="riskloop", ready=True, reason=None,
         url="http://fraud-detector-riskloop.example.com", model_version="4", previous_model_version="3",
-        canary_traffic_percent=10,
+        canary_percent=10,
         traffic=(
             RevisionTraffic(revision="fraud-detector-predictor-00002", percent=10, tag="latest", latest=True,
                             url="http://latest-fraud-detector-predictor-riskloop.example.com"),
@@ -530,7 +531,7 @@ def test_status_before_kserve_reconciles() -> None:
     st = parse_status(_live())
     assert (st.ready, st.url, st.traffic, st.reconciled) == (False, None, (), False)
     assert st.reason == "KServe has not reported readiness yet"
-    assert (st.model_version, st.previous_model_version, st.canary_traffic_percent) == ("3", None, None)
+    assert (st.model_version, st.previous_model_version, st.canary_percent) == ("3", None, None)
     stale = parse_status(_with_status(_in_rollout(), CANARY_STATUS, generation=3))
     assert stale.ready and not stale.reconciled, "status observed generation 2, the spec is at 3"
 
@@ -584,7 +585,7 @@ def test_an_error_without_a_status_body_falls_back_to_the_reason() -> None:
 
 def test_the_first_deploy_creates_the_object_with_all_traffic() -> None:
     api = FakeCustomObjectsApi()
-    result = deploy_challenger(CHAMPION.model_copy(update={"canary_traffic_percent": 30}), canary_traffic_percent=10,
+    result = deploy_challenger(CHAMPION.model_copy(update={"canary_percent": 30}), canary_percent=10,
                                api=api)
     assert result == Rollout("created", NAME, NS, None, "3", None)
     assert api.verbs() == ["get", "create"]
@@ -597,10 +598,10 @@ def test_the_first_deploy_creates_the_object_with_all_traffic() -> None:
 def test_canary_then_promote() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    assert deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api) == Rollout("canary", NAME, NS, "3", "4",
+    assert deploy_challenger(CANDIDATE, canary_percent=10, api=api) == Rollout("canary", NAME, NS, "3", "4",
                                                                                      10)
     stored = api.objects[(NS, NAME)]
-    assert stored["spec"] == _spec_of(CANDIDATE, canary_traffic_percent=10)
+    assert stored["spec"] == _spec_of(CANDIDATE, canary_percent=10)
     assert stored["metadata"]["labels"]["riskloop.io/model-version"] == "4"
     assert read_previous_spec(stored) == PreviousSpec("3", _spec_of(CHAMPION))
     assert api.verbs() == ["get", "create", "get", "patch"]
@@ -610,7 +611,7 @@ def test_canary_then_promote() -> None:
     st = status(NAME, NS, api=api)
     assert st.ready and st.rollout_in_progress and (st.model_version, st.previous_model_version) == ("4", "3")
 
-    assert set_traffic(NAME, NS, 50, api=api) == Rollout("traffic", NAME, NS, "3", "4", 50)
+    assert set_canary_percent(NAME, NS, 50, api=api) == Rollout("canary_percent", NAME, NS, "3", "4", 50)
     assert api.objects[(NS, NAME)]["spec"]["predictor"]["canaryTrafficPercent"] == 50
 
     assert promote(NAME, NS, api=api) == Rollout("promoted", NAME, NS, "3", "4", None)
@@ -618,25 +619,25 @@ def test_canary_then_promote() -> None:
     assert promoted["spec"] == _spec_of(CANDIDATE)
     assert PREVIOUS_SPEC_ANNOTATION not in promoted["metadata"]["annotations"]
     assert not status(NAME, NS, api=api).rollout_in_progress
-    assert promote(NAME, NS, api=api).action == "unchanged", "a retried promote does nothing"
+    assert promote(NAME, NS, api=api).change == "unchanged", "a retried promote does nothing"
 
 
 def test_canary_then_rollback_then_settle() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
     champion = copy.deepcopy(api.objects[(NS, NAME)])
-    deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
+    deploy_challenger(CANDIDATE, canary_percent=10, api=api)
 
     assert rollback(NAME, NS, api=api) == Rollout("rolled_back", NAME, NS, "4", "3", 0)
     rolled_back = api.objects[(NS, NAME)]
-    assert rolled_back["spec"] == _spec_of(CHAMPION, canary_traffic_percent=0)
+    assert rolled_back["spec"] == _spec_of(CHAMPION, canary_percent=0)
     assert rolled_back["metadata"]["labels"] == champion["metadata"]["labels"]
     assert PREVIOUS_SPEC_ANNOTATION not in rolled_back["metadata"]["annotations"]
 
     with pytest.raises(DeploymentError, match="no rollout is in progress"):
         rollback(NAME, NS, api=api)
     with pytest.raises(DeploymentError, match="no rollout is in progress"):
-        set_traffic(NAME, NS, 10, api=api)
+        set_canary_percent(NAME, NS, 10, api=api)
 
     assert promote(NAME, NS, api=api) == Rollout("promoted", NAME, NS, None, "3", None)
     assert api.objects[(NS, NAME)]["spec"] == champion["spec"]
@@ -645,17 +646,17 @@ def test_canary_then_rollback_then_settle() -> None:
 def test_a_new_canary_after_a_rollback_stores_the_restored_spec() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
+    deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     rollback(NAME, NS, api=api)
-    assert deploy_challenger(THIRD, canary_traffic_percent=20, api=api) == Rollout("canary", NAME, NS, "3", "5", 20)
+    assert deploy_challenger(THIRD, canary_percent=20, api=api) == Rollout("canary", NAME, NS, "3", "5", 20)
     rollback(NAME, NS, api=api)
-    assert api.objects[(NS, NAME)]["spec"] == _spec_of(CHAMPION, canary_traffic_percent=0)
+    assert api.objects[(NS, NAME)]["spec"] == _spec_of(CHAMPION, canary_percent=0)
 
 
 def test_rollback_after_a_promotion_is_refused_with_the_way_back() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
+    deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     promote(NAME, NS, api=api)
     with pytest.raises(DeploymentError, match="deploying the earlier version as a challenger"):
         rollback(NAME, NS, api=api)
@@ -664,12 +665,12 @@ def test_rollback_after_a_promotion_is_refused_with_the_way_back() -> None:
 def test_deploy_is_safe_to_retry() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    assert deploy_challenger(CHAMPION, canary_traffic_percent=10, api=api) == Rollout("unchanged", NAME, NS, "3",
+    assert deploy_challenger(CHAMPION, canary_percent=10, api=api) == Rollout("unchanged", NAME, NS, "3",
                                                                                     "3", None)
     assert api.verbs() == ["get", "create", "get"], "nothing written"
 
-    deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
-    again = deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
+    deploy_challenger(CANDIDATE, canary_percent=10, api=api)
+    again = deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     assert again == Rollout("canary", NAME, NS, "3", "4", 10)
     assert read_previous_spec(api.objects[(NS, NAME)]) == PreviousSpec("3", _spec_of(CHAMPION)), \
         "the retry must not store the canary as the spec to roll back to"
@@ -678,10 +679,10 @@ def test_deploy_is_safe_to_retry() -> None:
 def test_deploy_refuses_a_second_rollout() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
+    deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     before = copy.deepcopy(api.objects[(NS, NAME)])
     with pytest.raises(DeploymentError, match=r"(?s)rollout of model version 4 is in progress.*promote or roll back"):
-        deploy_challenger(THIRD, canary_traffic_percent=10, api=api)
+        deploy_challenger(THIRD, canary_percent=10, api=api)
     assert api.objects[(NS, NAME)] == before
 
 
@@ -689,8 +690,8 @@ def test_a_concurrent_writer_makes_the_operation_read_again() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
     api.before_patch.append(lambda: api.edit(NAME, NS, {"metadata": {"labels": {"team": "risk"}}}))
-    result = deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
-    assert result.action == "canary"
+    result = deploy_challenger(CANDIDATE, canary_percent=10, api=api)
+    assert result.change == "canary"
     assert api.verbs() == ["get", "create", "get", "patch", "get", "patch"]
     stored = api.objects[(NS, NAME)]
     assert stored["metadata"]["labels"]["team"] == "risk", "the other writer's change survives"
@@ -700,12 +701,12 @@ def test_a_concurrent_writer_makes_the_operation_read_again() -> None:
 def test_a_writer_that_always_gets_in_between_ends_in_a_conflict_error() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
+    deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     edits = iter(range(kube.ATTEMPTS))
     api.before_patch.extend([lambda: api.edit(NAME, NS, {"metadata": {"labels": {"edit": str(next(edits))}}})]
                             * kube.ATTEMPTS)
     with pytest.raises(DeploymentError, match="conflict on patch"):
-        set_traffic(NAME, NS, 50, api=api)
+        set_canary_percent(NAME, NS, 50, api=api)
     assert api.verbs()[-2 * kube.ATTEMPTS:] == ["get", "patch"] * kube.ATTEMPTS
 
 
@@ -713,7 +714,7 @@ def test_missing_object_missing_crd_and_unreachable_api() -> None:
     with pytest.raises(DeploymentError, match="InferenceService fraud-detector does not exist in namespace riskloop"):
         promote(NAME, NS, api=FakeCustomObjectsApi())
     with pytest.raises(DeploymentError, match="install KServe"):
-        deploy_challenger(CHAMPION, canary_traffic_percent=10, api=FakeCustomObjectsApi(crd_installed=False))
+        deploy_challenger(CHAMPION, canary_percent=10, api=FakeCustomObjectsApi(crd_installed=False))
     api = FakeCustomObjectsApi()
     api.fail_next("get", urllib3.exceptions.MaxRetryError(None, "/apis", "Connection refused"))  # type: ignore[arg-type]
     with pytest.raises(ServiceUnavailable, match="cannot reach the Kubernetes API server"):
@@ -738,7 +739,7 @@ def test_a_webhook_refusal_leaves_the_object_alone() -> None:
     api.fail_next("patch", _status_error(403, "Forbidden", 'admission webhook "inferenceservice.kserve-webhook-'
                                                           'server.validator" denied the request: bad'))
     with pytest.raises(DeploymentError, match="as invalid: admission webhook"):
-        deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
+        deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     assert api.objects[(NS, NAME)] == before
 
 
@@ -746,7 +747,7 @@ def test_without_rbac_the_error_names_the_role_to_install() -> None:
     api = FakeCustomObjectsApi(allowed_verbs={"get"})
     with pytest.raises(DeploymentError, match=r"(?s)may not create inferenceservices in namespace riskloop.*"
                                               r"install the chart's delivery Role"):
-        deploy_challenger(CHAMPION, canary_traffic_percent=10, api=api)
+        deploy_challenger(CHAMPION, canary_percent=10, api=api)
 
 
 def test_every_call_is_permitted_by_the_delivery_role() -> None:
@@ -754,12 +755,12 @@ def test_every_call_is_permitted_by_the_delivery_role() -> None:
     (rule,) = role["rules"]
     api = FakeCustomObjectsApi(allowed_verbs=rule["verbs"])
     _deployed(api)
-    deploy_challenger(CANDIDATE, canary_traffic_percent=10, api=api)
-    set_traffic(NAME, NS, 50, api=api)
+    deploy_challenger(CANDIDATE, canary_percent=10, api=api)
+    set_canary_percent(NAME, NS, 50, api=api)
     status(NAME, NS, api=api)
     rollback(NAME, NS, api=api)
     promote(NAME, NS, api=api)
-    deploy_challenger(THIRD, canary_traffic_percent=10, api=api)
+    deploy_challenger(THIRD, canary_percent=10, api=api)
     promote(NAME, NS, api=api)
     assert set(api.verbs()) == {"get", "create", "patch"} <= set(rule["verbs"])
     assert (rule["apiGroups"], rule["resources"]) == ([kube.GROUP], [kube.PLURAL])
@@ -768,9 +769,9 @@ def test_every_call_is_permitted_by_the_delivery_role() -> None:
 def test_bad_percentages_are_refused_before_any_call() -> None:
     api = FakeCustomObjectsApi()
     with pytest.raises(ConfigError):
-        deploy_challenger(CANDIDATE, canary_traffic_percent=150, api=api)
+        deploy_challenger(CANDIDATE, canary_percent=150, api=api)
     with pytest.raises(ConfigError):
-        set_traffic(NAME, NS, -5, api=api)
+        set_canary_percent(NAME, NS, -5, api=api)
     assert api.calls == []
 
 
@@ -813,7 +814,7 @@ def test_patches_go_out_as_json_merge_patches_with_their_nulls() -> None:
     live = _in_rollout()
     promoted = apply_merge_patch(live, promote_body(live) or {})
     pool = _Pool(_Response(200, "OK", json.dumps(live).encode()), _Response(200, "OK", json.dumps(promoted).encode()))
-    assert promote(NAME, NS, api=_real_api(pool)).action == "promoted"
+    assert promote(NAME, NS, api=_real_api(pool)).change == "promoted"
     get, patch = pool.requests
     assert (get["method"], patch["method"]) == ("GET", "PATCH")
     assert patch["url"].startswith("https://k8s.example.invalid:6443/apis/serving.kserve.io/v1beta1/namespaces/"
@@ -836,8 +837,8 @@ def test_writes_ask_for_strict_field_validation() -> None:
                  _Response(200, "OK", json.dumps(live).encode()),
                  _Response(200, "OK", json.dumps(apply_merge_patch(live, promote_body(live) or {})).encode()))
     api = _real_api(pool)
-    assert deploy_challenger(CHAMPION, canary_traffic_percent=10, api=api).action == "created"
-    assert promote(NAME, NS, api=api).action == "promoted"
+    assert deploy_challenger(CHAMPION, canary_percent=10, api=api).change == "created"
+    assert promote(NAME, NS, api=api).change == "promoted"
     writes = [r for r in pool.requests if r["method"] in ("POST", "PATCH")]
     assert [r["method"] for r in writes] == ["POST", "PATCH"]
     for request in writes:

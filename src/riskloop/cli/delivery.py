@@ -30,7 +30,7 @@ def _deployment_table(d: Any) -> None:
 def canary_deploy(
     alias: Annotated[str | None, typer.Option(help="Registry alias to deploy (resolved to its version).")] = None,
     version: Annotated[str | None, typer.Option(help="Registry version to deploy.")] = None,
-    canary_percent: Annotated[int, typer.Option(min=0, max=100, help="Challenger's share of live requests.")] = 10,
+    canary_percent: Annotated[int, typer.Option(min=0, max=100, help="Challenger's percentage of live requests.")] = 10,
     shadow: Annotated[bool, typer.Option(help="Shadow mode: the challenger only scores copies.")] = False,
     sticky: Annotated[bool, typer.Option(help="Route by a hash of card_id: a card stays on one model, but fraud "
                                              "clusters by card, so the two samples differ; off by default.")

@@ -2,7 +2,7 @@
 
 One analysis interval: snapshot the metrics, wait, snapshot again, judge the
 challenger's window against the champion's (``analysis.analyze``), audit the
-verdict. A rollout steps the challenger's share up (e.g. 10 % → 50 %) and
+verdict. A rollout steps the canary percent up (e.g. 10 % → 50 %) and
 analyses between steps: the window of a step grows from the step's start until
 the verdict is not ``continue`` ("wait for more traffic" means more samples).
 It rolls back on the first ``rollback`` and promotes after the last step passes.
@@ -104,7 +104,7 @@ class RolloutResult:
         return f"{self.outcome} after {len(self.verdicts)} interval(s)" + (f": {why}" if why else "")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the outcome, the deployment it left, and every interval's verdict with its share."""
+        """JSON-ready: the outcome, the deployment it left, and every interval's verdict with its canary percent."""
         return {"outcome": self.outcome, "summary": self.summary(), "final": self.final.model_dump(mode="json"),
                 "verdicts": [{"canary_percent": pct, **v.to_dict()} for pct, v in self.verdicts]}
 
@@ -117,7 +117,7 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
                         given_spec: str | None = None, reason: str = "") -> RolloutResult:
     """Step the challenger's traffic through ``steps``, analyse between steps, then promote or roll back.
 
-    ``deploy_version``: deploy that version as the challenger at the first step's share first (the delivery
+    ``deploy_version``: deploy that version as the challenger at the first step's canary percent first (the delivery
     pipeline's step does); otherwise the challenger already deployed is rolled out. Either way a challenger
     that may not be promoted (its approval, or its spec against ``given_spec``) is refused, audited, before
     any traffic moves, and each step's window opens only once the server answers with the challenger.
@@ -143,9 +143,9 @@ def progressive_rollout(s: Settings, model_name: str, *, steps: Sequence[int] = 
         if d is None or d.challenger_version is None:
             raise DeploymentError(f"{model_name} has no challenger deployed", fix="deploy one first")
         if d.mode != "canary" or d.canary_percent != pct:
-            rollout.set_traffic(s, model_name, pct)
+            rollout.set_canary_percent(s, model_name, pct)
         # a fresh window at each canary percent, growing until a verdict; it opens once the server answers with the
-        # challenger at this share, so loading the model and switching routes are not judged as its latency
+        # challenger at this canary percent, so loading the model and switching routes are not judged as its latency
         step_start = _settled(src, d.challenger_version, settle_seconds)
 
         def seen_at(v: Verdict, pct: int = pct) -> None:

@@ -101,7 +101,7 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _KNATIVE_RESERVED_PORTS = frozenset({8012, 8013, 8022, 9090, 9091})
 
 
-class ServiceSpec(BaseModel):
+class InferenceServiceParams(BaseModel):
     """Everything that varies between two predictor InferenceServices; validated on construction.
 
     Bad values raise ``pydantic.ValidationError`` naming the field, the rule and the fix.
@@ -119,8 +119,7 @@ class ServiceSpec(BaseModel):
         "refuses a model directory whose dataset_spec.yaml differs"))
     model_version: str = Field(description="registry version; env var and label")
     model_name: str = Field(default="fraud-detector", description="registered model name; the V1 route's name")
-    canary_traffic_percent: int | None = Field(default=None, ge=0, le=100,
-                                               description="None: no canary field at all")
+    canary_percent: int | None = Field(default=None, ge=0, le=100, description="None: no canary field at all")
     service_account: str = "riskloop-predictor"
     config_map: str = Field(default="riskloop-config", description="RISKLOOP_* settings, injected with envFrom")
     db_secret: str = Field(default="riskloop-db", description=(
@@ -245,7 +244,7 @@ class ServiceSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> ServiceSpec:
+    def _consistent(self) -> InferenceServiceParams:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
         for resource in ("cpu", "memory"):
@@ -256,8 +255,8 @@ class ServiceSpec(BaseModel):
         return self
 
 
-def build_inference_service(spec: ServiceSpec) -> dict[str, Any]:
-    """The InferenceService manifest serving ``spec``'s model from the project image, Knative mode, restricted pod.
+def build_inference_service(params: InferenceServiceParams) -> dict[str, Any]:
+    """The InferenceService manifest serving ``params``'s model from the project image, Knative mode, restricted pod.
 
     A plain mapping as the API server takes it (camelCase keys, unset fields left out, keys in the order
     KServe's and Kubernetes' API types declare them); the unit tests check it against those types
@@ -269,41 +268,41 @@ def build_inference_service(spec: ServiceSpec) -> dict[str, Any]:
     predictor: dict[str, Any] = {
         # The model server needs no Kubernetes API; a stolen pod should not get a token.
         "automountServiceAccountToken": False,
-        **({"canaryTrafficPercent": spec.canary_traffic_percent} if spec.canary_traffic_percent is not None else {}),
-        "containers": [_container(spec)],
-        "maxReplicas": spec.max_replicas,
-        "minReplicas": spec.min_replicas,
-        "serviceAccountName": spec.service_account,
-        "volumes": _volumes(spec),
+        **({"canaryTrafficPercent": params.canary_percent} if params.canary_percent is not None else {}),
+        "containers": [_container(params)],
+        "maxReplicas": params.max_replicas,
+        "minReplicas": params.min_replicas,
+        "serviceAccountName": params.service_account,
+        "volumes": _volumes(params),
     }
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
             "annotations": {DEPLOYMENT_MODE_ANNOTATION: DEPLOYMENT_MODE},
-            "labels": _labels(spec),
-            "name": spec.name,
-            "namespace": spec.namespace,
+            "labels": _labels(params),
+            "name": params.name,
+            "namespace": params.namespace,
         },
         "spec": {"predictor": predictor},
     }
 
 
-def canary_patch(current: ServiceSpec, *, storage_uri: str, model_sha256: str, spec_sha256: str,
-                 model_version: str, canary_traffic_percent: int) -> dict[str, Any]:
+def canary_patch(current: InferenceServiceParams, *, storage_uri: str, model_sha256: str, spec_sha256: str,
+                 model_version: str, canary_percent: int) -> dict[str, Any]:
     """Merge patch that starts a canary: ``current`` with the candidate model, N % of traffic to it.
 
-    ``current`` is the spec now deployed; the patch replaces the whole
+    ``current`` is what is deployed now (its params); the patch replaces the whole
     container (lists do not merge) and the model-version label, and sets
     ``canaryTrafficPercent``. ``RISKLOOP_ROLE`` is left as it is: promotion must
     not change the revision it promotes. Raises ``ConfigError`` on bad values.
     """
     candidate = _replaced(current, storage_uri=storage_uri, model_sha256=model_sha256, spec_sha256=spec_sha256,
-                          model_version=model_version, canary_traffic_percent=canary_traffic_percent)
+                          model_version=model_version, canary_percent=canary_percent)
     return {
         "metadata": {"labels": {LABEL_MODEL_VERSION: candidate.model_version}},
         # the volumes travel with the container that mounts them: an object created before they existed gets them
-        "spec": {"predictor": {"canaryTrafficPercent": canary_traffic_percent, "containers": [_container(candidate)],
+        "spec": {"predictor": {"canaryTrafficPercent": canary_percent, "containers": [_container(candidate)],
                                "volumes": _volumes(candidate)}},
     }
 
@@ -335,38 +334,38 @@ def _http_probe(path: str, port: int, **timing: int) -> dict[str, Any]:
     return {"failureThreshold": 3, "httpGet": {"path": path, "port": port}, **timing, "timeoutSeconds": 2}
 
 
-def _container(spec: ServiceSpec) -> dict[str, Any]:
+def _container(params: InferenceServiceParams) -> dict[str, Any]:
     return {
         # 0.0.0.0 is required in the pod: Knative's queue-proxy and the kubelet's probes reach the
         # server over the pod IP, never over loopback.
-        "args": ["--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(spec.port)],
+        "args": ["--model-dir", MODEL_DIR, "--host", "0.0.0.0", "--port", str(params.port)],
         # The model server's own entry point (riskloop.serving.__main__), not the CLI. The image has no
         # ENTRYPOINT (its CMD is `riskloop --help`): the command must name the executable, the venv's python.
         "command": ["python", "-m", "riskloop.serving"],
         "env": [
-            _env(ENV_STORAGE_URI, spec.storage_uri),
-            _env(ENV_EXPECTED_MODEL_SHA256, spec.model_sha256),
-            _env(ENV_EXPECTED_SPEC_SHA256, spec.spec_sha256),
-            _env(ENV_MODEL_VERSION, spec.model_version),
-            _env(ENV_MODEL_NAME, spec.model_name),
-            _env(ENV_ROLE, spec.role),
+            _env(ENV_STORAGE_URI, params.storage_uri),
+            _env(ENV_EXPECTED_MODEL_SHA256, params.model_sha256),
+            _env(ENV_EXPECTED_SPEC_SHA256, params.spec_sha256),
+            _env(ENV_MODEL_VERSION, params.model_version),
+            _env(ENV_MODEL_NAME, params.model_name),
+            _env(ENV_ROLE, params.role),
             _env(ENV_STATE_DIR, STATE_DIR),
             _env("HOME", SCRATCH_DIR),
             # the feature views come from the registry the pipelines apply to; its URL carries a password
-            _secret_env(ENV_FEAST_REGISTRY, spec.db_secret, FEAST_REGISTRY_KEY),
+            _secret_env(ENV_FEAST_REGISTRY, params.db_secret, FEAST_REGISTRY_KEY),
             # object-store credentials for the prediction log, from the Secret, never in the spec
-            *(_secret_env(key, spec.s3_secret, key) for key in S3_SECRET_KEYS),
+            *(_secret_env(key, params.s3_secret, key) for key in S3_SECRET_KEYS),
         ],
         # Explicit env wins over envFrom, so the config map cannot override the model identity.
-        "envFrom": [{"configMapRef": {"name": spec.config_map}}],
-        "image": spec.image,
+        "envFrom": [{"configMapRef": {"name": params.config_map}}],
+        "image": params.image,
         # alive as long as the server answers; ready only once the model is loaded and its hash checked
-        "livenessProbe": _http_probe("/", spec.port, initialDelaySeconds=30, periodSeconds=10),
+        "livenessProbe": _http_probe("/", params.port, initialDelaySeconds=30, periodSeconds=10),
         "name": CONTAINER_NAME,
-        "ports": [{"containerPort": spec.port, "name": PORT_NAME, "protocol": "TCP"}],
-        "readinessProbe": _http_probe(f"/v1/models/{spec.model_name}", spec.port, periodSeconds=5),
-        "resources": {"limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
-                      "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request}},
+        "ports": [{"containerPort": params.port, "name": PORT_NAME, "protocol": "TCP"}],
+        "readinessProbe": _http_probe(f"/v1/models/{params.model_name}", params.port, periodSeconds=5),
+        "resources": {"limits": {"cpu": params.cpu_limit, "memory": params.memory_limit},
+                      "requests": {"cpu": params.cpu_request, "memory": params.memory_request}},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -379,22 +378,22 @@ def _container(spec: ServiceSpec) -> dict[str, Any]:
     }
 
 
-def _labels(spec: ServiceSpec) -> dict[str, str]:
-    return {LABEL_NAME: "riskloop", LABEL_COMPONENT: "predictor", LABEL_MODEL_VERSION: spec.model_version}
+def _labels(params: InferenceServiceParams) -> dict[str, str]:
+    return {LABEL_NAME: "riskloop", LABEL_COMPONENT: "predictor", LABEL_MODEL_VERSION: params.model_version}
 
 
-def _volumes(spec: ServiceSpec) -> list[dict[str, Any]]:
-    return [{"emptyDir": {"sizeLimit": spec.scratch_size_limit}, "name": SCRATCH_VOLUME}]
+def _volumes(params: InferenceServiceParams) -> list[dict[str, Any]]:
+    return [{"emptyDir": {"sizeLimit": params.scratch_size_limit}, "name": SCRATCH_VOLUME}]
 
 
-def _replaced(spec: ServiceSpec, **changes: Any) -> ServiceSpec:
-    """``spec`` with ``changes``, validated again (``model_copy`` would not validate)."""
+def _replaced(params: InferenceServiceParams, **changes: Any) -> InferenceServiceParams:
+    """``params`` with ``changes``, validated again (``model_copy`` would not validate)."""
     try:
-        return ServiceSpec.model_validate({**spec.model_dump(), **changes})
+        return InferenceServiceParams.model_validate({**params.model_dump(), **changes})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<spec>'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid values for the {spec.name} InferenceService: {problems}",
-                          where=f"namespace {spec.namespace}") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<params>'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid values for the {params.name} InferenceService: {problems}",
+                          where=f"namespace {params.namespace}") from exc
 
 
 def _merge(target: Any, patch: Any) -> Any:

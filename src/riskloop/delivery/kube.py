@@ -14,8 +14,8 @@ A rollout, on Knative revisions (Knative mode, see ``inference_service.py``):
    model takes all traffic, there is nothing to compare it with. Otherwise it
    stores the spec now served in the ``riskloop.io/previous-spec`` annotation
    and patches in the candidate with ``canaryTrafficPercent``: a new revision
-   gets that share, the last rolled-out revision the rest.
-2. ``set_traffic`` moves the share while the analysis runs.
+   gets that canary percent, the last rolled-out revision the rest.
+2. ``set_canary_percent`` moves the canary percent while the analysis runs.
 3. ``promote`` removes ``canaryTrafficPercent``, KServe's documented promotion:
    the latest revision takes 100 % and becomes the rolled-out one. Or
    ``rollback`` pins all traffic on the rolled-out revision at once
@@ -53,7 +53,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt
 from riskloop.delivery.inference_service import (
     CONTAINER_NAME,
     LABEL_MODEL_VERSION,
-    ServiceSpec,
+    InferenceServiceParams,
     apply_merge_patch,
     build_inference_service,
     canary_patch,
@@ -75,7 +75,8 @@ FIELD_VALIDATION = "Strict"
 REQUEST_TIMEOUT_SECONDS = (5.0, 30.0)  # connect, read: a hung API server must not hang a pipeline step
 ATTEMPTS = 3  # read-then-write tries when another writer changes the object in between
 
-Action = Literal["created", "canary", "traffic", "promoted", "rolled_back", "unchanged"]
+RolloutChange = Literal["created", "canary", "canary_percent", "promoted", "rolled_back", "unchanged"]
+"""What one delivery operation changed on the InferenceService (not the monitor's action: docs/glossary.md)."""
 
 
 class CustomObjects(Protocol):
@@ -104,18 +105,18 @@ class Rollout:
     """What one delivery operation did: for the audit log and the step's summary.
 
     ``from_model_version`` → ``to_model_version`` is the move it made: the
-    champion → the challenger for ``canary``, ``traffic`` and ``promoted``, the
-    challenger → the champion for ``rolled_back``. ``canary_traffic_percent`` is
-    the share the spec gives the latest revision afterwards (``None``: no
+    champion → the challenger for ``canary``, ``canary_percent`` and ``promoted``, the
+    challenger → the champion for ``rolled_back``. ``canary_percent`` is
+    the canary percent the spec gives the latest revision afterwards (``None``: no
     canary field, the latest revision takes everything).
     """
 
-    action: Action
+    change: RolloutChange
     name: str
     namespace: str
     from_model_version: str | None
     to_model_version: str | None
-    canary_traffic_percent: int | None
+    canary_percent: int | None
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class DeliveryStatus:
     url: str | None
     model_version: str | None
     previous_model_version: str | None
-    canary_traffic_percent: int | None
+    canary_percent: int | None
     traffic: tuple[RevisionTraffic, ...]
     latest_created_revision: str | None
     latest_ready_revision: str | None
@@ -187,15 +188,16 @@ def custom_objects_api() -> CustomObjects:
     return cast(CustomObjects, k8s.CustomObjectsApi(k8s.ApiClient(configuration)))
 
 
-def deploy_challenger(spec: ServiceSpec, *, canary_traffic_percent: int, api: CustomObjects | None = None) -> Rollout:
-    """Serve ``spec``'s model: create the InferenceService, or start a canary of the model on it.
+def deploy_challenger(params: InferenceServiceParams, *, canary_percent: int, api: CustomObjects | None = None
+                      ) -> Rollout:
+    """Serve ``params``'s model: create the InferenceService, or start a canary of the model on it.
 
-    ``spec`` describes the candidate (name, namespace, image, model). If the
-    object is absent it is created from ``spec`` and takes all traffic;
+    ``params`` describes the candidate (name, namespace, image, model). If the
+    object is absent it is created from ``params`` and takes all traffic;
     otherwise ``canary_patch`` swaps in the candidate's container and model
-    version, gives it ``canary_traffic_percent`` of the traffic and stores the
-    spec served until now for ``rollback``. ``spec.canary_traffic_percent`` is
-    ignored: the share is this call's argument. Settings outside the container
+    version, gives it ``canary_percent`` of the traffic and stores the
+    spec served until now for ``rollback``. ``params.canary_percent`` is
+    ignored: the canary percent is this call's argument. Settings outside the container
     (replicas, service account) stay as the object has them.
 
     Safe to retry: the same version again repeats the canary patch (keeping the
@@ -203,30 +205,30 @@ def deploy_challenger(spec: ServiceSpec, *, canary_traffic_percent: int, api: Cu
     Raises ``DeploymentError`` if a rollout of another version is in progress,
     or the same version is served with another model hash.
     """
-    _check_percent(canary_traffic_percent)
+    _check_percent(canary_percent)
     api = api or custom_objects_api()
-    live = _find(api, spec.name, spec.namespace)
+    live = _find(api, params.name, params.namespace)
     if live is None:
-        return _rollout("created", _create(api, spec), from_model_version=None)
+        return _rollout("created", _create(api, params), from_model_version=None)
 
-    before, after = _update(api, spec.name, spec.namespace,
-                            lambda current: canary_body(current, spec, canary_traffic_percent), first=live)
+    before, after = _update(api, params.name, params.namespace,
+                            lambda current: canary_body(current, params, canary_percent), first=live)
     if after is None:
         return _rollout("unchanged", before, from_model_version=_model_version(before))
     return _rollout("canary", after, from_model_version=_previous_version(after))
 
 
-def set_traffic(name: str, namespace: str, canary_traffic_percent: int, *, api: CustomObjects | None = None
+def set_canary_percent(name: str, namespace: str, canary_percent: int, *, api: CustomObjects | None = None
                 ) -> Rollout:
-    """Give the canary ``canary_traffic_percent`` of the traffic; the rolled-out revision keeps the rest.
+    """Give the canary ``canary_percent`` of the traffic; the rolled-out revision keeps the rest.
 
     Raises ``DeploymentError`` if no rollout is in progress.
     """
-    _check_percent(canary_traffic_percent)
+    _check_percent(canary_percent)
     api = api or custom_objects_api()
-    _, after = _update(api, name, namespace, lambda live: traffic_body(live, canary_traffic_percent))
+    _, after = _update(api, name, namespace, lambda live: canary_percent_body(live, canary_percent))
     assert after is not None
-    return _rollout("traffic", after, from_model_version=_previous_version(after))
+    return _rollout("canary_percent", after, from_model_version=_previous_version(after))
 
 
 def promote(name: str, namespace: str, *, api: CustomObjects | None = None) -> Rollout:
@@ -294,8 +296,9 @@ def read_previous_spec(live: Mapping[str, Any]) -> PreviousSpec | None:
     return PreviousSpec(model_version=version, spec=payload["spec"])
 
 
-def canary_body(live: Mapping[str, Any], spec: ServiceSpec, canary_traffic_percent: int) -> dict[str, Any] | None:
-    """Merge patch that starts (or, retried, repeats) a canary of ``spec``'s model on ``live``; ``None``: nothing to do.
+def canary_body(live: Mapping[str, Any], params: InferenceServiceParams, canary_percent: int) -> dict[str, Any] | None:
+    """Merge patch that starts (or, retried, repeats) a canary of ``params``'s model on ``live``; ``None``: nothing
+    to do.
 
     ``canary_patch`` of the candidate, plus the ``previous-spec`` annotation
     holding ``live``'s spec unless a rollout of the same version already stored
@@ -304,35 +307,35 @@ def canary_body(live: Mapping[str, Any], spec: ServiceSpec, canary_traffic_perce
     previous = read_previous_spec(live)
     version, sha256 = _model_version(live), _model_sha256(live)
     where = _where(live)
-    if version == spec.model_version and sha256 not in (None, spec.model_sha256):
+    if version == params.model_version and sha256 not in (None, params.model_sha256):
         raise DeploymentError(
             f"model version {version} is served with model sha256 {sha256}, but the registry's version "
-            f"{spec.model_version} has {spec.model_sha256}", where=where,
+            f"{params.model_version} has {params.model_sha256}", where=where,
             fix="the registry and the cluster disagree about this version: check the version's 'model_sha256' tag "
                 "and the object's RISKLOOP_EXPECTED_MODEL_SHA256 before deploying")
-    if previous is not None and version != spec.model_version:
+    if previous is not None and version != params.model_version:
         raise DeploymentError(
             f"a rollout of model version {version} is in progress (previous version {previous.model_version})",
-            where=where, fix=f"promote or roll back version {version} before deploying version {spec.model_version}")
-    if previous is None and version == spec.model_version:
+            where=where, fix=f"promote or roll back version {version} before deploying version {params.model_version}")
+    if previous is None and version == params.model_version:
         return None  # already served, and no rollout to repeat
-    patch = canary_patch(spec, storage_uri=spec.storage_uri, model_sha256=spec.model_sha256,
-                         spec_sha256=spec.spec_sha256, model_version=spec.model_version,
-                         canary_traffic_percent=canary_traffic_percent)
+    patch = canary_patch(params, storage_uri=params.storage_uri, model_sha256=params.model_sha256,
+                         spec_sha256=params.spec_sha256, model_version=params.model_version,
+                         canary_percent=canary_percent)
     metadata: dict[str, Any] = {"resourceVersion": _resource_version(live)}
     if previous is None:
         metadata["annotations"] = {PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)}
     return _combined(patch, {"metadata": metadata})
 
 
-def traffic_body(live: Mapping[str, Any], canary_traffic_percent: int) -> dict[str, Any]:
-    """Merge patch that sets the canary's share; refused (``DeploymentError``) when no rollout is in progress."""
-    _check_percent(canary_traffic_percent)
+def canary_percent_body(live: Mapping[str, Any], canary_percent: int) -> dict[str, Any]:
+    """Merge patch that sets the canary percent; refused (``DeploymentError``) when no rollout is in progress."""
+    _check_percent(canary_percent)
     if read_previous_spec(live) is None:
         raise DeploymentError("no rollout is in progress, so there is no canary to give traffic to",
                               where=_where(live), fix="deploy a challenger first (deploy_challenger)")
     return {"metadata": {"resourceVersion": _resource_version(live)},
-            "spec": {"predictor": {"canaryTrafficPercent": canary_traffic_percent}}}
+            "spec": {"predictor": {"canaryTrafficPercent": canary_percent}}}
 
 
 def promote_body(live: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -348,7 +351,7 @@ def rollback_body(live: Mapping[str, Any]) -> dict[str, Any]:
 
     The patch removes what the canary added and puts back what it changed
     (``diff_merge_patch``), so any spec field comes back as it was, not only
-    the ones ``ServiceSpec`` models. Refused (``DeploymentError``) when no
+    the ones ``InferenceServiceParams`` models. Refused (``DeploymentError``) when no
     rollout is in progress.
     """
     previous = read_previous_spec(live)
@@ -411,7 +414,7 @@ def parse_status(manifest: Mapping[str, Any]) -> DeliveryStatus:
         url=_str(st.get("url")),
         model_version=_model_version(manifest),
         previous_model_version=previous.model_version if previous is not None else None,
-        canary_traffic_percent=_int(_predictor(manifest).get("canaryTrafficPercent")),
+        canary_percent=_int(_predictor(manifest).get("canaryTrafficPercent")),
         traffic=tuple(_traffic(t) for t in _list(predictor.get("traffic")) if isinstance(t, dict)),
         latest_created_revision=_str(predictor.get("latestCreatedRevision")),
         latest_ready_revision=_str(predictor.get("latestReadyRevision")),
@@ -436,8 +439,8 @@ def deployment_error(exc: ApiException, *, verb: str, name: str, namespace: str)
     if code in (400, 403, 422):
         return DeploymentError(
             f"the API server refused to {verb} the {RESOURCE} as invalid: {message}", where=where,
-            fix="the message names the field KServe's webhook or the CRD schema rejects; fix the ServiceSpec or the "
-                "object and retry")
+            fix="the message names the field KServe's webhook or the CRD schema rejects; fix the "
+                "InferenceServiceParams or the object and retry")
     if code == 404:
         if _crd_missing(message):
             return DeploymentError(f"the cluster does not serve {RESOURCE}/{VERSION} ({message})", where=where,
@@ -478,10 +481,10 @@ def _find(api: CustomObjects, name: str, namespace: str) -> dict[str, Any] | Non
             raise
 
 
-def _create(api: CustomObjects, spec: ServiceSpec) -> dict[str, Any]:
-    body = build_inference_service(spec.model_copy(update={"canary_traffic_percent": None}))
-    with _translated("create", spec.name, spec.namespace):
-        return _object(api.create_namespaced_custom_object(GROUP, VERSION, spec.namespace, PLURAL, body,
+def _create(api: CustomObjects, params: InferenceServiceParams) -> dict[str, Any]:
+    body = build_inference_service(params.model_copy(update={"canary_percent": None}))
+    with _translated("create", params.name, params.namespace):
+        return _object(api.create_namespaced_custom_object(GROUP, VERSION, params.namespace, PLURAL, body,
                                                            field_manager=FIELD_MANAGER,
                                                            field_validation=FIELD_VALIDATION,
                                                            _request_timeout=REQUEST_TIMEOUT_SECONDS))
@@ -539,11 +542,11 @@ def _object(result: Any) -> dict[str, Any]:
 
 # Readings of a manifest, tolerant of missing parts.
 
-def _rollout(action: Action, obj: Mapping[str, Any], *, from_model_version: str | None) -> Rollout:
+def _rollout(change: RolloutChange, obj: Mapping[str, Any], *, from_model_version: str | None) -> Rollout:
     metadata = _mapping(obj.get("metadata"))
-    return Rollout(action=action, name=str(metadata.get("name", "")), namespace=str(metadata.get("namespace", "")),
+    return Rollout(change=change, name=str(metadata.get("name", "")), namespace=str(metadata.get("namespace", "")),
                    from_model_version=from_model_version, to_model_version=_model_version(obj),
-                   canary_traffic_percent=_int(_predictor(obj).get("canaryTrafficPercent")))
+                   canary_percent=_int(_predictor(obj).get("canaryTrafficPercent")))
 
 
 def _previous_version(obj: Mapping[str, Any]) -> str | None:
@@ -631,8 +634,8 @@ def _combined(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_percent(percent: int) -> None:
     if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-        raise ConfigError(f"canary_traffic_percent must be an integer from 0 to 100, got {percent!r}",
-                          fix="pass the canary's share of the traffic in percent, e.g. 10")
+        raise ConfigError(f"canary_percent must be an integer from 0 to 100, got {percent!r}",
+                          fix="pass the challenger's percentage of live requests, e.g. 10")
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -652,7 +655,7 @@ def _int(value: Any) -> int | None:
 
 
 __all__ = ["ATTEMPTS", "FIELD_MANAGER", "FIELD_VALIDATION", "GROUP", "PLURAL", "PREVIOUS_SPEC_ANNOTATION", "VERSION",
-           "Action", "CustomObjects", "DeliveryStatus", "PreviousSpec", "RevisionTraffic", "Rollout", "canary_body",
-           "custom_objects_api", "deploy_challenger", "deployment_error", "diff_merge_patch", "find_status",
-           "parse_status", "previous_spec_annotation", "promote", "promote_body", "read_previous_spec", "rollback",
-           "rollback_body", "set_traffic", "status", "traffic_body"]
+           "CustomObjects", "DeliveryStatus", "PreviousSpec", "RevisionTraffic", "Rollout", "RolloutChange",
+           "canary_body", "canary_percent_body", "custom_objects_api", "deploy_challenger", "deployment_error",
+           "diff_merge_patch", "find_status", "parse_status", "previous_spec_annotation", "promote", "promote_body",
+           "read_previous_spec", "rollback", "rollback_body", "set_canary_percent", "status"]

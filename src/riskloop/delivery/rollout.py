@@ -74,12 +74,12 @@ def current(s: Settings, model_name: str) -> Deployment | None:
     canary = st.rollout_in_progress and st.model_version not in (None, champion.version)
     return Deployment(model_name=model_name, champion_version=champion.version,
                       challenger_version=st.model_version if canary else None,
-                      canary_percent=(st.canary_traffic_percent or 0) if canary else 0,
+                      canary_percent=(st.canary_percent or 0) if canary else 0,
                       reason="read from the InferenceService status")
 
 
-def _commit(s: Settings, model_name: str, action: str, new: Deployment) -> Deployment:
-    """Make ``new`` the desired state (``action`` names the transition, for the cluster's patch)."""
+def _commit(s: Settings, model_name: str, change: str, new: Deployment) -> Deployment:
+    """Make ``new`` the desired state (``change`` names the transition, for the cluster's patch)."""
     if not _on_cluster(s):
         return update_deployment(deployment_path(s.root, model_name), lambda cur: new)
     from riskloop.delivery import kube
@@ -88,27 +88,27 @@ def _commit(s: Settings, model_name: str, action: str, new: Deployment) -> Deplo
     if new.mode == "shadow":
         raise DeploymentError("KServe has no shadow mode (kserve/kserve#2978)", where="RISKLOOP_DELIVERY__TARGET",
                               fix="use a canary on the cluster; shadow runs with `riskloop serve` locally")
-    if action == "deploy":
+    if change == "deploy":
         assert new.challenger_version is not None
-        kube.deploy_challenger(_service_spec(s, model_name, new.challenger_version),
-                               canary_traffic_percent=new.canary_percent)
-    elif action == "traffic":
-        kube.set_traffic(name, ns, new.canary_percent)
-    elif action == "promote":
+        kube.deploy_challenger(_service_params(s, model_name, new.challenger_version),
+                               canary_percent=new.canary_percent)
+    elif change == "canary_percent":
+        kube.set_canary_percent(name, ns, new.canary_percent)
+    elif change == "promote":
         kube.promote(name, ns)
-    elif action == "rollback":
+    elif change == "rollback":
         kube.rollback(name, ns)
-    elif action == "restore":  # the old champion comes back the way every version does: canary at 100, promote
-        kube.deploy_challenger(_service_spec(s, model_name, new.champion_version), canary_traffic_percent=100)
+    elif change == "restore":  # the old champion comes back the way every version does: canary at 100, promote
+        kube.deploy_challenger(_service_params(s, model_name, new.champion_version), canary_percent=100)
         kube.promote(name, ns)
     else:
-        raise ValueError(f"unknown delivery action {action!r}")
+        raise ValueError(f"unknown delivery change {change!r}")
     return new
 
 
-def _service_spec(s: Settings, model_name: str, version: str) -> Any:
+def _service_params(s: Settings, model_name: str, version: str) -> Any:
     """The InferenceService's inputs for a registered version (its run's model directory is the storageUri)."""
-    from riskloop.delivery.inference_service import ServiceSpec
+    from riskloop.delivery.inference_service import InferenceServiceParams
     from riskloop.registry.mlflow_registry import (
         MODEL_DIR_ARTIFACT,
         SPEC_SHA256_TAG,
@@ -121,7 +121,7 @@ def _service_spec(s: Settings, model_name: str, version: str) -> Any:
     info = get_version(s.tracking_uri, model_name, version)
     artifact_uri = object_store_uri(run_info(s.tracking_uri, info.run_id)["artifact_uri"],
                                     s.mlflow.artifacts_destination)
-    return ServiceSpec(name=s.delivery.service_name, namespace=s.delivery.namespace, image=runtime_image(),
+    return InferenceServiceParams(name=s.delivery.service_name, namespace=s.delivery.namespace, image=runtime_image(),
                        storage_uri=f"{artifact_uri.rstrip('/')}/{MODEL_DIR_ARTIFACT}",
                        model_sha256=info.tags["model_sha256"], spec_sha256=info.tags[SPEC_SHA256_TAG],
                        model_version=version, model_name=model_name,
@@ -166,7 +166,7 @@ def ensure_deployment(s: Settings, model_name: str) -> Deployment:
 def deploy_challenger(s: Settings, model_name: str, *, alias: str | None = None, version: str | None = None,
                       canary_percent: int = 10, mode: Mode = "canary", sticky: bool = False,
                       drill: Drill | None = None, reason: str = "") -> Deployment:
-    """Put a version beside the champion: a canary share of live traffic, or a shadow."""
+    """Put a version beside the champion: a canary (its canary percent of live requests), or a shadow."""
     champion = ensure_deployment(s, model_name).champion_version
     target = resolve_version(s, model_name, alias=alias, version=version)
     if target == champion:
@@ -193,11 +193,11 @@ def _with_challenger(s: Settings, model_name: str) -> Deployment:
     return d
 
 
-def set_traffic(s: Settings, model_name: str, canary_percent: int, *, verdict: Mapping[str, Any] | None = None
+def set_canary_percent(s: Settings, model_name: str, canary_percent: int, *, verdict: Mapping[str, Any] | None = None
                 ) -> Deployment:
-    """Move the canary's share of live traffic (a step of a progressive rollout)."""
+    """Set the canary percent (a step of a progressive rollout)."""
     before = _with_challenger(s, model_name)
-    d = _commit(s, model_name, "traffic", before.model_copy(
+    d = _commit(s, model_name, "canary_percent", before.model_copy(
         update={"canary_percent": canary_percent, "mode": "canary", "reason": f"canary at {canary_percent}%"}))
     _audit(s, "canary_traffic_set", d, {"verdict": dict(verdict) if verdict else None})
     return d
@@ -297,4 +297,4 @@ def restore_previous(s: Settings, model_name: str, *, reason: str = "") -> Deplo
 
 
 __all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS", "current", "deploy_challenger", "ensure_deployment", "promote",
-           "resolve_version", "restore_previous", "rollback", "set_traffic"]
+           "resolve_version", "restore_previous", "rollback", "set_canary_percent"]

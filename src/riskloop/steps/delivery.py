@@ -1,8 +1,8 @@
 """The delivery pipeline's step: the progressive rollout of a registered version, start to finish.
 
 One call, :func:`riskloop.delivery.canary.progressive_rollout`: refuse an unapproved challenger before any
-traffic moves (audited), deploy it at the first share, wait for the server to answer with it, analyse a
-growing window at each share, then promote or roll back. ``make run`` runs it through the delivery
+traffic moves (audited), deploy it at the first canary percent, wait for the server to answer with it, analyse a
+growing window at each canary percent, then promote or roll back. ``make run`` runs it through the delivery
 pipeline under kfp.local, the cluster through the same pipeline on KFP.
 """
 

@@ -294,7 +294,7 @@ def test_switching_the_desired_state_under_load_fails_no_request(
         time.sleep(0.5)
         rollout.deploy_challenger(s, MODEL, version=versions[1], canary_percent=50)
         time.sleep(1.0)
-        rollout.set_traffic(s, MODEL, 100)
+        rollout.set_canary_percent(s, MODEL, 100)
         time.sleep(1.0)
         rollout.promote(s, MODEL, reason="drill")
         time.sleep(1.0)

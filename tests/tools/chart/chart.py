@@ -165,10 +165,11 @@ if __name__ == "__main__":
 
 
 def inference_service_manifest(**changes: Any) -> dict[str, Any]:
-    """The predictor InferenceService the delivery code builds (version 3), with ``changes`` to its ServiceSpec."""
+    """The predictor InferenceService the delivery code builds (version 3), with ``changes`` to its
+    InferenceServiceParams."""
     from riskloop.delivery import inference_service as isvc
 
-    spec = isvc.ServiceSpec(name="fraud-detector", namespace="riskloop-models", image="r/riskloop:0.1.0-abc1234",
-                            storage_uri="s3://riskloop/models/3", model_sha256="0" * 64, spec_sha256="1" * 64,
-                            model_version="3", **changes)
-    return isvc.build_inference_service(spec)
+    params = isvc.InferenceServiceParams(name="fraud-detector", namespace="riskloop-models",
+                                         image="r/riskloop:0.1.0-abc1234", storage_uri="s3://riskloop/models/3",
+                                         model_sha256="0" * 64, spec_sha256="1" * 64, model_version="3", **changes)
+    return isvc.build_inference_service(params)

@@ -66,7 +66,7 @@ def test_secret_names_are_the_pipelines(cluster_settings: ClusterSettings,
     for ns in (NAMESPACE, values["namespaces"]["pipelines"]["name"]):
         assert db_keys <= set(one(default_objects, "Secret", cluster.DB_SECRET, ns)["stringData"])
     # the predictor's InferenceService reads the Feast registry URL from the same Secret in the model namespace
-    spec = isvc.ServiceSpec.model_fields
+    spec = isvc.InferenceServiceParams.model_fields
     assert spec["db_secret"].default == cluster.DB_SECRET
     secret = one(default_objects, "Secret", cluster.DB_SECRET, values["namespaces"]["models"]["name"])
     assert isvc.FEAST_REGISTRY_KEY in secret["stringData"]
@@ -106,7 +106,7 @@ def test_bad_settings_key_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_defaults_agree_with_delivery_code(default_objects: list[dict[str, Any]]) -> None:
     values = load_chart().values
-    spec_defaults = {name: f.default for name, f in isvc.ServiceSpec.model_fields.items()}
+    spec_defaults = {name: f.default for name, f in isvc.InferenceServiceParams.model_fields.items()}
     models_ns = values["namespaces"]["models"]["name"]
     assert models_ns == DeliverySettings().namespace
     assert values["config"]["serviceName"] == DeliverySettings().service_name
@@ -121,13 +121,13 @@ def test_defaults_agree_with_delivery_code(default_objects: list[dict[str, Any]]
 
 
 def test_predictor_selectors_match_the_inference_service_labels(default_objects: list[dict[str, Any]]) -> None:
-    spec = isvc.ServiceSpec(name="fraud-detector", namespace="riskloop-models", image="r/riskloop:0.1.0-abc1234",
-                            storage_uri="s3://b/m", model_sha256="0" * 64, spec_sha256="1" * 64,
-                            model_version="3")
-    manifest = isvc.build_inference_service(spec)
+    params = isvc.InferenceServiceParams(name="fraud-detector", namespace="riskloop-models",
+                                         image="r/riskloop:0.1.0-abc1234", storage_uri="s3://b/m",
+                                         model_sha256="0" * 64, spec_sha256="1" * 64, model_version="3")
+    manifest = isvc.build_inference_service(params)
     labels = manifest["metadata"]["labels"]
     container = manifest["spec"]["predictor"]["containers"][0]
-    models_ns = spec.namespace
+    models_ns = params.namespace
     metrics = one(default_objects, "Service", "riskloop-predictor-metrics", models_ns)
     assert metrics["spec"]["selector"].items() <= labels.items()
     assert metrics["spec"]["ports"][0]["targetPort"] == container["ports"][0]["containerPort"]

@@ -30,7 +30,7 @@ def test_the_chart_renders_only_the_custom_resources_the_cluster_suite_validates
 
 @pytest.mark.parametrize("canary", [None, 10])
 def test_inference_service_from_delivery_code_round_trips_the_sdk(canary: int | None) -> None:
-    validate_manifest(inference_service_manifest(canary_traffic_percent=canary))
+    validate_manifest(inference_service_manifest(canary_percent=canary))
 
 
 @pytest.mark.parametrize("mistake", ["unknown predictor field", "mistyped replicas", "unknown container field"])
