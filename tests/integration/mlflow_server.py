@@ -50,7 +50,9 @@ class MlflowServer:
 def mlflow_server(backend_dsn: str, s3_store: S3Store, log: Path, port: int) -> Iterator[MlflowServer]:
     """``mlflow server --backend-store-uri <postgres> --artifacts-destination s3://... --serve-artifacts``."""
     destination = f"s3://{s3_store.bucket}/{uuid.uuid4().hex}/mlflow"
-    env = {**os.environ, **s3_store.env(), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # as the chart runs it: no job-execution consumers (three huey processes that cost CPU and memory, unused)
+    env = {**os.environ, **s3_store.env(), "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("PYTHONPATH", None)  # the server is not a pod of the test harness
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
