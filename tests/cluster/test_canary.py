@@ -223,7 +223,7 @@ def test_first_go_live_canary_promote_and_rollback_through_the_cli(registry: Reg
 
     # the champion has no InferenceService yet: the first deploy creates it for the champion, then the canary
     v2 = registry.register()
-    riskloop(registry, "canary", "deploy", "--version", v2, "--canary-percent", "20", "--model", MODEL)
+    riskloop(registry, "canary", "deploy", "--challenger-version", v2, "--canary-percent", "20", "--model", MODEL)
     obj = isvc(namespace)
     assert obj["metadata"]["labels"][LABEL_MODEL_VERSION] == v2
     assert _predictor(obj)["canaryTrafficPercent"] == 20
@@ -246,7 +246,7 @@ def test_first_go_live_canary_promote_and_rollback_through_the_cli(registry: Reg
     promoted_spec = obj["spec"]
 
     v3 = registry.register()
-    riskloop(registry, "canary", "deploy", "--version", v3, "--canary-percent", "10", "--model", MODEL)
+    riskloop(registry, "canary", "deploy", "--challenger-version", v3, "--canary-percent", "10", "--model", MODEL)
     assert isvc(namespace)["metadata"]["labels"][LABEL_MODEL_VERSION] == v3
     riskloop(registry, "canary", "rollback", "--model", MODEL, "--reason", "cluster test")
     obj = isvc(namespace)

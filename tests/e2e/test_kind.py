@@ -170,7 +170,7 @@ def test_train_then_canary_promote_and_roll_back(tmp_path: Path) -> None:
         env = {"RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY,
                "RISKLOOP_DELIVERY__TARGET": "kubernetes", "RISKLOOP_DELIVERY__NAMESPACE": MODELS,
                "RISKLOOP_MLFLOW__TRACKING_URI": mlflow_url, "RISKLOOP_STATE_DIR": str(tmp_path / "state")}
-        riskloop("canary", "deploy", "--alias", "challenger", "--canary-percent", "20", env=env)
+        riskloop("canary", "deploy", "--challenger-alias", "challenger", "--canary-percent", "20", env=env)
         spec = wait_ready()["spec"]["predictor"]
         assert spec.get("canaryTrafficPercent") == 20
         riskloop("canary", "promote", "--reason", "e2e", env=env)

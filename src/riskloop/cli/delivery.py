@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from riskloop.cli.common import ModelOpt, VersionSpecOpt, console, model_name, settings, summary, version_spec
-from riskloop.errors import RiskloopError
+from riskloop.errors import ConfigError, RiskloopError
 from riskloop.settings import Settings
 
 canary_app = typer.Typer(help="Progressive delivery: deploy a challenger, analyse, promote or roll back.",
@@ -26,10 +26,27 @@ def _deployment_table(d: Any) -> None:
     })
 
 
+def _renamed(new: str | None, old: str | None, new_flag: str, old_flag: str) -> str | None:
+    """The value of a renamed option given by either spelling; both, with different values, is a ConfigError.
+
+    The old spelling stays for one release, hidden from --help (docs/glossary.md, alias options), so scripts
+    that pass it keep working while the help shows only the name the glossary gives.
+    """
+    if new is not None and old is not None and new != old:
+        raise ConfigError(f"{new_flag} {new} and {old_flag} {old} name two different versions",
+                          where="riskloop canary deploy", fix=f"pass only {new_flag} ({old_flag} is its old name)")
+    return new if new is not None else old
+
+
 @canary_app.command("deploy")
 def canary_deploy(
-    alias: Annotated[str | None, typer.Option(help="Registry alias to deploy (resolved to its version).")] = None,
-    version: Annotated[str | None, typer.Option(help="Registry version to deploy.")] = None,
+    challenger_alias: Annotated[str | None, typer.Option(
+        help="Deploy this alias's version as challenger (resolved to its version).")] = None,
+    challenger_version: Annotated[str | None, typer.Option(help="Deploy this version as challenger.")] = None,
+    alias: Annotated[str | None, typer.Option("--alias", hidden=True, help="Old name of --challenger-alias.")
+                     ] = None,
+    version: Annotated[str | None, typer.Option("--version", hidden=True, help="Old name of --challenger-version.")
+                       ] = None,
     canary_percent: Annotated[int, typer.Option(min=0, max=100, help="Challenger's percentage of live requests.")] = 10,
     shadow: Annotated[bool, typer.Option(help="Shadow mode: the challenger only scores copies.")] = False,
     sticky: Annotated[bool, typer.Option(help="Route by a hash of card_id: a card stays on one model, but fraud "
@@ -47,15 +64,17 @@ def canary_deploy(
 
     Examples:
 
-        riskloop canary deploy --alias challenger --canary-percent 20
+        riskloop canary deploy --challenger-alias challenger --canary-percent 20
 
-        riskloop canary deploy --version 3 --shadow
+        riskloop canary deploy --challenger-version 3 --shadow
 
-        riskloop canary deploy --version 3 --drill-error-rate 0.2     # rehearse a rollback
+        riskloop canary deploy --challenger-version 3 --drill-error-rate 0.2     # rehearse a rollback
     """
     from riskloop.delivery import rollout
     from riskloop.registry.deployment import Drill
 
+    alias = _renamed(challenger_alias, alias, "--challenger-alias", "--alias")
+    version = _renamed(challenger_version, version, "--challenger-version", "--version")
     s = settings()
     drill = (Drill(error_rate=drill_error_rate, score_shift=drill_score_shift, added_latency_ms=drill_latency_ms)
              if drill_error_rate or drill_score_shift or drill_latency_ms else None)

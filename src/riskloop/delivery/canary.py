@@ -43,7 +43,7 @@ def judge(d: Deployment, start: Snapshot, end: Snapshot, policy: CanaryPolicy) -
     """The verdict on ``d``'s challenger (or shadow) over the window between two snapshots."""
     if d.challenger_version is None:
         raise DeploymentError(f"{d.model_name} has no challenger to analyse",
-                              fix="deploy one: `riskloop canary deploy --alias challenger`")
+                              fix="deploy one: `riskloop canary deploy --challenger-alias challenger`")
     role = "shadow" if d.mode == "shadow" else "challenger"
     return analyze(window(start, end, "champion", d.champion_version),
                    window(start, end, role, d.challenger_version), policy)
@@ -55,7 +55,7 @@ def analyze_interval(s: Settings, model_name: str, *, interval_seconds: float, p
     d = rollout.current(s, model_name)
     if d is None or d.challenger_version is None:
         raise DeploymentError(f"{model_name} has no challenger to analyse",
-                              fix="deploy one: `riskloop canary deploy --alias challenger`")
+                              fix="deploy one: `riskloop canary deploy --challenger-alias challenger`")
     src = source or metrics_source(s, model_name)
     begin = start or src.snapshot()
     time.sleep(interval_seconds)

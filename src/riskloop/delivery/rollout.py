@@ -189,7 +189,7 @@ def _with_challenger(s: Settings, model_name: str) -> Deployment:
     d = current(s, model_name)
     if d is None or d.challenger_version is None:
         raise DeploymentError(f"{model_name} has no challenger deployed",
-                              fix="deploy one first: `riskloop canary deploy --alias challenger`")
+                              fix="deploy one first: `riskloop canary deploy --challenger-alias challenger`")
     return d
 
 
