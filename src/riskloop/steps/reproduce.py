@@ -77,11 +77,11 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
                       given_spec: str | None = None) -> ReproduceReport:
     """Rebuild ``version`` of ``model_name`` from its records (see the module docstring); ``given_spec`` (a
     ``--spec``) must be the spec the version was trained under."""
-    from riskloop import steps
     from riskloop.hashing import sha256_file
     from riskloop.model import MODEL_FILE, feature_spec, load_model
     from riskloop.registry.mlflow_registry import SPEC_FILE, download_model_dir, resolve_version, run_info
     from riskloop.registry.version_spec import check_given_spec, version_spec
+    from riskloop.steps import training as steps
     from riskloop.training.train import TrainParams, train_model
     from riskloop.version import git_commit
 
