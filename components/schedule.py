@@ -13,6 +13,6 @@ component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 @component
 def run_day(day: str, scheduled_time: str) -> str:
     """``day`` if set, else the last complete UTC day before the run's scheduled time, as YYYY-MM-DD."""
-    from riskloop.schedule import resolve_day
+    from riskloop.steps.common import run_day as run
 
-    return resolve_day(day, scheduled_time).isoformat()
+    return run(day, scheduled_time)

@@ -34,3 +34,11 @@ def valid_frame(spec: DatasetSpec, valid_path: Path) -> pd.DataFrame:
     for name, cats in spec.categories.items():
         tx[name] = pd.Categorical(tx[name].astype(str), categories=list(cats))
     return tx
+
+
+def run_day(day: str, scheduled_time: str) -> str:
+    """The first step of a scheduled pipeline: ``day`` if set, else the last complete UTC day before the
+    run's scheduled time (:func:`riskloop.schedule.resolve_day`), as YYYY-MM-DD."""
+    from riskloop.schedule import resolve_day
+
+    return resolve_day(day, scheduled_time).isoformat()
