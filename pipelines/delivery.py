@@ -18,15 +18,18 @@ DEFAULT_POLICY: dict[str, object] = {}
 @dsl.pipeline(name="riskloop-delivery", description="Canary the challenger in steps; promote or roll back on metrics.")
 def delivery_pipeline(
     spec: str = "synthetic-fraud",
-    model_alias: str = "challenger",
+    challenger_alias: str = "challenger",
     first_percent: int = 10,
     second_percent: int = 50,
     interval_seconds: float = 60.0,
     max_intervals: int = 10,
     policy: dict = DEFAULT_POLICY,
 ) -> str:
-    task = deliver(spec=spec, model_alias=model_alias, first_percent=first_percent, second_percent=second_percent,
-                   interval_seconds=interval_seconds, max_intervals=max_intervals, policy=policy,
-                   pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    task = deliver(spec=spec, challenger_alias=challenger_alias, first_percent=first_percent,
+                   second_percent=second_percent, interval_seconds=interval_seconds, max_intervals=max_intervals,
+                   policy=policy, pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
     on_cluster(task).set_caching_options(False)  # it changes what is served
-    return task.outputs["Output"]  # the outcome (the artifact rides along)
+    # the outcome (the artifact rides along); `-> str` declares the pipeline's output type to KFP, the value is
+    # the task's output channel, which the untyped kfp API gives as Any
+    outcome: str = task.outputs["Output"]
+    return outcome

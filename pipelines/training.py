@@ -75,7 +75,7 @@ def training_pipeline(
             on_cluster(card.set_caching_options(False))  # reads the audit log and writes to MLflow
             with dsl.If(deliver == True, name="deliver"):  # noqa: E712
                 # the registered version is alias challenger: the delivery pipeline canaries it
-                delivery_pipeline(spec=spec, model_alias="challenger", interval_seconds=canary_interval_seconds,
+                delivery_pipeline(spec=spec, challenger_alias="challenger", interval_seconds=canary_interval_seconds,
                                   policy=canary_policy).after(reg)
         for task in (batch, checked, model, ev, verdict):
             on_cluster(task)

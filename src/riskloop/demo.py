@@ -206,7 +206,7 @@ def _canary(s: Settings, spec: Any, url: str, rows: list[dict[str, Any]], day: d
                   "over HTTP")
     replay = Replay(url, name, rows, connections=2, once=not cycle).start()
     try:
-        run = run_delivery(s, server_url=url, spec=spec.name, model_alias="challenger",
+        run = run_delivery(s, server_url=url, spec=spec.name, challenger_alias="challenger",
                            first_percent=CANARY_STEPS[0], second_percent=CANARY_STEPS[1],
                            interval_seconds=CANARY_INTERVAL_SECONDS, max_intervals=CANARY_MAX_INTERVALS,
                            policy={"min_requests": 100, "min_instances": 100})

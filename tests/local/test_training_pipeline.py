@@ -115,7 +115,10 @@ def test_compiled_ir_round_trips(compiled: dict[str, Path]) -> None:
     top = delivery["root"]["dag"]["tasks"]
     assert set(top) == {"deliver"}  # one step: refuse unapproved, deploy, wait for it, analyse, step, act
     assert delivery["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
-    # monitoring: the decision gates the training pipeline, nested as a sub-pipeline
+    # its inputs are what recurring runs and the training pipeline set: the alias names the challenger
+    assert set(delivery["root"]["inputDefinitions"]["parameters"]) == {
+        "spec", "challenger_alias", "first_percent", "second_percent", "interval_seconds", "max_intervals", "policy"}
+    # monitoring: the action gates the training pipeline, nested as a sub-pipeline
     monitoring, _ = yaml.safe_load_all(written["monitoring"].read_text())
     mtop = monitoring["root"]["dag"]["tasks"]
     (retrain,) = [t for t in mtop if t.startswith("condition-")]

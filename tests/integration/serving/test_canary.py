@@ -322,7 +322,7 @@ def test_delivery_pipeline_under_kfp_local_promotes_a_good_challenger(
     set_alias(s.tracking_uri, MODEL, "challenger", versions[1])
     policy = {"min_requests": 40, "min_instances": 40, "p99_slack_seconds": 0.05}
     with traffic_to(canary_server.url, rows_of(trained)) as traffic:
-        r = run_delivery(s, server_url=canary_server.url, model_alias="challenger", first_percent=20,
+        r = run_delivery(s, server_url=canary_server.url, challenger_alias="challenger", first_percent=20,
                          second_percent=50, interval_seconds=INTERVAL_SECONDS, max_intervals=4, policy=policy)
         assert r.succeeded, r.error
         time.sleep(1.5)
