@@ -124,8 +124,7 @@ def register(spec: str, model: Input[Model], mlflow_run_id: str, decision: Input
 
     from riskloop.settings import Settings
     from riskloop.steps import register as run
-    from riskloop.steps.training import TrainingSet
-    from riskloop.steps.training import GateResult
+    from riskloop.steps.training import GateResult, TrainingSet
 
     registration = run(mlflow_run_id, Path(model.path), GateResult.read(Path(decision.path)), spec, Settings(),
                        pipeline_run_id=pipeline_run_id,
@@ -142,8 +141,7 @@ def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], mlf
 
     from riskloop.settings import Settings
     from riskloop.steps import model_card as run
-    from riskloop.steps.training import Registration
-    from riskloop.steps.training import GateResult
+    from riskloop.steps.training import GateResult, Registration
 
     summary = run(spec, Path(training_set.path), Path(model.path), mlflow_run_id,
                   Registration.model_validate_json(registration).version, GateResult.read(Path(decision.path)),
