@@ -108,14 +108,14 @@ class Registry:
 
     def register(self) -> str:
         """One more version of the toy model, registered as the register step does (lineage, spec hash)."""
-        from riskloop.registry.mlflow_registry import Lineage, register_version
+        from riskloop.registry.mlflow_registry import LineageRecord, register_version
 
         with _env(self.env):
             from riskloop.settings import Settings
 
             s = Settings()
             meta = json.loads((self.model_root / "model.json").read_text())
-            lineage = Lineage(model_sha256=meta["model_sha256"], data_sha256="d" * 64, data_snapshot="snap",
+            lineage = LineageRecord(model_sha256=meta["model_sha256"], data_sha256="d" * 64, data_snapshot="snap",
                               feature_service="raw", git_commit="abc", image=IMAGE, pipeline_run_id="canary-test",
                               gate_result="passed", riskloop_version="0", dataset_spec="synthetic-fraud",
                               dataset_spec_sha256=self.spec_sha256)

@@ -33,7 +33,7 @@ from riskloop.errors import ApprovalRefused, ConfigError, DeploymentError
 from riskloop.registry.mlflow_registry import (
     SPEC_FILE,
     SPEC_SHA256_TAG,
-    Lineage,
+    LineageRecord,
     get_version,
     register_version,
     set_alias,
@@ -82,7 +82,7 @@ def _register(s: Settings, model: str, run_id: str, *, spec_sha256: str | None =
     from riskloop.registry.mlflow_registry import run_info
 
     tags = run_info(s.tracking_uri, run_id)["tags"]
-    lineage = Lineage(model_sha256=RUNS["model_sha256"], data_sha256="d" * 64, data_snapshot="snap",
+    lineage = LineageRecord(model_sha256=RUNS["model_sha256"], data_sha256="d" * 64, data_snapshot="snap",
                       feature_service="raw", git_commit="abc", image="img", pipeline_run_id="run", gate_result="passed",
                       riskloop_version="0", dataset_spec=model,
                       dataset_spec_sha256=spec_sha256 if spec_sha256 is not None else tags.get(SPEC_SHA256_TAG, ""))

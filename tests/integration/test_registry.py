@@ -23,7 +23,7 @@ from riskloop.registry.mlflow_registry import (
     LINEAGE_TAGS,
     MODEL_DIR_ARTIFACT,
     PREVIOUS,
-    Lineage,
+    LineageRecord,
     audit_anchors,
     delete_alias,
     download_model_dir,
@@ -63,8 +63,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     assert not (root / "mlruns").exists()
 
 
-def lineage(bundle: ModelBundle, **overrides: str) -> Lineage:
-    base = Lineage(
+def lineage(bundle: ModelBundle, **overrides: str) -> LineageRecord:
+    base = LineageRecord(
         model_sha256=bundle.meta["model_sha256"], data_sha256="d" * 64, data_snapshot="data/toy@2026-01-31",
         feature_service="raw", git_commit="abc1234", image="riskloop:0.1.0-abc1234",
         pipeline_run_id="run-42", gate_result="passed", riskloop_version="0.1.0", dataset_spec="toy-fraud",
@@ -91,7 +91,7 @@ def test_registered_version_carries_the_full_lineage(registry: Registry, tmp_pat
     assert info.run_id == run_id
     assert set(LINEAGE_TAGS) <= set(info.tags)
     assert {k: info.tags[k] for k in LINEAGE_TAGS} == lin.tags()
-    assert Lineage.from_tags(info.tags) == lin
+    assert LineageRecord.from_tags(info.tags) == lin
     assert len(LINEAGE_TAGS) == 11
 
     run = run_info(registry.uri, run_id)
@@ -155,7 +155,7 @@ def test_lineage_from_incomplete_tags_is_a_registry_error(registry: Registry) ->
     tags = lineage(registry.bundle).tags()
     del tags["git_commit"]
     with pytest.raises(RegistryError, match="git_commit"):
-        Lineage.from_tags(tags)
+        LineageRecord.from_tags(tags)
 
 
 def test_downloaded_model_dir_matches_the_lineage_hash(registry: Registry, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Lineage of one prediction: from its request id back to the data, code and decisions behind it.
+"""Lineage of one prediction (`RequestLineage`): from its request id back to the data, code and decisions behind it.
 
 :func:`trace_request` walks, hop by hop, only what was recorded:
 
@@ -76,7 +76,10 @@ class Hop:
 
 
 @dataclass(frozen=True)
-class Lineage:
+class RequestLineage:
+    """The lineage of one prediction, for one model that scored it: its hops in order (not the lineage record of
+    a version, ``riskloop.registry.LineageRecord``, which is one of the hops)."""
+
     request_id: str
     hops: tuple[Hop, ...]
 
@@ -320,8 +323,8 @@ def _decisions_hop(events: Sequence[AuditEvent], verified: bool, reason: str | N
     return Hop("decisions", _status(checks), "audit log", facts, tuple(checks))
 
 
-def trace_request(s: Settings, request_id: str) -> list[Lineage]:
-    """Lineage of each model that scored ``request_id`` (the answering role first, then a shadow)."""
+def trace_request(s: Settings, request_id: str) -> list[RequestLineage]:
+    """The lineage of each model that scored ``request_id`` (the answering role first, then a shadow)."""
     rows = _prediction_rows(s, request_id)
     log = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
     verdict = log.verify()
@@ -340,7 +343,7 @@ def _readable_events(log: Any) -> list[AuditEvent]:
 
 
 def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], events: Sequence[AuditEvent],
-                  verified: bool, reason: str | None) -> Lineage:
+                  verified: bool, reason: str | None) -> RequestLineage:
     from riskloop.registry.mlflow_registry import get_version, run_info
 
     first = rows[0]
@@ -351,7 +354,7 @@ def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], even
     except RiskloopError as exc:
         hops.append(Hop("model_version", "missing", s.tracking_uri, {"model": model, "version": version},
                         note=exc.what))
-        return Lineage(request_id, tuple(hops))
+        return RequestLineage(request_id, tuple(hops))
     tags = info.tags
     hops.append(Hop("model_version", "ok", "MLflow registry",
                     {"model": model, "version": version, "roles": sorted({str(r["role"]) for r in rows}),
@@ -374,7 +377,7 @@ def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], even
     hops.append(_code_hop(tags))
     hops.append(_image_hop(tags))
     hops.append(_decisions_hop(events, verified, reason, model, version, info.run_id))
-    return Lineage(request_id, tuple(hops))
+    return RequestLineage(request_id, tuple(hops))
 
 
 def _spec_hop(s: Settings, info: Any) -> Hop:
@@ -424,7 +427,7 @@ _MARK = {"ok": "[green]ok[/]", "recorded": "[yellow]recorded[/]", "mismatch": "[
          "missing": "[bold red]MISSING[/]"}
 
 
-def render_tree(lineages: Sequence[Lineage]) -> Any:
+def render_tree(lineages: Sequence[RequestLineage]) -> Any:
     """A rich Tree: one branch per hop, its key facts and its checks."""
     from rich.markup import escape
     from rich.tree import Tree
@@ -462,5 +465,5 @@ def _headline(h: Hop) -> dict[str, Any]:
     return {k: v for k, v in f.items() if isinstance(v, str | int | float) or v is None}
 
 
-__all__ = ["Check", "Hop", "Lineage", "commit_in_history", "definitions_sha256", "feature_definitions",
+__all__ = ["Check", "Hop", "RequestLineage", "commit_in_history", "definitions_sha256", "feature_definitions",
            "render_tree", "trace_request", "trace_version"]

@@ -1,7 +1,7 @@
 """MLflow adapter: the only module that imports mlflow.
 
 Runs hold params, metrics, plots, reports, the model directory and a reference
-sample; model versions carry the lineage record as tags (:class:`Lineage`,
+sample; model versions carry the lineage record as tags (:class:`LineageRecord`,
 defined once here) and the aliases ``champion`` / ``challenger`` / ``previous``.
 """
 
@@ -27,7 +27,7 @@ AUDIT_SEQ_TAG, AUDIT_HASH_TAG = "audit_head_seq", "audit_head_hash"
 
 
 @dataclass(frozen=True)
-class Lineage:
+class LineageRecord:
     """The lineage record every registered model version carries as tags."""
 
     model_sha256: str
@@ -46,14 +46,14 @@ class Lineage:
         return {k: str(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_tags(cls, tags: Mapping[str, str]) -> Lineage:
+    def from_tags(cls, tags: Mapping[str, str]) -> LineageRecord:
         missing = [k for k in cls.__dataclass_fields__ if k not in tags]
         if missing:
             raise RegistryError(f"model version lacks lineage tags: {missing}")
         return cls(**{k: tags[k] for k in cls.__dataclass_fields__})
 
 
-LINEAGE_TAGS = tuple(Lineage.__dataclass_fields__)
+LINEAGE_TAGS = tuple(LineageRecord.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> Non
         c.set_tag(run_id, k, v)
 
 
-def register_version(tracking_uri: str, model_name: str, run_id: str, lineage: Lineage,
+def register_version(tracking_uri: str, model_name: str, run_id: str, lineage: LineageRecord,
                      *, extra_tags: Mapping[str, str] | None = None) -> str:
     """Register the run's model as a new version carrying the lineage tags; return the version."""
     c = client(tracking_uri)

@@ -417,7 +417,7 @@ def register(mlflow_run_id: str, model_dir: Path, decision: GateResult, spec_nam
         AUDIT_SEQ_TAG,
         CHALLENGER,
         CHAMPION,
-        Lineage,
+        LineageRecord,
         register_version,
         set_alias,
         version_by_alias,
@@ -430,7 +430,7 @@ def register(mlflow_run_id: str, model_dir: Path, decision: GateResult, spec_nam
     _same_spec(spec_name, source, f"the model trained in MLflow run {mlflow_run_id}")
     spec = source.parse()
     bundle = load_model(model_dir)
-    lineage = Lineage(
+    lineage = LineageRecord(
         model_sha256=bundle.meta["model_sha256"], data_sha256=data_sha256, data_snapshot=data_snapshot,
         feature_service=spec.features.service or "raw", git_commit=git_commit(), image=runtime_image(),
         pipeline_run_id=pipeline_run_id, gate_result=decision.summary(), riskloop_version=__version__,
