@@ -16,10 +16,10 @@ component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 @component
 def monitor(spec: str, day: str, policy: dict, pushgateway_url: str, drift_report: Output[HTML],
             summary: Output[Artifact]) -> str:
-    """Drift and decay of the champion on ``day`` (``riskloop.steps.monitoring.monitor``); returns the decision
+    """Drift and decay of the champion on ``day`` (``riskloop.steps.monitoring.monitor``); returns the action
     (retrain | watch | ok).
 
-    ``drift_report`` opens with riskloop's decision, the drifted features and the rule, then Evidently's
+    ``drift_report`` opens with riskloop's action, the drifted features and the rule, then Evidently's
     detail; ``summary`` is the outcome (JSON), as the CLI prints it.
     """
     from pathlib import Path

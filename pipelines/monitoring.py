@@ -38,7 +38,7 @@ def monitoring_pipeline(
     monitored = on_cluster(run_day(day=day, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER))
     monitored.set_caching_options(False)
     checked = on_cluster(monitor(spec=spec, day=monitored.output, policy=policy, pushgateway_url=pushgateway_url))
-    checked.set_caching_options(False)  # today's decision depends on the state it carries
+    checked.set_caching_options(False)  # today's action depends on the state it carries
     with dsl.If(checked.outputs["Output"] == "retrain", name="retrain"):
         # the scheduled-retrain pipeline on the monitored day: its window, then the training pipeline
         retrain_pipeline(spec=spec, day=monitored.output, training_days=training_days, maturity_days=maturity_days,

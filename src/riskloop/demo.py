@@ -217,7 +217,7 @@ def _canary(s: Settings, spec: Any, url: str, rows: list[dict[str, Any]], day: d
             replay.wait()  # the rest of the day is served too: the monitor reads the whole day
     events = [e for e in log.events() if e.seq > since]
     table = Table(title=f"canary analysis, {CANARY_INTERVAL_SECONDS:g} s intervals (pairs: champion / challenger)")
-    for col in ("share", "decision", "requests", "error rate", "p99 ms", "PSI", "alert rate"):
+    for col in ("canary %", "verdict", "requests", "error rate", "p99 ms", "PSI", "alert rate"):
         table.add_column(col)
     last: dict[str, Any] = {}
     for e in events:

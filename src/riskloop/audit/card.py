@@ -170,7 +170,9 @@ def calibration(y: npt.NDArray[Any], s: npt.NDArray[Any], bins: int = CALIBRATIO
     return {"bins": table, "brier": float(np.mean((s - y) ** 2)), "ece": float(ece)}
 
 
-def _decisions(events: Sequence[AuditEvent], model: str, version: str) -> dict[str, list[dict[str, Any]]]:
+def _delivery_events(events: Sequence[AuditEvent], model: str, version: str) -> dict[str, list[dict[str, Any]]]:
+    """The version's canary steps with their verdicts, and its approvals (the audit details keep the key
+    ``decision`` for a verdict's value: the hash chain covers it)."""
     canary, approvals = [], []
     for e in events:
         ids = e.ids
@@ -184,7 +186,7 @@ def _decisions(events: Sequence[AuditEvent], model: str, version: str) -> dict[s
                                                               e.details.get("rolled_back_version")):
             verdict = e.details.get("verdict") or {}
             canary.append({"time": e.time, "event": e.event, "canary_percent": e.details.get("canary_percent"),
-                           "decision": verdict.get("decision") if isinstance(verdict, Mapping) else None})
+                           "verdict": verdict.get("decision") if isinstance(verdict, Mapping) else None})
     return {"canary": canary, "approvals": approvals}
 
 
@@ -217,7 +219,7 @@ def build_model_card(spec: DatasetSpec, frame: pd.DataFrame, bundle: ModelBundle
         "slices": slice_metrics(test, y, s, thr), "importance": global_importance(bundle, test, seed=seed),
         "calibration": calibration(y, s), "fairness": [dict(f) for f in fairness], "gate": dict(gate_result or {}),
         "approval_required": {"required": approval_required[0], "why": approval_required[1]},
-        **_decisions(events, model_name, version or ""),
+        **_delivery_events(events, model_name, version or ""),
     }
     data["limitations"] = _limitations(spec, data)
     markdown = render_markdown(data)
@@ -305,8 +307,8 @@ def render_markdown(d: Mapping[str, Any]) -> str:
     else:
         parts.append("No gate result recorded.")
     parts.append("## Canary and promotion")
-    parts.append(_table(["time", "event", "canary %", "decision"],
-                        [[c["time"][:19], c["event"], c["canary_percent"], c["decision"]] for c in d["canary"]])
+    parts.append(_table(["time", "event", "canary %", "verdict"],
+                        [[c["time"][:19], c["event"], c["canary_percent"], c["verdict"]] for c in d["canary"]])
                  if d["canary"] else "Not deployed as a canary yet.")
     req = d["approval_required"]
     parts.append("## Approval")

@@ -145,7 +145,7 @@ def lineage_cmd(
 
     prediction -> model version and role -> MLflow run -> pipeline run -> training data
     (sha256 recomputed) -> Feast definitions (compared) -> git commit -> image -> the gate,
-    approval and canary decisions that put the version in service. A missing hop is
+    approval and canary verdicts that put the version in service. A missing hop is
     reported as missing; exit code 1 when a hop is missing or contradicted.
 
     Examples:
