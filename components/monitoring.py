@@ -40,7 +40,7 @@ def retrain_window(day: str, days: int
     feature pipeline's history window."""
     from collections import namedtuple
 
-    from riskloop.steps.monitoring import retrain_window as run
+    from riskloop.steps.common import retrain_window as run
 
     window = run(day, days)
     Outputs = namedtuple("Outputs", ["start_date", "end_date", "cutoff_date"])

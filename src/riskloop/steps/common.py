@@ -42,3 +42,14 @@ def run_day(day: str, scheduled_time: str) -> str:
     from riskloop.schedule import resolve_day
 
     return resolve_day(day, scheduled_time).isoformat()
+
+
+def retrain_window(day: str, days: int) -> dict[str, str]:
+    """The ``days`` days ending with ``day``, cutoff at the next midnight: a retrain's training window, or the
+    feature pipeline's history window (``start_date``, ``end_date``, ``cutoff_date``).
+
+    Here, not in ``steps.monitoring``: the feature pipeline's step would otherwise import the monitor
+    (Evidently) for a date computation."""
+    from riskloop.schedule import training_window
+
+    return training_window(parse_day(day, "day"), days)

@@ -11,7 +11,6 @@ from typing import Any
 
 from riskloop.monitoring.assessment import MonitorPolicy
 from riskloop.monitoring.daily import MonitorOutcome, monitor_day
-from riskloop.schedule import training_window
 from riskloop.settings import Settings
 from riskloop.steps.common import parse_day
 
@@ -39,10 +38,4 @@ def monitor(spec_name: str, day: str, policy: Mapping[str, Any], settings: Setti
     return outcome
 
 
-def retrain_window(day: str, days: int) -> dict[str, str]:
-    """The ``days`` days ending with ``day``, cutoff at the next midnight: a retrain's training window, or the
-    feature pipeline's history window (``start_date``, ``end_date``, ``cutoff_date``)."""
-    return training_window(parse_day(day, "day"), days)
-
-
-__all__ = ["monitor", "retrain_window"]
+__all__ = ["monitor"]
