@@ -16,10 +16,10 @@ from kfp_server_api import models as m
 from riskloop.errors import ConfigError, DeploymentError
 from riskloop.orchestration.publish import (
     MANAGED_MARK,
-    Action,
     ClusterState,
     CompiledPipeline,
     ExistingRun,
+    PlanStep,
     apply_plan,
     plan_publish,
     read_compiled,
@@ -43,8 +43,8 @@ GOOD = """
 """
 
 
-def kinds(actions: list[Action]) -> list[tuple[str, str]]:
-    return [(a.kind, a.target) for a in actions]
+def kinds(steps: list[PlanStep]) -> list[tuple[str, str]]:
+    return [(a.kind, a.target) for a in steps]
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -184,8 +184,8 @@ def test_a_changed_schedule_is_replaced(existing: ExistingRun, reason: str) -> N
     state = ClusterState(pipeline_ids={"riskloop-monitoring": "p1", "riskloop-features": "p2"},
                          version_ids={"riskloop-monitoring": {TAG: "v1"}, "riskloop-features": {TAG: "v2"}},
                          experiment_id="e1", runs=(existing,))
-    (action,) = [a for a in plan_publish(PIPELINES, TAG, parse_schedules(GOOD), state) if a.target == existing.name]
-    assert (action.kind, action.reason) == ("replace_run", reason)
+    (step,) = [a for a in plan_publish(PIPELINES, TAG, parse_schedules(GOOD), state) if a.target == existing.name]
+    assert (step.kind, step.reason) == ("replace_run", reason)
 
 
 def test_duplicates_of_a_managed_run_are_removed() -> None:

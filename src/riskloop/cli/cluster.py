@@ -75,10 +75,10 @@ def publish_cmd(
     wanted = load_schedules(schedules) if schedules is not None else []
     tag = version or image_tag()
     client = publish.connect(kfp_host, namespace=namespace)
-    actions = publish.publish(client, pipelines, tag, wanted, dry_run=dry_run,
-                              on_action=lambda a: console.print(f"  {'would ' if dry_run else ''}{a}"))
+    steps = publish.publish(client, pipelines, tag, wanted, dry_run=dry_run,
+                              on_step=lambda a: console.print(f"  {'would ' if dry_run else ''}{a}"))
     counts: dict[str, int] = {}
-    for a in actions:
+    for a in steps:
         counts[a.kind] = counts.get(a.kind, 0) + 1
     out.print(f"{'planned' if dry_run else 'published'} {len(pipelines)} pipelines at version {tag} to {kfp_host}: "
               + ", ".join(f"{k} {n}" for k, n in counts.items()), highlight=False)

@@ -6,11 +6,11 @@ version named after the image tag (reused if it exists, so a re-run changes
 nothing); experiment ``riskloop`` exists; every schedule in the schedules file is
 a recurring run on that version.
 
-Three parts, so the decisions are testable without a server:
+Three parts, so the plan is testable without a server:
 
 - :func:`read_state` asks KFP what exists (the only reads),
-- :func:`plan_publish` is pure: desired (pipelines, tag, schedules) + existing -> actions,
-- :func:`apply_plan` carries the actions out (the only writes).
+- :func:`plan_publish` is pure: desired (pipelines, tag, schedules) + existing -> the plan (its steps),
+- :func:`apply_plan` carries the steps out (the only writes).
 
 Recurring runs this command created carry :data:`MANAGED_MARK` in their description;
 only those are replaced or removed, so runs a person made in the UI are left alone.
@@ -69,16 +69,18 @@ class ClusterState:
     runs: tuple[ExistingRun, ...] = ()
 
 
-ActionKind = Literal["create_pipeline", "upload_version", "reuse_version", "create_experiment", "reuse_experiment",
+PlanStepKind = Literal["create_pipeline", "upload_version", "reuse_version", "create_experiment", "reuse_experiment",
                      "create_run", "replace_run", "keep_run", "delete_run"]
 
 
 @dataclass(frozen=True)
-class Action:
-    kind: ActionKind
+class PlanStep:
+    """One step of the publish plan: what to do to which KFP object, and why."""
+
+    kind: PlanStepKind
     target: str  # pipeline, version, experiment or recurring run name
     reason: str
-    pipeline: str | None = None  # pipeline name, for version and run actions
+    pipeline: str | None = None  # pipeline name, for version and run steps
     schedule: Schedule | None = None
     run_id: str | None = None  # existing run to replace or delete
 
@@ -110,24 +112,24 @@ def _same_parameters(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def plan_publish(pipelines: Sequence[CompiledPipeline], version: str, schedules: Sequence[Schedule],
-                 state: ClusterState) -> list[Action]:
+                 state: ClusterState) -> list[PlanStep]:
     """What publishing would do given what exists: pure, ordered (pipelines, experiment, runs)."""
     check_against_pipelines(list(schedules), {p.stem: p.parameters for p in pipelines})
-    actions: list[Action] = []
+    steps: list[PlanStep] = []
     target_version: dict[str, str | None] = {}  # pipeline name -> version id if it already exists
     for p in pipelines:
         if p.name not in state.pipeline_ids:
-            actions.append(Action("create_pipeline", p.name, "not in KFP yet", pipeline=p.name))
+            steps.append(PlanStep("create_pipeline", p.name, "not in KFP yet", pipeline=p.name))
         existing = state.version_ids.get(p.name, {}).get(version)
         target_version[p.name] = existing
         if existing is None:
-            actions.append(Action("upload_version", version, f"new version of {p.name}", pipeline=p.name))
+            steps.append(PlanStep("upload_version", version, f"new version of {p.name}", pipeline=p.name))
         else:
-            actions.append(Action("reuse_version", version, f"{p.name} already has it ({existing})", pipeline=p.name))
+            steps.append(PlanStep("reuse_version", version, f"{p.name} already has it ({existing})", pipeline=p.name))
     if state.experiment_id is None:
-        actions.append(Action("create_experiment", EXPERIMENT, "not in KFP yet"))
+        steps.append(PlanStep("create_experiment", EXPERIMENT, "not in KFP yet"))
     else:
-        actions.append(Action("reuse_experiment", EXPERIMENT, f"exists ({state.experiment_id})"))
+        steps.append(PlanStep("reuse_experiment", EXPERIMENT, f"exists ({state.experiment_id})"))
 
     runs_by_name: dict[str, list[ExistingRun]] = {}
     for r in state.runs:
@@ -144,14 +146,14 @@ def plan_publish(pipelines: Sequence[CompiledPipeline], version: str, schedules:
                 fix=f"delete or rename it in the Kubeflow UI, or rename schedule {s.name!r} in the schedules file")
         mine = existing_runs
         if not s.enabled:
-            actions.extend(Action("delete_run", s.name, "schedule disabled", run_id=r.id) for r in mine)
+            steps.extend(PlanStep("delete_run", s.name, "schedule disabled", run_id=r.id) for r in mine)
             continue
         if not mine:
-            actions.append(Action("create_run", s.name, f"new, {s.cron} on {pipeline}@{version}",
+            steps.append(PlanStep("create_run", s.name, f"new, {s.cron} on {pipeline}@{version}",
                                   pipeline=pipeline, schedule=s))
             continue
         current, *duplicates = mine
-        actions.extend(Action("delete_run", s.name, "duplicate of the same schedule", run_id=r.id)
+        steps.extend(PlanStep("delete_run", s.name, "duplicate of the same schedule", run_id=r.id)
                        for r in duplicates)
         changed = [what for what, differs in (
             ("pipeline version", current.version_id != target_version[pipeline]),
@@ -159,13 +161,13 @@ def plan_publish(pipelines: Sequence[CompiledPipeline], version: str, schedules:
             ("parameters", not _same_parameters(current.parameters, s.parameters)),
             ("enabled", not current.enabled)) if differs]
         if changed:
-            actions.append(Action("replace_run", s.name, f"{', '.join(changed)} changed", pipeline=pipeline,
+            steps.append(PlanStep("replace_run", s.name, f"{', '.join(changed)} changed", pipeline=pipeline,
                                   schedule=s, run_id=current.id))
         else:
-            actions.append(Action("keep_run", s.name, "unchanged", pipeline=pipeline, schedule=s, run_id=current.id))
-    actions.extend(Action("delete_run", r.name, "no longer in the schedules file", run_id=r.id)
+            steps.append(PlanStep("keep_run", s.name, "unchanged", pipeline=pipeline, schedule=s, run_id=current.id))
+    steps.extend(PlanStep("delete_run", r.name, "no longer in the schedules file", run_id=r.id)
                    for r in state.runs if r.managed and r.name not in wanted)
-    return actions
+    return steps
 
 
 # ------------------------------------------------------------------------------ KFP adapter
@@ -229,16 +231,16 @@ def read_state(client: Any, pipelines: Sequence[CompiledPipeline]) -> ClusterSta
     return ClusterState(pipeline_ids, version_ids, experiment_id, tuple(runs))
 
 
-def apply_plan(client: Any, actions: Sequence[Action], pipelines: Sequence[CompiledPipeline], version: str,
-               state: ClusterState, *, on_action: Any = None) -> dict[str, str]:
+def apply_plan(client: Any, steps: Sequence[PlanStep], pipelines: Sequence[CompiledPipeline], version: str,
+               state: ClusterState, *, on_step: Any = None) -> dict[str, str]:
     """Carry out a plan; returns pipeline name -> id of the published version."""
     by_name = {p.name: p for p in pipelines}
     pipeline_ids = dict(state.pipeline_ids)
     version_ids = {name: versions[version] for name, versions in state.version_ids.items() if version in versions}
     experiment_id = state.experiment_id
-    for a in actions:
-        if on_action is not None:
-            on_action(a)
+    for a in steps:
+        if on_step is not None:
+            on_step(a)
         if a.kind == "create_pipeline":
             assert a.pipeline is not None
             p = by_name[a.pipeline]
@@ -276,19 +278,19 @@ def _description(p: CompiledPipeline) -> str:
 
 
 def publish(client: Any, pipelines: Sequence[CompiledPipeline], version: str, schedules: Sequence[Schedule], *,
-            dry_run: bool = False, on_action: Any = None) -> list[Action]:
+            dry_run: bool = False, on_step: Any = None) -> list[PlanStep]:
     """Read what exists, plan, and (unless ``dry_run``) apply; returns the plan."""
     with _kfp_errors("reading pipelines, versions and recurring runs"):
         state = read_state(client, pipelines)
-    actions = plan_publish(pipelines, version, schedules, state)
+    steps = plan_publish(pipelines, version, schedules, state)
     if dry_run:
-        for a in actions:
-            if on_action is not None:
-                on_action(a)
+        for a in steps:
+            if on_step is not None:
+                on_step(a)
     else:
         with _kfp_errors("publishing"):
-            apply_plan(client, actions, pipelines, version, state, on_action=on_action)
-    return actions
+            apply_plan(client, steps, pipelines, version, state, on_step=on_step)
+    return steps
 
 
 @contextlib.contextmanager
