@@ -233,7 +233,7 @@ def run_steps(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any]:
         (work / "report.html").write_text(ev.html)  # the component writes the report artifact too
     with phases("gate"):
         verdict = steps.gate(ev.comparison, p["gate_params"], s, mlflow_run_id=trained.mlflow_run_id,
-                             pipeline_run_id=run_id, decision_path=work / "gate.json")
+                             pipeline_run_id=run_id, gate_result_path=work / "gate.json")
     if verdict.passed:
         with phases("register"):
             steps.register(trained.mlflow_run_id, model_dir, verdict, p["spec"], s, pipeline_run_id=run_id,

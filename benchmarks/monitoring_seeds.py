@@ -86,7 +86,7 @@ def one_run(seed: int, scenario: str, work: Path, cards: int, days_total: int = 
         # the first model passes the default gate; retrains face --gate (default: the same gate)
         params = gate_params if gate_params and tag != "v1" else {}
         gate = steps.gate(ev.comparison, params, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id=tag,
-                          decision_path=d / "gate.json")
+                          gate_result_path=d / "gate.json")
         if not gate.passed:
             return None
         reg = steps.register(out.mlflow_run_id, d / "model", gate, spec.name, s, pipeline_run_id=tag,

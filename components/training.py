@@ -100,8 +100,8 @@ def evaluate(spec: str, training_set: Input[Dataset], model: Input[Model], mlflo
 
 @component
 def gate(comparison: str, gate_params: dict, mlflow_run_id: str, pipeline_run_id: str,
-         decision: Output[Artifact]) -> bool:
-    """Champion/challenger gate, decided once: the decision artifact (verdict, reasons, metrics, policy) is what
+         gate_result: Output[Artifact]) -> bool:
+    """Champion/challenger gate, decided once: the gate_result artifact (verdict, reasons, metrics, policy) is what
     register and the model card read; never raises on a fail."""
     from pathlib import Path
 
@@ -110,14 +110,14 @@ def gate(comparison: str, gate_params: dict, mlflow_run_id: str, pipeline_run_id
     from riskloop.steps.training import Comparison
 
     result = run(Comparison.model_validate_json(comparison), gate_params, Settings(), mlflow_run_id=mlflow_run_id,
-                 pipeline_run_id=pipeline_run_id, decision_path=Path(decision.path))
-    decision.metadata.update({"passed": result.passed, "summary": result.summary()})
+                 pipeline_run_id=pipeline_run_id, gate_result_path=Path(gate_result.path))
+    gate_result.metadata.update({"passed": result.passed, "summary": result.summary()})
     print("gate:", "pass" if result.passed else "fail", "|", "; ".join(result.reasons))
     return result.passed
 
 
 @component
-def register(spec: str, model: Input[Model], mlflow_run_id: str, decision: Input[Artifact],
+def register(spec: str, model: Input[Model], mlflow_run_id: str, gate_result: Input[Artifact],
              training_set_info: str, training_set: Input[Dataset], pipeline_run_id: str) -> str:
     """Register the passing candidate with its lineage tags and aliases."""
     from pathlib import Path
@@ -126,7 +126,7 @@ def register(spec: str, model: Input[Model], mlflow_run_id: str, decision: Input
     from riskloop.steps import register as run
     from riskloop.steps.training import GateResult, TrainingSet
 
-    registration = run(mlflow_run_id, Path(model.path), GateResult.read(Path(decision.path)), spec, Settings(),
+    registration = run(mlflow_run_id, Path(model.path), GateResult.read(Path(gate_result.path)), spec, Settings(),
                        pipeline_run_id=pipeline_run_id,
                        data_sha256=TrainingSet.model_validate_json(training_set_info).data_sha256,
                        data_snapshot=training_set.uri)
@@ -135,7 +135,7 @@ def register(spec: str, model: Input[Model], mlflow_run_id: str, decision: Input
 
 @component
 def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], mlflow_run_id: str,
-               registration: str, decision: Input[Artifact], card: Output[Markdown], card_html: Output[HTML]) -> str:
+               registration: str, gate_result: Input[Artifact], card: Output[Markdown], card_html: Output[HTML]) -> str:
     """The registered version's model card (Markdown and HTML), also logged to its MLflow run."""
     from pathlib import Path
 
@@ -144,7 +144,7 @@ def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], mlf
     from riskloop.steps.training import GateResult, Registration
 
     summary = run(spec, Path(training_set.path), Path(model.path), mlflow_run_id,
-                  Registration.model_validate_json(registration).version, GateResult.read(Path(decision.path)),
+                  Registration.model_validate_json(registration).version, GateResult.read(Path(gate_result.path)),
                   Path(card.path), Path(card_html.path), Settings())
     return summary.model_dump_json()
 

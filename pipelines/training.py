@@ -63,15 +63,15 @@ def training_pipeline(
         ev.set_retry(num_retries=2)
         verdict = gate(comparison=ev.outputs["Output"], gate_params=gate_params, mlflow_run_id=mlflow_run_id,
                        pipeline_run_id=pipeline_run_id).set_caching_options(False)
-        decision = verdict.outputs["decision"]  # decided once: register and the card read this artifact
+        gate_result = verdict.outputs["gate_result"]  # decided once: register and the card read this artifact
         with dsl.If(verdict.outputs["Output"] == True, name="gate-passed"):  # noqa: E712  (a KFP condition)
-            reg = register(spec=spec, model=model.outputs["model"], mlflow_run_id=mlflow_run_id, decision=decision,
-                           training_set_info=training_set_info, training_set=training_set,
+            reg = register(spec=spec, model=model.outputs["model"], mlflow_run_id=mlflow_run_id,
+                           gate_result=gate_result, training_set_info=training_set_info, training_set=training_set,
                            pipeline_run_id=pipeline_run_id)
             reg.set_caching_options(False).set_retry(num_retries=2)
             on_cluster(reg)
             card = model_card(spec=spec, training_set=training_set, model=model.outputs["model"],
-                              mlflow_run_id=mlflow_run_id, registration=reg.output, decision=decision)
+                              mlflow_run_id=mlflow_run_id, registration=reg.output, gate_result=gate_result)
             on_cluster(card.set_caching_options(False))  # reads the audit log and writes to MLflow
             with dsl.If(deliver == True, name="deliver"):  # noqa: E712
                 # the registered version is alias challenger: the delivery pipeline canaries it

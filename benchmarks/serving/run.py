@@ -168,7 +168,7 @@ def prepare_state(state_dir: Path) -> Prepared:
     ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s,
                         target_fpr=0.01)
     gate = steps.gate(ev.comparison, {}, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id="bench",
-                      decision_path=w / "gate.json")
+                      gate_result_path=w / "gate.json")
     steps.register(out.mlflow_run_id, w / "model", gate, spec.name, s, pipeline_run_id="bench",
                    data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
     steps.materialize(HELD_OUT, 30, s)

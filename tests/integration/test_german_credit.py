@@ -33,7 +33,7 @@ def _train_and_register(spec: str, s: Settings, w: Path,
                       data_snapshot=str(w / "ts.parquet"), cutoff_date=DAY, maturity_days=0.0)
     ev = steps.evaluate(spec, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s, target_fpr=0.2)
     gate = steps.gate(ev.comparison, GATE, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id=run,
-                      decision_path=w / "gate.json")
+                      gate_result_path=w / "gate.json")
     assert gate.passed, gate.reasons
     reg = steps.register(out.mlflow_run_id, w / "model", gate, spec, s, pipeline_run_id=run,
                          data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
@@ -94,12 +94,12 @@ def test_a_fairness_limit_in_the_gate_blocks_the_german_credit_model(credit: Cre
     alone = Comparison(candidate=candidate, champion=None, champion_version=None)
     decision = credit.work / "gate-fairness.json"
     result = steps.gate(alone, strict, credit.settings, mlflow_run_id=credit.run_id, pipeline_run_id="gc-run",
-                        decision_path=decision)
+                        gate_result_path=decision)
     assert not result.passed and GateResult.read(decision) == result
     assert any(r.startswith("fail: demographic parity difference") for r in result.reasons), result.reasons
     lenient = {**GATE, "max_demographic_parity_difference": min(dpd + 0.05, 1.0)}
     assert steps.gate(alone, lenient, credit.settings, mlflow_run_id=credit.run_id, pipeline_run_id="gc-run",
-                      decision_path=decision).passed
+                      gate_result_path=decision).passed
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -94,12 +94,12 @@ def test_compiled_ir_round_trips(compiled: dict[str, Path]) -> None:
     (cond,) = [t for t in inner if t.startswith("condition-")]  # the gate's dsl.If
     assert inner[cond]["triggerPolicy"]["condition"].endswith("== true")
     assert "register" in ir["components"][f"comp-{cond}"]["dag"]["tasks"]
-    # the gate is decided once: register and the model card read the gate's decision artifact
+    # the gate is decided once: register and the model card read the gate's gate_result artifact
     gated = ir["components"][f"comp-{cond}"]["dag"]["tasks"]
     for consumer in ("register", "model-card"):
-        decision = gated[consumer]["inputs"]["artifacts"]["decision"]["componentInputArtifact"]
-        assert ir["components"][f"comp-{cond}"]["inputDefinitions"]["artifacts"][decision]
-        assert decision.startswith("pipelinechannel--gate-decision"), decision
+        gate_result = gated[consumer]["inputs"]["artifacts"]["gate_result"]["componentInputArtifact"]
+        assert ir["components"][f"comp-{cond}"]["inputDefinitions"]["artifacts"][gate_result]
+        assert gate_result.startswith("pipelinechannel--gate-gate_result"), gate_result
     assert inner["train"]["dependentTasks"] == ["build-training-set"]
     images = {e["container"]["image"] for e in ir["deploymentSpec"]["executors"].values()}
     assert images == {runtime_image()}

@@ -131,8 +131,8 @@ def training_summary(run: LocalRun, s: Settings, params: dict[str, Any]) -> dict
         report = evaluate.outputs.get("report")
         if report is not None:
             rows["evaluation report"] = str(report.path)
-    if gate is not None and gate.succeeded and "decision" in gate.outputs:
-        rows["gate"] = _gate_verdict(Path(gate.outputs["decision"].path))
+    if gate is not None and gate.succeeded and "gate_result" in gate.outputs:
+        rows["gate"] = _gate_verdict(Path(gate.outputs["gate_result"].path))
     if register is not None and register.succeeded:
         from riskloop.data.spec import load_spec
 

@@ -30,7 +30,7 @@ from riskloop.hashing import frame_sha256
 from riskloop.settings import Settings
 from riskloop.steps.common import audit, parse_day, valid_frame
 from riskloop.steps.features import build_features
-from riskloop.training.gate import GateResult
+from riskloop.training.gate import GateResult as GateResult  # re-exported: components read the gate artifact
 from riskloop.version import git_commit, runtime_image
 
 if TYPE_CHECKING:  # xgboost, sklearn, matplotlib: the steps that need them import them when they run
@@ -384,15 +384,15 @@ def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, mlflow_ru
 
 # --------------------------------------------------------------------------------- gate
 def gate(comparison: Comparison, gate_params: dict[str, Any], settings: Settings, *, mlflow_run_id: str,
-         pipeline_run_id: str, decision_path: Path) -> GateResult:
-    """The champion/challenger gate, decided here only: its decision is written to ``decision_path`` (read by
+         pipeline_run_id: str, gate_result_path: Path) -> GateResult:
+    """The champion/challenger gate, decided here only: its decision is written to ``gate_result_path`` (read by
     register and the model card), tagged on the run and audited; a fail is data, never an exception."""
     from riskloop.registry.mlflow_registry import set_run_tags
     from riskloop.training.gate import GateParams, decide_gate
 
     result = decide_gate(comparison.candidate, comparison.champion, GateParams.model_validate(gate_params),
                          champion_version=comparison.champion_version)
-    result.write(decision_path)
+    result.write(gate_result_path)
     set_run_tags(settings.tracking_uri, mlflow_run_id, {"gate_result": result.summary()})
     audit(settings, "gated", {"run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id},
           {**result.to_dict(), "params": gate_params})
@@ -400,11 +400,11 @@ def gate(comparison: Comparison, gate_params: dict[str, Any], settings: Settings
 
 
 # ----------------------------------------------------------------------------- register
-def register(mlflow_run_id: str, model_dir: Path, decision: GateResult, spec_name: str, settings: Settings, *,
+def register(mlflow_run_id: str, model_dir: Path, gate_result: GateResult, spec_name: str, settings: Settings, *,
              pipeline_run_id: str, data_sha256: str, data_snapshot: str) -> Registration:
     """Register a passing candidate with its lineage and the spec it was trained under; alias ``challenger``.
 
-    ``decision`` is the gate step's (read from its artifact), never decided again here. The first version of
+    ``gate_result`` is the gate step's (read from its artifact), never decided again here. The first version of
     a model also becomes ``champion``, unless approval is required
     (:func:`riskloop.audit.approval.approval_requirement`): then it waits as ``challenger`` until
     ``riskloop approve`` and a promotion (``riskloop canary promote``) make it champion.
@@ -423,7 +423,7 @@ def register(mlflow_run_id: str, model_dir: Path, decision: GateResult, spec_nam
         version_by_alias,
     )
 
-    if not decision.passed:
+    if not gate_result.passed:
         raise ConfigError("register was called for a candidate that failed the gate",
                           fix="register runs only under dsl.If(gate passed)")
     source = trained_spec(settings, mlflow_run_id, model_dir)
@@ -433,7 +433,7 @@ def register(mlflow_run_id: str, model_dir: Path, decision: GateResult, spec_nam
     lineage = LineageRecord(
         model_sha256=bundle.meta["model_sha256"], data_sha256=data_sha256, data_snapshot=data_snapshot,
         feature_service=spec.features.service or "raw", git_commit=git_commit(), image=runtime_image(),
-        pipeline_run_id=pipeline_run_id, gate_result=decision.summary(), riskloop_version=__version__,
+        pipeline_run_id=pipeline_run_id, gate_result=gate_result.summary(), riskloop_version=__version__,
         dataset_spec=spec.name, dataset_spec_sha256=source.sha256,
     )
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
@@ -490,12 +490,12 @@ def _same_spec(spec_name: str, trained: SpecSource, what: str) -> None:
 
 # --------------------------------------------------------------------------- model_card
 def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: Path, mlflow_run_id: str,
-               version: str | None, decision: GateResult | None, markdown_path: Path, html_path: Path,
+               version: str | None, gate_result: GateResult | None, markdown_path: Path, html_path: Path,
                settings: Settings) -> CardSummary:
     """Write the model card (Markdown and HTML) of a registered version and log both to its MLflow run.
 
     A registered ``version`` is described by the spec it carries (checked against ``spec_name``, a name or
-    path, or the text itself), so its approval requirement is the version's own. ``decision`` is the gate
+    path, or the text itself), so its approval requirement is the version's own. ``gate_result`` is the gate
     step's (its artifact, or the ``gated`` audit event read back), never decided again here.
     """
     from riskloop.audit.approval import approval_requirement, version_approval
@@ -521,7 +521,7 @@ def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: 
             test, test[LABEL].to_numpy(), bundle.predict_frame(test) >= bundle.threshold, spec.protected_attributes)]
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
     card = build_model_card(spec, frame, bundle, model_name=name, version=version, run_id=mlflow_run_id,
-                            gate_result=None if decision is None else decision.to_dict(), fairness=fairness,
+                            gate_result=None if gate_result is None else gate_result.to_dict(), fairness=fairness,
                             events=log.events(), approval_required=(requirement.required, requirement.why),
                             spec_sha256=source.sha256)
     for path, text in ((markdown_path, card.markdown), (html_path, card.html)):

@@ -59,7 +59,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s,
                         target_fpr=0.01)
     gate = steps.gate(ev.comparison, {}, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id="test-run",
-                      decision_path=w / "gate.json")
+                      gate_result_path=w / "gate.json")
     steps.register(out.mlflow_run_id, w / "model", gate, spec.name, s, pipeline_run_id="test-run",
                    data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
     # the online store as of the start of the held-out day (the offline tables were built on all days,
