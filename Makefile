@@ -35,8 +35,9 @@ serve: setup ## serve the champion on 127.0.0.1:8080 (after make run)
 	$(RISKLOOP) features materialize
 	$(RISKLOOP) serve --model-alias champion
 
-lint: setup ## ruff, mypy --strict, and the layer contract (import-linter, pyproject.toml)
+lint: setup ## ruff check + format --check, mypy --strict, the layer contract (import-linter, pyproject.toml)
 	.venv/bin/ruff check src components pipelines tests benchmarks
+	.venv/bin/ruff format --check src components pipelines tests benchmarks
 	.venv/bin/mypy --strict src  # src/riskloop/{components,pipelines} link the top-level folders
 	.venv/bin/lint-imports
 

@@ -120,8 +120,10 @@ def time_runs(fn: Callable[[], T], repeat: int) -> tuple[T, Timing]:
 
 def ratio(numerator: Timing, denominator: Timing) -> dict[str, float]:
     """How many times slower the numerator is, best-to-best and median-to-median."""
-    return {"best": round(numerator.best / denominator.best, 2),
-            "median": round(numerator.median / denominator.median, 2)}
+    return {
+        "best": round(numerator.best / denominator.best, 2),
+        "median": round(numerator.median / denominator.median, 2),
+    }
 
 
 def params_for(rows: int) -> GeneratorParams:
@@ -145,8 +147,15 @@ def merge_asof_card_daily(entities: pd.DataFrame, card_daily: pd.DataFrame, ttl:
     """The baseline join: each entity row gets the newest card_daily row at or before it, within ``ttl``."""
     left = entities[["transaction_id", "card_id", "event_timestamp"]].sort_values("event_timestamp", kind="stable")
     right = card_daily.sort_values(FEATURE_TIMESTAMP, kind="stable")
-    return pd.merge_asof(left, right, left_on="event_timestamp", right_on=FEATURE_TIMESTAMP, by="card_id",
-                         direction="backward", tolerance=pd.Timedelta(ttl))
+    return pd.merge_asof(
+        left,
+        right,
+        left_on="event_timestamp",
+        right_on=FEATURE_TIMESTAMP,
+        by="card_id",
+        direction="backward",
+        tolerance=pd.Timedelta(ttl),
+    )
 
 
 def agreement(a: pd.DataFrame, b: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, Any]:
@@ -224,7 +233,8 @@ def run(rows_target: int, repeat: int, workdir: Path) -> dict[str, Any]:
     refs = [f"card_daily:{name}" for name in CARD_DAILY_COLUMNS]
     progress("Feast: historical retrieval, card_daily only")
     feast_card, t_feast_card = time_runs(
-        lambda: store.get_historical_features(entity_df=entities, features=refs).to_df(), repeat)
+        lambda: store.get_historical_features(entity_df=entities, features=refs).to_df(), repeat
+    )
     progress("baseline: pandas merge_asof of card_daily")
     asof, t_asof = time_runs(lambda: merge_asof_card_daily(entities, card_daily, BATCH_TTL), repeat)
     agree = agreement(feast_card, asof, CARD_DAILY_COLUMNS)
@@ -239,7 +249,7 @@ def run(rows_target: int, repeat: int, workdir: Path) -> dict[str, Any]:
         "baseline_numpy_fill": {
             **t_fill.report(n),
             "what": f"numpy Generator.random: {n} float64 values for each of {GENERATED_COLUMNS} columns, "
-                    "no DataFrame, no dependence between rows",
+            "no DataFrame, no dependence between rows",
         },
         "generator_over_numpy_fill": ratio(t_gen, t_fill),
         "reference_parquet_write": {
@@ -272,7 +282,7 @@ def run(rows_target: int, repeat: int, workdir: Path) -> dict[str, Any]:
         "feast_historical_full": {
             **t_full.report(n_valid),
             "what": "historical_features(fraud_detector_v1): DuckDB point-in-time join of card_daily and "
-                    "merchant_daily, the python-mode on-demand view, plus compute_realtime_features",
+            "merchant_daily, the python-mode on-demand view, plus compute_realtime_features",
         },
         "feast_historical_card_daily": {
             **t_feast_card.report(n_valid),
@@ -281,7 +291,7 @@ def run(rows_target: int, repeat: int, workdir: Path) -> dict[str, Any]:
         "baseline_merge_asof": {
             **t_asof.report(n_valid),
             "what": "pandas.merge_asof of card_daily onto the transactions by card_id, backward, "
-                    f"tolerance {BATCH_TTL} (the view's TTL), sorts included",
+            f"tolerance {BATCH_TTL} (the view's TTL), sorts included",
         },
         "feast_full_over_merge_asof": ratio(t_full, t_asof),
         "feast_card_daily_over_merge_asof": ratio(t_feast_card, t_asof),
@@ -328,17 +338,33 @@ def summary(report: dict[str, Any]) -> str:
     """A short human table of the report."""
     r = report["results"]
     lines = [f"{'step':<34}{'rows':>11}{'best s':>10}{'median s':>10}{'rows/s (best)':>15}"]
-    for key in ("generator", "baseline_numpy_fill", "reference_parquet_write", "validation", "features_batch",
-                "features_realtime", "features_state_snapshots", "feast_historical_full",
-                "feast_historical_card_daily", "baseline_merge_asof"):
+    for key in (
+        "generator",
+        "baseline_numpy_fill",
+        "reference_parquet_write",
+        "validation",
+        "features_batch",
+        "features_realtime",
+        "features_state_snapshots",
+        "feast_historical_full",
+        "feast_historical_card_daily",
+        "baseline_merge_asof",
+    ):
         v = r[key]
-        lines.append(f"{key:<34}{v['rows']:>11,}{v['seconds_best']:>10.3f}{v['seconds_median']:>10.3f}"
-                     f"{v['rows_per_second_best']:>15,}")
-    for key in ("generator_over_numpy_fill", "generator_over_parquet_write", "feast_full_over_merge_asof",
-                "feast_card_daily_over_merge_asof"):
+        lines.append(
+            f"{key:<34}{v['rows']:>11,}{v['seconds_best']:>10.3f}{v['seconds_median']:>10.3f}"
+            f"{v['rows_per_second_best']:>15,}"
+        )
+    for key in (
+        "generator_over_numpy_fill",
+        "generator_over_parquet_write",
+        "feast_full_over_merge_asof",
+        "feast_card_daily_over_merge_asof",
+    ):
         lines.append(f"{key:<34} best {r[key]['best']}x, median {r[key]['median']}x")
-    lines.append(f"{'feast card_daily == merge_asof':<34} {r['feast_card_daily_vs_merge_asof_agreement']['share']:.2%}"
-                 " of cells")
+    lines.append(
+        f"{'feast card_daily == merge_asof':<34} {r['feast_card_daily_vs_merge_asof_agreement']['share']:.2%} of cells"
+    )
     return "\n".join(lines)
 
 

@@ -136,28 +136,51 @@ def generate(n: int, rng: np.random.Generator, *, drift: bool) -> pd.DataFrame:
 
 
 def check(reference: pd.DataFrame, current: pd.DataFrame, max_rows: int | None, html: Path) -> DriftReport:
-    return detect_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, max_rows=max_rows, seed=SEED,
-                        html_path=html, model_version="1", window_end=datetime(2026, 1, 2, tzinfo=UTC))
+    return detect_drift(
+        reference,
+        current,
+        numeric=NUMERIC,
+        categorical=CATEGORICAL,
+        max_rows=max_rows,
+        seed=SEED,
+        html_path=html,
+        model_version="1",
+        window_end=datetime(2026, 1, 2, tzinfo=UTC),
+    )
 
 
 def assessment_of(report: DriftReport) -> dict[str, Any]:
     now = datetime(2026, 1, 2, 1, 0, tzinfo=UTC)
     assessment, _ = assess([report], None, MonitorPolicy(), MonitorState(), model_version="1", now=now)
-    return {"action": assessment.action, "drifted_features": list(assessment.drifted_features),
-            "score_drift": assessment.score_drift, "reasons": list(assessment.reasons)}
+    return {
+        "action": assessment.action,
+        "drifted_features": list(assessment.drifted_features),
+        "score_drift": assessment.score_drift,
+        "reasons": list(assessment.reasons),
+    }
 
 
 def compare(sampled: DriftReport, full: DriftReport) -> dict[str, Any]:
     rows = []
     for a, b in zip([*sampled.features, sampled.score], [*full.features, full.score], strict=True):
         assert a is not None and b is not None and a.feature == b.feature
-        rows.append({"feature": a.feature, "test": a.test, "p_sampled": a.p_value, "p_full": b.p_value,
-                     "log10_p_sampled": round(float(np.log10(max(a.p_value, 1e-300))), 2),
-                     "log10_p_full": round(float(np.log10(max(b.p_value, 1e-300))), 2)})
+        rows.append(
+            {
+                "feature": a.feature,
+                "test": a.test,
+                "p_sampled": a.p_value,
+                "p_full": b.p_value,
+                "log10_p_sampled": round(float(np.log10(max(a.p_value, 1e-300))), 2),
+                "log10_p_full": round(float(np.log10(max(b.p_value, 1e-300))), 2),
+            }
+        )
     drifted_s, drifted_f = set(sampled.drifted_features()), set(full.drifted_features())
     dec_s, dec_f = assessment_of(sampled), assessment_of(full)
-    both = [(a.p_value, b.p_value) for a, b in zip([*sampled.features, sampled.score], [*full.features, full.score],
-                                                   strict=True) if a is not None and b is not None]
+    both = [
+        (a.p_value, b.p_value)
+        for a, b in zip([*sampled.features, sampled.score], [*full.features, full.score], strict=True)
+        if a is not None and b is not None
+    ]
     agree_at_05 = sum((ps < 0.05) == (pf < 0.05) for ps, pf in both)
     return {
         "per_feature": rows,
@@ -186,8 +209,17 @@ def power_table(reps: int) -> list[dict[str, Any]]:
                 t0 = time.perf_counter()
                 power = ks_power(n_ref, n_cur, shift, reps, seed=n_ref + n_cur + int(shift * 1000))
                 effective = n_ref * n_cur / (n_ref + n_cur)
-                cells.append({"n_reference": n_ref, "n_current": n_cur, "effective_n": round(effective),
-                              "shift_sd": shift, "reps": reps, **power, "seconds": round(time.perf_counter() - t0, 1)})
+                cells.append(
+                    {
+                        "n_reference": n_ref,
+                        "n_current": n_cur,
+                        "effective_n": round(effective),
+                        "shift_sd": shift,
+                        "reps": reps,
+                        **power,
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    }
+                )
                 print(f"power n_ref={n_ref:>6} n_cur={n_cur:>8} shift={shift}: {power}", flush=True)
     return cells
 
@@ -203,30 +235,42 @@ def write_log(current: pd.DataFrame, path: Path) -> FeatureSpec:
     return FeatureSpec(tuple([*NUMERIC, *CATEGORICAL]), categories)
 
 
-def compare_reference_size(reference: pd.DataFrame, current: pd.DataFrame, log_path: Path, fspec: FeatureSpec,
-                           max_rows: int, repeat: int, tmp: Path) -> dict[str, Any]:
+def compare_reference_size(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    log_path: Path,
+    fspec: FeatureSpec,
+    max_rows: int,
+    repeat: int,
+    tmp: Path,
+) -> dict[str, Any]:
     variants: dict[str, Callable[[], DriftReport]] = {
         "sampled": lambda: check(reference, current, max_rows, tmp / "sampled.html"),
         "full": lambda: check(reference, current, None, tmp / "full.html"),
-        "sampled_from_log": lambda: check(reference, current_frame(pd.read_parquet(log_path), fspec), max_rows,
-                                          tmp / "sampled_from_log.html"),
+        "sampled_from_log": lambda: check(
+            reference, current_frame(pd.read_parquet(log_path), fspec), max_rows, tmp / "sampled_from_log.html"
+        ),
     }
     names = list(variants)
     walls: dict[str, list[float]] = {v: [] for v in names}
     cpus: dict[str, list[float]] = {v: [] for v in names}
     reports: dict[str, DriftReport] = {}
     for i in range(repeat):
-        for variant in names[i % len(names):] + names[:i % len(names)]:
+        for variant in names[i % len(names) :] + names[: i % len(names)]:
             report, wall, cpu = timed(variants[variant])
             walls[variant].append(wall)
             cpus[variant].append(cpu)
             reports[variant] = report
-            print(f"reference {len(reference):,}, round {i + 1}: {variant:<17} {wall:6.2f} s wall, "
-                  f"{cpu:6.2f} s CPU", flush=True)
+            print(
+                f"reference {len(reference):,}, round {i + 1}: {variant:<17} {wall:6.2f} s wall, {cpu:6.2f} s CPU",
+                flush=True,
+            )
     timing = {v: Timing(tuple(walls[v]), tuple(cpus[v])) for v in names}
     s, f, g = timing["sampled"], timing["full"], timing["sampled_from_log"]
     same = [*reports["sampled"].features, reports["sampled"].score] == [
-        *reports["sampled_from_log"].features, reports["sampled_from_log"].score]
+        *reports["sampled_from_log"].features,
+        reports["sampled_from_log"].score,
+    ]
     return {
         "rows_reference": len(reference),
         **{v: {**timing[v].report(), "html_bytes": (tmp / f"{v}.html").stat().st_size} for v in names},
@@ -244,28 +288,35 @@ def compare_reference_size(reference: pd.DataFrame, current: pd.DataFrame, log_p
     }
 
 
-def run(rows: int, reference_sizes: list[int], max_rows: int, repeat: int, power_reps: int,
-        tmp: Path) -> dict[str, Any]:
+def run(
+    rows: int, reference_sizes: list[int], max_rows: int, repeat: int, power_reps: int, tmp: Path
+) -> dict[str, Any]:
     rng = np.random.default_rng(SEED)
     current, gen_wall, _ = timed(lambda: generate(rows, rng, drift=True))
     references = [generate(n, rng, drift=False) for n in reference_sizes]
     log_path = tmp / "predictions.parquet"
     fspec = write_log(current, log_path)
-    print(f"generated {rows:,} current rows in {gen_wall:.1f} s; log file {log_path.stat().st_size / 1e6:.0f} MB",
-          flush=True)
+    print(
+        f"generated {rows:,} current rows in {gen_wall:.1f} s; log file {log_path.stat().st_size / 1e6:.0f} MB",
+        flush=True,
+    )
 
     tiny = generate(300, np.random.default_rng(0), drift=False)
     _, import_wall, import_cpu = timed(lambda: check(tiny, tiny, None, tmp / "warmup.html"))
 
-    by_reference = [compare_reference_size(ref, current, log_path, fspec, max_rows, repeat, tmp)
-                    for ref in references]
+    by_reference = [compare_reference_size(ref, current, log_path, fspec, max_rows, repeat, tmp) for ref in references]
     power = power_table(power_reps) if power_reps > 0 else []
     return {
         "rows_current": rows,
         "max_rows": max_rows,
         "features": {"numeric": len(NUMERIC), "categorical": len(CATEGORICAL), "plus_score": True},
-        "injected_drift": {"x0_shift_sd": SHIFT_X0_SD, "x1_shift_sd": SHIFT_X1_SD, "x6_scale": SCALE_X6,
-                           "c0_probability_moved": C0_MOVED, "score": "depends on x0"},
+        "injected_drift": {
+            "x0_shift_sd": SHIFT_X0_SD,
+            "x1_shift_sd": SHIFT_X1_SD,
+            "x6_scale": SCALE_X6,
+            "c0_probability_moved": C0_MOVED,
+            "score": "depends on x0",
+        },
         "generate_seconds": round(gen_wall, 2),
         "log_file_bytes": log_path.stat().st_size,
         "evidently_import_and_warmup_seconds": {"wall": round(import_wall, 2), "cpu": round(import_cpu, 2)},
@@ -281,24 +332,29 @@ def summary(report: dict[str, Any]) -> str:
         c = b["comparison"]
         lines += [
             f"\n-- reference {b['rows_reference']:,} rows",
-            *(f"{v:<17} best {b[v]['seconds_best']} s, median {b[v]['seconds_median']} s"
-              for v in ("sampled", "full", "sampled_from_log")),
+            *(
+                f"{v:<17} best {b[v]['seconds_best']} s, median {b[v]['seconds_median']} s"
+                for v in ("sampled", "full", "sampled_from_log")
+            ),
             f"full / sampled: best {b['full_over_sampled']['best']}x, median {b['full_over_sampled']['median']}x",
             f"sampled_from_log p-values == sampled: {b['sampled_from_log_same_p_values_as_sampled']}",
             f"drifted (BH 5%): sampled {c['drifted_sampled_bh05']}, full {c['drifted_full_bh05']}",
             f"assessment: sampled {c['decision_sampled']['action']}, full {c['decision_full']['action']}",
             f"{'feature':<8}{'test':<18}{'log10 p sampled':>16}{'log10 p full':>14}",
         ]
-        lines += [f"{row['feature']:<8}{row['test']:<18}{row['log10_p_sampled']:>16}{row['log10_p_full']:>14}"
-                  for row in c["per_feature"]]
+        lines += [
+            f"{row['feature']:<8}{row['test']:<18}{row['log10_p_sampled']:>16}{row['log10_p_full']:>14}"
+            for row in c["per_feature"]
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="current rows (default 1000000)")
-    parser.add_argument("--reference-rows", default="5000,50000",
-                        help="reference sizes, comma-separated (default 5000,50000)")
+    parser.add_argument(
+        "--reference-rows", default="5000,50000", help="reference sizes, comma-separated (default 5000,50000)"
+    )
     parser.add_argument("--max-rows", type=int, default=100_000, help="sample size of the sampled check")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (default 3)")
     parser.add_argument("--power-reps", type=int, default=200, help="simulations per power cell (0: skip)")

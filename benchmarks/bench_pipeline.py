@@ -85,12 +85,29 @@ N_MERCHANTS = 1_000
 SPEC = "synthetic-fraud"
 VARIANTS = ("minimal", "steps", "pipeline")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pipeline.json"
-VERSIONED = ("kfp", "mlflow", "feast", "duckdb", "xgboost", "pandas", "pyarrow", "pandera", "scikit-learn",
-             "matplotlib", "sqlalchemy")
+VERSIONED = (
+    "kfp",
+    "mlflow",
+    "feast",
+    "duckdb",
+    "xgboost",
+    "pandas",
+    "pyarrow",
+    "pandera",
+    "scikit-learn",
+    "matplotlib",
+    "sqlalchemy",
+)
 # the pipeline's own defaults (pipelines/training.py), passed explicitly so every variant reads one dict
 RUN_DEFAULTS: dict[str, Any] = {
-    "maturity_days": 7.0, "validation_days": 3.0, "test_days": 4.0, "max_bad_fraction": -1.0,
-    "target_fpr": 0.01, "seed": 0, "train_params": {}, "gate_params": {},
+    "maturity_days": 7.0,
+    "validation_days": 3.0,
+    "test_days": 4.0,
+    "max_bad_fraction": -1.0,
+    "target_fpr": 0.01,
+    "seed": 0,
+    "train_params": {},
+    "gate_params": {},
 }
 # every variant runs with the same environment; telemetry off as `make run` has it
 CHILD_ENV = {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "FEAST_USAGE": "False"}
@@ -106,10 +123,10 @@ STEP_IMPORTS: dict[str, str] = {
     "build_training_set": f"{_EXECUTOR}, feast, riskloop.features.store, riskloop.training.dataset",
     "train": f"{_EXECUTOR}, mlflow, riskloop.registry.mlflow_registry, riskloop.training.train",
     "evaluate": f"{_EXECUTOR}, mlflow, riskloop.registry.mlflow_registry, riskloop.training.evaluate, "
-                "riskloop.training.train",
+    "riskloop.training.train",
     "gate": f"{_EXECUTOR}, mlflow, riskloop.registry.mlflow_registry, riskloop.training.gate",
     "register": f"{_EXECUTOR}, mlflow, riskloop.registry.mlflow_registry, riskloop.training.gate, "
-                "riskloop.training.train",
+    "riskloop.training.train",
     "record_run_outcome": _EXECUTOR,
 }
 SINGLE_IMPORTS: dict[str, str] = {
@@ -143,8 +160,7 @@ class Phases:
         try:
             yield
         finally:
-            self.seconds[name] = {"wall": round(time.perf_counter() - w0, 3),
-                                  "cpu": round(time.process_time() - c0, 3)}
+            self.seconds[name] = {"wall": round(time.perf_counter() - w0, 3), "cpu": round(time.process_time() - c0, 3)}
 
 
 # ------------------------------------------------------------------ the variants (children)
@@ -170,8 +186,9 @@ def run_minimal(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any
         from riskloop.training.train import TrainParams, train_model
     spec = load_spec(p["spec"])
     with phases("read"):
-        raw = read_partitions(spec.source_path(state), date.fromisoformat(p["start_date"]),
-                              date.fromisoformat(p["end_date"]))
+        raw = read_partitions(
+            spec.source_path(state), date.fromisoformat(p["start_date"]), date.fromisoformat(p["end_date"])
+        )
     with phases("validate"):
         checked = split_batch(raw, spec.contract, where="landing")
         valid = checked.valid
@@ -188,22 +205,43 @@ def run_minimal(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any
         features = historical_features(store, valid, spec.features.service)
     with phases("assemble"):
         cutoff = datetime.combine(date.fromisoformat(p["cutoff_date"]), datetime.min.time(), tzinfo=UTC)
-        frame = assemble(valid, features, spec, WindowParams(
-            cutoff=cutoff, maturity_days=p["maturity_days"], validation_days=p["validation_days"],
-            test_days=p["test_days"], seed=p["seed"]))
+        frame = assemble(
+            valid,
+            features,
+            spec,
+            WindowParams(
+                cutoff=cutoff,
+                maturity_days=p["maturity_days"],
+                validation_days=p["validation_days"],
+                test_days=p["test_days"],
+                seed=p["seed"],
+            ),
+        )
     with phases("train"):
-        bundle = train_model(frame, feature_spec(spec), TrainParams.model_validate(p["train_params"]),
-                             state / "model", meta={"dataset_spec": spec.name})
+        bundle = train_model(
+            frame,
+            feature_spec(spec),
+            TrainParams.model_validate(p["train_params"]),
+            state / "model",
+            meta={"dataset_spec": spec.name},
+        )
     with phases("evaluate"):
         test = frame[frame[SPLIT] == "test"]
-        ev = evaluate_scores(test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold,
-                             target_fpr=p["target_fpr"])
+        ev = evaluate_scores(
+            test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold, target_fpr=p["target_fpr"]
+        )
     from riskloop.hashing import frame_sha256  # after the timed phases: only for the same-work check
 
-    return {"rows_read": len(raw), "valid_rows": len(valid), "quarantined_rows": len(checked.quarantine),
-            "training_rows": len(frame), "data_sha256": frame_sha256(frame),
-            "model_sha256": bundle.meta["model_sha256"], "best_iteration": bundle.meta["best_iteration"],
-            "metrics": _headline_metrics(ev.metrics())}
+    return {
+        "rows_read": len(raw),
+        "valid_rows": len(valid),
+        "quarantined_rows": len(checked.quarantine),
+        "training_rows": len(frame),
+        "data_sha256": frame_sha256(frame),
+        "model_sha256": bundle.meta["model_sha256"],
+        "best_iteration": bundle.meta["best_iteration"],
+        "metrics": _headline_metrics(ev.metrics()),
+    }
 
 
 def run_steps(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any]:
@@ -221,23 +259,62 @@ def run_steps(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any]:
     with phases("validate"):
         steps.validate(p["spec"], batch, valid, quarantine, p["max_bad_fraction"], s, run_id)
     with phases("build_training_set"):
-        info = steps.build_training_set(p["spec"], valid, p["cutoff_date"], p["maturity_days"],
-                                        p["validation_days"], p["test_days"], p["seed"], training_set, s)
+        info = steps.build_training_set(
+            p["spec"],
+            valid,
+            p["cutoff_date"],
+            p["maturity_days"],
+            p["validation_days"],
+            p["test_days"],
+            p["seed"],
+            training_set,
+            s,
+        )
     with phases("train"):
-        trained = steps.train(p["spec"], training_set, p["train_params"], model_dir, s, pipeline_run_id=run_id,
-                              data_sha256=info.data_sha256, data_snapshot=str(training_set),
-                              cutoff_date=p["cutoff_date"], maturity_days=p["maturity_days"])
+        trained = steps.train(
+            p["spec"],
+            training_set,
+            p["train_params"],
+            model_dir,
+            s,
+            pipeline_run_id=run_id,
+            data_sha256=info.data_sha256,
+            data_snapshot=str(training_set),
+            cutoff_date=p["cutoff_date"],
+            maturity_days=p["maturity_days"],
+        )
     with phases("evaluate"):
-        ev = steps.evaluate(p["spec"], training_set, model_dir, trained.mlflow_run_id, work / "evaluation", s,
-                            target_fpr=p["target_fpr"])
+        ev = steps.evaluate(
+            p["spec"],
+            training_set,
+            model_dir,
+            trained.mlflow_run_id,
+            work / "evaluation",
+            s,
+            target_fpr=p["target_fpr"],
+        )
         (work / "report.html").write_text(ev.html)  # the component writes the report artifact too
     with phases("gate"):
-        verdict = steps.gate(ev.comparison, p["gate_params"], s, mlflow_run_id=trained.mlflow_run_id,
-                             pipeline_run_id=run_id, gate_result_path=work / "gate.json")
+        verdict = steps.gate(
+            ev.comparison,
+            p["gate_params"],
+            s,
+            mlflow_run_id=trained.mlflow_run_id,
+            pipeline_run_id=run_id,
+            gate_result_path=work / "gate.json",
+        )
     if verdict.passed:
         with phases("register"):
-            steps.register(trained.mlflow_run_id, model_dir, verdict, p["spec"], s, pipeline_run_id=run_id,
-                           data_sha256=info.data_sha256, data_snapshot=str(training_set))
+            steps.register(
+                trained.mlflow_run_id,
+                model_dir,
+                verdict,
+                p["spec"],
+                s,
+                pipeline_run_id=run_id,
+                data_sha256=info.data_sha256,
+                data_snapshot=str(training_set),
+            )
     with phases("record_run_outcome"):
         steps.record_run_outcome(run_id, steps.RUN_STATUS_OK, "", s)
     return audit_checks(s.audit_path)
@@ -270,12 +347,17 @@ def audit_checks(audit_path: Path) -> dict[str, Any]:
         out.update(rows_read=d["rows"], valid_rows=d["valid"], quarantined_rows=d["quarantined"])
     if "trained" in by_event:
         d = by_event["trained"]["details"]
-        out.update(training_rows=sum(d["rows"].values()), data_sha256=d["data_sha256"],
-                   model_sha256=d["model_sha256"], best_iteration=d["best_iteration"])
+        out.update(
+            training_rows=sum(d["rows"].values()),
+            data_sha256=d["data_sha256"],
+            model_sha256=d["model_sha256"],
+            best_iteration=d["best_iteration"],
+        )
     if "gated" in by_event:
         d = by_event["gated"]["details"]
-        out.update(gate_passed=d["passed"], champion_version=d["champion_version"],
-                   metrics=_headline_metrics(d["candidate"]))
+        out.update(
+            gate_passed=d["passed"], champion_version=d["champion_version"], metrics=_headline_metrics(d["candidate"])
+        )
     if "registered" in by_event:
         d = by_event["registered"]
         out.update(registered_version=d["ids"]["model_version"], aliases=d["details"]["aliases"])
@@ -283,7 +365,9 @@ def audit_checks(audit_path: Path) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Callable[[Path, dict[str, Any], Phases], dict[str, Any]]] = {
-    "minimal": run_minimal, "steps": run_steps, "pipeline": run_pipeline,
+    "minimal": run_minimal,
+    "steps": run_steps,
+    "pipeline": run_pipeline,
 }
 
 
@@ -292,8 +376,12 @@ def child_main(variant: str, state: Path, params_path: Path, result_path: Path) 
     phases = Phases(variant)
     t0 = time.perf_counter()
     checks = RUNNERS[variant](state, p, phases)
-    result = {"variant": variant, "inner_seconds": round(time.perf_counter() - t0, 3),
-              "phases": phases.seconds, "checks": checks}
+    result = {
+        "variant": variant,
+        "inner_seconds": round(time.perf_counter() - t0, 3),
+        "phases": phases.seconds,
+        "checks": checks,
+    }
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
@@ -319,8 +407,12 @@ def spawn(args: list[str], env: dict[str, str], cwd: Path, log_path: Path, echo:
     lines: list[tuple[float, str]] = []
     before = os.getloadavg()
     t0 = time.perf_counter()
-    with log_path.open("w") as log, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                     text=True, bufsize=1, env=env, cwd=cwd) as proc:
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env, cwd=cwd
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in iter(proc.stdout.readline, ""):
             lines.append((time.perf_counter() - t0, line))
@@ -335,8 +427,15 @@ def spawn(args: list[str], env: dict[str, str], cwd: Path, log_path: Path, echo:
     if proc.returncode != 0:
         tail = "".join(line for _, line in lines[-40:])
         raise SystemExit(f"{' '.join(args)} exited with {proc.returncode}; log {log_path}\n{tail}")
-    return ChildRun(wall, usage.ru_utime + usage.ru_stime, round(usage.ru_maxrss / 1024), tuple(lines),
-                    json.loads(result_path.read_text()), before, after)
+    return ChildRun(
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        round(usage.ru_maxrss / 1024),
+        tuple(lines),
+        json.loads(result_path.read_text()),
+        before,
+        after,
+    )
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -357,8 +456,14 @@ def parse_kfp_log(lines: tuple[tuple[float, str], ...], wall: float) -> dict[str
             starts[m.group(1)] = t
         elif (m := _TASK_END.search(line)) is not None and m.group(1) in starts:
             begun = starts.pop(m.group(1))
-            tasks.append({"task": m.group(1), "status": m.group(2), "start_seconds": round(begun, 3),
-                          "seconds": round(t - begun, 3)})
+            tasks.append(
+                {
+                    "task": m.group(1),
+                    "status": m.group(2),
+                    "start_seconds": round(begun, 3),
+                    "seconds": round(t - begun, 3),
+                }
+            )
         elif _PIPELINE_START.search(line) and pipeline_start is None:
             pipeline_start = t
         elif _PIPELINE_END.search(line):
@@ -382,11 +487,21 @@ def time_python(code: str, repeat: int, env: dict[str, str], cwd: Path) -> dict[
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=cwd,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         runs.append(time.perf_counter() - t0)
-    return {"code": code, "best": round(min(runs), 3), "median": round(statistics.median(runs), 3),
-            "runs": [round(r, 3) for r in runs]}
+    return {
+        "code": code,
+        "best": round(min(runs), 3),
+        "median": round(statistics.median(runs), 3),
+        "runs": [round(r, 3) for r in runs],
+    }
 
 
 def generator_params(rows: int) -> Any:
@@ -435,12 +550,14 @@ def bytecode_facts() -> dict[str, Any]:
 
     purelib = Path(sysconfig.get_paths()["purelib"])
     own = Path(riskloop.__file__).resolve().parent
-    return {"PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE"),
-            "PYTHONPYCACHEPREFIX": os.environ.get("PYTHONPYCACHEPREFIX"),
-            "site_packages": str(purelib),
-            "pyc_files_in_site_packages": sum(1 for _ in purelib.rglob("*.pyc")),
-            "py_files_in_site_packages": sum(1 for _ in purelib.rglob("*.py")),
-            "pyc_files_in_riskloop_source": sum(1 for _ in own.rglob("*.pyc"))}
+    return {
+        "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE"),
+        "PYTHONPYCACHEPREFIX": os.environ.get("PYTHONPYCACHEPREFIX"),
+        "site_packages": str(purelib),
+        "pyc_files_in_site_packages": sum(1 for _ in purelib.rglob("*.pyc")),
+        "py_files_in_site_packages": sum(1 for _ in purelib.rglob("*.py")),
+        "pyc_files_in_riskloop_source": sum(1 for _ in own.rglob("*.pyc")),
+    }
 
 
 def generate(rows_target: int, root: Path) -> tuple[Any, int, float]:
@@ -459,8 +576,9 @@ def generate(rows_target: int, root: Path) -> tuple[Any, int, float]:
     return gp, sum(counts), time.perf_counter() - t0
 
 
-def run_variants(landing: Path, params_path: Path, workdir: Path, env: dict[str, str], order: tuple[str, ...],
-                 echo: bool) -> dict[str, ChildRun]:
+def run_variants(
+    landing: Path, params_path: Path, workdir: Path, env: dict[str, str], order: tuple[str, ...], echo: bool
+) -> dict[str, ChildRun]:
     """The variants one after the other, each in a fresh state dir holding the same landing files."""
     from riskloop.data.spec import load_spec
 
@@ -470,8 +588,13 @@ def run_variants(landing: Path, params_path: Path, workdir: Path, env: dict[str,
         state = workdir / variant
         link_tree(landing, _landing(spec, state))
         progress(f"variant {variant} (load average {os.getloadavg()[0]:.2f})")
-        children[variant] = spawn(["--variant", variant, "--state-dir", str(state), "--params", str(params_path)],
-                                  {**env, "RISKLOOP_STATE_DIR": str(state)}, state, workdir / f"{variant}.log", echo)
+        children[variant] = spawn(
+            ["--variant", variant, "--state-dir", str(state), "--params", str(params_path)],
+            {**env, "RISKLOOP_STATE_DIR": str(state)},
+            state,
+            workdir / f"{variant}.log",
+            echo,
+        )
         progress(f"variant {variant}: {children[variant].wall_seconds:.1f} s wall")
     return children
 
@@ -486,13 +609,21 @@ def import_costs(env: dict[str, str], repeat: int, workdir: Path, mlflow_db: Pat
         by_code[code] = time_python(code, repeat, env, workdir)
     mlflow_query = time_python(
         "from riskloop.registry.mlflow_registry import version_by_alias; "
-        f"version_by_alias('sqlite:///{mlflow_db}', 'fraud-detector', 'champion')", repeat, env, workdir)
-    return {"single": singles, "per_step_floor": {step: by_code[code] for step, code in STEP_IMPORTS.items()},
-            "mlflow_import_and_first_query": mlflow_query}
+        f"version_by_alias('sqlite:///{mlflow_db}', 'fraud-detector', 'champion')",
+        repeat,
+        env,
+        workdir,
+    )
+    return {
+        "single": singles,
+        "per_step_floor": {step: by_code[code] for step, code in STEP_IMPORTS.items()},
+        "mlflow_import_and_first_query": mlflow_query,
+    }
 
 
-def round_report(children: dict[str, ChildRun], order: tuple[str, ...],
-                 floors: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def round_report(
+    children: dict[str, ChildRun], order: tuple[str, ...], floors: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """One round: each variant's wall, CPU and phases, the pipeline's tasks against the in-process steps."""
     variants: dict[str, Any] = {}
     for name, child in children.items():
@@ -512,18 +643,28 @@ def round_report(children: dict[str, ChildRun], order: tuple[str, ...],
     for task in variants["pipeline"]["kfp"]["tasks"]:
         step = task["task"].replace("-", "_")
         in_process = step_phases.get(step, {}).get("wall")
-        per_step.append({"step": step, "pipeline_task_seconds": task["seconds"],
-                         "steps_in_process_seconds": in_process,
-                         "difference_seconds": None if in_process is None else round(task["seconds"] - in_process, 3),
-                         "import_floor_seconds": floors.get(step, {}).get("best")})
+        per_step.append(
+            {
+                "step": step,
+                "pipeline_task_seconds": task["seconds"],
+                "steps_in_process_seconds": in_process,
+                "difference_seconds": None if in_process is None else round(task["seconds"] - in_process, 3),
+                "import_floor_seconds": floors.get(step, {}).get("best"),
+            }
+        )
     wall = {name: children[name].wall_seconds for name in VARIANTS}
-    return {"order": list(order), "variants": variants, "per_step": per_step,
-            "pipeline_over_steps": ratio(wall["pipeline"], wall["steps"]),
-            "pipeline_over_minimal": ratio(wall["pipeline"], wall["minimal"])}
+    return {
+        "order": list(order),
+        "variants": variants,
+        "per_step": per_step,
+        "pipeline_over_steps": ratio(wall["pipeline"], wall["steps"]),
+        "pipeline_over_minimal": ratio(wall["pipeline"], wall["minimal"]),
+    }
 
 
 def mode_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Across rounds: each variant's best and median wall and CPU, the ratios of both, the same-work check."""
+
     def stat(variant: str, key: str) -> dict[str, float]:
         values = [r["variants"][variant][key] for r in rounds]
         return {"best": round(min(values), 3), "median": round(statistics.median(values), 3)}
@@ -538,13 +679,16 @@ def mode_report(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         ratios[f"cpu_pipeline_over_steps_{how}"] = ratio(cpu["pipeline"][how], cpu["steps"][how])
         ratios[f"cpu_pipeline_over_minimal_{how}"] = ratio(cpu["pipeline"][how], cpu["minimal"][how])
     checks = [r["variants"][v]["checks"] for r in rounds for v in VARIANTS]
-    same = {key: len({json.dumps(c.get(key)) for c in checks}) == 1
-            for key in ("rows_read", "valid_rows", "training_rows", "data_sha256", "model_sha256", "metrics")}
+    same = {
+        key: len({json.dumps(c.get(key)) for c in checks}) == 1
+        for key in ("rows_read", "valid_rows", "training_rows", "data_sha256", "model_sha256", "metrics")
+    }
     return {"wall_seconds": wall, "cpu_seconds": cpu, "ratios": ratios, "same_work": same, "rounds": rounds}
 
 
-def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, warmup_rows: int, workdir: Path,
-        echo: bool) -> dict[str, Any]:
+def run(
+    rows_target: int, modes: list[str], repeat: int, import_repeat: int, warmup_rows: int, workdir: Path, echo: bool
+) -> dict[str, Any]:
     """Generate the data once; per bytecode mode, rounds of the variants, then import costs; the report."""
     from riskloop.data.spec import load_spec
     from riskloop.orchestration.local import training_params
@@ -568,16 +712,28 @@ def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, war
             progress(f"{mode}: warm-up pass on {warmup_rows:,} rows")
             generate(warmup_rows, mode_dir / "warmup-data")
             t0 = time.perf_counter()
-            run_variants(_landing(spec, mode_dir / "warmup-data"), params_path, mode_dir / "warmup", env,
-                         VARIANTS, echo)
+            run_variants(
+                _landing(spec, mode_dir / "warmup-data"), params_path, mode_dir / "warmup", env, VARIANTS, echo
+            )
             warmup_seconds = round(time.perf_counter() - t0, 1)
         rounds: list[tuple[tuple[str, ...], dict[str, ChildRun]]] = []
         for i in range(repeat):
             # the order rotates from round to round, so no variant always runs first or last
-            order = VARIANTS[i % len(VARIANTS):] + VARIANTS[:i % len(VARIANTS)]
+            order = VARIANTS[i % len(VARIANTS) :] + VARIANTS[: i % len(VARIANTS)]
             progress(f"{mode}: round {i + 1} of {repeat} on {rows:,} rows, order {', '.join(order)}")
-            rounds.append((order, run_variants(_landing(spec, workdir / "generated"), params_path,
-                                               mode_dir / f"round-{i + 1}", env, order, echo)))
+            rounds.append(
+                (
+                    order,
+                    run_variants(
+                        _landing(spec, workdir / "generated"),
+                        params_path,
+                        mode_dir / f"round-{i + 1}",
+                        env,
+                        order,
+                        echo,
+                    ),
+                )
+            )
         imports = import_costs(env, import_repeat, workdir, mode_dir / f"round-{repeat}" / "steps" / "mlflow.db")
         by_mode[mode] = {
             "environment": {k: env.get(k) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")},
@@ -592,7 +748,7 @@ def run(rows_target: int, modes: list[str], repeat: int, import_repeat: int, war
         "generator": {"params": gp.model_dump(mode="json"), "seconds": round(gen_seconds, 3)},
         "run_params": params,
         "registry_state": "a fresh state dir per variant and round: no champion, so evaluate scores no champion "
-                          "model and register sets champion + challenger (steps and pipeline alike)",
+        "model and register sets champion + challenger (steps and pipeline alike)",
         "repeat": repeat,
         "bytecode": {"at_start": bytecode_at_start, "at_end": bytecode_facts()},
         "modes": by_mode,
@@ -607,18 +763,24 @@ def summary(report: dict[str, Any]) -> str:
         lines += ["", f"== {mode}"]
         for i, rnd in enumerate(m["rounds"], start=1):
             v = rnd["variants"]
-            lines += [f"round {i} ({', '.join(rnd['order'])})",
-                      f"{'variant':<10}{'wall s':>9}{'cpu s':>9}{'peak MB':>9}"]
+            lines += [
+                f"round {i} ({', '.join(rnd['order'])})",
+                f"{'variant':<10}{'wall s':>9}{'cpu s':>9}{'peak MB':>9}",
+            ]
             for name in VARIANTS:
-                lines.append(f"{name:<10}{v[name]['wall_seconds']:>9.1f}{v[name]['cpu_seconds']:>9.1f}"
-                             f"{v[name]['peak_rss_mb']:>9,}")
+                lines.append(
+                    f"{name:<10}{v[name]['wall_seconds']:>9.1f}{v[name]['cpu_seconds']:>9.1f}"
+                    f"{v[name]['peak_rss_mb']:>9,}"
+                )
             lines.append(f"{'step':<20}{'pipeline s':>11}{'in-process s':>13}{'diff s':>9}{'import floor s':>16}")
             for row in rnd["per_step"]:
                 ip, diff = row["steps_in_process_seconds"], row["difference_seconds"]
                 floor = row["import_floor_seconds"]
-                lines.append(f"{row['step']:<20}{row['pipeline_task_seconds']:>11.2f}"
-                             f"{'-' if ip is None else f'{ip:.2f}':>13}{'-' if diff is None else f'{diff:.2f}':>9}"
-                             f"{'-' if floor is None else f'{floor:.2f}':>16}")
+                lines.append(
+                    f"{row['step']:<20}{row['pipeline_task_seconds']:>11.2f}"
+                    f"{'-' if ip is None else f'{ip:.2f}':>13}{'-' if diff is None else f'{diff:.2f}':>9}"
+                    f"{'-' if floor is None else f'{floor:.2f}':>16}"
+                )
         for key, value in m["ratios"].items():
             lines.append(f"{key:<36}{value:.2f}x")
         lines.append(f"same work: {m['same_work']}")
@@ -632,15 +794,26 @@ DEFAULT_MODES = ("no-bytecode", "as-is")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="target row count (default 1000000)")
-    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
-                        help=f"comma-separated subset of {', '.join(MODES)} (see above); "
-                             f"default {','.join(DEFAULT_MODES)}")
-    parser.add_argument("--warmup-rows", type=int, default=20_000,
-                        help="rows of the bytecode-cached mode's warm-up pass (default 20000)")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="rounds of the three variants per mode, order rotated each round (default 2)")
-    parser.add_argument("--import-repeat", type=int, default=3,
-                        help="fresh processes per import measurement (default 3)")
+    parser.add_argument(
+        "--modes",
+        default=",".join(DEFAULT_MODES),
+        help=f"comma-separated subset of {', '.join(MODES)} (see above); default {','.join(DEFAULT_MODES)}",
+    )
+    parser.add_argument(
+        "--warmup-rows",
+        type=int,
+        default=20_000,
+        help="rows of the bytecode-cached mode's warm-up pass (default 20000)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="rounds of the three variants per mode, order rotated each round (default 2)",
+    )
+    parser.add_argument(
+        "--import-repeat", type=int, default=3, help="fresh processes per import measurement (default 3)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
     parser.add_argument("--echo", action="store_true", help="show the children's full output (kfp.local's log)")
     # the parent runs this same script as each variant's child process

@@ -14,8 +14,17 @@ component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 
 
 @component
-def deliver(spec: str, challenger_alias: str, first_percent: int, second_percent: int, interval_seconds: float,
-            max_intervals: int, policy: dict, pipeline_run_id: str, rollout: Output[Artifact]) -> str:
+def deliver(
+    spec: str,
+    challenger_alias: str,
+    first_percent: int,
+    second_percent: int,
+    interval_seconds: float,
+    max_intervals: int,
+    policy: dict,
+    pipeline_run_id: str,
+    rollout: Output[Artifact],
+) -> str:
     """Refuse an unapproved challenger, deploy it at ``first_percent``, analyse, step to ``second_percent``,
     analyse, then promote or roll back (``riskloop.steps.delivery.deliver``).
 
@@ -28,8 +37,16 @@ def deliver(spec: str, challenger_alias: str, first_percent: int, second_percent
     from riskloop.settings import Settings
     from riskloop.steps.delivery import deliver as run
 
-    result = run(spec, challenger_alias, [first_percent, second_percent], interval_seconds, max_intervals, policy,
-                 Settings(), pipeline_run_id=pipeline_run_id)
+    result = run(
+        spec,
+        challenger_alias,
+        [first_percent, second_percent],
+        interval_seconds,
+        max_intervals,
+        policy,
+        Settings(),
+        pipeline_run_id=pipeline_run_id,
+    )
     Path(rollout.path).write_text(json.dumps(result.to_dict()))
     rollout.metadata.update({"outcome": result.outcome, "champion_version": result.final.champion_version})
     return result.outcome

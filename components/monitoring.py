@@ -14,8 +14,9 @@ component = dsl.component(base_image=RUNTIME_IMAGE, install_kfp_package=False)
 
 
 @component
-def monitor(spec: str, day: str, policy: dict, pushgateway_url: str, drift_report: Output[HTML],
-            summary: Output[Artifact]) -> str:
+def monitor(
+    spec: str, day: str, policy: dict, pushgateway_url: str, drift_report: Output[HTML], summary: Output[Artifact]
+) -> str:
     """Drift and decay of the champion on ``day`` (``riskloop.steps.monitoring.monitor``); returns the action
     (retrain | watch | ok).
 
@@ -27,15 +28,23 @@ def monitor(spec: str, day: str, policy: dict, pushgateway_url: str, drift_repor
     from riskloop.settings import Settings
     from riskloop.steps.monitoring import monitor as run
 
-    outcome = run(spec, day, policy, Settings(), pushgateway_url=pushgateway_url or None,
-                  drift_report_path=Path(drift_report.path), summary_path=Path(summary.path))
+    outcome = run(
+        spec,
+        day,
+        policy,
+        Settings(),
+        pushgateway_url=pushgateway_url or None,
+        drift_report_path=Path(drift_report.path),
+        summary_path=Path(summary.path),
+    )
     summary.metadata.update({"action": outcome.action, "rows": outcome.rows})
     return outcome.action
 
 
 @component
-def retrain_window(day: str, days: int
-                   ) -> NamedTuple("Outputs", [("start_date", str), ("end_date", str), ("cutoff_date", str)]):  # type: ignore[valid-type]
+def retrain_window(day: str, days: int) -> NamedTuple(  # type: ignore[valid-type]
+    "Outputs", [("start_date", str), ("end_date", str), ("cutoff_date", str)]
+):
     """The ``days`` days ending with ``day``, cutoff at the next midnight: a retrain's training window, or the
     feature pipeline's history window."""
     from collections import namedtuple

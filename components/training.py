@@ -3,7 +3,6 @@
 No `from __future__ import annotations` here: KFP reads the real annotation objects.
 """
 
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -26,40 +25,71 @@ def ingest(spec: str, start_date: str, end_date: str, batch: Output[Dataset]) ->
 
 
 @component
-def validate(spec: str, batch: Input[Dataset], max_bad_fraction: float, pipeline_run_id: str,
-             valid: Output[Dataset], quarantine: Output[Dataset]) -> str:
+def validate(
+    spec: str,
+    batch: Input[Dataset],
+    max_bad_fraction: float,
+    pipeline_run_id: str,
+    valid: Output[Dataset],
+    quarantine: Output[Dataset],
+) -> str:
     """Apply the data contract: valid rows onward, bad rows to quarantine with reasons."""
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import validate as run
 
-    summary = run(spec, Path(batch.path), Path(valid.path), Path(quarantine.path), max_bad_fraction,
-                  Settings(), pipeline_run_id)
+    summary = run(
+        spec, Path(batch.path), Path(valid.path), Path(quarantine.path), max_bad_fraction, Settings(), pipeline_run_id
+    )
     valid.metadata.update({"rows": summary.valid})
     quarantine.metadata.update({"rows": summary.quarantined})
     return summary.model_dump_json()
 
 
 @component
-def build_training_set(spec: str, valid: Input[Dataset], cutoff_date: str, maturity_days: float,
-                       validation_days: float, test_days: float, seed: int,
-                       training_set: Output[Dataset]) -> str:
+def build_training_set(
+    spec: str,
+    valid: Input[Dataset],
+    cutoff_date: str,
+    maturity_days: float,
+    validation_days: float,
+    test_days: float,
+    seed: int,
+    training_set: Output[Dataset],
+) -> str:
     """Point-in-time features from Feast, labels as known at the cutoff, time split."""
     from pathlib import Path
 
     from riskloop.settings import Settings
     from riskloop.steps import build_training_set as run
 
-    built = run(spec, Path(valid.path), cutoff_date, maturity_days, validation_days, test_days, seed,
-                Path(training_set.path), Settings())
+    built = run(
+        spec,
+        Path(valid.path),
+        cutoff_date,
+        maturity_days,
+        validation_days,
+        test_days,
+        seed,
+        Path(training_set.path),
+        Settings(),
+    )
     training_set.metadata.update(built.model_dump())
     return built.model_dump_json()
 
 
 @component
-def train(spec: str, training_set: Input[Dataset], train_params: dict, cutoff_date: str,
-          maturity_days: float, training_set_info: str, pipeline_run_id: str, model: Output[Model]) -> str:
+def train(
+    spec: str,
+    training_set: Input[Dataset],
+    train_params: dict,
+    cutoff_date: str,
+    maturity_days: float,
+    training_set_info: str,
+    pipeline_run_id: str,
+    model: Output[Model],
+) -> str:
     """Train XGBoost, write model.ubj + model.json, open the MLflow run; returns the MLflow run id."""
     from pathlib import Path
 
@@ -67,17 +97,33 @@ def train(spec: str, training_set: Input[Dataset], train_params: dict, cutoff_da
     from riskloop.steps import train as run
     from riskloop.steps.training import TrainingSet
 
-    trained = run(spec, Path(training_set.path), train_params, Path(model.path), Settings(),
-                  pipeline_run_id=pipeline_run_id,
-                  data_sha256=TrainingSet.model_validate_json(training_set_info).data_sha256,
-                  data_snapshot=training_set.uri, cutoff_date=cutoff_date, maturity_days=maturity_days)
+    trained = run(
+        spec,
+        Path(training_set.path),
+        train_params,
+        Path(model.path),
+        Settings(),
+        pipeline_run_id=pipeline_run_id,
+        data_sha256=TrainingSet.model_validate_json(training_set_info).data_sha256,
+        data_snapshot=training_set.uri,
+        cutoff_date=cutoff_date,
+        maturity_days=maturity_days,
+    )
     model.metadata.update(trained.model_dump())
     return trained.mlflow_run_id
 
 
 @component
-def evaluate(spec: str, training_set: Input[Dataset], model: Input[Model], mlflow_run_id: str, target_fpr: float,
-             metrics: Output[Metrics], roc: Output[ClassificationMetrics], report: Output[HTML]) -> str:
+def evaluate(
+    spec: str,
+    training_set: Input[Dataset],
+    model: Input[Model],
+    mlflow_run_id: str,
+    target_fpr: float,
+    metrics: Output[Metrics],
+    roc: Output[ClassificationMetrics],
+    report: Output[HTML],
+) -> str:
     """Score candidate and champion on the same test window; metrics, ROC, confusion matrix, report.
 
     Returns the comparison (candidate and champion metrics) the gate decides on.
@@ -87,8 +133,15 @@ def evaluate(spec: str, training_set: Input[Dataset], model: Input[Model], mlflo
     from riskloop.settings import Settings
     from riskloop.steps import evaluate as run
 
-    out = run(spec, Path(training_set.path), Path(model.path), mlflow_run_id,
-              Path(report.path).parent / "evaluation", Settings(), target_fpr=target_fpr)
+    out = run(
+        spec,
+        Path(training_set.path),
+        Path(model.path),
+        mlflow_run_id,
+        Path(report.path).parent / "evaluation",
+        Settings(),
+        target_fpr=target_fpr,
+    )
     for k, v in out.comparison.candidate.items():
         metrics.log_metric(k, float(v))
     e = out.evaluation
@@ -99,8 +152,9 @@ def evaluate(spec: str, training_set: Input[Dataset], model: Input[Model], mlflo
 
 
 @component
-def gate(comparison: str, gate_params: dict, mlflow_run_id: str, pipeline_run_id: str,
-         gate_result: Output[Artifact]) -> bool:
+def gate(
+    comparison: str, gate_params: dict, mlflow_run_id: str, pipeline_run_id: str, gate_result: Output[Artifact]
+) -> bool:
     """Champion/challenger gate, decided once: the gate_result artifact (verdict, reasons, metrics, policy) is what
     register and the model card read; never raises on a fail."""
     from pathlib import Path
@@ -109,16 +163,29 @@ def gate(comparison: str, gate_params: dict, mlflow_run_id: str, pipeline_run_id
     from riskloop.steps import gate as run
     from riskloop.steps.training import Comparison
 
-    result = run(Comparison.model_validate_json(comparison), gate_params, Settings(), mlflow_run_id=mlflow_run_id,
-                 pipeline_run_id=pipeline_run_id, gate_result_path=Path(gate_result.path))
+    result = run(
+        Comparison.model_validate_json(comparison),
+        gate_params,
+        Settings(),
+        mlflow_run_id=mlflow_run_id,
+        pipeline_run_id=pipeline_run_id,
+        gate_result_path=Path(gate_result.path),
+    )
     gate_result.metadata.update({"passed": result.passed, "summary": result.summary()})
     print("gate:", "pass" if result.passed else "fail", "|", "; ".join(result.reasons))
     return result.passed
 
 
 @component
-def register(spec: str, model: Input[Model], mlflow_run_id: str, gate_result: Input[Artifact],
-             training_set_info: str, training_set: Input[Dataset], pipeline_run_id: str) -> str:
+def register(
+    spec: str,
+    model: Input[Model],
+    mlflow_run_id: str,
+    gate_result: Input[Artifact],
+    training_set_info: str,
+    training_set: Input[Dataset],
+    pipeline_run_id: str,
+) -> str:
     """Register the passing candidate with its lineage tags and aliases."""
     from pathlib import Path
 
@@ -126,16 +193,30 @@ def register(spec: str, model: Input[Model], mlflow_run_id: str, gate_result: In
     from riskloop.steps import register as run
     from riskloop.steps.training import GateResult, TrainingSet
 
-    registration = run(mlflow_run_id, Path(model.path), GateResult.read(Path(gate_result.path)), spec, Settings(),
-                       pipeline_run_id=pipeline_run_id,
-                       data_sha256=TrainingSet.model_validate_json(training_set_info).data_sha256,
-                       data_snapshot=training_set.uri)
+    registration = run(
+        mlflow_run_id,
+        Path(model.path),
+        GateResult.read(Path(gate_result.path)),
+        spec,
+        Settings(),
+        pipeline_run_id=pipeline_run_id,
+        data_sha256=TrainingSet.model_validate_json(training_set_info).data_sha256,
+        data_snapshot=training_set.uri,
+    )
     return registration.model_dump_json()
 
 
 @component
-def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], mlflow_run_id: str,
-               registration: str, gate_result: Input[Artifact], card: Output[Markdown], card_html: Output[HTML]) -> str:
+def model_card(
+    spec: str,
+    training_set: Input[Dataset],
+    model: Input[Model],
+    mlflow_run_id: str,
+    registration: str,
+    gate_result: Input[Artifact],
+    card: Output[Markdown],
+    card_html: Output[HTML],
+) -> str:
     """The registered version's model card (Markdown and HTML), also logged to its MLflow run."""
     from pathlib import Path
 
@@ -143,9 +224,17 @@ def model_card(spec: str, training_set: Input[Dataset], model: Input[Model], mlf
     from riskloop.steps import model_card as run
     from riskloop.steps.training import GateResult, Registration
 
-    summary = run(spec, Path(training_set.path), Path(model.path), mlflow_run_id,
-                  Registration.model_validate_json(registration).version, GateResult.read(Path(gate_result.path)),
-                  Path(card.path), Path(card_html.path), Settings())
+    summary = run(
+        spec,
+        Path(training_set.path),
+        Path(model.path),
+        mlflow_run_id,
+        Registration.model_validate_json(registration).version,
+        GateResult.read(Path(gate_result.path)),
+        Path(card.path),
+        Path(card_html.path),
+        Settings(),
+    )
     return summary.model_dump_json()
 
 

@@ -25,9 +25,16 @@ def delivery_pipeline(
     max_intervals: int = 10,
     policy: dict = DEFAULT_POLICY,
 ) -> str:
-    task = deliver(spec=spec, challenger_alias=challenger_alias, first_percent=first_percent,
-                   second_percent=second_percent, interval_seconds=interval_seconds, max_intervals=max_intervals,
-                   policy=policy, pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+    task = deliver(
+        spec=spec,
+        challenger_alias=challenger_alias,
+        first_percent=first_percent,
+        second_percent=second_percent,
+        interval_seconds=interval_seconds,
+        max_intervals=max_intervals,
+        policy=policy,
+        pipeline_run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
     on_cluster(task).set_caching_options(False)  # it changes what is served
     # the outcome (the artifact rides along); `-> str` declares the pipeline's output type to KFP, the value is
     # the task's output channel, which the untyped kfp API gives as Any

@@ -26,11 +26,15 @@ def features_pipeline(
     resolved = on_cluster(run_day(day=day, scheduled_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER))
     window = on_cluster(retrain_window(day=resolved.output, days=history_days))
     batch = on_cluster(ingest(spec=spec, start_date=window.outputs["start_date"], end_date=window.outputs["end_date"]))
-    checked = on_cluster(validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
-                                  pipeline_run_id=pipeline_run_id))
+    checked = on_cluster(
+        validate(
+            spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction, pipeline_run_id=pipeline_run_id
+        )
+    )
     built = on_cluster(build_features(spec=spec, valid=checked.outputs["valid"]), memory="2G")
-    loaded = on_cluster(materialize(end_date=window.outputs["cutoff_date"], days_back=days_back,
-                                    tables=built.outputs["tables"]))
+    loaded = on_cluster(
+        materialize(end_date=window.outputs["cutoff_date"], days_back=days_back, tables=built.outputs["tables"])
+    )
     for t in (resolved, window, batch, checked, built, loaded):
         t.set_caching_options(False)
     loaded.set_retry(num_retries=2)

@@ -19,8 +19,10 @@ from riskloop.training.gate import RETRAIN_GATE_PARAMS
 DEFAULT_MONITOR_POLICY: dict[str, object] = {}
 
 
-@dsl.pipeline(name="riskloop-monitoring",
-              description="Detect drift and decay of the champion; retrain, gate and canary when they call for it.")
+@dsl.pipeline(
+    name="riskloop-monitoring",
+    description="Detect drift and decay of the champion; retrain, gate and canary when they call for it.",
+)
 def monitoring_pipeline(
     spec: str = "synthetic-fraud",
     day: str = "",
@@ -41,7 +43,15 @@ def monitoring_pipeline(
     checked.set_caching_options(False)  # today's action depends on the state it carries
     with dsl.If(checked.outputs["Output"] == "retrain", name="retrain"):
         # the scheduled-retrain pipeline on the monitored day: its window, then the training pipeline
-        retrain_pipeline(spec=spec, day=monitored.output, training_days=training_days, maturity_days=maturity_days,
-                         validation_days=validation_days, test_days=test_days, deliver=deliver,
-                         canary_interval_seconds=canary_interval_seconds, canary_policy=canary_policy,
-                         gate_params=gate_params)
+        retrain_pipeline(
+            spec=spec,
+            day=monitored.output,
+            training_days=training_days,
+            maturity_days=maturity_days,
+            validation_days=validation_days,
+            test_days=test_days,
+            deliver=deliver,
+            canary_interval_seconds=canary_interval_seconds,
+            canary_policy=canary_policy,
+            gate_params=gate_params,
+        )

@@ -32,8 +32,16 @@ def retrain_pipeline(
     window = on_cluster(retrain_window(day=resolved.output, days=training_days))
     for t in (resolved, window):
         t.set_caching_options(False)
-    training_pipeline(spec=spec, start_date=window.outputs["start_date"], end_date=window.outputs["end_date"],
-                      cutoff_date=window.outputs["cutoff_date"], maturity_days=maturity_days,
-                      validation_days=validation_days, test_days=test_days, deliver=deliver,
-                      canary_interval_seconds=canary_interval_seconds, canary_policy=canary_policy,
-                      gate_params=gate_params)
+    training_pipeline(
+        spec=spec,
+        start_date=window.outputs["start_date"],
+        end_date=window.outputs["end_date"],
+        cutoff_date=window.outputs["cutoff_date"],
+        maturity_days=maturity_days,
+        validation_days=validation_days,
+        test_days=test_days,
+        deliver=deliver,
+        canary_interval_seconds=canary_interval_seconds,
+        canary_policy=canary_policy,
+        gate_params=gate_params,
+    )

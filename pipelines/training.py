@@ -1,6 +1,5 @@
 """The training pipeline: ingest → validate → features → train → evaluate → gate → register → model card."""
 
-
 from kfp import dsl
 
 from riskloop.components.training import (
@@ -46,37 +45,75 @@ def training_pipeline(
     # (audit log, MLflow run, Feast tables), and KFP's cache key ignores the code inside the image.
     with dsl.ExitHandler(outcome, name="training"):
         batch = ingest(spec=spec, start_date=start_date, end_date=end_date).set_caching_options(False)
-        checked = validate(spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction,
-                           pipeline_run_id=pipeline_run_id).set_caching_options(False)
-        ts = build_training_set(spec=spec, valid=checked.outputs["valid"], cutoff_date=cutoff_date,
-                                maturity_days=maturity_days, validation_days=validation_days,
-                                test_days=test_days, seed=seed)
+        checked = validate(
+            spec=spec, batch=batch.outputs["batch"], max_bad_fraction=max_bad_fraction, pipeline_run_id=pipeline_run_id
+        ).set_caching_options(False)
+        ts = build_training_set(
+            spec=spec,
+            valid=checked.outputs["valid"],
+            cutoff_date=cutoff_date,
+            maturity_days=maturity_days,
+            validation_days=validation_days,
+            test_days=test_days,
+            seed=seed,
+        )
         ts.set_caching_options(False)  # writes the Feast tables the serving side reads
         training_set, training_set_info = ts.outputs["training_set"], ts.outputs["Output"]
-        model = train(spec=spec, training_set=training_set, train_params=train_params, cutoff_date=cutoff_date,
-                      maturity_days=maturity_days, training_set_info=training_set_info,
-                      pipeline_run_id=pipeline_run_id).set_caching_options(False)
+        model = train(
+            spec=spec,
+            training_set=training_set,
+            train_params=train_params,
+            cutoff_date=cutoff_date,
+            maturity_days=maturity_days,
+            training_set_info=training_set_info,
+            pipeline_run_id=pipeline_run_id,
+        ).set_caching_options(False)
         model.set_retry(num_retries=2)  # talks to the tracking server
         mlflow_run_id = model.outputs["Output"]
-        ev = evaluate(spec=spec, training_set=training_set, model=model.outputs["model"], mlflow_run_id=mlflow_run_id,
-                      target_fpr=target_fpr).set_caching_options(False)
+        ev = evaluate(
+            spec=spec,
+            training_set=training_set,
+            model=model.outputs["model"],
+            mlflow_run_id=mlflow_run_id,
+            target_fpr=target_fpr,
+        ).set_caching_options(False)
         ev.set_retry(num_retries=2)
-        verdict = gate(comparison=ev.outputs["Output"], gate_params=gate_params, mlflow_run_id=mlflow_run_id,
-                       pipeline_run_id=pipeline_run_id).set_caching_options(False)
+        verdict = gate(
+            comparison=ev.outputs["Output"],
+            gate_params=gate_params,
+            mlflow_run_id=mlflow_run_id,
+            pipeline_run_id=pipeline_run_id,
+        ).set_caching_options(False)
         gate_result = verdict.outputs["gate_result"]  # decided once: register and the card read this artifact
         with dsl.If(verdict.outputs["Output"] == True, name="gate-passed"):  # noqa: E712  (a KFP condition)
-            reg = register(spec=spec, model=model.outputs["model"], mlflow_run_id=mlflow_run_id,
-                           gate_result=gate_result, training_set_info=training_set_info, training_set=training_set,
-                           pipeline_run_id=pipeline_run_id)
+            reg = register(
+                spec=spec,
+                model=model.outputs["model"],
+                mlflow_run_id=mlflow_run_id,
+                gate_result=gate_result,
+                training_set_info=training_set_info,
+                training_set=training_set,
+                pipeline_run_id=pipeline_run_id,
+            )
             reg.set_caching_options(False).set_retry(num_retries=2)
             on_cluster(reg)
-            card = model_card(spec=spec, training_set=training_set, model=model.outputs["model"],
-                              mlflow_run_id=mlflow_run_id, registration=reg.output, gate_result=gate_result)
+            card = model_card(
+                spec=spec,
+                training_set=training_set,
+                model=model.outputs["model"],
+                mlflow_run_id=mlflow_run_id,
+                registration=reg.output,
+                gate_result=gate_result,
+            )
             on_cluster(card.set_caching_options(False))  # reads the audit log and writes to MLflow
             with dsl.If(deliver == True, name="deliver"):  # noqa: E712
                 # the registered version is alias challenger: the delivery pipeline canaries it
-                delivery_pipeline(spec=spec, challenger_alias="challenger", interval_seconds=canary_interval_seconds,
-                                  policy=canary_policy).after(reg)
+                delivery_pipeline(
+                    spec=spec,
+                    challenger_alias="challenger",
+                    interval_seconds=canary_interval_seconds,
+                    policy=canary_policy,
+                ).after(reg)
         for task in (batch, checked, model, ev, verdict):
             on_cluster(task)
         on_cluster(ts, memory="4G")

@@ -130,8 +130,11 @@ class S3Store:
 
     def env(self) -> dict[str, str]:
         """The variables riskloop (pyarrow), MLflow and boto3 read, as the chart's Secret sets them."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+        }
 
 
 @pytest.fixture(scope="session")

@@ -49,8 +49,13 @@ def make_app(booster: xgb.Booster) -> App:
     """The ASGI app scoring with ``booster``."""
 
     async def respond(send: Send, status: int, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*JSON, (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*JSON, (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,8 +100,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8093)
     args = parser.parse_args()
-    uvicorn.run(make_app(load_booster(args.model)), host=args.host, port=args.port, workers=1,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        make_app(load_booster(args.model)),
+        host=args.host,
+        port=args.port,
+        workers=1,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

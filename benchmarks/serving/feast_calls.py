@@ -58,8 +58,12 @@ def time_calls(fn: Callable[[dict[str, Any]], object], rows: list[dict[str, Any]
         fn(r)
         ms.append((time.perf_counter() - t0) * 1000)
     ms.sort()
-    return {"calls": len(ms), "p50_ms": round(statistics.median(ms), 3), "mean_ms": round(statistics.fmean(ms), 3),
-            "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3)}
+    return {
+        "calls": len(ms),
+        "p50_ms": round(statistics.median(ms), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+        "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3),
+    }
 
 
 def child(state_dir: Path, calls: int) -> dict[str, Any]:
@@ -79,8 +83,17 @@ def child(state_dir: Path, calls: int) -> dict[str, Any]:
     txs = prepared["transactions"]
     at = datetime(2026, 1, 14, 12, tzinfo=UTC)
     at_us = int(at.timestamp()) * 1_000_000
-    rows = [{"card_id": t["card_id"], "merchant_id": t["merchant_id"], "amount": float(t["amount"]),
-             "country": t["country"], "event_hour": 12.0, "event_us": at_us} for t in txs[: calls + 20]]
+    rows = [
+        {
+            "card_id": t["card_id"],
+            "merchant_id": t["merchant_id"],
+            "amount": float(t["amount"]),
+            "country": t["country"],
+            "event_hour": 12.0,
+            "event_us": at_us,
+        }
+        for t in txs[: calls + 20]
+    ]
     state = CardState((1_768_000_000_000_000,), (10.0,))
     views = {name: store.get_feature_view(name) for name in VIEWS}
     provider, config = store._get_provider(), store.config
@@ -90,15 +103,20 @@ def child(state_dir: Path, calls: int) -> dict[str, Any]:
 
     def direct_read(r: dict[str, Any]) -> object:
         card = [key("card_id", r["card_id"])]
-        return (provider.online_read(config, views["card_daily"], card),
-                provider.online_read(config, views["merchant_daily"], [key("merchant_id", r["merchant_id"])]),
-                provider.online_read(config, views["card_recent"], card))
+        return (
+            provider.online_read(config, views["card_daily"], card),
+            provider.online_read(config, views["merchant_daily"], [key("merchant_id", r["merchant_id"])]),
+            provider.online_read(config, views["card_recent"], card),
+        )
 
     def direct_write(r: dict[str, Any]) -> object:
-        values = {"recent_event_us": Value(int64_list_val=Int64List(val=list(state.event_us))),
-                  "recent_amounts": Value(double_list_val=DoubleList(val=list(state.amounts)))}
-        provider.online_write_batch(config, views["card_recent"], [(key("card_id", r["card_id"]), values, at, None)],
-                                    None)
+        values = {
+            "recent_event_us": Value(int64_list_val=Int64List(val=list(state.event_us))),
+            "recent_amounts": Value(double_list_val=DoubleList(val=list(state.amounts))),
+        }
+        provider.online_write_batch(
+            config, views["card_recent"], [(key("card_id", r["card_id"]), values, at, None)], None
+        )
         return None
 
     def sdk_lookup(r: dict[str, Any]) -> object:
@@ -107,8 +125,14 @@ def child(state_dir: Path, calls: int) -> dict[str, Any]:
         return store.get_online_features(features=fs, entity_rows=[entity]).to_dict()
 
     def sdk_push(r: dict[str, Any]) -> object:
-        frame = pd.DataFrame({"card_id": [r["card_id"]], "feature_timestamp": [at],
-                              "recent_event_us": [list(state.event_us)], "recent_amounts": [list(state.amounts)]})
+        frame = pd.DataFrame(
+            {
+                "card_id": [r["card_id"]],
+                "feature_timestamp": [at],
+                "recent_event_us": [list(state.event_us)],
+                "recent_amounts": [list(state.amounts)],
+            }
+        )
         store.push("card_recent_push", frame, to=PushMode.ONLINE)
         return None
 
@@ -139,11 +163,18 @@ def main() -> None:
         from run import prepare_state
 
         prepare_state(state_dir)
-    result: dict[str, Any] = {"state_dir": str(state_dir), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                              "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    result: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
     for mode, flags in (("typeguard_on", []), ("python_-O", ["-O"])):
-        done = subprocess.run([sys.executable, *flags, __file__, "--child", "--state-dir", str(state_dir),
-                               "--calls", str(args.calls)], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, *flags, __file__, "--child", "--state-dir", str(state_dir), "--calls", str(args.calls)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     text = json.dumps(result, indent=2)
     print(text)

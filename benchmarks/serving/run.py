@@ -100,8 +100,21 @@ SPEC = "synthetic-fraud"
 HELD_OUT = "2026-01-14"  # the last generated day: never trained on, replayed through the server
 GENERATOR = {"days": 14, "n_cards": 600, "n_merchants": 120, "seed": 21}
 TARGETS = ("riskloop-features", "riskloop-nofeatures", "mlserver", "ceiling")
-VERSIONED = ("kserve", "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "orjson", "feast",
-             "xgboost", "numpy", "pandas", "psutil")
+VERSIONED = (
+    "kserve",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "pydantic",
+    "orjson",
+    "feast",
+    "xgboost",
+    "numpy",
+    "pandas",
+    "psutil",
+)
 RSS_INTERVAL_S = 0.2
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 20.0
@@ -140,8 +153,14 @@ def prepare_state(state_dir: Path) -> Prepared:
     marker = state_dir / PREPARED_FILE
     if marker.is_file():
         saved = json.loads(marker.read_text())
-        return Prepared(**{**saved, "state_dir": state_dir, "model_path": Path(saved["model_path"]),
-                           "seconds": time.perf_counter() - t0})
+        return Prepared(
+            **{
+                **saved,
+                "state_dir": state_dir,
+                "model_path": Path(saved["model_path"]),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     import numpy as np
     import pandas as pd
 
@@ -155,30 +174,56 @@ def prepare_state(state_dir: Path) -> Prepared:
     s = Settings()
     s.ensure_dirs()
     spec = load_spec(SPEC)
-    write_partitions(GeneratorParams(days=GENERATOR["days"], n_cards=GENERATOR["n_cards"],
-                                     n_merchants=GENERATOR["n_merchants"], seed=GENERATOR["seed"]),
-                     spec.source_path(s.root))
+    write_partitions(
+        GeneratorParams(
+            days=GENERATOR["days"],
+            n_cards=GENERATOR["n_cards"],
+            n_merchants=GENERATOR["n_merchants"],
+            seed=GENERATOR["seed"],
+        ),
+        spec.source_path(s.root),
+    )
     w = s.root / "work"
     steps.ingest(spec.name, "2026-01-01", HELD_OUT, w / "batch.parquet", s)
     steps.validate(spec.name, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "bench")
     info = steps.build_training_set(spec.name, w / "valid.parquet", HELD_OUT, 2.0, 2.0, 3.0, 0, w / "ts.parquet", s)
-    out = steps.train(spec.name, w / "ts.parquet", {"n_estimators": 80}, w / "model", s, pipeline_run_id="bench",
-                      data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"), cutoff_date=HELD_OUT,
-                      maturity_days=2.0)
-    ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s,
-                        target_fpr=0.01)
-    gate = steps.gate(ev.comparison, {}, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id="bench",
-                      gate_result_path=w / "gate.json")
-    steps.register(out.mlflow_run_id, w / "model", gate, spec.name, s, pipeline_run_id="bench",
-                   data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
+    out = steps.train(
+        spec.name,
+        w / "ts.parquet",
+        {"n_estimators": 80},
+        w / "model",
+        s,
+        pipeline_run_id="bench",
+        data_sha256=info.data_sha256,
+        data_snapshot=str(w / "ts.parquet"),
+        cutoff_date=HELD_OUT,
+        maturity_days=2.0,
+    )
+    ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s, target_fpr=0.01)
+    gate = steps.gate(
+        ev.comparison, {}, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id="bench", gate_result_path=w / "gate.json"
+    )
+    steps.register(
+        out.mlflow_run_id,
+        w / "model",
+        gate,
+        spec.name,
+        s,
+        pipeline_run_id="bench",
+        data_sha256=info.data_sha256,
+        data_snapshot=str(w / "ts.parquet"),
+    )
     steps.materialize(HELD_OUT, 30, s)
 
     name = spec.registered_model(s.mlflow.model_name)
     served = resolve_model(s, model_name=name, alias="champion")
     # the file the loader downloaded and hash-checked: MLServer and the ceiling load this very file
     want = served.bundle.meta.get("model_sha256")
-    found = [f for f in (s.root / "serving" / f"{name}-v{served.version}").rglob("model.ubj")
-             if hashlib.sha256(f.read_bytes()).hexdigest() == want]
+    found = [
+        f
+        for f in (s.root / "serving" / f"{name}-v{served.version}").rglob("model.ubj")
+        if hashlib.sha256(f.read_bytes()).hexdigest() == want
+    ]
     if not found:
         raise SystemExit(f"no model.ubj with sha256 {want} under {s.root / 'serving'}")
     model_path = found[0]
@@ -194,12 +239,18 @@ def prepare_state(state_dir: Path) -> Prepared:
     complete = x[np.isfinite(x).all(axis=1)]
     if len(complete) == 0:
         raise SystemExit("no training row without a missing value: cannot build JSON feature rows")
-    rows = complete[-len(transactions):] if len(complete) > len(transactions) else complete
+    rows = complete[-len(transactions) :] if len(complete) > len(transactions) else complete
     prep = Prepared(
-        state_dir=state_dir, model_name=name, model_version=served.version, model_path=model_path,
-        model_sha256=served.bundle.meta.get("model_sha256", ""), n_features=int(x.shape[1]),
-        transactions=transactions, feature_rows=rows.astype(np.float64).tolist(),
-        reference_scores=served.bundle.predict(rows).tolist(), seconds=time.perf_counter() - t0,
+        state_dir=state_dir,
+        model_name=name,
+        model_version=served.version,
+        model_path=model_path,
+        model_sha256=served.bundle.meta.get("model_sha256", ""),
+        n_features=int(x.shape[1]),
+        transactions=transactions,
+        feature_rows=rows.astype(np.float64).tolist(),
+        reference_scores=served.bundle.predict(rows).tolist(),
+        seconds=time.perf_counter() - t0,
     )
     saved = {k: v for k, v in prep.__dict__.items() if k not in ("state_dir", "seconds")}
     marker.write_text(json.dumps({**saved, "model_path": str(model_path)}) + "\n")
@@ -220,8 +271,9 @@ def ensure_mlserver_venv(venv: Path, requirements: Path) -> Path:
     shutil.rmtree(venv, ignore_errors=True)
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     subprocess.run([uv, "venv", "--quiet", "--python", py, str(venv)], check=True)
-    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
-                    str(requirements)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r", str(requirements)], check=True
+    )
     stamp.write_text(want + "\n")
     return exe
 
@@ -230,12 +282,17 @@ def write_mlserver_repo(root: Path, prep: Prepared, *, http_port: int, grpc_port
     """``settings.json`` and ``model-settings.json`` for one MLServer process serving ``prep.model_path``."""
     root.mkdir(parents=True, exist_ok=True)
     settings = {
-        "host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
+        "host": "127.0.0.1",
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
         "parallel_workers": 0,  # inference in the server process: one worker, like every other target
-        "debug": False, "load_models_at_startup": True,
+        "debug": False,
+        "load_models_at_startup": True,
     }
     model = {
-        "name": prep.model_name, "implementation": "mlserver_xgboost.XGBoostModel",
+        "name": prep.model_name,
+        "implementation": "mlserver_xgboost.XGBoostModel",
         "parameters": {"uri": str(prep.model_path), "version": prep.model_version},
     }
     (root / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
@@ -266,12 +323,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def build_targets(prep: Prepared, mlserver: Path | None, work: Path, hey_streams: int, *,
-                  omp_threads: int = 1) -> list[TargetSpec]:
+def build_targets(
+    prep: Prepared, mlserver: Path | None, work: Path, hey_streams: int, *, omp_threads: int = 1
+) -> list[TargetSpec]:
     """The four targets, each with its own ports and request bodies."""
     base_env = {**os.environ, "RISKLOOP_STATE_DIR": str(prep.state_dir)}
-    v1 = [json.dumps({"instances": [{**t, "transaction_id": f"{t['transaction_id']}-b{{{{n}}}}"}]},
-                     separators=(",", ":")) for t in prep.transactions]
+    v1 = [
+        json.dumps({"instances": [{**t, "transaction_id": f"{t['transaction_id']}-b{{{{n}}}}"}]}, separators=(",", ":"))
+        for t in prep.transactions
+    ]
     # one card per hey stream: distinct cards, so the streams look up and push different keys
     picked: list[dict[str, Any]] = []
     for t in prep.transactions:
@@ -279,55 +339,104 @@ def build_targets(prep: Prepared, mlserver: Path | None, work: Path, hey_streams
             picked.append(t)
         if len(picked) == hey_streams:
             break
-    v1_streams = [json.dumps({"instances": [{**t, "transaction_id": f"{t['transaction_id']}-hey{i}"}]},
-                             separators=(",", ":")) for i, t in enumerate(picked)]
+    v1_streams = [
+        json.dumps({"instances": [{**t, "transaction_id": f"{t['transaction_id']}-hey{i}"}]}, separators=(",", ":"))
+        for i, t in enumerate(picked)
+    ]
     rows = prep.feature_rows
     ceiling_bodies = [json.dumps({"instances": [r]}, separators=(",", ":")) for r in rows]
-    v2_bodies = [json.dumps({"inputs": [{"name": "input-0", "shape": [1, len(r)], "datatype": "FP32", "data": r}],
-                             "outputs": [{"name": "predict"}]}, separators=(",", ":")) for r in rows]
+    v2_bodies = [
+        json.dumps(
+            {
+                "inputs": [{"name": "input-0", "shape": [1, len(r)], "datatype": "FP32", "data": r}],
+                "outputs": [{"name": "predict"}],
+            },
+            separators=(",", ":"),
+        )
+        for r in rows
+    ]
 
     def riskloop(features: str) -> TargetSpec:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         return TargetSpec(
             name=f"riskloop-{'features' if features == 'feast' else 'nofeatures'}",
-            description=(f"riskloop serve --features {features} (KServe ModelServer, V1, one raw transaction"
-                         + (", Feast sqlite lookup + push)" if features == "feast" else ", no feature store)")),
-            argv=[sys.executable, "-m", "riskloop.cli", "serve", "--model-alias", "champion", "--host", "127.0.0.1",
-                  "--port", str(port), "--workers", "1", "--features", features],
-            env=base_env, ready_url=f"{url}/v1/models/{prep.model_name}",
-            predict_url=f"{url}/v1/models/{prep.model_name}:predict", bodies=v1, stream_bodies=v1_streams,
-            score_of=lambda r: [float(p["score"]) for p in r["predictions"]], reference=None)
+            description=(
+                f"riskloop serve --features {features} (KServe ModelServer, V1, one raw transaction"
+                + (", Feast sqlite lookup + push)" if features == "feast" else ", no feature store)")
+            ),
+            argv=[
+                sys.executable,
+                "-m",
+                "riskloop.cli",
+                "serve",
+                "--model-alias",
+                "champion",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--features",
+                features,
+            ],
+            env=base_env,
+            ready_url=f"{url}/v1/models/{prep.model_name}",
+            predict_url=f"{url}/v1/models/{prep.model_name}:predict",
+            bodies=v1,
+            stream_bodies=v1_streams,
+            score_of=lambda r: [float(p["score"]) for p in r["predictions"]],
+            reference=None,
+        )
 
     targets = [riskloop("feast"), riskloop("none")]
     if mlserver is not None:
         http, grpc, metrics = free_port(), free_port(), free_port()
         repo = write_mlserver_repo(work / "mlserver-repo", prep, http_port=http, grpc_port=grpc, metrics_port=metrics)
         url = f"http://127.0.0.1:{http}"
-        targets.append(TargetSpec(
-            name="mlserver",
-            description=("MLServer 1.7 + mlserver-xgboost, parallel_workers 0, "
-                         + (f"OMP_NUM_THREADS={omp_threads}" if omp_threads else "XGBoost's default threads")
-                         + ", V2, one feature row (no feature lookup), output 'predict'"),
-            argv=[str(mlserver), "start", str(repo)],
-            # its own venv: nothing of the project's environment may leak in. One OpenMP thread, as riskloop
-            # and the ceiling score: the runtime leaves XGBoost's default (every core), whose spinning threads
-            # fight the load generator for the 2 cores (a trial run swung from 336 to 57 req/s between rounds)
-            env={**{k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "OMP_NUM_THREADS")},
-                 **({"OMP_NUM_THREADS": str(omp_threads)} if omp_threads else {})},
-            ready_url=f"{url}/v2/models/{prep.model_name}/ready",
-            predict_url=f"{url}/v2/models/{prep.model_name}/infer", bodies=v2_bodies,
-            stream_bodies=v2_bodies[:hey_streams],
-            score_of=lambda r: [float(v) for v in r["outputs"][0]["data"]],
-            reference=prep.reference_scores))
+        targets.append(
+            TargetSpec(
+                name="mlserver",
+                description=(
+                    "MLServer 1.7 + mlserver-xgboost, parallel_workers 0, "
+                    + (f"OMP_NUM_THREADS={omp_threads}" if omp_threads else "XGBoost's default threads")
+                    + ", V2, one feature row (no feature lookup), output 'predict'"
+                ),
+                argv=[str(mlserver), "start", str(repo)],
+                # its own venv: nothing of the project's environment may leak in. One OpenMP thread, as riskloop
+                # and the ceiling score: the runtime leaves XGBoost's default (every core), whose spinning threads
+                # fight the load generator for the 2 cores (a trial run swung from 336 to 57 req/s between rounds)
+                env={
+                    **{
+                        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "OMP_NUM_THREADS")
+                    },
+                    **({"OMP_NUM_THREADS": str(omp_threads)} if omp_threads else {}),
+                },
+                ready_url=f"{url}/v2/models/{prep.model_name}/ready",
+                predict_url=f"{url}/v2/models/{prep.model_name}/infer",
+                bodies=v2_bodies,
+                stream_bodies=v2_bodies[:hey_streams],
+                score_of=lambda r: [float(v) for v in r["outputs"][0]["data"]],
+                reference=prep.reference_scores,
+            )
+        )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    targets.append(TargetSpec(
-        name="ceiling", description="bare ASGI (uvicorn) + orjson + booster.inplace_predict, one feature row",
-        argv=[sys.executable, str(HERE / "ceiling.py"), "--model", str(prep.model_path), "--port", str(port)],
-        env=base_env, ready_url=f"{url}/health", predict_url=f"{url}/predict", bodies=ceiling_bodies,
-        stream_bodies=ceiling_bodies[:hey_streams], score_of=lambda r: [float(v) for v in r["predictions"]],
-        reference=prep.reference_scores))
+    targets.append(
+        TargetSpec(
+            name="ceiling",
+            description="bare ASGI (uvicorn) + orjson + booster.inplace_predict, one feature row",
+            argv=[sys.executable, str(HERE / "ceiling.py"), "--model", str(prep.model_path), "--port", str(port)],
+            env=base_env,
+            ready_url=f"{url}/health",
+            predict_url=f"{url}/predict",
+            bodies=ceiling_bodies,
+            stream_bodies=ceiling_bodies[:hey_streams],
+            score_of=lambda r: [float(v) for v in r["predictions"]],
+            reference=prep.reference_scores,
+        )
+    )
     return targets
 
 
@@ -399,8 +508,9 @@ def start(spec: TargetSpec, logs: Path) -> Running:
     """Start a target in its own process group and wait until it answers its readiness URL."""
     log = logs / f"{spec.name}.log"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(spec.argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=spec.env, cwd=REPO,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        spec.argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=spec.env, cwd=REPO, start_new_session=True
+    )
     run = Running(spec, proc, log, RssSampler(proc.pid))
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -469,8 +579,19 @@ def run_wrk(url: str, bodies_file: Path, *, seconds: float, connections: int, ti
     wrk = shutil.which("wrk")
     if wrk is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (or scripts/services.sh install)")
-    argv = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout_s}s", "--latency",
-            "-s", str(HERE / "post.lua"), url, "--", str(bodies_file)]
+    argv = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        f"--timeout={timeout_s}s",
+        "--latency",
+        "-s",
+        str(HERE / "post.lua"),
+        url,
+        "--",
+        str(bodies_file),
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -488,19 +609,28 @@ def run_wrk(url: str, bodies_file: Path, *, seconds: float, connections: int, ti
     seconds_run = raw["duration_us"] / 1e6
     return {
         "command": " ".join(["wrk", *argv[1:7], "benchmarks/serving/post.lua", url, "--", "<bodies file>"]),
-        "requests": raw["requests"], "seconds": round(seconds_run, 3),
+        "requests": raw["requests"],
+        "seconds": round(seconds_run, 3),
         "req_per_s": round(raw["requests"] / seconds_run, 1),
-        "non_2xx": non2xx, "socket_errors": raw["errors"],
-        "latency_ms": {"mean": round(raw["latency_us"]["mean"] / 1000, 3),
-                       "p50": pct["50"] / 1000, "p75": pct["75"] / 1000, "p90": pct["90"] / 1000,
-                       "p99": pct["99"] / 1000, "p99.9": pct["99.9"] / 1000, "max": raw["latency_us"]["max"] / 1000},
+        "non_2xx": non2xx,
+        "socket_errors": raw["errors"],
+        "latency_ms": {
+            "mean": round(raw["latency_us"]["mean"] / 1000, 3),
+            "p50": pct["50"] / 1000,
+            "p75": pct["75"] / 1000,
+            "p90": pct["90"] / 1000,
+            "p99": pct["99"] / 1000,
+            "p99.9": pct["99.9"] / 1000,
+            "max": raw["latency_us"]["max"] / 1000,
+        },
         "loadgen_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
         "report": done.stdout,
     }
 
 
-def run_hey(url: str, bodies: Sequence[str], work: Path, *, rate: float, seconds: float,
-            workers_per_stream: int) -> dict[str, Any]:
+def run_hey(
+    url: str, bodies: Sequence[str], work: Path, *, rate: float, seconds: float, workers_per_stream: int
+) -> dict[str, Any]:
     """Open loop at ``rate`` req/s in total: one ``hey -q`` process per body, every request's latency from its CSV.
 
     hey paces each worker with its own ticker at ``-q`` req/s, all of a process's
@@ -521,8 +651,26 @@ def run_hey(url: str, bodies: Sequence[str], work: Path, *, rate: float, seconds
     for i, body in enumerate(bodies):
         body_file = work / f"hey-body-{i}.json"
         body_file.write_text(body)
-        argv = [hey, "-z", f"{seconds:g}s", "-c", str(workers_per_stream), "-q", f"{per_worker:g}", "-m", "POST",
-                "-T", "application/json", "-D", str(body_file), "-t", "10", "-o", "csv", url]
+        argv = [
+            hey,
+            "-z",
+            f"{seconds:g}s",
+            "-c",
+            str(workers_per_stream),
+            "-q",
+            f"{per_worker:g}",
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            str(body_file),
+            "-t",
+            "10",
+            "-o",
+            "csv",
+            url,
+        ]
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         time.sleep(1 / per_worker / len(bodies))  # stagger the tickers' phases
     latencies: list[float] = []
@@ -539,10 +687,16 @@ def run_hey(url: str, bodies: Sequence[str], work: Path, *, rate: float, seconds
         raise SystemExit("hey recorded no request")
     latencies.sort()
     return {
-        "command": (f"{len(bodies)} staggered × hey -z {seconds:g}s -c {workers_per_stream} -q {per_worker:g} "
-                    f"-m POST -T application/json -D <body> -o csv {url}"),
-        "seconds": seconds, "target_req_per_s": rate, "achieved_req_per_s": round(len(latencies) / seconds, 1),
-        "requests": len(latencies), "status_counts": statuses, "latency_ms": latency_summary(latencies),
+        "command": (
+            f"{len(bodies)} staggered × hey -z {seconds:g}s -c {workers_per_stream} -q {per_worker:g} "
+            f"-m POST -T application/json -D <body> -o csv {url}"
+        ),
+        "seconds": seconds,
+        "target_req_per_s": rate,
+        "achieved_req_per_s": round(len(latencies) / seconds, 1),
+        "requests": len(latencies),
+        "status_counts": statuses,
+        "latency_ms": latency_summary(latencies),
         "loadgen_cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
         "latencies_s": latencies,
     }
@@ -581,14 +735,16 @@ def ensure_py_spy(venv: Path) -> Path:
     uv = shutil.which("uv")
     if uv is None:
         raise SystemExit("uv is not on PATH: install it (pip install uv) to profile with py-spy")
-    subprocess.run([uv, "venv", "--quiet", "--python", f"{sys.version_info.major}.{sys.version_info.minor}",
-                    str(venv)], check=True)
+    subprocess.run(
+        [uv, "venv", "--quiet", "--python", f"{sys.version_info.major}.{sys.version_info.minor}", str(venv)], check=True
+    )
     subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), PY_SPY], check=True)
     return exe
 
 
-def profile(run: Running, py_spy: Path, bodies_file: Path, work: Path, *, seconds: float,
-            connections: int) -> dict[str, Any]:
+def profile(
+    run: Running, py_spy: Path, bodies_file: Path, work: Path, *, seconds: float, connections: int
+) -> dict[str, Any]:
     """Sample the server with py-spy (non-blocking, 200 Hz) under a separate, unrecorded wrk load.
 
     Idle threads are not sampled, so the samples are where the server's threads
@@ -597,9 +753,26 @@ def profile(run: Running, py_spy: Path, bodies_file: Path, work: Path, *, second
     import re
 
     raw = work / f"{run.spec.name}.py-spy.txt"
-    spy = subprocess.Popen([str(py_spy), "record", "--pid", str(run.process.pid), "--rate", "200", "--nonblocking",
-                            "--duration", f"{seconds + 2:g}", "--format", "raw", "--output", str(raw)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    spy = subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(run.process.pid),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--duration",
+            f"{seconds + 2:g}",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)  # attach before the load starts
     load = run_wrk(run.spec.predict_url, bodies_file, seconds=seconds, connections=connections)
     _, err = spy.communicate(timeout=seconds + 60)
@@ -624,7 +797,9 @@ def profile(run: Running, py_spy: Path, bodies_file: Path, work: Path, *, second
     top = sorted(functions.items(), key=lambda kv: -kv[1])[:15]
     return {
         "tool": f"{PY_SPY} record --rate 200 --nonblocking --format raw, during wrk -c{connections} -d{seconds:g}s",
-        "samples": total, "idle_samples_left_out": idle, "req_per_s_while_sampled": load["req_per_s"],
+        "samples": total,
+        "idle_samples_left_out": idle,
+        "req_per_s_while_sampled": load["req_per_s"],
         "share": {name: round(c / total, 4) if total else 0.0 for name, c in counts.items()},
         "top_leaf_functions": [{"frame": f, "share": round(c / total, 4)} for f, c in top],
         "raw_file": raw.name,
@@ -650,14 +825,18 @@ def measure_all(specs: list[TargetSpec], work: Path, args: argparse.Namespace) -
             bodies[spec.name] = work / f"{spec.name}-bodies.txt"
             bodies[spec.name].write_text("\n".join(spec.bodies) + "\n")
             run = runs[spec.name] = start(spec, work)
-            results[spec.name] = {"description": spec.description, "argv": spec.argv,
-                                  "distinct_bodies": len(spec.bodies), "ready_seconds": round(run.ready_seconds, 2),
-                                  "check": check(run)}
+            results[spec.name] = {
+                "description": spec.description,
+                "argv": spec.argv,
+                "distinct_bodies": len(spec.bodies),
+                "ready_seconds": round(run.ready_seconds, 2),
+                "check": check(run),
+            }
             run_wrk(spec.predict_url, bodies[spec.name], seconds=args.warmup, connections=args.connections)
         slice_s = args.duration / args.rounds
         closed: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in specs}
         for r in range(args.rounds):
-            for spec in specs[r % len(specs):] + specs[:r % len(specs)]:
+            for spec in specs[r % len(specs) :] + specs[: r % len(specs)]:
                 run = runs[spec.name]
                 load = os.getloadavg()[0]
                 cpu0 = run.rss.cpu_seconds()
@@ -665,40 +844,63 @@ def measure_all(specs: list[TargetSpec], work: Path, args: argparse.Namespace) -
                 res["server_cpu_seconds"] = round(run.rss.cpu_seconds() - cpu0, 3)
                 res["round"], res["load_average_1m_before"] = r, round(load, 2)
                 closed[spec.name].append(res)
-            print(f"closed loop round {r + 1}/{args.rounds}: "
-                  + ", ".join(f"{n} {v[-1]['req_per_s']:g} req/s" for n, v in closed.items()), flush=True)
+            print(
+                f"closed loop round {r + 1}/{args.rounds}: "
+                + ", ".join(f"{n} {v[-1]['req_per_s']:g} req/s" for n, v in closed.items()),
+                flush=True,
+            )
         for name, rounds in closed.items():
             results[name]["closed_loop"] = combine_closed(rounds)
         open_specs = [spec for spec in specs if args.open_loop == "all" or spec.name == "riskloop-features"]
         if args.open_loop_duration > 0 and open_specs:
             opened: dict[str, list[dict[str, Any]]] = {spec.name: [] for spec in open_specs}
             for r in range(args.rounds):
-                for spec in open_specs[r % len(open_specs):] + open_specs[:r % len(open_specs)]:
+                for spec in open_specs[r % len(open_specs) :] + open_specs[: r % len(open_specs)]:
                     run = runs[spec.name]
                     cpu0 = run.rss.cpu_seconds()
-                    res = run_hey(spec.predict_url, spec.stream_bodies, work, rate=args.rate,
-                                  seconds=args.open_loop_duration / args.rounds, workers_per_stream=args.hey_workers)
+                    res = run_hey(
+                        spec.predict_url,
+                        spec.stream_bodies,
+                        work,
+                        rate=args.rate,
+                        seconds=args.open_loop_duration / args.rounds,
+                        workers_per_stream=args.hey_workers,
+                    )
                     res["server_cpu_seconds"] = round(run.rss.cpu_seconds() - cpu0, 3)
                     opened[spec.name].append(res)
-                print(f"open loop round {r + 1}/{args.rounds} at {args.rate:g} req/s: "
-                      + ", ".join(f"{n} {v[-1]['achieved_req_per_s']:g} req/s" for n, v in opened.items()),
-                      flush=True)
+                print(
+                    f"open loop round {r + 1}/{args.rounds} at {args.rate:g} req/s: "
+                    + ", ".join(f"{n} {v[-1]['achieved_req_per_s']:g} req/s" for n, v in opened.items()),
+                    flush=True,
+                )
             for name, rounds in opened.items():
                 results[name]["open_loop"] = combine_open(rounds, rate=args.rate)
         if args.profile > 0:
             for spec in specs:
                 if spec.name.startswith("riskloop"):
-                    print(f"[{spec.name}] profiling {args.profile:g} s with py-spy (not part of the numbers)",
-                          flush=True)
-                    results[spec.name]["profile"] = profile(runs[spec.name], ensure_py_spy(args.tools_venv),
-                                                            bodies[spec.name], work, seconds=args.profile,
-                                                            connections=args.connections)
+                    print(
+                        f"[{spec.name}] profiling {args.profile:g} s with py-spy (not part of the numbers)", flush=True
+                    )
+                    results[spec.name]["profile"] = profile(
+                        runs[spec.name],
+                        ensure_py_spy(args.tools_venv),
+                        bodies[spec.name],
+                        work,
+                        seconds=args.profile,
+                        connections=args.connections,
+                    )
     finally:
         for name, run in runs.items():
             code = stop(run)
-            results[name].update({"exit_code": code, "peak_rss_mib": round(run.rss.peak_bytes / 2**20, 1),
-                                  "rss_samples": run.rss.samples, "notes": run.notes,
-                                  "log_bytes": run.log.stat().st_size if run.log.exists() else 0})
+            results[name].update(
+                {
+                    "exit_code": code,
+                    "peak_rss_mib": round(run.rss.peak_bytes / 2**20, 1),
+                    "rss_samples": run.rss.samples,
+                    "notes": run.notes,
+                    "log_bytes": run.log.stat().st_size if run.log.exists() else 0,
+                }
+            )
     return results
 
 
@@ -709,16 +911,21 @@ def combine_closed(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     cpu = sum(r["server_cpu_seconds"] for r in rounds)
     keys = ("mean", "p50", "p90", "p99", "p99.9", "max")
     return {
-        "requests": requests, "seconds": round(seconds, 3), "req_per_s": round(requests / seconds, 1),
+        "requests": requests,
+        "seconds": round(seconds, 3),
+        "req_per_s": round(requests / seconds, 1),
         "req_per_s_by_round": [r["req_per_s"] for r in rounds],
         "non_2xx": sum(r["non_2xx"] for r in rounds),
         "socket_errors": {k: sum(r["socket_errors"][k] for r in rounds) for k in rounds[0]["socket_errors"]},
         "latency_ms": {k: round(statistics.median(r["latency_ms"][k] for r in rounds), 3) for k in keys},
-        "latency_ms_range_over_rounds": {k: [min(r["latency_ms"][k] for r in rounds),
-                                             max(r["latency_ms"][k] for r in rounds)] for k in keys},
-        "server_cpu_seconds": round(cpu, 2), "server_cpu_ms_per_request": round(cpu * 1000 / max(requests, 1), 3),
+        "latency_ms_range_over_rounds": {
+            k: [min(r["latency_ms"][k] for r in rounds), max(r["latency_ms"][k] for r in rounds)] for k in keys
+        },
+        "server_cpu_seconds": round(cpu, 2),
+        "server_cpu_ms_per_request": round(cpu * 1000 / max(requests, 1), 3),
         "loadgen_cpu_seconds": round(sum(r["loadgen_cpu_seconds"] for r in rounds), 2),
-        "command": rounds[0]["command"], "rounds": list(rounds),
+        "command": rounds[0]["command"],
+        "rounds": list(rounds),
     }
 
 
@@ -733,13 +940,19 @@ def combine_open(rounds: Sequence[dict[str, Any]], *, rate: float) -> dict[str, 
     ok = statuses.get("200", 0)
     cpu = sum(r["server_cpu_seconds"] for r in rounds)
     return {
-        "target_req_per_s": rate, "achieved_req_per_s": round(len(latencies) / seconds, 1),
+        "target_req_per_s": rate,
+        "achieved_req_per_s": round(len(latencies) / seconds, 1),
         "achieved_req_per_s_by_round": [r["achieved_req_per_s"] for r in rounds],
-        "requests": len(latencies), "seconds": seconds, "status_counts": statuses,
-        "non_200": len(latencies) - ok, "latency_ms": latency_summary(latencies),
-        "server_cpu_seconds": round(cpu, 2), "server_cpu_ms_per_request": round(cpu * 1000 / max(ok, 1), 3),
+        "requests": len(latencies),
+        "seconds": seconds,
+        "status_counts": statuses,
+        "non_200": len(latencies) - ok,
+        "latency_ms": latency_summary(latencies),
+        "server_cpu_seconds": round(cpu, 2),
+        "server_cpu_ms_per_request": round(cpu * 1000 / max(ok, 1), 3),
         "loadgen_cpu_seconds": round(sum(r["loadgen_cpu_seconds"] for r in rounds), 2),
-        "command": rounds[0]["command"], "rounds": list(rounds),
+        "command": rounds[0]["command"],
+        "rounds": list(rounds),
     }
 
 
@@ -755,6 +968,7 @@ def latency_summary(sorted_s: Sequence[float]) -> dict[str, float]:
 
 def goals(targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's goals, checked on the measured numbers (``None`` where a target was not measured)."""
+
     def rps(name: str) -> float | None:
         t = targets.get(name)
         return float(t["closed_loop"]["req_per_s"]) if t and "closed_loop" in t else None
@@ -791,50 +1005,76 @@ def _tool_version(argv: list[str]) -> str | None:
 
 def _dpkg_version(package: str) -> str | None:
     try:
-        done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
-                              timeout=10)
+        done = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None
 
 
 def mlserver_versions(venv: Path) -> dict[str, str]:
-    code = ("import json, importlib.metadata as m; print(json.dumps({d: m.version(d) for d in "
-            "('mlserver', 'mlserver-xgboost', 'xgboost', 'fastapi', 'starlette', 'uvicorn', 'numpy', 'pandas')}))")
+    code = (
+        "import json, importlib.metadata as m; print(json.dumps({d: m.version(d) for d in "
+        "('mlserver', 'mlserver-xgboost', 'xgboost', 'fastapi', 'starlette', 'uvicorn', 'numpy', 'pandas')}))"
+    )
     done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True)
     result: dict[str, str] = json.loads(done.stdout)
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.json")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
-    parser.add_argument("--duration", type=float, default=20.0,
-                        help="closed-loop seconds per target, split over --rounds wrk runs")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="closed-loop seconds per target, split over --rounds wrk runs"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the measured seconds are cut into")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per target (wrk, not recorded)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (wrk -c)")
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop total req/s")
-    parser.add_argument("--open-loop-duration", type=float, default=20.0,
-                        help="open-loop seconds per target, split over --rounds; 0 skips it")
-    parser.add_argument("--open-loop", choices=("riskloop-features", "all"), default="all",
-                        help="which targets get the open-loop run")
+    parser.add_argument(
+        "--open-loop-duration",
+        type=float,
+        default=20.0,
+        help="open-loop seconds per target, split over --rounds; 0 skips it",
+    )
+    parser.add_argument(
+        "--open-loop", choices=("riskloop-features", "all"), default="all", help="which targets get the open-loop run"
+    )
     parser.add_argument("--hey-streams", type=int, default=10, help="hey processes (one request body each)")
     parser.add_argument("--hey-workers", type=int, default=1, help="hey workers per process (hey -c)")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="prepare state here, or reuse it if prepared before (default: a fresh directory "
-                             "under .riskloop/bench/, removed at the end)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="prepare state here, or reuse it if prepared before (default: a fresh directory "
+        "under .riskloop/bench/, removed at the end)",
+    )
     parser.add_argument("--keep-state", action="store_true", help="keep the state directory afterwards")
     parser.add_argument("--mlserver-venv", type=Path, default=BENCH_DIR / "mlserver-venv")
-    parser.add_argument("--mlserver-omp-threads", type=int, default=1,
-                        help="OMP_NUM_THREADS for MLServer (riskloop and the ceiling score on one thread); "
-                             "0 leaves XGBoost's default, every core")
-    parser.add_argument("--profile", type=float, default=10.0,
-                        help="seconds of py-spy sampling of each riskloop server under an extra wrk load; 0 skips")
-    parser.add_argument("--feast-calls", type=int, default=200,
-                        help="calls per timing in feast_calls.py (Feast SDK vs the online store's own calls); 0 skips")
+    parser.add_argument(
+        "--mlserver-omp-threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS for MLServer (riskloop and the ceiling score on one thread); "
+        "0 leaves XGBoost's default, every core",
+    )
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=10.0,
+        help="seconds of py-spy sampling of each riskloop server under an extra wrk load; 0 skips",
+    )
+    parser.add_argument(
+        "--feast-calls",
+        type=int,
+        default=200,
+        help="calls per timing in feast_calls.py (Feast SDK vs the online store's own calls); 0 skips",
+    )
     parser.add_argument("--tools-venv", type=Path, default=BENCH_DIR / "tools-venv", help="where py-spy is installed")
     args = parser.parse_args(argv)
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -852,8 +1092,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         print(f"preparing state in {state_dir}", flush=True)
         prep = prepare_state(state_dir)
-        print(f"prepared in {prep.seconds:.1f} s: model v{prep.model_version}, {len(prep.transactions)} held-out "
-              f"transactions, {len(prep.feature_rows)} feature rows", flush=True)
+        print(
+            f"prepared in {prep.seconds:.1f} s: model v{prep.model_version}, {len(prep.transactions)} held-out "
+            f"transactions, {len(prep.feature_rows)} feature rows",
+            flush=True,
+        )
         mlserver = None
         ml_versions: dict[str, str] = {}
         venv_seconds = math.nan
@@ -862,15 +1105,29 @@ def main(argv: Sequence[str] | None = None) -> None:
             mlserver = ensure_mlserver_venv(args.mlserver_venv, HERE / "mlserver-requirements.txt")
             venv_seconds = time.perf_counter() - t0
             ml_versions = mlserver_versions(args.mlserver_venv)
-        specs = [t for t in build_targets(prep, mlserver, work, args.hey_streams,
-                                          omp_threads=args.mlserver_omp_threads) if t.name in wanted]
+        specs = [
+            t
+            for t in build_targets(prep, mlserver, work, args.hey_streams, omp_threads=args.mlserver_omp_threads)
+            if t.name in wanted
+        ]
         results = measure_all(specs, work, args)
         feast_calls: dict[str, Any] | None = None
         if args.feast_calls > 0:
             print(f"timing Feast's calls against the online store's own ({args.feast_calls} calls each)", flush=True)
-            done = subprocess.run([sys.executable, str(HERE / "feast_calls.py"), "--state-dir", str(state_dir),
-                                   "--calls", str(args.feast_calls)], capture_output=True, text=True, check=True,
-                                  timeout=600)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    str(HERE / "feast_calls.py"),
+                    "--state-dir",
+                    str(state_dir),
+                    "--calls",
+                    str(args.feast_calls),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )
             feast_calls = json.loads(done.stdout)
         report = {
             "benchmark": "serving",
@@ -878,18 +1135,40 @@ def main(argv: Sequence[str] | None = None) -> None:
             "date": started.isoformat(timespec="seconds"),
             "wall_seconds": round(time.perf_counter() - t_start, 1),
             "machine": machine_info(),
-            "mlserver_venv": {"path": str(args.mlserver_venv), "versions": ml_versions,
-                              "ensure_seconds": round(venv_seconds, 1)},
-            "params": {"rounds": args.rounds, "mlserver_omp_threads": args.mlserver_omp_threads,
-                       "closed_loop": {"tool": "wrk", "threads": 1, "connections": args.connections,
-                                       "seconds": args.duration, "warmup_seconds": args.warmup},
-                       "open_loop": {"tool": "hey", "rate_req_per_s": args.rate, "seconds": args.open_loop_duration,
-                                     "streams": args.hey_streams, "workers_per_stream": args.hey_workers,
-                                     "targets": args.open_loop},
-                       "workers_per_server": 1, "rss_interval_seconds": RSS_INTERVAL_S, "generator": GENERATOR,
-                       "held_out_day": HELD_OUT},
-            "model": {"name": prep.model_name, "version": prep.model_version, "sha256": prep.model_sha256,
-                      "n_features": prep.n_features},
+            "mlserver_venv": {
+                "path": str(args.mlserver_venv),
+                "versions": ml_versions,
+                "ensure_seconds": round(venv_seconds, 1),
+            },
+            "params": {
+                "rounds": args.rounds,
+                "mlserver_omp_threads": args.mlserver_omp_threads,
+                "closed_loop": {
+                    "tool": "wrk",
+                    "threads": 1,
+                    "connections": args.connections,
+                    "seconds": args.duration,
+                    "warmup_seconds": args.warmup,
+                },
+                "open_loop": {
+                    "tool": "hey",
+                    "rate_req_per_s": args.rate,
+                    "seconds": args.open_loop_duration,
+                    "streams": args.hey_streams,
+                    "workers_per_stream": args.hey_workers,
+                    "targets": args.open_loop,
+                },
+                "workers_per_server": 1,
+                "rss_interval_seconds": RSS_INTERVAL_S,
+                "generator": GENERATOR,
+                "held_out_day": HELD_OUT,
+            },
+            "model": {
+                "name": prep.model_name,
+                "version": prep.model_version,
+                "sha256": prep.model_sha256,
+                "n_features": prep.n_features,
+            },
             "prepare_seconds": round(prep.seconds, 1),
             "targets": results,
             "goals": goals(results),
@@ -906,15 +1185,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def summary_table(results: dict[str, dict[str, Any]]) -> str:
-    lines = [f"{'target':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'open p50':>10}{'open p99':>10}"
-             f"{'RSS MiB':>9}{'cpu ms/req':>11}"]
+    lines = [
+        f"{'target':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'open p50':>10}{'open p99':>10}"
+        f"{'RSS MiB':>9}{'cpu ms/req':>11}"
+    ]
     for name, r in results.items():
         c, o = r.get("closed_loop", {}), r.get("open_loop", {})
-        lines.append(f"{name:<22}{c.get('req_per_s', math.nan):>9}{c.get('latency_ms', {}).get('p50', math.nan):>9}"
-                     f"{c.get('latency_ms', {}).get('p99', math.nan):>9}"
-                     f"{o.get('latency_ms', {}).get('p50', math.nan):>10}"
-                     f"{o.get('latency_ms', {}).get('p99', math.nan):>10}{r.get('peak_rss_mib', math.nan):>9}"
-                     f"{c.get('server_cpu_ms_per_request', math.nan):>11}")
+        lines.append(
+            f"{name:<22}{c.get('req_per_s', math.nan):>9}{c.get('latency_ms', {}).get('p50', math.nan):>9}"
+            f"{c.get('latency_ms', {}).get('p99', math.nan):>9}"
+            f"{o.get('latency_ms', {}).get('p50', math.nan):>10}"
+            f"{o.get('latency_ms', {}).get('p99', math.nan):>10}{r.get('peak_rss_mib', math.nan):>9}"
+            f"{c.get('server_cpu_ms_per_request', math.nan):>11}"
+        )
     return "\n".join(lines)
 
 

@@ -53,8 +53,9 @@ def _clean(s: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="make run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--keep", action="store_true", help="keep the existing .riskloop/ state")
     parser.add_argument("--cards", type=int, default=3000, help="synthetic cards (default 3000)")
     args = parser.parse_args(argv)
@@ -71,9 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     spec = load_spec("synthetic-fraud")
     console.rule("[bold]1/5 data")
-    paths = write_partitions(GeneratorParams(days=TOTAL_DAYS, start=START, n_cards=args.cards, n_merchants=600,
-                                             scenario=Scenario.covariate_shift, drift_day=DAYS + 1),
-                             spec.source_path(s.shared))
+    paths = write_partitions(
+        GeneratorParams(
+            days=TOTAL_DAYS,
+            start=START,
+            n_cards=args.cards,
+            n_merchants=600,
+            scenario=Scenario.covariate_shift,
+            drift_day=DAYS + 1,
+        ),
+        spec.source_path(s.shared),
+    )
     console.print(f"{len(paths)} daily partitions under {spec.source_path(s.shared)}")
     runs = []
     for i, days in enumerate((FIRST_WINDOW, DAYS), start=2):
@@ -91,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     if version_by_alias(s.tracking_uri, name, "champion") is None:
         # approval required (RISKLOOP_AUDIT__REQUIRE_APPROVAL): the first version waits as challenger
         waiting = version_by_alias(s.tracking_uri, name, "challenger")
-        console.print(f"[red]no champion to serve: approval is required, and version "
-                      f"{waiting.version if waiting else '?'} waits for it as challenger. Approve it (`riskloop "
-                      "approve N --by NAME --note ...`), promote it (`riskloop canary promote`), then run "
-                      "`make run` again with --keep")
+        console.print(
+            f"[red]no champion to serve: approval is required, and version "
+            f"{waiting.version if waiting else '?'} waits for it as challenger. Approve it (`riskloop "
+            "approve N --by NAME --note ...`), promote it (`riskloop canary promote`), then run "
+            "`make run` again with --keep"
+        )
         return 2
     timeline: list[tuple[str, str, str]] = []
     console.rule("[bold]4/5 delivery: the feature pipeline, then the challenger canaried on live traffic (day 31)")
@@ -116,10 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     for v in versions:
         info = run_info(s.tracking_uri, v.run_id)
         m = info["metrics"]
-        table.add_row(v.version, ", ".join(v.aliases) or "-", info["params"].get("cutoff_date", "?"),
-                      f"{m.get('roc_auc', float('nan')):.4f}", f"{m.get('pr_auc', float('nan')):.4f}",
-                      f"{m.get('recall_at_fpr', float('nan')):.4f}", f"{m.get('brier', float('nan')):.4f}",
-                      v.tags.get("gate_result", "?")[:60], v.run_id[:12])
+        table.add_row(
+            v.version,
+            ", ".join(v.aliases) or "-",
+            info["params"].get("cutoff_date", "?"),
+            f"{m.get('roc_auc', float('nan')):.4f}",
+            f"{m.get('pr_auc', float('nan')):.4f}",
+            f"{m.get('recall_at_fpr', float('nan')):.4f}",
+            f"{m.get('brier', float('nan')):.4f}",
+            v.tags.get("gate_result", "?")[:60],
+            v.run_id[:12],
+        )
     console.print(table)
     gated = [json.loads(line) for line in s.audit_path.read_text().splitlines() if '"event":"gated"' in line]
     if gated:
@@ -161,8 +179,12 @@ def served(s: Settings, spec: Any) -> Iterator[str]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, env_var("state_dir"): str(s.root)}
     with log_path.open("wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "riskloop.cli", "serve", "--port", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "riskloop.cli", "serve", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         _wait_ready(url, name, server, log_path)
         console.print(f"serving {name} at {url} (log {log_path})")
@@ -186,8 +208,16 @@ def _features_for(s: Settings, spec: Any, day: date, *, days_back: int) -> None:
     console.print(f"{day}: feature pipeline in {r.seconds:.0f} s")
 
 
-def _canary(s: Settings, spec: Any, url: str, rows: list[dict[str, Any]], day: date,
-            timeline: list[tuple[str, str, str]], *, cycle: bool) -> str:
+def _canary(
+    s: Settings,
+    spec: Any,
+    url: str,
+    rows: list[dict[str, Any]],
+    day: date,
+    timeline: list[tuple[str, str, str]],
+    *,
+    cycle: bool,
+) -> str:
     """Run the delivery pipeline on the ``challenger`` alias while ``rows`` are replayed as live traffic."""
     from riskloop.audit.log import open_audit_log
     from riskloop.delivery import rollout
@@ -201,15 +231,24 @@ def _canary(s: Settings, spec: Any, url: str, rows: list[dict[str, Any]], day: d
     since = head.seq if head is not None else -1
     before = rollout.current(s, name)
     challenger = version_by_alias(s.tracking_uri, name, "challenger")
-    console.print(f"delivery pipeline: challenger v{challenger.version if challenger else '?'} canaried at "
-                  f"{CANARY_STEPS[0]}% then {CANARY_STEPS[1]}% while {len(rows)} transactions of {day} are replayed "
-                  "over HTTP")
+    console.print(
+        f"delivery pipeline: challenger v{challenger.version if challenger else '?'} canaried at "
+        f"{CANARY_STEPS[0]}% then {CANARY_STEPS[1]}% while {len(rows)} transactions of {day} are replayed "
+        "over HTTP"
+    )
     replay = Replay(url, name, rows, connections=2, once=not cycle).start()
     try:
-        run = run_delivery(s, server_url=url, spec=spec.name, challenger_alias="challenger",
-                           first_percent=CANARY_STEPS[0], second_percent=CANARY_STEPS[1],
-                           interval_seconds=CANARY_INTERVAL_SECONDS, max_intervals=CANARY_MAX_INTERVALS,
-                           policy={"min_requests": 100, "min_instances": 100})
+        run = run_delivery(
+            s,
+            server_url=url,
+            spec=spec.name,
+            challenger_alias="challenger",
+            first_percent=CANARY_STEPS[0],
+            second_percent=CANARY_STEPS[1],
+            interval_seconds=CANARY_INTERVAL_SECONDS,
+            max_intervals=CANARY_MAX_INTERVALS,
+            policy={"min_requests": 100, "min_instances": 100},
+        )
     finally:
         if cycle:
             replay.stop()
@@ -229,19 +268,29 @@ def _canary(s: Settings, spec: Any, url: str, rows: list[dict[str, Any]], day: d
                 nan = float("nan")
                 return f"{fmt.format(m.get(key + '_champion', nan))} / {fmt.format(m.get(key + '_challenger', nan))}"
 
-            table.add_row(f"{e.details['canary_percent']}%", last["decision"], pair("requests", "{:.0f}"),
-                          pair("error_rate"), f"{m.get('p99_champion_seconds', float('nan')) * 1000:.1f} / "
-                          f"{m.get('p99_challenger_seconds', float('nan')) * 1000:.1f}",
-                          f"{m.get('psi', float('nan')):.3f}", pair("alert_rate"))
+            table.add_row(
+                f"{e.details['canary_percent']}%",
+                last["decision"],
+                pair("requests", "{:.0f}"),
+                pair("error_rate"),
+                f"{m.get('p99_champion_seconds', float('nan')) * 1000:.1f} / "
+                f"{m.get('p99_challenger_seconds', float('nan')) * 1000:.1f}",
+                f"{m.get('psi', float('nan')):.3f}",
+                pair("alert_rate"),
+            )
     refused = [e for e in events if e.event == "approval_refused"]
     after = rollout.current(s, name)
     champion = after.champion_version if after else "?"
     if not run.succeeded:
-        what = (f"promotion refused: {refused[-1].details.get('required_because')}" if refused
-                else f"delivery pipeline failed: {run.error}")
+        what = (
+            f"promotion refused: {refused[-1].details.get('required_because')}"
+            if refused
+            else f"delivery pipeline failed: {run.error}"
+        )
         console.print(f"[red]{what}")
-        timeline.append((day.isoformat(), "promotion refused" if refused else "delivery failed",
-                         f"{what}; champion is v{champion}"))
+        timeline.append(
+            (day.isoformat(), "promotion refused" if refused else "delivery failed", f"{what}; champion is v{champion}")
+        )
         return f"{what}; champion is still v{champion}"
     console.print(table)
     reasons = last.get("reasons", [])
@@ -303,10 +352,12 @@ def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, s
         outcome = json.loads(summary_path.read_text())
         drifted = outcome["drifted_features"]
         share = outcome["drift_share"]
-        detail = (f"v{outcome['model_version']}: {outcome['rows']} rows, drift share "
-                  f"{'-' if share is None else f'{share:.2f}'}"
-                  + (f" ({', '.join(drifted[:4])}{', ...' if len(drifted) > 4 else ''})" if drifted else "")
-                  + f"; report {outcome['report_html'] or outcome['summary_path']}")
+        detail = (
+            f"v{outcome['model_version']}: {outcome['rows']} rows, drift share "
+            f"{'-' if share is None else f'{share:.2f}'}"
+            + (f" ({', '.join(drifted[:4])}{', ...' if len(drifted) > 4 else ''})" if drifted else "")
+            + f"; report {outcome['report_html'] or outcome['summary_path']}"
+        )
         timeline.append((day.isoformat(), f"monitor: {outcome['action']}", detail))
         console.print(f"{day}: monitoring pipeline in {r.seconds:.0f} s, the monitor says [bold]{outcome['action']}[/]")
         for reason in outcome["reasons"]:
@@ -314,10 +365,20 @@ def close_the_loop(s: Settings, spec: Any, url: str, timeline: list[tuple[str, s
         if outcome["action"] == "retrain":
             after = version_by_alias(s.tracking_uri, name, "challenger")
             new = after is not None and (before is None or after.version != before.version)
-            timeline.append((day.isoformat(), "retrained",
-                             f"days {(day - timedelta(days=DAYS - 1)).isoformat()}..{day}: "
-                             + ("failed: " + str(r.error) if not r.succeeded else
-                                f"v{after.version} passed the gate" if new and after else "gated out")))
+            timeline.append(
+                (
+                    day.isoformat(),
+                    "retrained",
+                    f"days {(day - timedelta(days=DAYS - 1)).isoformat()}..{day}: "
+                    + (
+                        "failed: " + str(r.error)
+                        if not r.succeeded
+                        else f"v{after.version} passed the gate"
+                        if new and after
+                        else "gated out"
+                    ),
+                )
+            )
             pending_canary = r.succeeded and new and offset + 1 < LOOP_DAYS
 
 

@@ -63,9 +63,10 @@ def _advisory(dsn: str, name: str, timeout_seconds: float) -> Iterator[None]:
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        raise ServiceUnavailable(f"cannot connect to PostgreSQL to take the lock {name!r}: {str(exc).strip()}",
-                                 fix="check that the server is running and RISKLOOP_AUDIT__POSTGRES_DSN is right"
-                                 ) from exc
+        raise ServiceUnavailable(
+            f"cannot connect to PostgreSQL to take the lock {name!r}: {str(exc).strip()}",
+            fix="check that the server is running and RISKLOOP_AUDIT__POSTGRES_DSN is right",
+        ) from exc
     with conn:
         key = lock_key(name)
         deadline = time.monotonic() + timeout_seconds
@@ -83,9 +84,12 @@ def _advisory(dsn: str, name: str, timeout_seconds: float) -> Iterator[None]:
 
 
 def _timeout(name: str, seconds: float, *, where: str) -> LockTimeout:
-    return LockTimeout(f"another process held the lock {name!r} for more than {seconds:g} s", where=where,
-                       fix="another run of the same job is still going: wait for it, or find it (for PostgreSQL: "
-                           "pg_locks where locktype = 'advisory') and stop it if it is stuck")
+    return LockTimeout(
+        f"another process held the lock {name!r} for more than {seconds:g} s",
+        where=where,
+        fix="another run of the same job is still going: wait for it, or find it (for PostgreSQL: "
+        "pg_locks where locktype = 'advisory') and stop it if it is stuck",
+    )
 
 
 __all__ = ["LockTimeout", "exclusive", "lock_key"]

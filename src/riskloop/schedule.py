@@ -25,15 +25,21 @@ def resolve_day(day: str, scheduled_time: str, *, now: datetime | None = None) -
         try:
             return date.fromisoformat(day.strip())
         except ValueError as exc:
-            raise ConfigError(f"day={day!r} is not an ISO date", where="pipeline parameter day",
-                              fix="pass YYYY-MM-DD, or leave it empty for the day before the scheduled time") from exc
+            raise ConfigError(
+                f"day={day!r} is not an ISO date",
+                where="pipeline parameter day",
+                fix="pass YYYY-MM-DD, or leave it empty for the day before the scheduled time",
+            ) from exc
     stamp = scheduled_time.strip()
     if stamp and not stamp.startswith("{{"):
         try:
             at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ConfigError(f"scheduled time {stamp!r} is not an RFC 3339 timestamp", where="run_day",
-                              fix="pass dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER or an ISO day") from exc
+            raise ConfigError(
+                f"scheduled time {stamp!r} is not an RFC 3339 timestamp",
+                where="run_day",
+                fix="pass dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER or an ISO day",
+            ) from exc
         if at.utcoffset() is None:
             at = at.replace(tzinfo=UTC)
     else:
@@ -47,8 +53,11 @@ def training_window(end: date, days: int) -> dict[str, str]:
     if days < 1:
         raise ConfigError(f"days={days} must be >= 1", where="training window", fix="pass days >= 1")
     start = end - timedelta(days=days - 1)
-    return {"start_date": start.isoformat(), "end_date": end.isoformat(),
-            "cutoff_date": (end + timedelta(days=1)).isoformat()}
+    return {
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "cutoff_date": (end + timedelta(days=1)).isoformat(),
+    }
 
 
 __all__ = ["resolve_day", "training_window"]

@@ -31,9 +31,13 @@ class MlflowSettings(_Section):
     registry_uri: str | None = Field(default=None, description="Registry URI; default = tracking.")
     experiment: str = "riskloop"
     model_name: str = "fraud-detector"
-    artifacts_destination: str | None = Field(default=None, description=(
-        "The tracking server's --artifacts-destination (e.g. s3://riskloop/mlflow): maps its proxied "
-        "mlflow-artifacts:/ URIs to the object store, where KServe's storage initializer fetches models"))
+    artifacts_destination: str | None = Field(
+        default=None,
+        description=(
+            "The tracking server's --artifacts-destination (e.g. s3://riskloop/mlflow): maps its proxied "
+            "mlflow-artifacts:/ URIs to the object store, where KServe's storage initializer fetches models"
+        ),
+    )
 
 
 class FeastSettings(_Section):
@@ -42,9 +46,13 @@ class FeastSettings(_Section):
     repo_path: Path | None = Field(default=None, description="Feast repo; default the shipped one.")
     online_store: str = Field(default="sqlite", description="sqlite | redis")
     redis_connection: str = "127.0.0.1:6379"
-    registry: str | None = Field(default=None, description=(
-        "SQL registry URL (e.g. postgresql+psycopg://user:pw@host/feast), shared with the feature server on a "
-        "cluster; default: a registry file in the state dir"))
+    registry: str | None = Field(
+        default=None,
+        description=(
+            "SQL registry URL (e.g. postgresql+psycopg://user:pw@host/feast), shared with the feature server on a "
+            "cluster; default: a registry file in the state dir"
+        ),
+    )
 
 
 class AuditSettings(_Section):
@@ -59,9 +67,13 @@ class AuditSettings(_Section):
 class StorageSettings(_Section):
     """Shared storage: what more than one pod reads or writes (see :mod:`riskloop.storage`)."""
 
-    uri: str | None = Field(default=None, description=(
-        "Root of the landing data, the prediction log and the monitor state, e.g. s3://riskloop/state "
-        "(credentials from AWS_*, endpoint from AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL); default the state dir"))
+    uri: str | None = Field(
+        default=None,
+        description=(
+            "Root of the landing data, the prediction log and the monitor state, e.g. s3://riskloop/state "
+            "(credentials from AWS_*, endpoint from AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL); default the state dir"
+        ),
+    )
 
     @field_validator("uri")
     @classmethod
@@ -80,10 +92,16 @@ class ServingSettings(_Section):
     host: str = "127.0.0.1"
     http_port: int = 8080
     workers: int = 1
-    log_flush_seconds: float | None = Field(default=None, gt=0, le=3600, description=(
-        "Longest a served row waits in memory before the prediction log writes it (a file per flush and "
-        "process); default 1 s on local disk, 60 s on an object store, where a file a second per replica "
-        "would be 86,400 objects a day. Shutdown always flushes."))
+    log_flush_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest a served row waits in memory before the prediction log writes it (a file per flush and "
+            "process); default 1 s on local disk, 60 s on an object store, where a file a second per replica "
+            "would be 86,400 objects a day. Shutdown always flushes."
+        ),
+    )
 
     def flush_seconds_for(self, log_root: Location) -> float:
         if self.log_flush_seconds is not None:
@@ -105,19 +123,25 @@ class DeliverySettings(_Section):
 class Settings(BaseSettings):
     """Where riskloop runs: paths, endpoints, names. What a run does is a pipeline parameter."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RISKLOOP_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="RISKLOOP_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     state_dir: Path = Field(default=Path(".riskloop"), description="All local state lives here.")
     image: str = Field(default="", description="Runtime image; default derived from version+git.")
     # what the InferenceService tells its predictor pod (riskloop.delivery.inference_service sets them)
-    model_name: str | None = Field(default=None, description=(
-        "The registered model this process serves or acts on (RISKLOOP_MODEL_NAME, set in a predictor pod); "
-        "default: from --model/--spec, else mlflow.model_name"))
-    expected_spec_sha256: str | None = Field(default=None, description=(
-        "sha256 of the dataset spec the served version records (RISKLOOP_EXPECTED_SPEC_SHA256): a model "
-        "directory whose dataset_spec.yaml differs, or lacks one, is refused"))
+    model_name: str | None = Field(
+        default=None,
+        description=(
+            "The registered model this process serves or acts on (RISKLOOP_MODEL_NAME, set in a predictor pod); "
+            "default: from --model/--spec, else mlflow.model_name"
+        ),
+    )
+    expected_spec_sha256: str | None = Field(
+        default=None,
+        description=(
+            "sha256 of the dataset spec the served version records (RISKLOOP_EXPECTED_SPEC_SHA256): a model "
+            "directory whose dataset_spec.yaml differs, or lacks one, is refused"
+        ),
+    )
     mlflow: MlflowSettings = MlflowSettings()
     feast: FeastSettings = FeastSettings()
     audit: AuditSettings = AuditSettings()
@@ -182,8 +206,7 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the local state layout (called by entrypoints, never at import)."""
-        for d in (self.root, self.data_dir, self.feast_dir, self.pipeline_root, self.reports_dir,
-                  self.artifact_root):
+        for d in (self.root, self.data_dir, self.feast_dir, self.pipeline_root, self.reports_dir, self.artifact_root):
             d.mkdir(parents=True, exist_ok=True)
 
 

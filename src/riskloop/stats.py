@@ -25,8 +25,15 @@ IndexArray = npt.NDArray[np.intp]
 _BATCH_CELLS = 4_000_000
 
 
-def stratified_bootstrap(y_true: npt.ArrayLike, statistic: Callable[[IndexArray], FloatArray], *, n_boot: int,
-                         confidence: float, seed: int, where: str) -> tuple[float, float, float]:
+def stratified_bootstrap(
+    y_true: npt.ArrayLike,
+    statistic: Callable[[IndexArray], FloatArray],
+    *,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+    where: str,
+) -> tuple[float, float, float]:
     """``(low, high, se)``: percentile bootstrap interval and standard error of ``statistic``, by class.
 
     ``scipy.stats.bootstrap`` (``method="percentile"``) resamples the row
@@ -51,8 +58,9 @@ def stratified_bootstrap(y_true: npt.ArrayLike, statistic: Callable[[IndexArray]
     if n_boot < 2:
         raise ConfigError(f"n_boot must be at least 2, got {n_boot}", where=where, fix="use n_boot=200 or more")
     if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence must lie in (0, 1), got {confidence!r}", where=where,
-                          fix="use 0.95 for a 95 % interval")
+        raise ConfigError(
+            f"confidence must lie in (0, 1), got {confidence!r}", where=where, fix="use 0.95 for a 95 % interval"
+        )
     y = np.asarray(y_true)
     if y.ndim != 1 or not np.isin(y, (0, 1)).all():
         raise ConfigError("labels must be a 1-D array of 0 and 1", where=where, fix="map the labels to 0/1")
@@ -69,16 +77,28 @@ def stratified_bootstrap(y_true: npt.ArrayLike, statistic: Callable[[IndexArray]
         idx = np.concatenate([*parts, np.broadcast_to(fixed, (b, len(fixed)))], axis=-1)
         out = np.asarray(statistic(idx), dtype=np.float64)
         if not np.isfinite(out).all():
-            raise ConfigError("the statistic returned a non-finite value on a resample", where=where,
-                              fix="pass a metric that is defined whenever both classes are present")
+            raise ConfigError(
+                "the statistic returned a non-finite value on a resample",
+                where=where,
+                fix="pass a metric that is defined whenever both classes are present",
+            )
         return out
 
     if not resampled:
         only = float(values()[0])
         return only, only, 0.0
-    res = bootstrap(resampled, values, n_resamples=n_boot, batch=max(1, _BATCH_CELLS // len(y)), vectorized=True,
-                    paired=False, axis=-1, confidence_level=confidence, method="percentile",
-                    rng=np.random.default_rng(seed))
+    res = bootstrap(
+        resampled,
+        values,
+        n_resamples=n_boot,
+        batch=max(1, _BATCH_CELLS // len(y)),
+        vectorized=True,
+        paired=False,
+        axis=-1,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high), float(res.standard_error)
 
 

@@ -59,13 +59,17 @@ def check_uri(uri: str, *, where: str = "RISKLOOP_STORAGE__URI") -> str:
         return uri
     parts = urlsplit(uri)
     if parts.scheme not in SCHEMES:
-        raise ConfigError(f"storage root {uri!r} has the scheme {parts.scheme!r}, which riskloop cannot use",
-                          where=where, fix=fix)
+        raise ConfigError(
+            f"storage root {uri!r} has the scheme {parts.scheme!r}, which riskloop cannot use", where=where, fix=fix
+        )
     if parts.scheme != "file" and not parts.netloc:
         raise ConfigError(f"storage root {uri!r} names no bucket", where=where, fix=fix)
     if parts.query or parts.fragment:
-        raise ConfigError(f"storage root {uri!r} has a query or fragment", where=where,
-                          fix="drop it; the S3 endpoint comes from AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL")
+        raise ConfigError(
+            f"storage root {uri!r} has a query or fragment",
+            where=where,
+            fix="drop it; the S3 endpoint comes from AWS_ENDPOINT_URL or MLFLOW_S3_ENDPOINT_URL",
+        )
     return uri
 
 
@@ -164,15 +168,19 @@ class Location:
             # an empty prefix is normal (nothing written yet); a missing bucket is a mistake to report
             bucket = self.path.split("/", 1)[0]
             if _call(self, "look up", lambda: self.fs.get_file_info(bucket)).type == pafs.FileType.NotFound:
-                raise StorageError(f"the bucket {bucket!r} of {self.uri} does not exist", where=self.uri,
-                                   fix=f"create the bucket {bucket!r}, or point RISKLOOP_STORAGE__URI at one that "
-                                       "exists (and check AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)")
+                raise StorageError(
+                    f"the bucket {bucket!r} of {self.uri} does not exist",
+                    where=self.uri,
+                    fix=f"create the bucket {bucket!r}, or point RISKLOOP_STORAGE__URI at one that "
+                    "exists (and check AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)",
+                )
         return infos
 
     def read_bytes(self) -> bytes:
         def read() -> bytes:
             with self.fs.open_input_stream(self.path) as f:
                 return bytes(f.read())
+
         return _call(self, "read", read)
 
     def read_text(self) -> str:
@@ -184,9 +192,11 @@ class Location:
 
     def write_bytes(self, data: bytes) -> None:
         """Write ``data`` so that no reader ever sees part of it; parent directories are created."""
+
         def write(target: str) -> None:
             with self.fs.open_output_stream(target) as f:
                 f.write(data)
+
         self._write_atomically(write)
 
     def write_text(self, text: str) -> None:
@@ -220,10 +230,13 @@ def _call(loc: Location, verb: str, action: Callable[[], T]) -> T:
     except OSError as exc:
         if loc.local_path is not None:
             raise
-        raise StorageError(f"cannot {verb} {loc.uri}: {exc}", where=loc.uri,
-                           fix="check that the bucket exists, the credentials (AWS_ACCESS_KEY_ID, "
-                               "AWS_SECRET_ACCESS_KEY) and the endpoint (AWS_ENDPOINT_URL or "
-                               "MLFLOW_S3_ENDPOINT_URL)") from exc
+        raise StorageError(
+            f"cannot {verb} {loc.uri}: {exc}",
+            where=loc.uri,
+            fix="check that the bucket exists, the credentials (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY) and the endpoint (AWS_ENDPOINT_URL or "
+            "MLFLOW_S3_ENDPOINT_URL)",
+        ) from exc
 
 
 def location(target: str | Path | Location) -> Location:

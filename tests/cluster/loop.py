@@ -80,6 +80,7 @@ class JobRun:
 
 # --- helpers ------------------------------------------------------------------------------------------------
 
+
 def config_map(namespace: str = PIPELINES_NAMESPACE) -> dict[str, str]:
     return dict(kubectl_json("-n", namespace, "get", "configmap", "riskloop-config")["data"])
 
@@ -95,8 +96,11 @@ def cluster_ip(namespace: str, service: str) -> str:
 
 def host_s3_env(store: ObjectStore) -> dict[str, str]:
     """The object store's credentials, with its Service's cluster IP for the host (pods use its DNS name)."""
-    return {"AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key,
-            "MLFLOW_S3_ENDPOINT_URL": f"http://{cluster_ip(PLATFORM_NAMESPACE, 's3')}:{S3_PORT}"}
+    return {
+        "AWS_ACCESS_KEY_ID": store.access_key,
+        "AWS_SECRET_ACCESS_KEY": store.secret_key,
+        "MLFLOW_S3_ENDPOINT_URL": f"http://{cluster_ip(PLATFORM_NAMESPACE, 's3')}:{S3_PORT}",
+    }
 
 
 def host_env(store: ObjectStore, state_dir: Path) -> dict[str, str]:
@@ -106,9 +110,14 @@ def host_env(store: ObjectStore, state_dir: Path) -> dict[str, str]:
     mlflow = f"http://{cluster_ip(PLATFORM_NAMESPACE, f'{RELEASE}-mlflow')}:5000"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RISKLOOP_", "AWS_", "MLFLOW_"))}
     env.update(host_s3_env(store))
-    env.update({"RISKLOOP_STORAGE__URI": cfg["RISKLOOP_STORAGE__URI"], "RISKLOOP_MLFLOW__TRACKING_URI": mlflow,
-                "RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION": cfg["RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION"],
-                "RISKLOOP_STATE_DIR": str(state_dir)})
+    env.update(
+        {
+            "RISKLOOP_STORAGE__URI": cfg["RISKLOOP_STORAGE__URI"],
+            "RISKLOOP_MLFLOW__TRACKING_URI": mlflow,
+            "RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION": cfg["RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION"],
+            "RISKLOOP_STATE_DIR": str(state_dir),
+        }
+    )
     return env
 
 
@@ -137,13 +146,21 @@ def step_env(pipeline: Callable[..., Any], executor: str) -> list[dict[str, Any]
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
     env: list[dict[str, Any]] = []
     for cm in platform.get("configMapAsEnv", []):
-        env += [{"name": kv["envVar"], "valueFrom": {"configMapKeyRef": {"name": cm["configMapName"],
-                                                                         "key": kv["configMapKey"]}}}
-                for kv in cm["keyToEnv"]]
+        env += [
+            {
+                "name": kv["envVar"],
+                "valueFrom": {"configMapKeyRef": {"name": cm["configMapName"], "key": kv["configMapKey"]}},
+            }
+            for kv in cm["keyToEnv"]
+        ]
     for secret in platform.get("secretAsEnv", []):
-        env += [{"name": kv["envVar"], "valueFrom": {"secretKeyRef": {"name": secret["secretName"],
-                                                                      "key": kv["secretKey"]}}}
-                for kv in secret["keyToEnv"]]
+        env += [
+            {
+                "name": kv["envVar"],
+                "valueFrom": {"secretKeyRef": {"name": secret["secretName"], "key": kv["secretKey"]}},
+            }
+            for kv in secret["keyToEnv"]
+        ]
     assert env, f"{executor} of {pipeline.__name__} has no env from the chart in its platform spec"
     return env
 
@@ -154,37 +171,66 @@ def step_job(name: str, image: str, args: list[str], env: list[dict[str, Any]]) 
     the artifact store's volume (PIPELINE_ROOT_CLAIM)."""
     state_dir = config_map()["RISKLOOP_STATE_DIR"].rstrip("/")
     pipeline_root = f"{state_dir}/kfp"  # riskloop.settings: pipeline_root
-    security = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                "seccompProfile": {"type": "RuntimeDefault"}}
+    security = {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": PIPELINES_NAMESPACE,
-                     "labels": {"app.kubernetes.io/part-of": "riskloop-node-tests"}},
-        "spec": {"backoffLimit": 0, "template": {
-            "metadata": {"labels": {"app.kubernetes.io/part-of": "riskloop-node-tests"}},
-            "spec": {
-                "restartPolicy": "Never",
-                "serviceAccountName": PIPELINE_RUNNER,
-                # as KFP's step pods: pipeline-runner's token, with which the monitor and delivery steps read the
-                # InferenceService (the chart binds pipeline-runner's Role in the model namespace)
-                "automountServiceAccountToken": True,
-                "securityContext": {**security, "fsGroup": 10001},
-                "containers": [{
-                    "name": "main", "image": image, "imagePullPolicy": "Never", "args": args,
-                    "env": [{"name": "HOME", "value": "/tmp"}, *env],
-                    "securityContext": {**security, "allowPrivilegeEscalation": False, "privileged": False,
-                                        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
-                    "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
-                                  "limits": {"memory": STEP_MEMORY_LIMIT}},
-                    # the state dir an emptyDir of its own: the kubelet makes the artifact volume's mount point in
-                    # it as root, which left a state dir inside /tmp's emptyDir unwritable
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                                     {"name": "state", "mountPath": state_dir},
-                                     {"name": "artifacts", "mountPath": pipeline_root}],
-                }],
-                "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "state", "emptyDir": {}},
-                            {"name": "artifacts", "persistentVolumeClaim": {"claimName": PIPELINE_ROOT_CLAIM}}],
-            }}},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": PIPELINES_NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "riskloop-node-tests"},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/part-of": "riskloop-node-tests"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": PIPELINE_RUNNER,
+                    # as KFP's step pods: pipeline-runner's token, with which the monitor and delivery steps read the
+                    # InferenceService (the chart binds pipeline-runner's Role in the model namespace)
+                    "automountServiceAccountToken": True,
+                    "securityContext": {**security, "fsGroup": 10001},
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": image,
+                            "imagePullPolicy": "Never",
+                            "args": args,
+                            "env": [{"name": "HOME", "value": "/tmp"}, *env],
+                            "securityContext": {
+                                **security,
+                                "allowPrivilegeEscalation": False,
+                                "privileged": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "resources": {
+                                "requests": {"cpu": "500m", "memory": "1Gi"},
+                                "limits": {"memory": STEP_MEMORY_LIMIT},
+                            },
+                            # the state dir an emptyDir of its own: the kubelet makes the artifact volume's mount
+                            # point in it as root, which left a state dir inside /tmp's emptyDir unwritable
+                            "volumeMounts": [
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "state", "mountPath": state_dir},
+                                {"name": "artifacts", "mountPath": pipeline_root},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "state", "emptyDir": {}},
+                        {"name": "artifacts", "persistentVolumeClaim": {"claimName": PIPELINE_ROOT_CLAIM}},
+                    ],
+                },
+            },
+        },
     }
 
 
@@ -217,19 +263,34 @@ def wait_for_job(namespace: str, name: str, timeout: float) -> JobRun:
         time.sleep(5)
     seconds = time.monotonic() - started
     logs = job_logs(namespace, name)
-    sys.stderr.write(f"\n--- Job {namespace}/{name}: {state or 'still running'} after {seconds:.0f} s\n"
-                     f"{logs[-6000:]}\n")
+    sys.stderr.write(
+        f"\n--- Job {namespace}/{name}: {state or 'still running'} after {seconds:.0f} s\n{logs[-6000:]}\n"
+    )
     if state != "succeeded":
-        events = kubectl("-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}",
-                         check=False).stdout
-        pytest.fail(f"Job {namespace}/{name} {state or f'did not finish within {timeout:.0f} s'}:\n"
-                    f"{job_pods(namespace, name)}\n{events}\n{logs[-5000:]}", pytrace=False)
+        events = kubectl(
+            "-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}", check=False
+        ).stdout
+        pytest.fail(
+            f"Job {namespace}/{name} {state or f'did not finish within {timeout:.0f} s'}:\n"
+            f"{job_pods(namespace, name)}\n{events}\n{logs[-5000:]}",
+            pytrace=False,
+        )
     return JobRun(name, seconds, logs)
 
 
 def delete_job(namespace: str, name: str) -> None:
-    kubectl("-n", namespace, "delete", "job", name, "--ignore-not-found", "--cascade=foreground", "--wait=true",
-            check=False, timeout=180)
+    kubectl(
+        "-n",
+        namespace,
+        "delete",
+        "job",
+        name,
+        "--ignore-not-found",
+        "--cascade=foreground",
+        "--wait=true",
+        check=False,
+        timeout=180,
+    )
 
 
 def run_step_job(kind: str, image: str, args: list[str], env: list[dict[str, Any]]) -> JobRun:
@@ -272,8 +333,13 @@ def landed_days(store: ObjectStore, storage_uri: str) -> list[date]:
 
     bucket, _, prefix = storage_uri.removeprefix("s3://").partition("/")
     landing = f"{prefix}/{load_spec(SPEC).source.path}".strip("/") + "/"
-    s3 = boto3.client("s3", endpoint_url=host_s3_env(store)["MLFLOW_S3_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id=store.access_key, aws_secret_access_key=store.secret_key)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=host_s3_env(store)["MLFLOW_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=store.access_key,
+        aws_secret_access_key=store.secret_key,
+    )
     days = set()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=landing):
         for obj in page.get("Contents", []):
@@ -285,22 +351,31 @@ def landed_days(store: ObjectStore, storage_uri: str) -> list[date]:
 
 # --- fixtures -----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def steps_namespace(chart: Any, object_store: ObjectStore) -> str:
     """KFP's namespace with what the chart's steps read there: riskloop-config and riskloop-db (the chart's),
     riskloop-s3 (the operator's, as values.yaml s3.existingSecret says: in the release, pipeline and model
     namespaces; copied from the release namespace as the operator would create it)."""
     secret = kubectl_json("-n", PLATFORM_NAMESPACE, "get", "secret", "riskloop-s3")
-    copy = {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type", "Opaque"),
-            "metadata": {"name": "riskloop-s3", "namespace": PIPELINES_NAMESPACE}, "data": secret["data"]}
+    copy = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": secret.get("type", "Opaque"),
+        "metadata": {"name": "riskloop-s3", "namespace": PIPELINES_NAMESPACE},
+        "data": secret["data"],
+    }
     kubectl("apply", "-f", "-", stdin=json.dumps(copy))
     for kind, name in (("configmap", "riskloop-config"), ("secret", "riskloop-db")):
         kubectl("-n", PIPELINES_NAMESPACE, "get", kind, name)  # fails with kubectl's words if the chart did not
     # the artifact store's volume: created once and kept with the node (as KFP's store keeps what runs wrote); the
     # node's pool of volumes is not spent by every session
-    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-             "metadata": {"name": PIPELINE_ROOT_CLAIM, "namespace": PIPELINES_NAMESPACE},
-             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": PIPELINE_ROOT_CLAIM, "namespace": PIPELINES_NAMESPACE},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
     if kubectl("-n", PIPELINES_NAMESPACE, "get", "pvc", PIPELINE_ROOT_CLAIM, check=False).returncode:
         kubectl("apply", "-f", "-", stdin=json.dumps(claim))
     return PIPELINES_NAMESPACE
@@ -316,8 +391,10 @@ def landing_data(chart: Any, images: list[str], object_store: ObjectStore) -> La
         assert exists, f"the release has syntheticData.enabled but its hook Job {SYNTHETIC_DATA_JOB} is not there"
         run = wait_for_job(PLATFORM_NAMESPACE, SYNTHETIC_DATA_JOB, JOB_TIMEOUT_SECONDS["synthetic-data"])
     else:
-        sys.stderr.write(f"\nthe release has syntheticData.enabled false ({NODE_VALUES.name}): running the chart's "
-                         f"{SYNTHETIC_DATA_TEMPLATE} rendered with it on\n")
+        sys.stderr.write(
+            f"\nthe release has syntheticData.enabled false ({NODE_VALUES.name}): running the chart's "
+            f"{SYNTHETIC_DATA_TEMPLATE} rendered with it on\n"
+        )
         job = synthetic_data_job_from_chart(values)
         if exists:  # the hook's own delete policy: before-hook-creation
             delete_job(PLATFORM_NAMESPACE, SYNTHETIC_DATA_JOB)
@@ -328,8 +405,9 @@ def landing_data(chart: Any, images: list[str], object_store: ObjectStore) -> La
     first = date.fromisoformat(str(data["start"]))
     expected = [first + timedelta(days=i) for i in range(int(data["days"]))]
     days = landed_days(object_store, storage_uri)
-    assert days == expected, (f"under {storage_uri}: {len(days)} landed days {days[:1]}..{days[-1:]}, "
-                              f"expected {expected[0]}..{expected[-1]}")
+    assert days == expected, (
+        f"under {storage_uri}: {len(days)} landed days {days[:1]}..{days[-1:]}, expected {expected[0]}..{expected[-1]}"
+    )
     return Landing(storage_uri=storage_uri, days=days, hook_ran=hook_on)
 
 
@@ -339,16 +417,28 @@ def training_run(landing_data: Landing, steps_namespace: str, images: list[str])
     from riskloop.pipelines.training import training_pipeline
 
     end = landing_data.days[0] + timedelta(days=TRAINING_DAYS - 1)
-    args = ["riskloop", "run", "training", "--spec", SPEC, "--end", end.isoformat(), "--days", str(TRAINING_DAYS),
-            "--maturity-days", str(MATURITY_DAYS)]
+    args = [
+        "riskloop",
+        "run",
+        "training",
+        "--spec",
+        SPEC,
+        "--end",
+        end.isoformat(),
+        "--days",
+        str(TRAINING_DAYS),
+        "--maturity-days",
+        str(MATURITY_DAYS),
+    ]
     run = run_step_job("training", image_ref(images, "riskloop"), args, step_env(training_pipeline, "exec-train"))
     sys.stderr.write(f"training Job: {run.seconds:.0f} s\n")
     return run
 
 
 @pytest.fixture(scope="session")
-def trained_model(training_run: JobRun, object_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory
-                  ) -> dict[str, str]:
+def trained_model(
+    training_run: JobRun, object_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """The champion the training Job registered: its model directory on the object store (``storage_uri``), the
     registered ``model_sha256``, ``spec_sha256`` (the dataset spec's) and ``model_version`` (read from the chart's
     MLflow through its Service)."""
@@ -365,12 +455,18 @@ def trained_model(training_run: JobRun, object_store: ObjectStore, tmp_path_fact
     tracking = env["RISKLOOP_MLFLOW__TRACKING_URI"]
     with environment(env):
         champion = version_by_alias(tracking, MODEL, "champion")
-        assert champion is not None, (f"no champion of {MODEL} in MLflow after the training Job:\n"
-                                      f"{training_run.logs[-3000:]}")
-        artifacts = object_store_uri(run_info(tracking, champion.run_id)["artifact_uri"],
-                                     env["RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION"])
+        assert champion is not None, (
+            f"no champion of {MODEL} in MLflow after the training Job:\n{training_run.logs[-3000:]}"
+        )
+        artifacts = object_store_uri(
+            run_info(tracking, champion.run_id)["artifact_uri"], env["RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION"]
+        )
         storage_uri = f"{artifacts.rstrip('/')}/{MODEL_DIR_ARTIFACT}"
         names = {item.name for item in location(storage_uri).children(dirs=False)}
     assert storage_uri.startswith("s3://") and {"model.ubj", "model.json"} <= names, (storage_uri, names)
-    return {"storage_uri": storage_uri, "model_sha256": champion.tags["model_sha256"],
-            "spec_sha256": champion.tags[SPEC_SHA256_TAG], "model_version": str(champion.version)}
+    return {
+        "storage_uri": storage_uri,
+        "model_sha256": champion.tags["model_sha256"],
+        "spec_sha256": champion.tags[SPEC_SHA256_TAG],
+        "model_version": str(champion.version),
+    }

@@ -48,8 +48,11 @@ MODEL = "fraud-detector"  # the synthetic-fraud spec's model: no approval requir
 SERVICE = "fraud-detector"
 IMAGE = "riskloop.local/riskloop:canary-test"  # never pulled: no controller makes pods of it
 BUCKET = "canary-test"
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "canary-test", "AWS_SECRET_ACCESS_KEY": "canary-test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "canary-test",
+    "AWS_SECRET_ACCESS_KEY": "canary-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def _free_port() -> int:
@@ -65,12 +68,17 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not (venv / "bin" / "moto_server").exists():
         uv = shutil.which("uv")
         assert uv, "uv is needed to create tools/s3/.venv (make setup installs it)"
-        subprocess.run([uv, "sync", "--frozen", "--quiet", "--project", str(REPO / "tools" / "s3")], check=True,
-                       timeout=600)
+        subprocess.run(
+            [uv, "sync", "--frozen", "--quiet", "--project", str(REPO / "tools" / "s3")], check=True, timeout=600
+        )
     port = _free_port()
     log = tmp_path_factory.mktemp("s3") / "moto.log"
-    server = subprocess.Popen([str(venv / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [str(venv / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -85,9 +93,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.3)
         import boto3
 
-        boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in S3_KEYS.items()
-                                                if k != "AWS_DEFAULT_REGION"},
-                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        boto3.client(
+            "s3",
+            endpoint_url=url,
+            **{k.lower(): v for k, v in S3_KEYS.items() if k != "AWS_DEFAULT_REGION"},
+            region_name="us-east-1",
+        ).create_bucket(Bucket=BUCKET)
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -115,10 +126,19 @@ class Registry:
 
             s = Settings()
             meta = json.loads((self.model_root / "model.json").read_text())
-            lineage = LineageRecord(model_sha256=meta["model_sha256"], data_sha256="d" * 64, data_snapshot="snap",
-                              feature_service="raw", git_commit="abc", image=IMAGE, pipeline_run_id="canary-test",
-                              gate_result="passed", riskloop_version="0", dataset_spec="synthetic-fraud",
-                              dataset_spec_sha256=self.spec_sha256)
+            lineage = LineageRecord(
+                model_sha256=meta["model_sha256"],
+                data_sha256="d" * 64,
+                data_snapshot="snap",
+                feature_service="raw",
+                git_commit="abc",
+                image=IMAGE,
+                pipeline_run_id="canary-test",
+                gate_result="passed",
+                riskloop_version="0",
+                dataset_spec="synthetic-fraud",
+                dataset_spec_sha256=self.spec_sha256,
+            )
             return register_version(s.tracking_uri, MODEL, self.run_id, lineage)
 
     def set_alias(self, alias: str, version: str) -> None:
@@ -171,10 +191,17 @@ def registry(s3_endpoint: str, namespace: str, tmp_path: Path) -> Registry:
     from riskloop.training.train import train_model
     from tests.unit.test_train import META, PARAMS, toy_features, toy_frame
 
-    env = {"RISKLOOP_STATE_DIR": str(tmp_path / "state"), "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, **S3_KEYS,
-           "RISKLOOP_DELIVERY__TARGET": "kubernetes", "RISKLOOP_DELIVERY__NAMESPACE": namespace,
-           "RISKLOOP_DELIVERY__SERVICE_NAME": SERVICE, "RISKLOOP_IMAGE": IMAGE,
-           "MLFLOW_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+    env = {
+        "RISKLOOP_STATE_DIR": str(tmp_path / "state"),
+        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        **S3_KEYS,
+        "RISKLOOP_DELIVERY__TARGET": "kubernetes",
+        "RISKLOOP_DELIVERY__NAMESPACE": namespace,
+        "RISKLOOP_DELIVERY__SERVICE_NAME": SERVICE,
+        "RISKLOOP_IMAGE": IMAGE,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "COLUMNS": "200",
+    }
     model_dir = tmp_path / "model"
     train_model(toy_frame(), toy_features(), PARAMS, model_dir, meta=META)
     (model_dir / SPEC_FILE).write_text(read_spec_source("synthetic-fraud").text)
@@ -184,16 +211,27 @@ def registry(s3_endpoint: str, namespace: str, tmp_path: Path) -> Registry:
 
         s = Settings()
         s.ensure_dirs()
-        reg.run_id = start_training_run(s.tracking_uri, "canary-test", params={}, model_dir=model_dir,
-                                        artifact_location=f"s3://{BUCKET}/{namespace}",
-                                        tags={SPEC_SHA256_TAG: reg.spec_sha256})
+        reg.run_id = start_training_run(
+            s.tracking_uri,
+            "canary-test",
+            params={},
+            model_dir=model_dir,
+            artifact_location=f"s3://{BUCKET}/{namespace}",
+            tags={SPEC_SHA256_TAG: reg.spec_sha256},
+        )
     return reg
 
 
 def riskloop(registry: Registry, *args: str, expect: int = 0) -> str:
     """The riskloop CLI as a user runs it, with the node's kubeconfig (KUBECONFIG, set by the node fixture)."""
-    r = subprocess.run([str(Path(sys.executable).parent / "riskloop"), *args], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, **registry.env}, cwd=registry.state.parent)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "riskloop"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **registry.env},
+        cwd=registry.state.parent,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == expect, f"riskloop {' '.join(args)} exited {r.returncode}, not {expect}:\n{out[-4000:]}"
     return out
@@ -265,8 +303,12 @@ def test_first_go_live_canary_promote_and_rollback_through_the_cli(registry: Reg
     # what no controller can give: the object has no status at all, so nothing says traffic moved
     assert "status" not in obj
     st = kube.status(SERVICE, namespace)
-    assert (st.ready, st.reason, st.traffic, st.reconciled) == (False, "KServe has not reported readiness yet", (),
-                                                                 False)
+    assert (st.ready, st.reason, st.traffic, st.reconciled) == (
+        False,
+        "KServe has not reported readiness yet",
+        (),
+        False,
+    )
 
 
 def _api() -> kube.CustomObjects:
@@ -274,9 +316,16 @@ def _api() -> kube.CustomObjects:
 
 
 def _spec(namespace: str, version: str) -> InferenceServiceParams:
-    return InferenceServiceParams(name=SERVICE, namespace=namespace, image=IMAGE, storage_uri=f"s3://{BUCKET}/models/{version}",
-                       model_sha256=f"{int(version):064x}", spec_sha256="1" * 64, model_version=version,
-                       model_name=MODEL)
+    return InferenceServiceParams(
+        name=SERVICE,
+        namespace=namespace,
+        image=IMAGE,
+        storage_uri=f"s3://{BUCKET}/models/{version}",
+        model_sha256=f"{int(version):064x}",
+        spec_sha256="1" * 64,
+        model_version=version,
+        model_name=MODEL,
+    )
 
 
 class InterleavedWriter:
@@ -292,8 +341,14 @@ class InterleavedWriter:
         live = self.api.get_namespaced_custom_object(*args, **kwargs)
         if self.edits < self.times:
             self.edits += 1
-            kubectl("-n", self.namespace, "annotate", "--overwrite", f"inferenceservice/{SERVICE}",
-                    f"example.com/other-writer={self.edits}")
+            kubectl(
+                "-n",
+                self.namespace,
+                "annotate",
+                "--overwrite",
+                f"inferenceservice/{SERVICE}",
+                f"example.com/other-writer={self.edits}",
+            )
         return live
 
     def create_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any:
@@ -345,7 +400,8 @@ def test_a_patch_from_a_stale_read_is_refused_by_the_server(namespace: str) -> N
     k8s_config.load_kube_config(config_file=os.environ["KUBECONFIG"], client_configuration=configuration)
     with k8s.ApiClient(configuration) as api_client, pytest.raises(ApiException) as err:
         k8s.CustomObjectsApi(api_client).patch_namespaced_custom_object(
-            kube.GROUP, kube.VERSION, namespace, kube.PLURAL, SERVICE, kube.promote_body(stale))
+            kube.GROUP, kube.VERSION, namespace, kube.PLURAL, SERVICE, kube.promote_body(stale)
+        )
     assert err.value.status == 409
 
 
@@ -353,12 +409,16 @@ def test_the_server_refuses_what_the_crd_does_not_allow_and_nothing_changes(name
     """Strict field validation (kube.FIELD_VALIDATION): an unknown field is a 400 naming it, not a silent drop."""
     kube.deploy_challenger(_spec(namespace, "1"), canary_percent=10, api=_api())
     before = isvc(namespace)
-    bad = {"metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
-           "spec": {"predictor": {"canaryTrafficPercent": 10, "bogus": True}}}
+    bad = {
+        "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
+        "spec": {"predictor": {"canaryTrafficPercent": 10, "bogus": True}},
+    }
     with pytest.raises(DeploymentError, match=r'refused to patch .* unknown field \\?"spec.predictor.bogus'):
         kube._update(_api(), SERVICE, namespace, lambda live: bad)
-    over = {"metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
-            "spec": {"predictor": {"canaryTrafficPercent": "ten"}}}
+    over = {
+        "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
+        "spec": {"predictor": {"canaryTrafficPercent": "ten"}},
+    }
     with pytest.raises(DeploymentError, match="canaryTrafficPercent"):
         kube._update(_api(), SERVICE, namespace, lambda live: over)
     assert isvc(namespace)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

@@ -53,8 +53,9 @@ def test_every_pod_of_the_release_is_ready(chart: dict[str, Any]) -> None:
     problems = [msg for p in pods if (msg := not_ready(p))]
     assert not problems, problems
     # and none was restarted on the way (an OOM kill or a failing probe would show here)
-    restarts = {p["metadata"]["name"]: sum(c.get("restartCount", 0) for c in p["status"]["containerStatuses"])
-                for p in pods}
+    restarts = {
+        p["metadata"]["name"]: sum(c.get("restartCount", 0) for c in p["status"]["containerStatuses"]) for p in pods
+    }
     assert not any(restarts.values()), restarts
 
 
@@ -62,9 +63,14 @@ def test_namespaces_enforce_restricted(chart: dict[str, Any]) -> None:
     for ns in (PLATFORM_NAMESPACE, MODELS_NAMESPACE, PIPELINES_NAMESPACE):
         labels = kubectl_json("get", "namespace", ns)["metadata"]["labels"]
         assert labels.get("pod-security.kubernetes.io/enforce") == "restricted", (ns, labels)
-    privileged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "privileged", "namespace": MODELS_NAMESPACE},
-                  "spec": {"containers": [{"name": "c", "image": "riskloop.local/pause:any",
-                                           "securityContext": {"privileged": True}}]}}
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged", "namespace": MODELS_NAMESPACE},
+        "spec": {
+            "containers": [{"name": "c", "image": "riskloop.local/pause:any", "securityContext": {"privileged": True}}]
+        },
+    }
     r = kubectl("apply", "-f", "-", check=False, stdin=json.dumps(privileged))
     assert r.returncode != 0 and "violates PodSecurity" in r.stderr, r.stderr
 
@@ -78,8 +84,9 @@ def test_helm_test_passes(node: Node, chart: dict[str, Any]) -> None:
         try:
             cfg.test(RELEASE, timeout=300)
         except helm.HelmError as exc:
-            jobs = kubectl("-n", PLATFORM_NAMESPACE, "logs", "-l", "app.kubernetes.io/component=test", "--tail=50",
-                           check=False)
+            jobs = kubectl(
+                "-n", PLATFORM_NAMESPACE, "logs", "-l", "app.kubernetes.io/component=test", "--tail=50", check=False
+            )
             pytest.fail(f"helm test {RELEASE} failed: {exc}\n{jobs.stdout}{jobs.stderr}", pytrace=False)
 
 
@@ -87,18 +94,21 @@ def test_a_pod_reaches_the_platform_services_by_name(chart: dict[str, Any]) -> N
     """From the MLflow pod (the riskloop image): each Service name resolves to its ClusterIP and its port
     accepts a connection there."""
     services = {"mlflow": 5000, "postgresql": 5432, "redis": 6379}
-    cluster_ips = {name: kubectl_json("-n", PLATFORM_NAMESPACE, "get", "service", f"{RELEASE}-{name}")["spec"]
-                   ["clusterIP"] for name in services}
-    script = "\n".join([
-        "import json, socket",
-        "out = {}",
-        f"for name, port in {json.dumps({f'{RELEASE}-{n}': p for n, p in services.items()})}.items():",
-        "    address = socket.gethostbyname(name)",
-        "    socket.create_connection((name, port), timeout=10).close()",
-        "    out[name] = address",
-        "print(json.dumps(out))",
-    ])
-    r = kubectl("-n", PLATFORM_NAMESPACE, "exec", f"deploy/{RELEASE}-mlflow", "--", "python", "-c", script,
-                timeout=120)
+    cluster_ips = {
+        name: kubectl_json("-n", PLATFORM_NAMESPACE, "get", "service", f"{RELEASE}-{name}")["spec"]["clusterIP"]
+        for name in services
+    }
+    script = "\n".join(
+        [
+            "import json, socket",
+            "out = {}",
+            f"for name, port in {json.dumps({f'{RELEASE}-{n}': p for n, p in services.items()})}.items():",
+            "    address = socket.gethostbyname(name)",
+            "    socket.create_connection((name, port), timeout=10).close()",
+            "    out[name] = address",
+            "print(json.dumps(out))",
+        ]
+    )
+    r = kubectl("-n", PLATFORM_NAMESPACE, "exec", f"deploy/{RELEASE}-mlflow", "--", "python", "-c", script, timeout=120)
     resolved = json.loads(r.stdout.strip().splitlines()[-1])
     assert resolved == {f"{RELEASE}-{n}": ip for n, ip in cluster_ips.items()}

@@ -51,8 +51,15 @@ def refusal(api: k8s.CustomObjectsApi, obj: dict[str, Any], namespace: str) -> s
     obj["metadata"]["namespace"] = namespace
     group, version = obj["apiVersion"].split("/")
     try:
-        api.create_namespaced_custom_object(group, version, namespace, KINDS[(obj["apiVersion"], obj["kind"])], obj,
-                                            dry_run="All", field_validation="Strict")
+        api.create_namespaced_custom_object(
+            group,
+            version,
+            namespace,
+            KINDS[(obj["apiVersion"], obj["kind"])],
+            obj,
+            dry_run="All",
+            field_validation="Strict",
+        )
     except ApiException as exc:
         return f"{exc.status}: {exc.body}"
     return None
@@ -63,8 +70,9 @@ def objects_by_set() -> dict[str, list[dict[str, Any]]]:
     return {name: render_objects(load_values(files)) for name, files in VALUES_FILES.items()}
 
 
-def test_chart_custom_resources(api: k8s.CustomObjectsApi, scratch_namespace: str,
-                                objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+def test_chart_custom_resources(
+    api: k8s.CustomObjectsApi, scratch_namespace: str, objects_by_set: dict[str, list[dict[str, Any]]]
+) -> None:
     seen, problems = set(), []
     for values_set, objs in objects_by_set.items():
         for o in objs:
@@ -82,24 +90,39 @@ def _first(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 MISTAKES: dict[str, tuple[str, Callable[[dict[str, Any]], Any], str]] = {  # kind, the change, what the server says
-    "ServiceMonitor endpoint typo": ("ServiceMonitor", lambda o: o["spec"]["endpoints"][0].update(intervall="30s"),
-                                     'unknown field \\"spec.endpoints[0].intervall\\"'),
-    "ServiceMonitor bad scheme": ("ServiceMonitor", lambda o: o["spec"]["endpoints"][0].update(scheme="ftp"),
-                                  'spec.endpoints[0].scheme: Unsupported value: \\"ftp\\"'),
-    "ServiceMonitor no selector": ("ServiceMonitor", lambda o: o["spec"].pop("selector"),
-                                   "spec.selector: Required value"),
-    "PrometheusRule bad for": ("PrometheusRule", lambda o: o["spec"]["groups"][0]["rules"][0].update({"for": "5x"}),
-                               "spec.groups[0].rules[0].for: Invalid value"),
-    "PrometheusRule unknown field": ("PrometheusRule", lambda o: o["spec"]["groups"][0].update(rulez=[]),
-                                     'unknown field \\"spec.groups[0].rulez\\"'),
-    "metadata typo": ("ServiceMonitor", lambda o: o["metadata"].update(label={}),
-                      'unknown field \\"metadata.label\\"'),
+    "ServiceMonitor endpoint typo": (
+        "ServiceMonitor",
+        lambda o: o["spec"]["endpoints"][0].update(intervall="30s"),
+        'unknown field \\"spec.endpoints[0].intervall\\"',
+    ),
+    "ServiceMonitor bad scheme": (
+        "ServiceMonitor",
+        lambda o: o["spec"]["endpoints"][0].update(scheme="ftp"),
+        'spec.endpoints[0].scheme: Unsupported value: \\"ftp\\"',
+    ),
+    "ServiceMonitor no selector": (
+        "ServiceMonitor",
+        lambda o: o["spec"].pop("selector"),
+        "spec.selector: Required value",
+    ),
+    "PrometheusRule bad for": (
+        "PrometheusRule",
+        lambda o: o["spec"]["groups"][0]["rules"][0].update({"for": "5x"}),
+        "spec.groups[0].rules[0].for: Invalid value",
+    ),
+    "PrometheusRule unknown field": (
+        "PrometheusRule",
+        lambda o: o["spec"]["groups"][0].update(rulez=[]),
+        'unknown field \\"spec.groups[0].rulez\\"',
+    ),
+    "metadata typo": ("ServiceMonitor", lambda o: o["metadata"].update(label={}), 'unknown field \\"metadata.label\\"'),
 }
 
 
 @pytest.mark.parametrize("mistake", sorted(MISTAKES))
-def test_the_server_refuses_mistakes(mistake: str, api: k8s.CustomObjectsApi, scratch_namespace: str,
-                                     objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+def test_the_server_refuses_mistakes(
+    mistake: str, api: k8s.CustomObjectsApi, scratch_namespace: str, objects_by_set: dict[str, list[dict[str, Any]]]
+) -> None:
     kind, change, said = MISTAKES[mistake]
     obj = _first(objects_by_set["kind-bundled"], kind)  # renders the operator's kinds (requireOperatorApi: false)
     assert refusal(api, obj, scratch_namespace) is None
@@ -109,25 +132,31 @@ def test_the_server_refuses_mistakes(mistake: str, api: k8s.CustomObjectsApi, sc
 
 
 @pytest.mark.parametrize("canary", [None, 10])
-def test_inference_service_from_delivery_code(canary: int | None, api: k8s.CustomObjectsApi,
-                                              scratch_namespace: str) -> None:
+def test_inference_service_from_delivery_code(
+    canary: int | None, api: k8s.CustomObjectsApi, scratch_namespace: str
+) -> None:
     assert refusal(api, inference_service_manifest(canary_percent=canary), scratch_namespace) is None
 
 
 INFERENCE_SERVICE_MISTAKES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "unknown predictor field": (lambda p: p.update(bogus=True), 'unknown field \\"spec.predictor.bogus\\"'),
     "mistyped replicas": (lambda p: p.update(minReplicas="1"), "spec.predictor.minReplicas: Invalid value"),
-    "unknown container field": (lambda p: p["containers"][0].update(imagePullPolicyy="Always"),
-                                'unknown field \\"spec.predictor.containers[0].imagePullPolicyy\\"'),
+    "unknown container field": (
+        lambda p: p["containers"][0].update(imagePullPolicyy="Always"),
+        'unknown field \\"spec.predictor.containers[0].imagePullPolicyy\\"',
+    ),
     # (a share over 100 passes the schema: KServe's webhook bounds it, and riskloop's own check before any call)
-    "canary share not a number": (lambda p: p.update(canaryTrafficPercent="ten"),
-                                  "spec.predictor.canaryTrafficPercent: Invalid value"),
+    "canary share not a number": (
+        lambda p: p.update(canaryTrafficPercent="ten"),
+        "spec.predictor.canaryTrafficPercent: Invalid value",
+    ),
 }
 
 
 @pytest.mark.parametrize("mistake", sorted(INFERENCE_SERVICE_MISTAKES))
-def test_inference_service_mistakes_are_refused(mistake: str, api: k8s.CustomObjectsApi,
-                                                scratch_namespace: str) -> None:
+def test_inference_service_mistakes_are_refused(
+    mistake: str, api: k8s.CustomObjectsApi, scratch_namespace: str
+) -> None:
     change, said = INFERENCE_SERVICE_MISTAKES[mistake]
     manifest = inference_service_manifest()
     change(manifest["spec"]["predictor"])
@@ -136,8 +165,12 @@ def test_inference_service_mistakes_are_refused(mistake: str, api: k8s.CustomObj
 
 
 def _applications() -> list[dict[str, Any]]:
-    return [d for p in sorted((ROOT / "manifests").rglob("*.yaml"))
-            for d in yaml.safe_load_all(p.read_text()) if isinstance(d, dict) and d.get("kind") == "Application"]
+    return [
+        d
+        for p in sorted((ROOT / "manifests").rglob("*.yaml"))
+        for d in yaml.safe_load_all(p.read_text())
+        if isinstance(d, dict) and d.get("kind") == "Application"
+    ]
 
 
 def test_argocd_applications_under_manifests(api: k8s.CustomObjectsApi, scratch_namespace: str) -> None:
@@ -147,13 +180,17 @@ def test_argocd_applications_under_manifests(api: k8s.CustomObjectsApi, scratch_
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize(("mistake", "said"), [
-    ("valuesFiles", 'unknown field \\"spec.source.helm.valuesFiles\\"'),
-    ("no project", "spec.project: Required value"),
-    ("automatic", 'unknown field \\"spec.syncPolicy.automatic\\"'),
-])
-def test_application_mistakes_are_refused(mistake: str, said: str, api: k8s.CustomObjectsApi,
-                                          scratch_namespace: str) -> None:
+@pytest.mark.parametrize(
+    ("mistake", "said"),
+    [
+        ("valuesFiles", 'unknown field \\"spec.source.helm.valuesFiles\\"'),
+        ("no project", "spec.project: Required value"),
+        ("automatic", 'unknown field \\"spec.syncPolicy.automatic\\"'),
+    ],
+)
+def test_application_mistakes_are_refused(
+    mistake: str, said: str, api: k8s.CustomObjectsApi, scratch_namespace: str
+) -> None:
     app = copy.deepcopy(next(a for a in _applications() if a["metadata"]["name"] == "riskloop"))
     if mistake == "valuesFiles":
         app["spec"]["source"]["helm"]["valuesFiles"] = app["spec"]["source"]["helm"].pop("valueFiles")
@@ -187,8 +224,13 @@ def test_generated_inference_service_crd_is_the_one_kserve_ships(installed_crds:
     ours = next(d for d in installed_crds.documents if d["metadata"]["name"] == "inferenceservices.serving.kserve.io")
     source = installed_crds.sources["inferenceservices.serving.kserve.io"]
     version = source.split(f"{KSERVE_API_PACKAGE}@")[1].split()[0]
-    shipped = Path(module_dir("github.com/kserve/kserve", version), "config", "crd", "full",
-                   "serving.kserve.io_inferenceservices.yaml")
+    shipped = Path(
+        module_dir("github.com/kserve/kserve", version),
+        "config",
+        "crd",
+        "full",
+        "serving.kserve.io_inferenceservices.yaml",
+    )
     theirs = yaml.safe_load(shipped.read_text())
     differences = list(_differences(ours["spec"], theirs["spec"]))
     assert differences, "no difference at all: the generation did not use k8s.io v0.36's core types"

@@ -87,8 +87,8 @@ def test_the_synthetic_data_job_lands_the_window_on_the_object_store(landing_dat
 
 
 def test_training_in_a_restricted_step_job_registers_a_champion(
-        training_run: JobRun, trained_model: Mapping[str, str], object_store: ObjectStore,
-        tmp_path: Path) -> None:
+    training_run: JobRun, trained_model: Mapping[str, str], object_store: ObjectStore, tmp_path: Path
+) -> None:
     from riskloop.storage import location
 
     assert enforces_restricted(PIPELINES_NAMESPACE)
@@ -104,10 +104,17 @@ def test_training_in_a_restricted_step_job_registers_a_champion(
 
 
 def test_a_replayed_day_is_logged_monitored_and_traced(
-        api: k8s.ApiClient, refs: dict[str, str], trained_model: Mapping[str, str],  # noqa: F811
-        credential_env: list[dict[str, Any]], storage_container: dict[str, Any],  # noqa: F811
-        landing_data: Landing, object_store: ObjectStore, images: list[str], tmp_path: Path,
-        installed_crds: Crds) -> None:  # noqa: F811
+    api: k8s.ApiClient,  # noqa: F811  (a fixture imported from tests.cluster)
+    refs: dict[str, str],  # noqa: F811  (a fixture imported from tests.cluster)
+    trained_model: Mapping[str, str],
+    credential_env: list[dict[str, Any]],  # noqa: F811  (a fixture imported from tests.cluster)
+    storage_container: dict[str, Any],  # noqa: F811  (a fixture imported from tests.cluster)
+    landing_data: Landing,
+    object_store: ObjectStore,
+    images: list[str],
+    tmp_path: Path,
+    installed_crds: Crds,  # noqa: F811  (a fixture imported from tests.cluster)
+) -> None:
     """The monitor step asks the API server which version the InferenceService serves (none here: the
     predictor is a Deployment), so KServe's CRD must be served; the champion alias answers."""
     from riskloop.serving.prediction_log import read_prediction_log
@@ -118,20 +125,54 @@ def test_a_replayed_day_is_logged_monitored_and_traced(
     env = host_env(object_store, tmp_path / "host-state")
     isvc = build_isvc(trained_model, refs["riskloop"])
     container = isvc["spec"]["predictor"]["containers"][0]
-    deployment = predictor_deployment(isvc, name="predictor-loop", image=refs["storage-initializer"],
-                                      credential_env=credential_env, storage_container=storage_container)
+    deployment = predictor_deployment(
+        isvc,
+        name="predictor-loop",
+        image=refs["storage-initializer"],
+        credential_env=credential_env,
+        storage_container=storage_container,
+    )
     with deployed(api, deployment):
-        pod = wait_for(lambda: next((p for p in pods_of(api, deployment) if any(
-            c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])), None),
-            READY_TIMEOUT, "the predictor pod is not Ready", lambda: describe(api, deployment))
+        pod = wait_for(
+            lambda: next(
+                (
+                    p
+                    for p in pods_of(api, deployment)
+                    if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+                ),
+                None,
+            ),
+            READY_TIMEOUT,
+            "the predictor pod is not Ready",
+            lambda: describe(api, deployment),
+        )
         port = container["ports"][0]["containerPort"]
         with port_forward(MODELS_NAMESPACE, pod.metadata.name, port) as url:
             started = time.monotonic()
-            replay = subprocess.run([sys.executable, "-m", "riskloop.cli", "replay", "--day", served.isoformat(),
-                                     "--url", url, "--limit", str(REPLAYED), "--spec", SPEC],
-                                    env=env, capture_output=True, text=True, timeout=900)
-            sys.stderr.write(f"\nreplay of {served} ({REPLAYED} transactions): {time.monotonic() - started:.0f} s\n"
-                             f"{replay.stdout[-2000:]}\n")
+            replay = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "riskloop.cli",
+                    "replay",
+                    "--day",
+                    served.isoformat(),
+                    "--url",
+                    url,
+                    "--limit",
+                    str(REPLAYED),
+                    "--spec",
+                    SPEC,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            sys.stderr.write(
+                f"\nreplay of {served} ({REPLAYED} transactions): {time.monotonic() - started:.0f} s\n"
+                f"{replay.stdout[-2000:]}\n"
+            )
             assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
 
         # the predictor's log reaches the storage root (it flushes every second)
@@ -146,16 +187,31 @@ def test_a_replayed_day_is_logged_monitored_and_traced(
                 day_rows = rows[rows["time"].dt.date == served] if len(rows) else rows
                 return (day_rows,) if len(day_rows) >= REPLAYED else None  # a tuple: wait_for tests truth
 
-            [rows] = wait_for(logged, 120, f"{REPLAYED} rows of {served} in the prediction log under {log_root}",
-                              lambda: describe(api, deployment))
+            [rows] = wait_for(
+                logged,
+                120,
+                f"{REPLAYED} rows of {served} in the prediction log under {log_root}",
+                lambda: describe(api, deployment),
+            )
     assert set(rows["model_version"].astype(str)) == {trained_model["model_version"]}, rows["model_version"].unique()
 
     # the monitoring pipeline in a step pod reads that log
     riskloop_image = image_ref(images, "riskloop")
-    monitored = run_step_job("monitoring", riskloop_image,
-                             ["python", "-c", MONITOR_SCRIPT, served.isoformat(), str(TRAINING_DAYS),
-                              str(MATURITY_DAYS), json.dumps(MONITOR_POLICY), SPEC],
-                             step_env(monitoring_pipeline, "exec-monitor"))
+    monitored = run_step_job(
+        "monitoring",
+        riskloop_image,
+        [
+            "python",
+            "-c",
+            MONITOR_SCRIPT,
+            served.isoformat(),
+            str(TRAINING_DAYS),
+            str(MATURITY_DAYS),
+            json.dumps(MONITOR_POLICY),
+            SPEC,
+        ],
+        step_env(monitoring_pipeline, "exec-monitor"),
+    )
     sys.stderr.write(f"monitoring Job: {monitored.seconds:.0f} s\n")
     assert '"monitoring_succeeded": true' in monitored.logs, monitored.logs[-3000:]
     from riskloop.monitoring.assessment import load_state
@@ -167,14 +223,21 @@ def test_a_replayed_day_is_logged_monitored_and_traced(
 
     # one request's lineage, resolved in a pod with the steps' access to MLflow, PostgreSQL and the object store
     request_id = str(rows["request_id"].iloc[0])
-    traced = run_step_job("lineage", riskloop_image, ["riskloop", "lineage", request_id, "--json"],
-                          step_env(monitoring_pipeline, "exec-monitor"))
+    traced = run_step_job(
+        "lineage",
+        riskloop_image,
+        ["riskloop", "lineage", request_id, "--json"],
+        step_env(monitoring_pipeline, "exec-monitor"),
+    )
     start = traced.logs.find("{")
     assert start >= 0, traced.logs[-3000:]
     doc, _ = json.JSONDecoder().raw_decode(traced.logs[start:])
     # the pod has the image, not a git checkout: the code hop is "recorded" (the commit the run tagged, not checked
     # against a repository); the image hop checks the same commit against the image the run recorded
-    not_ok = [(h["hop"], h["status"], h["note"], [c for c in h["checks"] if not c["ok"]])
-              for m in doc["models"] for h in m["hops"]
-              if h["status"] != "ok" and not (h["hop"] == "code" and h["status"] == "recorded")]
+    not_ok = [
+        (h["hop"], h["status"], h["note"], [c for c in h["checks"] if not c["ok"]])
+        for m in doc["models"]
+        for h in m["hops"]
+        if h["status"] != "ok" and not (h["hop"] == "code" and h["status"] == "recorded")
+    ]
     assert doc["request_id"] == request_id and doc["complete"] and doc["models"] and not not_ok, not_ok

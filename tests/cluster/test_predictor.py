@@ -59,9 +59,11 @@ STORAGE_VOLUME = "kserve-provision-location"
 MODEL_MOUNT = "/mnt/models"
 STORAGE_URI_ENV = "STORAGE_URI"
 STORAGE_RESOURCES = {"requests": {"cpu": "100m", "memory": "100Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
-HF_DEFAULT_ENV = [{"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "1"},
-                  {"name": "HF_XET_HIGH_PERFORMANCE", "value": "1"},
-                  {"name": "HF_XET_NUM_CONCURRENT_RANGE_GETS", "value": "8"}]
+HF_DEFAULT_ENV = [
+    {"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "1"},
+    {"name": "HF_XET_HIGH_PERFORMANCE", "value": "1"},
+    {"name": "HF_XET_NUM_CONCURRENT_RANGE_GETS", "value": "8"},
+]
 # pkg/credentials/s3: a Secret counts as S3 credentials when it has this key; the rest comes from its
 # serving.kserve.io/s3-* annotations or, failing those, its data keys (getEnvValue), in this order.
 S3_SECRET_ACCESS_KEY = "awsSecretAccessKey"
@@ -84,8 +86,10 @@ pytestmark = pytest.mark.timeout(900)
 
 # --- KServe's storage-initializer injection, as pure functions over JSON objects ---------------------------
 
-def s3_credential_env(service_account: Mapping[str, Any],
-                      secrets: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+
+def s3_credential_env(
+    service_account: Mapping[str, Any], secrets: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """The env KServe's credential builder gives the storage initializer from ``service_account``'s Secrets.
 
     ``secrets`` maps names to Secret objects (``data`` base64, as the API returns them). Only the S3 case:
@@ -97,9 +101,13 @@ def s3_credential_env(service_account: Mapping[str, Any],
         if secret is None or S3_SECRET_ACCESS_KEY not in (secret.get("data") or {}):
             continue
         name = secret["metadata"]["name"]
-        env += [{"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": name, "key": S3_ACCESS_KEY_ID}}},
-                {"name": "AWS_SECRET_ACCESS_KEY",
-                 "valueFrom": {"secretKeyRef": {"name": name, "key": S3_SECRET_ACCESS_KEY}}}]
+        env += [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": name, "key": S3_ACCESS_KEY_ID}}},
+            {
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": name, "key": S3_SECRET_ACCESS_KEY}},
+            },
+        ]
         annotations = secret["metadata"].get("annotations") or {}
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         values: dict[str, str] = {}
@@ -143,8 +151,13 @@ def _merge_maps(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def inject_storage_initializer(pod_spec: Mapping[str, Any], *, image: str, credential_env: list[dict[str, Any]],
-                               storage_container: Mapping[str, Any]) -> dict[str, Any]:
+def inject_storage_initializer(
+    pod_spec: Mapping[str, Any],
+    *,
+    image: str,
+    credential_env: list[dict[str, Any]],
+    storage_container: Mapping[str, Any],
+) -> dict[str, Any]:
     """``pod_spec`` as KServe v0.21's webhook leaves it for a custom container with ``STORAGE_URI``
     (single URI, legacy path; storage read-only in the serving container by default)."""
     spec = copy.deepcopy(dict(pod_spec))
@@ -177,23 +190,34 @@ def predictor_pod_spec(isvc: Mapping[str, Any]) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in isvc["spec"]["predictor"].items() if k in pod_fields}
 
 
-def predictor_deployment(isvc: Mapping[str, Any], *, name: str, image: str, credential_env: list[dict[str, Any]],
-                         storage_container: Mapping[str, Any]) -> dict[str, Any]:
+def predictor_deployment(
+    isvc: Mapping[str, Any],
+    *,
+    name: str,
+    image: str,
+    credential_env: list[dict[str, Any]],
+    storage_container: Mapping[str, Any],
+) -> dict[str, Any]:
     # the pods carry the InferenceService's labels, as KServe's do (the chart's NetworkPolicies select the
     # predictor by them); the Deployment selects its own pods by one more
     selector = {"riskloop.io/test": name}
-    pod = inject_storage_initializer(predictor_pod_spec(isvc), image=image, credential_env=credential_env,
-                                     storage_container=storage_container)
+    pod = inject_storage_initializer(
+        predictor_pod_spec(isvc), image=image, credential_env=credential_env, storage_container=storage_container
+    )
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name, "namespace": isvc["metadata"]["namespace"], "labels": selector},
-        "spec": {"replicas": 1, "selector": {"matchLabels": selector},
-                 "template": {"metadata": {"labels": {**isvc["metadata"].get("labels", {}), **selector}},
-                              "spec": pod}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": {**isvc["metadata"].get("labels", {}), **selector}}, "spec": pod},
+        },
     }
 
 
 # --- the cluster ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def api(node: Node) -> k8s.ApiClient:
@@ -203,11 +227,15 @@ def api(node: Node) -> k8s.ApiClient:
 @pytest.fixture(scope="module")
 def refs(images: list[str]) -> dict[str, str]:
     """The riskloop and storage-initializer references among the images scripts/images.sh imported."""
+
     def one(repository: str) -> str:
         [ref] = [r for r in images if r.rsplit(":", 1)[0] == repository]
         return ref
-    return {"riskloop": one("riskloop.local/riskloop"),
-            "storage-initializer": one("riskloop.local/kserve-storage-initializer")}
+
+    return {
+        "riskloop": one("riskloop.local/riskloop"),
+        "storage-initializer": one("riskloop.local/kserve-storage-initializer"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -229,22 +257,28 @@ def credential_env(api: k8s.ApiClient, chart: Any) -> list[dict[str, Any]]:
     for ref in sa.get("secrets") or []:
         try:
             secrets[ref["name"]] = api.sanitize_for_serialization(
-                core.read_namespaced_secret(ref["name"], MODELS_NAMESPACE))
+                core.read_namespaced_secret(ref["name"], MODELS_NAMESPACE)
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
     env = s3_credential_env(sa, secrets)
     assert any(e["name"] == "S3_ENDPOINT" for e in env), (
         f"service account {sa_name} lists no Secret with KServe's S3 keys in {MODELS_NAMESPACE} "
-        f"(listed: {[r['name'] for r in sa.get('secrets') or []]}): the storage initializer would read no endpoint")
+        f"(listed: {[r['name'] for r in sa.get('secrets') or []]}): the storage initializer would read no endpoint"
+    )
     return env
 
 
-def build_isvc(trained_model: Mapping[str, str], image: str, *, sha256: str | None = None,
-               namespace: str = MODELS_NAMESPACE) -> dict[str, Any]:
+def build_isvc(
+    trained_model: Mapping[str, str], image: str, *, sha256: str | None = None, namespace: str = MODELS_NAMESPACE
+) -> dict[str, Any]:
     spec = isvc_builder.InferenceServiceParams(
-        name="fraud-detector", namespace=namespace, image=image,
-        storage_uri=trained_model["storage_uri"], model_sha256=sha256 or trained_model["model_sha256"],
+        name="fraud-detector",
+        namespace=namespace,
+        image=image,
+        storage_uri=trained_model["storage_uri"],
+        model_sha256=sha256 or trained_model["model_sha256"],
         spec_sha256=trained_model["spec_sha256"],
         model_version=str(trained_model["model_version"]),
     )
@@ -269,14 +303,18 @@ def deployed(api: k8s.ApiClient, deployment: dict[str, Any]) -> Iterator[str]:
 
 def pods_of(api: k8s.ApiClient, deployment: Mapping[str, Any]) -> list[k8s.V1Pod]:
     selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    return list(k8s.CoreV1Api(api).list_namespaced_pod(deployment["metadata"]["namespace"],
-                                                         label_selector=selector).items)
+    return list(
+        k8s.CoreV1Api(api).list_namespaced_pod(deployment["metadata"]["namespace"], label_selector=selector).items
+    )
 
 
 def replica_set_events(api: k8s.ApiClient, namespace: str, name: str) -> list[str]:
     events = k8s.CoreV1Api(api).list_namespaced_event(namespace).items
-    return [f"{e.reason}: {e.message}" for e in events
-            if e.involved_object.kind == "ReplicaSet" and e.involved_object.name.startswith(f"{name}-")]
+    return [
+        f"{e.reason}: {e.message}"
+        for e in events
+        if e.involved_object.kind == "ReplicaSet" and e.involved_object.name.startswith(f"{name}-")
+    ]
 
 
 def wait_for(predicate: Any, timeout: float, what: str, explain: Any) -> Any:
@@ -294,8 +332,12 @@ def describe(api: k8s.ApiClient, deployment: Mapping[str, Any]) -> str:
     parts = [f"replica set events: {replica_set_events(api, ns, name)}"]
     for pod in pods_of(api, deployment):
         statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
-        parts.append(f"pod {pod.metadata.name} phase {pod.status.phase}: " + "; ".join(
-            f"{s.name} ready={s.ready} restarts={s.restart_count} state={s.state.to_dict()}" for s in statuses))
+        parts.append(
+            f"pod {pod.metadata.name} phase {pod.status.phase}: "
+            + "; ".join(
+                f"{s.name} ready={s.ready} restarts={s.restart_count} state={s.state.to_dict()}" for s in statuses
+            )
+        )
         for container in [STORAGE_INITIALIZER, isvc_builder.CONTAINER_NAME]:
             logs = kubectl("logs", "-n", ns, pod.metadata.name, "-c", container, "--tail=20", check=False)
             parts.append(f"{container} logs: {logs.stdout[-2000:]}{logs.stderr[-500:]}")
@@ -307,8 +349,11 @@ def port_forward(namespace: str, pod: str, port: int) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local = s.getsockname()[1]
-    proc = subprocess.Popen([kubectl_bin(), "port-forward", "--address", "127.0.0.1", "-n", namespace,
-                             f"pod/{pod}", f"{local}:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [kubectl_bin(), "port-forward", "--address", "127.0.0.1", "-n", namespace, f"pod/{pod}", f"{local}:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -326,15 +371,21 @@ def port_forward(namespace: str, pod: str, port: int) -> Iterator[str]:
 
 # --- tests ------------------------------------------------------------------------------------------------
 
+
 def test_the_pod_runs_the_builders_container_as_kserve_mutates_it(storage_container: dict[str, Any]) -> None:
     """The generated pod differs from the builder's predictor only by what KServe's injector changes."""
-    model = {"storage_uri": "s3://riskloop/mlflow/1/abc/artifacts/model", "model_sha256": "a" * 64,
-             "spec_sha256": "b" * 64, "model_version": "7"}
+    model = {
+        "storage_uri": "s3://riskloop/mlflow/1/abc/artifacts/model",
+        "model_sha256": "a" * 64,
+        "spec_sha256": "b" * 64,
+        "model_version": "7",
+    }
     isvc = build_isvc(model, "riskloop.local/riskloop:0.1.0-abcdef0")
     built = isvc["spec"]["predictor"]["containers"][0]
     env = [{"name": "AWS_ACCESS_KEY_ID", "value": "x"}]
-    pod = predictor_deployment(isvc, name="x", image="si:1", credential_env=env,
-                               storage_container=storage_container)["spec"]["template"]["spec"]
+    pod = predictor_deployment(isvc, name="x", image="si:1", credential_env=env, storage_container=storage_container)[
+        "spec"
+    ]["template"]["spec"]
     [served] = pod["containers"]
     expected = copy.deepcopy(built)
     expected["volumeMounts"].append({"name": STORAGE_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": True})
@@ -346,7 +397,8 @@ def test_the_pod_runs_the_builders_container_as_kserve_mutates_it(storage_contai
     assert init["args"] == [model["storage_uri"], MODEL_MOUNT]
     assert init["securityContext"] == storage_container["securityContext"]
     assert {v["name"] for v in pod["volumes"]} == {v["name"] for v in isvc["spec"]["predictor"]["volumes"]} | {
-        STORAGE_VOLUME}
+        STORAGE_VOLUME
+    }
     assert pod["serviceAccountName"] == isvc["spec"]["predictor"]["serviceAccountName"]
 
 
@@ -356,8 +408,8 @@ def test_model_namespace_enforces_restricted(api: k8s.ApiClient, chart: Any) -> 
 
 
 def test_restricted_admits_the_predictor_only_with_the_storage_containers_security_context(
-        api: k8s.ApiClient, refs: dict[str, str], restricted_namespace: str,
-        storage_container: dict[str, Any]) -> None:
+    api: k8s.ApiClient, refs: dict[str, str], restricted_namespace: str, storage_container: dict[str, Any]
+) -> None:
     """Without the ClusterStorageContainer's settings KServe's injected container has no securityContext
     (kserve#5373) and Pod Security `restricted` refuses the pod; with them the same pod is admitted.
 
@@ -367,34 +419,66 @@ def test_restricted_admits_the_predictor_only_with_the_storage_containers_securi
     core = k8s.CoreV1Api(api)
     sa = isvc_builder.InferenceServiceParams.model_fields["service_account"].default
     core.create_namespaced_service_account(ns, {"metadata": {"name": sa}, "automountServiceAccountToken": False})
-    model = {"storage_uri": "s3://riskloop/admission-only/model", "model_sha256": "c" * 64,
-             "spec_sha256": "d" * 64, "model_version": "1"}
+    model = {
+        "storage_uri": "s3://riskloop/admission-only/model",
+        "model_sha256": "c" * 64,
+        "spec_sha256": "d" * 64,
+        "model_version": "1",
+    }
     isvc = build_isvc(model, refs["riskloop"], namespace=ns)
 
-    refused = predictor_deployment(isvc, name="predictor-unrestricted", image=refs["storage-initializer"],
-                                   credential_env=[], storage_container={"name": STORAGE_INITIALIZER})
+    refused = predictor_deployment(
+        isvc,
+        name="predictor-unrestricted",
+        image=refs["storage-initializer"],
+        credential_env=[],
+        storage_container={"name": STORAGE_INITIALIZER},
+    )
     with deployed(api, refused) as name:
-        events = wait_for(lambda: [e for e in replica_set_events(api, ns, name) if "violates PodSecurity" in e],
-                          60, "no PodSecurity refusal of the pod", lambda: describe(api, refused))
-        assert 'restricted' in events[0] and f'container "{STORAGE_INITIALIZER}"' in events[0], events
+        events = wait_for(
+            lambda: [e for e in replica_set_events(api, ns, name) if "violates PodSecurity" in e],
+            60,
+            "no PodSecurity refusal of the pod",
+            lambda: describe(api, refused),
+        )
+        assert "restricted" in events[0] and f'container "{STORAGE_INITIALIZER}"' in events[0], events
         assert f'container "{isvc_builder.CONTAINER_NAME}"' not in events[0], events
         assert not pods_of(api, refused)
 
-    admitted = predictor_deployment(isvc, name="predictor-restricted", image=refs["storage-initializer"],
-                                    credential_env=[], storage_container=storage_container)
+    admitted = predictor_deployment(
+        isvc,
+        name="predictor-restricted",
+        image=refs["storage-initializer"],
+        credential_env=[],
+        storage_container=storage_container,
+    )
     with deployed(api, admitted) as name:
-        wait_for(lambda: pods_of(api, admitted), 60, "the pod with the storage container's settings was not "
-                 "admitted", lambda: describe(api, admitted))
+        wait_for(
+            lambda: pods_of(api, admitted),
+            60,
+            "the pod with the storage container's settings was not admitted",
+            lambda: describe(api, admitted),
+        )
         assert not [e for e in replica_set_events(api, ns, name) if "violates PodSecurity" in e]
 
 
 def test_predictor_serves_the_trained_model_restricted_read_only(
-        api: k8s.ApiClient, refs: dict[str, str], trained_model: Mapping[str, str],
-        credential_env: list[dict[str, Any]], storage_container: dict[str, Any]) -> None:
+    api: k8s.ApiClient,
+    refs: dict[str, str],
+    trained_model: Mapping[str, str],
+    credential_env: list[dict[str, Any]],
+    storage_container: dict[str, Any],
+) -> None:
     isvc = build_isvc(trained_model, refs["riskloop"])
-    deployment = predictor_deployment(isvc, name="predictor", image=refs["storage-initializer"],
-                                      credential_env=credential_env, storage_container=storage_container)
+    deployment = predictor_deployment(
+        isvc,
+        name="predictor",
+        image=refs["storage-initializer"],
+        credential_env=credential_env,
+        storage_container=storage_container,
+    )
     with deployed(api, deployment):
+
         def ready() -> k8s.V1Pod | None:
             for pod in pods_of(api, deployment):
                 if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
@@ -410,22 +494,62 @@ def test_predictor_serves_the_trained_model_restricted_read_only(
         assert f"Successfully copied {trained_model['storage_uri']}" in init_log, init_log
         # read-only root and model directory; the emptyDir at /tmp is the one writable place
         for path in ("/opt/riskloop/probe", f"{MODEL_MOUNT}/probe"):
-            out = kubectl("exec", "-n", MODELS_NAMESPACE, name, "-c", isvc_builder.CONTAINER_NAME, "--",
-                          "touch", path, check=False)
+            out = kubectl(
+                "exec",
+                "-n",
+                MODELS_NAMESPACE,
+                name,
+                "-c",
+                isvc_builder.CONTAINER_NAME,
+                "--",
+                "touch",
+                path,
+                check=False,
+            )
             assert out.returncode != 0 and "Read-only file system" in out.stderr, (path, out.stderr)
-        assert kubectl("exec", "-n", MODELS_NAMESPACE, name, "-c", isvc_builder.CONTAINER_NAME, "--",
-                       "touch", "/tmp/probe", check=False).returncode == 0
+        assert (
+            kubectl(
+                "exec",
+                "-n",
+                MODELS_NAMESPACE,
+                name,
+                "-c",
+                isvc_builder.CONTAINER_NAME,
+                "--",
+                "touch",
+                "/tmp/probe",
+                check=False,
+            ).returncode
+            == 0
+        )
         # a V1 prediction through the pod's port
         port = isvc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"]
         model = isvc["spec"]["predictor"]["containers"][0]["env"]
         model_name = next(e["value"] for e in model if e["name"] == isvc_builder.ENV_MODEL_NAME)
-        body = {"instances": [{"transaction_id": "cluster-1", "card_id": "C000042", "merchant_id": "M00017",
-                               "amount": 42.5, "currency": "EUR", "merchant_category": "grocery", "channel": "pos",
-                               "country": "DE", "device_type": "terminal", "distance_from_home_km": 3.2,
-                               "card_age_days": 812, "event_timestamp": "2026-01-30T10:15:00Z"}]}
+        body = {
+            "instances": [
+                {
+                    "transaction_id": "cluster-1",
+                    "card_id": "C000042",
+                    "merchant_id": "M00017",
+                    "amount": 42.5,
+                    "currency": "EUR",
+                    "merchant_category": "grocery",
+                    "channel": "pos",
+                    "country": "DE",
+                    "device_type": "terminal",
+                    "distance_from_home_km": 3.2,
+                    "card_age_days": 812,
+                    "event_timestamp": "2026-01-30T10:15:00Z",
+                }
+            ]
+        }
         with port_forward(MODELS_NAMESPACE, name, port) as url:
-            request = urllib.request.Request(f"{url}/v1/models/{model_name}:predict", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"{url}/v1/models/{model_name}:predict",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=60) as response:
                 answer = json.loads(response.read())
         [prediction] = answer["predictions"]
@@ -433,15 +557,24 @@ def test_predictor_serves_the_trained_model_restricted_read_only(
 
 
 def test_predictor_refuses_a_model_whose_hash_differs(
-        api: k8s.ApiClient, refs: dict[str, str], trained_model: Mapping[str, str],
-        credential_env: list[dict[str, Any]], storage_container: dict[str, Any]) -> None:
+    api: k8s.ApiClient,
+    refs: dict[str, str],
+    trained_model: Mapping[str, str],
+    credential_env: list[dict[str, Any]],
+    storage_container: dict[str, Any],
+) -> None:
     """The same pod with another expected sha256: the download succeeds, the server refuses to load it."""
     wrong = "0" * 64 if trained_model["model_sha256"] != "0" * 64 else "1" * 64
     isvc = build_isvc(trained_model, refs["riskloop"], sha256=wrong)
-    deployment = predictor_deployment(isvc, name="predictor-bad-hash", image=refs["storage-initializer"],
-                                      credential_env=credential_env,
-                                      storage_container=storage_container)
+    deployment = predictor_deployment(
+        isvc,
+        name="predictor-bad-hash",
+        image=refs["storage-initializer"],
+        credential_env=credential_env,
+        storage_container=storage_container,
+    )
     with deployed(api, deployment):
+
         def refused() -> str | None:
             for pod in pods_of(api, deployment):
                 for s in pod.status.container_statuses or []:
@@ -451,13 +584,25 @@ def test_predictor_refuses_a_model_whose_hash_differs(
                         previous = ("--previous",)
                     else:
                         continue
-                    logs = kubectl("logs", "-n", MODELS_NAMESPACE, pod.metadata.name, "-c",
-                                   isvc_builder.CONTAINER_NAME, *previous, check=False).stdout
+                    logs = kubectl(
+                        "logs",
+                        "-n",
+                        MODELS_NAMESPACE,
+                        pod.metadata.name,
+                        "-c",
+                        isvc_builder.CONTAINER_NAME,
+                        *previous,
+                        check=False,
+                    ).stdout
                     return logs or None
             return None
 
-        logs = wait_for(refused, READY_TIMEOUT, "the predictor with a wrong hash did not stop",
-                        lambda: describe(api, deployment))
+        logs = wait_for(
+            refused, READY_TIMEOUT, "the predictor with a wrong hash did not stop", lambda: describe(api, deployment)
+        )
         assert "does not match the registered" in logs, logs[-3000:]
-        assert not any(c.type == "Ready" and c.status == "True"
-                       for pod in pods_of(api, deployment) for c in pod.status.conditions or [])
+        assert not any(
+            c.type == "Ready" and c.status == "True"
+            for pod in pods_of(api, deployment)
+            for c in pod.status.conditions or []
+        )

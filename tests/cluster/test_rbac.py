@@ -49,6 +49,7 @@ def can_i_list(as_user: str, namespace: str) -> set[Permission]:
 
         def items(cell: str) -> list[str]:
             return [x for x in cell.strip("[]").split() if x] or [""]
+
         for url in items(urls):
             for name in items(names):
                 for verb in items(verbs):
@@ -72,22 +73,30 @@ def rule_permissions(rules: list[dict[str, Any]]) -> set[Permission]:
 
 
 def release_rbac(chart: dict[str, Any]) -> list[dict[str, Any]]:
-    return [o for o in yaml.safe_load_all(chart["manifest"]) if o and o["kind"] in
-            ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount")]
+    return [
+        o
+        for o in yaml.safe_load_all(chart["manifest"])
+        if o and o["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount")
+    ]
 
 
 def expected(objs: list[dict[str, Any]], namespace: str, sa_namespace: str, sa: str) -> set[Permission]:
     """What the release's Roles and bindings grant ``sa`` in ``namespace``."""
-    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objs
-             if o["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objs
+        if o["kind"] in ("Role", "ClusterRole")
+    }
     found: set[Permission] = set()
     for b in objs:
         if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
             continue
         if b["kind"] == "RoleBinding" and b["metadata"]["namespace"] != namespace:
             continue
-        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa and s.get("namespace") == sa_namespace
-                   for s in b["subjects"]):
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == sa and s.get("namespace") == sa_namespace
+            for s in b["subjects"]
+        ):
             continue
         ref = b["roleRef"]
         key = (ref["kind"], b["metadata"]["namespace"] if ref["kind"] == "Role" else None, ref["name"])
@@ -97,18 +106,23 @@ def expected(objs: list[dict[str, Any]], namespace: str, sa_namespace: str, sa: 
 
 
 def accounts(chart: dict[str, Any]) -> list[tuple[str, str]]:
-    created = [(o["metadata"].get("namespace", PLATFORM_NAMESPACE), o["metadata"]["name"])
-               for o in release_rbac(chart) if o["kind"] == "ServiceAccount"]
+    created = [
+        (o["metadata"].get("namespace", PLATFORM_NAMESPACE), o["metadata"]["name"])
+        for o in release_rbac(chart)
+        if o["kind"] == "ServiceAccount"
+    ]
     assert created, "the release creates no ServiceAccount"
     return [(PIPELINES_NAMESPACE, PIPELINE_RUNNER), *created]
 
 
 def test_the_release_grants_pipeline_runner_exactly_the_delivery_role(chart: dict[str, Any]) -> None:
     role, binding = delivery_rbac(MODELS_NAMESPACE, PIPELINES_NAMESPACE)
-    assert expected(release_rbac(chart), MODELS_NAMESPACE, PIPELINES_NAMESPACE, PIPELINE_RUNNER) == \
-        rule_permissions(role["rules"])
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_RUNNER,
-                                    "namespace": PIPELINES_NAMESPACE}]
+    assert expected(release_rbac(chart), MODELS_NAMESPACE, PIPELINES_NAMESPACE, PIPELINE_RUNNER) == rule_permissions(
+        role["rules"]
+    )
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": PIPELINE_RUNNER, "namespace": PIPELINES_NAMESPACE}
+    ]
 
 
 def test_every_account_may_do_exactly_what_the_release_grants(chart: dict[str, Any]) -> None:
@@ -119,19 +133,30 @@ def test_every_account_may_do_exactly_what_the_release_grants(chart: dict[str, A
             got = granted(user(sa_namespace, sa), namespace)
             want = expected(objs, namespace, sa_namespace, sa)
             if got != want:
-                mismatches[f"{sa_namespace}/{sa} in {namespace}"] = {"extra": sorted(got - want),
-                                                                     "missing": sorted(want - got)}
+                mismatches[f"{sa_namespace}/{sa} in {namespace}"] = {
+                    "extra": sorted(got - want),
+                    "missing": sorted(want - got),
+                }
     assert not mismatches, mismatches
     # and the comparison can see a grant: pipeline-runner's delivery rights are there
-    assert ("inferenceservices.serving.kserve.io", "", "", "patch") in \
-        granted(user(PIPELINES_NAMESPACE, PIPELINE_RUNNER), MODELS_NAMESPACE)
+    assert ("inferenceservices.serving.kserve.io", "", "", "patch") in granted(
+        user(PIPELINES_NAMESPACE, PIPELINE_RUNNER), MODELS_NAMESPACE
+    )
 
 
 def test_one_request_beyond_the_grant_is_refused(chart: dict[str, Any]) -> None:
     runner = user(PIPELINES_NAMESPACE, PIPELINE_RUNNER)
     # delete is not granted (every change is a merge patch) ...
-    r = kubectl("auth", "can-i", "delete", "inferenceservices.serving.kserve.io", "-n", MODELS_NAMESPACE,
-                f"--as={runner}", check=False)
+    r = kubectl(
+        "auth",
+        "can-i",
+        "delete",
+        "inferenceservices.serving.kserve.io",
+        "-n",
+        MODELS_NAMESPACE,
+        f"--as={runner}",
+        check=False,
+    )
     assert r.stdout.strip() == "no", r.stdout + r.stderr
     # ... and a real request for the model namespace's Secrets is refused by the API server
     r = kubectl("get", "secrets", "-n", MODELS_NAMESPACE, f"--as={runner}", check=False)

@@ -65,8 +65,11 @@ def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         local = s.getsockname()[1]
-    proc = subprocess.Popen(["kubectl", "port-forward", "-n", namespace, f"svc/{service}", f"{local}:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["kubectl", "port-forward", "-n", namespace, f"svc/{service}", f"{local}:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -43,8 +43,14 @@ KIND_IMAGE_REPOSITORY = "kind.local/riskloop"
 
 
 def riskloop(*args: str, env: dict[str, str]) -> str:
-    r = subprocess.run([sys.executable, "-m", "riskloop.cli", *args], capture_output=True, text=True,
-                       env={**os.environ, **env}, timeout=900, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "riskloop.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=900,
+        cwd=REPO,
+    )
     assert r.returncode == 0, f"riskloop {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
@@ -55,15 +61,21 @@ def isvc() -> dict[str, Any]:
 
 
 def wait_ready(timeout_seconds: float = READY_TIMEOUT_SECONDS) -> dict[str, Any]:
-    kubectl("wait", f"inferenceservice/{SERVICE}", "-n", MODELS, "--for=condition=Ready",
-            f"--timeout={int(timeout_seconds)}s", timeout=int(timeout_seconds) + 30)
+    kubectl(
+        "wait",
+        f"inferenceservice/{SERVICE}",
+        "-n",
+        MODELS,
+        "--for=condition=Ready",
+        f"--timeout={int(timeout_seconds)}s",
+        timeout=int(timeout_seconds) + 30,
+    )
     return isvc()
 
 
 def storage_root() -> tuple[str, str]:
     """(bucket, prefix) of RISKLOOP_STORAGE__URI as the predictor gets it from riskloop-config."""
-    uri = kubectl("get", "configmap", "riskloop-config", "-n", MODELS, "-o",
-                  "jsonpath={.data.RISKLOOP_STORAGE__URI}")
+    uri = kubectl("get", "configmap", "riskloop-config", "-n", MODELS, "-o", "jsonpath={.data.RISKLOOP_STORAGE__URI}")
     assert uri.startswith("s3://"), uri
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     return bucket, prefix
@@ -77,13 +89,19 @@ def object_store() -> Iterator[Any]:
     from botocore.config import Config
 
     def key(name: str) -> str:
-        return base64.b64decode(kubectl("get", "secret", "riskloop-s3", "-n", MODELS, "-o",
-                                        f"jsonpath={{.data.{name}}}")).decode()
+        return base64.b64decode(
+            kubectl("get", "secret", "riskloop-s3", "-n", MODELS, "-o", f"jsonpath={{.data.{name}}}")
+        ).decode()
 
     with port_forward("kubeflow", "seaweedfs", 8333) as url:
-        yield boto3.client("s3", endpoint_url=url, aws_access_key_id=key("AWS_ACCESS_KEY_ID"),
-                           aws_secret_access_key=key("AWS_SECRET_ACCESS_KEY"), region_name="us-east-1",
-                           config=Config(s3={"addressing_style": "path"}))  # behind a port-forward
+        yield boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=key("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=key("AWS_SECRET_ACCESS_KEY"),
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )  # behind a port-forward
 
 
 def object_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -115,13 +133,29 @@ def predict(count: int) -> None:
     assert host == PREDICTOR_HOST, f"status.url {host} is not the host Kourier routes (disableIstioVirtualHost)"
     with port_forward("kourier-system", "kourier", 80) as url:
         for i in range(count):
-            body = {"instances": [{"transaction_id": f"e2e-{i}", "card_id": "C000042", "merchant_id": "M00017",
-                                   "amount": 42.5 + i, "currency": "EUR", "merchant_category": "grocery",
-                                   "channel": "pos", "country": "DE", "device_type": "terminal",
-                                   "distance_from_home_km": 3.2, "card_age_days": 812,
-                                   "event_timestamp": "2026-01-30T10:15:00Z"}]}
-            request = urllib.request.Request(f"{url}/v1/models/{SERVICE}:predict", data=json.dumps(body).encode(),
-                                             headers={"Host": host, "Content-Type": "application/json"})
+            body = {
+                "instances": [
+                    {
+                        "transaction_id": f"e2e-{i}",
+                        "card_id": "C000042",
+                        "merchant_id": "M00017",
+                        "amount": 42.5 + i,
+                        "currency": "EUR",
+                        "merchant_category": "grocery",
+                        "channel": "pos",
+                        "country": "DE",
+                        "device_type": "terminal",
+                        "distance_from_home_km": 3.2,
+                        "card_age_days": 812,
+                        "event_timestamp": "2026-01-30T10:15:00Z",
+                    }
+                ]
+            }
+            request = urllib.request.Request(
+                f"{url}/v1/models/{SERVICE}:predict",
+                data=json.dumps(body).encode(),
+                headers={"Host": host, "Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=60) as response:
                 assert response.status == 200, response.read()
 
@@ -147,9 +181,19 @@ def test_publish_job_uploaded_every_pipeline_at_the_image_tag() -> None:
 
 def _train(client: Any, kfp_url: str, seed: int) -> None:
     """One training run of the published version (riskloop cluster run), waited for."""
-    out = riskloop("cluster", "run", "--kfp-host", kfp_url, "--pipeline", "training", "--pipelines-dir",
-                   str(REPO / "build/pipelines"), "--param", f"seed={seed}",
-                   env={"RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY})
+    out = riskloop(
+        "cluster",
+        "run",
+        "--kfp-host",
+        kfp_url,
+        "--pipeline",
+        "training",
+        "--pipelines-dir",
+        str(REPO / "build/pipelines"),
+        "--param",
+        f"seed={seed}",
+        env={"RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY},
+    )
     run_id = out.split("started run ", 1)[1].split()[0]
     result = client.wait_for_run_completion(run_id, timeout=TRAIN_TIMEOUT_SECONDS)
     assert result.state == "SUCCEEDED", f"training run {run_id} ended {result.state}"
@@ -159,17 +203,27 @@ def _train(client: Any, kfp_url: str, seed: int) -> None:
 def test_train_then_canary_promote_and_roll_back(tmp_path: Path) -> None:
     from kfp import Client
 
-    subprocess.run([sys.executable, "-m", "riskloop.cli", "compile", "--out", str(REPO / "build/pipelines")],
-                   check=True, timeout=300, cwd=REPO,
-                   env={**os.environ, "RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY})
-    with port_forward("kubeflow", "ml-pipeline", 8888) as kfp_url, \
-            port_forward("riskloop", "riskloop-mlflow", 5000) as mlflow_url:
+    subprocess.run(
+        [sys.executable, "-m", "riskloop.cli", "compile", "--out", str(REPO / "build/pipelines")],
+        check=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY},
+    )
+    with (
+        port_forward("kubeflow", "ml-pipeline", 8888) as kfp_url,
+        port_forward("riskloop", "riskloop-mlflow", 5000) as mlflow_url,
+    ):
         client = Client(host=kfp_url)
         _train(client, kfp_url, seed=1)  # champion (the first run of make deploy may still be going: this one is ours)
         _train(client, kfp_url, seed=2)  # a gated challenger
-        env = {"RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY,
-               "RISKLOOP_DELIVERY__TARGET": "kubernetes", "RISKLOOP_DELIVERY__NAMESPACE": MODELS,
-               "RISKLOOP_MLFLOW__TRACKING_URI": mlflow_url, "RISKLOOP_STATE_DIR": str(tmp_path / "state")}
+        env = {
+            "RISKLOOP_IMAGE_REPOSITORY": KIND_IMAGE_REPOSITORY,
+            "RISKLOOP_DELIVERY__TARGET": "kubernetes",
+            "RISKLOOP_DELIVERY__NAMESPACE": MODELS,
+            "RISKLOOP_MLFLOW__TRACKING_URI": mlflow_url,
+            "RISKLOOP_STATE_DIR": str(tmp_path / "state"),
+        }
         riskloop("canary", "deploy", "--challenger-alias", "challenger", "--canary-percent", "20", env=env)
         spec = wait_ready()["spec"]["predictor"]
         assert spec.get("canaryTrafficPercent") == 20

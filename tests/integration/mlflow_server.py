@@ -51,14 +51,36 @@ def mlflow_server(backend_dsn: str, s3_store: S3Store, log: Path, port: int) -> 
     """``mlflow server --backend-store-uri <postgres> --artifacts-destination s3://... --serve-artifacts``."""
     destination = f"s3://{s3_store.bucket}/{uuid.uuid4().hex}/mlflow"
     # as the chart runs it: no job-execution consumers (three huey processes that cost CPU and memory, unused)
-    env = {**os.environ, **s3_store.env(), "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        **s3_store.env(),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     env.pop("PYTHONPATH", None)  # the server is not a pod of the test harness
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", sqlalchemy_url(backend_dsn), "--artifacts-destination", destination,
-         "--serve-artifacts"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            sqlalchemy_url(backend_dsn),
+            "--artifacts-destination",
+            destination,
+            "--serve-artifacts",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_SECONDS

@@ -53,8 +53,9 @@ MODELS = (FRAUD, CREDIT, ACME)
 def acme_spec_text(name: str = "acme-credit", model: str = ACME) -> str:
     """A user's credit spec: the German Credit spec under a name and model no shipped spec has."""
     text = read_spec_source("german-credit").text
-    return text.replace("name: german-credit", f"name: {name}").replace("model_name: credit-scorer",
-                                                                         f"model_name: {model}")
+    return text.replace("name: german-credit", f"name: {name}").replace(
+        "model_name: credit-scorer", f"model_name: {model}"
+    )
 
 
 def write_acme_spec(folder: Path) -> Path:
@@ -73,8 +74,14 @@ def train_run(s: Settings, root: Path, spec_text: str | None) -> str:
     if spec_text is not None:
         (folder / "model" / SPEC_FILE).write_text(spec_text)
         tags[SPEC_SHA256_TAG] = read_spec_source(folder / "model" / SPEC_FILE).sha256
-    return start_training_run(s.tracking_uri, "approval-test", params={}, model_dir=folder / "model",
-                              artifact_location=s.artifact_root.as_uri(), tags=tags)
+    return start_training_run(
+        s.tracking_uri,
+        "approval-test",
+        params={},
+        model_dir=folder / "model",
+        artifact_location=s.artifact_root.as_uri(),
+        tags=tags,
+    )
 
 
 def _register(s: Settings, model: str, run_id: str, *, spec_sha256: str | None = None) -> str:
@@ -82,10 +89,19 @@ def _register(s: Settings, model: str, run_id: str, *, spec_sha256: str | None =
     from riskloop.registry.mlflow_registry import run_info
 
     tags = run_info(s.tracking_uri, run_id)["tags"]
-    lineage = LineageRecord(model_sha256=RUNS["model_sha256"], data_sha256="d" * 64, data_snapshot="snap",
-                      feature_service="raw", git_commit="abc", image="img", pipeline_run_id="run", gate_result="passed",
-                      riskloop_version="0", dataset_spec=model,
-                      dataset_spec_sha256=spec_sha256 if spec_sha256 is not None else tags.get(SPEC_SHA256_TAG, ""))
+    lineage = LineageRecord(
+        model_sha256=RUNS["model_sha256"],
+        data_sha256="d" * 64,
+        data_snapshot="snap",
+        feature_service="raw",
+        git_commit="abc",
+        image="img",
+        pipeline_run_id="run",
+        gate_result="passed",
+        riskloop_version="0",
+        dataset_spec=model,
+        dataset_spec_sha256=spec_sha256 if spec_sha256 is not None else tags.get(SPEC_SHA256_TAG, ""),
+    )
     return register_version(s.tracking_uri, model, run_id, lineage)
 
 
@@ -100,10 +116,14 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.chdir(root)
         s = Settings(state_dir=root / "state")
         s.ensure_dirs()
-        RUNS["model_sha256"] = train_model(toy_frame(), toy_features(), PARAMS, root / "model",
-                                           meta=META).meta["model_sha256"]
-        for model, text in ((FRAUD, read_spec_source("synthetic-fraud").text),
-                            (CREDIT, read_spec_source("german-credit").text), (ACME, acme_spec_text())):
+        RUNS["model_sha256"] = train_model(toy_frame(), toy_features(), PARAMS, root / "model", meta=META).meta[
+            "model_sha256"
+        ]
+        for model, text in (
+            (FRAUD, read_spec_source("synthetic-fraud").text),
+            (CREDIT, read_spec_source("german-credit").text),
+            (ACME, acme_spec_text()),
+        ):
             RUNS[model] = train_run(s, root, text)
             set_alias(s.tracking_uri, model, "champion", _register(s, model, RUNS[model]))
         from riskloop.audit.approval import approve
@@ -145,8 +165,7 @@ def events(s: Settings, name: str) -> list[dict[str, object]]:
 def cli(state: Path, *args: str, require: bool = False) -> tuple[int, str]:
     from riskloop.cli import app
 
-    env = {"RISKLOOP_STATE_DIR": str(state), "RISKLOOP_AUDIT__REQUIRE_APPROVAL": str(require).lower(),
-           "COLUMNS": "200"}
+    env = {"RISKLOOP_STATE_DIR": str(state), "RISKLOOP_AUDIT__REQUIRE_APPROVAL": str(require).lower(), "COLUMNS": "200"}
     r = CliRunner().invoke(app, list(args), env=env)
     return r.exit_code, r.output
 
@@ -160,8 +179,9 @@ def test_requirement_comes_from_the_dataset_spec_and_the_settings_only_add_it(st
         assert req.required and "german-credit has require_approval" in req.why
 
 
-def test_unapproved_challenger_is_refused_by_promote_and_the_refusal_is_audited(state: Path,
-                                                                                canary: dict[str, str]) -> None:
+def test_unapproved_challenger_is_refused_by_promote_and_the_refusal_is_audited(
+    state: Path, canary: dict[str, str]
+) -> None:
     s, v = settings_for(state, require=True), canary[FRAUD]
     with pytest.raises(DeploymentError) as refused:
         rollout.promote(s, FRAUD, reason="try")
@@ -180,8 +200,9 @@ def test_credit_spec_requires_approval_even_with_the_setting_off(state: Path, ca
     s, v = settings_for(state, require=False), canary[CREDIT]
     with pytest.raises(ApprovalRefused, match=f"riskloop approve {v} --model credit-scorer"):
         rollout.promote(s, CREDIT)
-    code, out = cli(state, "approve", v, "--model", CREDIT, "--by", "Jane Doe", "--note",
-                    "model card and fairness table reviewed")
+    code, out = cli(
+        state, "approve", v, "--model", CREDIT, "--by", "Jane Doe", "--note", "model card and fairness table reviewed"
+    )
     assert code == 0, out
     assert f"approved credit-scorer v{v}" in out and "german-credit has require_approval" in out
     tags = get_version(s.tracking_uri, CREDIT, v).tags
@@ -241,6 +262,7 @@ def test_approve_bad_input_says_what_and_how(state: Path) -> None:
 # cannot switch the approval off; a stored spec that does not verify refuses promotion, even where no approval
 # would be needed.
 
+
 @pytest.fixture()
 def acme_spec(tmp_path: Path) -> Path:
     """The user's spec file the ACME versions were trained under (the same bytes they store)."""
@@ -251,8 +273,9 @@ def refusals(s: Settings, model: str, version: str) -> list[dict[str, object]]:
     return [e for e in events(s, "approval_refused") if e["ids"] == {"model": model, "model_version": version}]
 
 
-def test_a_path_spec_that_requires_approval_refuses_an_unapproved_promotion(state: Path, canary: dict[str, str],
-                                                                              acme_spec: Path) -> None:
+def test_a_path_spec_that_requires_approval_refuses_an_unapproved_promotion(
+    state: Path, canary: dict[str, str], acme_spec: Path
+) -> None:
     s, v = settings_for(state, require=False), canary[ACME]
     tags = get_version(s.tracking_uri, ACME, v).tags
     assert tags[SPEC_SHA256_TAG] == read_spec_source(acme_spec).sha256  # the hash sits beside data_sha256
@@ -267,8 +290,9 @@ def test_a_path_spec_that_requires_approval_refuses_an_unapproved_promotion(stat
     assert len(refusals(s, ACME, v)) == 2
 
 
-def test_deleting_the_spec_file_after_training_does_not_remove_the_requirement(state: Path, canary: dict[str, str],
-                                                                                acme_spec: Path) -> None:
+def test_deleting_the_spec_file_after_training_does_not_remove_the_requirement(
+    state: Path, canary: dict[str, str], acme_spec: Path
+) -> None:
     s, v = settings_for(state, require=False), canary[ACME]
     acme_spec.unlink()
     code, out = cli(state, "canary", "promote", "--model", ACME)
@@ -284,7 +308,8 @@ def test_deleting_the_spec_file_after_training_does_not_remove_the_requirement(s
 
 
 def test_a_spec_edited_after_training_does_not_match_and_cannot_switch_approval_off(
-        state: Path, canary: dict[str, str], acme_spec: Path) -> None:
+    state: Path, canary: dict[str, str], acme_spec: Path
+) -> None:
     s, v = settings_for(state, require=False), canary[ACME]
     acme_spec.write_text(acme_spec.read_text().replace("require_approval: true", "require_approval: false"))
     code, out = cli(state, "canary", "promote", "--spec", str(acme_spec))
@@ -293,8 +318,12 @@ def test_a_spec_edited_after_training_does_not_match_and_cannot_switch_approval_
     assert "cannot be verified" in str(refusals(s, ACME, v)[-1]["details"]["required_because"])  # type: ignore[index]
     code, out = cli(state, "approve", v, "--spec", str(acme_spec), "--by", "Ann", "--note", "reviewed")
     assert code == 2 and "is not the dataset spec version" in out, out
-    assert not [e for e in events(s, "approved") if e["ids"]["model"] == ACME and  # type: ignore[index]
-                e["ids"]["model_version"] == v]  # type: ignore[index]
+    assert not [
+        e
+        for e in events(s, "approved")
+        if e["ids"]["model"] == ACME  # type: ignore[index]
+        and e["ids"]["model_version"] == v
+    ]  # type: ignore[index]
     code, out = cli(state, "card", v, "--spec", str(acme_spec))
     assert code == 2 and "is not the dataset spec version" in out, out
     # without --spec the version's own spec decides: still required
@@ -304,7 +333,8 @@ def test_a_spec_edited_after_training_does_not_match_and_cannot_switch_approval_
 
 
 def test_a_stored_spec_that_cannot_be_read_or_does_not_match_its_hash_refuses_promotion(
-        state: Path, canary: dict[str, str]) -> None:
+    state: Path, canary: dict[str, str]
+) -> None:
     s, v = settings_for(state, require=False), canary[FRAUD]  # fraud needs no approval: the spec alone refuses
     recorded = get_version(s.tracking_uri, FRAUD, v).tags[SPEC_SHA256_TAG]
     set_version_tags(s.tracking_uri, FRAUD, v, {SPEC_SHA256_TAG: "0" * 64})
@@ -338,16 +368,21 @@ def test_an_approval_of_one_version_does_not_let_the_next_be_promoted(state: Pat
 
 def test_a_tampered_approval_tag_without_its_audit_event_does_not_count(state: Path, canary: dict[str, str]) -> None:
     s, v = settings_for(state, require=False), canary[CREDIT]
-    set_version_tags(s.tracking_uri, CREDIT, v, {"approved_by": "Mallory", "approved_at": "2026-01-01T00:00:00Z",
-                                                 "approval_note": "trust me"})
+    set_version_tags(
+        s.tracking_uri,
+        CREDIT,
+        v,
+        {"approved_by": "Mallory", "approved_at": "2026-01-01T00:00:00Z", "approval_note": "trust me"},
+    )
     code, out = cli(state, "canary", "promote", "--model", CREDIT)
     assert code == 2 and "no recorded approval" in out, out
     assert refusals(s, CREDIT, v)
     assert rollout.current(s, CREDIT).champion_version == "1"  # type: ignore[union-attr]
 
 
-def test_an_approval_forged_into_the_log_with_a_recomputed_chain_does_not_count(state: Path,
-                                                                                canary: dict[str, str]) -> None:
+def test_an_approval_forged_into_the_log_with_a_recomputed_chain_does_not_count(
+    state: Path, canary: dict[str, str]
+) -> None:
     from riskloop.errors import AuditChainBroken
 
     s, v = settings_for(state, require=False), canary[CREDIT]
@@ -358,9 +393,16 @@ def test_an_approval_forged_into_the_log_with_a_recomputed_chain_does_not_count(
     record = json.loads(lines[-1])
     assert record["event"] == "approval_refused"
     info = get_version(s.tracking_uri, CREDIT, v)
-    record.update(event="approved", actor="Mallory", ids={"model": CREDIT, "model_version": v, "run_id": info.run_id},
-                  details={"note": "forged", "model_sha256": info.tags["model_sha256"],
-                           "dataset_spec_sha256": info.tags[SPEC_SHA256_TAG]})
+    record.update(
+        event="approved",
+        actor="Mallory",
+        ids={"model": CREDIT, "model_version": v, "run_id": info.run_id},
+        details={
+            "note": "forged",
+            "model_sha256": info.tags["model_sha256"],
+            "dataset_spec_sha256": info.tags[SPEC_SHA256_TAG],
+        },
+    )
     record["hash"] = event_hash(**{k: x for k, x in record.items() if k != "hash"})
     s.audit_path.write_bytes(b"".join(line + b"\n" for line in [*lines[:-1], canonical_json(record).encode()]))
     try:
@@ -372,8 +414,9 @@ def test_an_approval_forged_into_the_log_with_a_recomputed_chain_does_not_count(
         s.audit_path.write_bytes(original)
 
 
-def test_the_first_version_of_a_path_spec_that_requires_approval_waits_as_challenger(state: Path,
-                                                                                       tmp_path: Path) -> None:
+def test_the_first_version_of_a_path_spec_that_requires_approval_waits_as_challenger(
+    state: Path, tmp_path: Path
+) -> None:
     """The first version to pass the gate is not champion until approved and promoted (register step)."""
     from riskloop import steps
 
@@ -385,10 +428,10 @@ def test_the_first_version_of_a_path_spec_that_requires_approval_waits_as_challe
     model_dir = Path(tempfile.mkdtemp(dir=tmp_path)) / "model"
     shutil.copytree(state.parent / "model", model_dir)
     (model_dir / SPEC_FILE).write_text(spec.read_text())
-    gate = GateResult(passed=True, reasons=("pass: first model",), candidate={}, champion=None,
-                      champion_version=None)
-    reg = steps.register(run_id, model_dir, gate, str(spec), s, pipeline_run_id="p1", data_sha256="d" * 64,
-                         data_snapshot="snap")
+    gate = GateResult(passed=True, reasons=("pass: first model",), candidate={}, champion=None, champion_version=None)
+    reg = steps.register(
+        run_id, model_dir, gate, str(spec), s, pipeline_run_id="p1", data_sha256="d" * 64, data_snapshot="snap"
+    )
     assert reg.aliases == ["challenger"] and reg.approval_required, reg
     assert version_by_alias(s.tracking_uri, model, "champion") is None
     with pytest.raises(DeploymentError, match=r"(?s)no champion yet.*riskloop approve 1 --model acme-first-scorer"):
@@ -410,8 +453,9 @@ def test_the_first_version_of_a_path_spec_that_requires_approval_waits_as_challe
     # a spec edited between training and registration stops the register step, saying what differs
     spec.write_text(spec.read_text().replace("max_bad_fraction: 0.0", "max_bad_fraction: 0.5"))
     with pytest.raises(ConfigError, match="changed since the model trained in MLflow run"):
-        steps.register(run_id, model_dir, gate, str(spec), s, pipeline_run_id="p2", data_sha256="d" * 64,
-                       data_snapshot="snap")
+        steps.register(
+            run_id, model_dir, gate, str(spec), s, pipeline_run_id="p2", data_sha256="d" * 64, data_snapshot="snap"
+        )
 
 
 def test_a_champion_alias_set_by_hand_is_no_licence_to_serve(state: Path, tmp_path: Path) -> None:
@@ -432,6 +476,7 @@ def test_a_champion_alias_set_by_hand_is_no_licence_to_serve(state: Path, tmp_pa
 # Anchors from the registry: any edit, insertion or deletion of the log's lines, the last ones included, fails
 # verification (appending after the last line is a legitimate append by construction: writers are trusted).
 
+
 @st.composite
 def tampering(draw: st.DrawFn, lines: list[bytes]) -> tuple[str, list[bytes]]:
     n = len(lines)
@@ -441,13 +486,13 @@ def tampering(draw: st.DrawFn, lines: list[bytes]) -> tuple[str, list[bytes]]:
         pos = draw(st.integers(0, len(lines[i]) - 1))
         line = bytearray(lines[i])
         line[pos] = draw(st.integers(32, 126).filter(lambda b: b != line[pos]))
-        return kind, [*lines[:i], bytes(line), *lines[i + 1:]]
+        return kind, [*lines[:i], bytes(line), *lines[i + 1 :]]
     if kind == "rehashed_edit":
         i = draw(st.integers(max(0, n - 4), n - 1)) if draw(st.booleans()) else draw(st.integers(0, n - 1))
         record = json.loads(lines[i])
         record["actor"] = record["actor"] + "x"
         record["hash"] = event_hash(**{k: v for k, v in record.items() if k != "hash"})
-        return kind, [*lines[:i], canonical_json(record).encode(), *lines[i + 1:]]
+        return kind, [*lines[:i], canonical_json(record).encode(), *lines[i + 1 :]]
     if kind == "delete":
         start = draw(st.integers(0, n - 1))
         stop = n if draw(st.booleans()) else draw(st.integers(start + 1, n))  # often the tail

@@ -75,8 +75,7 @@ def test_round_trip_chain_and_queryable_columns(audit: PostgresAuditLog) -> None
     with psycopg.connect(audit.dsn) as conn:
         rows = conn.execute(
             sql.SQL(
-                "SELECT seq, time, details->>'i' FROM {table} "
-                "WHERE event = 'registered' AND ids->>'model_version' = %s"
+                "SELECT seq, time, details->>'i' FROM {table} WHERE event = 'registered' AND ids->>'model_version' = %s"
             ).format(table=sql.Identifier(audit.table)),
             ("3",),
         ).fetchall()
@@ -91,10 +90,7 @@ def test_open_audit_log_postgres(postgres_dsn: str) -> None:
 def test_concurrent_appends_from_four_processes_form_one_chain(audit: PostgresAuditLog) -> None:
     ctx = multiprocessing.get_context("fork")
     start = ctx.Barrier(4)
-    workers = [
-        ctx.Process(target=_append_many, args=(audit.dsn, audit.table, w, 10, start))
-        for w in range(4)
-    ]
+    workers = [ctx.Process(target=_append_many, args=(audit.dsn, audit.table, w, 10, start)) for w in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -129,9 +125,7 @@ def _append_many(dsn: str, table: str, worker: int, n: int, start: Any) -> None:
         ("hash", "hash = repeat('2', 64)"),
     ],
 )
-def test_update_of_a_column_is_reported(
-    audit: PostgresAuditLog, column: str, assignment: str
-) -> None:
+def test_update_of_a_column_is_reported(audit: PostgresAuditLog, column: str, assignment: str) -> None:
     _fill(audit, 5)
     _sql(audit, "UPDATE {table} SET " + assignment + " WHERE seq = 2")
 
@@ -164,9 +158,7 @@ def test_rewrite_of_a_row_with_recomputed_hash_is_reported(audit: PostgresAuditL
     del fields["hash"]
     fields["details"]["passed"] = False
     forged_hash = event_hash(**fields)
-    forged = json.dumps(
-        {**fields, "hash": forged_hash}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    forged = json.dumps({**fields, "hash": forged_hash}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     _sql(
         audit,
         "UPDATE {table} SET canonical_json = %s, details = %s, hash = %s WHERE seq = 2",

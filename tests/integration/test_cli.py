@@ -59,12 +59,14 @@ def test_bad_arguments_get_clear_errors(tmp_path: Path) -> None:
 
 def test_delivery_and_monitoring_commands_on_an_empty_state_say_what_is_missing(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    for args, message in ((("canary", "promote"), "no challenger deployed"),
-                          (("canary", "rollback"), "no challenger deployed"),
-                          (("canary", "status"), "no deployment yet"),
-                          (("canary", "deploy", "--challenger-alias", "challenger"), "no alias 'champion'"),
-                          (("monitor", "--day", "yesterday"), "is not a date"),
-                          (("monitor", "--day", "2026-01-31"), "no alias 'champion'")):
+    for args, message in (
+        (("canary", "promote"), "no challenger deployed"),
+        (("canary", "rollback"), "no challenger deployed"),
+        (("canary", "status"), "no deployment yet"),
+        (("canary", "deploy", "--challenger-alias", "challenger"), "no alias 'champion'"),
+        (("monitor", "--day", "yesterday"), "is not a date"),
+        (("monitor", "--day", "2026-01-31"), "no alias 'champion'"),
+    ):
         r = cli(*args, state=state, check=False)
         assert r.returncode == 2 and message in (r.stdout + r.stderr), (args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
@@ -75,8 +77,10 @@ def test_canary_deploy_old_option_names_still_work_hidden_from_help(tmp_path: Pa
     kept for one release, mapped to the same parameter, not shown by --help."""
     state = tmp_path / "state"
     base = ("canary", "deploy", "--spec", "synthetic-fraud")
-    for old, new, value, message in (("--alias", "--challenger-alias", "nosuch", "has no alias 'nosuch'"),
-                                     ("--version", "--challenger-version", "99", "version 99 not found")):
+    for old, new, value, message in (
+        ("--alias", "--challenger-alias", "nosuch", "has no alias 'nosuch'"),
+        ("--version", "--challenger-version", "99", "version 99 not found"),
+    ):
         for flag in (old, new):
             r = cli(*base, flag, value, state=state, check=False)
             assert r.returncode == 2 and message in r.stdout + r.stderr, (flag, r.stdout, r.stderr)

@@ -72,15 +72,19 @@ def test_a_step_that_refuses_its_input_fails_once_with_its_own_message_and_exit_
 
 def test_run_training_shows_each_step_and_the_failing_steps_error_without_kfp_noise(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    generated = cli("data", "generate", "--days", "2", "--cards", "20", "--merchants", "10", "--start", "2026-01-01",
-                    state=state)
+    generated = cli(
+        "data", "generate", "--days", "2", "--cards", "20", "--merchants", "10", "--start", "2026-01-01", state=state
+    )
     assert generated.returncode == 0, generated.stderr
     # a window before the landed days: the ingest step finds nothing and says so itself
     r = cli("run", "training", "--end", "2025-12-01", "--days", "2", state=state)
     shown = r.stdout + r.stderr
     assert r.returncode == 1, shown
-    assert re.search(r"FAIL  ingest +\d+\.\ds  no landing data for synthetic-fraud between 2025-11-30 and "
-                     r"2025-12-01", r.stderr), r.stderr
+    assert re.search(
+        r"FAIL  ingest +\d+\.\ds  no landing data for synthetic-fraud between 2025-11-30 and "
+        r"2025-12-01",
+        r.stderr,
+    ), r.stderr
     assert "failed step" in r.stdout and "ingest" in r.stdout
     assert "Pipeline 'riskloop-training' finished with status FAILURE" not in shown  # kfp's generic error
     assert "Executing task" not in shown and "Traceback" not in shown  # kfp.local's log stays in the log file

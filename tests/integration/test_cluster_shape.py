@@ -67,12 +67,16 @@ class Platform:
 
 
 @pytest.fixture()
-def platform(s3_store: S3Store, postgres_dsn: str, redis_url: str, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+def platform(
+    s3_store: S3Store, postgres_dsn: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Platform]:
     online = urlsplit(redis_url)
     redis.Redis(host=online.hostname, port=online.port or 6379, db=REDIS_DB).flushdb()
-    with fresh_database(postgres_dsn, "mlflow") as mlflow_db, fresh_database(postgres_dsn, "riskloop") as db, \
-            mlflow_server(mlflow_db, s3_store, tmp_path / "mlflow-server.log", free_port()) as tracking:
+    with (
+        fresh_database(postgres_dsn, "mlflow") as mlflow_db,
+        fresh_database(postgres_dsn, "riskloop") as db,
+        mlflow_server(mlflow_db, s3_store, tmp_path / "mlflow-server.log", free_port()) as tracking,
+    ):
         storage = f"s3://{s3_store.bucket}/{uuid.uuid4().hex}/state"
         # riskloop-config (the chart's ConfigMap), riskloop-s3 and riskloop-db, as the steps receive them
         env = {
@@ -92,8 +96,11 @@ def platform(s3_store: S3Store, postgres_dsn: str, redis_url: str, tmp_path: Pat
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("RISKLOOP_STATE_DIR", str(tmp_path / "driver"))
-        secrets = {("riskloop-db", "feast-registry-uri"): sqlalchemy_url(db), ("riskloop-db", "dsn"): db,
-                   **{("riskloop-s3", k): v for k, v in s3_store.env().items()}}
+        secrets = {
+            ("riskloop-db", "feast-registry-uri"): sqlalchemy_url(db),
+            ("riskloop-db", "dsn"): db,
+            **{("riskloop-s3", k): v for k, v in s3_store.env().items()},
+        }
         yield Platform(Settings(), storage, secrets, tmp_path / "pods")
 
 
@@ -115,13 +122,32 @@ def test_a_day_on_the_cluster_with_nothing_shared_but_the_services(platform: Pla
     landing = spec.source_path(location(platform.storage))
 
     # the chart's synthetic-data Job
-    subprocess.run([sys.executable, "-m", "riskloop.cli", "data", "generate", "--days", "14", "--cards", "600",
-                    "--merchants", "120", "--seed", "21"], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "riskloop.cli",
+            "data",
+            "generate",
+            "--days",
+            "14",
+            "--cards",
+            "600",
+            "--merchants",
+            "120",
+            "--seed",
+            "21",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert len(partitions(landing)) == 14
 
     # the first training run
-    trained = run_training(platform.driver, training_params(LAST_TRAINING_DAY, 13, train_params={"n_estimators": 80},
-                                                            **WINDOW))
+    trained = run_training(
+        platform.driver, training_params(LAST_TRAINING_DAY, 13, train_params={"n_estimators": 80}, **WINDOW)
+    )
     assert trained.succeeded, trained.error
     pods = (platform.pods / "pods.log").read_text().splitlines()
     assert sum("--function_to_execute" in pod for pod in pods) >= 8  # every step started in an empty state dir
@@ -158,23 +184,41 @@ def test_a_day_on_the_cluster_with_nothing_shared_but_the_services(platform: Pla
     assert (~logged["unknown_card"].astype(bool)).mean() > 0.9
 
     # the recurring monitoring run for the served day
-    monitored = run_monitoring(platform.driver, SERVED_DAY, spec=SPEC, training_days=13, deliver=False,
-                               policy={"min_current_rows": 100, "min_reference_rows": 100}, **WINDOW)
+    monitored = run_monitoring(
+        platform.driver,
+        SERVED_DAY,
+        spec=SPEC,
+        training_days=13,
+        deliver=False,
+        policy={"min_current_rows": 100, "min_reference_rows": 100},
+        **WINDOW,
+    )
     assert monitored.succeeded, monitored.error
-    summaries = [json.loads(p.read_text()) for p in platform.driver.pipeline_root.rglob("summary")
-                 if "riskloop-monitoring" in str(p)]
+    summaries = [
+        json.loads(p.read_text())
+        for p in platform.driver.pipeline_root.rglob("summary")
+        if "riskloop-monitoring" in str(p)
+    ]
     assert [(s["day"], s["rows"]) for s in summaries] == [(SERVED_DAY.isoformat(), len(served_rows))]
     state = load_state(location(platform.storage) / "monitoring" / f"{MODEL}-state.json")
     assert [(d.day, d.model_version) for d in state.history] == [(SERVED_DAY, champion.version)]
 
     # an auditor's question, from a pod of its own: every hop of one prediction's lineage is found and checks out
     request_id = str(logged["request_id"].iloc[0])
-    traced = subprocess.run([sys.executable, "-m", "riskloop.cli", "lineage", request_id, "--json"],
-                            capture_output=True, text=True, timeout=300)
+    traced = subprocess.run(
+        [sys.executable, "-m", "riskloop.cli", "lineage", request_id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert traced.stdout.lstrip().startswith("{"), traced.stdout[-2000:] + traced.stderr[-2000:]
     doc = json.loads(traced.stdout)
-    not_ok = [(h["hop"], h["status"], h["note"], [c for c in h["checks"] if not c["ok"]])
-              for m in doc["models"] for h in m["hops"] if h["status"] != "ok"]
+    not_ok = [
+        (h["hop"], h["status"], h["note"], [c for c in h["checks"] if not c["ok"]])
+        for m in doc["models"]
+        for h in m["hops"]
+        if h["status"] != "ok"
+    ]
     assert doc["complete"] and traced.returncode == 0 and not not_ok, not_ok
 
 

@@ -30,17 +30,25 @@ T0 = datetime(2025, 12, 1, tzinfo=timezone.utc)
 NOON_DAY10 = epoch_us(datetime(2026, 1, 10, 12, tzinfo=timezone.utc))
 
 
-def row(card: str, merchant: str = "M00001", *, amount: float = 10.0, country: str = "DE",
-        at_us: int = NOON_DAY10) -> dict[str, object]:
-    return {"card_id": card, "merchant_id": merchant, "amount": amount, "country": country,
-            "event_hour": (at_us % 86_400_000_000) / 3_600_000_000, "event_us": at_us}
+def row(
+    card: str, merchant: str = "M00001", *, amount: float = 10.0, country: str = "DE", at_us: int = NOON_DAY10
+) -> dict[str, object]:
+    return {
+        "card_id": card,
+        "merchant_id": merchant,
+        "amount": amount,
+        "country": country,
+        "event_hour": (at_us % 86_400_000_000) / 3_600_000_000,
+        "event_us": at_us,
+    }
 
 
 def sdk_online_features(store: object, rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """Feast's own answer through its SDK (the reference the direct path must equal)."""
     fs = store.get_feature_service(FEATURE_SERVICE)  # type: ignore[attr-defined]
     resp = store.get_online_features(  # type: ignore[attr-defined]
-        features=fs, entity_rows=[{k: v for k, v in r.items() if k != "event_us"} for r in rows]).to_dict()
+        features=fs, entity_rows=[{k: v for k, v in r.items() if k != "event_us"} for r in rows]
+    ).to_dict()
     return [{k: resp[k][i] for k in resp} for i in range(len(rows))]
 
 
@@ -59,8 +67,9 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory, tx: pd.DataFrame) -> Sto
 
 def test_no_training_row_is_lost(store_dir: StoreConfig, tx: pd.DataFrame) -> None:
     # include cards and merchants the store has never seen: they must come back with nulls, not vanish
-    strangers = tx.head(25).assign(card_id="C_NEVER_SEEN", merchant_id="M_NEVER_SEEN",
-                                   transaction_id=lambda d: "X" + d["transaction_id"])
+    strangers = tx.head(25).assign(
+        card_id="C_NEVER_SEEN", merchant_id="M_NEVER_SEEN", transaction_id=lambda d: "X" + d["transaction_id"]
+    )
     entities = pd.concat([tx, strangers], ignore_index=True)
     got = historical_features(open_store(store_dir), entities, FEATURE_SERVICE)
     assert len(got) == len(entities)
@@ -69,15 +78,18 @@ def test_no_training_row_is_lost(store_dir: StoreConfig, tx: pd.DataFrame) -> No
     assert stranger_rows["card_txn_count_7d"].isna().all()
 
 
-def test_no_leakage_from_rows_stamped_after_the_event(store_dir: StoreConfig, tx: pd.DataFrame,
-                                                      tmp_path: Path) -> None:
+def test_no_leakage_from_rows_stamped_after_the_event(store_dir: StoreConfig, tx: pd.DataFrame, tmp_path: Path) -> None:
     """Batch tier: plant poison rows stamped 1 µs after events; they must never be joined."""
     cfg = StoreConfig.local(tmp_path)
     write_feature_tables(tx, cfg.offline_dir)
     day5 = tx[tx.event_timestamp.dt.day == 6].drop_duplicates("card_id").head(40)  # one event per card
     table = pd.read_parquet(cfg.offline_dir / CARD_DAILY_FILE)
-    poison = pd.DataFrame({"card_id": day5["card_id"].to_numpy(),
-                           "feature_timestamp": (day5["event_timestamp"] + pd.Timedelta(microseconds=1)).to_numpy()})
+    poison = pd.DataFrame(
+        {
+            "card_id": day5["card_id"].to_numpy(),
+            "feature_timestamp": (day5["event_timestamp"] + pd.Timedelta(microseconds=1)).to_numpy(),
+        }
+    )
     for col in table.columns:
         if col not in poison:
             poison[col] = -999.0 if col != "card_usual_country" else "XX"
@@ -112,8 +124,11 @@ def test_online_features_for_a_known_card_after_materialize(store_dir: StoreConf
     feats, states, known = OnlineFeatures(store, FEATURE_SERVICE).lookup(rows)
     assert known == [True, False]
     assert feats[0]["card_txn_count_7d"] == expected.loc[card, "card_txn_count_7d"]
-    day9 = tx[(tx.card_id == card) & (tx.event_timestamp >= pd.Timestamp(end) - pd.Timedelta(hours=24))
-              & (tx.event_timestamp < pd.Timestamp(end))]
+    day9 = tx[
+        (tx.card_id == card)
+        & (tx.event_timestamp >= pd.Timestamp(end) - pd.Timedelta(hours=24))
+        & (tx.event_timestamp < pd.Timestamp(end))
+    ]
     assert len(states[0].event_us) == len(day9)
 
 
@@ -154,8 +169,16 @@ def test_direct_online_path_equals_the_feast_sdk(store_dir: StoreConfig) -> None
     materialize(store, T0, datetime(2026, 1, 10, tzinfo=timezone.utc))
     table = pd.read_parquet(store_dir.offline_dir / CARD_DAILY_FILE)
     cards = table[table.feature_timestamp == table.feature_timestamp.max()].card_id.tolist()[:25]
-    rows = [row(c, f"M{i % 40 + 1:05d}", amount=5.0 + 7 * i, country=("DE", "FR", "XX")[i % 3],
-                at_us=NOON_DAY10 + i * 997_000_000) for i, c in enumerate(cards)]
+    rows = [
+        row(
+            c,
+            f"M{i % 40 + 1:05d}",
+            amount=5.0 + 7 * i,
+            country=("DE", "FR", "XX")[i % 3],
+            at_us=NOON_DAY10 + i * 997_000_000,
+        )
+        for i, c in enumerate(cards)
+    ]
     rows += [row("C_UNKNOWN", "M_UNKNOWN"), row(cards[0], "M00002", amount=0.0), rows[0]]  # repeat in one batch
     feats, states, known = OnlineFeatures(store, FEATURE_SERVICE).lookup(rows)
     sdk = sdk_online_features(store, rows)
@@ -187,13 +210,21 @@ def test_the_feast_internals_the_online_path_relies_on(store_dir: StoreConfig) -
     assert isinstance(inspect.getattr_static(FeatureStore, "provider"), property)
     assert list(inspect.signature(Provider.online_read).parameters)[:4] == ["self", "config", "table", "entity_keys"]
     assert list(inspect.signature(Provider.online_write_batch).parameters) == [
-        "self", "config", "table", "data", "progress"]
+        "self",
+        "config",
+        "table",
+        "data",
+        "progress",
+    ]
     assert isinstance(inspect.getattr_static(PassthroughProvider, "online_store"), property)
     assert list(inspect.signature(SqliteOnlineStore._get_conn).parameters) == ["self", "config"]
     assert {"join_keys", "entity_values"} <= set(EntityKey.DESCRIPTOR.fields_by_name)
     defs = build_definitions(store_dir.offline_dir)
-    kinds = {f"{f.dtype.to_value_type().name.lower()}_val"
-             for v in (defs.card_daily, defs.merchant_daily, defs.card_recent) for f in v.features}
+    kinds = {
+        f"{f.dtype.to_value_type().name.lower()}_val"
+        for v in (defs.card_daily, defs.merchant_daily, defs.card_recent)
+        for f in v.features
+    }
     assert kinds <= set(Value.DESCRIPTOR.fields_by_name), kinds  # the field FeastOnlineIO.write sets per dtype
 
     store = open_store(store_dir)
@@ -202,9 +233,15 @@ def test_the_feast_internals_the_online_path_relies_on(store_dir: StoreConfig) -
     with closing(sqlite3.connect(store_dir.repo_dir / "online.db")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the file keeps it; _get_conn set it
     registered = store.get_on_demand_feature_view(defs.transaction_context.name)
-    inputs = {"amount": [50.0, 7.0], "country": ["DE", "FR"], "event_hour": [3.0, 23.5],
-              "card_amount_mean_7d": [25.0, None], "card_amount_max_30d": [100.0, None],
-              "card_usual_country": ["DE", None], "card_usual_hour": [4.0, None]}
+    inputs = {
+        "amount": [50.0, 7.0],
+        "country": ["DE", "FR"],
+        "event_hour": [3.0, 23.5],
+        "card_amount_mean_7d": [25.0, None],
+        "card_amount_max_30d": [100.0, None],
+        "card_usual_country": ["DE", None],
+        "card_usual_hour": [4.0, None],
+    }
     got = FeastOnlineIO.python_udf(registered)(inputs)  # the registry hands back our function: columns in, out
     assert got == _transaction_context(inputs) and got["amount_to_mean_7d"][0] == 2.0
 
@@ -222,18 +259,36 @@ def test_views_are_found_by_role_not_by_name(tx: pd.DataFrame, tmp_path: Path) -
     defs = apply_definitions(store, cfg.offline_dir)
 
     def renamed(view: FeatureView, entity: Entity) -> FeatureView:
-        return FeatureView(name=f"{view.name}_b", entities=[entity], ttl=view.ttl, schema=view.features,
-                           source=view.stream_source or view.batch_source, online=True)
+        return FeatureView(
+            name=f"{view.name}_b",
+            entities=[entity],
+            ttl=view.ttl,
+            schema=view.features,
+            source=view.stream_source or view.batch_source,
+            online=True,
+        )
 
     card_b, merchant_b = renamed(defs.card_daily, defs.card), renamed(defs.merchant_daily, defs.merchant)
     state_b = renamed(defs.card_recent, defs.card)
     ctx = defs.transaction_context
-    ctx_b = OnDemandFeatureView(name="context_b", sources=[card_b, *ctx.source_request_sources.values()],
-                                mode="python", schema=ctx.features, udf=_transaction_context,  # type: ignore[arg-type]
-                                udf_string=ctx.udf_string)
-    store.apply([card_b, merchant_b, state_b, ctx_b,
-                 FeatureService(name="renamed_v1", features=[ctx_b, state_b, merchant_b, card_b]),
-                 FeatureService(name="no_state_v1", features=[card_b, merchant_b, ctx_b])])
+    ctx_b = OnDemandFeatureView(
+        name="context_b",
+        sources=[card_b, *ctx.source_request_sources.values()],
+        mode="python",
+        schema=ctx.features,
+        udf=_transaction_context,  # type: ignore[arg-type]
+        udf_string=ctx.udf_string,
+    )
+    store.apply(
+        [
+            card_b,
+            merchant_b,
+            state_b,
+            ctx_b,
+            FeatureService(name="renamed_v1", features=[ctx_b, state_b, merchant_b, card_b]),
+            FeatureService(name="no_state_v1", features=[card_b, merchant_b, ctx_b]),
+        ]
+    )
     materialize(store, T0, datetime(2026, 1, 10, tzinfo=timezone.utc))
     table = pd.read_parquet(cfg.offline_dir / CARD_DAILY_FILE)
     cards = table[table.feature_timestamp == table.feature_timestamp.max()].card_id.tolist()

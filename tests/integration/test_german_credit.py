@@ -20,23 +20,42 @@ DAY = "1994-11-17"
 GATE = {"min_roc_auc": 0.65, "min_pr_auc": 0.4}
 
 
-def _train_and_register(spec: str, s: Settings, w: Path,
-                        run: str) -> tuple[TrainedModel, EvaluateOutput, GateResult, Registration]:
+def _train_and_register(
+    spec: str, s: Settings, w: Path, run: str
+) -> tuple[TrainedModel, EvaluateOutput, GateResult, Registration]:
     """The training pipeline's steps on the landed day, as it calls them: (train, evaluation, gate, register)."""
     from riskloop import steps
 
     steps.ingest(spec, DAY, DAY, w / "batch.parquet", s)
     steps.validate(spec, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, run)
     info = steps.build_training_set(spec, w / "valid.parquet", DAY, 0.0, 1.0, 1.0, 0, w / "ts.parquet", s)
-    out = steps.train(spec, w / "ts.parquet", {"n_estimators": 150, "max_depth": 3, "target_fpr": 0.2},
-                      w / "model", s, pipeline_run_id=run, data_sha256=info.data_sha256,
-                      data_snapshot=str(w / "ts.parquet"), cutoff_date=DAY, maturity_days=0.0)
+    out = steps.train(
+        spec,
+        w / "ts.parquet",
+        {"n_estimators": 150, "max_depth": 3, "target_fpr": 0.2},
+        w / "model",
+        s,
+        pipeline_run_id=run,
+        data_sha256=info.data_sha256,
+        data_snapshot=str(w / "ts.parquet"),
+        cutoff_date=DAY,
+        maturity_days=0.0,
+    )
     ev = steps.evaluate(spec, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s, target_fpr=0.2)
-    gate = steps.gate(ev.comparison, GATE, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id=run,
-                      gate_result_path=w / "gate.json")
+    gate = steps.gate(
+        ev.comparison, GATE, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id=run, gate_result_path=w / "gate.json"
+    )
     assert gate.passed, gate.reasons
-    reg = steps.register(out.mlflow_run_id, w / "model", gate, spec, s, pipeline_run_id=run,
-                         data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
+    reg = steps.register(
+        out.mlflow_run_id,
+        w / "model",
+        gate,
+        spec,
+        s,
+        pipeline_run_id=run,
+        data_sha256=info.data_sha256,
+        data_snapshot=str(w / "ts.parquet"),
+    )
     return out, ev, gate, reg
 
 
@@ -64,8 +83,9 @@ def credit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Credit]:
         s = Settings()
         w = root / "work"
         out, ev, gate, reg = _train_and_register(SPEC, s, w, "gc-run")
-        steps.model_card(SPEC, w / "ts.parquet", w / "model", out.mlflow_run_id, reg.version, gate,
-                         w / "card.md", w / "card.html", s)
+        steps.model_card(
+            SPEC, w / "ts.parquet", w / "model", out.mlflow_run_id, reg.version, gate, w / "card.md", w / "card.html", s
+        )
         yield Credit(s, w, ev, reg, out.mlflow_run_id)
 
 
@@ -88,18 +108,28 @@ def test_a_fairness_limit_in_the_gate_blocks_the_german_credit_model(credit: Cre
 
     candidate = credit.evaluation.comparison.candidate
     dpd = candidate["demographic_parity_difference"]
-    assert dpd == max(candidate["demographic_parity_difference_age_band"],
-                      candidate["demographic_parity_difference_sex"]) > 0
+    assert (
+        dpd
+        == max(candidate["demographic_parity_difference_age_band"], candidate["demographic_parity_difference_sex"])
+        > 0
+    )
     strict = {**GATE, "max_demographic_parity_difference": dpd / 2}
     alone = Comparison(candidate=candidate, champion=None, champion_version=None)
     decision = credit.work / "gate-fairness.json"
-    result = steps.gate(alone, strict, credit.settings, mlflow_run_id=credit.run_id, pipeline_run_id="gc-run",
-                        gate_result_path=decision)
+    result = steps.gate(
+        alone, strict, credit.settings, mlflow_run_id=credit.run_id, pipeline_run_id="gc-run", gate_result_path=decision
+    )
     assert not result.passed and GateResult.read(decision) == result
     assert any(r.startswith("fail: demographic parity difference") for r in result.reasons), result.reasons
     lenient = {**GATE, "max_demographic_parity_difference": min(dpd + 0.05, 1.0)}
-    assert steps.gate(alone, lenient, credit.settings, mlflow_run_id=credit.run_id, pipeline_run_id="gc-run",
-                      gate_result_path=decision).passed
+    assert steps.gate(
+        alone,
+        lenient,
+        credit.settings,
+        mlflow_run_id=credit.run_id,
+        pipeline_run_id="gc-run",
+        gate_result_path=decision,
+    ).passed
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -124,8 +154,11 @@ def by_path(credit: Credit, tmp_path_factory: pytest.TempPathFactory) -> ByPath:
 
     folder = tmp_path_factory.mktemp("user-specs")
     spec = folder / "acme-credit.yaml"
-    spec.write_text(read_spec_source(SPEC).text.replace("name: german-credit", "name: acme-credit")
-                    .replace("model_name: credit-scorer", f"model_name: {BY_PATH_MODEL}"))
+    spec.write_text(
+        read_spec_source(SPEC)
+        .text.replace("name: german-credit", "name: acme-credit")
+        .replace("model_name: credit-scorer", f"model_name: {BY_PATH_MODEL}")
+    )
     s, w, name = credit.settings, credit.work.parent / "work-by-path", str(spec)
     out, _, _, reg = _train_and_register(name, s, w, "acme-run")
     return ByPath(s, spec, reg, out.mlflow_run_id)
@@ -139,7 +172,8 @@ def _cli(s: Settings, *args: str) -> tuple[int, str]:
 
 
 def test_card_reproduce_and_lineage_work_for_a_spec_given_by_path_also_once_it_is_gone(
-        by_path: ByPath, tmp_path: Path) -> None:
+    by_path: ByPath, tmp_path: Path
+) -> None:
     from riskloop.audit.lineage import trace_version
     from riskloop.audit.log import open_audit_log
     from riskloop.data.spec import read_spec_source
@@ -163,7 +197,7 @@ def test_card_reproduce_and_lineage_work_for_a_spec_given_by_path_also_once_it_i
         assert "acme-credit has require_approval: true" in (tmp_path / "card2" / "model_card.md").read_text()
         code, out = _cli(s, "reproduce", v, "--model", BY_PATH_MODEL, "--json")
         assert code == 0, out
-        report = json.loads(out[out.index("{"):])
+        report = json.loads(out[out.index("{") :])
         assert report["data_identical"] and report["model_identical"], report
         log = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
         row = {"request_id": "r-1", "model": BY_PATH_MODEL, "model_version": v, "role": "challenger"}

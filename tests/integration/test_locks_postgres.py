@@ -23,17 +23,19 @@ def settings(postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     return Settings()
 
 
-
-
 def test_a_process_holding_the_lock_blocks_others_until_it_dies(settings: Settings, postgres_dsn: str) -> None:
     # another pod: a process that takes the lock and never lets go
-    script = (f"import time\nfrom riskloop.locks import exclusive\nfrom riskloop.settings import Settings\n"
-              f"with exclusive(Settings(), {NAME!r}):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    script = (
+        f"import time\nfrom riskloop.locks import exclusive\nfrom riskloop.settings import Settings\n"
+        f"with exclusive(Settings(), {NAME!r}):\n    print('held', flush=True)\n    time.sleep(600)\n"
+    )
     pod = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert pod.stdout is not None and pod.stdout.readline().strip() == "held"
-        with pytest.raises(LockTimeout, match=r"more than 0\.5 s") as err, \
-                exclusive(settings, NAME, timeout_seconds=0.5):
+        with (
+            pytest.raises(LockTimeout, match=r"more than 0\.5 s") as err,
+            exclusive(settings, NAME, timeout_seconds=0.5),
+        ):
             pytest.fail("two holders at once")
         assert "pg_locks" in str(err.value.fix)
     finally:

@@ -81,20 +81,29 @@ class Batch:
 
     def as_line(self) -> str:
         decisions = ["flagged" if s >= THRESHOLD else "passed" for s in self.scores]
-        return json.dumps({"role": self.role, "requests": self.requests, "scores": self.scores,
-                           "decisions": decisions}) + "\n"
+        return (
+            json.dumps({"role": self.role, "requests": self.requests, "scores": self.scores, "decisions": decisions})
+            + "\n"
+        )
 
 
-def make_batch(role: str, *, seed: int, n: int = 600, invalid: int = 20, error_share: float = 0.0,
-               score_shift: float = 0.0, latency_scale: float = 1.0) -> Batch:
+def make_batch(
+    role: str,
+    *,
+    seed: int,
+    n: int = 600,
+    invalid: int = 20,
+    error_share: float = 0.0,
+    score_shift: float = 0.0,
+    latency_scale: float = 1.0,
+) -> Batch:
     rng = np.random.default_rng(seed)
     latencies = rng.lognormal(math.log(0.004), 0.5, size=n + invalid) * latency_scale
     n_errors = round(n * error_share)
     outcomes = ["error"] * (n_errors // 2) + ["unavailable"] * (n_errors - n_errors // 2)
     outcomes += ["ok"] * (n - n_errors) + ["invalid"] * invalid
     scores = np.clip(rng.beta(0.5, 8, size=n - n_errors) + score_shift, 0.0, 1.0)
-    return Batch(role, tuple(zip(outcomes, latencies.round(6).tolist(), strict=True)),
-                 tuple(scores.round(6).tolist()))
+    return Batch(role, tuple(zip(outcomes, latencies.round(6).tolist(), strict=True)), tuple(scores.round(6).tolist()))
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,10 @@ def exporter(prometheus_targets_dir: Path) -> Iterator[Exporter]:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     process = subprocess.Popen(
         [sys.executable, "-c", EXPORTER, model, json.dumps(VERSIONS)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     targets = prometheus_targets_dir / f"canary-{test_id}.json"
     try:
@@ -184,7 +196,8 @@ def assert_same_window(a: RoleWindow, b: RoleWindow) -> None:
     assert a.latency_buckets == b.latency_buckets
     assert a.score_buckets == b.score_buckets
     assert histogram_quantile(0.99, a.latency_buckets) == pytest.approx(
-        histogram_quantile(0.99, b.latency_buckets), rel=1e-9)
+        histogram_quantile(0.99, b.latency_buckets), rel=1e-9
+    )
 
 
 def assert_matches_batch(w: RoleWindow, batch: Batch) -> None:
@@ -211,8 +224,10 @@ def test_scrape_and_prometheus_sources_agree(exporter: Exporter, prometheus_url:
         applied = exporter.send(batch)
     s1 = snapshots(exporter, prometheus_url, applied)
 
-    broken = [make_batch("champion", seed=3),
-              make_batch("challenger", seed=4, error_share=0.2, score_shift=0.3, latency_scale=3.0)]
+    broken = [
+        make_batch("champion", seed=3),
+        make_batch("challenger", seed=4, error_share=0.2, score_shift=0.3, latency_scale=3.0),
+    ]
     for batch in broken:
         applied = exporter.send(batch)
     s2 = snapshots(exporter, prometheus_url, applied)
@@ -229,7 +244,8 @@ def test_scrape_and_prometheus_sources_agree(exporter: Exporter, prometheus_url:
         for a, b in zip(scrape_windows, prometheus_windows, strict=True):
             assert_same_window(a, b)
         assert psi(scrape_windows[0].score_buckets, scrape_windows[1].score_buckets) == pytest.approx(
-            psi(prometheus_windows[0].score_buckets, prometheus_windows[1].score_buckets), rel=1e-9)
+            psi(prometheus_windows[0].score_buckets, prometheus_windows[1].score_buckets), rel=1e-9
+        )
         assert by_scrape.value == by_prometheus.value == expected, (by_scrape.reasons, by_prometheus.reasons)
         assert by_scrape.reasons == by_prometheus.reasons
         assert by_scrape.measures == pytest.approx(by_prometheus.measures, rel=1e-9)

@@ -49,12 +49,28 @@ def test_a_monitoring_run_is_pushed_and_read_back(pushgateway_url: str, group: t
     job, key = group
     model, version = key["model"], "12"
     rng = np.random.default_rng(0)
-    reference = pd.DataFrame({"amount": rng.lognormal(3, 1, 3000), "channel": rng.choice(["pos", "online"], 3000),
-                              "score": rng.beta(1, 30, 3000)})
-    current = pd.DataFrame({"amount": rng.lognormal(3.3, 1, 8000), "channel": rng.choice(["pos", "online"], 8000),
-                            "score": rng.beta(1, 30, 8000)})
-    report = detect_drift(reference, current, numeric=["amount"], categorical=["channel"], model_version=version,
-                          window_end=NOW - timedelta(minutes=30))
+    reference = pd.DataFrame(
+        {
+            "amount": rng.lognormal(3, 1, 3000),
+            "channel": rng.choice(["pos", "online"], 3000),
+            "score": rng.beta(1, 30, 3000),
+        }
+    )
+    current = pd.DataFrame(
+        {
+            "amount": rng.lognormal(3.3, 1, 8000),
+            "channel": rng.choice(["pos", "online"], 8000),
+            "score": rng.beta(1, 30, 8000),
+        }
+    )
+    report = detect_drift(
+        reference,
+        current,
+        numeric=["amount"],
+        categorical=["channel"],
+        model_version=version,
+        window_end=NOW - timedelta(minutes=30),
+    )
     one_day = MonitorPolicy(min_drift_days=1)  # one report: drift on one day is enough here
     assessment, state = assess([report], None, one_day, MonitorState(retrains_total=2), model_version=version, now=NOW)
     assert assessment.action == "retrain"  # amount drifted: 1 of 2 features
@@ -69,7 +85,8 @@ def test_a_monitoring_run_is_pushed_and_read_back(pushgateway_url: str, group: t
     v = (("model", model), ("model_version", version))
     assert got[("riskloop_drift_share_ratio", v)] == 0.5
     assert got[("riskloop_feature_drift_p_value", (("feature", "amount"), *v))] == pytest.approx(
-        report.p_values["amount"], rel=1e-12)
+        report.p_values["amount"], rel=1e-12
+    )
     assert got[("riskloop_feature_drift_p_value", (("feature", "channel"), *v))] > 0.01
     assert got[("riskloop_score_drift_p_value", v)] == pytest.approx(report.score_p_value, rel=1e-12)
     for action in ("retrain", "watch", "ok"):

@@ -77,13 +77,18 @@ def test_ulb_model_on_a_time_split_beats_the_bar(tmp_path: Path) -> None:
 
     spec = load_spec("ulb-creditcard")
     valid = validate_batch(load_ulb(fetch_ulb(tmp_path)), spec.contract).valid
-    params = WindowParams(cutoff=datetime(2013, 9, 3, tzinfo=timezone.utc), maturity_days=spec.label.maturity_days,
-                          validation_days=spec.split.validation_days, test_days=spec.split.test_days)
+    params = WindowParams(
+        cutoff=datetime(2013, 9, 3, tzinfo=timezone.utc),
+        maturity_days=spec.label.maturity_days,
+        validation_days=spec.split.validation_days,
+        test_days=spec.split.test_days,
+    )
     frame = assemble(valid, None, spec, params)
     test = frame[frame[SPLIT] == "test"]
     assert frame.loc[frame[SPLIT] == "train", "event_timestamp"].max() < test["event_timestamp"].min()
     bundle = train_model(frame, feature_spec(spec), TrainParams(), tmp_path / "model", meta={})
-    ev = evaluate_scores(test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold,
-                         target_fpr=0.01)
+    ev = evaluate_scores(
+        test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold, target_fpr=0.01
+    )
     assert ev.positives > 50
     assert ev.roc_auc >= 0.95, ev.metrics()

@@ -65,25 +65,39 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 def lineage(bundle: ModelBundle, **overrides: str) -> LineageRecord:
     base = LineageRecord(
-        model_sha256=bundle.meta["model_sha256"], data_sha256="d" * 64, data_snapshot="data/toy@2026-01-31",
-        feature_service="raw", git_commit="abc1234", image="riskloop:0.1.0-abc1234",
-        pipeline_run_id="run-42", gate_result="passed", riskloop_version="0.1.0", dataset_spec="toy-fraud",
+        model_sha256=bundle.meta["model_sha256"],
+        data_sha256="d" * 64,
+        data_snapshot="data/toy@2026-01-31",
+        feature_service="raw",
+        git_commit="abc1234",
+        image="riskloop:0.1.0-abc1234",
+        pipeline_run_id="run-42",
+        gate_result="passed",
+        riskloop_version="0.1.0",
+        dataset_spec="toy-fraud",
         dataset_spec_sha256="e" * 64,
     )
     return replace(base, **overrides)
 
 
 def train_run(reg: Registry, experiment: str = "riskloop-test") -> str:
-    return start_training_run(reg.uri, experiment, params={"n_estimators": 30, "features": ["x1", "x2", "kind"]},
-                              model_dir=reg.model_dir, artifact_location=reg.artifacts, tags={"purpose": "test"})
+    return start_training_run(
+        reg.uri,
+        experiment,
+        params={"n_estimators": 30, "features": ["x1", "x2", "kind"]},
+        model_dir=reg.model_dir,
+        artifact_location=reg.artifacts,
+        tags={"purpose": "test"},
+    )
 
 
 def test_registered_version_carries_the_full_lineage(registry: Registry, tmp_path: Path) -> None:
     run_id = train_run(registry)
     report = tmp_path / "report.html"
     report.write_text("<html>ok</html>")
-    log_evaluation(registry.uri, run_id, metrics={"pr_auc": 0.5, "roc_auc": 0.9}, files=[("evaluation", report)],
-                   prefix="test_")
+    log_evaluation(
+        registry.uri, run_id, metrics={"pr_auc": 0.5, "roc_auc": 0.9}, files=[("evaluation", report)], prefix="test_"
+    )
     lin = lineage(registry.bundle)
     version = register_version(registry.uri, MODEL, run_id, lin)
 
@@ -187,10 +201,12 @@ def test_audit_anchors_come_from_version_tags(registry: Registry) -> None:
     name = "anchored-model"
     assert audit_anchors(registry.uri, name) == []
     run_id = train_run(registry)
-    register_version(registry.uri, name, run_id, lineage(registry.bundle),
-                     extra_tags={AUDIT_SEQ_TAG: "7", AUDIT_HASH_TAG: "h7"})
+    register_version(
+        registry.uri, name, run_id, lineage(registry.bundle), extra_tags={AUDIT_SEQ_TAG: "7", AUDIT_HASH_TAG: "h7"}
+    )
     register_version(registry.uri, name, run_id, lineage(registry.bundle))  # no anchor
-    register_version(registry.uri, name, run_id, lineage(registry.bundle),
-                     extra_tags={AUDIT_SEQ_TAG: "12", AUDIT_HASH_TAG: "h12"})
+    register_version(
+        registry.uri, name, run_id, lineage(registry.bundle), extra_tags={AUDIT_SEQ_TAG: "12", AUDIT_HASH_TAG: "h12"}
+    )
     assert audit_anchors(registry.uri, name) == [(7, "h7"), (12, "h12")]
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"

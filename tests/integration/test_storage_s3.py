@@ -38,9 +38,21 @@ def root(s3_store: S3Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[Locatio
 
 
 def row(i: int, at: datetime) -> dict[str, object]:
-    return {"request_id": f"r{i}", "transaction_id": f"t{i}", "time": at, "model": "m", "model_version": "1",
-            "role": "champion", "score": i / 100, "decision": "passed", "threshold": 0.5, "latency_ms": 1.0,
-            "unknown_card": False, "inputs": {"amount": float(i)}, "features": {"amount": float(i)}}
+    return {
+        "request_id": f"r{i}",
+        "transaction_id": f"t{i}",
+        "time": at,
+        "model": "m",
+        "model_version": "1",
+        "role": "champion",
+        "score": i / 100,
+        "decision": "passed",
+        "threshold": 0.5,
+        "latency_ms": 1.0,
+        "unknown_card": False,
+        "inputs": {"amount": float(i)},
+        "features": {"amount": float(i)},
+    }
 
 
 def test_two_predictor_replicas_log_to_one_prefix_and_a_reader_sees_both(root: Location) -> None:
@@ -80,10 +92,13 @@ def test_landing_partitions_round_trip_through_the_object_store(root: Location, 
     params = GeneratorParams(days=3, n_cards=40, n_merchants=10, seed=3)
     written = write_partitions(params, spec.source_path(root))
     local = write_partitions(params, spec.source_path(tmp_path))
-    assert [p.uri for p in written] == [f"{root.uri}/{spec.source.path}/date=2026-01-0{d}/part-0.parquet"
-                                        for d in (1, 2, 3)]
-    assert [day for day, _ in partitions(spec.source_path(root), start=date(2026, 1, 2))] == [date(2026, 1, 2),
-                                                                                           date(2026, 1, 3)]
+    assert [p.uri for p in written] == [
+        f"{root.uri}/{spec.source.path}/date=2026-01-0{d}/part-0.parquet" for d in (1, 2, 3)
+    ]
+    assert [day for day, _ in partitions(spec.source_path(root), start=date(2026, 1, 2))] == [
+        date(2026, 1, 2),
+        date(2026, 1, 3),
+    ]
     pd.testing.assert_frame_equal(read_partitions(spec.source_path(root)), read_partitions(spec.source_path(tmp_path)))
     assert [p.read_bytes() for p in written] == [p.read_bytes() for p in local]  # the same bytes either way
 
@@ -103,8 +118,27 @@ def test_the_monitor_state_round_trips_and_a_damaged_one_is_refused(root: Locati
 def test_the_cli_lands_synthetic_data_on_the_storage_root(root: Location, tmp_path: Path) -> None:
     """What the chart's data Job runs: `riskloop data generate` in a pod whose state dir is its own."""
     env = {**os.environ, "RISKLOOP_STATE_DIR": str(tmp_path / "pod"), "RISKLOOP_STORAGE__URI": root.uri}
-    done = subprocess.run([sys.executable, "-m", "riskloop.cli", "data", "generate", "--days", "2", "--seed", "5",
-                           "--cards", "30", "--merchants", "10"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "riskloop.cli",
+            "data",
+            "generate",
+            "--days",
+            "2",
+            "--seed",
+            "5",
+            "--cards",
+            "30",
+            "--merchants",
+            "10",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     spec = load_spec("synthetic-fraud")
     assert [day for day, _ in partitions(spec.source_path(root))] == [date(2026, 1, 1), date(2026, 1, 2)]

@@ -31,8 +31,7 @@ def local_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 def params(end_day: int, days: int, **kw: object) -> dict[str, object]:
     kw.setdefault("train_params", FAST_TRAIN)
-    return training_params(date(2026, 1, end_day), days, maturity_days=3.0, validation_days=2.0, test_days=3.0,
-                           **kw)
+    return training_params(date(2026, 1, end_day), days, maturity_days=3.0, validation_days=2.0, test_days=3.0, **kw)
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,23 @@ from riskloop.orchestration.local import LocalRun
 from riskloop.registry.mlflow_registry import list_versions, run_info
 from riskloop.settings import Settings
 
-SECTIONS = ("## Intended use", "## Out of scope", "## Training data",
-            "## Metrics on the test split (95 % bootstrap CI)",
-            "## Metrics by slice", "### channel", "### country", "### merchant_category",
-            "## Global feature importance", "## Calibration", "## Fairness", "## Known limitations", "## Gate",
-            "## Canary and promotion", "## Approval")
+SECTIONS = (
+    "## Intended use",
+    "## Out of scope",
+    "## Training data",
+    "## Metrics on the test split (95 % bootstrap CI)",
+    "## Metrics by slice",
+    "### channel",
+    "### country",
+    "### merchant_category",
+    "## Global feature importance",
+    "## Calibration",
+    "## Fairness",
+    "## Known limitations",
+    "## Gate",
+    "## Canary and promotion",
+    "## Approval",
+)
 
 
 def test_the_pipeline_writes_a_model_card_per_registered_version(first_run: LocalRun, local_state: Settings) -> None:

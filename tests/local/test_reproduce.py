@@ -19,12 +19,14 @@ def test_reproduce_rebuilds_a_byte_identical_model(first_run: LocalRun, local_st
     env = {"RISKLOOP_STATE_DIR": str(local_state.root), "COLUMNS": "200"}
     r = CliRunner().invoke(app, ["reproduce", v.version, "--json"], env=env)
     assert r.exit_code == 0, r.output
-    report = json.loads(r.output[r.output.index("{"):])
+    report = json.loads(r.output[r.output.index("{") :])
     assert report["data_identical"] and report["model_identical"], report
     assert report["data_sha256_rebuilt"] == v.tags["data_sha256"]
     assert report["model_sha256_rebuilt"] == v.tags["model_sha256"]
-    assert report["recipe"]["spec"] == "synthetic-fraud" and report["recipe"]["source_days"] == ["2026-01-01",
-                                                                                                  "2026-01-16"]
+    assert report["recipe"]["spec"] == "synthetic-fraud" and report["recipe"]["source_days"] == [
+        "2026-01-01",
+        "2026-01-16",
+    ]
 
 
 def test_reproduce_says_when_it_cannot(first_run: LocalRun, local_state: Settings) -> None:

@@ -16,8 +16,17 @@ from riskloop.registry.mlflow_registry import list_versions
 from riskloop.settings import Settings
 from tests.local.conftest import params
 
-STEPS = ("ingest", "validate", "build-training-set", "train", "evaluate", "gate", "register", "model-card",
-         "record-run-outcome")
+STEPS = (
+    "ingest",
+    "validate",
+    "build-training-set",
+    "train",
+    "evaluate",
+    "gate",
+    "register",
+    "model-card",
+    "record-run-outcome",
+)
 
 
 def test_a_training_run_reads_as_one_line_per_step_and_a_summary(first_run: LocalRun, local_state: Settings) -> None:

@@ -35,8 +35,12 @@ def test_worse_candidate_is_gated_out_and_gets_no_alias(first_run: LocalRun, loc
     assert first_run.succeeded
     before = list_versions(local_state.tracking_uri, local_state.mlflow.model_name)
     # shuffled-label-like candidate: a model that barely trains (one shallow tree) fails the tolerance
-    weak = params(16, 16, train_params={"n_estimators": 1, "max_depth": 1, "early_stopping_rounds": 1},
-                  gate_params={"max_pr_auc_drop": 0.0, "min_pr_auc": 0.0, "min_roc_auc": 0.0})
+    weak = params(
+        16,
+        16,
+        train_params={"n_estimators": 1, "max_depth": 1, "early_stopping_rounds": 1},
+        gate_params={"max_pr_auc_drop": 0.0, "min_pr_auc": 0.0, "min_roc_auc": 0.0},
+    )
     r = run_training(local_state, weak)
     assert r.succeeded, r.error  # a failed gate is an outcome, not a pipeline failure
     from riskloop.cli.pipelines import training_summary  # what `riskloop run training` shows for it
@@ -48,14 +52,14 @@ def test_worse_candidate_is_gated_out_and_gets_no_alias(first_run: LocalRun, loc
     assert len(after) == len(before)
     champ = version_by_alias(local_state.tracking_uri, local_state.mlflow.model_name, CHAMPION)
     assert champ is not None and champ.version == before[0].version
-    gated = [json.loads(line) for line in local_state.audit_path.read_text().splitlines()
-             if '"event":"gated"' in line]
+    gated = [json.loads(line) for line in local_state.audit_path.read_text().splitlines() if '"event":"gated"' in line]
     assert gated[-1]["details"]["passed"] is False
     assert any(reason.startswith("fail:") for reason in gated[-1]["details"]["reasons"])
 
 
 def test_bad_batch_stops_before_training_with_quarantine_and_run_failed(
-        first_run: LocalRun, local_state: Settings) -> None:
+    first_run: LocalRun, local_state: Settings
+) -> None:
     assert first_run.succeeded
     landing = local_state.data_dir / "synthetic-fraud/transactions/date=2026-01-16/part-0.parquet"
     original = pd.read_parquet(landing)
@@ -71,8 +75,11 @@ def test_bad_batch_stops_before_training_with_quarantine_and_run_failed(
         assert "quarantined" in events
         assert events.count("trained") == n_trained  # never reached training
         quarantines = list(Path(local_state.pipeline_root).rglob("quarantine"))
-        assert any(pd.read_parquet(q)["_quarantine_reason"].str.contains("amount:below_min").any()
-                   for q in quarantines if q.is_file())
+        assert any(
+            pd.read_parquet(q)["_quarantine_reason"].str.contains("amount:below_min").any()
+            for q in quarantines
+            if q.is_file()
+        )
     finally:
         original.to_parquet(landing, index=False)
 
@@ -117,7 +124,14 @@ def test_compiled_ir_round_trips(compiled: dict[str, Path]) -> None:
     assert delivery["root"]["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "STRING"
     # its inputs are what recurring runs and the training pipeline set: the alias names the challenger
     assert set(delivery["root"]["inputDefinitions"]["parameters"]) == {
-        "spec", "challenger_alias", "first_percent", "second_percent", "interval_seconds", "max_intervals", "policy"}
+        "spec",
+        "challenger_alias",
+        "first_percent",
+        "second_percent",
+        "interval_seconds",
+        "max_intervals",
+        "policy",
+    }
     # monitoring: the action gates the training pipeline, nested as a sub-pipeline
     monitoring, _ = yaml.safe_load_all(written["monitoring"].read_text())
     mtop = monitoring["root"]["dag"]["tasks"]

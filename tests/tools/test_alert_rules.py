@@ -57,7 +57,7 @@ def prometheus_rule(rules_text: str) -> str:
     start = re.search(r"^groups:", rules_text, flags=re.MULTILINE)
     if start is None:
         raise ValueError("the rule file has no top-level 'groups:'")
-    body = rules_text[start.start():]
+    body = rules_text[start.start() :]
     indented = "".join(f"  {line}" if line.strip() else line for line in body.splitlines(keepends=True))
     return _MANIFEST_HEADER + indented
 
@@ -74,14 +74,16 @@ def _alerts() -> list[dict[str, Any]]:
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        _unavailable("promtool is not on PATH; it comes with Debian's prometheus package: "
-                     "run scripts/services.sh install")
+        _unavailable(
+            "promtool is not on PATH; it comes with Debian's prometheus package: run scripts/services.sh install"
+        )
     return path
 
 
 def _run(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=PROMTOOL_TIMEOUT_SECONDS, check=False)
+    return subprocess.run(
+        [promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=PROMTOOL_TIMEOUT_SECONDS, check=False
+    )
 
 
 def test_promtool_checks_the_rules(promtool: str) -> None:
@@ -99,8 +101,9 @@ def test_promtool_unit_tests_catch_a_changed_threshold(promtool: str, tmp_path: 
     """The unit tests are not vacuous: drift share "at least 0.3" turned into "above 0.3" fails them."""
     rules = RULES.read_text(encoding="utf-8")
     assert rules.count("(riskloop_drift_share_ratio) >= 0.3") == 1
-    (tmp_path / RULES.name).write_text(rules.replace("(riskloop_drift_share_ratio) >= 0.3",
-                                                     "(riskloop_drift_share_ratio) > 0.3"), encoding="utf-8")
+    (tmp_path / RULES.name).write_text(
+        rules.replace("(riskloop_drift_share_ratio) >= 0.3", "(riskloop_drift_share_ratio) > 0.3"), encoding="utf-8"
+    )
     shutil.copy(RULE_TESTS[0], tmp_path)
     r = _run(promtool, "test", "rules", RULE_TESTS[0].name, cwd=tmp_path)
     assert r.returncode != 0 and "RiskloopDriftHigh" in r.stdout + r.stderr, r.stdout + r.stderr
@@ -145,7 +148,8 @@ def test_prometheus_rule_wraps_the_rules_unchanged() -> None:
         pytest.fail(f"{PROMETHEUS_RULE} is missing; create it with RISKLOOP_UPDATE_GOLDEN=1")
     assert PROMETHEUS_RULE.read_text(encoding="utf-8") == text, (
         f"{PROMETHEUS_RULE.name} is not generated from {RULES.name}: rerun with RISKLOOP_UPDATE_GOLDEN=1 "
-        "and review the diff")
+        "and review the diff"
+    )
     manifest = yaml.safe_load(text)
     assert manifest["apiVersion"] == "monitoring.coreos.com/v1" and manifest["kind"] == "PrometheusRule"
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", manifest["metadata"]["name"])

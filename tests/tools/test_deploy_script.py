@@ -29,8 +29,9 @@ KIND_IMAGE = f"kind.local/riskloop:{TAG}"  # a registry Knative does not resolve
 def test_scripts_pass_shellcheck() -> None:
     if shutil.which("shellcheck") is None:
         pytest.fail("shellcheck is not installed: scripts/services.sh install adds it (Debian package)")
-    r = subprocess.run(["shellcheck", "scripts/deploy.sh", "scripts/install.sh"], cwd=REPO, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        ["shellcheck", "scripts/deploy.sh", "scripts/install.sh"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stdout
 
 
@@ -38,14 +39,34 @@ def dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     # no docker, kind or helm reachable: a dry run must not need them
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for tool in ("git", "bash", "env", "mkdir", "rm", "tr", "cat", "dirname", "sed", "base64", "grep", "head",
-                 "basename"):
+    for tool in (
+        "git",
+        "bash",
+        "env",
+        "mkdir",
+        "rm",
+        "tr",
+        "cat",
+        "dirname",
+        "sed",
+        "base64",
+        "grep",
+        "head",
+        "basename",
+    ):
         if (path := shutil.which(tool)) and not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(path)
-    full = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/root"), "DRY_RUN": "1",
-            "KUBECTL": str(REPO / ".venv/bin/kubectl"), "RISKLOOP_GIT_COMMIT": COMMIT, **env}
-    return subprocess.run(["bash", "scripts/deploy.sh", "up"], cwd=REPO, capture_output=True, text=True, env=full,
-                          timeout=180)
+    full = {
+        "PATH": str(bin_dir),
+        "HOME": os.environ.get("HOME", "/root"),
+        "DRY_RUN": "1",
+        "KUBECTL": str(REPO / ".venv/bin/kubectl"),
+        "RISKLOOP_GIT_COMMIT": COMMIT,
+        **env,
+    }
+    return subprocess.run(
+        ["bash", "scripts/deploy.sh", "up"], cwd=REPO, capture_output=True, text=True, env=full, timeout=180
+    )
 
 
 def test_dry_run_renders_what_it_would_apply(tmp_path: Path) -> None:
@@ -62,8 +83,13 @@ def test_dry_run_renders_what_it_would_apply(tmp_path: Path) -> None:
     namespaces = {d["metadata"]["name"] for d in yaml.safe_load_all((out / "riskloop.yaml").read_text())}
     assert {"riskloop", "monitoring"} <= namespaces
     chart = [d for d in yaml.safe_load_all((out / "helm-riskloop.yaml").read_text()) if d]
-    images = {c["image"] for d in chart if d["kind"] in ("Deployment", "StatefulSet", "Job")
-              for c in d["spec"]["template"]["spec"]["containers"] if "riskloop" in c["image"]}
+    images = {
+        c["image"]
+        for d in chart
+        if d["kind"] in ("Deployment", "StatefulSet", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if "riskloop" in c["image"]
+    }
     assert images == {KIND_IMAGE}
     assert f"--set image.repository={KIND_IMAGE.rsplit(':', 1)[0]}" in printed
     assert any(d["kind"] == "Job" for d in chart)  # the publish Job
@@ -105,8 +131,13 @@ def test_image_names_are_lower_cased_everywhere(tmp_path: Path) -> None:
 
 def _source(function_call: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run one function of deploy.sh (sourced: it defines, does not run) with the real kubectl."""
-    full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-            "KUBECTL": str(REPO / ".venv/bin/kubectl"), "RISKLOOP_GIT_COMMIT": COMMIT, **env}
+    full = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "KUBECTL": str(REPO / ".venv/bin/kubectl"),
+        "RISKLOOP_GIT_COMMIT": COMMIT,
+        **env,
+    }
     script = f'source scripts/deploy.sh; OUT="{tmp_path}"; {function_call}'
     return subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, env=full, timeout=120)
 
@@ -138,11 +169,18 @@ def _unreachable_kubeconfig(tmp_path: Path) -> Path:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "foreign",
-        "clusters": [{"name": "foreign", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
-        "contexts": [{"name": "foreign", "context": {"cluster": "foreign", "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "none"}}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "foreign",
+                "clusters": [{"name": "foreign", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "contexts": [{"name": "foreign", "context": {"cluster": "foreign", "user": "u"}}],
+                "users": [{"name": "u", "user": {"token": "none"}}],
+            }
+        )
+    )
     return config
 
 
@@ -150,13 +188,13 @@ def test_a_foreign_cluster_gets_no_prerequisites_unless_asked(tmp_path: Path) ->
     """Not kind: nothing is installed into the current context unless PREREQS=1, and then only what is missing
     (here every CRD lookup fails, so all are missing); without it the run stops before installing anything."""
     kubeconfig = str(_unreachable_kubeconfig(tmp_path))
-    r = _source("plan_prerequisites; echo \"install:$INSTALL\"", tmp_path, KUBECONFIG=kubeconfig)
+    r = _source('plan_prerequisites; echo "install:$INSTALL"', tmp_path, KUBECONFIG=kubeconfig)
     assert r.returncode == 2, r.stdout
     assert "missing prerequisites: cert-manager knative kserve kfp monitoring" in r.stderr and "PREREQS=1" in r.stderr
-    asked = _source("plan_prerequisites; echo \"install:$INSTALL\"", tmp_path, KUBECONFIG=kubeconfig, PREREQS="1")
+    asked = _source('plan_prerequisites; echo "install:$INSTALL"', tmp_path, KUBECONFIG=kubeconfig, PREREQS="1")
     assert asked.returncode == 0, asked.stderr
     assert "install: cert-manager knative kserve kfp monitoring " in asked.stdout
-    kind = _source("plan_prerequisites; echo \"install:$INSTALL\"", tmp_path, KUBECONFIG=kubeconfig, CLUSTER="kind")
+    kind = _source('plan_prerequisites; echo "install:$INSTALL"', tmp_path, KUBECONFIG=kubeconfig, CLUSTER="kind")
     assert "install: cert-manager knative kserve kfp monitoring " in kind.stdout
 
 
@@ -194,8 +232,14 @@ def test_e2e_readme_and_deploy_script_use_the_same_model_host() -> None:
     URLs and the README must all send that Host header through Kourier."""
     from tests.e2e import test_kind
 
-    r = subprocess.run(["bash", "-c", "source scripts/deploy.sh; model_host"], cwd=REPO, capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "RISKLOOP_GIT_COMMIT": COMMIT})
+    r = subprocess.run(
+        ["bash", "-c", "source scripts/deploy.sh; model_host"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RISKLOOP_GIT_COMMIT": COMMIT},
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout == test_kind.PREDICTOR_HOST == f"{test_kind.SERVICE}-predictor.{test_kind.MODELS}.riskloop.local"
     assert test_kind.PREDICTOR_HOST in (REPO / "README.md").read_text()

@@ -61,18 +61,33 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
     for line in (REPO / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY ") and "--from=" not in line:
             copied.update(line.split()[1:-1])
-    assert copied >= {"pyproject.toml", "uv.lock", "README.md", "scripts/install.sh", "src", "components",
-                      "pipelines", "feature_repo"}
-    allowed = {line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")}
+    assert copied >= {
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "scripts/install.sh",
+        "src",
+        "components",
+        "pipelines",
+        "feature_repo",
+    }
+    allowed = {
+        line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    }
     assert copied <= allowed, copied - allowed
     for path in copied:
         assert (REPO / path).exists(), path
 
 
 def test_make_image_tags_with_riskloop_version() -> None:
-    r = subprocess.run(["make", "-n", "image"], cwd=REPO, capture_output=True, text=True, timeout=30,
-                       env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(Path.home())})
+    r = subprocess.run(
+        ["make", "-n", "image"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(Path.home())},
+    )
     assert r.returncode == 0, r.stderr
     cmd = r.stdout
     assert "docker build" in cmd and "version --image" in cmd and "RISKLOOP_GIT_COMMIT=" in cmd

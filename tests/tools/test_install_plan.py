@@ -59,86 +59,151 @@ class Upstream:
     contains: tuple[str, ...] = ()  # other upstream files whose objects it repeats
 
 
-KNATIVE_CRDS = frozenset({"services.serving.knative.dev", "configurations.serving.knative.dev",
-                          "revisions.serving.knative.dev", "routes.serving.knative.dev",
-                          "domainmappings.serving.knative.dev", "images.caching.internal.knative.dev",
-                          "certificates.networking.internal.knative.dev", "ingresses.networking.internal.knative.dev",
-                          "serverlessservices.networking.internal.knative.dev",
-                          "clusterdomainclaims.networking.internal.knative.dev",
-                          "metrics.autoscaling.internal.knative.dev",
-                          "podautoscalers.autoscaling.internal.knative.dev"})
-KSERVE_CRDS = frozenset({"inferenceservices.serving.kserve.io", "servingruntimes.serving.kserve.io",
-                         "clusterservingruntimes.serving.kserve.io", "clusterstoragecontainers.serving.kserve.io",
-                         "trainedmodels.serving.kserve.io", "inferencegraphs.serving.kserve.io"})
-CERT_MANAGER_CRDS = frozenset({"certificates.cert-manager.io", "issuers.cert-manager.io",
-                               "clusterissuers.cert-manager.io", "certificaterequests.cert-manager.io",
-                               "orders.acme.cert-manager.io", "challenges.acme.cert-manager.io"})
+KNATIVE_CRDS = frozenset(
+    {
+        "services.serving.knative.dev",
+        "configurations.serving.knative.dev",
+        "revisions.serving.knative.dev",
+        "routes.serving.knative.dev",
+        "domainmappings.serving.knative.dev",
+        "images.caching.internal.knative.dev",
+        "certificates.networking.internal.knative.dev",
+        "ingresses.networking.internal.knative.dev",
+        "serverlessservices.networking.internal.knative.dev",
+        "clusterdomainclaims.networking.internal.knative.dev",
+        "metrics.autoscaling.internal.knative.dev",
+        "podautoscalers.autoscaling.internal.knative.dev",
+    }
+)
+KSERVE_CRDS = frozenset(
+    {
+        "inferenceservices.serving.kserve.io",
+        "servingruntimes.serving.kserve.io",
+        "clusterservingruntimes.serving.kserve.io",
+        "clusterstoragecontainers.serving.kserve.io",
+        "trainedmodels.serving.kserve.io",
+        "inferencegraphs.serving.kserve.io",
+    }
+)
+CERT_MANAGER_CRDS = frozenset(
+    {
+        "certificates.cert-manager.io",
+        "issuers.cert-manager.io",
+        "clusterissuers.cert-manager.io",
+        "certificaterequests.cert-manager.io",
+        "orders.acme.cert-manager.io",
+        "challenges.acme.cert-manager.io",
+    }
+)
 
 UPSTREAM: dict[str, Upstream] = {
     "manifests/cert-manager": Upstream(
         "cert-manager v1.17.2 release cert-manager.yaml (the static install: namespace, CRDs, webhook)",
-        namespaces=frozenset({"cert-manager"}), crds=CERT_MANAGER_CRDS,
+        namespaces=frozenset({"cert-manager"}),
+        crds=CERT_MANAGER_CRDS,
         uses_namespaces=frozenset({"cert-manager", "kube-system"}),
-        webhook_groups=frozenset({"cert-manager.io", "acme.cert-manager.io"})),
+        webhook_groups=frozenset({"cert-manager.io", "acme.cert-manager.io"}),
+    ),
     "manifests/knative/crds": Upstream(
         "knative/serving knative-v1.18.0 serving-crds.yaml: config/core/300-resources + 300-imagecache",
-        crds=KNATIVE_CRDS),
+        crds=KNATIVE_CRDS,
+    ),
     "manifests/knative/core": Upstream(
         "knative/serving knative-v1.18.0 serving-core.yaml: all of config/core/ (hack/generate-yamls.sh)",
-        namespaces=frozenset({"knative-serving"}), crds=KNATIVE_CRDS, uses_namespaces=frozenset({"knative-serving"}),
+        namespaces=frozenset({"knative-serving"}),
+        crds=KNATIVE_CRDS,
+        uses_namespaces=frozenset({"knative-serving"}),
         custom_resources=frozenset({"Image.caching.internal.knative.dev"}),
-        webhook_groups=frozenset({"serving.knative.dev", "autoscaling.internal.knative.dev",
-                                  "networking.internal.knative.dev", "configmaps.knative-serving"}),
-        contains=("manifests/knative/crds",)),
+        webhook_groups=frozenset(
+            {
+                "serving.knative.dev",
+                "autoscaling.internal.knative.dev",
+                "networking.internal.knative.dev",
+                "configmaps.knative-serving",
+            }
+        ),
+        contains=("manifests/knative/crds",),
+    ),
     "manifests/knative/kourier": Upstream(
         "knative-extensions/net-kourier knative-v1.18.0 kourier.yaml",
-        namespaces=frozenset({"kourier-system"}), uses_namespaces=frozenset({"kourier-system", "knative-serving"}),
+        namespaces=frozenset({"kourier-system"}),
+        uses_namespaces=frozenset({"kourier-system", "knative-serving"}),
         custom_resources=frozenset({"configmaps.knative-serving"}),  # config-kourier, checked by Knative's webhook
-        services={"kourier.kourier-system": {80: 8080, 443: 8443}}),
+        services={"kourier.kourier-system": {80: 8080, 443: 8443}},
+    ),
     "manifests/kserve/crds": Upstream(
-        "kserve/kserve v0.21.0 kserve-crds.yaml (hack/release/generate-install.sh: config/crd/full)",
-        crds=KSERVE_CRDS),
+        "kserve/kserve v0.21.0 kserve-crds.yaml (hack/release/generate-install.sh: config/crd/full)", crds=KSERVE_CRDS
+    ),
     "manifests/kserve": Upstream(
         "kserve/kserve v0.21.0 kserve.yaml (generate-install.sh: config/overlays/all without Namespace objects)",
         uses_namespaces=frozenset({"kserve"}),
-        custom_resources=frozenset({"Certificate.cert-manager.io", "Issuer.cert-manager.io",
-                                    "ClusterStorageContainer.serving.kserve.io"}),
-        webhook_groups=frozenset({"serving.kserve.io"})),
+        custom_resources=frozenset(
+            {"Certificate.cert-manager.io", "Issuer.cert-manager.io", "ClusterStorageContainer.serving.kserve.io"}
+        ),
+        webhook_groups=frozenset({"serving.kserve.io"}),
+    ),
     "manifests/kserve/runtimes": Upstream(
         "kserve/kserve v0.21.0 kserve-cluster-resources.yaml (config/clusterresources: runtimes, storagecontainers)",
-        custom_resources=frozenset({"ClusterServingRuntime.serving.kserve.io",
-                                    "ClusterStorageContainer.serving.kserve.io"})),
+        custom_resources=frozenset(
+            {"ClusterServingRuntime.serving.kserve.io", "ClusterStorageContainer.serving.kserve.io"}
+        ),
+    ),
     "manifests/kfp/cluster-scoped": Upstream(
         "kubeflow/pipelines 2.17.3 manifests/kustomize/cluster-scoped-resources (namespace.yaml, Argo's, KFP's CRDs)",
         namespaces=frozenset({"kubeflow"}),
-        crds=frozenset({"scheduledworkflows.kubeflow.org", "viewers.kubeflow.org", "workflows.argoproj.io",
-                        "applications.app.k8s.io"})),
+        crds=frozenset(
+            {
+                "scheduledworkflows.kubeflow.org",
+                "viewers.kubeflow.org",
+                "workflows.argoproj.io",
+                "applications.app.k8s.io",
+            }
+        ),
+    ),
     "manifests/kfp": Upstream(
         "kubeflow/pipelines 2.17.3 manifests/kustomize/env/platform-agnostic (base/installs/generic, Argo, "
         "third-party/seaweedfs/base, mysql); base/pipeline/ml-pipeline-apiserver-service.yaml; "
         "third-party/seaweedfs/base/seaweedfs/seaweedfs-service.yaml and seaweedfs-networkpolicy.yaml",
         uses_namespaces=frozenset({"kubeflow"}),
-        services={"ml-pipeline.kubeflow": {8888: 8888, 8887: 8887}, "ml-pipeline-ui.kubeflow": {80: 3000},
-                  "seaweedfs.kubeflow": {8333: 8333, 9000: 8333, 8111: 8111}}),
+        services={
+            "ml-pipeline.kubeflow": {8888: 8888, 8887: 8887},
+            "ml-pipeline-ui.kubeflow": {80: 3000},
+            "seaweedfs.kubeflow": {8333: 8333, 9000: 8333, 8111: 8111},
+        },
+    ),
 }
 # helm releases of prerequisites: the charts' own templates (prometheus-operator creates prometheus-operated)
 HELM_RELEASES: dict[str, Upstream] = {
     "kube-prometheus-stack": Upstream(
         "prometheus-community kube-prometheus-stack 72.6.2 (CRDs in charts/crds; the operator's prometheus-operated)",
-        crds=frozenset({"servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com",
-                        "prometheuses.monitoring.coreos.com", "podmonitors.monitoring.coreos.com"}),
+        crds=frozenset(
+            {
+                "servicemonitors.monitoring.coreos.com",
+                "prometheusrules.monitoring.coreos.com",
+                "prometheuses.monitoring.coreos.com",
+                "podmonitors.monitoring.coreos.com",
+            }
+        ),
         uses_namespaces=frozenset({"monitoring", "kube-system"}),
-        services={"prometheus-operated.monitoring": {9090: 9090},
-                  "kube-prometheus-stack-grafana.monitoring": {80: 3000}}),
+        services={
+            "prometheus-operated.monitoring": {9090: 9090},
+            "kube-prometheus-stack-grafana.monitoring": {80: 3000},
+        },
+    ),
     "prometheus-pushgateway": Upstream(
         "prometheus-community prometheus-pushgateway 3.4.1 (Service named after the release)",
-        uses_namespaces=frozenset({"monitoring"}), services={"prometheus-pushgateway.monitoring": {9091: 9091}}),
+        uses_namespaces=frozenset({"monitoring"}),
+        services={"prometheus-pushgateway.monitoring": {9091: 9091}},
+    ),
 }
 # what an apply needs admitted by whom: the webhook that validates it, as the API groups above name them
-WEBHOOK_OWNER = {"cert-manager.io": "manifests/cert-manager", "acme.cert-manager.io": "manifests/cert-manager",
-                 "serving.knative.dev": "manifests/knative/core",
-                 "configmaps.knative-serving": "manifests/knative/core",
-                 "serving.kserve.io": "manifests/kserve"}
+WEBHOOK_OWNER = {
+    "cert-manager.io": "manifests/cert-manager",
+    "acme.cert-manager.io": "manifests/cert-manager",
+    "serving.knative.dev": "manifests/knative/core",
+    "configmaps.knative-serving": "manifests/knative/core",
+    "serving.kserve.io": "manifests/kserve",
+}
 
 
 @dataclass
@@ -152,14 +217,20 @@ class Step:
 
 def _run_dry(cluster: str | None) -> list[Step]:
     shutil.rmtree(OUT, ignore_errors=True)
-    env = {**os.environ, "DRY_RUN": "1", "RISKLOOP_GIT_COMMIT": COMMIT, "KUBECTL": str(REPO / ".venv/bin/kubectl"),
-           "PATH": "/usr/bin:/bin"}  # no helm binary: the chart renders through the SDK binding
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "RISKLOOP_GIT_COMMIT": COMMIT,
+        "KUBECTL": str(REPO / ".venv/bin/kubectl"),
+        "PATH": "/usr/bin:/bin",
+    }  # no helm binary: the chart renders through the SDK binding
     env.pop("CLUSTER", None)
     env.pop("RISKLOOP_IMAGE_REPOSITORY", None)
     if cluster:
         env["CLUSTER"] = cluster
-    r = subprocess.run(["bash", "scripts/deploy.sh", "up"], cwd=REPO, capture_output=True, text=True, env=env,
-                       timeout=180)
+    r = subprocess.run(
+        ["bash", "scripts/deploy.sh", "up"], cwd=REPO, capture_output=True, text=True, env=env, timeout=180
+    )
     assert r.returncode == 0, r.stderr + r.stdout
     return parse(r.stdout)
 
@@ -236,8 +307,11 @@ def _group(api_version: str) -> str:
 def _custom_resources(step: Step) -> set[str]:
     if step.upstream:
         return {cr for cr in step.upstream.custom_resources if not cr.startswith("configmaps.")}
-    return {f"{o['kind']}.{_group(o['apiVersion'])}" for o in step.objects
-            if "." in _group(o["apiVersion"]) and not _group(o["apiVersion"]).endswith(".k8s.io")}
+    return {
+        f"{o['kind']}.{_group(o['apiVersion'])}"
+        for o in step.objects
+        if "." in _group(o["apiVersion"]) and not _group(o["apiVersion"]).endswith(".k8s.io")
+    }
 
 
 def _plural(kind_group: str) -> str:
@@ -262,8 +336,10 @@ def _applies(plan: list[Step]) -> list[tuple[int, Step]]:
 @pytest.mark.parametrize("target", ["kind", "cloud"])
 def test_no_duplicate_object_ids_within_an_apply(target: str, plans: dict[str, list[Step]]) -> None:
     for _, step in _applies(plans[target]):
-        ids = Counter((o["apiVersion"].split("/")[0], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
-                      for o in step.objects)
+        ids = Counter(
+            (o["apiVersion"].split("/")[0], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+            for o in step.objects
+        )
         assert not [k for k, n in ids.items() if n > 1], f"{step.target}: duplicate ids"
     # a kustomization never lists two upstream files where one repeats the other (serving-crds in serving-core)
     for k in sorted((REPO / "manifests").rglob("kustomization.yaml")):
@@ -307,8 +383,10 @@ def test_crds_are_established_before_their_custom_resources(target: str, plans: 
             continue
         needed = {_plural(cr) for cr in _custom_resources(step)}
         missing = needed - established
-        assert not missing, f"{target}: {step.target} applies custom resources of {missing} before their CRDs " \
-                            "are Established (an earlier step with a wait)"
+        assert not missing, (
+            f"{target}: {step.target} applies custom resources of {missing} before their CRDs "
+            "are Established (an earlier step with a wait)"
+        )
         pending |= _crds(step)
 
 
@@ -326,8 +404,9 @@ def test_objects_are_applied_only_once_their_webhooks_admit(target: str, plans: 
         for owner in owners & installed:
             # a wait on the owner's own probe, or a server-side dry run of this step (it goes through the webhook)
             waited = owner in admitted or step.target in admitted
-            assert waited, f"{target}: {step.target} is validated by {owner}'s webhook, applied without waiting " \
-                           "until it admits"
+            assert waited, (
+                f"{target}: {step.target} is validated by {owner}'s webhook, applied without waiting until it admits"
+            )
         if step.upstream and step.upstream.webhook_groups:
             installed.add(step.target)
 
@@ -340,7 +419,8 @@ def _services(plan: list[Step]) -> dict[str, dict[int, int]]:
         for o in step.objects:
             if o["kind"] == "Service":
                 found[f"{o['metadata']['name']}.{o['metadata']['namespace']}"] = {
-                    p["port"]: p.get("targetPort", p["port"]) for p in o["spec"]["ports"]}
+                    p["port"]: p.get("targetPort", p["port"]) for p in o["spec"]["ports"]
+                }
     return found
 
 
@@ -355,8 +435,13 @@ def _chart_objects(plan: list[Step]) -> list[dict[str, Any]]:
 
 
 def _config(plan: list[Step]) -> dict[str, str]:
-    cm = next(o for o in _chart_objects(plan) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "riskloop-config"
-              and o["metadata"]["namespace"] == "riskloop")
+    cm = next(
+        o
+        for o in _chart_objects(plan)
+        if o["kind"] == "ConfigMap"
+        and o["metadata"]["name"] == "riskloop-config"
+        and o["metadata"]["namespace"] == "riskloop"
+    )
     return dict(cm["data"])
 
 
@@ -404,8 +489,11 @@ def test_policies_admit_namespaces_that_exist(target: str, plans: dict[str, list
     existing = set(BUILTIN_NAMESPACES)
     for _, step in _applies(plan):
         existing |= _namespaces_created(step)
-    ingress = next(o for o in _chart_objects(plan) if o["kind"] == "NetworkPolicy"
-                   and o["metadata"]["name"] == "riskloop-predictor")["spec"]["ingress"][0]["from"]
+    ingress = next(
+        o
+        for o in _chart_objects(plan)
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "riskloop-predictor"
+    )["spec"]["ingress"][0]["from"]
     admitted = {f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for f in ingress}
     # the ingress gateway the plan installs (Kourier) and Knative's activator must be among them
     assert {"knative-serving", "kourier-system"} <= admitted & existing, admitted

@@ -55,9 +55,17 @@ def url_version(url: str) -> str:
 
 def test_versions_are_exact() -> None:
     pins = versions()
-    assert {"KFP_VERSION", "CERT_MANAGER_VERSION", "KNATIVE_SERVING_VERSION", "KNATIVE_KOURIER_VERSION",
-            "KSERVE_VERSION", "KUBE_PROMETHEUS_STACK_VERSION", "PUSHGATEWAY_CHART_VERSION", "KIND_NODE_IMAGE",
-            "KIND_VERSION"} <= set(pins)
+    assert {
+        "KFP_VERSION",
+        "CERT_MANAGER_VERSION",
+        "KNATIVE_SERVING_VERSION",
+        "KNATIVE_KOURIER_VERSION",
+        "KSERVE_VERSION",
+        "KUBE_PROMETHEUS_STACK_VERSION",
+        "PUSHGATEWAY_CHART_VERSION",
+        "KIND_NODE_IMAGE",
+        "KIND_VERSION",
+    } <= set(pins)
     for key, value in pins.items():
         pinned = value.rsplit(":", 1)[-1] if key.endswith("_IMAGE") else value
         assert VERSION.match(pinned), f"{key}={value} is not an exact version"
@@ -67,8 +75,16 @@ def test_there_are_local_and_remote_kustomizations() -> None:
     local = [k for k in kustomizations() if is_local(k)]
     assert {k.parent.name for k in local} >= {"riskloop", "config", "namespace", "object-store-access"}
     assert {str(k.parent.relative_to(MANIFESTS)) for k in kustomizations() if not is_local(k)} >= {
-        "kfp", "kfp/cluster-scoped", "cert-manager", "knative/crds", "knative/core", "knative/kourier", "kserve/crds",
-        "kserve", "kserve/runtimes"}
+        "kfp",
+        "kfp/cluster-scoped",
+        "cert-manager",
+        "knative/crds",
+        "knative/core",
+        "knative/kourier",
+        "kserve/crds",
+        "kserve",
+        "kserve/runtimes",
+    }
 
 
 def test_each_remote_kustomization_applies_one_upstream_file() -> None:
@@ -89,8 +105,9 @@ def test_local_kustomizations_build_offline(k: Path) -> None:
 
 
 def test_the_riskloop_namespace_enforces_restricted() -> None:
-    r = subprocess.run([str(KUBECTL), "kustomize", str(MANIFESTS / "riskloop")], capture_output=True, text=True,
-                       timeout=60, check=True)
+    r = subprocess.run(
+        [str(KUBECTL), "kustomize", str(MANIFESTS / "riskloop")], capture_output=True, text=True, timeout=60, check=True
+    )
     namespaces = {d["metadata"]["name"]: d["metadata"]["labels"] for d in yaml.safe_load_all(r.stdout)}
     assert namespaces["riskloop"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert "monitoring" in namespaces
@@ -112,8 +129,12 @@ def test_url_version_refuses_unpinned_urls() -> None:
         url_version("https://raw.githubusercontent.com/x/y/main/install.yaml")
 
 
-RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-                        "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def test_the_storage_initializer_kserve_injects_is_restricted(tmp_path: Path) -> None:
@@ -124,15 +145,34 @@ def test_the_storage_initializer_kserve_injects_is_restricted(tmp_path: Path) ->
     kustomize to a stand-in object of that name and shape, as the remote build would."""
     runtimes = yaml.safe_load((MANIFESTS / "kserve/runtimes/kustomization.yaml").read_text())
     (patch,) = runtimes["patches"]
-    (tmp_path / "csc.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "serving.kserve.io/v1alpha1", "kind": "ClusterStorageContainer", "metadata": {"name": "default"},
-        "spec": {"container": {"name": "storage-initializer", "image": "kserve/storage-initializer:v0.21.0",
-                               "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}},
-                 "supportedUriFormats": [{"prefix": "s3://"}]}}))
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": ["csc.yaml"], "patches": [{"path": str(MANIFESTS / "kserve/runtimes" / patch["path"])}]}))
-    r = subprocess.run([str(KUBECTL), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
-                       capture_output=True, text=True, timeout=60)
+    (tmp_path / "csc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "serving.kserve.io/v1alpha1",
+                "kind": "ClusterStorageContainer",
+                "metadata": {"name": "default"},
+                "spec": {
+                    "container": {
+                        "name": "storage-initializer",
+                        "image": "kserve/storage-initializer:v0.21.0",
+                        "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                    },
+                    "supportedUriFormats": [{"prefix": "s3://"}],
+                },
+            }
+        )
+    )
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {"resources": ["csc.yaml"], "patches": [{"path": str(MANIFESTS / "kserve/runtimes" / patch["path"])}]}
+        )
+    )
+    r = subprocess.run(
+        [str(KUBECTL), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     (csc,) = list(yaml.safe_load_all(r.stdout))
     container = csc["spec"]["container"]
@@ -143,8 +183,12 @@ def test_the_storage_initializer_kserve_injects_is_restricted(tmp_path: Path) ->
     assert isinstance(security["runAsUser"], int) and security["runAsUser"] > 0
     # the patch must name KServe's object: a renamed one makes the remote build fail instead of passing silently
     (tmp_path / "csc.yaml").write_text((tmp_path / "csc.yaml").read_text().replace("name: default", "name: other"))
-    r = subprocess.run([str(KUBECTL), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(KUBECTL), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0
 
 
@@ -159,8 +203,13 @@ def test_kind_images_skip_knative_tag_resolution_and_the_predictor_may_use_an_em
     script = (REPO / "scripts/deploy.sh").read_text()
     kind_repository = re.search(r"^KIND_IMAGE_REPOSITORY=(\S+)$", script, re.M)
     assert kind_repository and kind_repository.group(1).split("/")[0] in KNATIVE_SKIPS_TAG_RESOLUTION
-    config = subprocess.run([str(KUBECTL), "kustomize", str(MANIFESTS / "knative/config")], capture_output=True,
-                            text=True, timeout=60, check=True).stdout
+    config = subprocess.run(
+        [str(KUBECTL), "kustomize", str(MANIFESTS / "knative/config")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     maps = {d["metadata"]["name"]: d["data"] for d in yaml.safe_load_all(config)}
     assert "registries-skipping-tag-resolving" not in maps.get("config-deployment", {})
     assert maps["config-features"]["kubernetes.podspec-volumes-emptydir"] == "enabled"

@@ -50,8 +50,11 @@ def test_one_kubernetes_minor_everywhere() -> None:
     # applies and the Argo CD example name the same minor as the cluster they were tested on
     import yaml
 
-    named = {"values.yaml": yaml.safe_load((REPO / "helm/riskloop/values.yaml").read_text())
-             ["namespaces"]["podSecurity"]["version"]}
+    named = {
+        "values.yaml": yaml.safe_load((REPO / "helm/riskloop/values.yaml").read_text())["namespaces"]["podSecurity"][
+            "version"
+        ]
+    }
     for path in ("manifests/riskloop/namespaces.yaml", "manifests/argocd/riskloop.yaml"):
         for found in re.findall(r"pod-security\.kubernetes\.io/enforce-version: (\S+)", (REPO / path).read_text()):
             named[path] = found
@@ -68,8 +71,21 @@ def write_archive(tmp_path: Path, name: str, payload: bytes) -> Path:
     src = tmp_path / "pause"
     src.write_bytes(payload)
     out = tmp_path / name
-    subprocess.run([sys.executable, str(OCI_ARCHIVE), "--ref", "riskloop.local/pause:v1.36.5",
-                    "--entrypoint", "/pause", "--out", str(out), f"{src}=/pause"], check=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            str(OCI_ARCHIVE),
+            "--ref",
+            "riskloop.local/pause:v1.36.5",
+            "--entrypoint",
+            "/pause",
+            "--out",
+            str(out),
+            f"{src}=/pause",
+        ],
+        check=True,
+        timeout=60,
+    )
     return out
 
 
@@ -99,9 +115,22 @@ def test_pause_archive_is_reproducible_and_follows_its_input(tmp_path: Path) -> 
 
 
 def test_pause_archive_refuses_a_bad_file_spec(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, str(OCI_ARCHIVE), "--ref", "x:y", "--entrypoint", "/pause",
-                        "--out", str(tmp_path / "o.tar"), f"{tmp_path / 'missing'}=/pause"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(OCI_ARCHIVE),
+            "--ref",
+            "x:y",
+            "--entrypoint",
+            "/pause",
+            "--out",
+            str(tmp_path / "o.tar"),
+            f"{tmp_path / 'missing'}=/pause",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "expected SOURCE=/path/in/image" in r.stderr
     assert not (tmp_path / "o.tar").exists()

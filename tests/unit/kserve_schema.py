@@ -36,7 +36,8 @@ def from_manifest(manifest: dict[str, Any]) -> V1beta1InferenceService:
     if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
         raise DeploymentError(
             f"not a {KIND} manifest: apiVersion {manifest.get('apiVersion')!r}, kind {manifest.get('kind')!r}",
-            fix=f"expected apiVersion {API_VERSION!r} and kind {KIND!r}")
+            fix=f"expected apiVersion {API_VERSION!r} and kind {KIND!r}",
+        )
     return cast(V1beta1InferenceService, _load(manifest, "V1beta1InferenceService", ""))
 
 
@@ -52,14 +53,15 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     expected = _without_nulls(client.sanitize_for_serialization(manifest))
     difference = _first_difference(expected, client.sanitize_for_serialization(loaded), "")
     if difference is not None:
-        raise DeploymentError(f"the {KIND} manifest changes in a typed round trip: {difference}",
-                              fix="the field is not part of the kserve SDK's model; remove or correct it")
+        raise DeploymentError(
+            f"the {KIND} manifest changes in a typed round trip: {difference}",
+            fix="the field is not part of the kserve SDK's model; remove or correct it",
+        )
 
 
 _LIST_TYPE = re.compile(r"^list\[(.+)\]$")
 _DICT_TYPE = re.compile(r"^dict\(([^,]+), (.+)\)$")
-_PRIMITIVE_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float),
-                                                 "bool": (bool,)}
+_PRIMITIVE_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
 
 
@@ -97,8 +99,11 @@ def _load(value: Any, type_name: str, path: str) -> Any:
         if key not in attributes:
             close = difflib.get_close_matches(str(key), list(attributes), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"{type_name} has no such field"
-            raise DeploymentError(f"unknown field {field} in the {KIND} manifest", where=field,
-                                  fix=f"remove it or correct its spelling ({hint})")
+            raise DeploymentError(
+                f"unknown field {field} in the {KIND} manifest",
+                where=field,
+                fix=f"remove it or correct its spelling ({hint})",
+            )
         if item is not None:
             kwargs[attributes[key]] = _load(item, klass.openapi_types[attributes[key]], field)
     try:
@@ -112,9 +117,11 @@ def _model_class(type_name: str, where: str) -> Any:
         klass = getattr(module, type_name, None)
         if klass is not None:
             return klass
-    raise DeploymentError(f"cannot check {where}: its type {type_name} is unknown to the installed kserve and "
-                          "kubernetes clients", where=where,
-                          fix="use a kubernetes client as new as the kserve SDK's API, or leave the field out")
+    raise DeploymentError(
+        f"cannot check {where}: its type {type_name} is unknown to the installed kserve and kubernetes clients",
+        where=where,
+        fix="use a kubernetes client as new as the kserve SDK's API, or leave the field out",
+    )
 
 
 def _type_error(where: str, expected: str, value: Any) -> DeploymentError:

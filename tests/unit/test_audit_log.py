@@ -109,9 +109,7 @@ def test_append_and_read_round_trip(tmp_path: Path) -> None:
         )
     lines = log.path.read_text(encoding="utf-8").split("\n")
     assert lines[-1] == "" and lines[:-1] == [e.to_json() for e in written]
-    assert lines[0] == json.dumps(
-        json.loads(lines[0]), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    assert lines[0] == json.dumps(json.loads(lines[0]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     result = log.verify()
     assert result == VerifyResult(True, 5, written[-1].hash, None, None)
@@ -216,9 +214,7 @@ def _append_many(path: Path, worker: int, n: int, start: Any) -> None:
 @st.composite
 def _field_edit(draw: st.DrawFn, n: int) -> tuple[int, str, Any]:
     index = draw(st.integers(0, n - 1))
-    name = draw(
-        st.sampled_from(["seq", "time", "actor", "event", "ids", "details", "prev_hash", "hash"])
-    )
+    name = draw(st.sampled_from(["seq", "time", "actor", "event", "ids", "details", "prev_hash", "hash"]))
     value: Any
     if name == "seq":
         value = draw(st.integers(-2, 2 * n).filter(lambda s: s != index))
@@ -241,9 +237,7 @@ def _field_edit(draw: st.DrawFn, n: int) -> tuple[int, str, Any]:
 
 @PROPERTY
 @given(data=st.data(), n=st.integers(1, BASE_EVENTS), rehash=st.booleans())
-def test_any_field_edit_breaks_the_chain(
-    base_lines: list[bytes], data: st.DataObject, n: int, rehash: bool
-) -> None:
+def test_any_field_edit_breaks_the_chain(base_lines: list[bytes], data: st.DataObject, n: int, rehash: bool) -> None:
     lines = base_lines[:n]
     index, name, value = data.draw(_field_edit(n))
     record = json.loads(lines[index])
@@ -262,9 +256,7 @@ def test_any_field_edit_breaks_the_chain(
 
 @PROPERTY
 @given(data=st.data(), n=st.integers(1, BASE_EVENTS))
-def test_any_byte_edit_breaks_the_chain(
-    base_lines: list[bytes], data: st.DataObject, n: int
-) -> None:
+def test_any_byte_edit_breaks_the_chain(base_lines: list[bytes], data: st.DataObject, n: int) -> None:
     blob = bytearray(b"".join(line + b"\n" for line in base_lines[:n]))
     position = data.draw(st.integers(0, len(blob) - 1))
     blob[position] = data.draw(st.integers(0, 255).filter(lambda b: b != blob[position]))
@@ -277,9 +269,7 @@ def test_any_byte_edit_breaks_the_chain(
 
 @PROPERTY
 @given(data=st.data(), n=st.integers(1, BASE_EVENTS), kind=st.sampled_from(["forged", "copy"]))
-def test_any_insertion_breaks_the_chain(
-    base_lines: list[bytes], data: st.DataObject, n: int, kind: str
-) -> None:
+def test_any_insertion_breaks_the_chain(base_lines: list[bytes], data: st.DataObject, n: int, kind: str) -> None:
     lines = base_lines[:n]
     index = data.draw(st.integers(0, n - 1), label="insert before line index")
     if kind == "copy":
@@ -302,9 +292,7 @@ def test_any_insertion_breaks_the_chain(
 
 @PROPERTY
 @given(data=st.data(), n=st.integers(1, BASE_EVENTS))
-def test_any_deletion_breaks_the_chain(
-    base_lines: list[bytes], data: st.DataObject, n: int
-) -> None:
+def test_any_deletion_breaks_the_chain(base_lines: list[bytes], data: st.DataObject, n: int) -> None:
     lines = base_lines[:n]
     start = data.draw(st.integers(0, n - 1), label="first deleted index")
     stop = data.draw(st.integers(start + 1, n), label="end of deleted range")
@@ -404,9 +392,7 @@ def test_reasons_name_the_line_and_the_kind_of_tampering(base_lines: list[bytes]
     assert inserted is not None and "inserted" in inserted
 
 
-def test_unparseable_line_is_reported_by_verify_and_named_by_events(
-    base_lines: list[bytes], tmp_path: Path
-) -> None:
+def test_unparseable_line_is_reported_by_verify_and_named_by_events(base_lines: list[bytes], tmp_path: Path) -> None:
     log = FileAuditLog(tmp_path / "audit.jsonl")
     log.path.write_bytes(b"".join(x + b"\n" for x in [*base_lines[:3], b"{oops", *base_lines[4:]]))
 
@@ -424,9 +410,7 @@ def test_hand_reformatted_line_is_reported(base_lines: list[bytes]) -> None:
     assert result.reason is not None and "byte-for-byte" in result.reason
 
 
-def test_append_refuses_to_chain_after_a_damaged_last_line(
-    base_lines: list[bytes], tmp_path: Path
-) -> None:
+def test_append_refuses_to_chain_after_a_damaged_last_line(base_lines: list[bytes], tmp_path: Path) -> None:
     log = FileAuditLog(tmp_path / "audit.jsonl")
     log.path.write_bytes(base_lines[0] + b"\n" + base_lines[1][:40] + b"\n")
     with pytest.raises(AuditError, match="last line is not a valid audit event"):

@@ -50,8 +50,16 @@ def bucketize(values: Sequence[float] | np.ndarray, bounds: Sequence[float]) -> 
     return (*((float(le), float((v <= le).sum())) for le in bounds), (INF, float(len(v))))
 
 
-def traffic(role: str, *, seed: int, n: int = 1000, error_share: float = 0.0, score_shift: float = 0.0,
-            latency_scale: float = 1.0, version: str | None = None) -> RoleWindow:
+def traffic(
+    role: str,
+    *,
+    seed: int,
+    n: int = 1000,
+    error_share: float = 0.0,
+    score_shift: float = 0.0,
+    latency_scale: float = 1.0,
+    version: str | None = None,
+) -> RoleWindow:
     """A role's window from ``n`` seeded requests of one instance each: lognormal latency, Beta(0.5, 8) scores."""
     rng = np.random.default_rng(seed)
     latencies = rng.lognormal(math.log(0.004), 0.5, size=n) * latency_scale
@@ -85,8 +93,13 @@ def test_identical_traffic_promotes() -> None:
     assert verdict.measures["psi"] == 0.0
     assert verdict.measures["error_rate_champion"] == verdict.measures["error_rate_challenger"] == 0.0
     assert verdict.measures["p99_champion_seconds"] == verdict.measures["p99_challenger_seconds"]
-    assert statuses(verdict) == {"errors": "pass", "latency": "pass", "score_psi": "pass", "alert_rate": "pass",
-                                 "labels": "skipped"}
+    assert statuses(verdict) == {
+        "errors": "pass",
+        "latency": "pass",
+        "score_psi": "pass",
+        "alert_rate": "pass",
+        "labels": "skipped",
+    }
 
 
 def test_same_distribution_different_draws_promotes() -> None:
@@ -183,15 +196,23 @@ def test_no_flags_in_a_small_canary_is_not_a_significant_drop() -> None:
     assert statuses(analyze(champion, challenger, policy))["alert_rate"] != "FAIL"
 
 
-@pytest.mark.parametrize(("a", "n_a", "b", "n_b", "slack"),
-                         [(0 / 61, 61, 11 / 520, 520, 0.0), (5 / 100, 100, 1 / 100, 100, 0.01),
-                          (3 / 37.5, 37.5, 2 / 80.2, 80.2, 0.02), (0.0, 300, 0.0, 900, 0.01)])
-def test_rate_test_at_ratio_one_is_statsmodels_agresti_caffo(a: float, n_a: float, b: float, n_b: float,
-                                                             slack: float) -> None:
+@pytest.mark.parametrize(
+    ("a", "n_a", "b", "n_b", "slack"),
+    [
+        (0 / 61, 61, 11 / 520, 520, 0.0),
+        (5 / 100, 100, 1 / 100, 100, 0.01),
+        (3 / 37.5, 37.5, 2 / 80.2, 80.2, 0.02),
+        (0.0, 300, 0.0, 900, 0.01),
+    ],
+)
+def test_rate_test_at_ratio_one_is_statsmodels_agresti_caffo(
+    a: float, n_a: float, b: float, n_b: float, slack: float
+) -> None:
     """The error, recall and precision checks (ratio 1) are statsmodels' test; fractional counts included."""
     with np.errstate(invalid="ignore", divide="ignore"):  # statsmodels also divides the raw rates, 0 / 0 here
-        expected = two_proportions_test(a * n_a, n_a, b * n_b, n_b, value=slack, method="agresti-caffo",
-                                         compare="diff", alternative="larger").pvalue
+        expected = two_proportions_test(
+            a * n_a, n_a, b * n_b, n_b, value=slack, method="agresti-caffo", compare="diff", alternative="larger"
+        ).pvalue
     excess, p = _exceedance(a, n_a, b, n_b, 1.0, slack)
     assert excess == pytest.approx(a - b - slack)
     assert p == pytest.approx(expected, rel=1e-12)
@@ -411,8 +432,14 @@ def test_psi_needs_bucket_bounds_at_every_bin_edge() -> None:
 # --- window() ------------------------------------------------------------------------------------------------------
 
 
-def counters(ok: float, error: float = 0.0, invalid: float = 0.0, latency: Sequence[float] = (),
-             scores: Sequence[float] = (), flagged: float = 0.0) -> RoleCounters:
+def counters(
+    ok: float,
+    error: float = 0.0,
+    invalid: float = 0.0,
+    latency: Sequence[float] = (),
+    scores: Sequence[float] = (),
+    flagged: float = 0.0,
+) -> RoleCounters:
     return RoleCounters(
         requests={"ok": ok, "invalid": invalid, "error": error, "unavailable": 0.0},
         latency_buckets=bucketize(latency, (0.01, 0.1)),
@@ -422,12 +449,17 @@ def counters(ok: float, error: float = 0.0, invalid: float = 0.0, latency: Seque
 
 
 def test_window_subtracts_counters_and_leaves_out_invalid() -> None:
-    start = Snapshot(T0, {("challenger", "8"): counters(10, error=1, invalid=5, latency=[0.005] * 11,
-                                                       scores=[0.01] * 10)})
-    end = Snapshot(T0 + timedelta(minutes=5), {
-        ("challenger", "8"): counters(40, error=5, invalid=9, latency=[0.005] * 30 + [0.05] * 15,
-                                      scores=[0.01] * 30 + [0.5] * 10, flagged=10),
-    })
+    start = Snapshot(
+        T0, {("challenger", "8"): counters(10, error=1, invalid=5, latency=[0.005] * 11, scores=[0.01] * 10)}
+    )
+    end = Snapshot(
+        T0 + timedelta(minutes=5),
+        {
+            ("challenger", "8"): counters(
+                40, error=5, invalid=9, latency=[0.005] * 30 + [0.05] * 15, scores=[0.01] * 30 + [0.5] * 10, flagged=10
+            ),
+        },
+    )
     w = window(start, end, "challenger")
     assert (w.role, w.model_version) == ("challenger", "8")
     assert (w.requests, w.errors) == (34.0, 4.0)  # (40 + 5) - (10 + 1): invalid left out
@@ -518,19 +550,26 @@ def test_labeled_counts_only_counts_labels_known_at_as_of() -> None:
 
 
 def test_labeled_counts_filters_model_version_and_works_without_chargeback_times() -> None:
-    predictions = pd.DataFrame({
-        "transaction_id": ["a", "b"], "role": ["challenger"] * 2, "decision": ["flagged", "passed"],
-        "time": [T0 - timedelta(days=30)] * 2, "model_version": ["8", "9"],
-    })
+    predictions = pd.DataFrame(
+        {
+            "transaction_id": ["a", "b"],
+            "role": ["challenger"] * 2,
+            "decision": ["flagged", "passed"],
+            "time": [T0 - timedelta(days=30)] * 2,
+            "model_version": ["8", "9"],
+        }
+    )
     labels = pd.DataFrame({"transaction_id": ["a", "b"], "is_fraud": [1, 1]})
-    counts = labeled_counts(predictions, labels, role="challenger", as_of=T0, label_maturity=timedelta(0),
-                            model_version="8")
+    counts = labeled_counts(
+        predictions, labels, role="challenger", as_of=T0, label_maturity=timedelta(0), model_version="8"
+    )
     assert counts == LabeledCounts(tp=1, fp=0, fn=0, tn=0)
 
 
 def test_labeled_counts_rejects_bad_input() -> None:
-    predictions = pd.DataFrame({"transaction_id": ["a"], "role": ["challenger"], "decision": ["flagged"],
-                                "time": [T0 - timedelta(days=30)]})
+    predictions = pd.DataFrame(
+        {"transaction_id": ["a"], "role": ["challenger"], "decision": ["flagged"], "time": [T0 - timedelta(days=30)]}
+    )
     labels = pd.DataFrame({"transaction_id": ["a"], "is_fraud": [1]})
     kwargs = {"role": "challenger", "as_of": T0, "label_maturity": timedelta(days=7)}
     with pytest.raises(DataContractError, match=r"predictions lacks columns \['time'\]"):
@@ -540,8 +579,9 @@ def test_labeled_counts_rejects_bad_input() -> None:
     with pytest.raises(DataContractError, match="decision"):
         labeled_counts(predictions.assign(decision="maybe"), labels, **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no timezone"):
-        labeled_counts(predictions, labels, role="challenger", as_of=datetime(2026, 1, 1),
-                       label_maturity=timedelta(days=7))
+        labeled_counts(
+            predictions, labels, role="challenger", as_of=datetime(2026, 1, 1), label_maturity=timedelta(days=7)
+        )
     with pytest.raises(ConfigError, match="negative"):
         labeled_counts(predictions, labels, role="challenger", as_of=T0, label_maturity=timedelta(days=-1))
 
@@ -638,8 +678,10 @@ def test_prometheus_source_turns_bad_answers_into_deployment_errors(status: int,
             return httpx.Response(status, text=body)
         return httpx.Response(status, json=body)
 
-    with httpx.Client(transport=httpx.MockTransport(handler)) as client, \
-            pytest.raises(DeploymentError, match=message) as info:
+    with (
+        httpx.Client(transport=httpx.MockTransport(handler)) as client,
+        pytest.raises(DeploymentError, match=message) as info,
+    ):
         PrometheusSource("http://prom:9090", MODEL, client=client).snapshot()
     assert info.value.where and "http://prom:9090/api/v1/query" in info.value.where
 
@@ -651,11 +693,15 @@ def test_sources_turn_transport_failures_into_service_unavailable() -> None:
     def slow(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
-    with httpx.Client(transport=httpx.MockTransport(refuse)) as client, \
-            pytest.raises(ServiceUnavailable, match="Prometheus is not reachable"):
+    with (
+        httpx.Client(transport=httpx.MockTransport(refuse)) as client,
+        pytest.raises(ServiceUnavailable, match="Prometheus is not reachable"),
+    ):
         PrometheusSource("http://prom:9090", MODEL, client=client).snapshot()
-    with httpx.Client(transport=httpx.MockTransport(slow)) as client, \
-            pytest.raises(ServiceUnavailable, match="did not answer within 5 s"):
+    with (
+        httpx.Client(transport=httpx.MockTransport(slow)) as client,
+        pytest.raises(ServiceUnavailable, match="did not answer within 5 s"),
+    ):
         ScrapeSource("http://server:8080", MODEL, client=client).snapshot()
 
 

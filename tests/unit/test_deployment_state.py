@@ -40,8 +40,12 @@ def test_revisions_increase_under_concurrent_writers(tmp_path: Path) -> None:
 
     def bump() -> None:
         for _ in range(10):
-            update_deployment(path, lambda cur: cur.model_copy(  # type: ignore[union-attr]
-                update={"reason": f"r{cur.revision}"}))  # type: ignore[union-attr]
+            update_deployment(
+                path,
+                lambda cur: cur.model_copy(  # type: ignore[union-attr]
+                    update={"reason": f"r{cur.revision}"}
+                ),
+            )  # type: ignore[union-attr]
 
     threads = [threading.Thread(target=bump) for _ in range(4)]
     for t in threads:

@@ -15,8 +15,9 @@ from riskloop.training.fairness import fairness_metrics, fairness_report, fairne
 from riskloop.training.gate import GateParams, decide_gate
 from riskloop.training.train import TrainParams, train_model
 
-PARAMS = TrainParams(n_estimators=40, max_depth=3, learning_rate=0.3, early_stopping_rounds=10, target_fpr=0.2,
-                     seed=1, nthread=1)
+PARAMS = TrainParams(
+    n_estimators=40, max_depth=3, learning_rate=0.3, early_stopping_rounds=10, target_fpr=0.2, seed=1, nthread=1
+)
 
 
 def test_metrics_by_hand() -> None:
@@ -45,8 +46,15 @@ def applicants(n: int, seed: int, *, biased_labels: bool) -> pd.DataFrame:
     if biased_labels:
         bad |= (sex == "female") & (rng.random(n) < 0.5)
     split = rng.choice(["train", "validation", "test"], size=n, p=[0.6, 0.2, 0.2])
-    return pd.DataFrame({"income": income, "sex_code": (sex == "female").astype(float), "sex": sex,
-                         LABEL: bad.astype(int), SPLIT: split})
+    return pd.DataFrame(
+        {
+            "income": income,
+            "sex_code": (sex == "female").astype(float),
+            "sex": sex,
+            LABEL: bad.astype(int),
+            SPLIT: split,
+        }
+    )
 
 
 def gate_on(frame: pd.DataFrame, features: tuple[str, ...], tmp: Path, params: GateParams) -> tuple[bool, list[str]]:
@@ -60,8 +68,9 @@ def gate_on(frame: pd.DataFrame, features: tuple[str, ...], tmp: Path, params: G
     return result.passed, list(result.reasons)
 
 
-FAIR_GATE = GateParams(min_roc_auc=0.6, min_pr_auc=0.2, max_demographic_parity_difference=0.1,
-                       max_equal_opportunity_difference=0.1)
+FAIR_GATE = GateParams(
+    min_roc_auc=0.6, min_pr_auc=0.2, max_demographic_parity_difference=0.1, max_equal_opportunity_difference=0.1
+)
 
 
 def test_a_biased_model_fails_the_fairness_gate(tmp_path: Path) -> None:
@@ -72,8 +81,9 @@ def test_a_biased_model_fails_the_fairness_gate(tmp_path: Path) -> None:
     assert any("demographic parity difference" in r and "(sex)" in r for r in failing), reasons
     assert any("equal opportunity difference" in r for r in failing), reasons
     # the same model passes a gate without fairness limits (off by default, as for fraud)
-    passed, _ = gate_on(biased, ("income", "sex_code"), tmp_path / "biased2", GateParams(min_roc_auc=0.6,
-                                                                                        min_pr_auc=0.2))
+    passed, _ = gate_on(
+        biased, ("income", "sex_code"), tmp_path / "biased2", GateParams(min_roc_auc=0.6, min_pr_auc=0.2)
+    )
     assert passed
 
 
@@ -94,7 +104,10 @@ def test_run_training_rejects_bad_gate_thresholds_before_any_work(tmp_path: Path
     from riskloop.cli import app
 
     env = {"RISKLOOP_STATE_DIR": str(tmp_path), "COLUMNS": "200"}
-    for bad, message in (('{"max_demographic_parity_difference": 2}', "less than or equal to 1"),
-                         ('{"max_dpd": 0.1}', "Extra inputs are not permitted"), ("0.1,", "Invalid JSON")):
+    for bad, message in (
+        ('{"max_demographic_parity_difference": 2}', "less than or equal to 1"),
+        ('{"max_dpd": 0.1}', "Extra inputs are not permitted"),
+        ("0.1,", "Invalid JSON"),
+    ):
         r = CliRunner().invoke(app, ["run", "training", "--spec", "german-credit", "--gate", bad], env=env)
         assert r.exit_code == 2 and "--gate is not valid gate thresholds" in r.output and message in r.output, r.output

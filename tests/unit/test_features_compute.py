@@ -48,8 +48,11 @@ def test_batch_features_match_brute_force_and_never_see_their_own_day() -> None:
     for i in rng.choice(len(merchant_daily), 50, replace=False):
         r = merchant_daily.iloc[i]
         stamp = r["feature_timestamp"]
-        h7 = df[(df.merchant_id == r.merchant_id) & (df.event_timestamp < stamp)
-                & (df.event_timestamp >= stamp - pd.Timedelta(days=7))]
+        h7 = df[
+            (df.merchant_id == r.merchant_id)
+            & (df.event_timestamp < stamp)
+            & (df.event_timestamp >= stamp - pd.Timedelta(days=7))
+        ]
         assert r.merchant_txn_count_7d == len(h7)
     # rows start the day after an entity's first activity and stamps are day starts
     assert (card_daily["feature_timestamp"].dt.hour == 0).all()
@@ -59,8 +62,12 @@ def test_batch_features_match_brute_force_and_never_see_their_own_day() -> None:
 
 
 # distinct (card, time): a repeated (card, time, amount) is a retry by definition (see append_to_state)
-events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3 * 86_400), st.floats(0.5, 5000)),
-                  min_size=1, max_size=60, unique_by=lambda e: (e[0], e[1]))
+events = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 3 * 86_400), st.floats(0.5, 5000)),
+    min_size=1,
+    max_size=60,
+    unique_by=lambda e: (e[0], e[1]),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -68,11 +75,13 @@ events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3 * 86_400), st.fl
 def test_realtime_vectorised_equals_state_function(evts: list[tuple[int, int, float]]) -> None:
     """The training implementation and the serving implementation agree on any stream."""
     base = pd.Timestamp("2026-01-01", tz="UTC").value // 1000
-    df = pd.DataFrame({
-        "card_id": [f"C{c}" for c, _, _ in evts],
-        "event_timestamp": pd.to_datetime([base + s * US for _, s, _ in evts], unit="us", utc=True).as_unit("us"),
-        "amount": [a for _, _, a in evts],
-    })
+    df = pd.DataFrame(
+        {
+            "card_id": [f"C{c}" for c, _, _ in evts],
+            "event_timestamp": pd.to_datetime([base + s * US for _, s, _ in evts], unit="us", utc=True).as_unit("us"),
+            "amount": [a for _, _, a in evts],
+        }
+    )
     offline = compute_realtime_features(df)
     # replay in time order exactly as the predictor does: read state, score, then push
     states: dict[str, CardState] = {}
@@ -115,10 +124,28 @@ def test_snapshots_hold_only_strictly_earlier_events() -> None:
 
 
 def test_context_features() -> None:
-    f = context_features(amount=100.0, country="FR", hour=23.0, card_mean_7d=50.0, card_max_30d=200.0,
-                         card_usual_country="DE", card_usual_hour=1.0)
-    assert f == {"amount_to_mean_7d": 2.0, "amount_to_max_30d": 0.5, "country_differs_from_usual": 1.0,
-                 "hours_from_usual": 2.0}
-    unknown = context_features(amount=1.0, country="DE", hour=1.0, card_mean_7d=None, card_max_30d=math.nan,
-                               card_usual_country=None, card_usual_hour=None)
+    f = context_features(
+        amount=100.0,
+        country="FR",
+        hour=23.0,
+        card_mean_7d=50.0,
+        card_max_30d=200.0,
+        card_usual_country="DE",
+        card_usual_hour=1.0,
+    )
+    assert f == {
+        "amount_to_mean_7d": 2.0,
+        "amount_to_max_30d": 0.5,
+        "country_differs_from_usual": 1.0,
+        "hours_from_usual": 2.0,
+    }
+    unknown = context_features(
+        amount=1.0,
+        country="DE",
+        hour=1.0,
+        card_mean_7d=None,
+        card_max_30d=math.nan,
+        card_usual_country=None,
+        card_usual_hour=None,
+    )
     assert all(math.isnan(v) for v in unknown.values())

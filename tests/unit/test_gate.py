@@ -167,8 +167,14 @@ def test_decision_artifact_carries_the_policy_and_reads_back(tmp_path: Path) -> 
 
 def test_a_gated_event_recorded_before_the_policy_reads_back_without_one() -> None:
     """The CLI's card command rebuilds the decision from the audit log's ``gated`` event, old ones included."""
-    old = {"passed": True, "reasons": ["pass: x"], "candidate": _m(0.9, 0.6), "champion": None,
-           "champion_version": None, "params": {}}
+    old = {
+        "passed": True,
+        "reasons": ["pass: x"],
+        "candidate": _m(0.9, 0.6),
+        "champion": None,
+        "champion_version": None,
+        "params": {},
+    }
     assert GateResult.from_dict(old).policy is None
 
 

@@ -56,8 +56,9 @@ def _dump(patch: dict[str, Any]) -> str:
 
 
 def _canary_10() -> dict[str, Any]:
-    return canary_patch(CHAMPION, storage_uri=URI_V4, model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4",
-                        canary_percent=10)
+    return canary_patch(
+        CHAMPION, storage_uri=URI_V4, model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4", canary_percent=10
+    )
 
 
 GOLDEN_CASES: dict[str, Callable[[], str]] = {
@@ -80,7 +81,8 @@ def test_golden(case: str) -> None:
         pytest.fail(f"golden file {path} is missing; create it with RISKLOOP_UPDATE_GOLDEN=1")
     assert text == path.read_text(), (
         f"output differs from {path.name}; if the change is intended, rerun with RISKLOOP_UPDATE_GOLDEN=1 "
-        "and review the diff")
+        "and review the diff"
+    )
 
 
 def _container(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +95,11 @@ def test_object_meets_the_serving_contract() -> None:
     m = build_inference_service(CHAMPION)
     assert (m["apiVersion"], m["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     assert m["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Knative"}
-    assert m["metadata"]["labels"] == {"app.kubernetes.io/name": "riskloop", "app.kubernetes.io/component": "predictor",
-                                       "riskloop.io/model-version": "3"}
+    assert m["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "riskloop",
+        "app.kubernetes.io/component": "predictor",
+        "riskloop.io/model-version": "3",
+    }
     predictor = m["spec"]["predictor"]
     assert predictor["serviceAccountName"] == "riskloop-predictor"
     assert predictor["automountServiceAccountToken"] is False
@@ -124,8 +129,10 @@ def test_object_meets_the_serving_contract() -> None:
         # the Feast registry URL carries a password: from the Secret, never in the spec
         "RISKLOOP_FEAST__REGISTRY": {"secretKeyRef": {"name": "riskloop-db", "key": "feast-registry-uri"}},
         # the prediction log goes to the storage root (RISKLOOP_STORAGE__URI, from the config map) with these
-        **{key: {"secretKeyRef": {"name": "riskloop-s3", "key": key}}
-           for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
+        **{
+            key: {"secretKeyRef": {"name": "riskloop-s3", "key": key}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
+        },
     }
     assert c["envFrom"] == [{"configMapRef": {"name": "riskloop-config"}}]
     assert c["ports"] == [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}]
@@ -145,9 +152,19 @@ def test_object_meets_the_serving_contract() -> None:
 
 
 def test_spec_values_reach_the_object() -> None:
-    spec = _spec(port=9000, model_name="credit-scorer", role="challenger", min_replicas=0, max_replicas=5,
-                 canary_percent=0, service_account="sa", config_map="cm", cpu_limit="4",
-                 db_secret="team-db", s3_secret="team-s3.objects")
+    spec = _spec(
+        port=9000,
+        model_name="credit-scorer",
+        role="challenger",
+        min_replicas=0,
+        max_replicas=5,
+        canary_percent=0,
+        service_account="sa",
+        config_map="cm",
+        cpu_limit="4",
+        db_secret="team-db",
+        s3_secret="team-s3.objects",
+    )
     m = build_inference_service(spec)
     predictor, c = m["spec"]["predictor"], _container(m)
     assert predictor["canaryTrafficPercent"] == 0  # 0 pins traffic: it must not be dropped as falsy
@@ -158,8 +175,12 @@ def test_spec_values_reach_the_object() -> None:
     assert c["envFrom"] == [{"configMapRef": {"name": "cm"}}]
     assert c["resources"]["limits"]["cpu"] == "4"
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
-    assert secrets == {"RISKLOOP_FEAST__REGISTRY": "team-db", "AWS_ACCESS_KEY_ID": "team-s3.objects",
-                       "AWS_SECRET_ACCESS_KEY": "team-s3.objects", "MLFLOW_S3_ENDPOINT_URL": "team-s3.objects"}
+    assert secrets == {
+        "RISKLOOP_FEAST__REGISTRY": "team-db",
+        "AWS_ACCESS_KEY_ID": "team-s3.objects",
+        "AWS_SECRET_ACCESS_KEY": "team-s3.objects",
+        "MLFLOW_S3_ENDPOINT_URL": "team-s3.objects",
+    }
 
 
 def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tmp_path: Path) -> None:
@@ -176,15 +197,26 @@ def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tm
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     volumes = {v["name"]: v for v in predictor["volumes"]}
     assert all(set(v) == {"name", "emptyDir"} for v in volumes.values()), "only emptyDirs are writable"
-    writable = [Path(mount["mountPath"]) for mount in c["volumeMounts"]
-                if not mount.get("readOnly") and mount["name"] in volumes]
+    writable = [
+        Path(mount["mountPath"])
+        for mount in c["volumeMounts"]
+        if not mount.get("readOnly") and mount["name"] in volumes
+    ]
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     state = Settings(state_dir=Path(env["RISKLOOP_STATE_DIR"]))
-    written = [state.root, state.data_dir, state.feast_dir, state.pipeline_root, state.reports_dir,
-               state.artifact_root, StoreConfig.from_settings(state).repo_dir,
-               state.root / "serving" / "prometheus-multiproc",  # serving.__main__.build_server, workers > 1
-               Path(env["HOME"]) / ".cache", Path(env["HOME"]) / ".config",  # matplotlib (seen with strace)
-               Path("/tmp")]  # tempfile's default dir: Feast's metrics files (seen with strace); no TMPDIR is set
+    written = [
+        state.root,
+        state.data_dir,
+        state.feast_dir,
+        state.pipeline_root,
+        state.reports_dir,
+        state.artifact_root,
+        StoreConfig.from_settings(state).repo_dir,
+        state.root / "serving" / "prometheus-multiproc",  # serving.__main__.build_server, workers > 1
+        Path(env["HOME"]) / ".cache",
+        Path(env["HOME"]) / ".config",  # matplotlib (seen with strace)
+        Path("/tmp"),
+    ]  # tempfile's default dir: Feast's metrics files (seen with strace); no TMPDIR is set
     assert "TMPDIR" not in env
     outside = [p for p in written if not any(p == w or w in p.parents for w in writable)]
     assert not outside, f"written by riskloop serve but not on a writable volume: {outside}"
@@ -192,8 +224,14 @@ def test_the_predictor_can_write_where_riskloop_serve_writes_and_nowhere_else(tm
     local = Settings(state_dir=tmp_path / "state")
     local.ensure_dirs()
     created = {p for p in (tmp_path / "state").rglob("*")} | {tmp_path / "state"}
-    assert created <= {local.root, local.data_dir, local.feast_dir, local.pipeline_root, local.reports_dir,
-                       local.artifact_root}
+    assert created <= {
+        local.root,
+        local.data_dir,
+        local.feast_dir,
+        local.pipeline_root,
+        local.reports_dir,
+        local.artifact_root,
+    }
 
 
 @pytest.mark.parametrize("spec", [CHAMPION, _spec(canary_percent=10)], ids=["champion", "canary"])
@@ -209,26 +247,43 @@ def _mutated(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     return manifest
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda m: m["spec"]["predictor"].update(bogus=1), r"unknown field spec\.predictor\.bogus"),
-    (lambda m: m["spec"]["predictor"].update(minReplica=1),
-     r"(?s)spec\.predictor\.minReplica.*did you mean 'minReplicas'"),
-    (lambda m: m["spec"].update(predictr={}), r"unknown field spec\.predictr"),
-    (lambda m: m["spec"]["predictor"]["containers"][0]["securityContext"].update(runAsRoot=True),
-     r"unknown field spec\.predictor\.containers\[0\]\.securityContext\.runAsRoot"),
-    (lambda m: m["metadata"].update(lables={}), r"(?s)unknown field metadata\.lables.*did you mean 'labels'"),
-    (lambda m: m["spec"]["predictor"].update(minReplicas="1"), r"spec\.predictor\.minReplicas must be an integer"),
-    (lambda m: m["spec"]["predictor"].update(maxReplicas=True), r"spec\.predictor\.maxReplicas must be an integer"),
-    (lambda m: m["spec"]["predictor"].update(automountServiceAccountToken="false"),
-     r"automountServiceAccountToken must be true or false"),
-    (lambda m: m["spec"]["predictor"]["containers"][0]["env"][0].update(value=3),
-     r"containers\[0\]\.env\[0\]\.value must be a string"),
-    (lambda m: m["spec"]["predictor"].update(containers={"name": "x"}), r"spec\.predictor\.containers must be a list"),
-    (lambda m: m["metadata"]["labels"].update(n=1), r"metadata\.labels\.n must be a string"),
-    (lambda m: m["spec"]["predictor"]["containers"][0].pop("name"), r"V1Container at spec\.predictor\.containers\[0\]"),
-    (lambda m: m.update(kind="Service"), r"not a InferenceService manifest"),
-    (lambda m: m.update(apiVersion="serving.kserve.io/v1alpha1"), r"not a InferenceService manifest"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["spec"]["predictor"].update(bogus=1), r"unknown field spec\.predictor\.bogus"),
+        (
+            lambda m: m["spec"]["predictor"].update(minReplica=1),
+            r"(?s)spec\.predictor\.minReplica.*did you mean 'minReplicas'",
+        ),
+        (lambda m: m["spec"].update(predictr={}), r"unknown field spec\.predictr"),
+        (
+            lambda m: m["spec"]["predictor"]["containers"][0]["securityContext"].update(runAsRoot=True),
+            r"unknown field spec\.predictor\.containers\[0\]\.securityContext\.runAsRoot",
+        ),
+        (lambda m: m["metadata"].update(lables={}), r"(?s)unknown field metadata\.lables.*did you mean 'labels'"),
+        (lambda m: m["spec"]["predictor"].update(minReplicas="1"), r"spec\.predictor\.minReplicas must be an integer"),
+        (lambda m: m["spec"]["predictor"].update(maxReplicas=True), r"spec\.predictor\.maxReplicas must be an integer"),
+        (
+            lambda m: m["spec"]["predictor"].update(automountServiceAccountToken="false"),
+            r"automountServiceAccountToken must be true or false",
+        ),
+        (
+            lambda m: m["spec"]["predictor"]["containers"][0]["env"][0].update(value=3),
+            r"containers\[0\]\.env\[0\]\.value must be a string",
+        ),
+        (
+            lambda m: m["spec"]["predictor"].update(containers={"name": "x"}),
+            r"spec\.predictor\.containers must be a list",
+        ),
+        (lambda m: m["metadata"]["labels"].update(n=1), r"metadata\.labels\.n must be a string"),
+        (
+            lambda m: m["spec"]["predictor"]["containers"][0].pop("name"),
+            r"V1Container at spec\.predictor\.containers\[0\]",
+        ),
+        (lambda m: m.update(kind="Service"), r"not a InferenceService manifest"),
+        (lambda m: m.update(apiVersion="serving.kserve.io/v1alpha1"), r"not a InferenceService manifest"),
+    ],
+)
 def test_validate_manifest_names_what_is_wrong(change: Callable[[dict[str, Any]], None], message: str) -> None:
     with pytest.raises(DeploymentError, match=message):
         validate_manifest(_mutated(change))
@@ -247,45 +302,48 @@ def test_first_difference_reports_the_path() -> None:
     assert _first_difference({"a": 1}, {"a": True}, "") == "a becomes True instead of 1"
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("name", "Fraud-Detector", "not a valid InferenceService name"),
-    ("name", "fraud_detector", "not a valid InferenceService name"),
-    ("name", "1fraud", "not a valid InferenceService name"),
-    ("name", "fraud-", "not a valid InferenceService name"),
-    ("name", "f" * 47, "at most 46 characters"),
-    ("namespace", "Risk Loop", "not a valid namespace"),
-    ("service_account", "bad_name", "not a valid Kubernetes object name"),
-    ("canary_percent", 101, "less than or equal to 100"),
-    ("canary_percent", -1, "greater than or equal to 0"),
-    ("storage_uri", "mlflow-artifacts:/1/abc/artifacts/model", "storage initializer cannot fetch"),
-    ("storage_uri", "runs:/abc/model", "MLflow URI"),
-    ("storage_uri", "models:/fraud-detector/3", "MLflow URI"),
-    ("storage_uri", "https://example.com/model.ubj", "not a model directory KServe can fetch"),
-    ("storage_uri", "s3://", "not a model directory KServe can fetch"),
-    ("storage_uri", "/mnt/data/model", "not a model directory KServe can fetch"),
-    ("model_sha256", SHA_V3[:40], "64 hex characters"),
-    ("model_sha256", "z" * 64, "64 hex characters"),
-    ("model_version", "v 3", "cannot be a label value"),
-    ("model_name", "fraud/detector", "cannot be routed by KServe"),
-    ("image", "ghcr.io/riskloop/riskloop", "has no tag"),
-    ("image", "localhost:5000/riskloop", "has no tag"),
-    ("image", "ghcr.io/riskloop/riskloop:latest", "not a pinned tag"),
-    ("image", "ghcr.io/riskloop/riskloop@sha256:abc", "malformed digest"),
-    ("cpu_request", "half", "not a Kubernetes quantity"),
-    ("cpu_request", "3", "cpu_request 3 exceeds cpu_limit 2"),
-    ("memory_request", "4Gi", "memory_request 4Gi exceeds memory_limit 2Gi"),
-    ("min_replicas", 4, "min_replicas 4 exceeds max_replicas 3"),
-    ("max_replicas", 0, "greater than or equal to 1"),
-    ("port", 80, "greater than or equal to 1024"),
-    ("port", 8012, "taken by Knative's queue-proxy"),
-    ("role", "shadow", "'champion' or 'challenger'"),
-    ("db_secret", "Riskloop_DB", "not a valid Kubernetes object name"),
-    ("s3_secret", "riskloop_s3", "not a valid Kubernetes object name"),
-    ("s3_secret", "", "not a valid Kubernetes object name"),
-    ("s3_secret", "s" * 254, "not a valid Kubernetes object name"),
-    ("min_replicas", "1", "valid integer"),
-    ("scratch_size_limit", "a lot", "not a Kubernetes quantity"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("name", "Fraud-Detector", "not a valid InferenceService name"),
+        ("name", "fraud_detector", "not a valid InferenceService name"),
+        ("name", "1fraud", "not a valid InferenceService name"),
+        ("name", "fraud-", "not a valid InferenceService name"),
+        ("name", "f" * 47, "at most 46 characters"),
+        ("namespace", "Risk Loop", "not a valid namespace"),
+        ("service_account", "bad_name", "not a valid Kubernetes object name"),
+        ("canary_percent", 101, "less than or equal to 100"),
+        ("canary_percent", -1, "greater than or equal to 0"),
+        ("storage_uri", "mlflow-artifacts:/1/abc/artifacts/model", "storage initializer cannot fetch"),
+        ("storage_uri", "runs:/abc/model", "MLflow URI"),
+        ("storage_uri", "models:/fraud-detector/3", "MLflow URI"),
+        ("storage_uri", "https://example.com/model.ubj", "not a model directory KServe can fetch"),
+        ("storage_uri", "s3://", "not a model directory KServe can fetch"),
+        ("storage_uri", "/mnt/data/model", "not a model directory KServe can fetch"),
+        ("model_sha256", SHA_V3[:40], "64 hex characters"),
+        ("model_sha256", "z" * 64, "64 hex characters"),
+        ("model_version", "v 3", "cannot be a label value"),
+        ("model_name", "fraud/detector", "cannot be routed by KServe"),
+        ("image", "ghcr.io/riskloop/riskloop", "has no tag"),
+        ("image", "localhost:5000/riskloop", "has no tag"),
+        ("image", "ghcr.io/riskloop/riskloop:latest", "not a pinned tag"),
+        ("image", "ghcr.io/riskloop/riskloop@sha256:abc", "malformed digest"),
+        ("cpu_request", "half", "not a Kubernetes quantity"),
+        ("cpu_request", "3", "cpu_request 3 exceeds cpu_limit 2"),
+        ("memory_request", "4Gi", "memory_request 4Gi exceeds memory_limit 2Gi"),
+        ("min_replicas", 4, "min_replicas 4 exceeds max_replicas 3"),
+        ("max_replicas", 0, "greater than or equal to 1"),
+        ("port", 80, "greater than or equal to 1024"),
+        ("port", 8012, "taken by Knative's queue-proxy"),
+        ("role", "shadow", "'champion' or 'challenger'"),
+        ("db_secret", "Riskloop_DB", "not a valid Kubernetes object name"),
+        ("s3_secret", "riskloop_s3", "not a valid Kubernetes object name"),
+        ("s3_secret", "", "not a valid Kubernetes object name"),
+        ("s3_secret", "s" * 254, "not a valid Kubernetes object name"),
+        ("min_replicas", "1", "valid integer"),
+        ("scratch_size_limit", "a lot", "not a Kubernetes quantity"),
+    ],
+)
 def test_bad_spec_values_are_refused_clearly(field: str, value: Any, message: str) -> None:
     with pytest.raises(ValidationError, match=message) as info:
         _spec(**{field: value})
@@ -323,21 +381,36 @@ def test_promote_removes_the_canary_field() -> None:
 
 
 def test_canary_patch_keeps_the_role_and_ignores_a_stale_canary_value() -> None:
-    patch = canary_patch(_spec(role="challenger", canary_percent=50), storage_uri=URI_V4,
-                         model_sha256=SHA_V4, spec_sha256=SPEC_SHA, model_version="4", canary_percent=20)
+    patch = canary_patch(
+        _spec(role="challenger", canary_percent=50),
+        storage_uri=URI_V4,
+        model_sha256=SHA_V4,
+        spec_sha256=SPEC_SHA,
+        model_version="4",
+        canary_percent=20,
+    )
     assert patch["spec"]["predictor"]["canaryTrafficPercent"] == 20
     assert {"name": "RISKLOOP_ROLE", "value": "challenger"} in patch["spec"]["predictor"]["containers"][0]["env"]
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"storage_uri": "mlflow-artifacts:/1/abc/artifacts/model"}, "storage_uri: .*storage initializer cannot fetch"),
-    ({"canary_percent": 101}, "canary_percent: .*less than or equal to 100"),
-    ({"model_sha256": "abc"}, "model_sha256: .*64 hex characters"),
-    ({"spec_sha256": ""}, "spec_sha256: .*64 hex characters"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"storage_uri": "mlflow-artifacts:/1/abc/artifacts/model"}, "storage_uri: .*storage initializer cannot fetch"),
+        ({"canary_percent": 101}, "canary_percent: .*less than or equal to 100"),
+        ({"model_sha256": "abc"}, "model_sha256: .*64 hex characters"),
+        ({"spec_sha256": ""}, "spec_sha256: .*64 hex characters"),
+    ],
+)
 def test_canary_patch_refuses_bad_values_with_a_config_error(changes: dict[str, Any], message: str) -> None:
-    args: dict[str, Any] = {"storage_uri": URI_V4, "model_sha256": SHA_V4, "spec_sha256": SPEC_SHA,
-                            "model_version": "4", "canary_percent": 10, **changes}
+    args: dict[str, Any] = {
+        "storage_uri": URI_V4,
+        "model_sha256": SHA_V4,
+        "spec_sha256": SPEC_SHA,
+        "model_version": "4",
+        "canary_percent": 10,
+        **changes,
+    }
     with pytest.raises(ConfigError, match=message):
         canary_patch(CHAMPION, **args)
 

@@ -67,10 +67,20 @@ CHAMPION = InferenceServiceParams(
     spec_sha256=hashlib.sha256(b"dataset_spec.yaml").hexdigest(),
     model_version="3",
 )
-CANDIDATE = CHAMPION.model_copy(update={"storage_uri": "s3://riskloop-mlflow/artifacts/1/9a7e40/artifacts/model",
-                                        "model_sha256": SHA_V4, "model_version": "4"})
-THIRD = CHAMPION.model_copy(update={"storage_uri": "s3://riskloop-mlflow/artifacts/1/0b11aa/artifacts/model",
-                                    "model_sha256": SHA_V5, "model_version": "5"})
+CANDIDATE = CHAMPION.model_copy(
+    update={
+        "storage_uri": "s3://riskloop-mlflow/artifacts/1/9a7e40/artifacts/model",
+        "model_sha256": SHA_V4,
+        "model_version": "4",
+    }
+)
+THIRD = CHAMPION.model_copy(
+    update={
+        "storage_uri": "s3://riskloop-mlflow/artifacts/1/0b11aa/artifacts/model",
+        "model_sha256": SHA_V5,
+        "model_version": "5",
+    }
+)
 NAME, NS = CHAMPION.name, CHAMPION.namespace
 ALL_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete"})
 
@@ -78,8 +88,17 @@ ALL_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "del
 def _status_error(code: int, reason: str, message: str) -> ApiException:
     """An ``ApiException`` as the client raises it: HTTP status and reason, the API server's Status as the body."""
     exc = ApiException(status=code, reason=reason)
-    exc.body = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                           "message": message, "reason": reason.replace(" ", ""), "code": code})
+    exc.body = json.dumps(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason.replace(" ", ""),
+            "code": code,
+        }
+    )
     return exc
 
 
@@ -132,28 +151,39 @@ class FakeCustomObjectsApi:
 
     # The CustomObjectsApi methods.
 
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
-                                     **kwargs: Any) -> Any:
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
+    ) -> Any:
         self._enter("get", group, version, namespace, plural, name, None, kwargs)
         return copy.deepcopy(self._stored(namespace, name))
 
-    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: Any,
-                                        **kwargs: Any) -> Any:
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: Any, **kwargs: Any
+    ) -> Any:
         body = json.loads(json.dumps(body))
         name = body["metadata"]["name"]
         self._enter("create", group, version, namespace, plural, name, body, kwargs)
         if body["metadata"].get("namespace", namespace) != namespace:
-            raise _status_error(400, "Bad Request", "the namespace of the provided object does not match the "
-                                                   "namespace sent on the request")
+            raise _status_error(
+                400,
+                "Bad Request",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         if (namespace, name) in self.objects:
             raise _status_error(409, "Conflict", f'{kube.RESOURCE} "{name}" already exists')
-        body["metadata"].update(namespace=namespace, uid=f"uid-{name}", generation=1,
-                                creationTimestamp="2025-11-27T10:00:00Z", resourceVersion=self._next_version())
+        body["metadata"].update(
+            namespace=namespace,
+            uid=f"uid-{name}",
+            generation=1,
+            creationTimestamp="2025-11-27T10:00:00Z",
+            resourceVersion=self._next_version(),
+        )
         self.objects[(namespace, name)] = body
         return copy.deepcopy(body)
 
-    def patch_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
-                                       body: Any, **kwargs: Any) -> Any:
+    def patch_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any, **kwargs: Any
+    ) -> Any:
         body = json.loads(json.dumps(body))
         self._enter("patch", group, version, namespace, plural, name, body, kwargs)
         assert isinstance(body, dict), "a JSON merge patch is an object"
@@ -162,9 +192,13 @@ class FakeCustomObjectsApi:
         stored = self._stored(namespace, name)
         expected = body.get("metadata", {}).get("resourceVersion")
         if expected is not None and expected != stored["metadata"]["resourceVersion"]:
-            raise _status_error(409, "Conflict", f'Operation cannot be fulfilled on {kube.RESOURCE} "{name}": the '
-                                                 "object has been modified; please apply your changes to the latest "
-                                                 "version and try again")
+            raise _status_error(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {kube.RESOURCE} "{name}": the '
+                "object has been modified; please apply your changes to the latest "
+                "version and try again",
+            )
         body.pop("status", None)
         self.objects[(namespace, name)] = self._written(stored, apply_merge_patch(stored, body))
         return copy.deepcopy(self.objects[(namespace, name)])
@@ -172,16 +206,29 @@ class FakeCustomObjectsApi:
     def verbs(self) -> list[str]:
         return [c.verb for c in self.calls]
 
-    def _enter(self, verb: str, group: str, version: str, namespace: str, plural: str, name: str | None,
-               body: dict[str, Any] | None, kwargs: dict[str, Any]) -> None:
+    def _enter(
+        self,
+        verb: str,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        name: str | None,
+        body: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
         self.calls.append(Call(verb, name, copy.deepcopy(body), kwargs))
         if not self.crd_installed or (group, version, plural) != (kube.GROUP, kube.VERSION, kube.PLURAL):
             raise _status_error(404, "Not Found", "the server could not find the requested resource")
         if verb not in self.allowed_verbs:
-            raise _status_error(403, "Forbidden", f'{plural}.{group} "{name}" is forbidden: User '
-                                                  '"system:serviceaccount:kubeflow:pipeline-runner" cannot '
-                                                  f'{verb} resource "{plural}" in API group "{group}" in the '
-                                                  f'namespace "{namespace}"')
+            raise _status_error(
+                403,
+                "Forbidden",
+                f'{plural}.{group} "{name}" is forbidden: User '
+                '"system:serviceaccount:kubeflow:pipeline-runner" cannot '
+                f'{verb} resource "{plural}" in API group "{group}" in the '
+                f'namespace "{namespace}"',
+            )
         if self.failures.get(verb):
             raise self.failures[verb].pop(0)
 
@@ -226,6 +273,7 @@ def _deployed(api: FakeCustomObjectsApi, spec: InferenceServiceParams = CHAMPION
 
 # The pure pieces.
 
+
 def test_previous_spec_annotation_round_trip() -> None:
     live = _live()
     text = previous_spec_annotation(live)
@@ -245,17 +293,21 @@ def test_read_previous_spec_is_none_outside_a_rollout() -> None:
 
 def test_an_unlabelled_object_round_trips_without_a_version() -> None:
     live = apply_merge_patch(_live(), {"metadata": {"labels": None}})
-    annotated = apply_merge_patch(live, {"metadata": {"annotations": {
-        PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)}}})
+    annotated = apply_merge_patch(
+        live, {"metadata": {"annotations": {PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)}}}
+    )
     assert read_previous_spec(annotated) == PreviousSpec(model_version=None, spec=live["spec"])
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("{not json", "not JSON"),
-    ("[1, 2]", "no 'spec' mapping"),
-    ('{"modelVersion": "3"}', "no 'spec' mapping"),
-    ('{"modelVersion": 3, "spec": {}}', "'modelVersion' is int"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "no 'spec' mapping"),
+        ('{"modelVersion": "3"}', "no 'spec' mapping"),
+        ('{"modelVersion": 3, "spec": {}}', "'modelVersion' is int"),
+    ],
+)
 def test_a_hand_edited_annotation_is_refused_with_a_fix(value: str, message: str) -> None:
     live = apply_merge_patch(_live(), {"metadata": {"annotations": {PREVIOUS_SPEC_ANNOTATION: value}}})
     with pytest.raises(DeploymentError, match=message) as info:
@@ -263,18 +315,21 @@ def test_a_hand_edited_annotation_is_refused_with_a_fix(value: str, message: str
     assert "fraud-detector in namespace riskloop" in str(info.value) and "kubectl edit" in str(info.value)
 
 
-@pytest.mark.parametrize(("source", "target"), [
-    ({"a": 1}, {"a": 1}),
-    ({"a": 1, "b": 2}, {"a": 1}),
-    ({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}),
-    ({"a": {"b": 1}}, {"a": {"b": 1}, "d": {"e": [1, 2]}}),
-    ({"l": [{"x": 1}, {"y": 2}]}, {"l": [{"x": 1}]}),
-    ({"a": {"b": 1}}, {"a": "scalar"}),
-    ({"a": "scalar"}, {"a": {"b": 1}}),
-    ({"a": 1}, {"a": True}),
-    ({"a": 1}, {"a": 1.0}),
-    ({"p": {"canaryTrafficPercent": 10, "x": 1}}, {"p": {"x": 1}}),
-])
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ({"a": 1}, {"a": 1}),
+        ({"a": 1, "b": 2}, {"a": 1}),
+        ({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}),
+        ({"a": {"b": 1}}, {"a": {"b": 1}, "d": {"e": [1, 2]}}),
+        ({"l": [{"x": 1}, {"y": 2}]}, {"l": [{"x": 1}]}),
+        ({"a": {"b": 1}}, {"a": "scalar"}),
+        ({"a": "scalar"}, {"a": {"b": 1}}),
+        ({"a": 1}, {"a": True}),
+        ({"a": 1}, {"a": 1.0}),
+        ({"p": {"canaryTrafficPercent": 10, "x": 1}}, {"p": {"x": 1}}),
+    ],
+)
 def test_diff_merge_patch_turns_source_into_target(source: dict[str, Any], target: dict[str, Any]) -> None:
     patch = diff_merge_patch(source, target)
     result = apply_merge_patch(source, patch)
@@ -290,17 +345,33 @@ def test_canary_body_is_the_canary_patch_plus_the_stored_spec_and_a_precondition
     live = _live()
     body = canary_body(live, CANDIDATE, 10)
     assert body is not None
-    expected = canary_patch(CANDIDATE, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4,
-                            spec_sha256=CANDIDATE.spec_sha256, model_version="4",
-                            canary_percent=10)
+    expected = canary_patch(
+        CANDIDATE,
+        storage_uri=CANDIDATE.storage_uri,
+        model_sha256=SHA_V4,
+        spec_sha256=CANDIDATE.spec_sha256,
+        model_version="4",
+        canary_percent=10,
+    )
     assert body["spec"] == expected["spec"]
-    assert body["metadata"] == {"labels": {"riskloop.io/model-version": "4"}, "resourceVersion": "41",
-                                "annotations": {PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)}}
+    assert body["metadata"] == {
+        "labels": {"riskloop.io/model-version": "4"},
+        "resourceVersion": "41",
+        "annotations": {PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)},
+    }
     assert live == _live(), "the body must not change its input"
     # The same as canary_patch of the champion (golden-tested): the candidate differs only in its model.
-    assert body["spec"] == canary_patch(CHAMPION, storage_uri=CANDIDATE.storage_uri, model_sha256=SHA_V4,
-                                        spec_sha256=CANDIDATE.spec_sha256, model_version="4",
-                                        canary_percent=10)["spec"]
+    assert (
+        body["spec"]
+        == canary_patch(
+            CHAMPION,
+            storage_uri=CANDIDATE.storage_uri,
+            model_sha256=SHA_V4,
+            spec_sha256=CANDIDATE.spec_sha256,
+            model_version="4",
+            canary_percent=10,
+        )["spec"]
+    )
 
 
 def test_canary_body_repeated_keeps_the_first_stored_spec() -> None:
@@ -316,13 +387,17 @@ def test_canary_body_has_nothing_to_do_when_the_version_is_all_that_is_served() 
     assert canary_body(_live(), CHAMPION, 10) is None
 
 
-@pytest.mark.parametrize(("live", "params", "message"), [
-    (_in_rollout(), THIRD, "a rollout of model version 4 is in progress"),
-    (_live(), CHAMPION.model_copy(update={"model_sha256": SHA_V5}), "model version 3 is served with model sha256"),
-    (_in_rollout(), CANDIDATE.model_copy(update={"model_sha256": SHA_V5}), "model version 4 is served with"),
-])
-def test_canary_body_refuses_what_would_lose_track(live: dict[str, Any], params: InferenceServiceParams,
-                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("live", "params", "message"),
+    [
+        (_in_rollout(), THIRD, "a rollout of model version 4 is in progress"),
+        (_live(), CHAMPION.model_copy(update={"model_sha256": SHA_V5}), "model version 3 is served with model sha256"),
+        (_in_rollout(), CANDIDATE.model_copy(update={"model_sha256": SHA_V5}), "model version 4 is served with"),
+    ],
+)
+def test_canary_body_refuses_what_would_lose_track(
+    live: dict[str, Any], params: InferenceServiceParams, message: str
+) -> None:
     with pytest.raises(DeploymentError, match=message):
         canary_body(live, params, 10)
 
@@ -363,8 +438,10 @@ def test_traffic_and_rollback_bodies_need_a_rollout() -> None:
         canary_percent_body(_live(), 50)
     with pytest.raises(DeploymentError, match="no previous spec to roll back to"):
         rollback_body(_live())
-    assert canary_percent_body(_in_rollout(), 50) == {"metadata": {"resourceVersion": "41"},
-                                               "spec": {"predictor": {"canaryTrafficPercent": 50}}}
+    assert canary_percent_body(_in_rollout(), 50) == {
+        "metadata": {"resourceVersion": "41"},
+        "spec": {"predictor": {"canaryTrafficPercent": 50}},
+    }
 
 
 def test_promote_body_is_the_golden_promote_patch_and_drops_the_stored_spec() -> None:
@@ -502,18 +579,34 @@ def _with_status(obj: dict[str, Any], st: dict[str, Any], generation: int = 2) -
 def test_status_of_a_canary_in_progress() -> None:
     st = parse_status(_with_status(_in_rollout(), CANARY_STATUS))
     assert st == DeliveryStatus(
-        name="fraud-detector", namespace="riskloop", ready=True, reason=None,
-        url="http://fraud-detector-riskloop.example.com", model_version="4", previous_model_version="3",
+        name="fraud-detector",
+        namespace="riskloop",
+        ready=True,
+        reason=None,
+        url="http://fraud-detector-riskloop.example.com",
+        model_version="4",
+        previous_model_version="3",
         canary_percent=10,
         traffic=(
-            RevisionTraffic(revision="fraud-detector-predictor-00002", percent=10, tag="latest", latest=True,
-                            url="http://latest-fraud-detector-predictor-riskloop.example.com"),
-            RevisionTraffic(revision="fraud-detector-predictor-00001", percent=90, tag="prev", latest=False,
-                            url="http://prev-fraud-detector-predictor-riskloop.example.com"),
+            RevisionTraffic(
+                revision="fraud-detector-predictor-00002",
+                percent=10,
+                tag="latest",
+                latest=True,
+                url="http://latest-fraud-detector-predictor-riskloop.example.com",
+            ),
+            RevisionTraffic(
+                revision="fraud-detector-predictor-00001",
+                percent=90,
+                tag="prev",
+                latest=False,
+                url="http://prev-fraud-detector-predictor-riskloop.example.com",
+            ),
         ),
         latest_created_revision="fraud-detector-predictor-00002",
         latest_ready_revision="fraud-detector-predictor-00002",
-        rolled_out_revision="fraud-detector-predictor-00001", previous_rolled_out_revision=None,
+        rolled_out_revision="fraud-detector-predictor-00001",
+        previous_rolled_out_revision=None,
         reconciled=True,
     )
     assert st.rollout_in_progress and st.latest_revision_ready
@@ -523,7 +616,7 @@ def test_status_of_a_canary_in_progress() -> None:
 def test_status_of_a_failed_canary_says_why_and_where_its_traffic_goes() -> None:
     st = parse_status(_with_status(_in_rollout(), FAILED_CANARY_STATUS))
     assert not st.ready and not st.latest_revision_ready
-    assert st.reason is not None and st.reason.startswith("RevisionFailed: Revision \"fraud-detector-predictor-00002\"")
+    assert st.reason is not None and st.reason.startswith('RevisionFailed: Revision "fraud-detector-predictor-00002"')
     assert {t.revision for t in st.traffic} == {"fraud-detector-predictor-00001"}
 
 
@@ -537,36 +630,70 @@ def test_status_before_kserve_reconciles() -> None:
 
 
 def test_status_tolerates_odd_shapes() -> None:
-    st = parse_status({"metadata": {"name": "x", "namespace": "y"},
-                       "status": {"conditions": [{"type": "Ready", "status": "Unknown"}, "junk"],
-                                  "components": {"predictor": {"traffic": [{"percent": 100}, 7]}}, "url": 3}})
+    st = parse_status(
+        {
+            "metadata": {"name": "x", "namespace": "y"},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "Unknown"}, "junk"],
+                "components": {"predictor": {"traffic": [{"percent": 100}, 7]}},
+                "url": 3,
+            },
+        }
+    )
     assert (st.ready, st.reason, st.url) == (False, "Ready is Unknown", None)
     assert st.traffic == (RevisionTraffic(revision=None, percent=100, tag=None, latest=False, url=None),)
 
 
 # Errors from the API server, as the client raises them.
 
-RBAC_MESSAGE = ('inferenceservices.serving.kserve.io "fraud-detector" is forbidden: User '
-                '"system:serviceaccount:kubeflow:pipeline-runner" cannot patch resource "inferenceservices" in API '
-                'group "serving.kserve.io" in the namespace "riskloop"')
+RBAC_MESSAGE = (
+    'inferenceservices.serving.kserve.io "fraud-detector" is forbidden: User '
+    '"system:serviceaccount:kubeflow:pipeline-runner" cannot patch resource "inferenceservices" in API '
+    'group "serving.kserve.io" in the namespace "riskloop"'
+)
 
 
-@pytest.mark.parametrize(("code", "reason", "message", "expected"), [
-    (403, "Forbidden", RBAC_MESSAGE,
-     r"(?s)may not patch inferenceservices in namespace riskloop.*cannot patch resource.*lacks RBAC on "
-     r"inferenceservices in namespace riskloop: install the chart's delivery Role"),
-    (403, "Forbidden", 'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
-                       "deploymentMode cannot be changed", r"(?s)refused to patch .* as invalid: admission webhook"),
-    (422, "Unprocessable Entity", 'InferenceService.serving.kserve.io "fraud-detector" is invalid: '
-                                  "spec.predictor.canaryTrafficPercent: Invalid value: 101",
-     r"(?s)as invalid: .*canaryTrafficPercent.*the message names the field"),
-    (404, "Not Found", 'inferenceservices.serving.kserve.io "fraud-detector" not found',
-     r"(?s)InferenceService fraud-detector does not exist in namespace riskloop.*deploy a model first"),
-    (404, "Not Found", "the server could not find the requested resource", r"(?s)does not serve.*install KServe"),
-    (409, "Conflict", "the object has been modified", r"(?s)conflict on patch.*rerun the step"),
-    (401, "Unauthorized", "Unauthorized", r"(?s)did not accept the credentials.*refresh"),
-    (500, "Internal Server Error", "etcdserver: request timed out", r"(?s)answered 500 Internal Server Error.*retry"),
-])
+@pytest.mark.parametrize(
+    ("code", "reason", "message", "expected"),
+    [
+        (
+            403,
+            "Forbidden",
+            RBAC_MESSAGE,
+            r"(?s)may not patch inferenceservices in namespace riskloop.*cannot patch resource.*lacks RBAC on "
+            r"inferenceservices in namespace riskloop: install the chart's delivery Role",
+        ),
+        (
+            403,
+            "Forbidden",
+            'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
+            "deploymentMode cannot be changed",
+            r"(?s)refused to patch .* as invalid: admission webhook",
+        ),
+        (
+            422,
+            "Unprocessable Entity",
+            'InferenceService.serving.kserve.io "fraud-detector" is invalid: '
+            "spec.predictor.canaryTrafficPercent: Invalid value: 101",
+            r"(?s)as invalid: .*canaryTrafficPercent.*the message names the field",
+        ),
+        (
+            404,
+            "Not Found",
+            'inferenceservices.serving.kserve.io "fraud-detector" not found',
+            r"(?s)InferenceService fraud-detector does not exist in namespace riskloop.*deploy a model first",
+        ),
+        (404, "Not Found", "the server could not find the requested resource", r"(?s)does not serve.*install KServe"),
+        (409, "Conflict", "the object has been modified", r"(?s)conflict on patch.*rerun the step"),
+        (401, "Unauthorized", "Unauthorized", r"(?s)did not accept the credentials.*refresh"),
+        (
+            500,
+            "Internal Server Error",
+            "etcdserver: request timed out",
+            r"(?s)answered 500 Internal Server Error.*retry",
+        ),
+    ],
+)
 def test_api_errors_say_what_and_how_to_fix(code: int, reason: str, message: str, expected: str) -> None:
     error = deployment_error(_status_error(code, reason, message), verb="patch", name=NAME, namespace=NS)
     assert isinstance(error, DeploymentError)
@@ -576,17 +703,18 @@ def test_api_errors_say_what_and_how_to_fix(code: int, reason: str, message: str
 
 
 def test_an_error_without_a_status_body_falls_back_to_the_reason() -> None:
-    error = deployment_error(ApiException(status=503, reason="Service Unavailable"), verb="get", name=NAME,
-                             namespace=NS)
+    error = deployment_error(
+        ApiException(status=503, reason="Service Unavailable"), verb="get", name=NAME, namespace=NS
+    )
     assert "answered 503 Service Unavailable to get: Service Unavailable" in str(error)
 
 
 # The call sequence, on the fake API.
 
+
 def test_the_first_deploy_creates_the_object_with_all_traffic() -> None:
     api = FakeCustomObjectsApi()
-    result = deploy_challenger(CHAMPION.model_copy(update={"canary_percent": 30}), canary_percent=10,
-                               api=api)
+    result = deploy_challenger(CHAMPION.model_copy(update={"canary_percent": 30}), canary_percent=10, api=api)
     assert result == Rollout("created", NAME, NS, None, "3", None)
     assert api.verbs() == ["get", "create"]
     stored = api.objects[(NS, NAME)]
@@ -598,8 +726,7 @@ def test_the_first_deploy_creates_the_object_with_all_traffic() -> None:
 def test_canary_then_promote() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    assert deploy_challenger(CANDIDATE, canary_percent=10, api=api) == Rollout("canary", NAME, NS, "3", "4",
-                                                                                     10)
+    assert deploy_challenger(CANDIDATE, canary_percent=10, api=api) == Rollout("canary", NAME, NS, "3", "4", 10)
     stored = api.objects[(NS, NAME)]
     assert stored["spec"] == _spec_of(CANDIDATE, canary_percent=10)
     assert stored["metadata"]["labels"]["riskloop.io/model-version"] == "4"
@@ -665,15 +792,15 @@ def test_rollback_after_a_promotion_is_refused_with_the_way_back() -> None:
 def test_deploy_is_safe_to_retry() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
-    assert deploy_challenger(CHAMPION, canary_percent=10, api=api) == Rollout("unchanged", NAME, NS, "3",
-                                                                                    "3", None)
+    assert deploy_challenger(CHAMPION, canary_percent=10, api=api) == Rollout("unchanged", NAME, NS, "3", "3", None)
     assert api.verbs() == ["get", "create", "get"], "nothing written"
 
     deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     again = deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     assert again == Rollout("canary", NAME, NS, "3", "4", 10)
-    assert read_previous_spec(api.objects[(NS, NAME)]) == PreviousSpec("3", _spec_of(CHAMPION)), \
+    assert read_previous_spec(api.objects[(NS, NAME)]) == PreviousSpec("3", _spec_of(CHAMPION)), (
         "the retry must not store the canary as the spec to roll back to"
+    )
 
 
 def test_deploy_refuses_a_second_rollout() -> None:
@@ -703,11 +830,12 @@ def test_a_writer_that_always_gets_in_between_ends_in_a_conflict_error() -> None
     _deployed(api)
     deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     edits = iter(range(kube.ATTEMPTS))
-    api.before_patch.extend([lambda: api.edit(NAME, NS, {"metadata": {"labels": {"edit": str(next(edits))}}})]
-                            * kube.ATTEMPTS)
+    api.before_patch.extend(
+        [lambda: api.edit(NAME, NS, {"metadata": {"labels": {"edit": str(next(edits))}}})] * kube.ATTEMPTS
+    )
     with pytest.raises(DeploymentError, match="conflict on patch"):
         set_canary_percent(NAME, NS, 50, api=api)
-    assert api.verbs()[-2 * kube.ATTEMPTS:] == ["get", "patch"] * kube.ATTEMPTS
+    assert api.verbs()[-2 * kube.ATTEMPTS :] == ["get", "patch"] * kube.ATTEMPTS
 
 
 def test_missing_object_missing_crd_and_unreachable_api() -> None:
@@ -736,8 +864,14 @@ def test_a_webhook_refusal_leaves_the_object_alone() -> None:
     api = FakeCustomObjectsApi()
     _deployed(api)
     before = copy.deepcopy(api.objects[(NS, NAME)])
-    api.fail_next("patch", _status_error(403, "Forbidden", 'admission webhook "inferenceservice.kserve-webhook-'
-                                                          'server.validator" denied the request: bad'))
+    api.fail_next(
+        "patch",
+        _status_error(
+            403,
+            "Forbidden",
+            'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: bad',
+        ),
+    )
     with pytest.raises(DeploymentError, match="as invalid: admission webhook"):
         deploy_challenger(CANDIDATE, canary_percent=10, api=api)
     assert api.objects[(NS, NAME)] == before
@@ -745,8 +879,11 @@ def test_a_webhook_refusal_leaves_the_object_alone() -> None:
 
 def test_without_rbac_the_error_names_the_role_to_install() -> None:
     api = FakeCustomObjectsApi(allowed_verbs={"get"})
-    with pytest.raises(DeploymentError, match=r"(?s)may not create inferenceservices in namespace riskloop.*"
-                                              r"install the chart's delivery Role"):
+    with pytest.raises(
+        DeploymentError,
+        match=r"(?s)may not create inferenceservices in namespace riskloop.*"
+        r"install the chart's delivery Role",
+    ):
         deploy_challenger(CHAMPION, canary_percent=10, api=api)
 
 
@@ -776,6 +913,7 @@ def test_bad_percentages_are_refused_before_any_call() -> None:
 
 
 # What goes over the wire: the real CustomObjectsApi, stopped at its HTTP pool.
+
 
 @dataclass
 class _Response:
@@ -817,8 +955,10 @@ def test_patches_go_out_as_json_merge_patches_with_their_nulls() -> None:
     assert promote(NAME, NS, api=_real_api(pool)).change == "promoted"
     get, patch = pool.requests
     assert (get["method"], patch["method"]) == ("GET", "PATCH")
-    assert patch["url"].startswith("https://k8s.example.invalid:6443/apis/serving.kserve.io/v1beta1/namespaces/"
-                                   "riskloop/inferenceservices/fraud-detector")
+    assert patch["url"].startswith(
+        "https://k8s.example.invalid:6443/apis/serving.kserve.io/v1beta1/namespaces/"
+        "riskloop/inferenceservices/fraud-detector"
+    )
     assert "fieldManager=riskloop" in patch["url"]
     assert patch["headers"]["Content-Type"] == "application/merge-patch+json"
     sent = json.loads(patch["body"])
@@ -831,11 +971,12 @@ def test_writes_ask_for_strict_field_validation() -> None:
     tests/cluster/test_canary.py): a cluster's older KServe would silently lose part of the spec."""
     created = build_inference_service(CHAMPION)
     live = _in_rollout()
-    pool = _Pool(_Response(404, "Not Found", json.dumps({"kind": "Status", "code": 404, "message": "not found"})
-                           .encode()),
-                 _Response(201, "Created", json.dumps(created).encode()),
-                 _Response(200, "OK", json.dumps(live).encode()),
-                 _Response(200, "OK", json.dumps(apply_merge_patch(live, promote_body(live) or {})).encode()))
+    pool = _Pool(
+        _Response(404, "Not Found", json.dumps({"kind": "Status", "code": 404, "message": "not found"}).encode()),
+        _Response(201, "Created", json.dumps(created).encode()),
+        _Response(200, "OK", json.dumps(live).encode()),
+        _Response(200, "OK", json.dumps(apply_merge_patch(live, promote_body(live) or {})).encode()),
+    )
     api = _real_api(pool)
     assert deploy_challenger(CHAMPION, canary_percent=10, api=api).change == "created"
     assert promote(NAME, NS, api=api).change == "promoted"
@@ -846,8 +987,14 @@ def test_writes_ask_for_strict_field_validation() -> None:
 
 
 def test_a_real_403_becomes_the_rbac_error() -> None:
-    forbidden = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": RBAC_MESSAGE,
-                 "reason": "Forbidden", "code": 403}
+    forbidden = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": RBAC_MESSAGE,
+        "reason": "Forbidden",
+        "code": 403,
+    }
     pool = _Pool(_Response(403, "Forbidden", json.dumps(forbidden).encode()))
     with pytest.raises(DeploymentError, match=r"(?s)cannot patch resource.*install the chart's delivery Role"):
         status(NAME, NS, api=_real_api(pool))
@@ -855,8 +1002,10 @@ def test_a_real_403_becomes_the_rbac_error() -> None:
 
 # The production default.
 
-def test_without_cluster_or_kubeconfig_the_error_says_how_to_connect(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_without_cluster_or_kubeconfig_the_error_says_how_to_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(DeploymentError, match=r"(?s)no Kubernetes configuration.*point KUBECONFIG"):
@@ -865,12 +1014,18 @@ def test_without_cluster_or_kubeconfig_the_error_says_how_to_connect(tmp_path: P
 
 def test_outside_a_pod_the_kubeconfig_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kind",
-        "clusters": [{"name": "kind", "cluster": {"server": "https://127.0.0.1:6443"}}],
-        "users": [{"name": "kind", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "kind", "context": {"cluster": "kind", "user": "kind"}}],
-    }))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "kind",
+                "clusters": [{"name": "kind", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "kind", "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": "kind", "context": {"cluster": "kind", "user": "kind"}}],
+            }
+        )
+    )
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     api = kube.custom_objects_api()

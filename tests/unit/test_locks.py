@@ -29,8 +29,10 @@ def test_a_held_lock_makes_the_next_holder_wait_then_fail_with_a_fix(settings: S
     t.start()
     try:
         assert held.wait(30)
-        with pytest.raises(LockTimeout, match="held the lock 'monitor-state:fraud-detector'") as err, \
-                exclusive(settings, "monitor-state:fraud-detector", timeout_seconds=0.3):
+        with (
+            pytest.raises(LockTimeout, match="held the lock 'monitor-state:fraud-detector'") as err,
+            exclusive(settings, "monitor-state:fraud-detector", timeout_seconds=0.3),
+        ):
             pytest.fail("two holders at once")
         assert err.value.fix and "wait for it" in err.value.fix
         with exclusive(settings, "monitor-state:other-model", timeout_seconds=0.3):

@@ -23,9 +23,16 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Any]:
 
 def test_card_of_a_toy_model(toy: tuple[pd.DataFrame, Any]) -> None:
     frame, bundle = toy
-    card = build_model_card(load_spec("synthetic-fraud"), frame, bundle, model_name="fraud-detector", version="3",
-                            run_id="r1", gate_result={"passed": False, "reasons": ["fail: PR-AUC 0.1 < floor 0.2"]},
-                            approval_required=(True, "RISKLOOP_AUDIT__REQUIRE_APPROVAL is on"))
+    card = build_model_card(
+        load_spec("synthetic-fraud"),
+        frame,
+        bundle,
+        model_name="fraud-detector",
+        version="3",
+        run_id="r1",
+        gate_result={"passed": False, "reasons": ["fail: PR-AUC 0.1 < floor 0.2"]},
+        approval_required=(True, "RISKLOOP_AUDIT__REQUIRE_APPROVAL is on"),
+    )
     md = card.markdown
     assert md.startswith("# Model card: fraud-detector version 3")
     assert "**failed**" in md and "fail: PR-AUC 0.1 < floor 0.2" in md
@@ -45,8 +52,12 @@ def test_importance_is_shap_contributions_that_sum_to_the_margin(toy: tuple[pd.D
 
     frame, bundle = toy
     test = frame[frame[SPLIT] == "test"].head(50)
-    dm = xgb.DMatrix(matrix(test, bundle.features), feature_names=list(bundle.features.names),
-                     feature_types=bundle.features.types, enable_categorical=True)
+    dm = xgb.DMatrix(
+        matrix(test, bundle.features),
+        feature_names=list(bundle.features.names),
+        feature_types=bundle.features.types,
+        enable_categorical=True,
+    )
     contribs = bundle.booster.predict(dm, pred_contribs=True)
     margin = bundle.booster.predict(dm, output_margin=True)
     assert np.allclose(contribs.sum(axis=1), margin, atol=1e-4)

@@ -29,37 +29,56 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 THRESHOLD = 0.5
 
 
-def traffic(days: int, per_day: int, rng: np.random.Generator, *, separation: float = 2.5,
-            fraud_rate: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+def traffic(
+    days: int, per_day: int, rng: np.random.Generator, *, separation: float = 2.5, fraud_rate: float = 0.05
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(transactions, prediction log)``: champion rows with scores, chargebacks 1-10 days after fraud."""
     n = days * per_day
-    times = pd.Series([START + timedelta(days=i // per_day, seconds=int(s))
-                       for i, s in enumerate(rng.integers(0, 86_400, n))])
+    times = pd.Series(
+        [START + timedelta(days=i // per_day, seconds=int(s)) for i, s in enumerate(rng.integers(0, 86_400, n))]
+    )
     fraud = (rng.random(n) < fraud_rate).astype("int64")
     logit = np.where(fraud == 1, rng.normal(separation, 1.0, n), rng.normal(-separation, 1.0, n))
     score = 1 / (1 + np.exp(-logit))
     ids = [f"t{i}" for i in range(n)]
     chargeback = pd.Series(times + pd.to_timedelta(rng.uniform(1, 10, n), unit="D")).where(fraud == 1)
-    tx = pd.DataFrame({"transaction_id": ids, "event_timestamp": times, "is_fraud": fraud,
-                       "chargeback_timestamp": chargeback})
-    log = pd.DataFrame({"transaction_id": ids, "time": times, "model_version": "4", "role": "champion",
-                        "score": score, "decision": np.where(score >= THRESHOLD, "flagged", "passed"),
-                        "threshold": THRESHOLD})
+    tx = pd.DataFrame(
+        {"transaction_id": ids, "event_timestamp": times, "is_fraud": fraud, "chargeback_timestamp": chargeback}
+    )
+    log = pd.DataFrame(
+        {
+            "transaction_id": ids,
+            "time": times,
+            "model_version": "4",
+            "role": "champion",
+            "score": score,
+            "decision": np.where(score >= THRESHOLD, "flagged", "passed"),
+            "threshold": THRESHOLD,
+        }
+    )
     return tx, log
 
 
 def test_known_labels_follow_chargebacks_and_maturity() -> None:
     as_of = datetime(2026, 3, 20, tzinfo=UTC)
-    tx = pd.DataFrame({
-        "transaction_id": ["old-legit", "old-fraud-known", "old-fraud-late", "young-fraud-known", "young-legit"],
-        "event_timestamp": pd.to_datetime([as_of - timedelta(days=d) for d in (10, 10, 10, 2, 2)]),
-        "is_fraud": [0, 1, 1, 1, 0],
-        "chargeback_timestamp": pd.Series([pd.NaT, as_of - timedelta(days=1), as_of + timedelta(days=1),
-                                           as_of - timedelta(hours=1), pd.NaT], dtype="datetime64[us, UTC]"),
-    })
+    tx = pd.DataFrame(
+        {
+            "transaction_id": ["old-legit", "old-fraud-known", "old-fraud-late", "young-fraud-known", "young-legit"],
+            "event_timestamp": pd.to_datetime([as_of - timedelta(days=d) for d in (10, 10, 10, 2, 2)]),
+            "is_fraud": [0, 1, 1, 1, 0],
+            "chargeback_timestamp": pd.Series(
+                [pd.NaT, as_of - timedelta(days=1), as_of + timedelta(days=1), as_of - timedelta(hours=1), pd.NaT],
+                dtype="datetime64[us, UTC]",
+            ),
+        }
+    )
     labels = known_labels(tx, SPEC, as_of=as_of)  # the spec's maturity: 7 days
     assert dict(zip(labels["transaction_id"], labels[LABEL], strict=True)) == {
-        "old-legit": 0, "old-fraud-known": 1, "old-fraud-late": 0, "young-fraud-known": 1}
+        "old-legit": 0,
+        "old-fraud-known": 1,
+        "old-fraud-late": 0,
+        "young-fraud-known": 1,
+    }
     with pytest.raises(ConfigError, match="timezone"):
         known_labels(tx, SPEC, as_of=datetime(2026, 3, 20))
     with pytest.raises(DataContractError, match="chargeback_timestamp"):
@@ -93,7 +112,8 @@ def test_daily_metrics_only_on_mature_days() -> None:
     # the recent window: the last `days` mature days (days 3..6 of 0..9 here), not the days before as_of
     recent = recent_mature_rows(joined, as_of=as_of, maturity_days=3, days=4)
     assert sorted(set(pd.to_datetime(recent["time"], utc=True).dt.date)) == [
-        (START + timedelta(days=i)).date() for i in range(3, 7)]
+        (START + timedelta(days=i)).date() for i in range(3, 7)
+    ]
     assert len(recent) == 4 * 400
     with pytest.raises(ConfigError, match="window of 0"):
         recent_mature_rows(joined, as_of=as_of, maturity_days=3, days=0)
@@ -117,12 +137,36 @@ def test_a_decayed_model_is_detected_and_a_steady_one_is_not() -> None:
 
 
 def test_too_few_labels_is_never_significant() -> None:
-    base = Performance(n=10_000, positives=500, pr_auc=0.8, pr_auc_low=0.77, pr_auc_high=0.83, pr_auc_se=0.015,
-                       recall=0.8, recall_low=0.76, recall_high=0.83, true_positives=400, false_positives=50,
-                       fpr=0.005, threshold=0.5)
-    recent = Performance(n=300, positives=12, pr_auc=0.2, pr_auc_low=0.1, pr_auc_high=0.35, pr_auc_se=0.06,
-                         recall=0.25, recall_low=0.09, recall_high=0.53, true_positives=3, false_positives=2,
-                         fpr=0.007, threshold=0.5)
+    base = Performance(
+        n=10_000,
+        positives=500,
+        pr_auc=0.8,
+        pr_auc_low=0.77,
+        pr_auc_high=0.83,
+        pr_auc_se=0.015,
+        recall=0.8,
+        recall_low=0.76,
+        recall_high=0.83,
+        true_positives=400,
+        false_positives=50,
+        fpr=0.005,
+        threshold=0.5,
+    )
+    recent = Performance(
+        n=300,
+        positives=12,
+        pr_auc=0.2,
+        pr_auc_low=0.1,
+        pr_auc_high=0.35,
+        pr_auc_se=0.06,
+        recall=0.25,
+        recall_low=0.09,
+        recall_high=0.53,
+        true_positives=3,
+        false_positives=2,
+        fpr=0.007,
+        threshold=0.5,
+    )
     result = detect_decay(base, recent, min_positives=30)
     assert not result.enough_labels and not result.significant
     assert "not enough labels" in result.reasons[0]
@@ -133,9 +177,21 @@ def test_baseline_from_recorded_evaluation_metrics() -> None:
     base = baseline_from_evaluation(metrics)
     assert (base.true_positives, base.positives, base.threshold) == (120, 200, 0.4)
     assert math.isnan(base.pr_auc_se) and base.recall_low < 0.6 < base.recall_high
-    recent = Performance(n=5000, positives=100, pr_auc=0.5, pr_auc_low=0.42, pr_auc_high=0.58, pr_auc_se=0.04,
-                         recall=0.45, recall_low=0.35, recall_high=0.55, true_positives=45, false_positives=40,
-                         fpr=0.008, threshold=0.4)
+    recent = Performance(
+        n=5000,
+        positives=100,
+        pr_auc=0.5,
+        pr_auc_low=0.42,
+        pr_auc_high=0.58,
+        pr_auc_se=0.04,
+        recall=0.45,
+        recall_low=0.35,
+        recall_high=0.55,
+        true_positives=45,
+        false_positives=40,
+        fpr=0.008,
+        threshold=0.4,
+    )
     result = detect_decay(base, recent)
     # the baseline borrows the recent SE scaled by sqrt(100/200): z = 0.2 / sqrt(0.04^2 / 2 + 0.04^2)
     assert result.pr_auc_p_value == pytest.approx(0.5 * math.erfc(0.2 / math.sqrt(0.0024) / math.sqrt(2)))

@@ -38,8 +38,9 @@ CATEGORIES = ["grocery", "restaurant", "fuel", "travel", "jewelry"]
 CATEGORY_P = [0.4, 0.3, 0.15, 0.1, 0.05]
 
 
-def frame(n: int, rng: np.random.Generator, *, shift: float = 0.0, online: float = 0.3,
-          score_scale: float = 1.0) -> pd.DataFrame:
+def frame(
+    n: int, rng: np.random.Generator, *, shift: float = 0.0, online: float = 0.3, score_scale: float = 1.0
+) -> pd.DataFrame:
     data: dict[str, object] = {name: rng.normal(shift if name == "x0" else 0.0, 1.0, n) for name in NUMERIC}
     data["merchant_category"] = rng.choice(CATEGORIES, n, p=CATEGORY_P)
     data["channel"] = rng.choice(["pos", "online"], n, p=[1 - online, online])
@@ -121,8 +122,9 @@ def test_effect_size_is_in_reference_standard_deviations() -> None:
 
 def test_finds_a_shifted_feature_a_new_channel_mix_and_score_drift(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
-    report = drift(frame(5000, rng), frame(20_000, rng, shift=0.15, online=0.4, score_scale=1.3),
-                   html_path=tmp_path / "drift.html")
+    report = drift(
+        frame(5000, rng), frame(20_000, rng, shift=0.15, online=0.4, score_scale=1.3), html_path=tmp_path / "drift.html"
+    )
     assert report.drifted_features() == ("x0", "channel")
     assert report.p_values["x0"] < 1e-6 and report.p_values["channel"] < 1e-6
     assert report.p_values["merchant_category"] > 0.01
@@ -193,10 +195,12 @@ def test_bad_input_says_what_and_how_to_fix() -> None:
 
 
 def test_degenerate_columns_give_valid_results_without_warnings() -> None:
-    ref = pd.DataFrame({"a": np.zeros(500), "b": np.r_[np.full(499, np.inf), 1.0], "c": ["x"] * 500,
-                        "score": np.full(500, 0.1)})
-    cur = pd.DataFrame({"a": np.zeros(800), "b": np.arange(800.0), "c": ["x"] * 799 + [None],
-                        "score": np.full(800, 0.1)})
+    ref = pd.DataFrame(
+        {"a": np.zeros(500), "b": np.r_[np.full(499, np.inf), 1.0], "c": ["x"] * 500, "score": np.full(500, 0.1)}
+    )
+    cur = pd.DataFrame(
+        {"a": np.zeros(800), "b": np.arange(800.0), "c": ["x"] * 799 + [None], "score": np.full(800, 0.1)}
+    )
     report = detect_drift(ref, cur, numeric=["a", "b"], categorical=["c"])
     a, b, c = report.features
     assert a.p_value == 1.0 and report.score_p_value == 1.0

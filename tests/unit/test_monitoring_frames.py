@@ -14,12 +14,14 @@ FSPEC = FeatureSpec(("amount", "channel", "card_count_1h"), {"channel": ("pos", 
 
 
 def raw_rows() -> pd.DataFrame:
-    return pd.DataFrame({
-        "amount": [12.34, 0.1, 999.99, np.nan, 5.0],
-        "channel": ["online", "pos", "teleport", None, "contactless"],  # "teleport" is unknown to the model
-        "card_count_1h": [0, 3, 1, 2, np.nan],
-        "score": [0.1, 0.2, 0.3, 0.4, 0.5],
-    })
+    return pd.DataFrame(
+        {
+            "amount": [12.34, 0.1, 999.99, np.nan, 5.0],
+            "channel": ["online", "pos", "teleport", None, "contactless"],  # "teleport" is unknown to the model
+            "card_count_1h": [0, 3, 1, 2, np.nan],
+            "score": [0.1, 0.2, 0.3, 0.4, 0.5],
+        }
+    )
 
 
 def logged_rows(raw: pd.DataFrame) -> pd.DataFrame:

@@ -17,9 +17,15 @@ from riskloop.monitoring.metrics import MonitoringMetrics, push_monitoring_metri
 
 NOW = datetime(2026, 5, 2, 1, 0, tzinfo=UTC)
 EXPECTED_NAMES = {
-    "riskloop_drift_share_ratio", "riskloop_feature_drift_p_value", "riskloop_score_drift_p_value",
-    "riskloop_decay_pr_auc", "riskloop_decay_recall_ratio", "riskloop_decay_significant",
-    "riskloop_monitor_action", "riskloop_retrain_triggered_total", "riskloop_monitor_last_run_timestamp_seconds",
+    "riskloop_drift_share_ratio",
+    "riskloop_feature_drift_p_value",
+    "riskloop_score_drift_p_value",
+    "riskloop_decay_pr_auc",
+    "riskloop_decay_recall_ratio",
+    "riskloop_decay_significant",
+    "riskloop_monitor_action",
+    "riskloop_retrain_triggered_total",
+    "riskloop_monitor_last_run_timestamp_seconds",
 }
 
 
@@ -30,18 +36,51 @@ def sample_report() -> DriftReport:
         FeatureDrift("card_count_1h", "numeric", KS, math.nan, None, 0, 0, 1.0, 1.0, "not tested"),
     )
     score = FeatureDrift("score", "numeric", KS, 0.03, None, 5000, 100_000, 0.0, 0.0)
-    return DriftReport(features=features, score=score, alpha=0.05, n_reference=5000, n_current=100_000,
-                       n_current_total=400_000, sampled=True, seed=0, model_version="7",
-                       window_start=NOW - timedelta(days=1, hours=1), window_end=NOW - timedelta(hours=1))
+    return DriftReport(
+        features=features,
+        score=score,
+        alpha=0.05,
+        n_reference=5000,
+        n_current=100_000,
+        n_current_total=400_000,
+        sampled=True,
+        seed=0,
+        model_version="7",
+        window_start=NOW - timedelta(days=1, hours=1),
+        window_end=NOW - timedelta(hours=1),
+    )
 
 
 def sample_decay(significant: bool) -> DecayResult:
-    recent = Performance(n=20_000, positives=150, pr_auc=0.61, pr_auc_low=0.55, pr_auc_high=0.67, pr_auc_se=0.03,
-                         recall=0.52, recall_low=0.44, recall_high=0.6, true_positives=78, false_positives=90,
-                         fpr=0.0045, threshold=0.42)
-    return DecayResult(baseline=recent, recent=recent, pr_auc_drop=0.0, pr_auc_p_value=0.5, recall_drop=0.0,
-                       recall_p_value=0.5, alpha=0.05, min_drop=0.0, min_positives=30, enough_labels=True,
-                       significant=significant, reasons=())
+    recent = Performance(
+        n=20_000,
+        positives=150,
+        pr_auc=0.61,
+        pr_auc_low=0.55,
+        pr_auc_high=0.67,
+        pr_auc_se=0.03,
+        recall=0.52,
+        recall_low=0.44,
+        recall_high=0.6,
+        true_positives=78,
+        false_positives=90,
+        fpr=0.0045,
+        threshold=0.42,
+    )
+    return DecayResult(
+        baseline=recent,
+        recent=recent,
+        pr_auc_drop=0.0,
+        pr_auc_p_value=0.5,
+        recall_drop=0.0,
+        recall_p_value=0.5,
+        alpha=0.05,
+        min_drop=0.0,
+        min_positives=30,
+        enough_labels=True,
+        significant=significant,
+        reasons=(),
+    )
 
 
 def test_every_metric_is_filled_under_its_contract_name() -> None:
@@ -76,8 +115,14 @@ def test_every_metric_is_filled_under_its_contract_name() -> None:
 def test_the_retrain_counter_continues_from_the_persisted_state() -> None:
     registry = CollectorRegistry()
     metrics = MonitoringMetrics(registry)
-    assessment, state = assess([sample_report()], None, MonitorPolicy(retrain_drift_share=0.9, min_drift_days=1),
-                               MonitorState(retrains_total=4), model_version="7", now=NOW)
+    assessment, state = assess(
+        [sample_report()],
+        None,
+        MonitorPolicy(retrain_drift_share=0.9, min_drift_days=1),
+        MonitorState(retrains_total=4),
+        model_version="7",
+        now=NOW,
+    )
     assert assessment.action == "watch"
     metrics.record_action(assessment, state, model="fraud-detector", now=NOW)
     metrics.record_action(assessment, state, model="fraud-detector", now=NOW)  # idempotent

@@ -96,8 +96,9 @@ def test_bootstrap_pr_auc_interval_covers_the_population_value() -> None:
         widths.append(high - low)
     # a percentile bootstrap of AP under-covers a little on ~150 positives (measured 0.90-0.92)
     assert 0.8 <= np.mean(covered) <= 1.0
-    assert bootstrap_average_precision(y, s, n_boot=200, seed=5) == bootstrap_average_precision(y, s, n_boot=200,
-                                                                                                seed=5)
+    assert bootstrap_average_precision(y, s, n_boot=200, seed=5) == bootstrap_average_precision(
+        y, s, n_boot=200, seed=5
+    )
     assert all(math.isnan(v) for v in bootstrap_average_precision([0, 0, 0], [0.1, 0.2, 0.3], n_boot=10, seed=0))
 
 

@@ -100,7 +100,11 @@ def test_round_trip_keeps_every_field(open_log: Callable[..., PredictionLog], tm
     assert (plog.written, plog.dropped, plog.write_errors, plog.pending) == (50, 0, 0, 0)
     frame = read_prediction_log(tmp_path / "log")
     assert list(frame.columns) == [
-        *PREDICTION_COLUMNS, "input_amount", "input_country", "input_card_id", "feature_amount",
+        *PREDICTION_COLUMNS,
+        "input_amount",
+        "input_country",
+        "input_card_id",
+        "feature_amount",
         "feature_card_tx_count_1h",
     ]
     assert str(frame["time"].dt.tz) == "UTC"
@@ -136,8 +140,9 @@ def test_rows_over_midnight_land_in_two_partitions(open_log: Callable[..., Predi
     assert list(day_two["transaction_id"]) == ["tx-10", "tx-11"]
     everything = read_prediction_log(root)
     assert everything["time"].is_monotonic_increasing and len(everything) == 6
-    window = read_prediction_log(root, start=MIDNIGHT - timedelta(milliseconds=499), end=MIDNIGHT + timedelta(
-        milliseconds=1))
+    window = read_prediction_log(
+        root, start=MIDNIGHT - timedelta(milliseconds=499), end=MIDNIGHT + timedelta(milliseconds=1)
+    )
     assert list(window["transaction_id"]) == ["tx-1", "tx-2", "tx-10"]
 
 
@@ -222,8 +227,9 @@ def test_rows_queued_at_interpreter_exit_are_written(tmp_path: Path) -> None:
         "log = PredictionLog(Path(sys.argv[1]), flush_seconds=3600)\n"
         "log.append([{'time': datetime(2026, 3, 14, tzinfo=UTC), 'score': 0.5}])\n"  # no close: atexit does it
     )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "log")], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "log")], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0 and not done.stderr, done.stderr
     assert list(read_prediction_log(tmp_path / "log")["score"]) == [0.5]
 
@@ -238,6 +244,7 @@ def test_full_queue_drops_and_counts_instead_of_blocking(
     plog.append([make_row(i) for i in range(4, 10)])  # 10 held: still accepted
 
     with caplog.at_level(logging.WARNING, logger="riskloop.serving.prediction_log"):
+
         def three_appends() -> None:
             for i in range(3):
                 plog.append([make_row(10 + i)])
@@ -314,8 +321,9 @@ def test_a_write_that_keeps_failing_is_dropped_and_the_writer_lives_on(
     assert sorted(read_prediction_log(tmp_path / "log")["transaction_id"]) == ["tx-10", "tx-11", "tx-12"]
 
 
-def test_a_config_error_on_write_is_not_retried(open_log: Callable[..., PredictionLog],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_config_error_on_write_is_not_retried(
+    open_log: Callable[..., PredictionLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A misconfigured root fails every attempt alike; retried, this write would wait 10 + 20 + 40 + 80 s."""
     plog = open_log(flush_rows=1, write_attempts=5, retry_seconds=10.0)
 
@@ -351,8 +359,12 @@ def test_columns_are_the_union_over_files_and_mixed_inputs_survive(
     plog.flush()
     plog.append([make_row(1, features={"b": 2.0}, inputs={"zip": "SW1A"})])
     plog.flush()
-    plog.append([make_row(2, features={"a": 3.0}, inputs={"zip": 75001}),
-                 make_row(3, features={"a": 4.0}, inputs={"zip": "K1A"})])  # one file, mixed types
+    plog.append(
+        [
+            make_row(2, features={"a": 3.0}, inputs={"zip": 75001}),
+            make_row(3, features={"a": 4.0}, inputs={"zip": "K1A"}),
+        ]
+    )  # one file, mixed types
     plog.close()
 
     frame = read_prediction_log(tmp_path / "log")

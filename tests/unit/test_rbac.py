@@ -40,7 +40,8 @@ def test_golden() -> None:
         pytest.fail(f"golden file {path} is missing; create it with RISKLOOP_UPDATE_GOLDEN=1")
     assert text == path.read_text(), (
         f"output differs from {path.name}; if the change is intended, rerun with RISKLOOP_UPDATE_GOLDEN=1 "
-        "and review the diff")
+        "and review the diff"
+    )
 
 
 def test_the_role_grants_exactly_the_delivery_verbs_on_inferenceservices() -> None:
@@ -58,8 +59,17 @@ def test_nothing_more_is_granted() -> None:
     manifests = delivery_rbac("models", "kubeflow", "pipeline-runner")
     strings = _strings(list(manifests))
     assert not any("*" in s for s in strings), "no wildcard anywhere"
-    for forbidden in ("delete", "deletecollection", "update", "escalate", "bind", "impersonate", "secrets",
-                      "inferenceservices/status", "ClusterRole"):
+    for forbidden in (
+        "delete",
+        "deletecollection",
+        "update",
+        "escalate",
+        "bind",
+        "impersonate",
+        "secrets",
+        "inferenceservices/status",
+        "ClusterRole",
+    ):
         assert forbidden not in strings
     assert "ClusterRoleBinding" not in {m["kind"] for m in manifests}
 
@@ -69,8 +79,11 @@ def test_the_binding_names_the_pipeline_runner_across_namespaces() -> None:
     assert (binding["apiVersion"], binding["kind"]) == ("rbac.authorization.k8s.io/v1", "RoleBinding")
     assert binding["metadata"]["namespace"] == "models", "a RoleBinding grants in its own namespace"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     assert binding["metadata"] is not role["metadata"], "the two manifests share no mutable parts"
 
 
@@ -78,8 +91,12 @@ def test_defaults_are_kfp_standalone_and_names_are_configurable() -> None:
     role, binding = delivery_rbac("riskloop", "team-a")
     assert binding["subjects"][0]["name"] == "pipeline-runner"
     role, binding = delivery_rbac("riskloop", "team-a", "default-editor", name="riskloop-delivery-team-a")
-    assert role["metadata"]["name"] == binding["metadata"]["name"] == binding["roleRef"]["name"] == \
-        "riskloop-delivery-team-a"
+    assert (
+        role["metadata"]["name"]
+        == binding["metadata"]["name"]
+        == binding["roleRef"]["name"]
+        == "riskloop-delivery-team-a"
+    )
     assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "default-editor", "namespace": "team-a"}
 
 
@@ -91,13 +108,16 @@ def test_to_yaml_is_two_documents_for_kubectl() -> None:
     assert text.startswith("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n")
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("Risk Loop", "kubeflow", "pipeline-runner"), "model_namespace 'Risk Loop' is not a namespace"),
-    (("riskloop", "", "pipeline-runner"), "pipeline_namespace '' is not a namespace"),
-    (("riskloop", "k" * 64, "pipeline-runner"), "pipeline_namespace 'k+' is not a namespace"),
-    (("riskloop", "kubeflow", "*"), r"service_account '\*' is not a service account name"),
-    (("riskloop", "kubeflow", "Pipeline_Runner"), "service_account 'Pipeline_Runner' is not a service account"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("Risk Loop", "kubeflow", "pipeline-runner"), "model_namespace 'Risk Loop' is not a namespace"),
+        (("riskloop", "", "pipeline-runner"), "pipeline_namespace '' is not a namespace"),
+        (("riskloop", "k" * 64, "pipeline-runner"), "pipeline_namespace 'k+' is not a namespace"),
+        (("riskloop", "kubeflow", "*"), r"service_account '\*' is not a service account name"),
+        (("riskloop", "kubeflow", "Pipeline_Runner"), "service_account 'Pipeline_Runner' is not a service account"),
+    ],
+)
 def test_bad_names_are_config_errors(args: tuple[str, str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         delivery_rbac(*args)

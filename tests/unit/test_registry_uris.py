@@ -8,11 +8,14 @@ from riskloop.errors import ConfigError
 from riskloop.registry.mlflow_registry import object_store_uri
 
 
-@pytest.mark.parametrize(("uri", "expected"), [
-    ("mlflow-artifacts:/1/abc/artifacts", "s3://b/mlflow/1/abc/artifacts"),
-    ("mlflow-artifacts://mlflow.riskloop:5000/1/abc/artifacts", "s3://b/mlflow/1/abc/artifacts"),
-    ("s3://elsewhere/1/abc/artifacts", "s3://elsewhere/1/abc/artifacts"),
-])
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("mlflow-artifacts:/1/abc/artifacts", "s3://b/mlflow/1/abc/artifacts"),
+        ("mlflow-artifacts://mlflow.riskloop:5000/1/abc/artifacts", "s3://b/mlflow/1/abc/artifacts"),
+        ("s3://elsewhere/1/abc/artifacts", "s3://elsewhere/1/abc/artifacts"),
+    ],
+)
 def test_proxied_uris_map_onto_the_destination(uri: str, expected: str) -> None:
     assert object_store_uri(uri, "s3://b/mlflow/") == expected
 

@@ -30,11 +30,14 @@ def test_an_unfilled_placeholder_means_now() -> None:
     assert resolve_day(" ", "", now=now) == date(2026, 7, 8)
 
 
-@pytest.mark.parametrize(("day", "stamp", "message"), [
-    ("2026-13-01", "", "not an ISO date"),
-    ("yesterday", "", "not an ISO date"),
-    ("", "next tuesday", "not an RFC 3339 timestamp"),
-])
+@pytest.mark.parametrize(
+    ("day", "stamp", "message"),
+    [
+        ("2026-13-01", "", "not an ISO date"),
+        ("yesterday", "", "not an ISO date"),
+        ("", "next tuesday", "not an RFC 3339 timestamp"),
+    ],
+)
 def test_bad_values_say_how_to_fix(day: str, stamp: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         resolve_day(day, stamp)

@@ -17,8 +17,9 @@ T0 = datetime(2026, 1, 14, 8, 0, tzinfo=UTC)
 M = "fraud-detector"
 
 
-def _state(champion: str, challenger: str | None = None, percent: int = 0, mode: str = "canary",
-           model: str = M) -> tuple[dict[str, str], dict[str, object]]:
+def _state(
+    champion: str, challenger: str | None = None, percent: int = 0, mode: str = "canary", model: str = M
+) -> tuple[dict[str, str], dict[str, object]]:
     ids = {"model": model, "champion_version": champion}
     if challenger:
         ids["challenger_version"] = challenger
@@ -38,8 +39,10 @@ def write(log: FileAuditLog) -> list[AuditEvent]:
         (75, "deployed", _state("7", model="credit-scorer")),
     ]
     log.append("trained", actor="riskloop", ids={"run_id": "x"}, time=T0 - timedelta(minutes=1))
-    return [log.append(name, actor="riskloop", ids=ids, details=details, time=T0 + timedelta(minutes=m))
-            for m, name, (ids, details) in steps]
+    return [
+        log.append(name, actor="riskloop", ids=ids, details=details, time=T0 + timedelta(minutes=m))
+        for m, name, (ids, details) in steps
+    ]
 
 
 @pytest.fixture()

@@ -161,9 +161,7 @@ def test_register_model_creates_every_series_at_zero(metrics: ServingMetrics, re
     assert registry.get_sample_value("riskloop_score_ratio_count", lab) == 0
 
 
-def test_prediction_log_totals_become_a_monotonic_counter(
-    metrics: ServingMetrics, registry: CollectorRegistry
-) -> None:
+def test_prediction_log_totals_become_a_monotonic_counter(metrics: ServingMetrics, registry: CollectorRegistry) -> None:
     metrics.sync_prediction_log(written=100, dropped=0)
     metrics.sync_prediction_log(written=250, dropped=7)
     metrics.sync_prediction_log(written=250, dropped=7)
@@ -201,8 +199,11 @@ def test_render_metrics_single_process(metrics: ServingMetrics, registry: Collec
     body, content_type = render_metrics(registry)
     assert content_type.startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-    counts = {s.labels["outcome"]: s.value for s in families["riskloop_requests"].samples
-              if s.name == "riskloop_requests_total" and s.labels["model_version"] == BASE["model_version"]}
+    counts = {
+        s.labels["outcome"]: s.value
+        for s in families["riskloop_requests"].samples
+        if s.name == "riskloop_requests_total" and s.labels["model_version"] == BASE["model_version"]
+    }
     assert counts == {"ok": 1, "invalid": 0, "error": 0, "unavailable": 0}
 
     body, content_type = render_metrics(registry, accept="application/openmetrics-text; version=1.0.0")
@@ -269,9 +270,7 @@ def test_render_metrics_sums_worker_processes(tmp_path: Path) -> None:
 
     aggregated, single = _run(_RENDER, env=env).split("### one process")
     assert _requests(aggregated) == {"champion": 8, "shadow": 2, "challenger": 1}
-    info = [
-        s for f in text_string_to_metric_families(aggregated) for s in f.samples if s.name == "riskloop_model_info"
-    ]
+    info = [s for f in text_string_to_metric_families(aggregated) for s in f.samples if s.name == "riskloop_model_info"]
     assert len(info) == 3 and {s.value for s in info} == {1.0}  # liveall: one series per process (pid label)
     # the global registry of the rendering process knows only its own share
     assert _requests(single) == {"challenger": 1}

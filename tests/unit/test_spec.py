@@ -36,8 +36,10 @@ def test_invalid_yaml_and_fields() -> None:
     with pytest.raises(ConfigError, match="absent from contract"):
         parse_spec(good.replace("id_column: transaction_id", "id_column: txn"), where="x.yaml")
     with pytest.raises(ConfigError, match="allowed"):
-        parse_spec(good.replace("channel: {type: category, allowed: [pos, contactless, online]}",
-                                "channel: {type: category}"), where="x.yaml")
+        parse_spec(
+            good.replace("channel: {type: category, allowed: [pos, contactless, online]}", "channel: {type: category}"),
+            where="x.yaml",
+        )
 
 
 def test_spec_source_hashes_the_exact_bytes_a_version_records(tmp_path: Path) -> None:

@@ -30,20 +30,22 @@ def test_an_object_store_location_has_no_local_path() -> None:
     assert loc.local_path is None and loc.name == "predictions"
 
 
-@pytest.mark.parametrize(("uri", "says"), [
-    ("relative/dir", "relative path"),
-    ("ftp://host/x", "scheme 'ftp'"),
-    ("s3:///no-bucket", "names no bucket"),
-    ("s3://bucket/x?endpoint_override=localhost:9000", "query"),
-])
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("relative/dir", "relative path"),
+        ("ftp://host/x", "scheme 'ftp'"),
+        ("s3:///no-bucket", "names no bucket"),
+        ("s3://bucket/x?endpoint_override=localhost:9000", "query"),
+    ],
+)
 def test_unusable_storage_roots_are_refused_with_a_fix(uri: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says) as err:
         check_uri(uri)
     assert err.value.fix and err.value.where == "RISKLOOP_STORAGE__URI"
 
 
-def test_the_setting_is_checked_and_defaults_to_the_state_dir(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_setting_is_checked_and_defaults_to_the_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RISKLOOP_STATE_DIR", str(tmp_path))
     s = Settings()
     assert s.shared == location(tmp_path) and s.predictions.local_path == tmp_path / "predictions"
@@ -91,13 +93,23 @@ def test_children_are_sorted_filtered_and_hide_temporary_names(tmp_path: Path) -
 
 
 def test_files_lists_every_depth_in_one_go_without_hidden_names(tmp_path: Path) -> None:
-    for relative in ("date=2026-01-02/part-0.parquet", "date=2026-01-01/part-0.parquet", "notes.txt",
-                     "date=2026-01-01/.part-1.parquet.tmp", ".cache/x.parquet", "a/b/c.parquet"):
+    for relative in (
+        "date=2026-01-02/part-0.parquet",
+        "date=2026-01-01/part-0.parquet",
+        "notes.txt",
+        "date=2026-01-01/.part-1.parquet.tmp",
+        ".cache/x.parquet",
+        "a/b/c.parquet",
+    ):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text("x")
     listed = location(tmp_path).files()
-    assert [relative for relative, _ in listed] == ["a/b/c.parquet", "date=2026-01-01/part-0.parquet",
-                                                    "date=2026-01-02/part-0.parquet", "notes.txt"]
+    assert [relative for relative, _ in listed] == [
+        "a/b/c.parquet",
+        "date=2026-01-01/part-0.parquet",
+        "date=2026-01-02/part-0.parquet",
+        "notes.txt",
+    ]
     assert all(f == location(tmp_path) / relative for relative, f in listed)
     assert location(tmp_path / "missing").files() == []
     assert location(tmp_path / "notes.txt").size() == 1 and location(tmp_path / "missing.txt").size() is None
@@ -114,8 +126,9 @@ def test_locations_are_values() -> None:
     assert isinstance(a / "y", Location) and str(a / "y") == "s3://b/x/y" and repr(a) == "Location('s3://b/x')"
 
 
-def test_experiments_keep_artifacts_where_every_pod_can_read_them(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_experiments_keep_artifacts_where_every_pod_can_read_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Embedded sqlite: under the state dir. A tracking server: its own artifact store, never a pod's disk."""
     monkeypatch.setenv("RISKLOOP_STATE_DIR", str(tmp_path))
     assert Settings().experiment_artifact_location == (tmp_path / "mlartifacts").as_uri()
@@ -125,8 +138,9 @@ def test_experiments_keep_artifacts_where_every_pod_can_read_them(tmp_path: Path
     assert Settings().experiment_artifact_location is None
 
 
-def test_the_prediction_log_flushes_less_often_on_an_object_store(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_prediction_log_flushes_less_often_on_an_object_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A file per flush and process: once a second would be 86,400 objects a day per replica."""
     monkeypatch.setenv("RISKLOOP_STATE_DIR", str(tmp_path))
     s = Settings()

@@ -30,8 +30,9 @@ from riskloop.training.evaluate import evaluate_scores
 from riskloop.training.train import TrainParams, reference_sample, train_model
 from tests.unit.test_training_dataset import toy_params, toy_spec, toy_transactions
 
-PARAMS = TrainParams(n_estimators=30, max_depth=3, learning_rate=0.2, early_stopping_rounds=10,
-                     target_fpr=0.05, seed=3, nthread=2)
+PARAMS = TrainParams(
+    n_estimators=30, max_depth=3, learning_rate=0.2, early_stopping_rounds=10, target_fpr=0.05, seed=3, nthread=2
+)
 META = {"dataset_spec": "toy-fraud", "label_cutoff": datetime(2026, 1, 31, tzinfo=UTC)}
 
 
@@ -87,8 +88,9 @@ def test_row_and_positive_counts_recorded(frame: pd.DataFrame, trained: tuple[Pa
     assert meta["scale_pos_weight"] == pytest.approx(np.sqrt((meta["rows"]["train"] - pos) / pos))
 
 
-def test_same_inputs_give_a_byte_identical_model(frame: pd.DataFrame, trained: tuple[Path, ModelBundle],
-                                                 tmp_path: Path) -> None:
+def test_same_inputs_give_a_byte_identical_model(
+    frame: pd.DataFrame, trained: tuple[Path, ModelBundle], tmp_path: Path
+) -> None:
     first, bundle = trained
     again = train_model(frame.copy(), toy_features(), PARAMS, tmp_path / "again", meta=META)
     assert sha256_file(tmp_path / "again" / MODEL_FILE) == sha256_file(first / MODEL_FILE)
@@ -117,13 +119,15 @@ def test_threshold_meets_target_fpr_on_validation(frame: pd.DataFrame, trained: 
 def test_model_learns_the_signal(frame: pd.DataFrame, trained: tuple[Path, ModelBundle]) -> None:
     bundle = trained[1]
     test = frame[frame[SPLIT] == "test"]
-    ev = evaluate_scores(test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold,
-                         target_fpr=PARAMS.target_fpr)
+    ev = evaluate_scores(
+        test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold, target_fpr=PARAMS.target_fpr
+    )
     assert ev.roc_auc > 0.8
 
 
-def test_shuffled_labels_give_a_markedly_worse_model(frame: pd.DataFrame, trained: tuple[Path, ModelBundle],
-                                                     tmp_path: Path) -> None:
+def test_shuffled_labels_give_a_markedly_worse_model(
+    frame: pd.DataFrame, trained: tuple[Path, ModelBundle], tmp_path: Path
+) -> None:
     rng = np.random.default_rng(0)
     shuffled = frame.copy()
     fit = shuffled[SPLIT] != "test"  # the test window keeps its true labels
@@ -133,8 +137,9 @@ def test_shuffled_labels_give_a_markedly_worse_model(frame: pd.DataFrame, traine
     y = test[LABEL].to_numpy()
 
     def pr_auc(bundle: ModelBundle) -> float:
-        return evaluate_scores(y, bundle.predict_frame(test), threshold=bundle.threshold,
-                               target_fpr=PARAMS.target_fpr).pr_auc
+        return evaluate_scores(
+            y, bundle.predict_frame(test), threshold=bundle.threshold, target_fpr=PARAMS.target_fpr
+        ).pr_auc
 
     good, bad = pr_auc(trained[1]), pr_auc(worse)
     # Prevalence in the test window is ~4 %, the base rate a no-skill model scores.
@@ -192,8 +197,9 @@ def test_tampered_recorded_hash_is_a_model_integrity_error(trained: tuple[Path, 
 
 
 @pytest.mark.parametrize("missing", [META_FILE, MODEL_FILE])
-def test_missing_file_is_a_model_integrity_error(trained: tuple[Path, ModelBundle], tmp_path: Path,
-                                                 missing: str) -> None:
+def test_missing_file_is_a_model_integrity_error(
+    trained: tuple[Path, ModelBundle], tmp_path: Path, missing: str
+) -> None:
     d = _copy(trained[0], tmp_path)
     (d / missing).unlink()
     with pytest.raises(ModelIntegrityError, match=missing) as err:
@@ -234,8 +240,9 @@ def test_missing_feature_column_is_a_training_error(frame: pd.DataFrame, tmp_pat
         train_model(frame.drop(columns=["x2"]), toy_features(), PARAMS, tmp_path, meta=META)
 
 
-def test_reference_sample_is_seeded_recent_rows_with_scores(frame: pd.DataFrame,
-                                                           trained: tuple[Path, ModelBundle]) -> None:
+def test_reference_sample_is_seeded_recent_rows_with_scores(
+    frame: pd.DataFrame, trained: tuple[Path, ModelBundle]
+) -> None:
     bundle = trained[1]
     ref = reference_sample(frame, bundle, n=300, seed=5)
     assert list(ref.columns) == ["x1", "x2", "kind", "score", LABEL]

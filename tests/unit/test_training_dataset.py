@@ -87,20 +87,26 @@ def toy_transactions(n: int = 4000, *, days: int = TOY_DAYS, seed: int = 0) -> p
     fraud = rng.random(n) < 1 / (1 + np.exp(-logit))
     x2[rng.random(n) < 0.05] = np.nan  # missing values the model must tolerate
     delay = pd.to_timedelta((1 + rng.gamma(2.0, 1.5, size=n)) * 86_400 * 1_000_000, unit="us")
-    return pd.DataFrame({
-        "tx_id": [f"T{i:06d}" for i in range(n)],
-        "ts": ts,
-        "x1": x1,
-        "x2": x2,
-        "kind": kind,
-        "is_fraud": fraud.astype(np.int8),
-        "label_at": pd.Series(ts + delay).where(fraud),
-    })
+    return pd.DataFrame(
+        {
+            "tx_id": [f"T{i:06d}" for i in range(n)],
+            "ts": ts,
+            "x1": x1,
+            "x2": x2,
+            "kind": kind,
+            "is_fraud": fraud.astype(np.int8),
+            "label_at": pd.Series(ts + delay).where(fraud),
+        }
+    )
 
 
 def toy_params(**overrides: object) -> WindowParams:
-    base: dict[str, object] = {"cutoff": T0 + timedelta(days=TOY_DAYS), "maturity_days": 5,
-                               "validation_days": 5, "test_days": 5}
+    base: dict[str, object] = {
+        "cutoff": T0 + timedelta(days=TOY_DAYS),
+        "maturity_days": 5,
+        "validation_days": 5,
+        "test_days": 5,
+    }
     return WindowParams.model_validate({**base, **overrides})
 
 
@@ -111,13 +117,22 @@ def test_label_counts_only_if_known_strictly_before_cutoff() -> None:
     spec = load_spec("synthetic-fraud")
     cutoff = datetime(2026, 1, 20, tzinfo=UTC)
     at = pd.Timestamp(cutoff)
-    df = pd.DataFrame({
-        "is_fraud": [1, 1, 1, 1, 0, 0],
-        "chargeback_timestamp": pd.Series(
-            [at - pd.Timedelta(microseconds=1), at, at + pd.Timedelta(days=1), pd.NaT, pd.NaT,
-             at - pd.Timedelta(days=1)],
-            dtype="datetime64[us, UTC]"),
-    })
+    df = pd.DataFrame(
+        {
+            "is_fraud": [1, 1, 1, 1, 0, 0],
+            "chargeback_timestamp": pd.Series(
+                [
+                    at - pd.Timedelta(microseconds=1),
+                    at,
+                    at + pd.Timedelta(days=1),
+                    pd.NaT,
+                    pd.NaT,
+                    at - pd.Timedelta(days=1),
+                ],
+                dtype="datetime64[us, UTC]",
+            ),
+        }
+    )
     assert label_as_known(df, spec, cutoff).tolist() == [1, 0, 0, 0, 0, 0]
 
 
@@ -165,10 +180,15 @@ def test_immature_rows_never_reach_any_split(maturity_days: float, cutoff_day: i
 
 
 @settings(max_examples=25, deadline=None)
-@given(cutoff_hours=st.integers(10 * 24, 40 * 24), maturity=st.floats(0, 10),
-       validation=st.floats(0.5, 4), test=st.floats(0.5, 4))
-def test_maturity_cut_and_time_order_hold_for_any_window(cutoff_hours: int, maturity: float,
-                                                         validation: float, test: float) -> None:
+@given(
+    cutoff_hours=st.integers(10 * 24, 40 * 24),
+    maturity=st.floats(0, 10),
+    validation=st.floats(0.5, 4),
+    test=st.floats(0.5, 4),
+)
+def test_maturity_cut_and_time_order_hold_for_any_window(
+    cutoff_hours: int, maturity: float, validation: float, test: float
+) -> None:
     tx = toy_transactions(n=1500)
     cutoff = T0 + timedelta(hours=cutoff_hours)
     params = toy_params(cutoff=cutoff, maturity_days=maturity, validation_days=validation, test_days=test)
@@ -223,8 +243,7 @@ def test_input_frame_is_not_modified() -> None:
 
 def test_features_are_joined_by_id() -> None:
     tx = toy_transactions(n=800)
-    feats = pd.DataFrame({"tx_id": tx["tx_id"][::-1], "card_rate": np.arange(len(tx), dtype=float)[::-1],
-                          "x1": 99.0})
+    feats = pd.DataFrame({"tx_id": tx["tx_id"][::-1], "card_rate": np.arange(len(tx), dtype=float)[::-1], "x1": 99.0})
     frame = assemble(tx, feats, toy_spec(), toy_params())
     by_id = frame.set_index("tx_id")
     assert (by_id["card_rate"] == by_id.index.str[1:].astype(int).astype(float)).all()
@@ -241,8 +260,12 @@ def test_no_rows_after_maturity_cut_is_a_training_error() -> None:
 def test_empty_split_is_a_training_error() -> None:
     # The window after the cut is 10 days; validation + test take all of it.
     with pytest.raises(TrainingError, match="train split is empty") as err:
-        assemble(toy_transactions(n=500, days=10), None, toy_spec(),
-                 toy_params(cutoff=T0 + timedelta(days=10), maturity_days=0, validation_days=4, test_days=6))
+        assemble(
+            toy_transactions(n=500, days=10),
+            None,
+            toy_spec(),
+            toy_params(cutoff=T0 + timedelta(days=10), maturity_days=0, validation_days=4, test_days=6),
+        )
     assert err.value.fix
 
 
@@ -293,8 +316,12 @@ def test_raw_spec_with_fractional_windows_like_ulb() -> None:
     df["event_timestamp"] = pd.Timestamp("2013-09-01", tz="UTC") + pd.to_timedelta(df["Time"], unit="s")
     df["transaction_id"] = [f"U{i:06d}" for i in range(n)]
     df["is_fraud"] = (rng.random(n) < 0.05).astype(np.int8)
-    params = WindowParams(cutoff=datetime(2013, 9, 3, tzinfo=UTC), maturity_days=spec.label.maturity_days,
-                          validation_days=spec.split.validation_days, test_days=spec.split.test_days)
+    params = WindowParams(
+        cutoff=datetime(2013, 9, 3, tzinfo=UTC),
+        maturity_days=spec.label.maturity_days,
+        validation_days=spec.split.validation_days,
+        test_days=spec.split.test_days,
+    )
     frame = assemble(df, None, spec, params)
     assert len(frame) == n
     _assert_time_ordered(frame, "event_timestamp")
@@ -331,8 +358,11 @@ def test_feature_spec_of_feast_spec_lists_every_tier() -> None:
 def test_feature_spec_round_trips_through_dict() -> None:
     fs = FeatureSpec(("b", "kind", "a"), {"kind": ("z", "y")})
     d = fs.to_dict()
-    assert d == [{"name": "b", "type": "float"}, {"name": "kind", "type": "categorical", "categories": ["z", "y"]},
-                 {"name": "a", "type": "float"}]
+    assert d == [
+        {"name": "b", "type": "float"},
+        {"name": "kind", "type": "categorical", "categories": ["z", "y"]},
+        {"name": "a", "type": "float"},
+    ]
     assert FeatureSpec.from_dict(d) == fs
 
 

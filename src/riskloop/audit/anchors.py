@@ -33,8 +33,7 @@ def anchor_event(s: Settings, model_name: str, version: str, event: AuditEvent) 
     """Record ``event`` as the anchor on ``version`` (best effort: the event is already durable)."""
     from riskloop.registry.mlflow_registry import set_version_tags
 
-    set_version_tags(s.tracking_uri, model_name, version,
-                     {ANCHOR_SEQ_TAG: str(event.seq), ANCHOR_HASH_TAG: event.hash})
+    set_version_tags(s.tracking_uri, model_name, version, {ANCHOR_SEQ_TAG: str(event.seq), ANCHOR_HASH_TAG: event.hash})
 
 
 def collect_anchors(s: Settings) -> list[tuple[int, str]]:

@@ -80,8 +80,9 @@ def approval_requirement(s: Settings, spec: DatasetSpec | None) -> Requirement:
     return Requirement(False, "approval is not required by the dataset spec or the settings")
 
 
-def version_approval(s: Settings, info: VersionInfo, *, given_spec: str | SpecSource | None = None
-                     ) -> tuple[Requirement, SpecSource]:
+def version_approval(
+    s: Settings, info: VersionInfo, *, given_spec: str | SpecSource | None = None
+) -> tuple[Requirement, SpecSource]:
     """The requirement of a registered version, from the spec it carries (checked against its hash and against
     ``given_spec``, a ``--spec`` from the command line); raises when the spec cannot be verified."""
     from riskloop.registry.version_spec import check_given_spec, version_spec
@@ -92,8 +93,9 @@ def version_approval(s: Settings, info: VersionInfo, *, given_spec: str | SpecSo
     return approval_requirement(s, source.parse()), source
 
 
-def approve(s: Settings, model_name: str, version: str, *, by: str, note: str, given_spec: str | None = None
-            ) -> Approval:
+def approve(
+    s: Settings, model_name: str, version: str, *, by: str, note: str, given_spec: str | None = None
+) -> Approval:
     """Record that ``by`` approved ``version`` of ``model_name``: an audit event, then registry tags.
 
     The event names the version's run, model file and dataset spec (sha256): it approves exactly those.
@@ -104,33 +106,59 @@ def approve(s: Settings, model_name: str, version: str, *, by: str, note: str, g
     if not by.strip():
         raise ConfigError("--by is empty", fix="name the person approving, e.g. --by 'Jane Doe'")
     if not note.strip():
-        raise ConfigError("--note is empty", fix="say what was reviewed, e.g. --note 'model card and fairness "
-                          "table reviewed'")
+        raise ConfigError(
+            "--note is empty", fix="say what was reviewed, e.g. --note 'model card and fairness table reviewed'"
+        )
     info = resolve_version(s.tracking_uri, model_name, version=version)
     _, source = version_approval(s, info, given_spec=given_spec)
     event = _log(s).append(
-        "approved", actor=by.strip(),
+        "approved",
+        actor=by.strip(),
         ids={"model": model_name, "model_version": info.version, "run_id": info.run_id},
-        details={"note": note, "model_sha256": info.tags["model_sha256"],
-                 "dataset_spec": info.tags.get("dataset_spec"), "dataset_spec_sha256": source.sha256,
-                 "recorded_by": s.audit.actor})
-    set_version_tags(s.tracking_uri, model_name, info.version, {
-        APPROVED_BY_TAG: by.strip(), APPROVED_AT_TAG: event.time, APPROVAL_NOTE_TAG: note,
-        ANCHOR_SEQ_TAG: str(event.seq), ANCHOR_HASH_TAG: event.hash})
+        details={
+            "note": note,
+            "model_sha256": info.tags["model_sha256"],
+            "dataset_spec": info.tags.get("dataset_spec"),
+            "dataset_spec_sha256": source.sha256,
+            "recorded_by": s.audit.actor,
+        },
+    )
+    set_version_tags(
+        s.tracking_uri,
+        model_name,
+        info.version,
+        {
+            APPROVED_BY_TAG: by.strip(),
+            APPROVED_AT_TAG: event.time,
+            APPROVAL_NOTE_TAG: note,
+            ANCHOR_SEQ_TAG: str(event.seq),
+            ANCHOR_HASH_TAG: event.hash,
+        },
+    )
     return _from_event(event)
 
 
 def _from_event(e: AuditEvent) -> Approval:
-    return Approval(model_name=e.ids.get("model", ""), version=e.ids.get("model_version", ""), by=e.actor,
-                    note=str(e.details.get("note", "")), time=e.time,
-                    model_sha256=str(e.details.get("model_sha256", "")), audit_seq=e.seq,
-                    run_id=e.ids.get("run_id", ""), dataset_spec_sha256=str(e.details.get("dataset_spec_sha256", "")))
+    return Approval(
+        model_name=e.ids.get("model", ""),
+        version=e.ids.get("model_version", ""),
+        by=e.actor,
+        note=str(e.details.get("note", "")),
+        time=e.time,
+        model_sha256=str(e.details.get("model_sha256", "")),
+        audit_seq=e.seq,
+        run_id=e.ids.get("run_id", ""),
+        dataset_spec_sha256=str(e.details.get("dataset_spec_sha256", "")),
+    )
 
 
 def approvals(events: list[AuditEvent], model_name: str, version: str) -> list[Approval]:
     """Approvals of ``version`` recorded in ``events`` (any model file or spec: compare them)."""
-    return [_from_event(e) for e in events
-            if e.event == "approved" and e.ids.get("model") == model_name and e.ids.get("model_version") == version]
+    return [
+        _from_event(e)
+        for e in events
+        if e.event == "approved" and e.ids.get("model") == model_name and e.ids.get("model_version") == version
+    ]
 
 
 def find_approval(s: Settings, info: VersionInfo, spec_sha256: str) -> Approval | None:
@@ -146,9 +174,11 @@ def find_approval(s: Settings, info: VersionInfo, spec_sha256: str) -> Approval 
     # an approval read from a tampered log proves nothing: the chain, and the anchors kept in the registry
     # (a log whose end was cut or rewritten fails them)
     log.verify(collect_anchors(s)).raise_if_broken(where=repr(log))
-    found = [a for a in approvals(log.events(), info.name, info.version)
-             if (a.model_sha256, a.run_id, a.dataset_spec_sha256) == (info.tags["model_sha256"], info.run_id,
-                                                                      spec_sha256)]
+    found = [
+        a
+        for a in approvals(log.events(), info.name, info.version)
+        if (a.model_sha256, a.run_id, a.dataset_spec_sha256) == (info.tags["model_sha256"], info.run_id, spec_sha256)
+    ]
     return found[-1] if found else None
 
 
@@ -157,8 +187,9 @@ def approve_command(s: Settings, model_name: str, version: str) -> str:
     return f"riskloop approve {version}{model} --by NAME --note 'what was reviewed'"
 
 
-def check_approved(s: Settings, model_name: str, version: str, *, action: str, given_spec: str | None = None
-                   ) -> Approval | None:
+def check_approved(
+    s: Settings, model_name: str, version: str, *, action: str, given_spec: str | None = None
+) -> Approval | None:
     """Raise :class:`ApprovalRefused` (after auditing ``approval_refused``) unless ``version`` may be promoted:
     its spec verifies (and matches ``given_spec``) and, when approval is required, it has one.
     Returns the approval (None when none is required)."""
@@ -168,30 +199,66 @@ def check_approved(s: Settings, model_name: str, version: str, *, action: str, g
     try:
         requirement, source = version_approval(s, info, given_spec=given_spec)
     except RiskloopError as exc:  # the policy cannot be read: fail closed
-        _refuse(s, info, action, f"its dataset spec cannot be verified: {exc.what}",
-                fix=exc.fix or "retrain and register the version", where=exc.where)
+        _refuse(
+            s,
+            info,
+            action,
+            f"its dataset spec cannot be verified: {exc.what}",
+            fix=exc.fix or "retrain and register the version",
+            where=exc.where,
+        )
     if not requirement.required:
         return None
     found = find_approval(s, info, source.sha256)
     if found is not None:
         return found
-    _refuse(s, info, action, f"it has no recorded approval ({requirement.why})",
-            fix=f"have a reviewer approve it: `{approve_command(s, model_name, info.version)}`, then retry the "
-                f"{action}",
-            spec_sha256=source.sha256)
+    _refuse(
+        s,
+        info,
+        action,
+        f"it has no recorded approval ({requirement.why})",
+        fix=f"have a reviewer approve it: `{approve_command(s, model_name, info.version)}`, then retry the {action}",
+        spec_sha256=source.sha256,
+    )
 
 
-def _refuse(s: Settings, info: VersionInfo, action: str, why: str, *, fix: str, where: str | None = None,
-            spec_sha256: str | None = None) -> NoReturn:
-    refused = _log(s).append("approval_refused", actor=s.audit.actor,
-                             ids={"model": info.name, "model_version": info.version},
-                             details={"action": action, "required_because": why, "run_id": info.run_id,
-                                      "model_sha256": info.tags.get("model_sha256"),
-                                      "dataset_spec_sha256": spec_sha256})
+def _refuse(
+    s: Settings,
+    info: VersionInfo,
+    action: str,
+    why: str,
+    *,
+    fix: str,
+    where: str | None = None,
+    spec_sha256: str | None = None,
+) -> NoReturn:
+    refused = _log(s).append(
+        "approval_refused",
+        actor=s.audit.actor,
+        ids={"model": info.name, "model_version": info.version},
+        details={
+            "action": action,
+            "required_because": why,
+            "run_id": info.run_id,
+            "model_sha256": info.tags.get("model_sha256"),
+            "dataset_spec_sha256": spec_sha256,
+        },
+    )
     anchor_event(s, info.name, info.version, refused)
-    raise ApprovalRefused(f"{action} refused: version {info.version} of {info.name}: {why}",
-                          where=where or f"model {info.name} version {info.version}", fix=fix)
+    raise ApprovalRefused(
+        f"{action} refused: version {info.version} of {info.name}: {why}",
+        where=where or f"model {info.name} version {info.version}",
+        fix=fix,
+    )
 
 
-__all__ = ["Approval", "Requirement", "approval_requirement", "approvals", "approve", "check_approved",
-           "find_approval", "version_approval"]
+__all__ = [
+    "Approval",
+    "Requirement",
+    "approval_requirement",
+    "approvals",
+    "approve",
+    "check_approved",
+    "find_approval",
+    "version_approval",
+]

@@ -73,10 +73,21 @@ def serving_history(events: Sequence[AuditEvent], *, model: str | None = None) -
             i = open_by_model[name]
             periods[i] = _closed(periods[i], e.time)
         open_by_model[name] = len(periods)
-        periods.append(Period(model=name, start=e.time, end=None, champion_version=champion,
-                              challenger_version=challenger, mode=mode if challenger else "-",
-                              shares=_shares(champion, challenger, percent, mode), event=e.event, seq=e.seq,
-                              actor=e.actor, reason=str(e.details.get("reason") or "")))
+        periods.append(
+            Period(
+                model=name,
+                start=e.time,
+                end=None,
+                champion_version=champion,
+                challenger_version=challenger,
+                mode=mode if challenger else "-",
+                shares=_shares(champion, challenger, percent, mode),
+                event=e.event,
+                seq=e.seq,
+                actor=e.actor,
+                reason=str(e.details.get("reason") or ""),
+            )
+        )
     return periods
 
 
@@ -115,13 +126,16 @@ def version_summaries(periods: Sequence[Period], *, now: datetime) -> list[Versi
         end = datetime.fromisoformat(p.end) if p.end else now
         seconds = max((end - datetime.fromisoformat(p.start)).total_seconds(), 0.0)
         for version, share in p.shares.items():
-            a = acc.setdefault((p.model, version), {"first": p.start, "last": p.end, "champion": 0.0,
-                                                    "challenger": 0.0, "max": 0})
+            a = acc.setdefault(
+                (p.model, version), {"first": p.start, "last": p.end, "champion": 0.0, "challenger": 0.0, "max": 0}
+            )
             a["last"] = p.end
             a["champion" if version == p.champion_version else "challenger"] += seconds
             a["max"] = max(a["max"], share)
-    return [VersionSummary(m, v, a["first"], a["last"], a["champion"], a["challenger"], a["max"])
-            for (m, v), a in acc.items()]
+    return [
+        VersionSummary(m, v, a["first"], a["last"], a["champion"], a["challenger"], a["max"])
+        for (m, v), a in acc.items()
+    ]
 
 
 __all__ = ["STATE_EVENTS", "Period", "VersionSummary", "serving_at", "serving_history", "version_summaries"]

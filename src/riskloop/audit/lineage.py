@@ -52,8 +52,15 @@ FEATURE_DEFINITIONS_TAG = "feature_definitions"
 FEATURE_DEFINITIONS_METADATA = b"riskloop.feature_definitions"
 
 # events that change what is served, and the ids naming the versions they concern
-SERVING_EVENTS = ("deployed", "canary_deployed", "canary_traffic_set", "canary_verdict", "promoted", "rolled_back",
-                  "champion_restored")
+SERVING_EVENTS = (
+    "deployed",
+    "canary_deployed",
+    "canary_traffic_set",
+    "canary_verdict",
+    "promoted",
+    "rolled_back",
+    "champion_restored",
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,11 @@ class RequestLineage:
         return next(h for h in self.hops if h.hop == name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"request_id": self.request_id, "complete": self.complete,
-                "hops": [{**asdict(h), "checks": [asdict(c) for c in h.checks]} for h in self.hops]}
+        return {
+            "request_id": self.request_id,
+            "complete": self.complete,
+            "hops": [{**asdict(h), "checks": [asdict(c) for c in h.checks]} for h in self.hops],
+        }
 
 
 def _status(checks: Sequence[Check], *, verifiable: bool = True) -> Status:
@@ -156,16 +166,35 @@ def _prediction_rows(s: Settings, request_id: str) -> list[dict[str, Any]]:
     frame = read_prediction_log(s.predictions)
     rows = frame[frame["request_id"] == request_id]
     if rows.empty:
-        raise ConfigError(f"no prediction with request id {request_id!r} in the prediction log",
-                          where=str(s.predictions),
-                          fix="use the request_id a prediction response carried (or the x-request-id header "
-                              "sent); the log is written about a second after scoring; check RISKLOOP_STATE_DIR")
-    keep = ["request_id", "transaction_id", "time", "model", "model_version", "role", "score", "decision",
-            "threshold", "latency_ms"]
+        raise ConfigError(
+            f"no prediction with request id {request_id!r} in the prediction log",
+            where=str(s.predictions),
+            fix="use the request_id a prediction response carried (or the x-request-id header "
+            "sent); the log is written about a second after scoring; check RISKLOOP_STATE_DIR",
+        )
+    keep = [
+        "request_id",
+        "transaction_id",
+        "time",
+        "model",
+        "model_version",
+        "role",
+        "score",
+        "decision",
+        "threshold",
+        "latency_ms",
+    ]
     out = []
     for _, r in rows.iterrows():
-        out.append({k: (r[k].isoformat() if isinstance(r[k], datetime) else
-                        (r[k].item() if hasattr(r[k], "item") else r[k])) for k in keep if k in r})
+        out.append(
+            {
+                k: (
+                    r[k].isoformat() if isinstance(r[k], datetime) else (r[k].item() if hasattr(r[k], "item") else r[k])
+                )
+                for k in keep
+                if k in r
+            }
+        )
     return out
 
 
@@ -184,21 +213,38 @@ def _data_hop(tags: Mapping[str, str]) -> Hop:
 
     snapshot, recorded = tags.get("data_snapshot"), tags.get("data_sha256")
     if not snapshot or not recorded:
-        return Hop("training_data", "missing", "model version tags",
-                   note="the version carries no data_snapshot/data_sha256 tag")
+        return Hop(
+            "training_data",
+            "missing",
+            "model version tags",
+            note="the version carries no data_snapshot/data_sha256 tag",
+        )
     facts: dict[str, Any] = {"data_snapshot": snapshot, "data_sha256": recorded}
     path = _local_path(snapshot)
     if path is None:
-        return Hop("training_data", "recorded", "model version tags", facts,
-                   note="the snapshot is in an object store this command does not read")
+        return Hop(
+            "training_data",
+            "recorded",
+            "model version tags",
+            facts,
+            note="the snapshot is in an object store this command does not read",
+        )
     if not path.is_file():
-        return Hop("training_data", "missing", "model version tags", facts,
-                   note=f"the snapshot {path} no longer exists (pipeline root cleaned?)")
+        return Hop(
+            "training_data",
+            "missing",
+            "model version tags",
+            facts,
+            note=f"the snapshot {path} no longer exists (pipeline root cleaned?)",
+        )
     frame = pd.read_parquet(path)
     actual = frame_sha256(frame)
     facts.update({"path": str(path), "file_sha256": sha256_file(path), "rows": len(frame)})
-    check = Check("data_sha256 recomputed from the snapshot", actual == recorded,
-                  "equal" if actual == recorded else f"recomputed {actual}")
+    check = Check(
+        "data_sha256 recomputed from the snapshot",
+        actual == recorded,
+        "equal" if actual == recorded else f"recomputed {actual}",
+    )
     return Hop("training_data", _status([check]), "model version tags; snapshot file", facts, (check,))
 
 
@@ -207,8 +253,13 @@ def _feature_hop(s: Settings, tags: Mapping[str, str], run_tags: Mapping[str, st
     if not service:
         return Hop("features", "missing", "model version tags", note="no feature_service tag")
     if service == "raw":
-        return Hop("features", "ok", "model version tags", {"feature_service": "raw"},
-                   note="raw columns of the dataset (no feature store)")
+        return Hop(
+            "features",
+            "ok",
+            "model version tags",
+            {"feature_service": "raw"},
+            note="raw columns of the dataset (no feature store)",
+        )
     facts: dict[str, Any] = {"feature_service": service}
     recorded_text = run_tags.get(FEATURE_DEFINITIONS_TAG)
     recorded = json.loads(recorded_text) if recorded_text else None
@@ -220,27 +271,52 @@ def _feature_hop(s: Settings, tags: Mapping[str, str], run_tags: Mapping[str, st
         current = feature_definitions(open_store(StoreConfig.from_settings(s)), service)
     except Exception as exc:  # not applied here, or feast cannot read the registry: say so, do not guess
         facts["registry"] = str(s.feast_dir / "registry.db")
-        return Hop("features", "recorded" if recorded else "missing", "MLflow run tag; Feast registry", facts,
-                   note=f"the Feast registry has no definitions to compare: {exc}")
+        return Hop(
+            "features",
+            "recorded" if recorded else "missing",
+            "MLflow run tag; Feast registry",
+            facts,
+            note=f"the Feast registry has no definitions to compare: {exc}",
+        )
     facts["registry"] = str(s.feast_dir / "registry.db")
     facts["current_definitions_sha256"] = definitions_sha256(current)
     if recorded is None:
         facts["current"] = current
-        return Hop("features", "missing", "Feast registry", facts,
-                   note="the training run recorded no feature definitions (trained before they were recorded)")
-    checks = [Check(f"definition of {name} unchanged since training", current["views"].get(name) == digest,
-                    "equal" if current["views"].get(name) == digest else
-                    f"now {current['views'].get(name) or 'absent'}")
-              for name, digest in recorded["views"].items()]
-    checks.insert(0, Check(f"feature service {service} unchanged since training",
-                           current["service_sha256"] == recorded["service_sha256"]))
+        return Hop(
+            "features",
+            "missing",
+            "Feast registry",
+            facts,
+            note="the training run recorded no feature definitions (trained before they were recorded)",
+        )
+    checks = [
+        Check(
+            f"definition of {name} unchanged since training",
+            current["views"].get(name) == digest,
+            "equal" if current["views"].get(name) == digest else f"now {current['views'].get(name) or 'absent'}",
+        )
+        for name, digest in recorded["views"].items()
+    ]
+    checks.insert(
+        0,
+        Check(
+            f"feature service {service} unchanged since training",
+            current["service_sha256"] == recorded["service_sha256"],
+        ),
+    )
     return Hop("features", _status(checks), "MLflow run tag; Feast registry", facts, tuple(checks))
 
 
 def _repo_root() -> Path | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return Path(out.stdout.strip())
@@ -272,8 +348,9 @@ def _image_hop(tags: Mapping[str, str]) -> Hop:
     if not image:
         return Hop("image", "missing", "model version tags", note="no image tag recorded")
     expected = f"{tags.get('riskloop_version')}-{str(tags.get('git_commit', ''))[:7]}"
-    check = Check("image tag is <riskloop_version>-<short commit>", image.endswith(f":{expected}"),
-                  f"expected tag {expected}")
+    check = Check(
+        "image tag is <riskloop_version>-<short commit>", image.endswith(f":{expected}"), f"expected tag {expected}"
+    )
     return Hop("image", _status([check]), "model version tags", {"image": image}, (check,))
 
 
@@ -282,8 +359,15 @@ def _brief(e: AuditEvent) -> dict[str, Any]:
     details = {k: v for k, v in e.details.items() if k in keep}
     if isinstance(details.get("verdict"), dict):
         details["verdict"] = {k: details["verdict"][k] for k in ("decision", "reasons") if k in details["verdict"]}
-    return {"seq": e.seq, "time": e.time, "event": e.event, "actor": e.actor, "ids": e.ids, "details": details,
-            "hash": e.hash}
+    return {
+        "seq": e.seq,
+        "time": e.time,
+        "event": e.event,
+        "actor": e.actor,
+        "ids": e.ids,
+        "details": details,
+        "hash": e.hash,
+    }
 
 
 def concerns_version(e: AuditEvent, model: str, version: str) -> bool:
@@ -302,8 +386,9 @@ def _concerns(e: AuditEvent, model: str, version: str, run_id: str) -> bool:
     return e.event in SERVING_EVENTS and concerns_version(e, model, version)
 
 
-def _decisions_hop(events: Sequence[AuditEvent], verified: bool, reason: str | None, model: str, version: str,
-                   run_id: str) -> Hop:
+def _decisions_hop(
+    events: Sequence[AuditEvent], verified: bool, reason: str | None, model: str, version: str, run_id: str
+) -> Hop:
     # every decision about the version, in log order: the prediction log stamps a row with the transaction's
     # time (a replay scores old transactions), not when it was served, so it cannot cut this list
     chosen = [e for e in events if _concerns(e, model, version, run_id)]
@@ -312,14 +397,22 @@ def _decisions_hop(events: Sequence[AuditEvent], verified: bool, reason: str | N
     kinds = {e.event for e in chosen}
     missing = [k for k in ("gated", "registered") if k not in kinds]
     # registered with alias champion (a first model) is what a server pinned to the alias serves
-    champion_at_registration = any(e.event == "registered" and "champion" in (e.details.get("aliases") or [])
-                                   for e in chosen)
+    champion_at_registration = any(
+        e.event == "registered" and "champion" in (e.details.get("aliases") or []) for e in chosen
+    )
     if not any(k in kinds for k in SERVING_EVENTS) and not champion_at_registration:
-        missing.append("a serving decision (deployed/canary_deployed/promoted/champion_restored, or registration "
-                       "as champion)")
+        missing.append(
+            "a serving decision (deployed/canary_deployed/promoted/champion_restored, or registration as champion)"
+        )
     if missing:
-        return Hop("decisions", "mismatch" if not verified else "missing", "audit log", facts, tuple(checks),
-                   note=f"no audit event for: {', '.join(missing)}")
+        return Hop(
+            "decisions",
+            "mismatch" if not verified else "missing",
+            "audit log",
+            facts,
+            tuple(checks),
+            note=f"no audit event for: {', '.join(missing)}",
+        )
     return Hop("decisions", _status(checks), "audit log", facts, tuple(checks))
 
 
@@ -342,8 +435,14 @@ def _readable_events(log: Any) -> list[AuditEvent]:
         return []
 
 
-def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], events: Sequence[AuditEvent],
-                  verified: bool, reason: str | None) -> RequestLineage:
+def trace_version(
+    s: Settings,
+    request_id: str,
+    rows: list[dict[str, Any]],
+    events: Sequence[AuditEvent],
+    verified: bool,
+    reason: str | None,
+) -> RequestLineage:
     from riskloop.registry.mlflow_registry import get_version, run_info
 
     first = rows[0]
@@ -352,21 +451,45 @@ def trace_version(s: Settings, request_id: str, rows: list[dict[str, Any]], even
     try:
         info = get_version(s.tracking_uri, model, version)
     except RiskloopError as exc:
-        hops.append(Hop("model_version", "missing", s.tracking_uri, {"model": model, "version": version},
-                        note=exc.what))
+        hops.append(
+            Hop("model_version", "missing", s.tracking_uri, {"model": model, "version": version}, note=exc.what)
+        )
         return RequestLineage(request_id, tuple(hops))
     tags = info.tags
-    hops.append(Hop("model_version", "ok", "MLflow registry",
-                    {"model": model, "version": version, "roles": sorted({str(r["role"]) for r in rows}),
-                     "aliases_now": list(info.aliases), "run_id": info.run_id, "model_sha256": tags.get("model_sha256"),
-                     "dataset_spec": tags.get("dataset_spec"), "gate_result": tags.get("gate_result"),
-                     "approved_by": tags.get("approved_by")}))
+    hops.append(
+        Hop(
+            "model_version",
+            "ok",
+            "MLflow registry",
+            {
+                "model": model,
+                "version": version,
+                "roles": sorted({str(r["role"]) for r in rows}),
+                "aliases_now": list(info.aliases),
+                "run_id": info.run_id,
+                "model_sha256": tags.get("model_sha256"),
+                "dataset_spec": tags.get("dataset_spec"),
+                "gate_result": tags.get("gate_result"),
+                "approved_by": tags.get("approved_by"),
+            },
+        )
+    )
     hops.append(_spec_hop(s, info))
     try:
         run = run_info(s.tracking_uri, info.run_id)
-        hops.append(Hop("mlflow_run", "ok", "MLflow tracking",
-                        {"run_id": info.run_id, "status": run["status"], "artifact_uri": run["artifact_uri"],
-                         "params": run["params"]}))
+        hops.append(
+            Hop(
+                "mlflow_run",
+                "ok",
+                "MLflow tracking",
+                {
+                    "run_id": info.run_id,
+                    "status": run["status"],
+                    "artifact_uri": run["artifact_uri"],
+                    "params": run["params"],
+                },
+            )
+        )
         run_tags: dict[str, str] = run["tags"]
     except Exception as exc:  # mlflow raises its own types for an unknown run
         hops.append(Hop("mlflow_run", "missing", "MLflow tracking", {"run_id": info.run_id}, note=str(exc)))
@@ -388,22 +511,32 @@ def _spec_hop(s: Settings, info: Any) -> Hop:
     recorded = info.tags.get(SPEC_SHA256_TAG)
     facts: dict[str, Any] = {"dataset_spec": info.tags.get("dataset_spec"), "dataset_spec_sha256": recorded}
     if not recorded:
-        return Hop("dataset_spec", "missing", "model version tags", facts,
-                   note=f"the version records no {SPEC_SHA256_TAG} (registered before versions carried their spec)")
+        return Hop(
+            "dataset_spec",
+            "missing",
+            "model version tags",
+            facts,
+            note=f"the version records no {SPEC_SHA256_TAG} (registered before versions carried their spec)",
+        )
     try:
         stored = SpecSource(download_spec_text(s.tracking_uri, info.run_id), f"{SPEC_FILE} of v{info.version}")
     except RiskloopError as exc:
         return Hop("dataset_spec", "missing", source, facts, note=exc.what)
-    check = Check("dataset spec sha256 recomputed from the stored spec", stored.sha256 == recorded,
-                  "equal" if stored.sha256 == recorded else f"recomputed {stored.sha256}")
+    check = Check(
+        "dataset spec sha256 recomputed from the stored spec",
+        stored.sha256 == recorded,
+        "equal" if stored.sha256 == recorded else f"recomputed {stored.sha256}",
+    )
     if check.ok:
         try:
             spec = stored.parse()
-            facts.update({"name": spec.name, "require_approval": spec.require_approval,
-                          "registered_model": spec.model_name})
+            facts.update(
+                {"name": spec.name, "require_approval": spec.require_approval, "registered_model": spec.model_name}
+            )
         except RiskloopError as exc:
-            return Hop("dataset_spec", "mismatch", source, facts, (check, Check("the stored spec parses", False,
-                                                                               exc.what)))
+            return Hop(
+                "dataset_spec", "mismatch", source, facts, (check, Check("the stored spec parses", False, exc.what))
+            )
     return Hop("dataset_spec", _status([check]), source, facts, (check,))
 
 
@@ -411,20 +544,31 @@ def _pipeline_hop(s: Settings, pipeline_run_id: str | None, events: Sequence[Aud
     if not pipeline_run_id:
         return Hop("pipeline_run", "missing", "model version tags", note="no pipeline_run_id tag")
     mine = [e for e in events if e.ids.get("pipeline_run_id") == pipeline_run_id]
-    facts: dict[str, Any] = {"pipeline_run_id": pipeline_run_id,
-                             "audit_events": [{"seq": e.seq, "event": e.event, "time": e.time} for e in mine]}
+    facts: dict[str, Any] = {
+        "pipeline_run_id": pipeline_run_id,
+        "audit_events": [{"seq": e.seq, "event": e.event, "time": e.time} for e in mine],
+    }
     local = s.pipeline_root / pipeline_run_id
     if local.is_dir():
         facts["pipeline_root"] = str(local)
     if not mine:
-        return Hop("pipeline_run", "missing", "model version tags; audit log", facts,
-                   note="the audit log has no event of this pipeline run")
+        return Hop(
+            "pipeline_run",
+            "missing",
+            "model version tags; audit log",
+            facts,
+            note="the audit log has no event of this pipeline run",
+        )
     return Hop("pipeline_run", "ok", "model version tags; audit log", facts)
 
 
 # ------------------------------------------------------------------------------ render
-_MARK = {"ok": "[green]ok[/]", "recorded": "[yellow]recorded[/]", "mismatch": "[bold red]MISMATCH[/]",
-         "missing": "[bold red]MISSING[/]"}
+_MARK = {
+    "ok": "[green]ok[/]",
+    "recorded": "[yellow]recorded[/]",
+    "mismatch": "[bold red]MISMATCH[/]",
+    "missing": "[bold red]MISSING[/]",
+}
 
 
 def render_tree(lineages: Sequence[RequestLineage]) -> Any:
@@ -435,15 +579,19 @@ def render_tree(lineages: Sequence[RequestLineage]) -> Any:
     root = Tree(f"request [bold]{escape(lineages[0].request_id)}[/]")
     for lin in lineages:
         pred = lin.hop("prediction").facts["rows"][0]
-        branch = root.add(f"{escape(str(pred['model']))} v{escape(str(pred['model_version']))} "
-                          f"({'complete' if lin.complete else '[bold red]incomplete[/]'})")
+        branch = root.add(
+            f"{escape(str(pred['model']))} v{escape(str(pred['model_version']))} "
+            f"({'complete' if lin.complete else '[bold red]incomplete[/]'})"
+        )
         for h in lin.hops:
             node = branch.add(f"{h.hop}: {_MARK[h.status]}  [dim]{escape(h.source)}[/]")
             for k, v in _headline(h).items():
                 node.add(f"{k}: {escape(str(v))}")
             for c in h.checks:
-                node.add(f"{'[green]✓[/]' if c.ok else '[red]✗[/]'} {escape(c.check)}"
-                         + (f" [dim]({escape(c.detail)})[/]" if c.detail and not c.ok else ""))
+                node.add(
+                    f"{'[green]✓[/]' if c.ok else '[red]✗[/]'} {escape(c.check)}"
+                    + (f" [dim]({escape(c.detail)})[/]" if c.detail and not c.ok else "")
+                )
             if h.note:
                 node.add(f"[italic]{escape(h.note)}[/]")
     return root
@@ -456,8 +604,10 @@ def _headline(h: Hop) -> dict[str, Any]:
     if h.hop == "decisions":
         return {f"#{e['seq']}": f"{e['time'][:19]} {e['event']} by {e['actor']}" for e in f.get("events", [])}
     if h.hop == "pipeline_run":
-        return {"pipeline_run_id": f.get("pipeline_run_id"), "events": ", ".join(
-            e["event"] for e in f.get("audit_events", []))}
+        return {
+            "pipeline_run_id": f.get("pipeline_run_id"),
+            "events": ", ".join(e["event"] for e in f.get("audit_events", [])),
+        }
     if h.hop == "features":
         return {k: f[k] for k in ("feature_service", "registry") if k in f}
     if h.hop == "mlflow_run":
@@ -465,5 +615,14 @@ def _headline(h: Hop) -> dict[str, Any]:
     return {k: v for k, v in f.items() if isinstance(v, str | int | float) or v is None}
 
 
-__all__ = ["Check", "Hop", "RequestLineage", "commit_in_history", "definitions_sha256", "feature_definitions",
-           "render_tree", "trace_request", "trace_version"]
+__all__ = [
+    "Check",
+    "Hop",
+    "RequestLineage",
+    "commit_in_history",
+    "definitions_sha256",
+    "feature_definitions",
+    "render_tree",
+    "trace_request",
+    "trace_version",
+]

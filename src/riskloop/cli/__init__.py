@@ -54,19 +54,32 @@ class _Riskloop(TyperGroup):
 
 
 # rich markup, not markdown: markdown drops <DAY>-style placeholders from help texts
-app = typer.Typer(cls=_Riskloop, help="riskloop: production MLOps for tabular risk models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, rich_markup_mode="rich")
+app = typer.Typer(
+    cls=_Riskloop,
+    help="riskloop: production MLOps for tabular risk models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
 app.add_typer(data.data_app, name="data")
 app.add_typer(features.features_app, name="features")
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(delivery.canary_app, name="canary")
 app.add_typer(cluster.cluster_app, name="cluster")
 app.add_typer(pipelines.run_app, name="run")
-for name, command in (("version", cluster.version_cmd), ("compile", pipelines.compile_cmd),
-                      ("serve", serving.serve_cmd), ("score", serving.score_cmd), ("replay", serving.replay_cmd),
-                      ("monitor", monitoring.monitor_cmd), ("card", models.card_cmd),
-                      ("reproduce", models.reproduce_cmd), ("approve", models.approve_cmd),
-                      ("lineage", models.lineage_cmd), ("history", models.history_cmd)):
+for name, command in (
+    ("version", cluster.version_cmd),
+    ("compile", pipelines.compile_cmd),
+    ("serve", serving.serve_cmd),
+    ("score", serving.score_cmd),
+    ("replay", serving.replay_cmd),
+    ("monitor", monitoring.monitor_cmd),
+    ("card", models.card_cmd),
+    ("reproduce", models.reproduce_cmd),
+    ("approve", models.approve_cmd),
+    ("lineage", models.lineage_cmd),
+    ("history", models.history_cmd),
+):
     app.command(name)(command)
 
 
@@ -74,12 +87,15 @@ def _reflow(doc: str) -> str:
     """A docstring as help: prose paragraphs on one line (rich mode keeps single line breaks, and the
     terminal wraps), indented blocks (the examples) line by line."""
     paragraphs = inspect.cleandoc(doc).split("\n\n")
-    return "\n\n".join(p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.splitlines())
-                       for p in paragraphs)
+    return "\n\n".join(
+        p if any(line.startswith(" ") for line in p.splitlines()) else " ".join(p.splitlines()) for p in paragraphs
+    )
 
 
-for info in [*app.registered_commands, *(c for g in app.registered_groups if g.typer_instance is not None
-                                         for c in g.typer_instance.registered_commands)]:
+for info in [
+    *app.registered_commands,
+    *(c for g in app.registered_groups if g.typer_instance is not None for c in g.typer_instance.registered_commands),
+]:
     if info.help is None and info.callback is not None and info.callback.__doc__:
         info.help = _reflow(info.callback.__doc__)
 

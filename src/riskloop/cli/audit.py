@@ -27,12 +27,15 @@ def audit_verify() -> None:
     anchors = collect_anchors(s)
     result = log.verify(anchors)
     if result.ok:
-        out.print(f"[green]audit log intact[/]: {result.events} events, {len(anchors)} anchors, "
-                  f"head {result.head_hash}")
+        out.print(
+            f"[green]audit log intact[/]: {result.events} events, {len(anchors)} anchors, head {result.head_hash}"
+        )
         tail = unanchored_tail(result.events, anchors)
         if tail:
-            out.print(f"the last {tail} event(s) come after the newest anchor: the chain alone covers them "
-                      "(a cut there is invisible until the next lifecycle event is anchored)")
+            out.print(
+                f"the last {tail} event(s) come after the newest anchor: the chain alone covers them "
+                "(a cut there is invisible until the next lifecycle event is anchored)"
+            )
         return
     out.print(f"[bold red]audit log broken[/] at line {(result.first_broken_seq or 0) + 1}: {result.reason}")
     raise typer.Exit(code=1)
@@ -48,8 +51,11 @@ def audit_show(
     from riskloop.audit.log import filter_events, open_audit_log
 
     s = settings()
-    events = filter_events(open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).events(),
-                           event=event, model_version=model_version)
+    events = filter_events(
+        open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).events(),
+        event=event,
+        model_version=model_version,
+    )
     if as_json:
         for e in events:
             out.print(e.to_json(), soft_wrap=True, markup=False, highlight=False)

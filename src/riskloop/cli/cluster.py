@@ -35,8 +35,9 @@ def version_cmd(
     from riskloop import __version__
     from riskloop.version import IMAGE_REPOSITORY, git_commit, image_tag, runtime_image
 
-    chosen = [v for flag, v in ((image, runtime_image), (tag, image_tag), (repository, lambda: IMAGE_REPOSITORY))
-              if flag]
+    chosen = [
+        v for flag, v in ((image, runtime_image), (tag, image_tag), (repository, lambda: IMAGE_REPOSITORY)) if flag
+    ]
     if len(chosen) > 1:
         raise ConfigError("--image, --tag and --repository print one value each", fix="pass only one of them")
     if chosen:
@@ -49,8 +50,9 @@ def version_cmd(
 def publish_cmd(
     kfp_host: KfpHostOpt,
     pipelines_dir: PipelinesDirOpt = Path("/opt/riskloop/pipelines"),
-    schedules: Annotated[Path | None, typer.Option(
-        "--schedules", help="YAML list of {name, pipeline, cron, parameters, enabled}.")] = None,
+    schedules: Annotated[
+        Path | None, typer.Option("--schedules", help="YAML list of {name, pipeline, cron, parameters, enabled}.")
+    ] = None,
     version: Annotated[str | None, typer.Option(help="Pipeline version name; default the image tag.")] = None,
     namespace: Annotated[str, typer.Option(help="KFP namespace (multi-user installs).")] = "kubeflow",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, change nothing.")] = False,
@@ -75,13 +77,22 @@ def publish_cmd(
     wanted = load_schedules(schedules) if schedules is not None else []
     tag = version or image_tag()
     client = publish.connect(kfp_host, namespace=namespace)
-    steps = publish.publish(client, pipelines, tag, wanted, dry_run=dry_run,
-                              on_step=lambda a: console.print(f"  {'would ' if dry_run else ''}{a}"))
+    steps = publish.publish(
+        client,
+        pipelines,
+        tag,
+        wanted,
+        dry_run=dry_run,
+        on_step=lambda a: console.print(f"  {'would ' if dry_run else ''}{a}"),
+    )
     counts: dict[str, int] = {}
     for a in steps:
         counts[a.kind] = counts.get(a.kind, 0) + 1
-    out.print(f"{'planned' if dry_run else 'published'} {len(pipelines)} pipelines at version {tag} to {kfp_host}: "
-              + ", ".join(f"{k} {n}" for k, n in counts.items()), highlight=False)
+    out.print(
+        f"{'planned' if dry_run else 'published'} {len(pipelines)} pipelines at version {tag} to {kfp_host}: "
+        + ", ".join(f"{k} {n}" for k, n in counts.items()),
+        highlight=False,
+    )
 
 
 @cluster_app.command("run")
@@ -89,8 +100,9 @@ def run_cmd(
     kfp_host: KfpHostOpt,
     pipeline: Annotated[str, typer.Option(help="Pipeline file stem, e.g. training.")] = "training",
     pipelines_dir: PipelinesDirOpt = Path("build/pipelines"),
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", help="name=value (value parsed as YAML); repeatable.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="name=value (value parsed as YAML); repeatable.")
+    ] = None,
     version: Annotated[str | None, typer.Option(help="Published version; default the image tag.")] = None,
     namespace: Annotated[str, typer.Option(help="KFP namespace (multi-user installs).")] = "kubeflow",
 ) -> None:
@@ -115,9 +127,13 @@ def run_cmd(
         params[key] = yaml.safe_load(value)
     chosen = next((p for p in publish.read_compiled(pipelines_dir) if p.stem == pipeline), None)
     if chosen is None:
-        raise ConfigError(f"no compiled pipeline {pipeline!r} in {pipelines_dir}", where="--pipeline",
-                          fix="use a file stem from the pipelines dir, e.g. training")
+        raise ConfigError(
+            f"no compiled pipeline {pipeline!r} in {pipelines_dir}",
+            where="--pipeline",
+            fix="use a file stem from the pipelines dir, e.g. training",
+        )
     tag = version or image_tag()
-    run_id = publish.start_run(publish.connect(kfp_host, namespace=namespace), chosen, tag, params,
-                               f"{chosen.name}-{uuid.uuid4().hex[:8]}")
+    run_id = publish.start_run(
+        publish.connect(kfp_host, namespace=namespace), chosen, tag, params, f"{chosen.name}-{uuid.uuid4().hex[:8]}"
+    )
     out.print(f"started run {run_id} of {chosen.name}@{tag}; follow it in the Kubeflow UI (Runs)", highlight=False)

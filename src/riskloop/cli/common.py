@@ -24,11 +24,20 @@ out = Console()  # results a script may read
 SpecOpt = Annotated[str, typer.Option("--spec", help="Dataset spec: a shipped name or a YAML path.")]
 # commands about a registered version: the version carries the spec it was trained under; a --spec given
 # names the model and must be that spec, byte for byte
-VersionSpecOpt = Annotated[str | None, typer.Option(
-    "--spec", help="Dataset spec (shipped name or YAML path) naming the model; it must be the spec the version "
-                   "was trained under (the version carries its own, so it can be left out).")]
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", help="Registered model name; default the --spec's model_name, else RISKLOOP_MLFLOW__MODEL_NAME.")]
+VersionSpecOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--spec",
+        help="Dataset spec (shipped name or YAML path) naming the model; it must be the spec the version "
+        "was trained under (the version carries its own, so it can be left out).",
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="Registered model name; default the --spec's model_name, else RISKLOOP_MLFLOW__MODEL_NAME."
+    ),
+]
 
 
 def settings() -> Settings:
@@ -40,8 +49,14 @@ def settings() -> Settings:
 
 
 def progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def summary(title: str, rows: dict[str, Any]) -> None:
@@ -57,8 +72,9 @@ def parse_day(text: str, option: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"{option} {text!r} is not a date", where=option,
-                          fix="use YYYY-MM-DD, e.g. 2026-01-31") from None
+        raise ConfigError(
+            f"{option} {text!r} is not a date", where=option, fix="use YYYY-MM-DD, e.g. 2026-01-31"
+        ) from None
 
 
 def parse_time(text: str, option: str) -> datetime:
@@ -66,8 +82,9 @@ def parse_time(text: str, option: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"{option} {text!r} is not an ISO 8601 time", where=option,
-                          fix="use e.g. 2026-01-30T12:00:00+00:00") from None
+        raise ConfigError(
+            f"{option} {text!r} is not an ISO 8601 time", where=option, fix="use e.g. 2026-01-30T12:00:00+00:00"
+        ) from None
 
 
 def model_name(s: Settings, spec: str | None, model: str | None = None) -> str:
@@ -76,8 +93,10 @@ def model_name(s: Settings, spec: str | None, model: str | None = None) -> str:
 
     if model is not None:
         if spec is not None and load_spec(spec).registered_model(s.mlflow.model_name) != model:
-            raise ConfigError(f"--model {model} is not the model of --spec {spec}",
-                              fix="give one of them, or the two that belong together")
+            raise ConfigError(
+                f"--model {model} is not the model of --spec {spec}",
+                fix="give one of them, or the two that belong together",
+            )
         return model
     if s.model_name:
         return s.model_name

@@ -41,8 +41,15 @@ def data_generate(
 
     s = settings()
     try:
-        params = GeneratorParams(days=days, seed=seed, start=parse_day(start, "--start"), n_cards=cards,
-                                 n_merchants=merchants, scenario=scenario, drift_day=drift_day)  # type: ignore[arg-type]
+        params = GeneratorParams(
+            days=days,
+            seed=seed,
+            start=parse_day(start, "--start"),
+            n_cards=cards,
+            n_merchants=merchants,
+            scenario=scenario,  # type: ignore[arg-type]
+            drift_day=drift_day,
+        )
     except ValidationError as exc:
         raise ConfigError(f"invalid generator options: {exc}", where="riskloop data generate") from None
     spec = load_spec("synthetic-fraud")
@@ -89,15 +96,25 @@ def data_validate(
             bad += len(dv.result.quarantine)
             prog.advance(task)
     _audit(s, "validated", ids={"dataset": ds.name}, details={"rows": rows, "valid": valid, "quarantined": bad})
-    summary("validated", {"dataset": ds.name, "rows": rows, "valid": valid, "quarantined": bad,
-                          "validated data": validated_dir(ds, s.root), "quarantine": quarantine_dir(ds, s.root)})
+    summary(
+        "validated",
+        {
+            "dataset": ds.name,
+            "rows": rows,
+            "valid": valid,
+            "quarantined": bad,
+            "validated data": validated_dir(ds, s.root),
+            "quarantine": quarantine_dir(ds, s.root),
+        },
+    )
 
 
 def _audit(s: Settings, event: str, *, ids: dict[str, str], details: dict[str, Any]) -> None:
     from riskloop.audit.log import open_audit_log
 
     open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
-        event, actor=s.audit.actor, ids=ids, details=details)
+        event, actor=s.audit.actor, ids=ids, details=details
+    )
 
 
 @data_app.command("fetch-ulb")
@@ -116,9 +133,16 @@ def data_fetch_ulb() -> None:
     spec = load_spec("ulb-creditcard")
     frame = load_ulb(fetch_ulb(s.root / "cache" / "wheels"))
     paths = land_frame(frame, spec, spec.source_path(s.shared))
-    summary("ULB credit-card fraud", {"rows": len(frame), "frauds": int(frame["is_fraud"].sum()),
-                                      "partitions": len(paths), "landing": spec.source_path(s.shared),
-                                      "licence": "ODbL (not committed; cached under the state dir)"})
+    summary(
+        "ULB credit-card fraud",
+        {
+            "rows": len(frame),
+            "frauds": int(frame["is_fraud"].sum()),
+            "partitions": len(paths),
+            "landing": spec.source_path(s.shared),
+            "licence": "ODbL (not committed; cached under the state dir)",
+        },
+    )
 
 
 @data_app.command("fetch-german-credit")
@@ -140,6 +164,13 @@ def data_fetch_german_credit() -> None:
     frame = load_german_credit(fetch_german_credit(s.root / "cache" / "wheels"))
     path = spec.source_path(s.shared) / f"date={GERMAN_CREDIT_AS_OF}" / PARTITION_FILE
     path.write_table(pa.Table.from_pandas(frame, preserve_index=False))
-    summary("UCI Statlog German Credit", {"rows": len(frame), "bad": int(frame["is_bad"].sum()),
-                                          "landing": path, "partition date": GERMAN_CREDIT_AS_OF,
-                                          "licence": "CC BY 4.0 (not committed; cached under the state dir)"})
+    summary(
+        "UCI Statlog German Credit",
+        {
+            "rows": len(frame),
+            "bad": int(frame["is_bad"].sum()),
+            "landing": path,
+            "partition date": GERMAN_CREDIT_AS_OF,
+            "licence": "CC BY 4.0 (not committed; cached under the state dir)",
+        },
+    )

@@ -11,19 +11,25 @@ from riskloop.cli.common import ModelOpt, VersionSpecOpt, console, model_name, s
 from riskloop.errors import ConfigError, RiskloopError
 from riskloop.settings import Settings
 
-canary_app = typer.Typer(help="Progressive delivery: deploy a challenger, analyse, promote or roll back.",
-                         no_args_is_help=True)
+canary_app = typer.Typer(
+    help="Progressive delivery: deploy a challenger, analyse, promote or roll back.", no_args_is_help=True
+)
 
 
 def _deployment_table(d: Any) -> None:
-    summary(f"deployment of {d.model_name} (revision {d.revision})", {
-        "champion": f"v{d.champion_version}",
-        "challenger": f"v{d.challenger_version}" if d.challenger_version else "-",
-        "mode": d.mode if d.challenger_version else "-",
-        "canary traffic": f"{d.canary_percent}%" + (" (sticky by card_id)" if d.sticky and d.canary_percent else ""),
-        "drill": d.drill.model_dump() if d.drill else "-",
-        "updated": d.updated_at.isoformat(timespec="seconds"), "reason": d.reason,
-    })
+    summary(
+        f"deployment of {d.model_name} (revision {d.revision})",
+        {
+            "champion": f"v{d.champion_version}",
+            "challenger": f"v{d.challenger_version}" if d.challenger_version else "-",
+            "mode": d.mode if d.challenger_version else "-",
+            "canary traffic": f"{d.canary_percent}%"
+            + (" (sticky by card_id)" if d.sticky and d.canary_percent else ""),
+            "drill": d.drill.model_dump() if d.drill else "-",
+            "updated": d.updated_at.isoformat(timespec="seconds"),
+            "reason": d.reason,
+        },
+    )
 
 
 def _renamed(new: str | None, old: str | None, new_flag: str, old_flag: str) -> str | None:
@@ -33,30 +39,38 @@ def _renamed(new: str | None, old: str | None, new_flag: str, old_flag: str) -> 
     that pass it keep working while the help shows only the name the glossary gives.
     """
     if new is not None and old is not None and new != old:
-        raise ConfigError(f"{new_flag} {new} and {old_flag} {old} name two different versions",
-                          where="riskloop canary deploy", fix=f"pass only {new_flag} ({old_flag} is its old name)")
+        raise ConfigError(
+            f"{new_flag} {new} and {old_flag} {old} name two different versions",
+            where="riskloop canary deploy",
+            fix=f"pass only {new_flag} ({old_flag} is its old name)",
+        )
     return new if new is not None else old
 
 
 @canary_app.command("deploy")
 def canary_deploy(
-    challenger_alias: Annotated[str | None, typer.Option(
-        help="Deploy this alias's version as challenger (resolved to its version).")] = None,
+    challenger_alias: Annotated[
+        str | None, typer.Option(help="Deploy this alias's version as challenger (resolved to its version).")
+    ] = None,
     challenger_version: Annotated[str | None, typer.Option(help="Deploy this version as challenger.")] = None,
-    alias: Annotated[str | None, typer.Option("--alias", hidden=True, help="Old name of --challenger-alias.")
-                     ] = None,
-    version: Annotated[str | None, typer.Option("--version", hidden=True, help="Old name of --challenger-version.")
-                       ] = None,
+    alias: Annotated[str | None, typer.Option("--alias", hidden=True, help="Old name of --challenger-alias.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", hidden=True, help="Old name of --challenger-version.")
+    ] = None,
     canary_percent: Annotated[int, typer.Option(min=0, max=100, help="Challenger's percentage of live requests.")] = 10,
     shadow: Annotated[bool, typer.Option(help="Shadow mode: the challenger only scores copies.")] = False,
-    sticky: Annotated[bool, typer.Option(help="Route by a hash of card_id: a card stays on one model, but fraud "
-                                             "clusters by card, so the two samples differ; off by default.")
-                      ] = False,
-    drill_error_rate: Annotated[float, typer.Option(min=0, max=1, help="Drill: share of challenger requests failed."
-                                                    )] = 0.0,
+    sticky: Annotated[
+        bool,
+        typer.Option(
+            help="Route by a hash of card_id: a card stays on one model, but fraud "
+            "clusters by card, so the two samples differ; off by default."
+        ),
+    ] = False,
+    drill_error_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Drill: share of challenger requests failed.")
+    ] = 0.0,
     drill_score_shift: Annotated[float, typer.Option(min=-1, max=1, help="Drill: added to challenger scores.")] = 0.0,
-    drill_latency_ms: Annotated[float, typer.Option(min=0, max=10_000, help="Drill: added challenger latency.")
-                                ] = 0.0,
+    drill_latency_ms: Annotated[float, typer.Option(min=0, max=10_000, help="Drill: added challenger latency.")] = 0.0,
     spec: VersionSpecOpt = None,
     model: ModelOpt = None,
 ) -> None:
@@ -76,16 +90,27 @@ def canary_deploy(
     alias = _renamed(challenger_alias, alias, "--challenger-alias", "--alias")
     version = _renamed(challenger_version, version, "--challenger-version", "--version")
     s = settings()
-    drill = (Drill(error_rate=drill_error_rate, score_shift=drill_score_shift, added_latency_ms=drill_latency_ms)
-             if drill_error_rate or drill_score_shift or drill_latency_ms else None)
+    drill = (
+        Drill(error_rate=drill_error_rate, score_shift=drill_score_shift, added_latency_ms=drill_latency_ms)
+        if drill_error_rate or drill_score_shift or drill_latency_ms
+        else None
+    )
     name = model_name(s, spec, model)
     if spec is not None:  # the version to deploy must be the one trained under the spec named
         from riskloop.registry.mlflow_registry import resolve_version
 
         version_spec(s, resolve_version(s.tracking_uri, name, alias=alias, version=version), spec)
-    d = rollout.deploy_challenger(s, name, alias=alias, version=version,
-                                  canary_percent=canary_percent, mode="shadow" if shadow else "canary",
-                                  sticky=sticky, drill=drill, reason="riskloop canary deploy")
+    d = rollout.deploy_challenger(
+        s,
+        name,
+        alias=alias,
+        version=version,
+        canary_percent=canary_percent,
+        mode="shadow" if shadow else "canary",
+        sticky=sticky,
+        drill=drill,
+        reason="riskloop canary deploy",
+    )
     _deployment_table(d)
 
 

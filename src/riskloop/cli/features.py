@@ -46,8 +46,9 @@ def features_apply(spec: SpecOpt = "synthetic-fraud") -> None:
 
 @features_app.command("materialize")
 def features_materialize(
-    end: Annotated[str | None, typer.Option(
-        help="Load rows stamped up to this day (YYYY-MM-DD); default: the newest.")] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Load rows stamped up to this day (YYYY-MM-DD); default: the newest.")
+    ] = None,
     days_back: Annotated[int, typer.Option(min=1, help="How far back to load.")] = 60,
 ) -> None:
     """Load the offline feature rows into the online store.
@@ -85,9 +86,13 @@ def features_online(
     merchant_id: Annotated[str, typer.Option(help="Merchant of the hypothetical transaction.")] = "M00001",
     amount: Annotated[float, typer.Option(help="Amount of the hypothetical transaction.")] = 50.0,
     country: Annotated[str, typer.Option(help="Country of the hypothetical transaction.")] = "DE",
-    at: Annotated[str | None, typer.Option(
-        help="Time of the hypothetical transaction, ISO 8601 with offset (default: now). Batch rows "
-             "older than their view's TTL at this time count as missing, as in training.")] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Time of the hypothetical transaction, ISO 8601 with offset (default: now). Batch rows "
+            "older than their view's TTL at this time count as missing, as in training."
+        ),
+    ] = None,
 ) -> None:
     """Show the online features the model would see for a card's transaction.
 
@@ -104,9 +109,24 @@ def features_online(
     if when.tzinfo is None:
         raise ConfigError(f"--at {at!r} has no UTC offset", where="--at", fix="add one, e.g. 2026-01-30T12:00:00+00:00")
     us = epoch_us(when)
-    row = {"card_id": card_id, "merchant_id": merchant_id, "amount": amount, "country": country,
-           "event_hour": hour_of_day(us), "event_us": us}
+    row = {
+        "card_id": card_id,
+        "merchant_id": merchant_id,
+        "amount": amount,
+        "country": country,
+        "event_hour": hour_of_day(us),
+        "event_us": us,
+    }
     feats, states, known = OnlineFeatures(open_store(StoreConfig.from_settings(s)), FEATURE_SERVICE).lookup([row])
-    out.print_json(json.dumps({"card_id": card_id, "at": when.isoformat(), "known_card": known[0],
-                               "features": feats[0], "recent_transactions": len(states[0].event_us)},
-                              default=str))
+    out.print_json(
+        json.dumps(
+            {
+                "card_id": card_id,
+                "at": when.isoformat(),
+                "known_card": known[0],
+                "features": feats[0],
+                "recent_transactions": len(states[0].event_us),
+            },
+            default=str,
+        )
+    )

@@ -19,8 +19,13 @@ def card_cmd(
     model_version: Annotated[str, typer.Argument(help="Registry version, e.g. 3.")],
     spec: VersionSpecOpt = None,
     model: ModelOpt = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write model_card.md/.html; default "
-                                                 ".riskloop/reports/model_cards/<model>-v<version>.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write model_card.md/.html; default .riskloop/reports/model_cards/<model>-v<version>.",
+        ),
+    ] = None,
 ) -> None:
     """(Re)generate a version's model card with today's canary verdicts and approvals; also logged to MLflow.
 
@@ -45,24 +50,48 @@ def card_cmd(
     source = read_version_spec(s, info, spec)  # the card describes the version under the spec it carries
     snapshot = Path(info.tags.get("data_snapshot", "").removeprefix("file://"))
     if not snapshot.is_file():
-        raise RiskloopError(f"the training snapshot of version {info.version} is not readable here: {snapshot}",
-                            where=f"tag data_snapshot of {name} v{info.version}",
-                            fix="run this where the pipeline root is mounted (the card of the training run "
-                                "is in the MLflow run's model_card/ folder)")
-    gated = [e for e in open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).events()
-             if e.event == "gated" and e.ids.get("run_id") == info.run_id]
+        raise RiskloopError(
+            f"the training snapshot of version {info.version} is not readable here: {snapshot}",
+            where=f"tag data_snapshot of {name} v{info.version}",
+            fix="run this where the pipeline root is mounted (the card of the training run "
+            "is in the MLflow run's model_card/ folder)",
+        )
+    gated = [
+        e
+        for e in open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).events()
+        if e.event == "gated" and e.ids.get("run_id") == info.run_id
+    ]
     gate = GateResult.from_dict(gated[-1].details) if gated else None  # the decision recorded
     target = out_dir or s.reports_dir / "model_cards" / f"{name}-v{info.version}"
     model_dir = download_model_dir(s.tracking_uri, info.run_id)
     try:
-        result = model_card(source, snapshot, model_dir, info.run_id, info.version,
-                            gate, target / "model_card.md", target / "model_card.html", s)
+        result = model_card(
+            source,
+            snapshot,
+            model_dir,
+            info.run_id,
+            info.version,
+            gate,
+            target / "model_card.md",
+            target / "model_card.html",
+            s,
+        )
     finally:
         shutil.rmtree(model_dir.parent, ignore_errors=True)
-    summary(f"model card of {name} v{info.version}", {"markdown": target / "model_card.md",
-                                                        "html": target / "model_card.html",
-                                                        "fairness tables": result.fairness,
-                                                        "MLflow": f"run {info.run_id}, model_card/"})
+    summary(
+        f"model card of {name} v{info.version}",
+        {
+            "markdown": target / "model_card.md",
+            "html": target / "model_card.html",
+            "fairness tables": result.fairness,
+            "MLflow": f"run {info.run_id}, model_card/",
+        },
+    )
+
+
+def _same_or_differs(same: str, identical: bool, recorded: str, rebuilt: str) -> str:
+    """One line of the reproduce report: the rebuilt hash when it matches, both when it does not."""
+    return f"{same} {rebuilt[:12]}…)" if identical else f"DIFFERS: recorded {recorded[:12]}…, rebuilt {rebuilt[:12]}…"
 
 
 def reproduce_cmd(
@@ -91,14 +120,27 @@ def reproduce_cmd(
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
-        summary(f"reproduce {report.model} v{report.version}", {
-            "training data": "identical (data_sha256 " + report.data_sha256_rebuilt[:12] + "…)" if report.data_identical
-            else f"DIFFERS: recorded {report.data_sha256_recorded[:12]}…, rebuilt {report.data_sha256_rebuilt[:12]}…",
-            "model.ubj": "byte-identical (sha256 " + report.model_sha256_rebuilt[:12] + "…)" if report.model_identical
-            else f"DIFFERS: recorded {report.model_sha256_recorded[:12]}…, rebuilt {report.model_sha256_rebuilt[:12]}…",
-            "commit": report.commit_recorded + ("" if report.commit_recorded == report.commit_now
-                                                else f" (HEAD is {report.commit_now})"),
-            "recipe": json.dumps(report.recipe), "work dir": report.work_dir})
+        summary(
+            f"reproduce {report.model} v{report.version}",
+            {
+                "training data": _same_or_differs(
+                    "identical (data_sha256",
+                    report.data_identical,
+                    report.data_sha256_recorded,
+                    report.data_sha256_rebuilt,
+                ),
+                "model.ubj": _same_or_differs(
+                    "byte-identical (sha256",
+                    report.model_identical,
+                    report.model_sha256_recorded,
+                    report.model_sha256_rebuilt,
+                ),
+                "commit": report.commit_recorded
+                + ("" if report.commit_recorded == report.commit_now else f" (HEAD is {report.commit_now})"),
+                "recipe": json.dumps(report.recipe),
+                "work dir": report.work_dir,
+            },
+        )
         for w in report.warnings:
             console.print(f"[yellow]warning:[/] {w}")
     if not report.model_identical:
@@ -131,10 +173,18 @@ def approve_cmd(
     name = model_name(s, spec, model)
     a = approve(s, name, model_version, by=by, note=note, given_spec=spec)
     requirement, _ = version_approval(s, get_version(s.tracking_uri, name, a.version))
-    summary(f"approved {name} v{a.version}", {"by": a.by, "note": a.note, "time": a.time,
-                                              "model_sha256": a.model_sha256, "audit seq": a.audit_seq,
-                                              "required": f"{requirement.required} ({requirement.why})",
-                                              "audit log": s.audit_path if s.audit.backend == "file" else "postgres"})
+    summary(
+        f"approved {name} v{a.version}",
+        {
+            "by": a.by,
+            "note": a.note,
+            "time": a.time,
+            "model_sha256": a.model_sha256,
+            "audit seq": a.audit_seq,
+            "required": f"{requirement.required} ({requirement.why})",
+            "audit log": s.audit_path if s.audit.backend == "file" else "postgres",
+        },
+    )
 
 
 def lineage_cmd(
@@ -159,8 +209,11 @@ def lineage_cmd(
     s = settings()
     lineages = trace_request(s, request_id)
     if as_json:
-        doc = {"request_id": request_id, "complete": all(lin.complete for lin in lineages),
-               "models": [lin.to_dict() for lin in lineages]}
+        doc = {
+            "request_id": request_id,
+            "complete": all(lin.complete for lin in lineages),
+            "models": [lin.to_dict() for lin in lineages],
+        }
         out.print_json(json.dumps(doc, default=str))
     else:
         out.print(render_tree(lineages))
@@ -169,8 +222,7 @@ def lineage_cmd(
 
 
 def history_cmd(
-    spec: Annotated[str | None, typer.Option("--spec", help="Only this dataset spec's model (default: all).")
-                    ] = None,
+    spec: Annotated[str | None, typer.Option("--spec", help="Only this dataset spec's model (default: all).")] = None,
     at: Annotated[str | None, typer.Option(help="Only what served at this time (ISO 8601 with offset).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
 ) -> None:
@@ -196,21 +248,52 @@ def history_cmd(
         out.print_json(json.dumps({"periods": [p.to_dict() for p in periods]}))
         return
     if not periods:
-        console.print("no serving history in the audit log" + (f" for {model}" if model else "")
-                      + (f" at {at}" if at else "") + f" ({s.audit_path if s.audit.backend == 'file' else 'postgres'})")
+        console.print(
+            "no serving history in the audit log"
+            + (f" for {model}" if model else "")
+            + (f" at {at}" if at else "")
+            + f" ({s.audit_path if s.audit.backend == 'file' else 'postgres'})"
+        )
         return
-    t = Table("model", "from", "until", "traffic shares", "mode", "event", "seq", "reason",
-              title="serving history (from the audit log)", title_justify="left")
+    t = Table(
+        "model",
+        "from",
+        "until",
+        "traffic shares",
+        "mode",
+        "event",
+        "seq",
+        "reason",
+        title="serving history (from the audit log)",
+        title_justify="left",
+    )
     for p in periods:
-        shares = ", ".join(f"v{v} {pct}%" + (" (shadow)" if p.mode == "shadow" and v != p.champion_version else "")
-                           for v, pct in p.shares.items())
+        shares = ", ".join(
+            f"v{v} {pct}%" + (" (shadow)" if p.mode == "shadow" and v != p.champion_version else "")
+            for v, pct in p.shares.items()
+        )
         t.add_row(p.model, p.start[:19], (p.end or "now")[:19], shares, p.mode, p.event, str(p.seq), p.reason[:50])
     out.print(t)
     if when is None:
-        v = Table("model", "version", "first served", "last served", "as champion", "as challenger", "max share",
-                  title="per version", title_justify="left")
+        v = Table(
+            "model",
+            "version",
+            "first served",
+            "last served",
+            "as champion",
+            "as challenger",
+            "max share",
+            title="per version",
+            title_justify="left",
+        )
         for vs in version_summaries(periods, now=datetime.now(timezone.utc)):
-            v.add_row(vs.model, vs.version, vs.first_served[:19], (vs.last_served or "serving")[:19],
-                      str(timedelta(seconds=round(vs.seconds_as_champion))),
-                      str(timedelta(seconds=round(vs.seconds_as_challenger))), f"{vs.max_share}%")
+            v.add_row(
+                vs.model,
+                vs.version,
+                vs.first_served[:19],
+                (vs.last_served or "serving")[:19],
+                str(timedelta(seconds=round(vs.seconds_as_champion))),
+                str(timedelta(seconds=round(vs.seconds_as_challenger))),
+                f"{vs.max_share}%",
+            )
         out.print(v)

@@ -17,8 +17,7 @@ def monitor_cmd(
     days: Annotated[int, typer.Option(min=1, max=366, help="Number of consecutive days.")] = 1,
     min_rows: Annotated[int, typer.Option(min=1, help="Rows a day needs for a drift test.")] = 1000,
     fdr: Annotated[float, typer.Option(min=0.0001, max=0.5, help="False discovery rate over the tests.")] = 0.05,
-    pushgateway: Annotated[str | None, typer.Option(help="Push the gauges here, e.g. http://127.0.0.1:9091.")
-                           ] = None,
+    pushgateway: Annotated[str | None, typer.Option(help="Push the gauges here, e.g. http://127.0.0.1:9091.")] = None,
     spec: SpecOpt = "synthetic-fraud",
 ) -> None:
     """Monitor the served champion: drift and decay per day, the action (retrain | watch | ok) and why.
@@ -43,9 +42,15 @@ def monitor_cmd(
         policy = MonitorPolicy(min_current_rows=min_rows, fdr=fdr)
         for i in range(days):
             o = monitor_day(s, spec, first + timedelta(days=i), policy=policy, pushgateway_url=pushgateway)
-            t.add_row(o.day.isoformat(), o.model_version, str(o.rows),
-                      "-" if o.drift_share is None else f"{o.drift_share:.2f}", ", ".join(o.drifted_features) or "-",
-                      "significant" if o.decay_significant else "-", o.action)
+            t.add_row(
+                o.day.isoformat(),
+                o.model_version,
+                str(o.rows),
+                "-" if o.drift_share is None else f"{o.drift_share:.2f}",
+                ", ".join(o.drifted_features) or "-",
+                "significant" if o.decay_significant else "-",
+                o.action,
+            )
             last = o
     except ValueError as exc:  # the policy's validation, or a value the options produced that the data refuses
         raise ConfigError(str(exc), where="riskloop monitor") from None

@@ -24,21 +24,31 @@ run_app = typer.Typer(help="Run a pipeline locally under kfp.local.", no_args_is
 EXIT_RUN_FAILED = 1  # a step failed on something other than its input
 EXIT_BAD_INPUT = 2  # a step refused its input or configuration (a ConfigError), as the CLI does
 
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print kfp.local's log and every step's "
-                                          "output here (they always go to the run's log file).")]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Also print kfp.local's log and every step's output here (they always go to the run's log file).",
+    ),
+]
 KEY_METRICS = ("roc_auc", "pr_auc", "recall_at_fpr", "brier")
 
 
 @run_app.command("training")
 def run_training_cmd(
     spec: SpecOpt = "synthetic-fraud",
-    end: Annotated[str | None, typer.Option(
-        help="Last day of the window (YYYY-MM-DD); default the newest landed day.")] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Last day of the window (YYYY-MM-DD); default the newest landed day.")
+    ] = None,
     days: Annotated[int, typer.Option(min=1, help="Window length in days.")] = 30,
-    maturity_days: Annotated[float | None, typer.Option(
-        min=0, help="Newest days whose labels are not mature; default from the spec.")] = None,
-    gate: Annotated[str | None, typer.Option(
-        "--gate", help="Gate thresholds as JSON (training.gate.GateParams), e.g. fairness limits.")] = None,
+    maturity_days: Annotated[
+        float | None, typer.Option(min=0, help="Newest days whose labels are not mature; default from the spec.")
+    ] = None,
+    gate: Annotated[
+        str | None,
+        typer.Option("--gate", help="Gate thresholds as JSON (training.gate.GateParams), e.g. fairness limits."),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the training pipeline locally (the same components as on the cluster).
@@ -65,16 +75,24 @@ def run_training_cmd(
     ds = load_spec(spec)
     landed = partitions(ds.source_path(s.shared))
     if not landed:
-        raise ConfigError(f"no landed data for {ds.name}", where=str(ds.source_path(s.shared)),
-                          fix="run `riskloop data generate` or `riskloop data fetch-ulb`")
+        raise ConfigError(
+            f"no landed data for {ds.name}",
+            where=str(ds.source_path(s.shared)),
+            fix="run `riskloop data generate` or `riskloop data fetch-ulb`",
+        )
     end_day = parse_day(end, "--end") if end else landed[-1][0]
     maturity = ds.label.maturity_days if maturity_days is None else maturity_days
-    params = training_params(end_day, days, spec=spec, maturity_days=float(maturity),
-                             validation_days=float(ds.split.validation_days), test_days=float(ds.split.test_days))
+    params = training_params(
+        end_day,
+        days,
+        spec=spec,
+        maturity_days=float(maturity),
+        validation_days=float(ds.split.validation_days),
+        test_days=float(ds.split.test_days),
+    )
     if gate_params is not None:
         params["gate_params"] = gate_params
-    console.print(f"training {ds.name} on {params['start_date']} .. {params['end_date']} (kfp.local)",
-                  highlight=False)
+    console.print(f"training {ds.name} on {params['start_date']} .. {params['end_date']} (kfp.local)", highlight=False)
     result = run_training(s, params, on_step=print_step, verbose=verbose)
     summary(f"training pipeline {'succeeded' if result.succeeded else 'FAILED'}", training_summary(result, s, params))
     _exit_for(result)
@@ -89,9 +107,11 @@ def _gate_params(text: str) -> dict[str, Any]:
         return GateParams.model_validate_json(text).model_dump(exclude_none=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'JSON'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"--gate is not valid gate thresholds: {problems}", where="--gate",
-                          fix='pass a JSON object, e.g. {"min_roc_auc": 0.7, "max_demographic_parity_difference": '
-                              '0.2}') from None
+        raise ConfigError(
+            f"--gate is not valid gate thresholds: {problems}",
+            where="--gate",
+            fix='pass a JSON object, e.g. {"min_roc_auc": 0.7, "max_demographic_parity_difference": 0.2}',
+        ) from None
 
 
 def step_line(step: StepRun) -> str:
@@ -119,8 +139,9 @@ def training_summary(run: LocalRun, s: Settings, params: dict[str, Any]) -> dict
         rows["error"] = failed.error or run.error or "-"
     elif run.error:
         rows["error"] = run.error
-    train, evaluate, gate, register, card = (run.step(n) for n in ("train", "evaluate", "gate", "register",
-                                                                    "model-card"))
+    train, evaluate, gate, register, card = (
+        run.step(n) for n in ("train", "evaluate", "gate", "register", "model-card")
+    )
     if train is not None and train.succeeded:
         rows["MLflow run"] = str(train.outputs.get("Output"))
     if evaluate is not None and evaluate.succeeded:
@@ -187,4 +208,3 @@ def compile_cmd(out: Annotated[Path, typer.Option(help="Output directory.")] = P
 
     written = compile_all(out)
     summary("compiled", {p.stem: p for p in written})
-

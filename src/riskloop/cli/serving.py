@@ -15,25 +15,32 @@ from riskloop.settings import Settings
 
 
 def serve_cmd(
-    model_alias: Annotated[str | None, typer.Option(
-        help="Serve only the version this alias points at (pinned: no deployment record).")] = None,
+    model_alias: Annotated[
+        str | None, typer.Option(help="Serve only the version this alias points at (pinned: no deployment record).")
+    ] = None,
     model_version: Annotated[str | None, typer.Option(help="Serve only this registry version (pinned).")] = None,
     model_dir: Annotated[Path | None, typer.Option(help="Serve a model directory (the cluster: /mnt/models).")] = None,
-    challenger_alias: Annotated[str | None, typer.Option(
-        help="Deploy this alias's version as challenger beside the champion before serving.")] = None,
+    challenger_alias: Annotated[
+        str | None, typer.Option(help="Deploy this alias's version as challenger beside the champion before serving.")
+    ] = None,
     challenger_version: Annotated[str | None, typer.Option(help="Deploy this version as challenger.")] = None,
     canary_percent: Annotated[int, typer.Option(min=0, max=100, help="Challenger's share of requests.")] = 10,
-    shadow: Annotated[bool, typer.Option(help="Challenger scores a copy of every request; champion answers.")
-                      ] = False,
-    sticky: Annotated[bool, typer.Option(help="Route by a hash of card_id (a card stays on one model; biases "
-                                             "the comparison, see `riskloop canary deploy --help`).")] = False,
+    shadow: Annotated[bool, typer.Option(help="Challenger scores a copy of every request; champion answers.")] = False,
+    sticky: Annotated[
+        bool,
+        typer.Option(
+            help="Route by a hash of card_id (a card stays on one model; biases "
+            "the comparison, see `riskloop canary deploy --help`)."
+        ),
+    ] = False,
     host: Annotated[str | None, typer.Option(help="Bind address; default 127.0.0.1 (settings).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port; default 8080 (settings).")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=32, help="Worker processes.")] = None,
     grpc: Annotated[bool, typer.Option(help="Also start KServe's gRPC server.")] = False,
     max_instances: Annotated[int, typer.Option(min=1, max=10_000, help="Instances per request.")] = 256,
-    features: Annotated[str, typer.Option(help="feast (default) | none: no feature store, for overhead benchmarks.")
-                        ] = "feast",
+    features: Annotated[
+        str, typer.Option(help="feast (default) | none: no feature store, for overhead benchmarks.")
+    ] = "feast",
     spec: VersionSpecOpt = None,
 ) -> None:
     """Serve with KServe's ModelServer (V1 and V2 REST), online features from Feast.
@@ -62,30 +69,51 @@ def serve_cmd(
     s = settings()
     pinned = bool(model_alias or model_version or model_dir)
     if pinned and (challenger_alias or challenger_version or shadow):
-        raise ConfigError("a pinned model (--model-alias/--model-version/--model-dir) has no challenger",
-                          fix="drop the pin to serve from the deployment record")
+        raise ConfigError(
+            "a pinned model (--model-alias/--model-version/--model-dir) has no challenger",
+            fix="drop the pin to serve from the deployment record",
+        )
     if shadow and not (challenger_alias or challenger_version):
         raise ConfigError("--shadow needs a challenger", fix="add --challenger-alias challenger")
     name = model_name(s, spec)
     if challenger_alias or challenger_version:
         from riskloop.delivery import rollout
 
-        rollout.deploy_challenger(s, name, alias=challenger_alias, version=challenger_version,
-                                  canary_percent=0 if shadow else canary_percent,
-                                  mode="shadow" if shadow else "canary", sticky=sticky,
-                                  reason="riskloop serve --challenger-...")
+        rollout.deploy_challenger(
+            s,
+            name,
+            alias=challenger_alias,
+            version=challenger_version,
+            canary_percent=0 if shadow else canary_percent,
+            mode="shadow" if shadow else "canary",
+            sticky=sticky,
+            reason="riskloop serve --challenger-...",
+        )
     if model_dir is not None:
         ds = model_dir_spec(s, model_dir, spec)
     else:
         ds = _registered_spec(s, name, spec, alias=model_alias, version=model_version, pinned=pinned)
-    server, model = build_server(s, name, ds, follow_record=not pinned, alias=model_alias, version=model_version,
-                                 model_dir=model_dir, host=host, port=port, workers=workers, grpc=grpc,
-                                 max_instances=max_instances, features=features)
+    server, model = build_server(
+        s,
+        name,
+        ds,
+        follow_record=not pinned,
+        alias=model_alias,
+        version=model_version,
+        model_dir=model_dir,
+        host=host,
+        port=port,
+        workers=workers,
+        grpc=grpc,
+        max_instances=max_instances,
+        features=features,
+    )
     run_server(server, model)
 
 
-def _registered_spec(s: Settings, name: str, given: str | None, *, alias: str | None, version: str | None,
-                     pinned: bool) -> Any:
+def _registered_spec(
+    s: Settings, name: str, given: str | None, *, alias: str | None, version: str | None, pinned: bool
+) -> Any:
     """The spec of the registered version served: the record's champion (the record is created on first use),
     or the pinned alias/version; a --spec given must be that spec.
 
@@ -133,17 +161,28 @@ def score_cmd(
     s = settings()
     base = url or f"http://127.0.0.1:{s.serving.http_port}"
     name = load_spec("synthetic-fraud").registered_model(s.mlflow.model_name)
-    instance = {"transaction_id": transaction_id or f"cli-{uuid.uuid4().hex[:12]}", "card_id": card_id,
-                "merchant_id": merchant_id, "amount": amount, "currency": currency,
-                "merchant_category": merchant_category, "channel": channel, "country": country,
-                "device_type": device_type, "distance_from_home_km": distance_from_home_km,
-                "card_age_days": card_age_days}
+    instance = {
+        "transaction_id": transaction_id or f"cli-{uuid.uuid4().hex[:12]}",
+        "card_id": card_id,
+        "merchant_id": merchant_id,
+        "amount": amount,
+        "currency": currency,
+        "merchant_category": merchant_category,
+        "channel": channel,
+        "country": country,
+        "device_type": device_type,
+        "distance_from_home_km": distance_from_home_km,
+        "card_age_days": card_age_days,
+    }
     try:
-        r = httpx.post(f"{base}/v1/models/{name}:predict", json={"instances": [instance], "explain": explain},
-                       timeout=10)
+        r = httpx.post(
+            f"{base}/v1/models/{name}:predict", json={"instances": [instance], "explain": explain}, timeout=10
+        )
     except httpx.HTTPError as exc:
-        raise ServiceUnavailable(f"cannot reach the model server at {base}: {exc}",
-                                 fix="start it with `riskloop serve --model-alias champion`") from None
+        raise ServiceUnavailable(
+            f"cannot reach the model server at {base}: {exc}",
+            fix="start it with `riskloop serve --model-alias champion`",
+        ) from None
     if r.status_code != 200:
         raise RiskloopError(f"the server answered {r.status_code}: {r.text}")
     out.print_json(json.dumps(r.json()["predictions"][0]))
@@ -151,11 +190,16 @@ def score_cmd(
 
 def replay_cmd(
     day: Annotated[str, typer.Option(help="Landed day to send, YYYY-MM-DD (UTC).")],
-    url: Annotated[str, typer.Option(help="Model server base URL (on a cluster: Kourier, port-forwarded).")
-                   ] = "http://127.0.0.1:8080",
-    host_header: Annotated[str | None, typer.Option(
-        help="Host header, for Knative's routing: <service>.<namespace>.<domain>, e.g. "
-             "fraud-detector.riskloop-models.example.com")] = None,
+    url: Annotated[
+        str, typer.Option(help="Model server base URL (on a cluster: Kourier, port-forwarded).")
+    ] = "http://127.0.0.1:8080",
+    host_header: Annotated[
+        str | None,
+        typer.Option(
+            help="Host header, for Knative's routing: <service>.<namespace>.<domain>, e.g. "
+            "fraud-detector.riskloop-models.example.com"
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Send only the day's first N transactions.")] = None,
     connections: Annotated[int, typer.Option(min=1, max=64, help="Concurrent connections.")] = 2,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Transactions per request.")] = 16,
@@ -181,24 +225,32 @@ def replay_cmd(
     s = settings()
     when = parse_day(day, "--day")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--url {url!r} is not an http(s) URL", where="--url",
-                          fix="e.g. --url http://127.0.0.1:8080")
+        raise ConfigError(f"--url {url!r} is not an http(s) URL", where="--url", fix="e.g. --url http://127.0.0.1:8080")
     ds = load_spec(spec)
     rows = day_instances(s, ds, when)[:limit]
     if not rows:
-        raise ConfigError(f"day {when} has no valid transactions to send", where=str(ds.source_path(s.shared)),
-                          fix="pick a day with landed data (`riskloop data validate` shows the quarantine)")
+        raise ConfigError(
+            f"day {when} has no valid transactions to send",
+            where=str(ds.source_path(s.shared)),
+            fix="pick a day with landed data (`riskloop data validate` shows the quarantine)",
+        )
     name = ds.registered_model(s.mlflow.model_name)
     headers = {"host": host_header} if host_header else {}
-    replay = Replay(url.rstrip("/"), name, rows, connections=connections, batch_size=batch_size, once=True,
-                    headers=headers).start()
+    replay = Replay(
+        url.rstrip("/"), name, rows, connections=connections, batch_size=batch_size, once=True, headers=headers
+    ).start()
     replay.wait()
     answers = replay.answers()
     statuses = Counter(a.status for a in answers)
-    summary(f"replayed {when} to {url}", {
-        "model": name, "transactions": len(rows), "requests": len(answers),
-        "answers": ", ".join(f"{'no answer' if k == 0 else k}: {n}" for k, n in sorted(statuses.items())),
-        "model versions": ", ".join(sorted({a.model_version for a in answers if a.model_version})) or "-",
-    })
+    summary(
+        f"replayed {when} to {url}",
+        {
+            "model": name,
+            "transactions": len(rows),
+            "requests": len(answers),
+            "answers": ", ".join(f"{'no answer' if k == 0 else k}: {n}" for k, n in sorted(statuses.items())),
+            "model versions": ", ".join(sorted({a.model_version for a in answers if a.model_version})) or "-",
+        },
+    )
     if set(statuses) != {200}:
         raise typer.Exit(code=1)

@@ -41,15 +41,19 @@ def storage_initializer_keys(data: Mapping[str, str]) -> dict[str, str]:
     """KServe's S3 keys derived from riskloop's (plain strings, not base64)."""
     missing = [k for k in S3_KEYS if not data.get(k)]
     if missing:
-        raise ConfigError(f"Secret riskloop-s3 lacks {', '.join(missing)}",
-                          fix="create it with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL "
-                              "(README, 'Run on a cluster')")
+        raise ConfigError(
+            f"Secret riskloop-s3 lacks {', '.join(missing)}",
+            fix="create it with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL "
+            "(README, 'Run on a cluster')",
+        )
     endpoint = data["MLFLOW_S3_ENDPOINT_URL"]
     url = urlsplit(endpoint)
     if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/") or url.query:
-        raise ConfigError(f"MLFLOW_S3_ENDPOINT_URL {endpoint!r} is not an endpoint URL",
-                          where="Secret riskloop-s3", fix="use http(s)://host[:port], e.g. "
-                                                          "http://seaweedfs.kubeflow.svc.cluster.local:8333")
+        raise ConfigError(
+            f"MLFLOW_S3_ENDPOINT_URL {endpoint!r} is not an endpoint URL",
+            where="Secret riskloop-s3",
+            fix="use http(s)://host[:port], e.g. http://seaweedfs.kubeflow.svc.cluster.local:8333",
+        )
     return {
         KSERVE_ACCESS_KEY: data["AWS_ACCESS_KEY_ID"],
         KSERVE_SECRET_KEY: data["AWS_SECRET_ACCESS_KEY"],
@@ -66,17 +70,25 @@ def storage_initializer_secret(secret: Mapping[str, Any], namespace: str | None 
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     data.update(storage_initializer_keys(data))
     meta = secret.get("metadata", {})
-    return {"apiVersion": "v1", "kind": "Secret", "type": secret.get("type", "Opaque"),
-            "metadata": {"name": meta.get("name", "riskloop-s3"),
-                         **({"namespace": namespace or meta["namespace"]} if namespace or "namespace" in meta else {})},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": secret.get("type", "Opaque"),
+        "metadata": {
+            "name": meta.get("name", "riskloop-s3"),
+            **({"namespace": namespace or meta["namespace"]} if namespace or "namespace" in meta else {}),
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())},
+    }
 
 
 def kourier_ingress_patch(config_map: Mapping[str, Any]) -> dict[str, Any]:
     """Merge patch turning ``disableIstioVirtualHost`` on in ``inferenceservice-config``; ``{}`` if it is on."""
     if config_map.get("kind") != "ConfigMap" or INGRESS_KEY not in config_map.get("data", {}):
-        raise ConfigError("expected KServe's inferenceservice-config ConfigMap with an 'ingress' key",
-                          fix="install KServe first (kubectl -n kserve get configmap inferenceservice-config -o json)")
+        raise ConfigError(
+            "expected KServe's inferenceservice-config ConfigMap with an 'ingress' key",
+            fix="install KServe first (kubectl -n kserve get configmap inferenceservice-config -o json)",
+        )
     try:
         ingress = json.loads(config_map["data"][INGRESS_KEY])
     except json.JSONDecodeError as exc:

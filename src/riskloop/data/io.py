@@ -43,8 +43,9 @@ def quarantine_dir(spec: DatasetSpec, state_dir: Path) -> Path:
     return dataset_dir(spec, state_dir) / "quarantine"
 
 
-def partitions(root: Path | Location, start: date | None = None,
-               end: date | None = None) -> list[tuple[date, Location]]:
+def partitions(
+    root: Path | Location, start: date | None = None, end: date | None = None
+) -> list[tuple[date, Location]]:
     """``(day, file)`` for every ``date=`` partition under ``root`` within ``[start, end]``, by day."""
     out = []
     for relative, f in location(root).files():
@@ -67,27 +68,37 @@ def read_file(path: Path | Location) -> pd.DataFrame:
     if size is None:
         raise DataContractError(f"batch file {source} does not exist", fix="check the path")
     if size == 0:
-        raise DataContractError("the batch file is empty (0 bytes)", where=str(source),
-                                fix="re-export the batch; an empty file is never valid")
+        raise DataContractError(
+            "the batch file is empty (0 bytes)",
+            where=str(source),
+            fix="re-export the batch; an empty file is never valid",
+        )
     try:
-        frame: pd.DataFrame = (pd.read_csv(io.BytesIO(source.read_bytes())) if source.name.endswith(".csv")
-                               else source.read_table().to_pandas())
+        frame: pd.DataFrame = (
+            pd.read_csv(io.BytesIO(source.read_bytes()))
+            if source.name.endswith(".csv")
+            else source.read_table().to_pandas()
+        )
         return frame
     except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
-        raise DataContractError(f"cannot read the batch: {exc}", where=str(source),
-                                fix="the file is not valid parquet/CSV; re-export it") from exc
+        raise DataContractError(
+            f"cannot read the batch: {exc}", where=str(source), fix="the file is not valid parquet/CSV; re-export it"
+        ) from exc
 
 
 def read_partitions(root: Path | Location, start: date | None = None, end: date | None = None) -> pd.DataFrame:
     parts = partitions(root, start, end)
     if not parts:
-        raise DataContractError(f"no partitions under {location(root)} between {start} and {end}",
-                                fix="generate or ingest data first (`riskloop data generate`)")
+        raise DataContractError(
+            f"no partitions under {location(root)} between {start} and {end}",
+            fix="generate or ingest data first (`riskloop data generate`)",
+        )
     return pd.concat([read_file(p) for _, p in parts], ignore_index=True)
 
 
-def read_validated(spec: DatasetSpec, state_dir: Path, start: date | None = None,
-                   end: date | None = None) -> pd.DataFrame:
+def read_validated(
+    spec: DatasetSpec, state_dir: Path, start: date | None = None, end: date | None = None
+) -> pd.DataFrame:
     """Validated rows of a dataset, with their contract dtypes."""
     df = read_partitions(validated_dir(spec, state_dir), start, end)
     for name, cats in spec.categories.items():
@@ -103,21 +114,32 @@ class DayValidation:
     quarantine_path: Path | None
 
 
-def validate_partitions(spec: DatasetSpec, landing: Path | Location, state_dir: Path, *,
-                        start: date | None = None, end: date | None = None,
-                        max_bad_fraction: float | None = None) -> Iterator[DayValidation]:
+def validate_partitions(
+    spec: DatasetSpec,
+    landing: Path | Location,
+    state_dir: Path,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    max_bad_fraction: float | None = None,
+) -> Iterator[DayValidation]:
     """Validate each landing partition, writing validated rows and quarantine per day.
 
     The quarantine is written before the gate is checked, so a failing batch
     still leaves its bad rows (with reasons) on disk; validated partitions of
     earlier days are never touched by a later failure.
     """
-    contract = (spec.contract if max_bad_fraction is None
-                else spec.contract.model_copy(update={"max_bad_fraction": max_bad_fraction}))
+    contract = (
+        spec.contract
+        if max_bad_fraction is None
+        else spec.contract.model_copy(update={"max_bad_fraction": max_bad_fraction})
+    )
     parts = partitions(landing, start, end)
     if not parts:
-        raise DataContractError(f"no landing partitions under {location(landing)}",
-                                fix="run `riskloop data generate` or copy date=YYYY-MM-DD/part-0.parquet files there")
+        raise DataContractError(
+            f"no landing partitions under {location(landing)}",
+            fix="run `riskloop data generate` or copy date=YYYY-MM-DD/part-0.parquet files there",
+        )
     for day, path in parts:
         raw = read_file(path)
         result = split_batch(raw, contract, where=str(path))
@@ -134,8 +156,9 @@ def validate_partitions(spec: DatasetSpec, landing: Path | Location, state_dir: 
 def land_frame(df: pd.DataFrame, spec: DatasetSpec, landing: Path | Location) -> list[Location]:
     """Write a source frame into daily landing partitions (by the spec's timestamp column)."""
     if spec.timestamp_column is None:
-        raise DataContractError(f"dataset {spec.name} has no timestamp column to partition by",
-                                fix="set timestamp_column in the spec")
+        raise DataContractError(
+            f"dataset {spec.name} has no timestamp column to partition by", fix="set timestamp_column in the spec"
+        )
     days = pd.to_datetime(df[spec.timestamp_column], utc=True).dt.date
     paths = []
     for day, part in df.groupby(days, sort=True):

@@ -71,9 +71,12 @@ class Contract(_Strict):
 
 class Source(_Strict):
     kind: Literal["synthetic", "parquet", "csv", "ulb", "german_credit"]
-    path: str = Field(description=(
-        "landing location: relative paths are under the shared storage root (RISKLOOP_STORAGE__URI, default the "
-        "state dir); an absolute path or an s3:// / gs:// URI is used as it is"))
+    path: str = Field(
+        description=(
+            "landing location: relative paths are under the shared storage root (RISKLOOP_STORAGE__URI, default the "
+            "state dir); an absolute path or an s3:// / gs:// URI is used as it is"
+        )
+    )
 
 
 class Label(_Strict):
@@ -111,7 +114,8 @@ class DatasetSpec(_Strict):
     name: str
     description: str = ""
     model_name: str | None = Field(
-        default=None, description="registered model for this dataset; default RISKLOOP_MLFLOW__MODEL_NAME")
+        default=None, description="registered model for this dataset; default RISKLOOP_MLFLOW__MODEL_NAME"
+    )
     source: Source
     id_column: str
     entity_columns: tuple[str, ...] = ()
@@ -121,17 +125,26 @@ class DatasetSpec(_Strict):
     split: Split
     contract: Contract
     protected_attributes: tuple[str, ...] = Field(
-        default=(), description="columns whose groups get fairness metrics (model card, gate); kept in the "
-        "training set, not model features")
+        default=(),
+        description="columns whose groups get fairness metrics (model card, gate); kept in the "
+        "training set, not model features",
+    )
     require_approval: bool = Field(
-        default=False, description="a person must approve a version (`riskloop approve`) before it is promoted; "
-        "on for credit scoring (a high-risk use under the EU AI Act), combined with RISKLOOP_AUDIT__REQUIRE_APPROVAL")
+        default=False,
+        description="a person must approve a version (`riskloop approve`) before it is promoted; "
+        "on for credit scoring (a high-risk use under the EU AI Act), combined with RISKLOOP_AUDIT__REQUIRE_APPROVAL",
+    )
 
     @model_validator(mode="after")
     def _columns_declared(self) -> DatasetSpec:
         declared = set(self.contract.columns)
-        needed = {self.id_column, self.label.column, *self.entity_columns, *self.features.raw_columns,
-                  *self.protected_attributes}
+        needed = {
+            self.id_column,
+            self.label.column,
+            *self.entity_columns,
+            *self.features.raw_columns,
+            *self.protected_attributes,
+        }
         if self.timestamp_column:
             needed.add(self.timestamp_column)
         missing = sorted(needed - declared)
@@ -163,9 +176,7 @@ class DatasetSpec(_Strict):
 
 def shipped_specs() -> list[str]:
     return sorted(
-        p.name.removesuffix(".yaml")
-        for p in resources.files(SPEC_PACKAGE).iterdir()
-        if p.name.endswith(".yaml")
+        p.name.removesuffix(".yaml") for p in resources.files(SPEC_PACKAGE).iterdir() if p.name.endswith(".yaml")
     )
 
 
@@ -189,14 +200,18 @@ def read_spec_source(name_or_path: str | Path) -> SpecSource:
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
         if not candidate.is_file():
-            raise ConfigError(f"dataset spec file {candidate} does not exist",
-                              fix=f"pass an existing YAML file or one of: {', '.join(shipped_specs())}")
+            raise ConfigError(
+                f"dataset spec file {candidate} does not exist",
+                fix=f"pass an existing YAML file or one of: {', '.join(shipped_specs())}",
+            )
         data, where = candidate.read_bytes(), str(candidate)
     else:
         res = resources.files(SPEC_PACKAGE) / f"{name_or_path}.yaml"
         if not res.is_file():
-            raise ConfigError(f"unknown dataset spec {name_or_path!r}",
-                              fix=f"use one of: {', '.join(shipped_specs())}, or a path to a YAML spec")
+            raise ConfigError(
+                f"unknown dataset spec {name_or_path!r}",
+                fix=f"use one of: {', '.join(shipped_specs())}, or a path to a YAML spec",
+            )
         data, where = res.read_bytes(), f"shipped spec {name_or_path}"
     try:  # bytes, not read_text: newline translation would change the hash the version records
         return SpecSource(data.decode("utf-8"), where)
@@ -211,8 +226,11 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
 
 def spec_difference(recorded: SpecSource, given: SpecSource, *, max_lines: int = 12) -> str:
     """What differs between two spec texts: the first lines of a unified diff (empty when equal)."""
-    lines = list(difflib.unified_diff(recorded.text.splitlines(), given.text.splitlines(), recorded.where,
-                                      given.where, n=0, lineterm=""))
+    lines = list(
+        difflib.unified_diff(
+            recorded.text.splitlines(), given.text.splitlines(), recorded.where, given.where, n=0, lineterm=""
+        )
+    )
     shown = [line for line in lines[2:] if not line.startswith("@@")]
     more = len(shown) - max_lines
     return "\n".join(shown[:max_lines] + ([f"... ({more} more changed lines)"] if more > 0 else []))
@@ -228,8 +246,9 @@ def parse_spec(text: str, *, where: str) -> DatasetSpec:
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid dataset spec: {problems}", where=where,
-                          fix="see src/riskloop/data/specs/synthetic-fraud.yaml for a complete example") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(
+            f"invalid dataset spec: {problems}",
+            where=where,
+            fix="see src/riskloop/data/specs/synthetic-fraud.yaml for a complete example",
+        ) from exc

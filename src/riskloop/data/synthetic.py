@@ -47,8 +47,16 @@ COUNTRY_P = (0.30, 0.20, 0.10, 0.10, 0.10, 0.06, 0.06, 0.04, 0.02, 0.02)
 CURRENCY_OF = {"GB": "GBP", "US": "USD", "BR": "BRL", "NG": "NGN", "PL": "PLN"}
 CURRENCIES = ("EUR", "GBP", "USD", "BRL", "NGN", "PLN")
 CATEGORIES = (
-    "grocery", "restaurant", "fuel", "fashion", "pharmacy",
-    "entertainment", "travel", "electronics", "digital_goods", "jewelry",
+    "grocery",
+    "restaurant",
+    "fuel",
+    "fashion",
+    "pharmacy",
+    "entertainment",
+    "travel",
+    "electronics",
+    "digital_goods",
+    "jewelry",
 )
 CATEGORY_P = (0.28, 0.18, 0.12, 0.10, 0.07, 0.08, 0.05, 0.06, 0.04, 0.02)
 CATEGORY_AMOUNT = (0.8, 0.9, 1.2, 1.5, 0.6, 1.0, 4.0, 3.0, 0.7, 5.0)
@@ -139,15 +147,14 @@ def _other_country(rng: np.random.Generator, home: np.ndarray) -> np.ndarray:
     return (home + shift) % len(COUNTRIES)
 
 
-def _generate_day(
-    p: GeneratorParams, cards: _Cards, mcat: np.ndarray, day: int
-) -> dict[str, np.ndarray]:
+def _generate_day(p: GeneratorParams, cards: _Cards, mcat: np.ndarray, day: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([p.seed, 1, day])
     drifting = p.scenario is not Scenario.none and day >= p.effective_drift_day
     covariate = drifting and p.scenario is Scenario.covariate_shift
     concept = drifting and p.scenario is Scenario.concept_drift
-    day_us = int(datetime.combine(p.start + timedelta(days=day), datetime.min.time(),
-                                  tzinfo=timezone.utc).timestamp()) * _US
+    day_us = (
+        int(datetime.combine(p.start + timedelta(days=day), datetime.min.time(), tzinfo=timezone.utc).timestamp()) * _US
+    )
 
     # ---- legitimate transactions
     counts = rng.poisson(cards.rate)

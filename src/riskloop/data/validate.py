@@ -69,8 +69,9 @@ def _checks(rule: ColumnRule) -> list[pa.Check]:
     if rule.allowed is not None:
         checks.append(pa.Check.isin(list(rule.allowed)))
     if rule.type is ColumnType.float:
-        checks.append(pa.Check(lambda s: np.isfinite(s.astype("float64")) | s.isna(),
-                               element_wise=False, name="finite"))
+        checks.append(
+            pa.Check(lambda s: np.isfinite(s.astype("float64")) | s.isna(), element_wise=False, name="finite")
+        )
     return checks
 
 
@@ -82,8 +83,9 @@ def build_schema(contract: Contract, *, now: datetime) -> pa.DataFrameSchema:
         if rule.not_future:
             stamp = pd.Timestamp(now)
             checks.append(pa.Check(lambda s, t=stamp: s <= t, name="not_in_future"))
-        columns[name] = pa.Column(nullable=rule.nullable, unique=rule.unique, checks=checks,
-                                  coerce=False, required=True)
+        columns[name] = pa.Column(
+            nullable=rule.nullable, unique=rule.unique, checks=checks, coerce=False, required=True
+        )
     return pa.DataFrameSchema(columns, strict=False)
 
 
@@ -103,15 +105,17 @@ def _coerce_column(s: pd.Series, rule: ColumnRule, name: str) -> tuple[pd.Series
             if pd.api.types.is_numeric_dtype(s) and not was_null.all():
                 raise DataContractError(
                     f"column {name!r} holds numbers, the contract says timestamp",
-                    fix="store timestamps as datetime (parquet) or ISO-8601 strings (CSV)")
+                    fix="store timestamps as datetime (parquet) or ISO-8601 strings (CSV)",
+                )
             out = pd.to_datetime(s, errors="coerce", utc=True, format="ISO8601").dt.as_unit("us")
         elif rule.type is ColumnType.category:
             out = s.astype("string").astype("object").where(~was_null)
         else:
             out = s.astype("string").astype("object").where(~was_null)
     except (TypeError, ValueError) as exc:
-        raise DataContractError(f"column {name!r} cannot be read as {rule.type.value}: {exc}",
-                                fix="fix the column's type at the source") from exc
+        raise DataContractError(
+            f"column {name!r} cannot be read as {rule.type.value}: {exc}", fix="fix the column's type at the source"
+        ) from exc
     unparsed = out.isna() & ~was_null
     return out, unparsed
 
@@ -131,8 +135,11 @@ def validate_batch(
     :func:`enforce_gate` separately.
     """
     result = split_batch(df, contract, now=now, where=where)
-    enforce_gate(result, contract if max_bad_fraction is None else
-                 contract.model_copy(update={"max_bad_fraction": max_bad_fraction}), where=where)
+    enforce_gate(
+        result,
+        contract if max_bad_fraction is None else contract.model_copy(update={"max_bad_fraction": max_bad_fraction}),
+        where=where,
+    )
     return result
 
 
@@ -142,13 +149,18 @@ def split_batch(
     """Apply the contract: batch-level errors raise, row-level failures go to quarantine."""
     now = now or datetime.now(timezone.utc)
     if df.empty:
-        raise DataContractError("the batch is empty (0 rows)", where=where,
-                                fix="check the upstream export; an empty file is never a valid batch")
+        raise DataContractError(
+            "the batch is empty (0 rows)",
+            where=where,
+            fix="check the upstream export; an empty file is never a valid batch",
+        )
     missing = [c for c in contract.columns if c not in df.columns]
     if missing:
         raise DataContractError(
-            f"missing column(s): {', '.join(missing)}", where=where,
-            fix=f"the batch has columns {sorted(map(str, df.columns))}; add the missing ones or fix the dataset spec")
+            f"missing column(s): {', '.join(missing)}",
+            where=where,
+            fix=f"the batch has columns {sorted(map(str, df.columns))}; add the missing ones or fix the dataset spec",
+        )
 
     work = df.reset_index(drop=True).copy()
     reasons: dict[str, list[int]] = {}
@@ -161,7 +173,9 @@ def split_batch(
             raise DataContractError(
                 f"column {name!r} has the wrong type: {n_bad} of {len(work)} values are not "
                 f"{rule.type.value} (e.g. {example!r}, dtype {work[name].dtype})",
-                where=where, fix=f"write {name!r} as {rule.type.value} or correct the dataset spec")
+                where=where,
+                fix=f"write {name!r} as {rule.type.value} or correct the dataset spec",
+            )
         if n_bad:
             rows = [int(i) for i in np.flatnonzero(unparsed.to_numpy())]
             reasons[f"{name}:type_{rule.type.value}"] = rows
@@ -195,15 +209,20 @@ def split_batch(
     valid = _typed(work.loc[~bad_mask], contract)
     quarantine = df.reset_index(drop=True).loc[bad_mask].copy()
     quarantine[REASON_COLUMN] = ["; ".join(row_reasons[int(i)]) for i in bad_index]
-    return ValidationResult(valid=valid.reset_index(drop=True),
-                            quarantine=quarantine.reset_index(drop=True),
-                            check_counts=dict(sorted(counts.items(), key=lambda kv: -kv[1])))
+    return ValidationResult(
+        valid=valid.reset_index(drop=True),
+        quarantine=quarantine.reset_index(drop=True),
+        check_counts=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+    )
 
 
 def _check_name(check: str) -> str:
     names = {"not_nullable": "null", "field_uniqueness": "duplicate"}
-    for prefix, short in (("greater_than_or_equal_to", "below_min"), ("less_than_or_equal_to", "above_max"),
-                          ("isin", "unknown_category")):
+    for prefix, short in (
+        ("greater_than_or_equal_to", "below_min"),
+        ("less_than_or_equal_to", "above_max"),
+        ("isin", "unknown_category"),
+    ):
         if check.startswith(prefix):
             return short
     return names.get(check, check)
@@ -232,7 +251,8 @@ def enforce_gate(result: ValidationResult, contract: Contract, *, where: str = "
         f"contract, above the allowed {contract.max_bad_fraction:.2%}; worst checks: {worst}",
         where=where,
         fix="inspect the quarantine file, fix the source, and re-run; or raise max_bad_fraction "
-            "in the dataset spec if this is expected")
+        "in the dataset spec if this is expected",
+    )
 
 
 def write_quarantine(result: ValidationResult, path: Path) -> Path | None:

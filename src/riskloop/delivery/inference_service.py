@@ -114,29 +114,46 @@ class InferenceServiceParams(BaseModel):
     image: str = Field(description="the project image, tag <version>-<short sha>")
     storage_uri: str = Field(description="model directory the storage initializer fetches: s3://, gs:// or pvc://")
     model_sha256: str = Field(description="sha256 of model.ubj, checked by the predictor before loading")
-    spec_sha256: str = Field(description=(
-        "sha256 of the dataset spec the version was trained under (its 'dataset_spec_sha256' tag); the predictor "
-        "refuses a model directory whose dataset_spec.yaml differs"))
+    spec_sha256: str = Field(
+        description=(
+            "sha256 of the dataset spec the version was trained under (its 'dataset_spec_sha256' tag); the predictor "
+            "refuses a model directory whose dataset_spec.yaml differs"
+        )
+    )
     model_version: str = Field(description="registry version; env var and label")
     model_name: str = Field(default="fraud-detector", description="registered model name; the V1 route's name")
     canary_percent: int | None = Field(default=None, ge=0, le=100, description="None: no canary field at all")
     service_account: str = "riskloop-predictor"
     config_map: str = Field(default="riskloop-config", description="RISKLOOP_* settings, injected with envFrom")
-    db_secret: str = Field(default="riskloop-db", description=(
-        "Secret whose key feast-registry-uri is the Feast SQL registry the predictor resolves its views from"))
-    s3_secret: str = Field(default="riskloop-s3", description=(
-        "Secret with the object store's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL, "
-        "for the prediction log under the storage root"))
-    scratch_size_limit: str = Field(default="1Gi", description=(
-        "sizeLimit of the emptyDir at /tmp (state dir, Feast repo, metrics files); the kubelet evicts a pod above it"))
+    db_secret: str = Field(
+        default="riskloop-db",
+        description=(
+            "Secret whose key feast-registry-uri is the Feast SQL registry the predictor resolves its views from"
+        ),
+    )
+    s3_secret: str = Field(
+        default="riskloop-s3",
+        description=(
+            "Secret with the object store's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and MLFLOW_S3_ENDPOINT_URL, "
+            "for the prediction log under the storage root"
+        ),
+    )
+    scratch_size_limit: str = Field(
+        default="1Gi",
+        description=(
+            "sizeLimit of the emptyDir at /tmp (state dir, Feast repo, metrics files); "
+            "the kubelet evicts a pod above it"
+        ),
+    )
     cpu_request: str = "500m"
     memory_request: str = "1Gi"
     cpu_limit: str = "2"
     memory_limit: str = "2Gi"
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=3, ge=1)
-    port: int = Field(default=8080, ge=1024, le=65535,
-                      description="non-root without capabilities cannot bind below 1024")
+    port: int = Field(
+        default=8080, ge=1024, le=65535, description="non-root without capabilities cannot bind below 1024"
+    )
     role: Literal["champion", "challenger"] = "champion"
 
     @field_validator("name")
@@ -146,23 +163,28 @@ class InferenceServiceParams(BaseModel):
             raise ValueError(
                 f"{v!r} is not a valid InferenceService name: use lowercase letters, digits and '-', "
                 f"start with a letter, end with a letter or digit, at most {MAX_NAME_LENGTH} characters "
-                "(Knative's tagged canary hosts must stay one DNS label), e.g. 'fraud-detector'")
+                "(Knative's tagged canary hosts must stay one DNS label), e.g. 'fraud-detector'"
+            )
         return v
 
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
         if not _DNS_LABEL.match(v) or len(v) > 63:
-            raise ValueError(f"{v!r} is not a valid namespace: a DNS-1123 label (lowercase letters, digits, "
-                             "'-', at most 63 characters), e.g. 'riskloop'")
+            raise ValueError(
+                f"{v!r} is not a valid namespace: a DNS-1123 label (lowercase letters, digits, "
+                "'-', at most 63 characters), e.g. 'riskloop'"
+            )
         return v
 
     @field_validator("service_account", "config_map", "db_secret", "s3_secret")
     @classmethod
     def _object_name(cls, v: str) -> str:
         if not _DNS_SUBDOMAIN.match(v) or len(v) > 253:
-            raise ValueError(f"{v!r} is not a valid Kubernetes object name: lowercase letters, digits, '-' and "
-                             "'.', at most 253 characters")
+            raise ValueError(
+                f"{v!r} is not a valid Kubernetes object name: lowercase letters, digits, '-' and "
+                "'.', at most 253 characters"
+            )
         return v
 
     @field_validator("image")
@@ -178,8 +200,9 @@ class InferenceServiceParams(BaseModel):
             return v
         last = v.rsplit("/", 1)[-1]
         if ":" not in last:
-            raise ValueError(f"image {v!r} has no tag, which means ':latest' and changes under a running "
-                             f"revision; {fix}")
+            raise ValueError(
+                f"image {v!r} has no tag, which means ':latest' and changes under a running revision; {fix}"
+            )
         tag = last.rsplit(":", 1)[1]
         if not _TAG.match(tag) or tag == "latest":
             raise ValueError(f"image tag {tag!r} is not a pinned tag; {fix}")
@@ -191,39 +214,50 @@ class InferenceServiceParams(BaseModel):
         if v.startswith(_MLFLOW_SCHEMES):
             raise ValueError(
                 f"{v!r} is an MLflow URI, which KServe's storage initializer cannot fetch; point storage_uri "
-                "at the model directory in the object store behind MLflow (s3://... or gs://...) or a pvc://")
+                "at the model directory in the object store behind MLflow (s3://... or gs://...) or a pvc://"
+            )
         scheme = next((s for s in FETCHABLE_SCHEMES if v.startswith(s)), None)
         if scheme is None or len(v) == len(scheme) or any(c.isspace() for c in v):
-            raise ValueError(f"storage_uri {v!r} is not a model directory KServe can fetch; use one of "
-                             f"{', '.join(s + '...' for s in FETCHABLE_SCHEMES)}")
+            raise ValueError(
+                f"storage_uri {v!r} is not a model directory KServe can fetch; use one of "
+                f"{', '.join(s + '...' for s in FETCHABLE_SCHEMES)}"
+            )
         return v
 
     @field_validator("model_sha256", "spec_sha256")
     @classmethod
     def _sha256(cls, v: str, info: ValidationInfo) -> str:
-        hashed, tag = {"model_sha256": ("model.ubj", "model_sha256"),
-                       "spec_sha256": ("dataset_spec.yaml", "dataset_spec_sha256")}[str(info.field_name)]
+        hashed, tag = {
+            "model_sha256": ("model.ubj", "model_sha256"),
+            "spec_sha256": ("dataset_spec.yaml", "dataset_spec_sha256"),
+        }[str(info.field_name)]
         v = v.lower()
         if not _SHA256.match(v):
-            raise ValueError(f"{info.field_name} must be 64 hex characters (sha256 of {hashed}), got {len(v)} "
-                             f"characters {v[:16]!r}...; take it from the model version's {tag!r} tag")
+            raise ValueError(
+                f"{info.field_name} must be 64 hex characters (sha256 of {hashed}), got {len(v)} "
+                f"characters {v[:16]!r}...; take it from the model version's {tag!r} tag"
+            )
         return v
 
     @field_validator("model_version")
     @classmethod
     def _model_version(cls, v: str) -> str:
         if not _LABEL_VALUE.match(v) or len(v) > 63:
-            raise ValueError(f"model_version {v!r} cannot be a label value: letters, digits, '-', '_', '.', "
-                             "starting and ending alphanumeric, at most 63 characters (registry versions are '1', "
-                             "'2', ...)")
+            raise ValueError(
+                f"model_version {v!r} cannot be a label value: letters, digits, '-', '_', '.', "
+                "starting and ending alphanumeric, at most 63 characters (registry versions are '1', "
+                "'2', ...)"
+            )
         return v
 
     @field_validator("model_name")
     @classmethod
     def _model_name(cls, v: str) -> str:
         if not _MODEL_NAME.match(v) or len(v) > 63:
-            raise ValueError(f"model_name {v!r} cannot be routed by KServe (/v1/models/<name>): use letters, "
-                             "digits, '-' and '_', at most 63 characters")
+            raise ValueError(
+                f"model_name {v!r} cannot be routed by KServe (/v1/models/<name>): use letters, "
+                "digits, '-' and '_', at most 63 characters"
+            )
         return v
 
     @field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit", "scratch_size_limit")
@@ -239,8 +273,10 @@ class InferenceServiceParams(BaseModel):
     @classmethod
     def _port(cls, v: int) -> int:
         if v in _KNATIVE_RESERVED_PORTS:
-            raise ValueError(f"port {v} is taken by Knative's queue-proxy in the same pod "
-                             f"({sorted(_KNATIVE_RESERVED_PORTS)}); use e.g. 8080")
+            raise ValueError(
+                f"port {v} is taken by Knative's queue-proxy in the same pod "
+                f"({sorted(_KNATIVE_RESERVED_PORTS)}); use e.g. 8080"
+            )
         return v
 
     @model_validator(mode="after")
@@ -250,8 +286,9 @@ class InferenceServiceParams(BaseModel):
         for resource in ("cpu", "memory"):
             request, limit = getattr(self, f"{resource}_request"), getattr(self, f"{resource}_limit")
             if parse_quantity(request) > parse_quantity(limit):
-                raise ValueError(f"{resource}_request {request} exceeds {resource}_limit {limit}; "
-                                 "Kubernetes rejects such a pod")
+                raise ValueError(
+                    f"{resource}_request {request} exceeds {resource}_limit {limit}; Kubernetes rejects such a pod"
+                )
         return self
 
 
@@ -288,8 +325,15 @@ def build_inference_service(params: InferenceServiceParams) -> dict[str, Any]:
     }
 
 
-def canary_patch(current: InferenceServiceParams, *, storage_uri: str, model_sha256: str, spec_sha256: str,
-                 model_version: str, canary_percent: int) -> dict[str, Any]:
+def canary_patch(
+    current: InferenceServiceParams,
+    *,
+    storage_uri: str,
+    model_sha256: str,
+    spec_sha256: str,
+    model_version: str,
+    canary_percent: int,
+) -> dict[str, Any]:
     """Merge patch that starts a canary: ``current`` with the candidate model, N % of traffic to it.
 
     ``current`` is what is deployed now (its params); the patch replaces the whole
@@ -297,13 +341,24 @@ def canary_patch(current: InferenceServiceParams, *, storage_uri: str, model_sha
     ``canaryTrafficPercent``. ``RISKLOOP_ROLE`` is left as it is: promotion must
     not change the revision it promotes. Raises ``ConfigError`` on bad values.
     """
-    candidate = _replaced(current, storage_uri=storage_uri, model_sha256=model_sha256, spec_sha256=spec_sha256,
-                          model_version=model_version, canary_percent=canary_percent)
+    candidate = _replaced(
+        current,
+        storage_uri=storage_uri,
+        model_sha256=model_sha256,
+        spec_sha256=spec_sha256,
+        model_version=model_version,
+        canary_percent=canary_percent,
+    )
     return {
         "metadata": {"labels": {LABEL_MODEL_VERSION: candidate.model_version}},
         # the volumes travel with the container that mounts them: an object created before they existed gets them
-        "spec": {"predictor": {"canaryTrafficPercent": canary_percent, "containers": [_container(candidate)],
-                               "volumes": _volumes(candidate)}},
+        "spec": {
+            "predictor": {
+                "canaryTrafficPercent": canary_percent,
+                "containers": [_container(candidate)],
+                "volumes": _volumes(candidate),
+            }
+        },
     }
 
 
@@ -364,8 +419,10 @@ def _container(params: InferenceServiceParams) -> dict[str, Any]:
         "name": CONTAINER_NAME,
         "ports": [{"containerPort": params.port, "name": PORT_NAME, "protocol": "TCP"}],
         "readinessProbe": _http_probe(f"/v1/models/{params.model_name}", params.port, periodSeconds=5),
-        "resources": {"limits": {"cpu": params.cpu_limit, "memory": params.memory_limit},
-                      "requests": {"cpu": params.cpu_request, "memory": params.memory_request}},
+        "resources": {
+            "limits": {"cpu": params.cpu_limit, "memory": params.memory_limit},
+            "requests": {"cpu": params.cpu_request, "memory": params.memory_request},
+        },
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -392,8 +449,9 @@ def _replaced(params: InferenceServiceParams, **changes: Any) -> InferenceServic
         return InferenceServiceParams.model_validate({**params.model_dump(), **changes})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<params>'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid values for the {params.name} InferenceService: {problems}",
-                          where=f"namespace {params.namespace}") from exc
+        raise ConfigError(
+            f"invalid values for the {params.name} InferenceService: {problems}", where=f"namespace {params.namespace}"
+        ) from exc
 
 
 def _merge(target: Any, patch: Any) -> Any:

@@ -82,14 +82,17 @@ RolloutChange = Literal["created", "canary", "canary_percent", "promoted", "roll
 class CustomObjects(Protocol):
     """The methods of ``kubernetes.client.CustomObjectsApi`` this module calls."""
 
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
-                                     **kwargs: Any) -> Any: ...
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
+    ) -> Any: ...
 
-    def create_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, body: Any,
-                                        **kwargs: Any) -> Any: ...
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: Any, **kwargs: Any
+    ) -> Any: ...
 
-    def patch_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
-                                       body: Any, **kwargs: Any) -> Any: ...
+    def patch_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any, **kwargs: Any
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -178,18 +181,21 @@ def custom_objects_api() -> CustomObjects:
     except k8s_config.ConfigException as in_cluster:
         try:
             # Read at call time: the client resolves $KUBECONFIG once, when it is imported.
-            k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                        client_configuration=configuration)
+            k8s_config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+            )
         except k8s_config.ConfigException as kubeconfig:
             raise DeploymentError(
                 f"no Kubernetes configuration: not in a pod ({in_cluster}) and no usable kubeconfig ({kubeconfig})",
                 fix="run the step in the cluster, or point KUBECONFIG at a kubeconfig whose current context is "
-                    "the cluster") from kubeconfig
+                "the cluster",
+            ) from kubeconfig
     return cast(CustomObjects, k8s.CustomObjectsApi(k8s.ApiClient(configuration)))
 
 
-def deploy_challenger(params: InferenceServiceParams, *, canary_percent: int, api: CustomObjects | None = None
-                      ) -> Rollout:
+def deploy_challenger(
+    params: InferenceServiceParams, *, canary_percent: int, api: CustomObjects | None = None
+) -> Rollout:
     """Serve ``params``'s model: create the InferenceService, or start a canary of the model on it.
 
     ``params`` describes the candidate (name, namespace, image, model). If the
@@ -211,15 +217,15 @@ def deploy_challenger(params: InferenceServiceParams, *, canary_percent: int, ap
     if live is None:
         return _rollout("created", _create(api, params), from_model_version=None)
 
-    before, after = _update(api, params.name, params.namespace,
-                            lambda current: canary_body(current, params, canary_percent), first=live)
+    before, after = _update(
+        api, params.name, params.namespace, lambda current: canary_body(current, params, canary_percent), first=live
+    )
     if after is None:
         return _rollout("unchanged", before, from_model_version=_model_version(before))
     return _rollout("canary", after, from_model_version=_previous_version(after))
 
 
-def set_canary_percent(name: str, namespace: str, canary_percent: int, *, api: CustomObjects | None = None
-                ) -> Rollout:
+def set_canary_percent(name: str, namespace: str, canary_percent: int, *, api: CustomObjects | None = None) -> Rollout:
     """Give the canary ``canary_percent`` of the traffic; the rolled-out revision keeps the rest.
 
     Raises ``DeploymentError`` if no rollout is in progress.
@@ -270,6 +276,7 @@ def find_status(name: str, namespace: str, *, api: CustomObjects | None = None) 
 
 # Pure: the bodies and the readings. Each takes the object as the API server returned it.
 
+
 def previous_spec_annotation(live: Mapping[str, Any]) -> str:
     """The annotation value that lets ``rollback`` restore ``live``: its spec and model version, as JSON."""
     payload = {"modelVersion": _model_version(live), "spec": live.get("spec") or {}}
@@ -310,18 +317,27 @@ def canary_body(live: Mapping[str, Any], params: InferenceServiceParams, canary_
     if version == params.model_version and sha256 not in (None, params.model_sha256):
         raise DeploymentError(
             f"model version {version} is served with model sha256 {sha256}, but the registry's version "
-            f"{params.model_version} has {params.model_sha256}", where=where,
+            f"{params.model_version} has {params.model_sha256}",
+            where=where,
             fix="the registry and the cluster disagree about this version: check the version's 'model_sha256' tag "
-                "and the object's RISKLOOP_EXPECTED_MODEL_SHA256 before deploying")
+            "and the object's RISKLOOP_EXPECTED_MODEL_SHA256 before deploying",
+        )
     if previous is not None and version != params.model_version:
         raise DeploymentError(
             f"a rollout of model version {version} is in progress (previous version {previous.model_version})",
-            where=where, fix=f"promote or roll back version {version} before deploying version {params.model_version}")
+            where=where,
+            fix=f"promote or roll back version {version} before deploying version {params.model_version}",
+        )
     if previous is None and version == params.model_version:
         return None  # already served, and no rollout to repeat
-    patch = canary_patch(params, storage_uri=params.storage_uri, model_sha256=params.model_sha256,
-                         spec_sha256=params.spec_sha256, model_version=params.model_version,
-                         canary_percent=canary_percent)
+    patch = canary_patch(
+        params,
+        storage_uri=params.storage_uri,
+        model_sha256=params.model_sha256,
+        spec_sha256=params.spec_sha256,
+        model_version=params.model_version,
+        canary_percent=canary_percent,
+    )
     metadata: dict[str, Any] = {"resourceVersion": _resource_version(live)}
     if previous is None:
         metadata["annotations"] = {PREVIOUS_SPEC_ANNOTATION: previous_spec_annotation(live)}
@@ -332,18 +348,25 @@ def canary_percent_body(live: Mapping[str, Any], canary_percent: int) -> dict[st
     """Merge patch that sets the canary percent; refused (``DeploymentError``) when no rollout is in progress."""
     _check_percent(canary_percent)
     if read_previous_spec(live) is None:
-        raise DeploymentError("no rollout is in progress, so there is no canary to give traffic to",
-                              where=_where(live), fix="deploy a challenger first (deploy_challenger)")
-    return {"metadata": {"resourceVersion": _resource_version(live)},
-            "spec": {"predictor": {"canaryTrafficPercent": canary_percent}}}
+        raise DeploymentError(
+            "no rollout is in progress, so there is no canary to give traffic to",
+            where=_where(live),
+            fix="deploy a challenger first (deploy_challenger)",
+        )
+    return {
+        "metadata": {"resourceVersion": _resource_version(live)},
+        "spec": {"predictor": {"canaryTrafficPercent": canary_percent}},
+    }
 
 
 def promote_body(live: Mapping[str, Any]) -> dict[str, Any] | None:
     """Merge patch that promotes: ``promote_patch`` and the stored spec dropped; ``None`` if nothing to promote."""
     if read_previous_spec(live) is None and "canaryTrafficPercent" not in _predictor(live):
         return None
-    return _combined(promote_patch(), {"metadata": {"resourceVersion": _resource_version(live),
-                                                    "annotations": {PREVIOUS_SPEC_ANNOTATION: None}}})
+    return _combined(
+        promote_patch(),
+        {"metadata": {"resourceVersion": _resource_version(live), "annotations": {PREVIOUS_SPEC_ANNOTATION: None}}},
+    )
 
 
 def rollback_body(live: Mapping[str, Any]) -> dict[str, Any]:
@@ -357,13 +380,17 @@ def rollback_body(live: Mapping[str, Any]) -> dict[str, Any]:
     previous = read_previous_spec(live)
     if previous is None:
         raise DeploymentError(
-            "no rollout is in progress, so there is no previous spec to roll back to", where=_where(live),
-            fix="after a promotion, go back by deploying the earlier version as a challenger and promoting it")
+            "no rollout is in progress, so there is no previous spec to roll back to",
+            where=_where(live),
+            fix="after a promotion, go back by deploying the earlier version as a challenger and promoting it",
+        )
     target = apply_merge_patch(previous.spec, {"predictor": {"canaryTrafficPercent": 0}})
     return {
-        "metadata": {"resourceVersion": _resource_version(live),
-                     "labels": {LABEL_MODEL_VERSION: previous.model_version},
-                     "annotations": {PREVIOUS_SPEC_ANNOTATION: None}},
+        "metadata": {
+            "resourceVersion": _resource_version(live),
+            "labels": {LABEL_MODEL_VERSION: previous.model_version},
+            "annotations": {PREVIOUS_SPEC_ANNOTATION: None},
+        },
         "spec": diff_merge_patch(dict(live.get("spec") or {}), target),
     }
 
@@ -434,47 +461,70 @@ def deployment_error(exc: ApiException, *, verb: str, name: str, namespace: str)
             f"the service account running this step may not {verb} {PLURAL} in namespace {namespace} ({message})",
             where=where,
             fix=f"the pipeline runner's service account lacks RBAC on {PLURAL} in namespace {namespace}: install the "
-                "chart's delivery Role and RoleBinding for the service account the step runs as (KFP: pipeline-runner "
-                "in the KFP namespace); riskloop.delivery.rbac.delivery_rbac renders both for kubectl apply")
+            "chart's delivery Role and RoleBinding for the service account the step runs as (KFP: pipeline-runner "
+            "in the KFP namespace); riskloop.delivery.rbac.delivery_rbac renders both for kubectl apply",
+        )
     if code in (400, 403, 422):
         return DeploymentError(
-            f"the API server refused to {verb} the {RESOURCE} as invalid: {message}", where=where,
+            f"the API server refused to {verb} the {RESOURCE} as invalid: {message}",
+            where=where,
             fix="the message names the field KServe's webhook or the CRD schema rejects; fix the "
-                "InferenceServiceParams or the object and retry")
+            "InferenceServiceParams or the object and retry",
+        )
     if code == 404:
         if _crd_missing(message):
-            return DeploymentError(f"the cluster does not serve {RESOURCE}/{VERSION} ({message})", where=where,
-                                   fix=f"install KServe so that its CRDs exist (kubectl get crd {RESOURCE}), or "
-                                       "point the kubeconfig at the cluster that runs it")
-        return DeploymentError(f"InferenceService {name} does not exist in namespace {namespace}", where=where,
-                               fix="deploy a model first (deploy_challenger creates the object), or check the name "
-                                   "and namespace")
+            return DeploymentError(
+                f"the cluster does not serve {RESOURCE}/{VERSION} ({message})",
+                where=where,
+                fix=f"install KServe so that its CRDs exist (kubectl get crd {RESOURCE}), or "
+                "point the kubeconfig at the cluster that runs it",
+            )
+        return DeploymentError(
+            f"InferenceService {name} does not exist in namespace {namespace}",
+            where=where,
+            fix="deploy a model first (deploy_challenger creates the object), or check the name and namespace",
+        )
     if code == 409:
         return DeploymentError(
-            f"conflict on {verb}: another writer created or changed the InferenceService at the same time "
-            f"({message})", where=where, fix="check who else manages the object (kubectl get isvc -o yaml "
-                                             "--show-managed-fields), then rerun the step: it reads the object again")
+            f"conflict on {verb}: another writer created or changed the InferenceService at the same time ({message})",
+            where=where,
+            fix="check who else manages the object (kubectl get isvc -o yaml "
+            "--show-managed-fields), then rerun the step: it reads the object again",
+        )
     if code == 401:
-        return DeploymentError(f"the Kubernetes API did not accept the credentials ({message})", where=where,
-                               fix="refresh the kubeconfig's credentials, or check the pod's service account token")
-    return DeploymentError(f"the Kubernetes API answered {code} {exc.reason} to {verb}: {message}", where=where,
-                           fix="check the API server's health (kubectl get --raw /readyz) and retry")
+        return DeploymentError(
+            f"the Kubernetes API did not accept the credentials ({message})",
+            where=where,
+            fix="refresh the kubeconfig's credentials, or check the pod's service account token",
+        )
+    return DeploymentError(
+        f"the Kubernetes API answered {code} {exc.reason} to {verb}: {message}",
+        where=where,
+        fix="check the API server's health (kubectl get --raw /readyz) and retry",
+    )
 
 
 # The thin client calls.
 
+
 def _get(api: CustomObjects, name: str, namespace: str) -> dict[str, Any]:
     with _translated("get", name, namespace):
-        return _object(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                        _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return _object(
+            api.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_SECONDS
+            )
+        )
 
 
 def _find(api: CustomObjects, name: str, namespace: str) -> dict[str, Any] | None:
     """The object, or ``None`` if it does not exist (but an error if the cluster lacks the CRD)."""
     with _translated("get", name, namespace):
         try:
-            return _object(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                            _request_timeout=REQUEST_TIMEOUT_SECONDS))
+            return _object(
+                api.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT_SECONDS
+                )
+            )
         except ApiException as exc:
             if exc.status == 404 and not _crd_missing(_server_message(exc)):
                 return None
@@ -484,15 +534,28 @@ def _find(api: CustomObjects, name: str, namespace: str) -> dict[str, Any] | Non
 def _create(api: CustomObjects, params: InferenceServiceParams) -> dict[str, Any]:
     body = build_inference_service(params.model_copy(update={"canary_percent": None}))
     with _translated("create", params.name, params.namespace):
-        return _object(api.create_namespaced_custom_object(GROUP, VERSION, params.namespace, PLURAL, body,
-                                                           field_manager=FIELD_MANAGER,
-                                                           field_validation=FIELD_VALIDATION,
-                                                           _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return _object(
+            api.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                params.namespace,
+                PLURAL,
+                body,
+                field_manager=FIELD_MANAGER,
+                field_validation=FIELD_VALIDATION,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        )
 
 
-def _update(api: CustomObjects, name: str, namespace: str,
-            body_for: Callable[[dict[str, Any]], dict[str, Any] | None], *, first: dict[str, Any] | None = None
-            ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _update(
+    api: CustomObjects,
+    name: str,
+    namespace: str,
+    body_for: Callable[[dict[str, Any]], dict[str, Any] | None],
+    *,
+    first: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Read, build the body, patch; again if another writer got in between. (object before, after or ``None``).
 
     tenacity retries only the patch's 409 Conflict, at once and ``ATTEMPTS``
@@ -508,13 +571,25 @@ def _update(api: CustomObjects, name: str, namespace: str,
         body = body_for(current)
         if body is None:
             return current, None
-        return current, _object(api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body,
-                                                                   field_manager=FIELD_MANAGER,
-                                                                   field_validation=FIELD_VALIDATION,
-                                                                   _request_timeout=REQUEST_TIMEOUT_SECONDS))
+        return current, _object(
+            api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                field_validation=FIELD_VALIDATION,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        )
 
-    retrying = Retrying(stop=stop_after_attempt(ATTEMPTS), reraise=True,
-                        retry=retry_if_exception(lambda exc: isinstance(exc, ApiException) and exc.status == 409))
+    retrying = Retrying(
+        stop=stop_after_attempt(ATTEMPTS),
+        reraise=True,
+        retry=retry_if_exception(lambda exc: isinstance(exc, ApiException) and exc.status == 409),
+    )
     with _translated("patch", name, namespace):
         return retrying(attempt)
 
@@ -527,26 +602,35 @@ def _translated(verb: str, name: str, namespace: str) -> Iterator[None]:
     except ApiException as exc:
         raise deployment_error(exc, verb=verb, name=name, namespace=namespace) from exc
     except urllib3.exceptions.HTTPError as exc:
-        raise ServiceUnavailable(f"cannot reach the Kubernetes API server to {verb} {RESOURCE}/{name}: {exc}",
-                                 where=f"namespace {namespace}",
-                                 fix="check the kubeconfig's server address or the pod's network policy, and that "
-                                     "the API server is up") from exc
+        raise ServiceUnavailable(
+            f"cannot reach the Kubernetes API server to {verb} {RESOURCE}/{name}: {exc}",
+            where=f"namespace {namespace}",
+            fix="check the kubeconfig's server address or the pod's network policy, and that the API server is up",
+        ) from exc
 
 
 def _object(result: Any) -> dict[str, Any]:
     if not isinstance(result, dict):
-        raise DeploymentError(f"the Kubernetes API answered with {type(result).__name__}, not an object",
-                              fix="check that the API server is a Kubernetes API server")
+        raise DeploymentError(
+            f"the Kubernetes API answered with {type(result).__name__}, not an object",
+            fix="check that the API server is a Kubernetes API server",
+        )
     return result
 
 
 # Readings of a manifest, tolerant of missing parts.
 
+
 def _rollout(change: RolloutChange, obj: Mapping[str, Any], *, from_model_version: str | None) -> Rollout:
     metadata = _mapping(obj.get("metadata"))
-    return Rollout(change=change, name=str(metadata.get("name", "")), namespace=str(metadata.get("namespace", "")),
-                   from_model_version=from_model_version, to_model_version=_model_version(obj),
-                   canary_percent=_int(_predictor(obj).get("canaryTrafficPercent")))
+    return Rollout(
+        change=change,
+        name=str(metadata.get("name", "")),
+        namespace=str(metadata.get("namespace", "")),
+        from_model_version=from_model_version,
+        to_model_version=_model_version(obj),
+        canary_percent=_int(_predictor(obj).get("canaryTrafficPercent")),
+    )
 
 
 def _previous_version(obj: Mapping[str, Any]) -> str | None:
@@ -578,8 +662,11 @@ def _predictor(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _resource_version(obj: Mapping[str, Any]) -> str:
     version = _mapping(obj.get("metadata")).get("resourceVersion")
     if not isinstance(version, str) or not version:
-        raise DeploymentError("the object has no metadata.resourceVersion to patch against", where=_where(obj),
-                              fix="pass the object as the API server returned it")
+        raise DeploymentError(
+            "the object has no metadata.resourceVersion to patch against",
+            where=_where(obj),
+            fix="pass the object as the API server returned it",
+        )
     return version
 
 
@@ -590,15 +677,21 @@ def _where(obj: Mapping[str, Any]) -> str:
 
 def _bad_annotation(obj: Mapping[str, Any], problem: str) -> DeploymentError:
     return DeploymentError(
-        f"the {PREVIOUS_SPEC_ANNOTATION} annotation is not what riskloop writes: {problem}", where=_where(obj),
+        f"the {PREVIOUS_SPEC_ANNOTATION} annotation is not what riskloop writes: {problem}",
+        where=_where(obj),
         fix="it was edited by hand: restore the previous spec with kubectl edit and remove the annotation, or "
-            "deploy the champion again as a challenger and promote it")
+        "deploy the champion again as a challenger and promote it",
+    )
 
 
 def _traffic(target: Mapping[str, Any]) -> RevisionTraffic:
-    return RevisionTraffic(revision=_str(target.get("revisionName")), percent=_int(target.get("percent")) or 0,
-                           tag=_str(target.get("tag")), latest=target.get("latestRevision") is True,
-                           url=_str(target.get("url")))
+    return RevisionTraffic(
+        revision=_str(target.get("revisionName")),
+        percent=_int(target.get("percent")) or 0,
+        tag=_str(target.get("tag")),
+        latest=target.get("latestRevision") is True,
+        url=_str(target.get("url")),
+    )
 
 
 def _server_message(exc: ApiException) -> str:
@@ -634,8 +727,10 @@ def _combined(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_percent(percent: int) -> None:
     if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-        raise ConfigError(f"canary_percent must be an integer from 0 to 100, got {percent!r}",
-                          fix="pass the challenger's percentage of live requests, e.g. 10")
+        raise ConfigError(
+            f"canary_percent must be an integer from 0 to 100, got {percent!r}",
+            fix="pass the challenger's percentage of live requests, e.g. 10",
+        )
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -654,8 +749,34 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-__all__ = ["ATTEMPTS", "FIELD_MANAGER", "FIELD_VALIDATION", "GROUP", "PLURAL", "PREVIOUS_SPEC_ANNOTATION", "VERSION",
-           "CustomObjects", "DeliveryStatus", "PreviousSpec", "RevisionTraffic", "Rollout", "RolloutChange",
-           "canary_body", "canary_percent_body", "custom_objects_api", "deploy_challenger", "deployment_error",
-           "diff_merge_patch", "find_status", "parse_status", "previous_spec_annotation", "promote", "promote_body",
-           "read_previous_spec", "rollback", "rollback_body", "set_canary_percent", "status"]
+__all__ = [
+    "ATTEMPTS",
+    "FIELD_MANAGER",
+    "FIELD_VALIDATION",
+    "GROUP",
+    "PLURAL",
+    "PREVIOUS_SPEC_ANNOTATION",
+    "VERSION",
+    "CustomObjects",
+    "DeliveryStatus",
+    "PreviousSpec",
+    "RevisionTraffic",
+    "Rollout",
+    "RolloutChange",
+    "canary_body",
+    "canary_percent_body",
+    "custom_objects_api",
+    "deploy_challenger",
+    "deployment_error",
+    "diff_merge_patch",
+    "find_status",
+    "parse_status",
+    "previous_spec_annotation",
+    "promote",
+    "promote_body",
+    "read_previous_spec",
+    "rollback",
+    "rollback_body",
+    "set_canary_percent",
+    "status",
+]

@@ -91,8 +91,11 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None or self.at.utcoffset() is None:
-            raise ConfigError(f"snapshot time {self.at.isoformat()} has no timezone", where="Snapshot",
-                              fix="pass a tz-aware datetime, e.g. datetime.now(UTC)")
+            raise ConfigError(
+                f"snapshot time {self.at.isoformat()} has no timezone",
+                where="Snapshot",
+                fix="pass a tz-aware datetime, e.g. datetime.now(UTC)",
+            )
 
     @classmethod
     def from_targets(cls, at: datetime, targets: Mapping[TargetKey, RoleCounters]) -> Snapshot:
@@ -122,23 +125,34 @@ def window(start: Snapshot, end: Snapshot, role: str, model_version: str | None 
     ``DeploymentError`` when ``end`` has no series of the role and version.
     """
     if end.at < start.at:
-        raise ConfigError(f"window end {end.at.isoformat()} is before its start {start.at.isoformat()}",
-                          where="window", fix="pass the earlier snapshot first")
+        raise ConfigError(
+            f"window end {end.at.isoformat()} is before its start {start.at.isoformat()}",
+            where="window",
+            fix="pass the earlier snapshot first",
+        )
     versions = sorted(v for r, v in end.series if r == role)
     where = f"snapshot at {end.at.isoformat()}"
     if model_version is None:
         if not versions:
-            raise DeploymentError(f"no series of the {role}", where=where,
-                                  fix="check the model name, that the server serves the role, and that "
-                                      "Prometheus scrapes it")
+            raise DeploymentError(
+                f"no series of the {role}",
+                where=where,
+                fix="check the model name, that the server serves the role, and that Prometheus scrapes it",
+            )
         if len(versions) > 1:
-            raise DeploymentError(f"cannot tell which {role} to analyse: versions {', '.join(versions)}",
-                                  where=where, fix="pass model_version")
+            raise DeploymentError(
+                f"cannot tell which {role} to analyse: versions {', '.join(versions)}",
+                where=where,
+                fix="pass model_version",
+            )
         model_version = versions[0]
     elif model_version not in versions:
-        raise DeploymentError(f"no series of {role} model_version {model_version!r}", where=where,
-                              fix=f"check the version (the {role} has: {', '.join(versions) or 'none'}), the model "
-                                  "name, and that Prometheus scrapes the server")
+        raise DeploymentError(
+            f"no series of {role} model_version {model_version!r}",
+            where=where,
+            fix=f"check the version (the {role} has: {', '.join(versions) or 'none'}), the model "
+            "name, and that Prometheus scrapes the server",
+        )
 
     if start.targets and end.targets:
         parts = [
@@ -170,8 +184,15 @@ class ScrapeSource:
     one is opened per snapshot with ``timeout_seconds``.
     """
 
-    def __init__(self, base_url: str, model: str, *, client: httpx.Client | None = None,
-                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, metrics_path: str = "/metrics") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        metrics_path: str = "/metrics",
+    ) -> None:
         _check_model(model, "ScrapeSource")
         self.url = base_url.rstrip("/") + "/" + metrics_path.lstrip("/")
         self.model = model
@@ -181,10 +202,19 @@ class ScrapeSource:
     def snapshot(self, at: datetime | None = None) -> Snapshot:
         """The server's counters now; ``at`` must be None (a scrape cannot read the past)."""
         if at is not None:
-            raise ConfigError(f"ScrapeSource cannot read the counters at {at.isoformat()}", where=self.url,
-                              fix="pass at=None (now), or use PrometheusSource for past instants")
-        response = _get(self._client, self._timeout_seconds, self.url, {}, "the model server",
-                        headers={"Accept": "text/plain;version=0.0.4"})
+            raise ConfigError(
+                f"ScrapeSource cannot read the counters at {at.isoformat()}",
+                where=self.url,
+                fix="pass at=None (now), or use PrometheusSource for past instants",
+            )
+        response = _get(
+            self._client,
+            self._timeout_seconds,
+            self.url,
+            {},
+            "the model server",
+            headers={"Accept": "text/plain;version=0.0.4"},
+        )
         now = datetime.now(UTC)
         content_type = response.headers.get("content-type", "")
         parse = parse_openmetrics if content_type.startswith("application/openmetrics-text") else parse_prometheus_text
@@ -195,8 +225,11 @@ class ScrapeSource:
                     if sample.name in _SAMPLES and sample.labels.get("model") == self.model:
                         records.append((sample.name, sample.labels, float(sample.value)))
         except ValueError as exc:
-            raise DeploymentError(f"cannot parse the metrics exposition: {exc}", where=self.url,
-                                  fix="point base_url at a riskloop model server (its /metrics)") from exc
+            raise DeploymentError(
+                f"cannot parse the metrics exposition: {exc}",
+                where=self.url,
+                fix="point base_url at a riskloop model server (its /metrics)",
+            ) from exc
         return Snapshot.from_targets(now, _collect(records, lambda labels: self.url))
 
 
@@ -210,13 +243,22 @@ class PrometheusSource:
     per snapshot with ``timeout_seconds``.
     """
 
-    def __init__(self, base_url: str, model: str, *, client: httpx.Client | None = None,
-                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-                 target_label: str = DEFAULT_TARGET_LABEL) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        target_label: str = DEFAULT_TARGET_LABEL,
+    ) -> None:
         _check_model(model, "PrometheusSource")
         if not _LABEL_NAME.fullmatch(target_label):
-            raise ConfigError(f"target_label {target_label!r} is not a Prometheus label name",
-                              where="PrometheusSource", fix="pass e.g. 'instance' or 'pod'")
+            raise ConfigError(
+                f"target_label {target_label!r} is not a Prometheus label name",
+                where="PrometheusSource",
+                fix="pass e.g. 'instance' or 'pod'",
+            )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.target_label = target_label
@@ -234,8 +276,11 @@ class PrometheusSource:
     def snapshot(self, at: datetime | None = None) -> Snapshot:
         """The counters at ``at`` (default: now), as the last samples Prometheus scraped at or before it."""
         if at is not None and (at.tzinfo is None or at.utcoffset() is None):
-            raise ConfigError(f"at={at.isoformat()} has no timezone", where="PrometheusSource.snapshot",
-                              fix="pass a tz-aware datetime, e.g. datetime.now(UTC)")
+            raise ConfigError(
+                f"at={at.isoformat()} has no timezone",
+                where="PrometheusSource.snapshot",
+                fix="pass a tz-aware datetime, e.g. datetime.now(UTC)",
+            )
         at = datetime.now(UTC) if at is None else at
         url = f"{self.base_url}/api/v1/query"
         records = []
@@ -252,23 +297,37 @@ class PrometheusSource:
         return Snapshot.from_targets(at, _collect(records, lambda labels: labels.get(target, "")))
 
     def _query(self, client: httpx.Client, url: str, promql: str, at: datetime) -> list[dict[str, Any]]:
-        response = _get(client, self._timeout_seconds, url, {"query": promql, "time": f"{at.timestamp():.3f}"},
-                        "Prometheus")
+        response = _get(
+            client, self._timeout_seconds, url, {"query": promql, "time": f"{at.timestamp():.3f}"}, "Prometheus"
+        )
         try:
             body = response.json()
         except ValueError as exc:
-            raise DeploymentError(f"Prometheus answered with no JSON: {response.text[:200]!r}", where=url,
-                                  fix="check that base_url is Prometheus's, not another server") from exc
+            raise DeploymentError(
+                f"Prometheus answered with no JSON: {response.text[:200]!r}",
+                where=url,
+                fix="check that base_url is Prometheus's, not another server",
+            ) from exc
         data = body.get("data") if isinstance(body, dict) else None
         if body.get("status") != "success" or not isinstance(data, dict) or data.get("resultType") != "vector":
-            raise DeploymentError(f"Prometheus query failed: {body.get('errorType', '')} {body.get('error', body)}",
-                                  where=f"{url} query {promql!r}", fix="check the query and Prometheus's log")
+            raise DeploymentError(
+                f"Prometheus query failed: {body.get('errorType', '')} {body.get('error', body)}",
+                where=f"{url} query {promql!r}",
+                fix="check the query and Prometheus's log",
+            )
         result: list[dict[str, Any]] = data.get("result", [])
         return result
 
 
-def labeled_counts(predictions: pd.DataFrame, labels: pd.DataFrame, *, role: str, as_of: datetime,
-                   label_maturity: timedelta, model_version: str | None = None) -> LabeledCounts:
+def labeled_counts(
+    predictions: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    role: str,
+    as_of: datetime,
+    label_maturity: timedelta,
+    model_version: str | None = None,
+) -> LabeledCounts:
     """Confusion counts of ``role``'s decisions on the transactions whose label is known at ``as_of``.
 
     ``predictions``: prediction-log rows (``transaction_id``, ``role``,
@@ -286,11 +345,17 @@ def labeled_counts(predictions: pd.DataFrame, labels: pd.DataFrame, *, role: str
     as UTC.
     """
     if as_of.tzinfo is None or as_of.utcoffset() is None:
-        raise ConfigError(f"as_of={as_of.isoformat()} has no timezone", where="labeled_counts",
-                          fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)")
+        raise ConfigError(
+            f"as_of={as_of.isoformat()} has no timezone",
+            where="labeled_counts",
+            fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)",
+        )
     if label_maturity < timedelta(0):
-        raise ConfigError(f"label_maturity={label_maturity} is negative", where="labeled_counts",
-                          fix="pass a timedelta >= 0, e.g. timedelta(days=7)")
+        raise ConfigError(
+            f"label_maturity={label_maturity} is negative",
+            where="labeled_counts",
+            fix="pass a timedelta >= 0, e.g. timedelta(days=7)",
+        )
     needed = ["transaction_id", "role", "decision", "time", *(["model_version"] if model_version else [])]
     _require_columns(predictions, needed, "predictions")
     _require_columns(labels, ["transaction_id", "is_fraud"], "labels")
@@ -303,15 +368,20 @@ def labeled_counts(predictions: pd.DataFrame, labels: pd.DataFrame, *, role: str
     rows = rows.assign(time=times)[times <= cutoff]
     unknown = sorted(set(rows["decision"].dropna().unique()) - set(DECISIONS))
     if unknown or rows["decision"].isna().any():
-        raise DataContractError(f"predictions.decision has values other than {', '.join(DECISIONS)}: "
-                                f"{unknown or ['missing']}", where="labeled_counts",
-                                fix="pass prediction-log rows (read_prediction_log)")
+        raise DataContractError(
+            f"predictions.decision has values other than {', '.join(DECISIONS)}: {unknown or ['missing']}",
+            where="labeled_counts",
+            fix="pass prediction-log rows (read_prediction_log)",
+        )
     rows = rows.sort_values("time", kind="stable").drop_duplicates("transaction_id", keep="last")
 
     if labels["transaction_id"].duplicated().any():
         dupes = labels.loc[labels["transaction_id"].duplicated(), "transaction_id"].head(5).tolist()
-        raise DataContractError(f"labels has several rows for transactions {dupes}", where="labeled_counts",
-                                fix="pass one label row per transaction_id")
+        raise DataContractError(
+            f"labels has several rows for transactions {dupes}",
+            where="labeled_counts",
+            fix="pass one label row per transaction_id",
+        )
     label_columns = ["transaction_id", "is_fraud"]
     if "chargeback_timestamp" in labels.columns:
         label_columns.append("chargeback_timestamp")
@@ -364,8 +434,9 @@ class _Parts:
         )
 
 
-def _collect(records: Iterable[tuple[str, Mapping[str, str], float]],
-             target_of: Callable[[Mapping[str, str]], str]) -> dict[TargetKey, RoleCounters]:
+def _collect(
+    records: Iterable[tuple[str, Mapping[str, str], float]], target_of: Callable[[Mapping[str, str]], str]
+) -> dict[TargetKey, RoleCounters]:
     parts: dict[TargetKey, _Parts] = {}
     for name, labels, value in records:
         kind, split = _SAMPLES[name]
@@ -383,8 +454,10 @@ def _went_down(before: RoleCounters, after: RoleCounters) -> bool:
         if any(new.get(k, 0.0) < v for k, v in old.items()):
             return True
     for old_b, new_b in ((before.latency_buckets, after.latency_buckets), (before.score_buckets, after.score_buckets)):
-        if old_b and ([le for le, _ in old_b] != [le for le, _ in new_b]
-                      or any(n < o for (_, o), (_, n) in zip(old_b, new_b, strict=True))):
+        if old_b and (
+            [le for le, _ in old_b] != [le for le, _ in new_b]
+            or any(n < o for (_, o), (_, n) in zip(old_b, new_b, strict=True))
+        ):
             return True
     return False
 
@@ -419,13 +492,22 @@ def _plus(a: Buckets, b: Buckets, what: str) -> Buckets:
     if not a or not b:
         return a or b
     if [le for le, _ in a] != [le for le, _ in b]:
-        raise DataContractError(f"{what} histograms of one model version have different buckets", where=what,
-                                fix="serve one version with one riskloop release (one set of bucket bounds)")
+        raise DataContractError(
+            f"{what} histograms of one model version have different buckets",
+            where=what,
+            fix="serve one version with one riskloop release (one set of bucket bounds)",
+        )
     return tuple((le, x + y) for (le, x), (_, y) in zip(a, b, strict=True))
 
 
-def _get(client: httpx.Client | None, timeout_seconds: float, url: str, params: Mapping[str, str], who: str,
-         headers: Mapping[str, str] | None = None) -> httpx.Response:
+def _get(
+    client: httpx.Client | None,
+    timeout_seconds: float,
+    url: str,
+    params: Mapping[str, str],
+    who: str,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
     try:
         if client is None:
             with httpx.Client(timeout=timeout_seconds) as own:
@@ -433,15 +515,22 @@ def _get(client: httpx.Client | None, timeout_seconds: float, url: str, params: 
         else:
             response = client.get(url, params=params, headers=headers)
     except httpx.TimeoutException as exc:
-        raise ServiceUnavailable(f"{who} did not answer within {timeout_seconds:g} s ({type(exc).__name__})",
-                                 where=url, fix=f"check that {who} is up and not overloaded") from exc
+        raise ServiceUnavailable(
+            f"{who} did not answer within {timeout_seconds:g} s ({type(exc).__name__})",
+            where=url,
+            fix=f"check that {who} is up and not overloaded",
+        ) from exc
     except httpx.TransportError as exc:
-        raise ServiceUnavailable(f"{who} is not reachable: {exc}", where=url,
-                                 fix=f"check the URL and that {who} is running") from exc
+        raise ServiceUnavailable(
+            f"{who} is not reachable: {exc}", where=url, fix=f"check the URL and that {who} is running"
+        ) from exc
     if response.is_error:
         detail = response.text[:300].strip()
-        raise DeploymentError(f"{who} answered HTTP {response.status_code}: {detail}", where=url,
-                              fix="check the URL and the query; see the server's log")
+        raise DeploymentError(
+            f"{who} answered HTTP {response.status_code}: {detail}",
+            where=url,
+            fix="check the URL and the query; see the server's log",
+        )
     return response
 
 
@@ -457,16 +546,20 @@ def _promql_string(value: str) -> str:
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataContractError(f"{what} lacks columns {missing}", where="labeled_counts",
-                                fix=f"pass a frame with {', '.join(columns)}")
+        raise DataContractError(
+            f"{what} lacks columns {missing}", where="labeled_counts", fix=f"pass a frame with {', '.join(columns)}"
+        )
 
 
 def _utc(values: pd.Series, what: str) -> pd.Series:
     try:
         return pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
-        raise DataContractError(f"{what} is not a timestamp column: {exc}", where="labeled_counts",
-                                fix="pass datetimes (tz-aware, or naive UTC)") from exc
+        raise DataContractError(
+            f"{what} is not a timestamp column: {exc}",
+            where="labeled_counts",
+            fix="pass datetimes (tz-aware, or naive UTC)",
+        ) from exc
 
 
 __all__ = [

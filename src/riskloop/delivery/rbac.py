@@ -36,8 +36,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def delivery_rbac(model_namespace: str, pipeline_namespace: str, service_account: str = KFP_SERVICE_ACCOUNT, *,
-                  name: str = ROLE_NAME) -> tuple[dict[str, Any], dict[str, Any]]:
+def delivery_rbac(
+    model_namespace: str, pipeline_namespace: str, service_account: str = KFP_SERVICE_ACCOUNT, *, name: str = ROLE_NAME
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Role, RoleBinding) letting ``pipeline_namespace``'s ``service_account`` deliver models to ``model_namespace``.
 
     Both objects live in ``model_namespace`` and are called ``name``. Raises
@@ -45,8 +46,14 @@ def delivery_rbac(model_namespace: str, pipeline_namespace: str, service_account
     """
     _check(_DNS_LABEL, 63, model_namespace, "model_namespace", "a namespace (DNS-1123 label)", "riskloop")
     _check(_DNS_LABEL, 63, pipeline_namespace, "pipeline_namespace", "a namespace (DNS-1123 label)", "kubeflow")
-    _check(_DNS_SUBDOMAIN, 253, service_account, "service_account", "a service account name (DNS-1123 subdomain)",
-           KFP_SERVICE_ACCOUNT)
+    _check(
+        _DNS_SUBDOMAIN,
+        253,
+        service_account,
+        "service_account",
+        "a service account name (DNS-1123 subdomain)",
+        KFP_SERVICE_ACCOUNT,
+    )
     _check(_DNS_SUBDOMAIN, 253, name, "name", "a Role name (DNS-1123 subdomain)", ROLE_NAME)
     role = {
         "apiVersion": RBAC_API_VERSION,
@@ -70,12 +77,17 @@ def to_yaml(manifests: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _metadata(name: str, namespace: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace,
-            "labels": {"app.kubernetes.io/name": "riskloop", "app.kubernetes.io/component": "delivery"}}
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/name": "riskloop", "app.kubernetes.io/component": "delivery"},
+    }
 
 
 def _check(pattern: re.Pattern[str], max_length: int, value: str, field: str, what: str, example: str) -> None:
     if not isinstance(value, str) or not pattern.match(value) or len(value) > max_length:
-        raise ConfigError(f"{field} {value!r} is not {what}", where=field,
-                          fix=f"use lowercase letters, digits and '-', at most {max_length} characters, e.g. "
-                              f"{example!r}")
+        raise ConfigError(
+            f"{field} {value!r} is not {what}",
+            where=field,
+            fix=f"use lowercase letters, digits and '-', at most {max_length} characters, e.g. {example!r}",
+        )

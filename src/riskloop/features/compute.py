@@ -36,18 +36,26 @@ REALTIME_WINDOWS_S = {"1h": 3_600, "24h": 86_400}
 STATE_HORIZON_US = max(REALTIME_WINDOWS_S.values()) * US
 
 CARD_BATCH_FEATURES = (
-    "card_txn_count_7d", "card_txn_count_30d", "card_amount_mean_7d", "card_amount_mean_30d",
-    "card_amount_max_30d", "card_amount_std_30d", "card_distinct_merchants_7d",
-    "card_distinct_countries_7d", "card_usual_hour",
+    "card_txn_count_7d",
+    "card_txn_count_30d",
+    "card_amount_mean_7d",
+    "card_amount_mean_30d",
+    "card_amount_max_30d",
+    "card_amount_std_30d",
+    "card_distinct_merchants_7d",
+    "card_distinct_countries_7d",
+    "card_usual_hour",
 )
 CARD_STRING_FEATURES = ("card_usual_country",)
 MERCHANT_BATCH_FEATURES = ("merchant_txn_count_7d", "merchant_amount_mean_7d")
 REALTIME_FEATURES = (
-    "card_count_1h", "card_amount_sum_1h", "card_count_24h", "card_amount_sum_24h",
+    "card_count_1h",
+    "card_amount_sum_1h",
+    "card_count_24h",
+    "card_amount_sum_24h",
     "seconds_since_prev",
 )
-CONTEXT_FEATURES = ("amount_to_mean_7d", "amount_to_max_30d", "country_differs_from_usual",
-                    "hours_from_usual")
+CONTEXT_FEATURES = ("amount_to_mean_7d", "amount_to_max_30d", "country_differs_from_usual", "hours_from_usual")
 FEATURE_TIMESTAMP = "feature_timestamp"
 # The card state's columns: offline snapshots, the online state view's schema, and what the predictor pushes.
 STATE_EVENT_US = "recent_event_us"
@@ -104,8 +112,9 @@ def _rolling_max(grid: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _distinct_in_window(keys: np.ndarray, other: np.ndarray, day: np.ndarray, n_keys: int,
-                        n_days: int, window: int) -> np.ndarray:
+def _distinct_in_window(
+    keys: np.ndarray, other: np.ndarray, day: np.ndarray, n_keys: int, n_days: int, window: int
+) -> np.ndarray:
     """Distinct ``other`` values per key over the previous ``window`` days."""
     n_other, n_target = int(other.max(initial=0)) + 1, n_days + window + 1
     # (key, other, day) packed into one int64 so that 1-D unique does the sorting
@@ -155,7 +164,7 @@ def compute_batch_features(tx: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     with np.errstate(invalid="ignore", divide="ignore"):
         mean7 = np.where(c7 > 0, s7 / c7, np.nan)
         mean30 = np.where(c30 > 0, s30 / c30, np.nan)
-        var30 = np.where(c30 > 1, (q30 - c30 * mean30 ** 2) / np.maximum(c30 - 1, 1), np.nan)
+        var30 = np.where(c30 > 1, (q30 - c30 * mean30**2) / np.maximum(c30 - 1, 1), np.nan)
     max30 = _rolling_max(amax, 30)
     max30 = np.where(np.isfinite(max30), max30, np.nan)
     hs, hc = _rolling_sum(sin_g, 30), _rolling_sum(cos_g, 30)
@@ -177,10 +186,15 @@ def compute_batch_features(tx: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     first_day = np.full(nc, n_days)
     np.minimum.at(first_day, card_codes, day)
     card_cols: dict[str, np.ndarray] = {
-        "card_txn_count_7d": c7, "card_txn_count_30d": c30, "card_amount_mean_7d": mean7,
-        "card_amount_mean_30d": mean30, "card_amount_max_30d": max30,
-        "card_amount_std_30d": np.sqrt(np.maximum(var30, 0)), "card_distinct_merchants_7d": dm7,
-        "card_distinct_countries_7d": dc7, "card_usual_hour": usual_hour,
+        "card_txn_count_7d": c7,
+        "card_txn_count_30d": c30,
+        "card_amount_mean_7d": mean7,
+        "card_amount_mean_30d": mean30,
+        "card_amount_max_30d": max30,
+        "card_amount_std_30d": np.sqrt(np.maximum(var30, 0)),
+        "card_distinct_merchants_7d": dm7,
+        "card_distinct_countries_7d": dc7,
+        "card_usual_hour": usual_hour,
         "card_usual_country": usual_country,
     }
     card_daily = _long_frame("card_id", np.asarray(card_ids), first_day, stamps, card_cols)
@@ -193,13 +207,19 @@ def compute_batch_features(tx: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
         mmean7 = np.where(m7 > 0, ms7 / m7, np.nan)
     mfirst = np.full(nm, n_days)
     np.minimum.at(mfirst, merchant_codes, day)
-    merchant_daily = _long_frame("merchant_id", np.asarray(merchant_ids), mfirst, stamps,
-                                 {"merchant_txn_count_7d": m7, "merchant_amount_mean_7d": mmean7})
+    merchant_daily = _long_frame(
+        "merchant_id",
+        np.asarray(merchant_ids),
+        mfirst,
+        stamps,
+        {"merchant_txn_count_7d": m7, "merchant_amount_mean_7d": mmean7},
+    )
     return card_daily, merchant_daily
 
 
-def _long_frame(key: str, ids: np.ndarray, first_day: np.ndarray, stamps: pd.DatetimeIndex,
-                cols: dict[str, np.ndarray]) -> pd.DataFrame:
+def _long_frame(
+    key: str, ids: np.ndarray, first_day: np.ndarray, stamps: pd.DatetimeIndex, cols: dict[str, np.ndarray]
+) -> pd.DataFrame:
     n, d = next(iter(cols.values())).shape
     day_grid = np.broadcast_to(np.arange(d), (n, d))
     keep = (day_grid > first_day[:, None]).ravel()  # from the day after first activity
@@ -299,22 +319,33 @@ def state_snapshots(tx: pd.DataFrame, boundaries: Sequence[pd.Timestamp]) -> pd.
         c, t, a = cards[idx], ts[idx].tolist(), amounts[idx].tolist()
         starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
         bounds = np.r_[starts, len(idx)].tolist()
-        frames.append(pd.DataFrame({
-            "card_id": c[starts],
-            FEATURE_TIMESTAMP: pd.Timestamp(b).as_unit("us"),
-            STATE_EVENT_US: [t[i:j] for i, j in itertools.pairwise(bounds)],
-            STATE_AMOUNTS: [a[i:j] for i, j in itertools.pairwise(bounds)],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "card_id": c[starts],
+                    FEATURE_TIMESTAMP: pd.Timestamp(b).as_unit("us"),
+                    STATE_EVENT_US: [t[i:j] for i, j in itertools.pairwise(bounds)],
+                    STATE_AMOUNTS: [a[i:j] for i, j in itertools.pairwise(bounds)],
+                }
+            )
+        )
     if not frames:
         return pd.DataFrame(columns=["card_id", FEATURE_TIMESTAMP, STATE_EVENT_US, STATE_AMOUNTS])
     return pd.concat(frames, ignore_index=True)
 
 
 # ------------------------------------------------------------------ on-demand (context)
-def context_features(amount: float, country: str | None, hour: float, card_mean_7d: float | None,
-                     card_max_30d: float | None, card_usual_country: str | None,
-                     card_usual_hour: float | None) -> dict[str, float]:
+def context_features(
+    amount: float,
+    country: str | None,
+    hour: float,
+    card_mean_7d: float | None,
+    card_max_30d: float | None,
+    card_usual_country: str | None,
+    card_usual_hour: float | None,
+) -> dict[str, float]:
     """Transaction relative to the card's usual behaviour (one row; used by the Feast ODFV)."""
+
     def ok(x: float | None) -> bool:
         return x is not None and not (isinstance(x, float) and math.isnan(x))
 
@@ -322,7 +353,8 @@ def context_features(amount: float, country: str | None, hour: float, card_mean_
     return {
         "amount_to_mean_7d": amount / card_mean_7d if ok(card_mean_7d) and card_mean_7d else math.nan,
         "amount_to_max_30d": amount / card_max_30d if ok(card_max_30d) and card_max_30d else math.nan,
-        "country_differs_from_usual": (float(country != card_usual_country)
-                                       if card_usual_country and country else math.nan),
+        "country_differs_from_usual": (
+            float(country != card_usual_country) if card_usual_country and country else math.nan
+        ),
         "hours_from_usual": min(circ, 24 - circ) if ok(card_usual_hour) else math.nan,
     }

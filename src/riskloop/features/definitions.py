@@ -57,8 +57,16 @@ class Definitions:
     service: FeatureService
 
     def objects(self) -> list[Any]:
-        return [self.card, self.merchant, self.card_daily, self.merchant_daily, self.card_recent,
-                self.push_source, self.transaction_context, self.service]
+        return [
+            self.card,
+            self.merchant,
+            self.card_daily,
+            self.merchant_daily,
+            self.card_recent,
+            self.push_source,
+            self.transaction_context,
+            self.service,
+        ]
 
 
 def _transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -69,9 +77,13 @@ def _transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, list[float]] = {name: [] for name in CONTEXT_FEATURES}
     for i in range(len(inputs["amount"])):
         row = context_features(
-            amount=inputs["amount"][i], country=inputs["country"][i], hour=inputs["event_hour"][i],
-            card_mean_7d=inputs["card_amount_mean_7d"][i], card_max_30d=inputs["card_amount_max_30d"][i],
-            card_usual_country=inputs["card_usual_country"][i], card_usual_hour=inputs["card_usual_hour"][i],
+            amount=inputs["amount"][i],
+            country=inputs["country"][i],
+            hour=inputs["event_hour"][i],
+            card_mean_7d=inputs["card_amount_mean_7d"][i],
+            card_max_30d=inputs["card_amount_max_30d"][i],
+            card_usual_country=inputs["card_usual_country"][i],
+            card_usual_hour=inputs["card_usual_hour"][i],
         )
         for name in CONTEXT_FEATURES:
             out[name].append(row[name])
@@ -80,46 +92,64 @@ def _transaction_context(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def build_definitions(offline_dir: Path) -> Definitions:
     """All Feast objects, reading offline data from ``offline_dir``."""
-    card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.STRING,
-                  description="A payment card")
-    merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING,
-                      description="An acquiring merchant")
+    card = Entity(name="card", join_keys=["card_id"], value_type=ValueType.STRING, description="A payment card")
+    merchant = Entity(
+        name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING, description="An acquiring merchant"
+    )
 
     card_daily = FeatureView(
-        name="card_daily", entities=[card], ttl=BATCH_TTL,
+        name="card_daily",
+        entities=[card],
+        ttl=BATCH_TTL,
         schema=[Field(name=f, dtype=Float64) for f in CARD_BATCH_FEATURES]
         + [Field(name="card_usual_country", dtype=String)],
-        source=FileSource(name="card_daily_source", path=str(offline_dir / CARD_DAILY_FILE),
-                          timestamp_field=FEATURE_TIMESTAMP),
-        online=True, description="Card behaviour up to the end of the previous day",
+        source=FileSource(
+            name="card_daily_source", path=str(offline_dir / CARD_DAILY_FILE), timestamp_field=FEATURE_TIMESTAMP
+        ),
+        online=True,
+        description="Card behaviour up to the end of the previous day",
     )
     merchant_daily = FeatureView(
-        name="merchant_daily", entities=[merchant], ttl=BATCH_TTL,
+        name="merchant_daily",
+        entities=[merchant],
+        ttl=BATCH_TTL,
         schema=[Field(name=f, dtype=Float64) for f in MERCHANT_BATCH_FEATURES],
-        source=FileSource(name="merchant_daily_source", path=str(offline_dir / MERCHANT_DAILY_FILE),
-                          timestamp_field=FEATURE_TIMESTAMP),
-        online=True, description="Merchant activity up to the end of the previous day",
+        source=FileSource(
+            name="merchant_daily_source", path=str(offline_dir / MERCHANT_DAILY_FILE), timestamp_field=FEATURE_TIMESTAMP
+        ),
+        online=True,
+        description="Merchant activity up to the end of the previous day",
     )
     push_source = PushSource(
         name=PUSH_SOURCE,
-        batch_source=FileSource(name="card_recent_source", path=str(offline_dir / CARD_RECENT_FILE),
-                                timestamp_field=FEATURE_TIMESTAMP),
+        batch_source=FileSource(
+            name="card_recent_source", path=str(offline_dir / CARD_RECENT_FILE), timestamp_field=FEATURE_TIMESTAMP
+        ),
     )
     card_recent = FeatureView(
-        name="card_recent", entities=[card], ttl=timedelta(days=2),
-        schema=[Field(name=STATE_EVENT_US, dtype=Array(Int64)),
-                Field(name=STATE_AMOUNTS, dtype=Array(Float64))],
-        source=push_source, online=True,
+        name="card_recent",
+        entities=[card],
+        ttl=timedelta(days=2),
+        schema=[Field(name=STATE_EVENT_US, dtype=Array(Int64)), Field(name=STATE_AMOUNTS, dtype=Array(Float64))],
+        source=push_source,
+        online=True,
         description="The card's transactions of the last 24 h (state of the real-time tier)",
     )
-    request = RequestSource(name="transaction", schema=[
-        Field(name="amount", dtype=Float64), Field(name="country", dtype=String),
-        Field(name="event_hour", dtype=Float64)])
+    request = RequestSource(
+        name="transaction",
+        schema=[
+            Field(name="amount", dtype=Float64),
+            Field(name="country", dtype=String),
+            Field(name="event_hour", dtype=Float64),
+        ],
+    )
     # Built directly rather than with Feast's decorator, which rewrites the function's
     # module to __main__ and then cannot find its source a second time in one process.
     # Pickled by reference: the feature server runs on our image, where riskloop is installed.
     transaction_context = OnDemandFeatureView(
-        name="transaction_context", sources=[card_daily, request], mode="python",
+        name="transaction_context",
+        sources=[card_daily, request],
+        mode="python",
         schema=[Field(name=f, dtype=Float64) for f in CONTEXT_FEATURES],
         udf=_transaction_context,  # type: ignore[arg-type]
         udf_string=inspect.getsource(_transaction_context),
@@ -130,5 +160,6 @@ def build_definitions(offline_dir: Path) -> Definitions:
         features=[card_daily, merchant_daily, card_recent, transaction_context],
         description="Fraud detector v1: batch, real-time and on-demand card/merchant features",
     )
-    return Definitions(card, merchant, card_daily, merchant_daily, card_recent, push_source,
-                       transaction_context, service)
+    return Definitions(
+        card, merchant, card_daily, merchant_daily, card_recent, push_source, transaction_context, service
+    )

@@ -63,18 +63,24 @@ class StoreConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> StoreConfig:
-        return cls.local(s.feast_dir, online_store=s.feast.online_store, redis_connection=s.feast.redis_connection,
-                         registry=s.feast.registry)
+        return cls.local(
+            s.feast_dir,
+            online_store=s.feast.online_store,
+            redis_connection=s.feast.redis_connection,
+            registry=s.feast.registry,
+        )
 
     def registry_config(self) -> str | dict[str, Any]:
         """Feast's ``registry`` entry: the local file, or the SQL registry the cluster's feature server reads."""
         if self.registry is None:
             return str(self.repo_dir / "registry.db")
         if "://" not in self.registry:
-            raise FeatureStoreError(f"the Feast registry {self.registry.split('@')[-1]!r} is not a URL",
-                                    where="RISKLOOP_FEAST__REGISTRY",
-                                    fix="use a SQLAlchemy URL such as postgresql+psycopg://user:pw@host:5432/feast, "
-                                        "or unset it for the local registry file")
+            raise FeatureStoreError(
+                f"the Feast registry {self.registry.split('@')[-1]!r} is not a URL",
+                where="RISKLOOP_FEAST__REGISTRY",
+                fix="use a SQLAlchemy URL such as postgresql+psycopg://user:pw@host:5432/feast, "
+                "or unset it for the local registry file",
+            )
         return {"registry_type": "sql", "path": self.registry, "cache_ttl_seconds": 60}
 
 
@@ -89,11 +95,15 @@ def open_store(cfg: StoreConfig) -> FeatureStore:
     elif cfg.online_store == "redis":
         online = {"type": "redis", "connection_string": cfg.redis_connection}
     else:
-        raise FeatureStoreError(f"unknown online store {cfg.online_store!r}",
-                                fix="set RISKLOOP_FEAST__ONLINE_STORE to 'sqlite' or 'redis'")
+        raise FeatureStoreError(
+            f"unknown online store {cfg.online_store!r}", fix="set RISKLOOP_FEAST__ONLINE_STORE to 'sqlite' or 'redis'"
+        )
     config = RepoConfig(
-        project=PROJECT, provider="local", registry=cfg.registry_config(),
-        offline_store={"type": "duckdb"}, online_store=online,
+        project=PROJECT,
+        provider="local",
+        registry=cfg.registry_config(),
+        offline_store={"type": "duckdb"},
+        online_store=online,
         entity_key_serialization_version=3,
     )
     return FeatureStore(config=config)
@@ -111,8 +121,11 @@ def write_feature_tables(tx: pd.DataFrame, offline_dir: Path) -> dict[str, Path]
     boundaries = sorted(card_daily[FEATURE_TIMESTAMP].unique())
     recent = state_snapshots(tx, [pd.Timestamp(b) for b in boundaries])
     paths = {}
-    for name, frame in ((CARD_DAILY_FILE, card_daily), (MERCHANT_DAILY_FILE, merchant_daily),
-                        (CARD_RECENT_FILE, recent)):
+    for name, frame in (
+        (CARD_DAILY_FILE, card_daily),
+        (MERCHANT_DAILY_FILE, merchant_daily),
+        (CARD_RECENT_FILE, recent),
+    ):
         path = offline_dir / name
         tmp = path.with_suffix(".tmp")
         frame.to_parquet(tmp, index=False)
@@ -126,8 +139,11 @@ def apply_definitions(store: FeatureStore, offline_dir: Path) -> Definitions:
     try:
         store.apply(defs.objects())
     except Exception as exc:  # Feast raises many unrelated types; say where it happened
-        raise FeatureStoreError(f"feast apply failed: {exc}", where=str(offline_dir),
-                                fix="run `riskloop features apply` after `riskloop data validate`") from exc
+        raise FeatureStoreError(
+            f"feast apply failed: {exc}",
+            where=str(offline_dir),
+            fix="run `riskloop features apply` after `riskloop data validate`",
+        ) from exc
     return defs
 
 
@@ -136,21 +152,24 @@ def materialize(store: FeatureStore, start: datetime, end: datetime) -> None:
     try:
         store.materialize(start_date=start, end_date=end)
     except Exception as exc:
-        raise FeatureStoreError(f"materialization failed: {exc}",
-                                fix="check that `riskloop features apply` ran on this state dir") from exc
+        raise FeatureStoreError(
+            f"materialization failed: {exc}", fix="check that `riskloop features apply` ran on this state dir"
+        ) from exc
 
 
 def entity_frame(tx: pd.DataFrame) -> pd.DataFrame:
     """The entity rows for historical retrieval: keys, time (floored to µs) and request fields."""
-    return pd.DataFrame({
-        "transaction_id": tx["transaction_id"].to_numpy(),
-        "card_id": tx["card_id"].to_numpy(),
-        "merchant_id": tx["merchant_id"].to_numpy(),
-        "event_timestamp": tx["event_timestamp"].dt.floor("us").dt.as_unit("us"),
-        "amount": tx["amount"].astype("float64").to_numpy(),
-        "country": tx["country"].astype(str).to_numpy(),
-        "event_hour": event_hour(tx["event_timestamp"]).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": tx["transaction_id"].to_numpy(),
+            "card_id": tx["card_id"].to_numpy(),
+            "merchant_id": tx["merchant_id"].to_numpy(),
+            "event_timestamp": tx["event_timestamp"].dt.floor("us").dt.as_unit("us"),
+            "amount": tx["amount"].astype("float64").to_numpy(),
+            "country": tx["country"].astype(str).to_numpy(),
+            "event_hour": event_hour(tx["event_timestamp"]).to_numpy(),
+        }
+    )
 
 
 def historical_features(store: FeatureStore, tx: pd.DataFrame, service: str) -> pd.DataFrame:
@@ -165,18 +184,23 @@ def historical_features(store: FeatureStore, tx: pd.DataFrame, service: str) -> 
     fs = store.get_feature_service(service, allow_cache=True)  # a registry refresh per call costs ~20 ms
     # the push-fed real-time state view is an online-only input: offline, the stream itself is the truth
     online_only = {v.name for v in store.list_feature_views(allow_cache=True) if _push_fed(v)}
-    refs = [f"{proj.name_to_use()}:{feat.name}"  # type: ignore[no-untyped-call]
-            for proj in fs.feature_view_projections
-            if proj.name not in online_only for feat in proj.features]
+    refs = [
+        f"{proj.name_to_use()}:{feat.name}"  # type: ignore[no-untyped-call]
+        for proj in fs.feature_view_projections
+        if proj.name not in online_only
+        for feat in proj.features
+    ]
     try:
         got = store.get_historical_features(entity_df=entities, features=refs).to_df()
     except Exception as exc:
-        raise FeatureStoreError(f"historical retrieval failed: {exc}",
-                                fix="run `riskloop features apply` first") from exc
+        raise FeatureStoreError(
+            f"historical retrieval failed: {exc}", fix="run `riskloop features apply` first"
+        ) from exc
     if len(got) != len(entities):
         raise FeatureStoreError(
             f"the offline store returned {len(got)} rows for {len(entities)} entity rows",
-            fix="use the DuckDB offline store (the file store drops rows without features)")
+            fix="use the DuckDB offline store (the file store drops rows without features)",
+        )
     got = got.set_index("transaction_id").loc[entities["transaction_id"]]
     realtime = compute_realtime_features(tx).set_axis(tx["transaction_id"].to_numpy())
     out = pd.concat([got[list(STORE_FEATURES)].astype("float64"), realtime], axis=1)
@@ -238,9 +262,13 @@ class FeastOnlineIO:
 
         unique = list(dict.fromkeys(ids))
         got = self._provider.online_read(
-            self._config, view, [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=i)]) for i in unique])
-        return {key: (epoch_us(_utc(ts)) if ts is not None else 0, {name: _decode(v) for name, v in values.items()})
-                for key, (ts, values) in zip(unique, got, strict=True) if values is not None}
+            self._config, view, [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=i)]) for i in unique]
+        )
+        return {
+            key: (epoch_us(_utc(ts)) if ts is not None else 0, {name: _decode(v) for name, v in values.items()})
+            for key, (ts, values) in zip(unique, got, strict=True)
+            if values is not None
+        }
 
     def write(self, view: FeatureView, join_key: str, rows: Sequence[tuple[str, dict[str, Any], datetime]]) -> None:
         """Write ``(entity id, {feature: python value}, event time)`` rows to ``view``, as a push to it would."""
@@ -249,12 +277,18 @@ class FeastOnlineIO:
 
         kinds = self._kinds.get(view.name)
         if kinds is None:  # Value's field for each feature, from the view's schema (e.g. Array(Int64): int64_list_val)
-            kinds = self._kinds[view.name] = {f.name: f"{f.dtype.to_value_type().name.lower()}_val"
-                                              for f in view.features}
+            kinds = self._kinds[view.name] = {
+                f.name: f"{f.dtype.to_value_type().name.lower()}_val" for f in view.features
+            }
         data: list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]] = [
-            (EntityKey(join_keys=[join_key], entity_values=[Value(string_val=key)]),
-             {name: _encode(kinds[name], v) for name, v in values.items()}, at, None)
-            for key, values, at in rows]
+            (
+                EntityKey(join_keys=[join_key], entity_values=[Value(string_val=key)]),
+                {name: _encode(kinds[name], v) for name, v in values.items()},
+                at,
+                None,
+            )
+            for key, values, at in rows
+        ]
         self._provider.online_write_batch(self._config, view, data, None)
 
     @staticmethod
@@ -263,8 +297,10 @@ class FeastOnlineIO:
         transformation = odfv.feature_transformation
         udf = getattr(transformation, "udf", None)
         if transformation is None or not callable(udf):
-            raise FeatureStoreError(f"on-demand view {odfv.name!r} has no python udf in the registry",
-                                    fix="define it with mode='python' and re-run `riskloop features apply`")
+            raise FeatureStoreError(
+                f"on-demand view {odfv.name!r} has no python udf in the registry",
+                fix="define it with mode='python' and re-run `riskloop features apply`",
+            )
         return cast("Callable[[dict[str, Any]], dict[str, Any]]", udf)
 
 
@@ -299,35 +335,45 @@ class OnlineFeatures:
         except FeatureStoreError:
             raise
         except Exception as exc:  # feast raises its own *NotFound types and registry errors
-            raise FeatureStoreError(f"feature service {service!r} cannot be resolved: {exc}",
-                                    fix="run `riskloop features apply` on this state dir") from exc
+            raise FeatureStoreError(
+                f"feature service {service!r} cannot be resolved: {exc}",
+                fix="run `riskloop features apply` on this state dir",
+            ) from exc
         state = [v for v in views if _push_fed(v)]
         if len(state) != 1:
             raise FeatureStoreError(
                 f"feature service {service!r} has {len(state)} views fed by a PushSource "
                 f"({sorted(v.name for v in state)}); the predictor keeps the real-time state in exactly one",
-                fix="give the service one push-fed view for the card state (see riskloop.features.definitions)")
+                fix="give the service one push-fed view for the card state (see riskloop.features.definitions)",
+            )
         self._state = _keyed(state[0])
         self._batch = [_keyed(v) for v in views if not _push_fed(v)]
         batch_names = {k.view.name for k in self._batch}
         for odfv in odfvs:
             outside = sorted({p.name for p in odfv.source_feature_view_projections.values()} - batch_names)
             if outside:
-                raise FeatureStoreError(f"on-demand view {odfv.name!r} reads views {outside} that are not batch "
-                                        f"views of feature service {service!r}",
-                                        fix="add those views to the service in riskloop.features.definitions")
+                raise FeatureStoreError(
+                    f"on-demand view {odfv.name!r} reads views {outside} that are not batch "
+                    f"views of feature service {service!r}",
+                    fix="add those views to the service in riskloop.features.definitions",
+                )
         self._io = FeastOnlineIO(store)
         # each on-demand view as (its function, its request fields, its (batch view, features) inputs)
-        self._odfvs = [(self._io.python_udf(o),
-                        [f.name for req in o.source_request_sources.values() for f in req.schema],
-                        [(p.name, [f.name for f in p.features]) for p in o.source_feature_view_projections.values()])
-                       for o in odfvs]
-        provided = {f.name for k in self._batch for f in k.view.features} | {
-            f.name for o in odfvs for f in o.features}
+        self._odfvs = [
+            (
+                self._io.python_udf(o),
+                [f.name for req in o.source_request_sources.values() for f in req.schema],
+                [(p.name, [f.name for f in p.features]) for p in o.source_feature_view_projections.values()],
+            )
+            for o in odfvs
+        ]
+        provided = {f.name for k in self._batch for f in k.view.features} | {f.name for o in odfvs for f in o.features}
         missing = [name for name in STORE_FEATURES if name not in provided]
         if missing:
-            raise FeatureStoreError(f"feature service {service!r} does not provide {missing}, which the model reads",
-                                    fix="serve a model trained on this feature service")
+            raise FeatureStoreError(
+                f"feature service {service!r} does not provide {missing}, which the model reads",
+                fix="serve a model trained on this feature service",
+            )
 
     def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
         """Store features, each card's real-time state, and whether the card is known, for each row.
@@ -368,21 +414,29 @@ class OnlineFeatures:
 
     def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
         """Write cards' new recent-activity state to the state view (what a push to its PushSource writes)."""
-        self._io.write(self._state.view, self._state.join_key, [
-            (c, {STATE_EVENT_US: list(s.event_us), STATE_AMOUNTS: list(s.amounts)}, t)
-            for c, s, t in zip(card_ids, states, at, strict=True)])
+        self._io.write(
+            self._state.view,
+            self._state.join_key,
+            [
+                (c, {STATE_EVENT_US: list(s.event_us), STATE_AMOUNTS: list(s.amounts)}, t)
+                for c, s, t in zip(card_ids, states, at, strict=True)
+            ],
+        )
 
 
-def _service_views(store: FeatureStore, service: str, *, allow_cache: bool
-                   ) -> tuple[list[FeatureView], list[OnDemandFeatureView]]:
+def _service_views(
+    store: FeatureStore, service: str, *, allow_cache: bool
+) -> tuple[list[FeatureView], list[OnDemandFeatureView]]:
     """The feature service's feature views and on-demand views, in the service's order."""
     names = [p.name for p in store.get_feature_service(service, allow_cache=allow_cache).feature_view_projections]
     views = {v.name: v for v in store.list_feature_views(allow_cache=allow_cache)}
     odfvs = {v.name: v for v in store.list_on_demand_feature_views(allow_cache=allow_cache)}
     unknown = [n for n in names if n not in views and n not in odfvs]
     if unknown:
-        raise FeatureStoreError(f"feature service {service!r} names views {unknown} the registry does not hold",
-                                fix="run `riskloop features apply` on this state dir")
+        raise FeatureStoreError(
+            f"feature service {service!r} names views {unknown} the registry does not hold",
+            fix="run `riskloop features apply` on this state dir",
+        )
     return [views[n] for n in names if n in views], [odfvs[n] for n in names if n in odfvs]
 
 
@@ -395,8 +449,10 @@ def _push_fed(view: FeatureView) -> bool:
 
 def _keyed(view: FeatureView) -> _Keyed:
     if len(view.join_keys) != 1:
-        raise FeatureStoreError(f"feature view {view.name!r} has join keys {view.join_keys}; the online path reads "
-                                "views of one entity", fix="give the view one entity in riskloop.features.definitions")
+        raise FeatureStoreError(
+            f"feature view {view.name!r} has join keys {view.join_keys}; the online path reads views of one entity",
+            fix="give the view one entity in riskloop.features.definitions",
+        )
     ttl_us = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else 0
     return _Keyed(view, view.join_keys[0], ttl_us)
 

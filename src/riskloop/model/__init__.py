@@ -8,5 +8,17 @@ from riskloop.model.bundle import META_FILE, MODEL_FILE, ModelBundle, load_model
 from riskloop.model.features import FeatureSpec, feature_spec, matrix
 from riskloop.model.frame import LABEL, LABELLED_SPLITS, SPLIT, UNLABELLED
 
-__all__ = ["LABEL", "LABELLED_SPLITS", "META_FILE", "MODEL_FILE", "SPLIT", "UNLABELLED", "FeatureSpec",
-           "ModelBundle", "feature_spec", "load_model", "matrix", "save_model"]
+__all__ = [
+    "LABEL",
+    "LABELLED_SPLITS",
+    "META_FILE",
+    "MODEL_FILE",
+    "SPLIT",
+    "UNLABELLED",
+    "FeatureSpec",
+    "ModelBundle",
+    "feature_spec",
+    "load_model",
+    "matrix",
+    "save_model",
+]

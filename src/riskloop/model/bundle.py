@@ -63,15 +63,20 @@ def load_model(model_dir: Path, *, expected_sha256: str | None = None) -> ModelB
     model_path, meta_path = model_dir / MODEL_FILE, model_dir / META_FILE
     for p in (model_path, meta_path):
         if not p.is_file():
-            raise ModelIntegrityError(f"{p.name} is missing from the model directory", where=str(model_dir),
-                                      fix="point at a directory written by riskloop training (model.ubj, model.json)")
+            raise ModelIntegrityError(
+                f"{p.name} is missing from the model directory",
+                where=str(model_dir),
+                fix="point at a directory written by riskloop training (model.ubj, model.json)",
+            )
     meta = json.loads(meta_path.read_text())
     actual = sha256_file(model_path)
     for label, want in (("registered", expected_sha256), ("recorded", meta.get("model_sha256"))):
         if want is not None and want != actual:
-            raise ModelIntegrityError(f"model.ubj sha256 {actual[:12]}… does not match the {label} {want[:12]}…",
-                                      where=str(model_path),
-                                      fix="the file was altered or truncated; re-download the registered version")
+            raise ModelIntegrityError(
+                f"model.ubj sha256 {actual[:12]}… does not match the {label} {want[:12]}…",
+                where=str(model_path),
+                fix="the file was altered or truncated; re-download the registered version",
+            )
     booster = xgb.Booster()
     booster.load_model(str(model_path))
     booster.set_param({"nthread": 1})

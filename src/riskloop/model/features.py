@@ -31,16 +31,23 @@ class FeatureSpec:
         return ["c" if n in self.categories else "q" for n in self.names]
 
     def to_dict(self) -> list[dict[str, object]]:
-        return [{"name": n, "type": "categorical" if n in self.categories else "float",
-                 **({"categories": list(self.categories[n])} if n in self.categories else {})}
-                for n in self.names]
+        return [
+            {
+                "name": n,
+                "type": "categorical" if n in self.categories else "float",
+                **({"categories": list(self.categories[n])} if n in self.categories else {}),
+            }
+            for n in self.names
+        ]
 
     @classmethod
     def from_dict(cls, items: list[dict[str, object]]) -> FeatureSpec:
         names = tuple(str(i["name"]) for i in items)
         cats: dict[str, tuple[str, ...]] = {
             str(i["name"]): tuple(str(c) for c in i["categories"])  # type: ignore[attr-defined]
-            for i in items if "categories" in i}
+            for i in items
+            if "categories" in i
+        }
         return cls(names, cats)
 
 
@@ -59,8 +66,10 @@ def matrix(df: pd.DataFrame, fspec: FeatureSpec) -> np.ndarray:
     cols = []
     for name in fspec.names:
         if name not in df.columns:
-            raise TrainingError(f"feature {name!r} is missing from the training frame",
-                                fix="rebuild the training set with the feature service the model expects")
+            raise TrainingError(
+                f"feature {name!r} is missing from the training frame",
+                fix="rebuild the training set with the feature service the model expects",
+            )
         s = df[name]
         if name in fspec.categories:
             codes = pd.Categorical(s.astype("string").astype(object), categories=list(fspec.categories[name])).codes

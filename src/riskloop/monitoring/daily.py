@@ -61,8 +61,11 @@ class MonitorOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(day=self.day.isoformat(), summary_path=str(self.summary_path),
-                   report_html=str(self.report_html) if self.report_html else None)
+        out.update(
+            day=self.day.isoformat(),
+            summary_path=str(self.summary_path),
+            report_html=str(self.report_html) if self.report_html else None,
+        )
         return out
 
 
@@ -75,9 +78,16 @@ def _champion_version(s: Settings, model_name: str) -> str:
     return rollout.resolve_version(s, model_name, alias="champion")
 
 
-def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy | None = None,
-                decay_window_days: int = DECAY_WINDOW_DAYS, pushgateway_url: str | None = None,
-                seed: int = 0) -> MonitorOutcome:
+def monitor_day(
+    s: Settings,
+    spec_name: str,
+    day: date,
+    *,
+    policy: MonitorPolicy | None = None,
+    decay_window_days: int = DECAY_WINDOW_DAYS,
+    pushgateway_url: str | None = None,
+    seed: int = 0,
+) -> MonitorOutcome:
     """Monitor the champion's day ``day``; see the module docstring."""
     from riskloop.data.io import read_partitions
     from riskloop.model import load_model
@@ -123,17 +133,26 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
     html: Path | None = None
     if len(today) >= policy.min_current_rows and len(reference) >= policy.min_reference_rows:
         html = out_dir / "drift.html"
-        drift = detect_drift(reference_frame(reference, bundle.features), current_frame(today, bundle.features),
-                             numeric=numeric, categorical=categorical, html_path=html, model_version=version,
-                             window_start=start, window_end=end, seed=seed)
+        drift = detect_drift(
+            reference_frame(reference, bundle.features),
+            current_frame(today, bundle.features),
+            numeric=numeric,
+            categorical=categorical,
+            html_path=html,
+            model_version=version,
+            window_start=start,
+            window_end=end,
+            seed=seed,
+        )
 
     decay = None
     if len(mine):
         tx = read_partitions(spec.source_path(s.shared), day - timedelta(days=decay_window_days + 30), day)
         labels = dec.known_labels(tx, spec, as_of=end)
         joined = dec.join_labels(mine, labels, id_column="transaction_id", role="champion", model_version=version)
-        recent = dec.recent_mature_rows(joined, as_of=end, maturity_days=spec.label.maturity_days,
-                                        days=decay_window_days)
+        recent = dec.recent_mature_rows(
+            joined, as_of=end, maturity_days=spec.label.maturity_days, days=decay_window_days
+        )
         if len(recent) and int(recent[dec.LABEL].sum()) > 0:
             baseline = dec.baseline_from_evaluation(run_info(s.tracking_uri, info.run_id)["metrics"])
             decay = dec.detect_decay(baseline, dec.window_performance(recent, seed=seed))
@@ -142,17 +161,26 @@ def monitor_day(s: Settings, spec_name: str, day: date, *, policy: MonitorPolicy
     with exclusive(s, f"monitor-state:{name}"):
         state_path = s.monitor_state(name)
         state = load_state(state_path)
-        assessment, new_state = assess([drift] if drift is not None else [], decay, policy, state,
-                                       model_version=version, now=end)
+        assessment, new_state = assess(
+            [drift] if drift is not None else [], decay, policy, state, model_version=version, now=end
+        )
         save_state(new_state, state_path)
     _gauges(s, name, version, drift, decay, assessment, new_state, end, pushgateway_url)
     # the share the action is based on: BH-significant over the window and material (effect size)
 
     outcome = MonitorOutcome(
-        day=day, model=name, model_version=version, action=assessment.action, reasons=assessment.reasons,
-        rows=len(today), drift_share=assessment.drift_share if drift is not None else None,
-        drifted_features=assessment.drifted_features, decay_significant=bool(decay is not None and decay.significant),
-        summary_path=out_dir / "summary.json", report_html=html)
+        day=day,
+        model=name,
+        model_version=version,
+        action=assessment.action,
+        reasons=assessment.reasons,
+        rows=len(today),
+        drift_share=assessment.drift_share if drift is not None else None,
+        drifted_features=assessment.drifted_features,
+        decay_significant=bool(decay is not None and decay.significant),
+        summary_path=out_dir / "summary.json",
+        report_html=html,
+    )
     if drift is not None and html is not None:
         # the same story in all three: the CLI line and summary.json (the outcome), drift.json and drift.html
         story = _story(outcome, assessment, policy, drift)
@@ -170,13 +198,19 @@ def _story(outcome: MonitorOutcome, assessment: Any, policy: MonitorPolicy, drif
 
     tested = sum(not math.isnan(f.p_value) for f in drift.features)
     return {
-        "day": outcome.day.isoformat(), "model": outcome.model, "model_version": outcome.model_version,
-        "action": outcome.action, "reasons": list(outcome.reasons),
-        "drifted_features": list(outcome.drifted_features), "drift_share": outcome.drift_share,
-        "rule": (f"a feature is drifted when its test is a discovery (Benjamini-Hochberg at FDR {policy.fdr:g} over "
-                 f"the {policy.window_days}-day window's tests, and an effect of at least {policy.min_effect:g}) "
-                 f"on at least {policy.min_drift_days} day(s) of the window; retrain when the drifted share reaches "
-                 f"{policy.retrain_drift_share:.0%}"),
+        "day": outcome.day.isoformat(),
+        "model": outcome.model,
+        "model_version": outcome.model_version,
+        "action": outcome.action,
+        "reasons": list(outcome.reasons),
+        "drifted_features": list(outcome.drifted_features),
+        "drift_share": outcome.drift_share,
+        "rule": (
+            f"a feature is drifted when its test is a discovery (Benjamini-Hochberg at FDR {policy.fdr:g} over "
+            f"the {policy.window_days}-day window's tests, and an effect of at least {policy.min_effect:g}) "
+            f"on at least {policy.min_drift_days} day(s) of the window; retrain when the drifted share reaches "
+            f"{policy.retrain_drift_share:.0%}"
+        ),
         "discoveries_today": sorted(d.feature for d in assessment.discoveries if d.day == outcome.day),
         "features_tested_today": tested,
     }
@@ -199,7 +233,8 @@ def _story_html(story: dict[str, Any]) -> str:
         f"(of {story['features_tested_today']} features tested)</p>"
         "<p>Below: Evidently's per-column detail of this day against the model's reference. Its verdicts are its "
         "own (categorical columns by Jensen-Shannon distance); the p-values of record are in drift.json.</p>"
-        "</section>")
+        "</section>"
+    )
 
 
 def _open_with(html_path: Path, section: str) -> None:
@@ -212,8 +247,17 @@ def _open_with(html_path: Path, section: str) -> None:
     html_path.write_text(page[:at] + section + page[at:], encoding="utf-8")
 
 
-def _gauges(s: Settings, name: str, version: str, drift: Any, decay: Any, assessment: Any, state: MonitorState,
-            now: datetime, pushgateway_url: str | None) -> None:
+def _gauges(
+    s: Settings,
+    name: str,
+    version: str,
+    drift: Any,
+    decay: Any,
+    assessment: Any,
+    state: MonitorState,
+    now: datetime,
+    pushgateway_url: str | None,
+) -> None:
     from prometheus_client import CollectorRegistry
 
     from riskloop.monitoring.metrics import MonitoringMetrics, push_monitoring_metrics
@@ -235,9 +279,15 @@ def _gauges(s: Settings, name: str, version: str, drift: Any, decay: Any, assess
 def _audit(s: Settings, outcome: MonitorOutcome, assessment: Any) -> None:
     audit = open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn)
     ids = {"model": outcome.model, "model_version": outcome.model_version, "day": outcome.day.isoformat()}
-    details = {"action": outcome.action, "reasons": list(outcome.reasons), "rows": outcome.rows,
-               "drift_share": outcome.drift_share, "drifted_features": list(outcome.drifted_features),
-               "decay_significant": outcome.decay_significant, "summary": str(outcome.summary_path)}
+    details = {
+        "action": outcome.action,
+        "reasons": list(outcome.reasons),
+        "rows": outcome.rows,
+        "drift_share": outcome.drift_share,
+        "drifted_features": list(outcome.drifted_features),
+        "decay_significant": outcome.decay_significant,
+        "summary": str(outcome.summary_path),
+    }
     if outcome.drifted_features or assessment.score_drift or outcome.decay_significant:
         audit.append("drift_detected", actor=s.audit.actor, ids=ids, details=details)
     if outcome.retrain:

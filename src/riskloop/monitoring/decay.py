@@ -117,8 +117,9 @@ class DecayResult:
     reasons: tuple[str, ...]
 
 
-def known_labels(transactions: pd.DataFrame, spec: DatasetSpec, *, as_of: datetime,
-                 maturity_days: float | None = None) -> pd.DataFrame:
+def known_labels(
+    transactions: pd.DataFrame, spec: DatasetSpec, *, as_of: datetime, maturity_days: float | None = None
+) -> pd.DataFrame:
     """``[<id column>, label]`` of the transactions whose label is known at ``as_of``.
 
     ``maturity_days`` defaults to the spec's ``label.maturity_days``; the rules
@@ -126,21 +127,34 @@ def known_labels(transactions: pd.DataFrame, spec: DatasetSpec, *, as_of: dateti
     timestamp, label and (if any) label-availability columns.
     """
     if as_of.utcoffset() is None:
-        raise ConfigError(f"as_of={as_of.isoformat()} has no timezone", where="known_labels",
-                          fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)")
+        raise ConfigError(
+            f"as_of={as_of.isoformat()} has no timezone",
+            where="known_labels",
+            fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)",
+        )
     if spec.timestamp_column is None:
-        raise ConfigError(f"dataset {spec.name!r} has no timestamp column", where="known_labels",
-                          fix="monitor decay only for datasets with a time axis")
+        raise ConfigError(
+            f"dataset {spec.name!r} has no timestamp column",
+            where="known_labels",
+            fix="monitor decay only for datasets with a time axis",
+        )
     maturity = spec.label.maturity_days if maturity_days is None else maturity_days
     if maturity < 0:
         raise ConfigError(f"maturity_days must be >= 0, got {maturity}", where="known_labels", fix="use e.g. 7")
-    id_col, ts_col, label_col, avail_col = spec.id_column, spec.timestamp_column, spec.label.column, \
-        spec.label.available_at
+    id_col, ts_col, label_col, avail_col = (
+        spec.id_column,
+        spec.timestamp_column,
+        spec.label.column,
+        spec.label.available_at,
+    )
     needed = [id_col, ts_col, label_col, *([avail_col] if avail_col else [])]
     missing = [c for c in needed if c not in transactions.columns]
     if missing:
-        raise DataContractError(f"columns missing from the transactions: {missing}", where="known_labels",
-                                fix=f"pass the {spec.name!r} transactions with their label columns")
+        raise DataContractError(
+            f"columns missing from the transactions: {missing}",
+            where="known_labels",
+            fix=f"pass the {spec.name!r} transactions with their label columns",
+        )
     cutoff = pd.Timestamp(as_of)
     ts = pd.to_datetime(transactions[ts_col], utc=True)
     positive = transactions[label_col].fillna(0).astype("int64").to_numpy() == 1
@@ -151,14 +165,22 @@ def known_labels(transactions: pd.DataFrame, spec: DatasetSpec, *, as_of: dateti
         positive &= (ts <= cutoff).to_numpy()
     mature = (ts <= cutoff - pd.Timedelta(days=maturity)).to_numpy()
     keep = positive | mature
-    return pd.DataFrame({
-        id_col: transactions[id_col].to_numpy()[keep],
-        LABEL: positive[keep].astype("int64"),
-    })
+    return pd.DataFrame(
+        {
+            id_col: transactions[id_col].to_numpy()[keep],
+            LABEL: positive[keep].astype("int64"),
+        }
+    )
 
 
-def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, *, id_column: str = "transaction_id",
-                role: str | None = CHAMPION, model_version: str | None = None) -> pd.DataFrame:
+def join_labels(
+    predictions: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    id_column: str = "transaction_id",
+    role: str | None = CHAMPION,
+    model_version: str | None = None,
+) -> pd.DataFrame:
     """Prediction-log rows of ``role`` (and ``model_version``, if given) that have a known label.
 
     A transaction scored more than once in that role keeps its first scoring.
@@ -167,11 +189,17 @@ def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, *, id_column: s
     """
     missing = [c for c in _LOG_COLUMNS if c not in predictions.columns]
     if missing:
-        raise DataContractError(f"prediction-log columns missing: {missing}", where="join_labels",
-                                fix="pass the frame returned by riskloop.serving.prediction_log.read_prediction_log")
+        raise DataContractError(
+            f"prediction-log columns missing: {missing}",
+            where="join_labels",
+            fix="pass the frame returned by riskloop.serving.prediction_log.read_prediction_log",
+        )
     if id_column not in labels.columns or LABEL not in labels.columns:
-        raise DataContractError(f"labels need columns {id_column!r} and {LABEL!r}", where="join_labels",
-                                fix="pass the frame returned by known_labels")
+        raise DataContractError(
+            f"labels need columns {id_column!r} and {LABEL!r}",
+            where="join_labels",
+            fix="pass the frame returned by known_labels",
+        )
     rows = predictions[list(_LOG_COLUMNS)]
     if role is not None:
         rows = rows[rows["role"] == role]
@@ -184,8 +212,9 @@ def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, *, id_column: s
     return joined.reset_index(drop=True)
 
 
-def window_performance(joined: pd.DataFrame, *, confidence: float = 0.95, n_boot: int = 200,
-                       seed: int = 0) -> Performance:
+def window_performance(
+    joined: pd.DataFrame, *, confidence: float = 0.95, n_boot: int = 200, seed: int = 0
+) -> Performance:
     """:class:`Performance` of the rows of :func:`join_labels` (all of them, as one window)."""
     _require_joined(joined, "window_performance")
     y = joined[LABEL].to_numpy(np.int64)
@@ -193,22 +222,37 @@ def window_performance(joined: pd.DataFrame, *, confidence: float = 0.95, n_boot
     flagged = (joined["decision"] == "flagged").to_numpy()
     positives, n = int(y.sum()), len(y)
     tp, fp = int((flagged & (y == 1)).sum()), int((flagged & (y == 0)).sum())
-    pr_auc, pr_low, pr_high, pr_se = bootstrap_average_precision(y, s, n_boot=n_boot, seed=seed,
-                                                                 confidence=confidence)
+    pr_auc, pr_low, pr_high, pr_se = bootstrap_average_precision(y, s, n_boot=n_boot, seed=seed, confidence=confidence)
     recall = tp / positives if positives else math.nan
     r_low, r_high = wilson_interval(tp, positives, confidence)
     negatives = n - positives
     thresholds = joined["threshold"].dropna().unique()
     return Performance(
-        n=n, positives=positives, pr_auc=pr_auc, pr_auc_low=pr_low, pr_auc_high=pr_high, pr_auc_se=pr_se,
-        recall=recall, recall_low=r_low, recall_high=r_high, true_positives=tp, false_positives=fp,
+        n=n,
+        positives=positives,
+        pr_auc=pr_auc,
+        pr_auc_low=pr_low,
+        pr_auc_high=pr_high,
+        pr_auc_se=pr_se,
+        recall=recall,
+        recall_low=r_low,
+        recall_high=r_high,
+        true_positives=tp,
+        false_positives=fp,
         fpr=fp / negatives if negatives else math.nan,
         threshold=float(thresholds[0]) if len(thresholds) == 1 else math.nan,
     )
 
 
-def daily_performance(joined: pd.DataFrame, *, as_of: datetime, maturity_days: float, confidence: float = 0.95,
-                      n_boot: int = 200, seed: int = 0) -> tuple[DayPerformance, ...]:
+def daily_performance(
+    joined: pd.DataFrame,
+    *,
+    as_of: datetime,
+    maturity_days: float,
+    confidence: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> tuple[DayPerformance, ...]:
     """:class:`Performance` per model version and mature UTC day (see the module docstring), oldest first.
 
     A day is mature when it ended at least ``maturity_days`` before ``as_of``.
@@ -237,23 +281,36 @@ def baseline_from_evaluation(metrics: Mapping[str, float]) -> Performance:
     """
     missing = [k for k in ("pr_auc", "recall", "n", "positives") if k not in metrics]
     if missing:
-        raise DataContractError(f"evaluation metrics lack {missing}", where="baseline_from_evaluation",
-                                fix="pass the model version's test metrics (pr_auc, recall, n, positives)")
+        raise DataContractError(
+            f"evaluation metrics lack {missing}",
+            where="baseline_from_evaluation",
+            fix="pass the model version's test metrics (pr_auc, recall, n, positives)",
+        )
     n, positives = int(metrics["n"]), int(metrics["positives"])
     recall = float(metrics["recall"])
     tp = round(recall * positives)
     fpr = float(metrics.get("fpr", math.nan))
     low, high = wilson_interval(tp, positives) if positives else (math.nan, math.nan)
     return Performance(
-        n=n, positives=positives, pr_auc=float(metrics["pr_auc"]), pr_auc_low=math.nan, pr_auc_high=math.nan,
-        pr_auc_se=math.nan, recall=recall, recall_low=low, recall_high=high, true_positives=tp,
-        false_positives=round(fpr * (n - positives)) if not math.isnan(fpr) else 0, fpr=fpr,
+        n=n,
+        positives=positives,
+        pr_auc=float(metrics["pr_auc"]),
+        pr_auc_low=math.nan,
+        pr_auc_high=math.nan,
+        pr_auc_se=math.nan,
+        recall=recall,
+        recall_low=low,
+        recall_high=high,
+        true_positives=tp,
+        false_positives=round(fpr * (n - positives)) if not math.isnan(fpr) else 0,
+        fpr=fpr,
         threshold=float(metrics.get("threshold", math.nan)),
     )
 
 
-def detect_decay(baseline: Performance, recent: Performance, *, alpha: float = 0.05, min_positives: int = 30,
-                 min_drop: float = 0.0) -> DecayResult:
+def detect_decay(
+    baseline: Performance, recent: Performance, *, alpha: float = 0.05, min_positives: int = 30, min_drop: float = 0.0
+) -> DecayResult:
     """Is ``recent`` significantly worse than ``baseline``? (the tests are described on :class:`DecayResult`).
 
     A baseline without a PR-AUC standard error (taken from recorded metrics)
@@ -266,21 +323,25 @@ def detect_decay(baseline: Performance, recent: Performance, *, alpha: float = 0
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}", where=where, fix="use alpha=0.05")
     if min_positives < 1 or min_drop < 0:
-        raise ConfigError("min_positives must be >= 1 and min_drop >= 0", where=where,
-                          fix="use e.g. min_positives=30, min_drop=0.0")
+        raise ConfigError(
+            "min_positives must be >= 1 and min_drop >= 0", where=where, fix="use e.g. min_positives=30, min_drop=0.0"
+        )
     reasons: list[str] = []
     enough = recent.positives >= min_positives and baseline.positives >= min_positives
     if not enough:
-        reasons.append(f"not enough labels: {recent.positives} recent and {baseline.positives} baseline "
-                       f"positives, {min_positives} needed on each side")
+        reasons.append(
+            f"not enough labels: {recent.positives} recent and {baseline.positives} baseline "
+            f"positives, {min_positives} needed on each side"
+        )
     se_base = baseline.pr_auc_se
     if math.isnan(se_base) and baseline.positives > 0 and recent.positives > 0:
         se_base = recent.pr_auc_se * math.sqrt(recent.positives / baseline.positives)
     pr_drop = baseline.pr_auc - recent.pr_auc
     pr_p = one_sided_drop_p_value(baseline.pr_auc, recent.pr_auc, se_base, recent.pr_auc_se)
     recall_drop = baseline.recall - recent.recall
-    recall_p = proportion_drop_p_value(baseline.true_positives, baseline.positives,
-                                       recent.true_positives, recent.positives)
+    recall_p = proportion_drop_p_value(
+        baseline.true_positives, baseline.positives, recent.true_positives, recent.positives
+    )
     level = alpha / 2
     significant = False
     for name, drop, p in (("PR-AUC", pr_drop, pr_p), ("recall", recall_drop, recall_p)):
@@ -292,9 +353,18 @@ def detect_decay(baseline: Performance, recent: Performance, *, alpha: float = 0
         reasons.append(f"{name} dropped {drop:.3f} (p={p:.2g} < {level:g})")
         significant = significant or enough
     return DecayResult(
-        baseline=baseline, recent=recent, pr_auc_drop=pr_drop, pr_auc_p_value=pr_p, recall_drop=recall_drop,
-        recall_p_value=recall_p, alpha=alpha, min_drop=min_drop, min_positives=min_positives,
-        enough_labels=enough, significant=significant, reasons=tuple(reasons),
+        baseline=baseline,
+        recent=recent,
+        pr_auc_drop=pr_drop,
+        pr_auc_p_value=pr_p,
+        recall_drop=recall_drop,
+        recall_p_value=recall_p,
+        alpha=alpha,
+        min_drop=min_drop,
+        min_positives=min_positives,
+        enough_labels=enough,
+        significant=significant,
+        reasons=tuple(reasons),
     )
 
 
@@ -322,8 +392,11 @@ def recent_mature_rows(joined: pd.DataFrame, *, as_of: datetime, maturity_days: 
 
 def _last_mature_day(as_of: datetime, maturity_days: float, where: str) -> date:
     if as_of.utcoffset() is None:
-        raise ConfigError(f"as_of={as_of.isoformat()} has no timezone", where=where,
-                          fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)")
+        raise ConfigError(
+            f"as_of={as_of.isoformat()} has no timezone",
+            where=where,
+            fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)",
+        )
     if maturity_days < 0:
         raise ConfigError(f"maturity_days must be >= 0, got {maturity_days}", where=where, fix="use e.g. 7")
     end = pd.Timestamp(as_of).tz_convert("UTC") - pd.Timedelta(days=maturity_days)

@@ -208,8 +208,11 @@ class DriftReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DriftReport:
         if data.get("format") != REPORT_FORMAT:
-            raise DataContractError(f"drift report format {data.get('format')!r} is not {REPORT_FORMAT}",
-                                    where="DriftReport.from_dict", fix="re-run detect_drift with this riskloop")
+            raise DataContractError(
+                f"drift report format {data.get('format')!r} is not {REPORT_FORMAT}",
+                where="DriftReport.from_dict",
+                fix="re-run detect_drift with this riskloop",
+            )
 
         def feature(d: Mapping[str, Any]) -> FeatureDrift:
             return FeatureDrift(**{**d, "p_value": math.nan if d["p_value"] is None else float(d["p_value"])})
@@ -220,10 +223,16 @@ class DriftReport:
         return cls(
             features=tuple(feature(f) for f in data["features"]),
             score=feature(data["score"]) if data["score"] is not None else None,
-            alpha=float(data["alpha"]), n_reference=int(data["n_reference"]), n_current=int(data["n_current"]),
-            n_current_total=int(data["n_current_total"]), sampled=bool(data["sampled"]), seed=int(data["seed"]),
-            model_version=data.get("model_version"), window_start=stamp(data.get("window_start")),
-            window_end=stamp(data.get("window_end")), evidently_version=str(data.get("evidently_version", "")),
+            alpha=float(data["alpha"]),
+            n_reference=int(data["n_reference"]),
+            n_current=int(data["n_current"]),
+            n_current_total=int(data["n_current_total"]),
+            sampled=bool(data["sampled"]),
+            seed=int(data["seed"]),
+            model_version=data.get("model_version"),
+            window_start=stamp(data.get("window_start")),
+            window_end=stamp(data.get("window_end")),
+            evidently_version=str(data.get("evidently_version", "")),
             html_path=data.get("html_path"),
         )
 
@@ -263,12 +272,17 @@ def detect_drift(
     for name, frame in (("reference", reference), ("current", current)):
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise DataContractError(f"{len(missing)} column(s) missing from the {name} frame: {missing[:10]}",
-                                    where=f"detect_drift({name}=...)",
-                                    fix="build both frames with riskloop.monitoring.frames (same feature list)")
+            raise DataContractError(
+                f"{len(missing)} column(s) missing from the {name} frame: {missing[:10]}",
+                where=f"detect_drift({name}=...)",
+                fix="build both frames with riskloop.monitoring.frames (same feature list)",
+            )
         if frame.empty:
-            raise DataContractError(f"the {name} frame has no rows", where=f"detect_drift({name}=...)",
-                                    fix="widen the window or check the prediction log / reference artifact")
+            raise DataContractError(
+                f"the {name} frame has no rows",
+                where=f"detect_drift({name}=...)",
+                fix="widen the window or check the prediction log / reference artifact",
+            )
 
     n_total = len(current)
     sampled = max_rows is not None and n_total > max_rows
@@ -290,30 +304,57 @@ def detect_drift(
         missing_ref, missing_cur = float(r.isna().mean()), float(k.isna().mean())
         n_r, n_c = int(r.notna().sum()), int(k.notna().sum())
         note = "" if c in ks_p else "not tested: no values on one side"
-        effect = normed_wasserstein(r.dropna().to_numpy(np.float64), k.dropna().to_numpy(np.float64)) \
-            if c in ks_p else math.nan
-        results[c] = FeatureDrift(c, "numeric", KS, ks_p.get(c, math.nan), None, n_r, n_c, missing_ref, missing_cur,
-                                  note, effect)
+        effect = (
+            normed_wasserstein(r.dropna().to_numpy(np.float64), k.dropna().to_numpy(np.float64))
+            if c in ks_p
+            else math.nan
+        )
+        results[c] = FeatureDrift(
+            c, "numeric", KS, ks_p.get(c, math.nan), None, n_r, n_c, missing_ref, missing_cur, note, effect
+        )
     for c in categorical:
         levels, ref_counts, cur_counts = _level_counts(ref[c], cur[c])
         p, stat, note = chi_square_homogeneity(ref_counts, cur_counts)
         k_levels = int(((ref_counts + cur_counts) > 0).sum())
-        effect = math.sqrt(stat / ((len(ref) + len(cur)) * (k_levels - 1))) \
-            if stat is not None and math.isfinite(stat) and k_levels > 1 else math.nan
-        results[c] = FeatureDrift(c, "categorical", CHI_SQUARE, p, stat, len(ref), len(cur),
-                                  _share(levels, ref_counts), _share(levels, cur_counts), note, min(effect, 1.0))
+        effect = (
+            math.sqrt(stat / ((len(ref) + len(cur)) * (k_levels - 1)))
+            if stat is not None and math.isfinite(stat) and k_levels > 1
+            else math.nan
+        )
+        results[c] = FeatureDrift(
+            c,
+            "categorical",
+            CHI_SQUARE,
+            p,
+            stat,
+            len(ref),
+            len(cur),
+            _share(levels, ref_counts),
+            _share(levels, cur_counts),
+            note,
+            min(effect, 1.0),
+        )
 
     return DriftReport(
         features=tuple(results[c] for c in [*numeric, *categorical]),
         score=results[score_column] if score_column is not None else None,
-        alpha=alpha, n_reference=len(ref), n_current=len(cur), n_current_total=n_total, sampled=sampled,
-        seed=seed, model_version=model_version, window_start=window_start, window_end=window_end,
-        evidently_version=version, html_path=str(html_path) if html_path is not None else None,
+        alpha=alpha,
+        n_reference=len(ref),
+        n_current=len(cur),
+        n_current_total=n_total,
+        sampled=sampled,
+        seed=seed,
+        model_version=model_version,
+        window_start=window_start,
+        window_end=window_end,
+        evidently_version=version,
+        html_path=str(html_path) if html_path is not None else None,
     )
 
 
-def chi_square_homogeneity(reference_counts: Sequence[int] | np.ndarray,
-                           current_counts: Sequence[int] | np.ndarray) -> tuple[float, float | None, str]:
+def chi_square_homogeneity(
+    reference_counts: Sequence[int] | np.ndarray, current_counts: Sequence[int] | np.ndarray
+) -> tuple[float, float | None, str]:
     """``(p_value, statistic, note)`` of Pearson's chi-square test that two samples share one distribution.
 
     The table is 2 × k (reference / current × level, counts). Levels seen in
@@ -356,41 +397,64 @@ def read_report(json_path: Path) -> DriftReport:
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataContractError(f"cannot read the drift report: {exc}", where=str(json_path),
-                                fix="point at a JSON file written by write_report") from exc
+        raise DataContractError(
+            f"cannot read the drift report: {exc}",
+            where=str(json_path),
+            fix="point at a JSON file written by write_report",
+        ) from exc
     return DriftReport.from_dict(data)
 
 
-def _check_arguments(numeric: list[str], categorical: list[str], score_column: str | None, max_rows: int | None,
-                     alpha: float, window_start: datetime | None, window_end: datetime | None) -> None:
+def _check_arguments(
+    numeric: list[str],
+    categorical: list[str],
+    score_column: str | None,
+    max_rows: int | None,
+    alpha: float,
+    window_start: datetime | None,
+    window_end: datetime | None,
+) -> None:
     where = "detect_drift"
     names = [*numeric, *categorical, *([score_column] if score_column is not None else [])]
     if not numeric and not categorical:
         raise ConfigError("no features to test", where=where, fix="pass numeric= and/or categorical= column names")
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise ConfigError(f"columns listed twice: {duplicated}", where=where,
-                          fix="give each column one kind (numeric, categorical or the score)")
+        raise ConfigError(
+            f"columns listed twice: {duplicated}",
+            where=where,
+            fix="give each column one kind (numeric, categorical or the score)",
+        )
     if max_rows is not None and max_rows < 1:
-        raise ConfigError(f"max_rows must be at least 1 or None, got {max_rows}", where=where,
-                          fix="use max_rows=100_000 (the default) or None to test every row")
+        raise ConfigError(
+            f"max_rows must be at least 1 or None, got {max_rows}",
+            where=where,
+            fix="use max_rows=100_000 (the default) or None to test every row",
+        )
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}", where=where, fix="use alpha=0.05")
     for label, stamp in (("window_start", window_start), ("window_end", window_end)):
         if stamp is not None and stamp.utcoffset() is None:
-            raise ConfigError(f"{label}={stamp.isoformat()} has no timezone", where=where,
-                              fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)")
+            raise ConfigError(
+                f"{label}={stamp.isoformat()} has no timezone",
+                where=where,
+                fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)",
+            )
 
 
-def _normalise(frame: pd.DataFrame, numeric: list[str], categorical: list[str], score_column: str | None,
-               name: str) -> pd.DataFrame:
+def _normalise(
+    frame: pd.DataFrame, numeric: list[str], categorical: list[str], score_column: str | None, name: str
+) -> pd.DataFrame:
     """Numeric columns as float64 (inf = missing), categorical ones as categoricals with missing = MISSING."""
     out: dict[str, pd.Series] = {}
     for c in [*numeric, *([score_column] if score_column is not None else [])]:
         s = frame[c]
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            raise DataContractError(f"numeric column {c!r} has dtype {s.dtype}", where=f"the {name} frame",
-                                    fix=f"list {c!r} under categorical= or convert it to numbers")
+            raise DataContractError(
+                f"numeric column {c!r} has dtype {s.dtype}",
+                where=f"the {name} frame",
+                fix=f"list {c!r} under categorical= or convert it to numbers",
+            )
         values = s.to_numpy(np.float64, na_value=np.nan)
         out[c] = pd.Series(np.where(np.isinf(values), np.nan, values))
     for c in categorical:
@@ -428,13 +492,19 @@ def _pool_small_levels(table: np.ndarray) -> tuple[np.ndarray, int]:
     if rest.shape[1] and pooled.sum() * table.sum(axis=1).min() / n < MIN_EXPECTED_COUNT:
         j = int(np.argmin(rest.sum(axis=0)))
         rest = rest.copy()
-        rest[:, j:j + 1] += pooled
+        rest[:, j : j + 1] += pooled
         return rest, int(small.sum())
     return np.hstack([rest, pooled]), int(small.sum())
 
 
-def _evidently_run(ref: pd.DataFrame, cur: pd.DataFrame, ks_columns: list[str], html_categorical: list[str],
-                   alpha: float, html_path: Path | None) -> tuple[dict[str, float], str]:
+def _evidently_run(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    ks_columns: list[str],
+    html_categorical: list[str],
+    alpha: float,
+    html_path: Path | None,
+) -> tuple[dict[str, float], str]:
     """KS p-values by column from one Evidently report; writes its HTML to ``html_path`` when given."""
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's usage telemetry, checked when it would send
     from evidently import DataDefinition, Dataset, Report
@@ -462,8 +532,11 @@ def _evidently_run(ref: pd.DataFrame, cur: pd.DataFrame, ks_columns: list[str], 
             p_values[str(config["column"])] = float(item["value"])
     absent = sorted(set(ks_columns) - set(p_values))
     if absent:
-        raise RiskloopError(f"Evidently {version} returned no KS p-value for {absent}", where="detect_drift",
-                            fix="use the pinned evidently (pyproject.toml) or adapt riskloop.monitoring.drift")
+        raise RiskloopError(
+            f"Evidently {version} returned no KS p-value for {absent}",
+            where="detect_drift",
+            fix="use the pinned evidently (pyproject.toml) or adapt riskloop.monitoring.drift",
+        )
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))

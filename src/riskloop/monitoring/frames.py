@@ -39,15 +39,21 @@ def feature_kinds(features: FeatureSpec) -> tuple[tuple[str, ...], tuple[str, ..
     return numeric, categorical
 
 
-def reference_frame(reference: pd.DataFrame, features: FeatureSpec, *,
-                    score_column: str | None = SCORE) -> pd.DataFrame:
+def reference_frame(
+    reference: pd.DataFrame, features: FeatureSpec, *, score_column: str | None = SCORE
+) -> pd.DataFrame:
     """The reference sample as the model saw it: one column per feature (model order), then the score.
 
     ``reference`` holds raw training values (``reference_sample``); a category
     outside ``model.json``'s list becomes :data:`MISSING`, as it did for the model.
     """
-    _require(reference, features.names, score_column, where="reference sample",
-             fix="use the reference.parquet logged with this model version (training's reference_sample)")
+    _require(
+        reference,
+        features.names,
+        score_column,
+        where="reference sample",
+        fix="use the reference.parquet logged with this model version (training's reference_sample)",
+    )
     out: dict[str, pd.Series] = {}
     for name in features.names:
         s = reference[name]
@@ -70,8 +76,13 @@ def current_frame(log: pd.DataFrame, features: FeatureSpec, *, score_column: str
     model) and raises :class:`~riskloop.errors.DataContractError`.
     """
     columns = [f"{FEATURE_PREFIX}{n}" for n in features.names]
-    _require(log, columns, score_column, where="prediction log",
-             fix="read the log of the model version this reference belongs to (feature_<name> columns)")
+    _require(
+        log,
+        columns,
+        score_column,
+        where="prediction log",
+        fix="read the log of the model version this reference belongs to (feature_<name> columns)",
+    )
     out: dict[str, pd.Series] = {}
     for name, column in zip(features.names, columns, strict=True):
         values = pd.to_numeric(log[column], errors="coerce").to_numpy(np.float64)
@@ -102,14 +113,18 @@ def _labels(codes: np.ndarray, categories: list[str]) -> pd.Series:
 
 def _as_model_float(s: pd.Series, name: str, where: str) -> pd.Series:
     if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-        raise DataContractError(f"numeric feature {name!r} has dtype {s.dtype}", where=where,
-                                fix="store numeric features as numbers (the training frame's values)")
+        raise DataContractError(
+            f"numeric feature {name!r} has dtype {s.dtype}",
+            where=where,
+            fix="store numeric features as numbers (the training frame's values)",
+        )
     values = pd.to_numeric(s, errors="coerce").to_numpy(np.float32, na_value=np.nan).astype(np.float64)
     return pd.Series(np.where(np.isinf(values), np.nan, values))
 
 
-def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], score_column: str | None, *, where: str,
-             fix: str) -> None:
+def _require(
+    frame: pd.DataFrame, columns: tuple[str, ...] | list[str], score_column: str | None, *, where: str, fix: str
+) -> None:
     wanted = [*columns, *([score_column] if score_column is not None else [])]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:

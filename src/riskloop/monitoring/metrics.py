@@ -45,27 +45,52 @@ class MonitoringMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         version = ("model", "model_version")
-        self.drift_share = Gauge("riskloop_drift_share_ratio", "Share of features drifted in the latest report "
-                                 "(BH-adjusted p-value below alpha).", version, registry=registry)
-        self.feature_p_value = Gauge("riskloop_feature_drift_p_value", "Drift test p-value per feature "
-                                     "(KS numeric, chi-square categorical).", (*version, "feature"), registry=registry)
-        self.score_p_value = Gauge("riskloop_score_drift_p_value", "KS p-value of the score distribution.", version,
-                                   registry=registry)
-        self.pr_auc = Gauge("riskloop_decay_pr_auc", "PR-AUC of the recent labelled window.", version,
-                            registry=registry)
-        self.recall = Gauge("riskloop_decay_recall_ratio", "Recall at the model's decision threshold, recent "
-                            "labelled window.", version, registry=registry)
-        self.decay_significant = Gauge("riskloop_decay_significant", "1 when the performance drop is significant.",
-                                       version, registry=registry)
-        self.action = Gauge("riskloop_monitor_action", "1 for the monitor's current action, 0 for the others.",
-                            ("model", "action"), registry=registry)
-        self.retrains = Counter("riskloop_retrain_triggered_total", "Retrains triggered by the monitor.", ("model",),
-                                registry=registry)
-        self.last_run = Gauge("riskloop_monitor_last_run_timestamp_seconds", "Unix time of the last monitoring run.",
-                              ("model",), registry=registry)
+        self.drift_share = Gauge(
+            "riskloop_drift_share_ratio",
+            "Share of features drifted in the latest report (BH-adjusted p-value below alpha).",
+            version,
+            registry=registry,
+        )
+        self.feature_p_value = Gauge(
+            "riskloop_feature_drift_p_value",
+            "Drift test p-value per feature (KS numeric, chi-square categorical).",
+            (*version, "feature"),
+            registry=registry,
+        )
+        self.score_p_value = Gauge(
+            "riskloop_score_drift_p_value", "KS p-value of the score distribution.", version, registry=registry
+        )
+        self.pr_auc = Gauge(
+            "riskloop_decay_pr_auc", "PR-AUC of the recent labelled window.", version, registry=registry
+        )
+        self.recall = Gauge(
+            "riskloop_decay_recall_ratio",
+            "Recall at the model's decision threshold, recent labelled window.",
+            version,
+            registry=registry,
+        )
+        self.decay_significant = Gauge(
+            "riskloop_decay_significant", "1 when the performance drop is significant.", version, registry=registry
+        )
+        self.action = Gauge(
+            "riskloop_monitor_action",
+            "1 for the monitor's current action, 0 for the others.",
+            ("model", "action"),
+            registry=registry,
+        )
+        self.retrains = Counter(
+            "riskloop_retrain_triggered_total", "Retrains triggered by the monitor.", ("model",), registry=registry
+        )
+        self.last_run = Gauge(
+            "riskloop_monitor_last_run_timestamp_seconds",
+            "Unix time of the last monitoring run.",
+            ("model",),
+            registry=registry,
+        )
 
-    def record_drift(self, report: DriftReport, *, model: str, model_version: str,
-                     drift_share: float | None = None) -> None:
+    def record_drift(
+        self, report: DriftReport, *, model: str, model_version: str, drift_share: float | None = None
+    ) -> None:
         """Drift share (``drift_share``, e.g. the assessment's, else the report's own), per-feature and score
         p-values."""
         _labels(model=model, model_version=model_version)
@@ -85,8 +110,11 @@ class MonitoringMetrics:
         """The action (one-hot), the retrain total of ``state`` (after the assessment) and the run's time."""
         _labels(model=model)
         if now.utcoffset() is None:
-            raise ConfigError(f"now={now.isoformat()} has no timezone", where="MonitoringMetrics.record_action",
-                              fix="pass a tz-aware datetime, e.g. datetime.now(UTC)")
+            raise ConfigError(
+                f"now={now.isoformat()} has no timezone",
+                where="MonitoringMetrics.record_action",
+                fix="pass a tz-aware datetime, e.g. datetime.now(UTC)",
+            )
         for action in ACTIONS:
             self.action.labels(model, action).set(1.0 if action == assessment.action else 0.0)
         counter = self.retrains.labels(model)
@@ -96,23 +124,35 @@ class MonitoringMetrics:
         self.last_run.labels(model).set(now.timestamp())
 
 
-def push_monitoring_metrics(registry: CollectorRegistry, pushgateway_url: str, *, job: str = DEFAULT_JOB,
-                            grouping_key: Mapping[str, str] | None = None, timeout_seconds: float = 10.0) -> None:
+def push_monitoring_metrics(
+    registry: CollectorRegistry,
+    pushgateway_url: str,
+    *,
+    job: str = DEFAULT_JOB,
+    grouping_key: Mapping[str, str] | None = None,
+    timeout_seconds: float = 10.0,
+) -> None:
     """Replace the group ``job`` (+ ``grouping_key``) on the Pushgateway with every metric of ``registry``.
 
     Raises :class:`~riskloop.errors.ServiceUnavailable` when the Pushgateway
     cannot be reached or refuses the push.
     """
     if not pushgateway_url:
-        raise ConfigError("no Pushgateway URL", where="push_monitoring_metrics",
-                          fix="set the Pushgateway address, e.g. http://pushgateway:9091")
+        raise ConfigError(
+            "no Pushgateway URL",
+            where="push_monitoring_metrics",
+            fix="set the Pushgateway address, e.g. http://pushgateway:9091",
+        )
     try:
-        push_to_gateway(pushgateway_url, job=job, registry=registry, grouping_key=dict(grouping_key or {}),
-                        timeout=timeout_seconds)
+        push_to_gateway(
+            pushgateway_url, job=job, registry=registry, grouping_key=dict(grouping_key or {}), timeout=timeout_seconds
+        )
     except OSError as exc:  # URLError and HTTPError are OSErrors
-        raise ServiceUnavailable(f"pushing the monitoring metrics failed: {exc}",
-                                 where=f"{pushgateway_url} (job {job!r}, grouping key {dict(grouping_key or {})})",
-                                 fix="check that the Pushgateway runs and the URL is right") from exc
+        raise ServiceUnavailable(
+            f"pushing the monitoring metrics failed: {exc}",
+            where=f"{pushgateway_url} (job {job!r}, grouping key {dict(grouping_key or {})})",
+            fix="check that the Pushgateway runs and the URL is right",
+        ) from exc
 
 
 def _labels(**values: str) -> None:

@@ -31,6 +31,7 @@ from riskloop.stats import stratified_bootstrap
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
+
 def benjamini_hochberg(p_values: Sequence[float] | FloatArray, fdr: float) -> tuple[BoolArray, FloatArray]:
     """Which hypotheses to reject at false discovery rate ``fdr``, and the BH-adjusted p-values.
 
@@ -43,21 +44,31 @@ def benjamini_hochberg(p_values: Sequence[float] | FloatArray, fdr: float) -> tu
     error names the fix.
     """
     if not 0.0 < fdr < 1.0:
-        raise ConfigError(f"fdr must lie in (0, 1), got {fdr!r}", where="benjamini_hochberg",
-                          fix="use a false discovery rate such as 0.05")
+        raise ConfigError(
+            f"fdr must lie in (0, 1), got {fdr!r}",
+            where="benjamini_hochberg",
+            fix="use a false discovery rate such as 0.05",
+        )
     p = np.asarray(p_values, dtype=np.float64)
     if p.ndim != 1:
-        raise ConfigError(f"p-values must be one-dimensional, got shape {p.shape}", where="benjamini_hochberg",
-                          fix="pass a flat sequence of p-values")
+        raise ConfigError(
+            f"p-values must be one-dimensional, got shape {p.shape}",
+            where="benjamini_hochberg",
+            fix="pass a flat sequence of p-values",
+        )
     if not np.all((p >= 0.0) & (p <= 1.0)):  # also false for NaN
-        raise ConfigError("p-values must be numbers in [0, 1] (no NaN)", where="benjamini_hochberg",
-                          fix="leave untested hypotheses out of the family instead of passing NaN")
+        raise ConfigError(
+            "p-values must be numbers in [0, 1] (no NaN)",
+            where="benjamini_hochberg",
+            fix="leave untested hypotheses out of the family instead of passing NaN",
+        )
     adjusted = np.asarray(false_discovery_control(p, method="bh"), dtype=np.float64)
     return adjusted <= fdr, adjusted
 
 
-def average_precision(y_true: npt.ArrayLike, y_score: npt.ArrayLike,
-                      weights: npt.ArrayLike | None = None) -> FloatArray:
+def average_precision(
+    y_true: npt.ArrayLike, y_score: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> FloatArray:
     """Average precision (PR-AUC) of ``y_score`` for labels ``y_true``, once per row of ``weights``.
 
     Equal to ``sklearn.metrics.average_precision_score`` (with ``sample_weight``):
@@ -71,8 +82,11 @@ def average_precision(y_true: npt.ArrayLike, y_score: npt.ArrayLike,
     s = np.asarray(y_score, dtype=np.float64)
     w = np.ones((1, len(y))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if y.ndim != 1 or s.shape != y.shape or w.shape[1] != len(y):
-        raise ConfigError(f"shapes differ: y_true {y.shape}, y_score {s.shape}, weights {w.shape}",
-                          where="average_precision", fix="pass one label, one score and one weight per row")
+        raise ConfigError(
+            f"shapes differ: y_true {y.shape}, y_score {s.shape}, weights {w.shape}",
+            where="average_precision",
+            fix="pass one label, one score and one weight per row",
+        )
     order = np.argsort(-s, kind="stable")
     return _sorted_average_precision(y[order], _run_ends(s[order]), w[:, order])
 
@@ -99,8 +113,9 @@ def _sorted_average_precision(y_sorted: FloatArray, ends: npt.NDArray[np.int64],
     return ap
 
 
-def bootstrap_average_precision(y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, n_boot: int, seed: int,
-                                confidence: float = 0.95) -> tuple[float, float, float, float]:
+def bootstrap_average_precision(
+    y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, n_boot: int, seed: int, confidence: float = 0.95
+) -> tuple[float, float, float, float]:
     """``(point, low, high, se)``: PR-AUC, its percentile bootstrap interval and bootstrap standard error.
 
     :func:`riskloop.stats.stratified_bootstrap` resamples positives and
@@ -122,8 +137,9 @@ def bootstrap_average_precision(y_true: npt.ArrayLike, y_score: npt.ArrayLike, *
         counts = np.bincount((idx + (np.arange(b) * len(y))[:, None]).ravel(), minlength=b * len(y))
         return _sorted_average_precision(y_sorted, ends, counts.reshape(b, len(y)).astype(np.float64))
 
-    low, high, se = stratified_bootstrap(y_sorted, resampled_ap, n_boot=n_boot, confidence=confidence, seed=seed,
-                                         where="bootstrap_average_precision")
+    low, high, se = stratified_bootstrap(
+        y_sorted, resampled_ap, n_boot=n_boot, confidence=confidence, seed=seed, where="bootstrap_average_precision"
+    )
     return (point, low, high, se) if not math.isnan(low) else (math.nan, math.nan, math.nan, math.nan)
 
 
@@ -137,8 +153,11 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     if trials <= 0:
         return math.nan, math.nan
     if not 0 <= successes <= trials:
-        raise ConfigError(f"successes={successes} outside [0, trials={trials}]", where="wilson_interval",
-                          fix="count successes among the trials")
+        raise ConfigError(
+            f"successes={successes} outside [0, trials={trials}]",
+            where="wilson_interval",
+            fix="count successes among the trials",
+        )
     low, high = proportion_confint(successes, trials, alpha=1.0 - confidence, method="wilson")
     return float(low), float(high)
 
@@ -158,8 +177,9 @@ def one_sided_drop_p_value(baseline: float, recent: float, se_baseline: float, s
     return float(norm.sf((baseline - recent) / se))
 
 
-def proportion_drop_p_value(successes_baseline: int, trials_baseline: int,
-                            successes_recent: int, trials_recent: int) -> float:
+def proportion_drop_p_value(
+    successes_baseline: int, trials_baseline: int, successes_recent: int, trials_recent: int
+) -> float:
     """One-sided pooled two-proportion z-test of "the recent proportion is lower"; NaN without trials.
 
     ``statsmodels.stats.proportion.proportions_ztest(alternative="larger")``
@@ -172,8 +192,9 @@ def proportion_drop_p_value(successes_baseline: int, trials_baseline: int,
     successes = successes_baseline + successes_recent
     if successes in (0, trials_baseline + trials_recent):
         return 1.0
-    _, p = proportions_ztest([successes_baseline, successes_recent], [trials_baseline, trials_recent],
-                             alternative="larger")
+    _, p = proportions_ztest(
+        [successes_baseline, successes_recent], [trials_baseline, trials_recent], alternative="larger"
+    )
     return float(p)
 
 

@@ -17,9 +17,14 @@ def compile_all(out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fn in (("training", training_pipeline), ("features", features_pipeline),
-                     ("batch_scoring", batch_scoring_pipeline), ("delivery", delivery_pipeline),
-                     ("monitoring", monitoring_pipeline), ("retrain", retrain_pipeline)):
+    for name, fn in (
+        ("training", training_pipeline),
+        ("features", features_pipeline),
+        ("batch_scoring", batch_scoring_pipeline),
+        ("delivery", delivery_pipeline),
+        ("monitoring", monitoring_pipeline),
+        ("retrain", retrain_pipeline),
+    ):
         path = out_dir / f"{name}.yaml"
         compiler.Compiler().compile(fn, str(path))
         written.append(path)

@@ -146,8 +146,7 @@ class _StepLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = _ANSI.sub("", record.getMessage())
-        self._tee.write(f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname} "
-                        f"{message}\n")
+        self._tee.write(f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname} {message}\n")
         if m := _EXECUTING.match(message):
             attempts = self._started.get(m["name"], (0.0, 0))[1] + 1
             self._started[m["name"]] = (time.perf_counter(), attempts)
@@ -155,8 +154,14 @@ class _StepLog(logging.Filter):
             started, attempts = self._started.get(m["name"], (time.perf_counter(), 1))
             # a retried step finishes more than once: its last attempt stands
             self.steps = [st for st in self.steps if st.name != m["name"] or st.state == "skipped"]
-            self.steps.append(StepRun(m["name"], "succeeded" if m["status"] == "SUCCESS" else "failed",
-                                      time.perf_counter() - started, attempts))
+            self.steps.append(
+                StepRun(
+                    m["name"],
+                    "succeeded" if m["status"] == "SUCCESS" else "failed",
+                    time.perf_counter() - started,
+                    attempts,
+                )
+            )
         elif m := _SKIPPED.match(message):
             self._done(StepRun(m["name"], "skipped"))
         return False  # kfp.local's handler would print it to the terminal: the log has it
@@ -187,10 +192,10 @@ def _step_error(text: str) -> tuple[str | None, str | None]:
     tracebacks = [i for i, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"]
     if not tracebacks:
         return None, None
-    tail = lines[tracebacks[-1] + 1:]
+    tail = lines[tracebacks[-1] + 1 :]
     for i, line in enumerate(tail):
         if line and not line.startswith(" ") and (m := _EXCEPTION.match(line)):
-            rest = [r.rstrip() for r in tail[i + 1:] if r.strip()]
+            rest = [r.rstrip() for r in tail[i + 1 :] if r.strip()]
             return m["type"], "\n".join([m["message"], *rest])
     return None, None
 
@@ -213,8 +218,9 @@ def _watch_tasks(steps: _StepLog, tee: _Tee) -> Callable[[], None]:
         tee.task_text = []
         outputs, task_status = original(*args, **kwargs)
         name = executor_input_utils.get_local_task_resource_name(kwargs["component_name"])
-        error_type, error = _step_error("".join(tee.task_text)) if task_status == status.Status.FAILURE \
-            else (None, None)
+        error_type, error = (
+            _step_error("".join(tee.task_text)) if task_status == status.Status.FAILURE else (None, None)
+        )
         steps.complete(name, dict(outputs or {}), error, error_type)
         if _is_config_error(error_type):
             refused[key] = (arguments, task_status, name)
@@ -247,7 +253,8 @@ def _fill_time_placeholders() -> None:
         if "{{$.pipeline_job_" in element and "_time_utc}}" in element:
             now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             element = element.replace(dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, now).replace(
-                dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER, now)
+                dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER, now
+            )
         return str(original(element, *args, **kwargs))
 
     resolve._riskloop_times = True  # type: ignore[attr-defined]
@@ -260,8 +267,7 @@ def _init(s: Settings) -> None:
     _fill_time_placeholders()
     s.ensure_dirs()
     os.environ[env_var("state_dir")] = str(s.root)  # steps are subprocesses: hand them the same state
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(s.pipeline_root),
-               raise_on_error=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(s.pipeline_root), raise_on_error=True)
 
 
 def training_params(end: date, days: int, *, spec: str = "synthetic-fraud", **overrides: Any) -> dict[str, Any]:
@@ -269,8 +275,9 @@ def training_params(end: date, days: int, *, spec: str = "synthetic-fraud", **ov
     return {"spec": spec, **training_window(end, days), **overrides}
 
 
-def _run(s: Settings, name: str, call: Callable[[], Any], *, on_step: StepCallback | None = None,
-         verbose: bool = False) -> tuple[LocalRun, Any]:
+def _run(
+    s: Settings, name: str, call: Callable[[], Any], *, on_step: StepCallback | None = None, verbose: bool = False
+) -> tuple[LocalRun, Any]:
     """Call a pipeline under kfp.local; a failed step is reported in the LocalRun, not raised.
 
     Each step's output and kfp.local's log lines go to ``<state>/logs/<pipeline>-<time>.log`` (and to the
@@ -288,8 +295,14 @@ def _run(s: Settings, name: str, call: Callable[[], Any], *, on_step: StepCallba
     undo = _watch_tasks(steps, tee)
     t0 = time.perf_counter()
 
-    def to_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-               file: TextIO | None = None, line: str | None = None) -> None:
+    def to_log(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         tee.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     try:
@@ -299,10 +312,14 @@ def _run(s: Settings, name: str, call: Callable[[], Any], *, on_step: StepCallba
             task = call()
     except RuntimeError as exc:  # kfp.local: a task failed (exit handlers still ran)
         failed = next((st for st in steps.steps if st.state == "failed"), None)
-        error = str(exc) if failed is None or failed.error is None else \
-            f"step {failed.name} failed: {(failed.error_type or '').rpartition('.')[2]}: {failed.error}"
-        return LocalRun(name, False, time.perf_counter() - t0, error=_ANSI.sub("", error),
-                        steps=tuple(steps.steps), log=log_path), None
+        error = (
+            str(exc)
+            if failed is None or failed.error is None
+            else f"step {failed.name} failed: {(failed.error_type or '').rpartition('.')[2]}: {failed.error}"
+        )
+        return LocalRun(
+            name, False, time.perf_counter() - t0, error=_ANSI.sub("", error), steps=tuple(steps.steps), log=log_path
+        ), None
     finally:
         undo()
         root.removeFilter(steps)
@@ -311,15 +328,23 @@ def _run(s: Settings, name: str, call: Callable[[], Any], *, on_step: StepCallba
     return LocalRun(name, True, time.perf_counter() - t0, steps=tuple(steps.steps), log=log_path), task
 
 
-def run_pipeline(s: Settings, pipeline: Callable[..., Any], arguments: dict[str, Any], *, name: str,
-                 on_step: StepCallback | None = None, verbose: bool = False) -> LocalRun:
+def run_pipeline(
+    s: Settings,
+    pipeline: Callable[..., Any],
+    arguments: dict[str, Any],
+    *,
+    name: str,
+    on_step: StepCallback | None = None,
+    verbose: bool = False,
+) -> LocalRun:
     """Run any KFP pipeline function under kfp.local with riskloop's state, step reports and log file."""
     _init(s)
     return _run(s, name, lambda: pipeline(**arguments), on_step=on_step, verbose=verbose)[0]
 
 
-def run_training(s: Settings, params: dict[str, Any], *, on_step: StepCallback | None = None,
-                 verbose: bool = False) -> LocalRun:
+def run_training(
+    s: Settings, params: dict[str, Any], *, on_step: StepCallback | None = None, verbose: bool = False
+) -> LocalRun:
     """Run the training pipeline under kfp.local; a failed step is reported, not raised."""
     _init(s)
     from riskloop.pipelines.training import training_pipeline
@@ -327,22 +352,42 @@ def run_training(s: Settings, params: dict[str, Any], *, on_step: StepCallback |
     return _run(s, "training", lambda: training_pipeline(**params), on_step=on_step, verbose=verbose)[0]
 
 
-def run_batch_scoring(s: Settings, day: date, *, spec: str = "synthetic-fraud", model_alias: str = "champion",
-                      on_step: StepCallback | None = None, verbose: bool = False) -> LocalRun:
+def run_batch_scoring(
+    s: Settings,
+    day: date,
+    *,
+    spec: str = "synthetic-fraud",
+    model_alias: str = "champion",
+    on_step: StepCallback | None = None,
+    verbose: bool = False,
+) -> LocalRun:
     """Score one day with the model an alias names (kfp.local); outputs holds the scores' path."""
     _init(s)
     from riskloop.pipelines.batch_scoring import batch_scoring_pipeline
 
-    run, task = _run(s, "batch_scoring", lambda: batch_scoring_pipeline(
-        spec=spec, previous_day=(day - timedelta(days=1)).isoformat(), day=day.isoformat(), model_alias=model_alias),
-        on_step=on_step, verbose=verbose)
+    run, task = _run(
+        s,
+        "batch_scoring",
+        lambda: batch_scoring_pipeline(
+            spec=spec, previous_day=(day - timedelta(days=1)).isoformat(), day=day.isoformat(), model_alias=model_alias
+        ),
+        on_step=on_step,
+        verbose=verbose,
+    )
     if task is None:
         return run
     return replace(run, outputs={"scores": task.output.path, "rows": task.output.metadata.get("rows")})
 
 
-def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud", on_step: StepCallback | None = None,
-                 verbose: bool = False, **params: Any) -> LocalRun:
+def run_delivery(
+    s: Settings,
+    *,
+    server_url: str,
+    spec: str = "synthetic-fraud",
+    on_step: StepCallback | None = None,
+    verbose: bool = False,
+    **params: Any,
+) -> LocalRun:
     """Run the delivery pipeline under kfp.local against the model server at ``server_url``.
 
     Its steps write the deployment record that server follows and read its
@@ -355,21 +400,45 @@ def run_delivery(s: Settings, *, server_url: str, spec: str = "synthetic-fraud",
     return _run(s, "delivery", lambda: delivery_pipeline(spec=spec, **params), on_step=on_step, verbose=verbose)[0]
 
 
-def run_features(s: Settings, day: date, *, spec: str = "synthetic-fraud", on_step: StepCallback | None = None,
-                 verbose: bool = False, **params: Any) -> LocalRun:
+def run_features(
+    s: Settings,
+    day: date,
+    *,
+    spec: str = "synthetic-fraud",
+    on_step: StepCallback | None = None,
+    verbose: bool = False,
+    **params: Any,
+) -> LocalRun:
     """Run the feature pipeline (ingest, validate, build, materialize up to ``day``'s end) under kfp.local."""
     _init(s)
     from riskloop.pipelines.features import features_pipeline
 
-    return _run(s, "features", lambda: features_pipeline(spec=spec, day=day.isoformat(), **params), on_step=on_step,
-                verbose=verbose)[0]
+    return _run(
+        s,
+        "features",
+        lambda: features_pipeline(spec=spec, day=day.isoformat(), **params),
+        on_step=on_step,
+        verbose=verbose,
+    )[0]
 
 
-def run_monitoring(s: Settings, day: date, *, spec: str = "synthetic-fraud", on_step: StepCallback | None = None,
-                   verbose: bool = False, **params: Any) -> LocalRun:
+def run_monitoring(
+    s: Settings,
+    day: date,
+    *,
+    spec: str = "synthetic-fraud",
+    on_step: StepCallback | None = None,
+    verbose: bool = False,
+    **params: Any,
+) -> LocalRun:
     """Run the monitoring pipeline (and its retrain branch, when taken) under kfp.local for ``day``."""
     _init(s)
     from riskloop.pipelines.monitoring import monitoring_pipeline
 
-    return _run(s, "monitoring", lambda: monitoring_pipeline(spec=spec, day=day.isoformat(), **params),
-                on_step=on_step, verbose=verbose)[0]
+    return _run(
+        s,
+        "monitoring",
+        lambda: monitoring_pipeline(spec=spec, day=day.isoformat(), **params),
+        on_step=on_step,
+        verbose=verbose,
+    )[0]

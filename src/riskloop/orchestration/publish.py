@@ -69,8 +69,17 @@ class ClusterState:
     runs: tuple[ExistingRun, ...] = ()
 
 
-PlanStepKind = Literal["create_pipeline", "upload_version", "reuse_version", "create_experiment", "reuse_experiment",
-                     "create_run", "replace_run", "keep_run", "delete_run"]
+PlanStepKind = Literal[
+    "create_pipeline",
+    "upload_version",
+    "reuse_version",
+    "create_experiment",
+    "reuse_experiment",
+    "create_run",
+    "replace_run",
+    "keep_run",
+    "delete_run",
+]
 
 
 @dataclass(frozen=True)
@@ -92,8 +101,11 @@ def read_compiled(pipelines_dir: Path) -> list[CompiledPipeline]:
     """The compiled pipelines in a directory with their root parameters; ConfigError if none or unreadable."""
     paths = sorted(pipelines_dir.glob("*.yaml")) if pipelines_dir.is_dir() else []
     if not paths:
-        raise ConfigError(f"no compiled pipelines (*.yaml) in {pipelines_dir}", where="--pipelines-dir",
-                          fix="run `riskloop compile --out <dir>` (the image has them in /opt/riskloop/pipelines)")
+        raise ConfigError(
+            f"no compiled pipelines (*.yaml) in {pipelines_dir}",
+            where="--pipelines-dir",
+            fix="run `riskloop compile --out <dir>` (the image has them in /opt/riskloop/pipelines)",
+        )
     found = []
     for p in paths:
         try:
@@ -101,8 +113,11 @@ def read_compiled(pipelines_dir: Path) -> list[CompiledPipeline]:
             declared = ir["root"].get("inputDefinitions", {}).get("parameters", {})
             params = {k: str(v.get("parameterType", "")) for k, v in declared.items()}
         except (yaml.YAMLError, StopIteration, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{p.name} is not a compiled KFP pipeline ({exc!r})", where=str(p),
-                              fix="recompile with `riskloop compile`") from exc
+            raise ConfigError(
+                f"{p.name} is not a compiled KFP pipeline ({exc!r})",
+                where=str(p),
+                fix="recompile with `riskloop compile`",
+            ) from exc
         found.append(CompiledPipeline(p.stem, p, params))
     return found
 
@@ -111,8 +126,9 @@ def _same_parameters(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
-def plan_publish(pipelines: Sequence[CompiledPipeline], version: str, schedules: Sequence[Schedule],
-                 state: ClusterState) -> list[PlanStep]:
+def plan_publish(
+    pipelines: Sequence[CompiledPipeline], version: str, schedules: Sequence[Schedule], state: ClusterState
+) -> list[PlanStep]:
     """What publishing would do given what exists: pure, ordered (pipelines, experiment, runs)."""
     check_against_pipelines(list(schedules), {p.stem: p.parameters for p in pipelines})
     steps: list[PlanStep] = []
@@ -142,31 +158,49 @@ def plan_publish(pipelines: Sequence[CompiledPipeline], version: str, schedules:
         if foreign:
             raise DeploymentError(
                 f"a recurring run named {s.name!r} exists in experiment {EXPERIMENT!r} but was not created by "
-                "`riskloop cluster publish`", where=f"KFP recurring run {foreign[0].id}",
-                fix=f"delete or rename it in the Kubeflow UI, or rename schedule {s.name!r} in the schedules file")
+                "`riskloop cluster publish`",
+                where=f"KFP recurring run {foreign[0].id}",
+                fix=f"delete or rename it in the Kubeflow UI, or rename schedule {s.name!r} in the schedules file",
+            )
         mine = existing_runs
         if not s.enabled:
             steps.extend(PlanStep("delete_run", s.name, "schedule disabled", run_id=r.id) for r in mine)
             continue
         if not mine:
-            steps.append(PlanStep("create_run", s.name, f"new, {s.cron} on {pipeline}@{version}",
-                                  pipeline=pipeline, schedule=s))
+            steps.append(
+                PlanStep("create_run", s.name, f"new, {s.cron} on {pipeline}@{version}", pipeline=pipeline, schedule=s)
+            )
             continue
         current, *duplicates = mine
-        steps.extend(PlanStep("delete_run", s.name, "duplicate of the same schedule", run_id=r.id)
-                       for r in duplicates)
-        changed = [what for what, differs in (
-            ("pipeline version", current.version_id != target_version[pipeline]),
-            ("cron", current.cron != s.cron),
-            ("parameters", not _same_parameters(current.parameters, s.parameters)),
-            ("enabled", not current.enabled)) if differs]
+        steps.extend(PlanStep("delete_run", s.name, "duplicate of the same schedule", run_id=r.id) for r in duplicates)
+        changed = [
+            what
+            for what, differs in (
+                ("pipeline version", current.version_id != target_version[pipeline]),
+                ("cron", current.cron != s.cron),
+                ("parameters", not _same_parameters(current.parameters, s.parameters)),
+                ("enabled", not current.enabled),
+            )
+            if differs
+        ]
         if changed:
-            steps.append(PlanStep("replace_run", s.name, f"{', '.join(changed)} changed", pipeline=pipeline,
-                                  schedule=s, run_id=current.id))
+            steps.append(
+                PlanStep(
+                    "replace_run",
+                    s.name,
+                    f"{', '.join(changed)} changed",
+                    pipeline=pipeline,
+                    schedule=s,
+                    run_id=current.id,
+                )
+            )
         else:
             steps.append(PlanStep("keep_run", s.name, "unchanged", pipeline=pipeline, schedule=s, run_id=current.id))
-    steps.extend(PlanStep("delete_run", r.name, "no longer in the schedules file", run_id=r.id)
-                   for r in state.runs if r.managed and r.name not in wanted)
+    steps.extend(
+        PlanStep("delete_run", r.name, "no longer in the schedules file", run_id=r.id)
+        for r in state.runs
+        if r.managed and r.name not in wanted
+    )
     return steps
 
 
@@ -179,16 +213,22 @@ def connect(kfp_host: str, *, namespace: str = "kubeflow") -> Any:
         client = Client(host=kfp_host, namespace=namespace)
         multi_user = client.get_kfp_healthz().multi_user is True
     except Exception as exc:  # kfp raises bare exceptions of several kinds for an unreachable host
-        raise ServiceUnavailable(f"cannot reach the KFP API at {kfp_host}: {exc}", where="--kfp-host",
-                                 fix="check the URL (in the cluster: http://ml-pipeline.kubeflow:8888; from a "
-                                     "laptop: kubectl -n kubeflow port-forward svc/ml-pipeline 8888)") from exc
+        raise ServiceUnavailable(
+            f"cannot reach the KFP API at {kfp_host}: {exc}",
+            where="--kfp-host",
+            fix="check the URL (in the cluster: http://ml-pipeline.kubeflow:8888; from a "
+            "laptop: kubectl -n kubeflow port-forward svc/ml-pipeline 8888)",
+        ) from exc
     if multi_user:
         # Its API wants a user identity on every call (a projected pipelines.kubeflow.org token and a profile
         # namespace); the publish Job runs without a service account token, the CLI without one either.
-        raise DeploymentError(f"the KFP API at {kfp_host} is a multi-user Kubeflow (healthz: multi_user=true), and "
-                              "riskloop supports standalone KFP only", where="--kfp-host",
-                              fix="install standalone KFP (make deploy PREREQS=1 on a cluster without Kubeflow), "
-                                  "see README, 'Run on a cluster'")
+        raise DeploymentError(
+            f"the KFP API at {kfp_host} is a multi-user Kubeflow (healthz: multi_user=true), and "
+            "riskloop supports standalone KFP only",
+            where="--kfp-host",
+            fix="install standalone KFP (make deploy PREREQS=1 on a cluster without Kubeflow), "
+            "see README, 'Run on a cluster'",
+        )
     return client
 
 
@@ -211,8 +251,10 @@ def read_state(client: Any, pipelines: Sequence[CompiledPipeline]) -> ClusterSta
         if pid is None:
             continue
         pipeline_ids[p.name] = pid
-        version_ids[p.name] = {v.display_name: v.pipeline_version_id
-                               for v in _pages(client.list_pipeline_versions, "pipeline_versions", pipeline_id=pid)}
+        version_ids[p.name] = {
+            v.display_name: v.pipeline_version_id
+            for v in _pages(client.list_pipeline_versions, "pipeline_versions", pipeline_id=pid)
+        }
     try:
         experiment_id: str | None = client.get_experiment(experiment_name=EXPERIMENT).experiment_id
     except ValueError:  # kfp: "No experiment is found with name ..."
@@ -223,16 +265,29 @@ def read_state(client: Any, pipelines: Sequence[CompiledPipeline]) -> ClusterSta
             ref = r.pipeline_version_reference
             cron = r.trigger.cron_schedule.cron if r.trigger and r.trigger.cron_schedule else ""
             params = (r.runtime_config.parameters if r.runtime_config else None) or {}
-            runs.append(ExistingRun(id=r.recurring_run_id, name=r.display_name,
-                                    version_id=(ref.pipeline_version_id if ref else None) or r.pipeline_version_id
-                                    or "", cron=cron or "", parameters=dict(params),
-                                    enabled=str(r.mode).upper() == "ENABLE",
-                                    managed=MANAGED_MARK in (r.description or "")))
+            runs.append(
+                ExistingRun(
+                    id=r.recurring_run_id,
+                    name=r.display_name,
+                    version_id=(ref.pipeline_version_id if ref else None) or r.pipeline_version_id or "",
+                    cron=cron or "",
+                    parameters=dict(params),
+                    enabled=str(r.mode).upper() == "ENABLE",
+                    managed=MANAGED_MARK in (r.description or ""),
+                )
+            )
     return ClusterState(pipeline_ids, version_ids, experiment_id, tuple(runs))
 
 
-def apply_plan(client: Any, steps: Sequence[PlanStep], pipelines: Sequence[CompiledPipeline], version: str,
-               state: ClusterState, *, on_step: Any = None) -> dict[str, str]:
+def apply_plan(
+    client: Any,
+    steps: Sequence[PlanStep],
+    pipelines: Sequence[CompiledPipeline],
+    version: str,
+    state: ClusterState,
+    *,
+    on_step: Any = None,
+) -> dict[str, str]:
     """Carry out a plan; returns pipeline name -> id of the published version."""
     by_name = {p.name: p for p in pipelines}
     pipeline_ids = dict(state.pipeline_ids)
@@ -245,17 +300,22 @@ def apply_plan(client: Any, steps: Sequence[PlanStep], pipelines: Sequence[Compi
             assert a.pipeline is not None
             p = by_name[a.pipeline]
             # KFP creates a first version named like the pipeline; ours, named by the tag, follows
-            pipeline_ids[p.name] = client.upload_pipeline(str(p.path), pipeline_name=p.name,
-                                                          description=_description(p)).pipeline_id
+            pipeline_ids[p.name] = client.upload_pipeline(
+                str(p.path), pipeline_name=p.name, description=_description(p)
+            ).pipeline_id
         elif a.kind == "upload_version":
             assert a.pipeline is not None
             p = by_name[a.pipeline]
             version_ids[p.name] = client.upload_pipeline_version(
-                str(p.path), pipeline_version_name=version, pipeline_id=pipeline_ids[p.name],
-                description=f"image tag {version}").pipeline_version_id
+                str(p.path),
+                pipeline_version_name=version,
+                pipeline_id=pipeline_ids[p.name],
+                description=f"image tag {version}",
+            ).pipeline_version_id
         elif a.kind == "create_experiment":
             experiment_id = client.create_experiment(
-                EXPERIMENT, description="riskloop pipelines and their recurring runs").experiment_id
+                EXPERIMENT, description="riskloop pipelines and their recurring runs"
+            ).experiment_id
         elif a.kind in ("delete_run", "replace_run"):
             assert a.run_id is not None
             client.delete_recurring_run(a.run_id)
@@ -263,9 +323,17 @@ def apply_plan(client: Any, steps: Sequence[PlanStep], pipelines: Sequence[Compi
             assert a.schedule is not None and a.pipeline is not None and experiment_id is not None
             s = a.schedule
             client.create_recurring_run(
-                experiment_id=experiment_id, job_name=s.name, description=f"{MANAGED_MARK} {s.pipeline_stem} at "
-                f"{version}", cron_expression=s.cron, params=dict(s.parameters), pipeline_id=pipeline_ids[a.pipeline],
-                version_id=version_ids[a.pipeline], enabled=True, max_concurrency=1, no_catchup=True)
+                experiment_id=experiment_id,
+                job_name=s.name,
+                description=f"{MANAGED_MARK} {s.pipeline_stem} at {version}",
+                cron_expression=s.cron,
+                params=dict(s.parameters),
+                pipeline_id=pipeline_ids[a.pipeline],
+                version_id=version_ids[a.pipeline],
+                enabled=True,
+                max_concurrency=1,
+                no_catchup=True,
+            )
     return version_ids
 
 
@@ -277,8 +345,15 @@ def _description(p: CompiledPipeline) -> str:
         return p.name
 
 
-def publish(client: Any, pipelines: Sequence[CompiledPipeline], version: str, schedules: Sequence[Schedule], *,
-            dry_run: bool = False, on_step: Any = None) -> list[PlanStep]:
+def publish(
+    client: Any,
+    pipelines: Sequence[CompiledPipeline],
+    version: str,
+    schedules: Sequence[Schedule],
+    *,
+    dry_run: bool = False,
+    on_step: Any = None,
+) -> list[PlanStep]:
     """Read what exists, plan, and (unless ``dry_run``) apply; returns the plan."""
     with _kfp_errors("reading pipelines, versions and recurring runs"):
         state = read_state(client, pipelines)
@@ -308,28 +383,41 @@ def _kfp_errors(doing: str) -> Iterator[None]:
             raise DeploymentError(
                 f"the KFP API refused {doing} as unauthenticated ({exc.status} {exc.reason}: "
                 f"{(exc.body or '')[:300]}): this looks like a multi-user Kubeflow, and riskloop supports standalone "
-                "KFP only", fix="install standalone KFP (make deploy PREREQS=1 on a cluster without Kubeflow), see "
-                                "README, 'Run on a cluster'") from exc
-        raise DeploymentError(f"the KFP API refused {doing}: {exc.status} {exc.reason}: {(exc.body or '')[:500]}",
-                              fix="check the KFP API server's log (kubectl -n kubeflow logs deploy/ml-pipeline)"
-                              ) from exc
+                "KFP only",
+                fix="install standalone KFP (make deploy PREREQS=1 on a cluster without Kubeflow), see "
+                "README, 'Run on a cluster'",
+            ) from exc
+        raise DeploymentError(
+            f"the KFP API refused {doing}: {exc.status} {exc.reason}: {(exc.body or '')[:500]}",
+            fix="check the KFP API server's log (kubectl -n kubeflow logs deploy/ml-pipeline)",
+        ) from exc
     except HTTPError as exc:
-        raise ServiceUnavailable(f"the KFP API did not answer while {doing}: {exc}",
-                                 fix="check that ml-pipeline in namespace kubeflow is running") from exc
+        raise ServiceUnavailable(
+            f"the KFP API did not answer while {doing}: {exc}",
+            fix="check that ml-pipeline in namespace kubeflow is running",
+        ) from exc
 
 
-def start_run(client: Any, pipeline: CompiledPipeline, version: str, parameters: dict[str, Any],
-              run_name: str) -> str:
+def start_run(client: Any, pipeline: CompiledPipeline, version: str, parameters: dict[str, Any], run_name: str) -> str:
     """Start one run of the published ``version`` of a pipeline; returns the run id."""
-    check_against_pipelines([Schedule(name="run", pipeline=pipeline.stem, cron="0 0 0 * * *", parameters=parameters)],
-                            {pipeline.stem: pipeline.parameters})
+    check_against_pipelines(
+        [Schedule(name="run", pipeline=pipeline.stem, cron="0 0 0 * * *", parameters=parameters)],
+        {pipeline.stem: pipeline.parameters},
+    )
     with _kfp_errors("looking up the published version"):
         state = read_state(client, [pipeline])
     version_id = state.version_ids.get(pipeline.name, {}).get(version)
     if version_id is None or state.experiment_id is None:
-        raise DeploymentError(f"{pipeline.name} version {version} is not published in KFP yet",
-                              fix="run `riskloop cluster publish` (the chart's publish Job does) and retry")
+        raise DeploymentError(
+            f"{pipeline.name} version {version} is not published in KFP yet",
+            fix="run `riskloop cluster publish` (the chart's publish Job does) and retry",
+        )
     with _kfp_errors("starting the run"):
-        run = client.run_pipeline(experiment_id=state.experiment_id, job_name=run_name, params=parameters,
-                                  pipeline_id=state.pipeline_ids[pipeline.name], version_id=version_id)
+        run = client.run_pipeline(
+            experiment_id=state.experiment_id,
+            job_name=run_name,
+            params=parameters,
+            pipeline_id=state.pipeline_ids[pipeline.name],
+            version_id=version_id,
+        )
     return str(run.run_id)

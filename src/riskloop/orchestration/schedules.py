@@ -24,13 +24,22 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 
 from riskloop.errors import ConfigError
 
-CRON_HELP = ("KFP cron has 6 fields: second minute hour day-of-month month day-of-week, "
-             "e.g. '0 30 2 * * *' for 02:30 every day")
+CRON_HELP = (
+    "KFP cron has 6 fields: second minute hour day-of-month month day-of-week, e.g. '0 30 2 * * *' for 02:30 every day"
+)
 # (name, low, high, names allowed) of the 6 fields, as robfig/cron (KFP's scheduler) reads them
-_CRON_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12),
-                ("day-of-week", 0, 6))
-_CRON_NAMES = {4: {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"},
-               5: {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}}
+_CRON_FIELDS = (
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 6),
+)
+_CRON_NAMES = {
+    4: {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"},
+    5: {"sun", "mon", "tue", "wed", "thu", "fri", "sat"},
+}
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -71,8 +80,10 @@ class Schedule(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError(f"{v!r} must be 1-63 lowercase letters, digits or '-', starting and ending "
-                             "with a letter or digit, e.g. 'riskloop-monitoring-daily'")
+            raise ValueError(
+                f"{v!r} must be 1-63 lowercase letters, digits or '-', starting and ending "
+                "with a letter or digit, e.g. 'riskloop-monitoring-daily'"
+            )
         return v
 
     @field_validator("cron")
@@ -101,14 +112,20 @@ def parse_schedules(text: str, *, source: str = "<schedules>") -> list[Schedule]
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"schedules file is not valid YAML: {exc}", where=source,
-                          fix="check indentation and quoting (quote cron expressions)") from exc
+        raise ConfigError(
+            f"schedules file is not valid YAML: {exc}",
+            where=source,
+            fix="check indentation and quoting (quote cron expressions)",
+        ) from exc
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ConfigError(f"schedules file must be a YAML list of schedules, got a {type(raw).__name__}",
-                          where=source, fix="write `- {name: ..., pipeline: ..., cron: ..., parameters: {}, "
-                                            "enabled: true}` entries at the top level")
+        raise ConfigError(
+            f"schedules file must be a YAML list of schedules, got a {type(raw).__name__}",
+            where=source,
+            fix="write `- {name: ..., pipeline: ..., cron: ..., parameters: {}, "
+            "enabled: true}` entries at the top level",
+        )
     try:
         return ScheduleFile.model_validate(raw).root
     except ValidationError as exc:
@@ -119,8 +136,11 @@ def load_schedules(path: Path) -> list[Schedule]:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"cannot read the schedules file: {exc.strerror}", where=str(path),
-                          fix="pass the path of an existing YAML file to --schedules") from exc
+        raise ConfigError(
+            f"cannot read the schedules file: {exc.strerror}",
+            where=str(path),
+            fix="pass the path of an existing YAML file to --schedules",
+        ) from exc
     return parse_schedules(text, source=str(path))
 
 
@@ -163,20 +183,26 @@ def check_against_pipelines(schedules: list[Schedule], parameters: dict[str, dic
     for s in schedules:
         declared = parameters.get(s.pipeline_stem)
         if declared is None:
-            problems.append(f"schedule {s.name!r}, field pipeline: {s.pipeline!r} is not a compiled pipeline "
-                            f"(have: {', '.join(sorted(parameters)) or 'none'})")
+            problems.append(
+                f"schedule {s.name!r}, field pipeline: {s.pipeline!r} is not a compiled pipeline "
+                f"(have: {', '.join(sorted(parameters)) or 'none'})"
+            )
             continue
         for key, value in s.parameters.items():
             kind = declared.get(key)
             if kind is None:
-                problems.append(f"schedule {s.name!r}, field parameters.{key}: pipeline {s.pipeline_stem} has no "
-                                f"such parameter (has: {', '.join(sorted(declared))})")
+                problems.append(
+                    f"schedule {s.name!r}, field parameters.{key}: pipeline {s.pipeline_stem} has no "
+                    f"such parameter (has: {', '.join(sorted(declared))})"
+                )
             elif not _fits(kind, value):
                 problems.append(f"schedule {s.name!r}, field parameters.{key}: {value!r} is not a {kind}")
     if problems:
-        raise ConfigError("schedules do not match the compiled pipelines:\n    " + "\n    ".join(problems),
-                          fix="use a pipeline file stem from --pipelines-dir and that pipeline's parameter names "
-                              "and types (see the `root.inputDefinitions` of its YAML)")
+        raise ConfigError(
+            "schedules do not match the compiled pipelines:\n    " + "\n    ".join(problems),
+            fix="use a pipeline file stem from --pipelines-dir and that pipeline's parameter names "
+            "and types (see the `root.inputDefinitions` of its YAML)",
+        )
 
 
 def _fits(kind: str, value: Any) -> bool:

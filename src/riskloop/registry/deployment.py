@@ -51,11 +51,15 @@ class Deployment(BaseModel):
     challenger_version: str | None = None
     canary_percent: int = Field(default=0, ge=0, le=100)
     mode: Mode = "canary"
-    sticky: bool = Field(default=False, description=(
-        "Route by a hash of card_id, so a card stays on one model. Off by default: fraud comes in bursts "
-        "per card, so a card-sticky split gives the two models different populations and biases the "
-        "comparison of alert rates and score distributions; per-request assignment (what Knative's "
-        "revision split does) keeps the two samples comparable."))
+    sticky: bool = Field(
+        default=False,
+        description=(
+            "Route by a hash of card_id, so a card stays on one model. Off by default: fraud comes in bursts "
+            "per card, so a card-sticky split gives the two models different populations and biases the "
+            "comparison of alert rates and score distributions; per-request assignment (what Knative's "
+            "revision split does) keeps the two samples comparable."
+        ),
+    )
     drill: Drill | None = None
     revision: int = Field(default=0, ge=0)
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -85,8 +89,11 @@ def read_deployment(path: Path) -> Deployment | None:
     try:
         return Deployment.model_validate(json.loads(text))
     except (ValueError, ValidationError) as exc:
-        raise ConfigError(f"deployment record is not valid: {exc}", where=str(path),
-                          fix="fix or delete the file; `riskloop canary status` shows what it should hold") from exc
+        raise ConfigError(
+            f"deployment record is not valid: {exc}",
+            where=str(path),
+            fix="fix or delete the file; `riskloop canary status` shows what it should hold",
+        ) from exc
 
 
 def update_deployment(path: Path, change: Callable[[Deployment | None], Deployment]) -> Deployment:
@@ -95,8 +102,13 @@ def update_deployment(path: Path, change: Callable[[Deployment | None], Deployme
     with FileLock(str(path) + ".lock", timeout=30):
         current = read_deployment(path)
         wanted = change(current)
-        new = Deployment.model_validate({**wanted.model_dump(), "revision": (current.revision if current else 0) + 1,
-                                         "updated_at": datetime.now(UTC)})
+        new = Deployment.model_validate(
+            {
+                **wanted.model_dump(),
+                "revision": (current.revision if current else 0) + 1,
+                "updated_at": datetime.now(UTC),
+            }
+        )
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(new.model_dump_json(indent=2) + "\n")
         tmp.replace(path)

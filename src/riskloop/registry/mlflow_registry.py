@@ -81,9 +81,15 @@ def client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def start_training_run(tracking_uri: str, experiment: str, *, params: Mapping[str, Any],
-                       model_dir: Path, artifact_location: str | None = None,
-                       tags: Mapping[str, str] | None = None) -> str:
+def start_training_run(
+    tracking_uri: str,
+    experiment: str,
+    *,
+    params: Mapping[str, Any],
+    model_dir: Path,
+    artifact_location: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """Create a run with params, the model directory and the XGBoost model (signature, example)."""
     mlflow = _mlflow(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
@@ -105,14 +111,24 @@ def start_training_run(tracking_uri: str, experiment: str, *, params: Mapping[st
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
         mlflow.log_artifacts(str(model_dir), MODEL_DIR_ARTIFACT)
         mlflow.xgboost.log_model(
-            booster, name="model", model_format="ubj", signature=signature, input_example=example_df,
+            booster,
+            name="model",
+            model_format="ubj",
+            signature=signature,
+            input_example=example_df,
             pip_requirements=[f"xgboost=={xgb.__version__}", "pandas<3", "numpy"],
         )
         return str(run.info.run_id)
 
 
-def log_evaluation(tracking_uri: str, run_id: str, *, metrics: Mapping[str, float],
-                   files: Sequence[tuple[str, Path]] = (), prefix: str = "") -> None:
+def log_evaluation(
+    tracking_uri: str,
+    run_id: str,
+    *,
+    metrics: Mapping[str, float],
+    files: Sequence[tuple[str, Path]] = (),
+    prefix: str = "",
+) -> None:
     """Log metrics and ``(artifact_path, file)`` pairs to an existing run."""
     mlflow = _mlflow(tracking_uri)
     with mlflow.start_run(run_id=run_id):
@@ -127,8 +143,14 @@ def set_run_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> Non
         c.set_tag(run_id, k, v)
 
 
-def register_version(tracking_uri: str, model_name: str, run_id: str, lineage: LineageRecord,
-                     *, extra_tags: Mapping[str, str] | None = None) -> str:
+def register_version(
+    tracking_uri: str,
+    model_name: str,
+    run_id: str,
+    lineage: LineageRecord,
+    *,
+    extra_tags: Mapping[str, str] | None = None,
+) -> str:
     """Register the run's model as a new version carrying the lineage tags; return the version."""
     c = client(tracking_uri)
     from mlflow.exceptions import MlflowException
@@ -139,8 +161,9 @@ def register_version(tracking_uri: str, model_name: str, run_id: str, lineage: L
         c.create_registered_model(model_name, description="riskloop fraud detector")
     run = c.get_run(run_id)
     source = f"{run.info.artifact_uri}/{MODEL_DIR_ARTIFACT}"
-    mv = c.create_model_version(model_name, source=source, run_id=run_id,
-                                tags={**lineage.tags(), **dict(extra_tags or {})})
+    mv = c.create_model_version(
+        model_name, source=source, run_id=run_id, tags={**lineage.tags(), **dict(extra_tags or {})}
+    )
     return str(mv.version)
 
 
@@ -184,29 +207,40 @@ def get_version(tracking_uri: str, model_name: str, version: str) -> VersionInfo
     try:
         mv = client(tracking_uri).get_model_version(model_name, version)
     except MlflowException as exc:
-        raise RegistryError(f"model {model_name} version {version} not found",
-                            fix="list the versions in the MLflow UI (`mlflow ui`)") from exc
+        raise RegistryError(
+            f"model {model_name} version {version} not found", fix="list the versions in the MLflow UI (`mlflow ui`)"
+        ) from exc
     return VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(mv.aliases), dict(mv.tags))
 
 
-def resolve_version(tracking_uri: str, model_name: str, *, alias: str | None = None, version: str | None = None
-                    ) -> VersionInfo:
+def resolve_version(
+    tracking_uri: str, model_name: str, *, alias: str | None = None, version: str | None = None
+) -> VersionInfo:
     """An alias or a version → the immutable version it names, which must carry its ``model_sha256`` tag."""
     if (alias is None) == (version is None):
-        raise ConfigError("name exactly one of a registry alias or a version", where=f"model {model_name!r}",
-                          fix="pass an alias (e.g. champion) or a version number")
+        raise ConfigError(
+            "name exactly one of a registry alias or a version",
+            where=f"model {model_name!r}",
+            fix="pass an alias (e.g. champion) or a version number",
+        )
     if alias is not None:
         found = version_by_alias(tracking_uri, model_name, alias)
         if found is None:
-            raise RegistryError(f"model {model_name!r} has no alias {alias!r}", where=tracking_uri,
-                                fix="run the training pipeline first (`make run`) or name a version")
+            raise RegistryError(
+                f"model {model_name!r} has no alias {alias!r}",
+                where=tracking_uri,
+                fix="run the training pipeline first (`make run`) or name a version",
+            )
         info = found
     else:
         assert version is not None
         info = get_version(tracking_uri, model_name, version)
     if not info.tags.get("model_sha256"):
-        raise ModelIntegrityError(f"version {info.version} of {model_name} has no model_sha256 tag",
-                                  where=tracking_uri, fix="use versions registered by the training pipeline")
+        raise ModelIntegrityError(
+            f"version {info.version} of {model_name} has no model_sha256 tag",
+            where=tracking_uri,
+            fix="use versions registered by the training pipeline",
+        )
     return info
 
 
@@ -216,17 +250,25 @@ def list_versions(tracking_uri: str, model_name: str) -> list[VersionInfo]:
     by_version: dict[str, list[str]] = {}
     for alias, version in c.get_registered_model(model_name).aliases.items():
         by_version.setdefault(str(version), []).append(alias)
-    out = [VersionInfo(model_name, str(mv.version), str(mv.run_id), tuple(sorted(by_version.get(str(mv.version), []))),
-                       dict(mv.tags))
-           for mv in c.search_model_versions(f"name='{model_name}'")]
+    out = [
+        VersionInfo(
+            model_name,
+            str(mv.version),
+            str(mv.run_id),
+            tuple(sorted(by_version.get(str(mv.version), []))),
+            dict(mv.tags),
+        )
+        for mv in c.search_model_versions(f"name='{model_name}'")
+    ]
     return sorted(out, key=lambda v: int(v.version))
 
 
 def download_model_dir(tracking_uri: str, run_id: str, dest: Path | None = None) -> Path:
     mlflow = _mlflow(tracking_uri)
     target = dest or Path(tempfile.mkdtemp(prefix="riskloop-model-"))
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR_ARTIFACT,
-                                                    dst_path=str(target)))
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_DIR_ARTIFACT, dst_path=str(target))
+    )
 
 
 @contextlib.contextmanager
@@ -252,20 +294,26 @@ def download_spec_text(tracking_uri: str, run_id: str) -> str:
 
     with tempfile.TemporaryDirectory(prefix="riskloop-spec-") as tmp, _no_progress_bar():
         try:
-            path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{MODEL_DIR_ARTIFACT}/"
-                                                            f"{SPEC_FILE}", dst_path=tmp))
+            path = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=f"{MODEL_DIR_ARTIFACT}/{SPEC_FILE}", dst_path=tmp
+                )
+            )
             return path.read_bytes().decode("utf-8")
         except (MlflowException, OSError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"the run's model directory has no readable {SPEC_FILE}: {exc}",
-                                where=f"MLflow run {run_id}, artifact {MODEL_DIR_ARTIFACT}/{SPEC_FILE}",
-                                fix="retrain the version: training stores the spec beside the model") from exc
+            raise RegistryError(
+                f"the run's model directory has no readable {SPEC_FILE}: {exc}",
+                where=f"MLflow run {run_id}, artifact {MODEL_DIR_ARTIFACT}/{SPEC_FILE}",
+                fix="retrain the version: training stores the spec beside the model",
+            ) from exc
 
 
 def download_reference(tracking_uri: str, run_id: str, dest: Path) -> Path:
     """The run's reference sample (``reference/reference.parquet``), the drift monitor's baseline."""
     mlflow = _mlflow(tracking_uri)
-    folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REFERENCE_ARTIFACT,
-                                                      dst_path=str(dest)))
+    folder = Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=str(dest))
+    )
     return folder / "reference.parquet"
 
 
@@ -282,9 +330,12 @@ def object_store_uri(artifact_uri: str, artifacts_destination: str | None) -> st
     if not artifact_uri.startswith(PROXIED_SCHEME):
         return artifact_uri
     if not artifacts_destination:
-        raise ConfigError(f"the artifact URI {artifact_uri} is served by the MLflow server, and the object store "
-                          "path behind it is not configured", where="RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION",
-                          fix="set it to the server's --artifacts-destination (the chart's s3.artifactsDestination)")
+        raise ConfigError(
+            f"the artifact URI {artifact_uri} is served by the MLflow server, and the object store "
+            "path behind it is not configured",
+            where="RISKLOOP_MLFLOW__ARTIFACTS_DESTINATION",
+            fix="set it to the server's --artifacts-destination (the chart's s3.artifactsDestination)",
+        )
     rest = artifact_uri.removeprefix(PROXIED_SCHEME)
     if rest.startswith("//"):  # mlflow-artifacts://host:port/path: the path is what follows the authority
         rest = "/" + rest[2:].split("/", 1)[1] if "/" in rest[2:] else "/"
@@ -293,9 +344,14 @@ def object_store_uri(artifact_uri: str, artifacts_destination: str | None) -> st
 
 def run_info(tracking_uri: str, run_id: str) -> dict[str, Any]:
     r = client(tracking_uri).get_run(run_id)
-    return {"run_id": run_id, "metrics": dict(r.data.metrics), "params": dict(r.data.params),
-            "tags": {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
-            "artifact_uri": r.info.artifact_uri, "status": r.info.status}
+    return {
+        "run_id": run_id,
+        "metrics": dict(r.data.metrics),
+        "params": dict(r.data.params),
+        "tags": {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
+        "artifact_uri": r.info.artifact_uri,
+        "status": r.info.status,
+    }
 
 
 def audit_anchors(tracking_uri: str, model_name: str) -> list[tuple[int, str]]:
@@ -304,5 +360,8 @@ def audit_anchors(tracking_uri: str, model_name: str) -> list[tuple[int, str]]:
         versions = list_versions(tracking_uri, model_name)
     except Exception:  # no registry yet means no anchors
         return []
-    return [(int(v.tags[AUDIT_SEQ_TAG]), v.tags[AUDIT_HASH_TAG]) for v in versions
-            if AUDIT_SEQ_TAG in v.tags and AUDIT_HASH_TAG in v.tags]
+    return [
+        (int(v.tags[AUDIT_SEQ_TAG]), v.tags[AUDIT_HASH_TAG])
+        for v in versions
+        if AUDIT_SEQ_TAG in v.tags and AUDIT_HASH_TAG in v.tags
+    ]

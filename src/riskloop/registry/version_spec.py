@@ -31,21 +31,28 @@ def version_spec(tracking_uri: str, info: VersionInfo) -> SpecSource:
     where = f"model {info.name} version {info.version}"
     recorded = info.tags.get(SPEC_SHA256_TAG)
     if not recorded:
-        raise ModelIntegrityError(f"version {info.version} of {info.name} records no dataset spec "
-                                  f"(tag {SPEC_SHA256_TAG}): it was registered before versions carried their spec",
-                                  where=where, fix="retrain it: training stores the spec with the model")
+        raise ModelIntegrityError(
+            f"version {info.version} of {info.name} records no dataset spec "
+            f"(tag {SPEC_SHA256_TAG}): it was registered before versions carried their spec",
+            where=where,
+            fix="retrain it: training stores the spec with the model",
+        )
     try:
         text = download_spec_text(tracking_uri, info.run_id)
     except RiskloopError as exc:
-        raise ModelIntegrityError(f"the dataset spec of version {info.version} of {info.name} cannot be read: "
-                                  f"{exc.what}", where=exc.where or where, fix=exc.fix) from exc
+        raise ModelIntegrityError(
+            f"the dataset spec of version {info.version} of {info.name} cannot be read: {exc.what}",
+            where=exc.where or where,
+            fix=exc.fix,
+        ) from exc
     source = SpecSource(text, f"{SPEC_FILE} of {info.name} v{info.version}")
     if source.sha256 != recorded:
         raise ModelIntegrityError(
             f"the dataset spec stored with version {info.version} of {info.name} has sha256 {source.sha256[:12]}…, "
             f"the version records {recorded[:12]}…: it was altered after registration",
             where=f"MLflow run {info.run_id}, artifact model_dir/{SPEC_FILE}",
-            fix="restore the artifact from a backup, or retrain and register a new version")
+            fix="restore the artifact from a backup, or retrain and register a new version",
+        )
     source.parse()  # a stored spec that no longer parses is as unusable as a missing one
     return source
 
@@ -63,7 +70,8 @@ def check_given_spec(given: str | SpecSource, recorded: SpecSource, info: Versio
         f"{spec_difference(recorded, source) or '(whitespace or line endings only)'}",
         where=f"--spec {label}",
         fix="leave out --spec (the version carries its own spec), pass the file it was trained under, or "
-            "retrain with the edited spec")
+        "retrain with the edited spec",
+    )
 
 
 __all__ = ["EXPECTED_SPEC_SHA256_ENV", "check_given_spec", "version_spec"]

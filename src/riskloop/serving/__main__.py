@@ -31,25 +31,45 @@ def model_dir_spec(s: Settings, model_dir: Path, given: str | None) -> DatasetSp
     expected = s.expected_spec_sha256
     if not path.is_file():
         if expected:  # the version records a spec, so its directory must carry it: fail closed
-            raise RiskloopError(f"{SPEC_FILE} is missing in {model_dir}, but the version records spec sha256 "
-                                f"{expected[:12]}…", where=str(path),
-                                fix="the model directory is incomplete: re-download the registered version")
+            raise RiskloopError(
+                f"{SPEC_FILE} is missing in {model_dir}, but the version records spec sha256 {expected[:12]}…",
+                where=str(path),
+                fix="the model directory is incomplete: re-download the registered version",
+            )
         return load_spec(given or "synthetic-fraud")  # a directory trained before models carried their spec
     source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
     if expected and expected != source.sha256:
-        raise RiskloopError(f"{SPEC_FILE} in {model_dir} has sha256 {source.sha256[:12]}…, the version records "
-                            f"{expected[:12]}…", where=str(path),
-                            fix="the model directory was altered: re-download the registered version")
+        raise RiskloopError(
+            f"{SPEC_FILE} in {model_dir} has sha256 {source.sha256[:12]}…, the version records {expected[:12]}…",
+            where=str(path),
+            fix="the model directory was altered: re-download the registered version",
+        )
     if given is not None and load_spec(given) != source.parse():
-        raise RiskloopError(f"--spec {given} is not the spec the model in {model_dir} was trained under",
-                            where=str(path), fix="leave out --spec: the model directory carries its spec")
+        raise RiskloopError(
+            f"--spec {given} is not the spec the model in {model_dir} was trained under",
+            where=str(path),
+            fix="leave out --spec: the model directory carries its spec",
+        )
     return source.parse()
 
 
-def build_server(s: Settings, name: str, ds: DatasetSpec, *, follow_record: bool, alias: str | None = None,
-                 version: str | None = None, model_dir: Path | None = None, host: str | None = None,
-                 port: int | None = None, workers: int | None = None, grpc: bool = False, max_instances: int = 256,
-                 role: str = "champion", features: str = "feast") -> tuple[Any, Any]:
+def build_server(
+    s: Settings,
+    name: str,
+    ds: DatasetSpec,
+    *,
+    follow_record: bool,
+    alias: str | None = None,
+    version: str | None = None,
+    model_dir: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    grpc: bool = False,
+    max_instances: int = 256,
+    role: str = "champion",
+    features: str = "feast",
+) -> tuple[Any, Any]:
     """The model server and its model, loaded and ready to start.
 
     ``follow_record``: a router over the deployment record (champion, challenger, canary share, switched
@@ -62,25 +82,47 @@ def build_server(s: Settings, name: str, ds: DatasetSpec, *, follow_record: bool
     from riskloop.serving.loader import resolve_model
 
     if ds.features.source != "feast" or not ds.features.service:
-        raise RiskloopError(f"dataset {ds.name} has no online features to serve with",
-                            fix="serve a model trained on a Feast-backed spec (synthetic-fraud)")
-    runtime = functools.partial(_serving_runtime, StoreConfig.from_settings(s), ds.features.service,
-                                str(s.predictions), features, s.serving.flush_seconds_for(s.predictions))
+        raise RiskloopError(
+            f"dataset {ds.name} has no online features to serve with",
+            fix="serve a model trained on a Feast-backed spec (synthetic-fraud)",
+        )
+    runtime = functools.partial(
+        _serving_runtime,
+        StoreConfig.from_settings(s),
+        ds.features.service,
+        str(s.predictions),
+        features,
+        s.serving.flush_seconds_for(s.predictions),
+    )
     model: Any
     if follow_record:
         from riskloop.registry.deployment import deployment_path
         from riskloop.serving.kserve.router import Router
 
-        model = Router(name, record=deployment_path(s.root, name),
-                       load_version=functools.partial(_load_version, s, name), spec=ds, runtime=runtime,
-                       max_instances=max_instances)
+        model = Router(
+            name,
+            record=deployment_path(s.root, name),
+            load_version=functools.partial(_load_version, s, name),
+            spec=ds,
+            runtime=runtime,
+            max_instances=max_instances,
+        )
     else:
         served = resolve_model(s, model_name=name, alias=alias, version=version, model_dir=model_dir)
-        model = FraudModel(name, bundle=served.bundle, model_version=served.version, spec=ds, runtime=runtime,
-                           role=role, max_instances=max_instances)
+        model = FraudModel(
+            name,
+            bundle=served.bundle,
+            model_version=served.version,
+            spec=ds,
+            runtime=runtime,
+            role=role,
+            max_instances=max_instances,
+        )
     if not model.load():
-        raise RiskloopError("the feature store is not reachable: the model is not ready",
-                            fix="run `riskloop features apply && riskloop features materialize`, or start Redis")
+        raise RiskloopError(
+            "the feature store is not reachable: the model is not ready",
+            fix="run `riskloop features apply && riskloop features materialize`, or start Redis",
+        )
     n_workers = workers or s.serving.workers
     if n_workers > 1:
         # workers are separate processes: prometheus-client aggregates through files in this dir
@@ -90,15 +132,19 @@ def build_server(s: Settings, name: str, ds: DatasetSpec, *, follow_record: bool
         shutil.rmtree(multiproc, ignore_errors=True)
         multiproc.mkdir(parents=True)
         os.environ[MULTIPROC_ENV] = str(multiproc)
-    server = RiskloopModelServer(host=host or s.serving.host, http_port=port or s.serving.http_port,
-                                 workers=n_workers, enable_grpc=grpc)
+    server = RiskloopModelServer(
+        host=host or s.serving.host, http_port=port or s.serving.http_port, workers=n_workers, enable_grpc=grpc
+    )
     return server, model
 
 
 def run_server(server: Any, model: Any) -> None:
     """Say what is served where, then serve until stopped; the model's background work stops with it."""
-    what = (f"version {model.model_version}" if not hasattr(model, "routes")
-            else f"per {model.record} (revision {model.routes.deployment.revision})")
+    what = (
+        f"version {model.model_version}"
+        if not hasattr(model, "routes")
+        else f"per {model.record} (revision {model.routes.deployment.revision})"
+    )
     print(f"serving {model.name} {what} on http://{server.host}:{server.http_port}", file=sys.stderr, flush=True)
     try:
         server.start([model])
@@ -112,8 +158,9 @@ def _load_version(s: Settings, model_name: str, version: str) -> Any:
     return resolve_model(s, model_name=model_name, version=version)
 
 
-def _serving_runtime(cfg: Any, service: str, predictions: str, features: str = "feast",
-                     flush_seconds: float = 1.0) -> Any:
+def _serving_runtime(
+    cfg: Any, service: str, predictions: str, features: str = "feast", flush_seconds: float = 1.0
+) -> Any:
     """What each serving process builds for itself (picklable: a partial over plain values)."""
     from riskloop.features.store import open_store
     from riskloop.serving.kserve.predictor import FeastSource, NoFeatures, Runtime
@@ -129,9 +176,13 @@ def _serving_runtime(cfg: Any, service: str, predictions: str, features: str = "
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the model directory a predictor pod is given; a RiskloopError is a message and exit code 2."""
-    parser = argparse.ArgumentParser(prog="python -m riskloop.serving", description=(
-        "Serve one registered model directory with KServe's ModelServer (V1 and V2 REST), online features "
-        "from Feast. Locally, `riskloop serve` also follows the deployment record."))
+    parser = argparse.ArgumentParser(
+        prog="python -m riskloop.serving",
+        description=(
+            "Serve one registered model directory with KServe's ModelServer (V1 and V2 REST), online features "
+            "from Feast. Locally, `riskloop serve` also follows the deployment record."
+        ),
+    )
     parser.add_argument("--model-dir", type=Path, required=True, help="The model directory, e.g. /mnt/models.")
     parser.add_argument("--host", help="Bind address; default 127.0.0.1 (settings).")
     parser.add_argument("--port", type=int, help="HTTP port; default 8080 (settings).")
@@ -145,12 +196,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = Settings()
         s.ensure_dirs()
         # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
-        name = s.model_name or (load_spec(args.spec).registered_model(s.mlflow.model_name) if args.spec
-                                else s.mlflow.model_name)
+        name = s.model_name or (
+            load_spec(args.spec).registered_model(s.mlflow.model_name) if args.spec else s.mlflow.model_name
+        )
         ds = model_dir_spec(s, args.model_dir, args.spec)
-        server, model = build_server(s, name, ds, follow_record=False, model_dir=args.model_dir, host=args.host,
-                                     port=args.port, workers=args.workers, grpc=args.grpc,
-                                     max_instances=args.max_instances)
+        server, model = build_server(
+            s,
+            name,
+            ds,
+            follow_record=False,
+            model_dir=args.model_dir,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            grpc=args.grpc,
+            max_instances=args.max_instances,
+        )
     except RiskloopError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,16 +27,20 @@ class ServedModel:
     source: str
 
 
-def resolve_model(s: Settings, *, model_name: str, alias: str | None = None, version: str | None = None,
-                  model_dir: Path | None = None) -> ServedModel:
+def resolve_model(
+    s: Settings, *, model_name: str, alias: str | None = None, version: str | None = None, model_dir: Path | None = None
+) -> ServedModel:
     """Load exactly one model: from a directory (cluster) or the registry (alias → immutable version)."""
     if sum(x is not None for x in (alias, version, model_dir)) != 1:
         raise ConfigError("name exactly one of --model-alias, --model-version, --model-dir")
     if model_dir is not None:
         expected = os.environ.get(EXPECTED_SHA_ENV)
         if not expected:
-            raise ModelIntegrityError(f"{EXPECTED_SHA_ENV} is not set: refusing to serve an unchecked model",
-                                      where=str(model_dir), fix="the InferenceService sets it; locally pass it in env")
+            raise ModelIntegrityError(
+                f"{EXPECTED_SHA_ENV} is not set: refusing to serve an unchecked model",
+                where=str(model_dir),
+                fix="the InferenceService sets it; locally pass it in env",
+            )
         bundle = load_model(model_dir, expected_sha256=expected)
         return ServedModel(bundle, os.environ.get(VERSION_ENV, "unknown"), str(model_dir))
     from riskloop.registry.mlflow_registry import download_model_dir, resolve_version

@@ -50,12 +50,32 @@ LABEL_NAMES: Final = ("model", "model_version", "role")
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUEST_SECONDS_BUCKETS: Final = (
-    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 # Fraud scores crowd near 0, so the 20 equal-width bins (what PSI is computed on)
 # get finer edges below 0.05; merging the fine ones gives back the first bin.
 SCORE_BUCKETS: Final = (
-    0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04,
+    0.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.04,
     *(round(i * 0.05, 2) for i in range(1, 21)),
 )
 
@@ -121,39 +141,59 @@ class ServingMetrics:
             "riskloop_requests", "Prediction requests by outcome.", [*labels, "outcome"], registry=reg
         )
         self.request_seconds = Histogram(
-            "riskloop_request_duration_seconds", "Wall time of a prediction request inside the model server.",
-            labels, registry=reg, buckets=REQUEST_SECONDS_BUCKETS,
+            "riskloop_request_duration_seconds",
+            "Wall time of a prediction request inside the model server.",
+            labels,
+            registry=reg,
+            buckets=REQUEST_SECONDS_BUCKETS,
         )
         self.stage_seconds = Histogram(
-            "riskloop_stage_duration_seconds", "Wall time of one stage of a prediction request.",
-            [*labels, "stage"], registry=reg, buckets=REQUEST_SECONDS_BUCKETS,
+            "riskloop_stage_duration_seconds",
+            "Wall time of one stage of a prediction request.",
+            [*labels, "stage"],
+            registry=reg,
+            buckets=REQUEST_SECONDS_BUCKETS,
         )
         self.instances = Counter(
-            "riskloop_instances", "Scored instances by decision (the alert rate for canary analysis).",
-            [*labels, "decision"], registry=reg,
+            "riskloop_instances",
+            "Scored instances by decision (the alert rate for canary analysis).",
+            [*labels, "decision"],
+            registry=reg,
         )
         self.scores = Histogram(
-            "riskloop_score_ratio", "Model scores; the buckets carry the score distribution for PSI.",
-            labels, registry=reg, buckets=SCORE_BUCKETS,
+            "riskloop_score_ratio",
+            "Model scores; the buckets carry the score distribution for PSI.",
+            labels,
+            registry=reg,
+            buckets=SCORE_BUCKETS,
         )
         self.unknown_entities = Counter(
-            "riskloop_unknown_entities", "Instances whose entity had no features in the online store.",
-            [*labels, "entity"], registry=reg,
+            "riskloop_unknown_entities",
+            "Instances whose entity had no features in the online store.",
+            [*labels, "entity"],
+            registry=reg,
         )
         self.validation_errors = Counter(
             "riskloop_validation_errors", "Request fields that failed validation.", [*labels, "field"], registry=reg
         )
         self.model_info = Gauge(
-            "riskloop_model_info", "1 for each model version a process serves, with its model_sha256.",
-            [*labels, "model_sha256"], registry=reg, multiprocess_mode="liveall",
+            "riskloop_model_info",
+            "1 for each model version a process serves, with its model_sha256.",
+            [*labels, "model_sha256"],
+            registry=reg,
+            multiprocess_mode="liveall",
         )
         self.shadow_dropped = Counter(
-            "riskloop_shadow_dropped", "Shadow copies of requests dropped because the shadow queue was full.",
-            labels, registry=reg,
+            "riskloop_shadow_dropped",
+            "Shadow copies of requests dropped because the shadow queue was full.",
+            labels,
+            registry=reg,
         )
         self.prediction_log_rows = Counter(
-            "riskloop_prediction_log_rows", "Rows of the prediction log by outcome (written or dropped).",
-            ["outcome"], registry=reg,
+            "riskloop_prediction_log_rows",
+            "Rows of the prediction log by outcome (written or dropped).",
+            ["outcome"],
+            registry=reg,
         )
         self._log_lock = threading.Lock()
         self._log_seen = {"written": 0, "dropped": 0}

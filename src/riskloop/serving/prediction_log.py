@@ -70,8 +70,17 @@ from riskloop.storage import Location, location
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS: Final = (
-    "request_id", "transaction_id", "time", "model", "model_version", "role", "score", "decision", "threshold",
-    "latency_ms", "unknown_card",
+    "request_id",
+    "transaction_id",
+    "time",
+    "model",
+    "model_version",
+    "role",
+    "score",
+    "decision",
+    "threshold",
+    "latency_ms",
+    "unknown_card",
 )
 INPUT_PREFIX: Final = "input_"
 FEATURE_PREFIX: Final = "feature_"
@@ -80,10 +89,16 @@ _STRING_COLUMNS: Final = ("request_id", "transaction_id", "model", "model_versio
 _FLOAT_COLUMNS: Final = ("score", "threshold", "latency_ms")
 SCHEMA: Final = pa.schema(
     [
-        (name, pa.timestamp("us", tz="UTC") if name == "time"
-         else pa.float64() if name in _FLOAT_COLUMNS
-         else pa.bool_() if name == "unknown_card"
-         else pa.string())
+        (
+            name,
+            pa.timestamp("us", tz="UTC")
+            if name == "time"
+            else pa.float64()
+            if name in _FLOAT_COLUMNS
+            else pa.bool_()
+            if name == "unknown_card"
+            else pa.string(),
+        )
         for name in PREDICTION_COLUMNS
     ]
 )
@@ -139,15 +154,20 @@ class PredictionLog:
         write_attempts: int = 3,
         retry_seconds: float = 0.5,
     ) -> None:
-        for name, value in (("flush_rows", flush_rows), ("max_queue_rows", max_queue_rows),
-                            ("write_attempts", write_attempts)):
+        for name, value in (
+            ("flush_rows", flush_rows),
+            ("max_queue_rows", max_queue_rows),
+            ("write_attempts", write_attempts),
+        ):
             if value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}", where="PredictionLog",
-                                  fix=f"pass {name}>=1")
+                raise ConfigError(
+                    f"{name} must be at least 1, got {value}", where="PredictionLog", fix=f"pass {name}>=1"
+                )
         for name, seconds in (("flush_seconds", flush_seconds), ("retry_seconds", retry_seconds)):
             if not seconds > 0:
-                raise ConfigError(f"{name} must be positive, got {seconds}", where="PredictionLog",
-                                  fix=f"pass {name}>0")
+                raise ConfigError(
+                    f"{name} must be positive, got {seconds}", where="PredictionLog", fix=f"pass {name}>0"
+                )
         self.root = location(root)
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
@@ -254,8 +274,12 @@ class PredictionLog:
             self._cond.notify_all()
         self._thread.join(timeout_seconds)
         if self._thread.is_alive():
-            log.error("prediction log: writer still busy after %s s at close; %d rows may be lost (root %s)",
-                      timeout_seconds, self.pending, self.root)
+            log.error(
+                "prediction log: writer still busy after %s s at close; %d rows may be lost (root %s)",
+                timeout_seconds,
+                self.pending,
+                self.root,
+            )
         atexit.unregister(self.close)
 
     def _count_drop(self, n: int, reason: str) -> str | None:
@@ -323,9 +347,12 @@ class PredictionLog:
         parts = {day: _to_table(flat_rows) for day, flat_rows in sorted(by_date.items())}
         refused: list[pa.Table] = []  # a ConfigError is not retried: the same write would fail the same way
         written = 0
-        retrying = Retrying(stop=stop_after_attempt(self._write_attempts),
-                            wait=wait_exponential(multiplier=self._retry_seconds, max=_MAX_RETRY_WAIT_SECONDS),
-                            retry=retry_if_exception_type(_PartitionsFailed), retry_error_callback=lambda _: None)
+        retrying = Retrying(
+            stop=stop_after_attempt(self._write_attempts),
+            wait=wait_exponential(multiplier=self._retry_seconds, max=_MAX_RETRY_WAIT_SECONDS),
+            retry=retry_if_exception_type(_PartitionsFailed),
+            retry_error_callback=lambda _: None,
+        )
         for attempt in retrying:
             with attempt:
                 for day, table in list(parts.items()):
@@ -335,17 +362,23 @@ class PredictionLog:
                         del parts[day]
                     except Exception as exc:
                         self._write_errors += 1
-                        log.warning("prediction log: writing %d rows for %s failed (attempt %d of %d): %s",
-                                    table.num_rows, day, attempt.retry_state.attempt_number, self._write_attempts,
-                                    exc)
+                        log.warning(
+                            "prediction log: writing %d rows for %s failed (attempt %d of %d): %s",
+                            table.num_rows,
+                            day,
+                            attempt.retry_state.attempt_number,
+                            self._write_attempts,
+                            exc,
+                        )
                         if isinstance(exc, ConfigError):
                             refused.append(parts.pop(day))
                 if parts:
                     raise _PartitionsFailed
         if parts or refused:
             lost = sum(t.num_rows for t in [*parts.values(), *refused])
-            log.error("prediction log: gave up on %d rows after %d attempts (root %s)",
-                      lost, self._write_attempts, self.root)
+            log.error(
+                "prediction log: gave up on %d rows after %d attempts (root %s)", lost, self._write_attempts, self.root
+            )
             losses["write failed"] = lost
         return written, losses
 
@@ -426,8 +459,9 @@ def _infer_array(values: list[Any]) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
-def read_prediction_log(root: Path | Location, *, start: datetime | None = None,
-                        end: datetime | None = None) -> pd.DataFrame:
+def read_prediction_log(
+    root: Path | Location, *, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
     """All logged rows under ``root``, sorted by ``time``; with ``start``/``end``, those with start <= time < end.
 
     Columns are the union over all files (missing values are NaN/None); a column
@@ -437,8 +471,11 @@ def read_prediction_log(root: Path | Location, *, start: datetime | None = None,
     """
     for name, bound in (("start", start), ("end", end)):
         if bound is not None and (bound.tzinfo is None or bound.utcoffset() is None):
-            raise ConfigError(f"{name}={bound.isoformat()} has no timezone", where="read_prediction_log",
-                              fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)")
+            raise ConfigError(
+                f"{name}={bound.isoformat()} has no timezone",
+                where="read_prediction_log",
+                fix="pass a tz-aware datetime, e.g. datetime(..., tzinfo=UTC)",
+            )
     tables = [part.read_table() for part in _files(location(root), start, end)]
     frame: pd.DataFrame = (_concat(tables) if tables else SCHEMA.empty_table()).to_pandas()
     mask = pd.Series(True, index=frame.index)
@@ -455,8 +492,9 @@ def _files(root: Location, start: datetime | None, end: datetime | None) -> Iter
     last = end.astimezone(UTC).date() if end is not None else None
     for relative, part in root.files():  # one listing of the whole log, in path order
         folder, _, name = relative.partition("/")
-        if not (folder.startswith("date=") and name.startswith("part-") and name.endswith(".parquet")
-                and "/" not in name):
+        if not (
+            folder.startswith("date=") and name.startswith("part-") and name.endswith(".parquet") and "/" not in name
+        ):
             continue  # not ours
         try:
             day = date.fromisoformat(folder.removeprefix("date="))

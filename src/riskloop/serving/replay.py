@@ -28,14 +28,22 @@ def instances(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Validated transactions (in the order given) as request instances."""
     out: list[dict[str, Any]] = []
     for r in frame.to_dict(orient="records"):
-        out.append({
-            "transaction_id": str(r["transaction_id"]), "card_id": str(r["card_id"]),
-            "merchant_id": str(r["merchant_id"]), "amount": float(r["amount"]), "currency": str(r["currency"]),
-            "merchant_category": str(r["merchant_category"]), "channel": str(r["channel"]),
-            "country": str(r["country"]), "device_type": str(r["device_type"]),
-            "distance_from_home_km": float(r["distance_from_home_km"]), "card_age_days": int(r["card_age_days"]),
-            "event_timestamp": pd.Timestamp(r["event_timestamp"]).isoformat(),
-        })
+        out.append(
+            {
+                "transaction_id": str(r["transaction_id"]),
+                "card_id": str(r["card_id"]),
+                "merchant_id": str(r["merchant_id"]),
+                "amount": float(r["amount"]),
+                "currency": str(r["currency"]),
+                "merchant_category": str(r["merchant_category"]),
+                "channel": str(r["channel"]),
+                "country": str(r["country"]),
+                "device_type": str(r["device_type"]),
+                "distance_from_home_km": float(r["distance_from_home_km"]),
+                "card_age_days": int(r["card_age_days"]),
+                "event_timestamp": pd.Timestamp(r["event_timestamp"]).isoformat(),
+            }
+        )
     return out
 
 
@@ -99,8 +107,10 @@ class Replay:
     def start(self) -> Replay:
         if not self.rows:
             raise ValueError("nothing to replay: no rows")
-        self._threads = [threading.Thread(target=self._run, args=(k,), name=f"replay-{k}", daemon=True)
-                         for k in range(self.connections)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(k,), name=f"replay-{k}", daemon=True)
+            for k in range(self.connections)
+        ]
         for t in self._threads:
             t.start()
         return self
@@ -117,8 +127,9 @@ class Replay:
     def __enter__(self) -> Replay:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def answers(self) -> list[Answer]:

@@ -117,8 +117,9 @@ def _loc(prefix: str, loc: Sequence[int | str]) -> str:
     return out
 
 
-def parse_v1(body: Any, model: type[BaseModel], *, max_instances: int,
-             now: datetime | None = None) -> tuple[list[Transaction], bool]:
+def parse_v1(
+    body: Any, model: type[BaseModel], *, max_instances: int, now: datetime | None = None
+) -> tuple[list[Transaction], bool]:
     """Validate a V1 body; raise :class:`RequestError` naming every bad field."""
     if not isinstance(body, Mapping):
         raise RequestError([("<body>", "must be a JSON object with an 'instances' list")])
@@ -131,8 +132,9 @@ def parse_v1(body: Any, model: type[BaseModel], *, max_instances: int,
     return parse_instances(env.instances, model, now=now), env.explain
 
 
-def parse_instances(instances: Sequence[Any], model: type[BaseModel], *,
-                    now: datetime | None = None) -> list[Transaction]:
+def parse_instances(
+    instances: Sequence[Any], model: type[BaseModel], *, now: datetime | None = None
+) -> list[Transaction]:
     clock = now or datetime.now(timezone.utc)
     out: list[Transaction] = []
     problems: list[tuple[str, str]] = []

@@ -22,6 +22,21 @@ from riskloop.steps.training import (
     validate,
 )
 
-__all__ = ["RECIPE_TAG", "RUN_STATUS_OK", "ReproduceReport", "batch_score", "build_features", "build_training_set",
-           "evaluate", "gate", "ingest", "materialize", "model_card", "record_run_outcome", "register",
-           "reproduce_version", "train", "validate"]
+__all__ = [
+    "RECIPE_TAG",
+    "RUN_STATUS_OK",
+    "ReproduceReport",
+    "batch_score",
+    "build_features",
+    "build_training_set",
+    "evaluate",
+    "gate",
+    "ingest",
+    "materialize",
+    "model_card",
+    "record_run_outcome",
+    "register",
+    "reproduce_version",
+    "train",
+    "validate",
+]

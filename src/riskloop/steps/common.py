@@ -17,7 +17,8 @@ from riskloop.settings import Settings
 def audit(s: Settings, event: str, ids: dict[str, str], details: dict[str, Any]) -> Any:
     """Append one event to the configured audit log (file or Postgres)."""
     return open_audit_log(s.audit.backend, path=s.audit_path, dsn=s.audit.postgres_dsn).append(
-        event, actor=s.audit.actor, ids=ids, details=details)
+        event, actor=s.audit.actor, ids=ids, details=details
+    )
 
 
 def parse_day(text: str, name: str) -> date:

@@ -18,8 +18,17 @@ from riskloop.delivery.canary import RolloutResult, metrics_source, progressive_
 from riskloop.settings import Settings
 
 
-def deliver(spec_name: str, challenger_alias: str, steps: Sequence[int], interval_seconds: float, max_intervals: int,
-            policy: Mapping[str, Any], settings: Settings, *, pipeline_run_id: str) -> RolloutResult:
+def deliver(
+    spec_name: str,
+    challenger_alias: str,
+    steps: Sequence[int],
+    interval_seconds: float,
+    max_intervals: int,
+    policy: Mapping[str, Any],
+    settings: Settings,
+    *,
+    pipeline_run_id: str,
+) -> RolloutResult:
     """Roll out the version ``challenger_alias`` names as the challenger of the spec's model through ``steps`` (%).
 
     Raises :class:`~riskloop.errors.ApprovalRefused` (audited) before deploying a version that may not be
@@ -28,10 +37,17 @@ def deliver(spec_name: str, challenger_alias: str, steps: Sequence[int], interva
     name = load_spec(spec_name).registered_model(settings.mlflow.model_name)
     version = rollout.resolve_version(settings, name, alias=challenger_alias)
     return progressive_rollout(
-        settings, name, steps=steps, interval_seconds=interval_seconds, max_intervals=max_intervals,
-        policy=CanaryPolicy.from_mapping(policy), source=metrics_source(settings, name), deploy_version=version,
+        settings,
+        name,
+        steps=steps,
+        interval_seconds=interval_seconds,
+        max_intervals=max_intervals,
+        policy=CanaryPolicy.from_mapping(policy),
+        source=metrics_source(settings, name),
+        deploy_version=version,
         given_spec=spec_name,
-        reason=f"delivery pipeline {pipeline_run_id}: alias {challenger_alias} (v{version}) at {list(steps)}%")
+        reason=f"delivery pipeline {pipeline_run_id}: alias {challenger_alias} (v{version}) at {list(steps)}%",
+    )
 
 
 __all__ = ["deliver"]

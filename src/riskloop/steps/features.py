@@ -39,8 +39,11 @@ def materialize(end_date: str, days_back: int, settings: Settings, *, tables_dir
     if tables_dir is not None:
         tables = sorted(tables_dir.glob("*.parquet"))
         if not tables:
-            raise ConfigError(f"no offline feature tables in {tables_dir}", where="materialize",
-                              fix="pass the tables artifact of the build_features step")
+            raise ConfigError(
+                f"no offline feature tables in {tables_dir}",
+                where="materialize",
+                fix="pass the tables artifact of the build_features step",
+            )
         cfg.offline_dir.mkdir(parents=True, exist_ok=True)
         for table in tables:
             if table.resolve() != (cfg.offline_dir / table.name).resolve():

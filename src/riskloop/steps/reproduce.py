@@ -73,8 +73,9 @@ def _lock_changed(commit: str) -> bool | None:
     return r.returncode != 0
 
 
-def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: Path | None = None,
-                      given_spec: str | None = None) -> ReproduceReport:
+def reproduce_version(
+    s: Settings, model_name: str, version: str, *, work_dir: Path | None = None, given_spec: str | None = None
+) -> ReproduceReport:
     """Rebuild ``version`` of ``model_name`` from its records (see the module docstring); ``given_spec`` (a
     ``--spec``) must be the spec the version was trained under."""
     from riskloop.hashing import sha256_file
@@ -92,15 +93,19 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
     run = run_info(s.tracking_uri, info.run_id)
     recipe_text = run["tags"].get(steps.RECIPE_TAG)
     if not recipe_text:
-        raise ConfigError(f"version {info.version} of {model_name} has no training-set recipe",
-                          where=f"MLflow run {info.run_id}, tag {steps.RECIPE_TAG}",
-                          fix="only versions trained since recipes are recorded can be rebuilt; retrain it")
+        raise ConfigError(
+            f"version {info.version} of {model_name} has no training-set recipe",
+            where=f"MLflow run {info.run_id}, tag {steps.RECIPE_TAG}",
+            fix="only versions trained since recipes are recorded can be rebuilt; retrain it",
+        )
     recipe = json.loads(recipe_text)
     warnings: list[str] = []
     commit, now = info.tags.get("git_commit", "unknown"), git_commit()
     if commit != now:
-        warnings.append(f"the code is at commit {now[:12]}, the version was trained at {commit[:12]}: "
-                        f"check out {commit[:12]} for a faithful rebuild")
+        warnings.append(
+            f"the code is at commit {now[:12]}, the version was trained at {commit[:12]}: "
+            f"check out {commit[:12]} for a faithful rebuild"
+        )
     lock_changed = _lock_changed(commit) if commit != now else False
     if lock_changed:
         warnings.append(f"uv.lock differs from commit {commit[:12]}: library versions may differ")
@@ -114,21 +119,45 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
     days = recipe.get("source_days")
     start, end = (days[0], days[1]) if days else (date.min.isoformat(), date.max.isoformat())
     steps.ingest(spec_name, start, end, work / "batch.parquet", s)
-    steps.validate(spec_name, work / "batch.parquet", work / "valid.parquet", work / "quarantine.parquet", -1.0, s,
-                   f"reproduce-{model_name}-v{info.version}")
-    built = steps.build_training_set(spec_name, work / "valid.parquet", recipe["cutoff_date"],
-                                     float(recipe["maturity_days"]), float(recipe["validation_days"]),
-                                     float(recipe["test_days"]), int(recipe["seed"]), work / "training_set.parquet", s)
+    steps.validate(
+        spec_name,
+        work / "batch.parquet",
+        work / "valid.parquet",
+        work / "quarantine.parquet",
+        -1.0,
+        s,
+        f"reproduce-{model_name}-v{info.version}",
+    )
+    built = steps.build_training_set(
+        spec_name,
+        work / "valid.parquet",
+        recipe["cutoff_date"],
+        float(recipe["maturity_days"]),
+        float(recipe["validation_days"]),
+        float(recipe["test_days"]),
+        int(recipe["seed"]),
+        work / "training_set.parquet",
+        s,
+    )
     if built.data_sha256 != info.tags.get("data_sha256"):
-        warnings.append("the rebuilt training frame differs from the recorded one (data_sha256): the landed data, "
-                        "the contract or the feature code changed since training")
+        warnings.append(
+            "the rebuilt training frame differs from the recorded one (data_sha256): the landed data, "
+            "the contract or the feature code changed since training"
+        )
 
     recorded_dir = download_model_dir(s.tracking_uri, info.run_id)
     try:
         recorded = load_model(recorded_dir, expected_sha256=info.tags["model_sha256"])
         params = TrainParams.model_validate(recorded.meta["train_params"])
-        meta_keys = ("dataset_spec", "feature_service", "training_window", "label_cutoff", "maturity_days",
-                     "data_sha256", "git_commit")
+        meta_keys = (
+            "dataset_spec",
+            "feature_service",
+            "training_window",
+            "label_cutoff",
+            "maturity_days",
+            "data_sha256",
+            "git_commit",
+        )
         meta = {k: recorded.meta.get(k) for k in meta_keys}
     finally:
         shutil.rmtree(recorded_dir.parent, ignore_errors=True)
@@ -137,11 +166,20 @@ def reproduce_version(s: Settings, model_name: str, version: str, *, work_dir: P
     frame = pd.read_parquet(work / "training_set.parquet")
     train_model(frame, feature_spec(source.parse()), params, work / "model", meta=meta)
     rebuilt_sha = sha256_file(work / "model" / MODEL_FILE)
-    return ReproduceReport(model=model_name, version=info.version, work_dir=str(work), recipe=recipe,
-                           data_sha256_recorded=info.tags.get("data_sha256", ""),
-                           data_sha256_rebuilt=built.data_sha256,
-                           model_sha256_recorded=info.tags["model_sha256"], model_sha256_rebuilt=rebuilt_sha,
-                           commit_recorded=commit, commit_now=now, lock_file_changed=lock_changed, warnings=warnings)
+    return ReproduceReport(
+        model=model_name,
+        version=info.version,
+        work_dir=str(work),
+        recipe=recipe,
+        data_sha256_recorded=info.tags.get("data_sha256", ""),
+        data_sha256_rebuilt=built.data_sha256,
+        model_sha256_recorded=info.tags["model_sha256"],
+        model_sha256_rebuilt=rebuilt_sha,
+        commit_recorded=commit,
+        commit_now=now,
+        lock_file_changed=lock_changed,
+        warnings=warnings,
+    )
 
 
 __all__ = ["ReproduceReport", "reproduce_version"]

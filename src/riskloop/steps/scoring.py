@@ -23,8 +23,9 @@ class Scored(BaseModel):
     model_version: str
 
 
-def batch_score(spec_name: str, valid_path: Path, day: str, model_alias: str, out_path: Path,
-                settings: Settings) -> Scored:
+def batch_score(
+    spec_name: str, valid_path: Path, day: str, model_alias: str, out_path: Path, settings: Settings
+) -> Scored:
     """Score one day's transactions with the model an alias points at, features from the offline store.
 
     ``valid_path`` holds validated rows of the day *and* the day before it: the
@@ -39,8 +40,9 @@ def batch_score(spec_name: str, valid_path: Path, day: str, model_alias: str, ou
     info = version_by_alias(settings.tracking_uri, name, model_alias)
     if info is None:
         raise ConfigError(f"model {name!r} has no alias {model_alias!r}", fix="train and register a model first")
-    bundle = load_model(download_model_dir(settings.tracking_uri, info.run_id),
-                        expected_sha256=info.tags["model_sha256"])
+    bundle = load_model(
+        download_model_dir(settings.tracking_uri, info.run_id), expected_sha256=info.tags["model_sha256"]
+    )
     tx = valid_frame(spec, valid_path)
     d = parse_day(day, "day")
     start = pd.Timestamp(d.isoformat(), tz="UTC")
@@ -56,9 +58,15 @@ def batch_score(spec_name: str, valid_path: Path, day: str, model_alias: str, ou
 
     frame["event_hour"] = event_hour(frame["event_timestamp"])
     scores = bundle.predict_frame(frame)
-    out = pd.DataFrame({"transaction_id": frame["transaction_id"].to_numpy(),
-                        "event_timestamp": frame["event_timestamp"].to_numpy(), "score": scores,
-                        "fraud": scores >= bundle.threshold, "model_version": info.version})
+    out = pd.DataFrame(
+        {
+            "transaction_id": frame["transaction_id"].to_numpy(),
+            "event_timestamp": frame["event_timestamp"].to_numpy(),
+            "score": scores,
+            "fraud": scores >= bundle.threshold,
+            "model_version": info.version,
+        }
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out.to_parquet(out_path, index=False)
     return Scored(rows=len(out), flagged=int(out["fraud"].sum()), model_version=info.version)

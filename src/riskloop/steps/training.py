@@ -105,9 +105,11 @@ def ingest(spec_name: str, start_date: str, end_date: str, out_path: Path, setti
         raise ConfigError(f"end_date {end} is before start_date {start}", fix="swap them")
     parts = partitions(spec.source_path(settings.shared), start, end)
     if not parts:
-        raise DataContractError(f"no landing data for {spec.name} between {start} and {end}",
-                                where=str(spec.source_path(settings.shared)),
-                                fix="run `riskloop data generate` (or land your files) first")
+        raise DataContractError(
+            f"no landing data for {spec.name} between {start} and {end}",
+            where=str(spec.source_path(settings.shared)),
+            fix="run `riskloop data generate` (or land your files) first",
+        )
     df = pd.concat([read_file(p) for _, p in parts], ignore_index=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out_path, index=False)
@@ -115,12 +117,22 @@ def ingest(spec_name: str, start_date: str, end_date: str, out_path: Path, setti
 
 
 # ----------------------------------------------------------------------------- validate
-def validate(spec_name: str, in_path: Path, valid_path: Path, quarantine_path: Path,
-             max_bad_fraction: float, settings: Settings, pipeline_run_id: str) -> Validated:
+def validate(
+    spec_name: str,
+    in_path: Path,
+    valid_path: Path,
+    quarantine_path: Path,
+    max_bad_fraction: float,
+    settings: Settings,
+    pipeline_run_id: str,
+) -> Validated:
     """Apply the data contract; write valid rows and the quarantine, then enforce the gate."""
     spec = load_spec(spec_name)
-    contract = spec.contract if max_bad_fraction < 0 else spec.contract.model_copy(
-        update={"max_bad_fraction": max_bad_fraction})
+    contract = (
+        spec.contract
+        if max_bad_fraction < 0
+        else spec.contract.model_copy(update={"max_bad_fraction": max_bad_fraction})
+    )
     result = split_batch(read_file(in_path), contract, where=str(in_path))
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
     written = write_quarantine(result, quarantine_path)
@@ -138,9 +150,17 @@ def validate(spec_name: str, in_path: Path, valid_path: Path, quarantine_path: P
 
 
 # ------------------------------------------------------------------- build_training_set
-def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, maturity_days: float,
-                       validation_days: float, test_days: float, seed: int, out_path: Path,
-                       settings: Settings) -> TrainingSet:
+def build_training_set(
+    spec_name: str,
+    valid_path: Path,
+    cutoff_date: str,
+    maturity_days: float,
+    validation_days: float,
+    test_days: float,
+    seed: int,
+    out_path: Path,
+    settings: Settings,
+) -> TrainingSet:
     """Features (Feast, point-in-time) + labels as known at the cutoff + time split → parquet."""
     from riskloop.features.store import historical_features, open_store
     from riskloop.model import LABEL, SPLIT, UNLABELLED
@@ -148,8 +168,9 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
 
     spec = load_spec(spec_name)
     cutoff = datetime.combine(parse_day(cutoff_date, "cutoff_date"), datetime.min.time(), tzinfo=timezone.utc)
-    params = WindowParams(cutoff=cutoff, maturity_days=maturity_days, validation_days=validation_days,
-                          test_days=test_days, seed=seed)
+    params = WindowParams(
+        cutoff=cutoff, maturity_days=maturity_days, validation_days=validation_days, test_days=test_days, seed=seed
+    )
     tx = valid_frame(spec, valid_path)
     features = None
     definitions: dict[str, Any] | None = None
@@ -167,19 +188,31 @@ def build_training_set(spec_name: str, valid_path: Path, cutoff_date: str, matur
     if spec.timestamp_column and len(tx):
         stamps = pd.to_datetime(tx[spec.timestamp_column], utc=True)
         days = [stamps.min().date().isoformat(), stamps.max().date().isoformat()]
-    recipe = {"spec": spec.name, "source_days": days, "cutoff_date": cutoff_date, "maturity_days": maturity_days,
-              "validation_days": validation_days, "test_days": test_days, "seed": seed}
+    recipe = {
+        "spec": spec.name,
+        "source_days": days,
+        "cutoff_date": cutoff_date,
+        "maturity_days": maturity_days,
+        "validation_days": validation_days,
+        "test_days": test_days,
+        "seed": seed,
+    }
     _write_snapshot(frame, out_path, definitions, recipe)
-    return TrainingSet(rows=len(frame), data_sha256=frame_sha256(frame), cutoff=cutoff.isoformat(),
-                       positives=int(frame.loc[frame[SPLIT] != UNLABELLED, LABEL].sum()))
+    return TrainingSet(
+        rows=len(frame),
+        data_sha256=frame_sha256(frame),
+        cutoff=cutoff.isoformat(),
+        positives=int(frame.loc[frame[SPLIT] != UNLABELLED, LABEL].sum()),
+    )
 
 
 RECIPE_METADATA = b"riskloop.training_set_recipe"
 RECIPE_TAG = "training_set_recipe"
 
 
-def _write_snapshot(frame: pd.DataFrame, path: Path, definitions: dict[str, Any] | None,
-                    recipe: dict[str, Any]) -> None:
+def _write_snapshot(
+    frame: pd.DataFrame, path: Path, definitions: dict[str, Any] | None, recipe: dict[str, Any]
+) -> None:
     """The training set as parquet; what it was built from rides in its schema metadata: the Feast
     definitions and the recipe (spec, source days, cutoff, maturity, split, seed) that rebuilds it."""
     import pyarrow as pa
@@ -214,9 +247,19 @@ def snapshot_feature_definitions(path: Path) -> str | None:
 
 
 # -------------------------------------------------------------------------------- train
-def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any], model_dir: Path,
-          settings: Settings, *, pipeline_run_id: str, data_sha256: str, data_snapshot: str,
-          cutoff_date: str, maturity_days: float) -> TrainedModel:
+def train(
+    spec_name: str,
+    training_set_path: Path,
+    train_params: dict[str, Any],
+    model_dir: Path,
+    settings: Settings,
+    *,
+    pipeline_run_id: str,
+    data_sha256: str,
+    data_snapshot: str,
+    cutoff_date: str,
+    maturity_days: float,
+) -> TrainedModel:
     """Train, write the model directory, open the MLflow run (params + model + reference sample)."""
     from riskloop.audit.lineage import FEATURE_DEFINITIONS_TAG
     from riskloop.model import feature_spec
@@ -232,36 +275,72 @@ def train(spec_name: str, training_set_path: Path, train_params: dict[str, Any],
     recipe = snapshot_recipe(training_set_path)
     fspec = feature_spec(spec)
     window = training_window(frame, spec)
-    bundle = train_model(frame, fspec, params, model_dir, meta={
-        "dataset_spec": spec.name, "feature_service": spec.features.service or "raw",
-        "training_window": {"start": window[0], "end": window[1]}, "label_cutoff": cutoff_date,
-        "maturity_days": maturity_days, "data_sha256": data_sha256, "git_commit": git_commit(),
-    })
+    bundle = train_model(
+        frame,
+        fspec,
+        params,
+        model_dir,
+        meta={
+            "dataset_spec": spec.name,
+            "feature_service": spec.features.service or "raw",
+            "training_window": {"start": window[0], "end": window[1]},
+            "label_cutoff": cutoff_date,
+            "maturity_days": maturity_days,
+            "data_sha256": data_sha256,
+            "git_commit": git_commit(),
+        },
+    )
     # the exact spec text goes with the model (MLflow artifact, and what KServe downloads): approval, card,
     # reproduce and lineage read the spec the version was trained under, not a file that may since be gone
     (model_dir / SPEC_FILE).write_bytes(source.text.encode())
     mlflow_run_id = start_training_run(
-        settings.tracking_uri, settings.mlflow.experiment,
-        params={**params.model_dump(), "dataset_spec": spec.name, "cutoff_date": cutoff_date,
-                "maturity_days": maturity_days, "threshold": bundle.threshold},
-        model_dir=model_dir, artifact_location=settings.experiment_artifact_location,
-        tags={"pipeline_run_id": pipeline_run_id, "data_sha256": data_sha256, "data_snapshot": data_snapshot,
-              "git_commit": git_commit(), "image": runtime_image(), "riskloop_version": __version__,
-              SPEC_SHA256_TAG: source.sha256,
-              **({FEATURE_DEFINITIONS_TAG: definitions} if definitions else {}),
-              **({RECIPE_TAG: recipe} if recipe else {})},
+        settings.tracking_uri,
+        settings.mlflow.experiment,
+        params={
+            **params.model_dump(),
+            "dataset_spec": spec.name,
+            "cutoff_date": cutoff_date,
+            "maturity_days": maturity_days,
+            "threshold": bundle.threshold,
+        },
+        model_dir=model_dir,
+        artifact_location=settings.experiment_artifact_location,
+        tags={
+            "pipeline_run_id": pipeline_run_id,
+            "data_sha256": data_sha256,
+            "data_snapshot": data_snapshot,
+            "git_commit": git_commit(),
+            "image": runtime_image(),
+            "riskloop_version": __version__,
+            SPEC_SHA256_TAG: source.sha256,
+            **({FEATURE_DEFINITIONS_TAG: definitions} if definitions else {}),
+            **({RECIPE_TAG: recipe} if recipe else {}),
+        },
     )
     ref_dir = model_dir.parent / f"{model_dir.name}-reference"
     ref_dir.mkdir(parents=True, exist_ok=True)
     ref = ref_dir / "reference.parquet"
     reference_sample(frame, bundle, seed=params.seed).to_parquet(ref, index=False)
     log_evaluation(settings.tracking_uri, mlflow_run_id, metrics={}, files=[("reference", ref)])
-    audit(settings, "trained", {"run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
-          {"model_sha256": bundle.meta["model_sha256"], "data_sha256": data_sha256,
-           "best_iteration": bundle.meta["best_iteration"], "threshold": bundle.threshold,
-           "rows": bundle.meta["rows"], "params": params.model_dump()})
-    return TrainedModel(mlflow_run_id=mlflow_run_id, model_sha256=bundle.meta["model_sha256"],
-                        threshold=bundle.threshold, dataset_spec_sha256=source.sha256)
+    audit(
+        settings,
+        "trained",
+        {"run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id, "dataset": spec.name},
+        {
+            "model_sha256": bundle.meta["model_sha256"],
+            "data_sha256": data_sha256,
+            "best_iteration": bundle.meta["best_iteration"],
+            "threshold": bundle.threshold,
+            "rows": bundle.meta["rows"],
+            "params": params.model_dump(),
+        },
+    )
+    return TrainedModel(
+        mlflow_run_id=mlflow_run_id,
+        model_sha256=bundle.meta["model_sha256"],
+        threshold=bundle.threshold,
+        dataset_spec_sha256=source.sha256,
+    )
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -293,8 +372,9 @@ def _test_split(training_set_path: Path) -> pd.DataFrame:
     return frame[frame[SPLIT] == "test"]
 
 
-def score_candidate(test: pd.DataFrame, bundle: ModelBundle, protected: tuple[str, ...], *,
-                    target_fpr: float) -> _Scored:
+def score_candidate(
+    test: pd.DataFrame, bundle: ModelBundle, protected: tuple[str, ...], *, target_fpr: float
+) -> _Scored:
     """The candidate's metrics on the test window, fairness metrics included when the spec names groups."""
     from riskloop.model import LABEL
     from riskloop.training.evaluate import evaluate_scores
@@ -312,8 +392,9 @@ def score_candidate(test: pd.DataFrame, bundle: ModelBundle, protected: tuple[st
     return _Scored(y, scores, bundle.threshold, ev, metrics, fairness)
 
 
-def score_champion(settings: Settings, spec_name: str, test: pd.DataFrame, *,
-                   target_fpr: float) -> tuple[dict[str, float] | None, str | None]:
+def score_champion(
+    settings: Settings, spec_name: str, test: pd.DataFrame, *, target_fpr: float
+) -> tuple[dict[str, float] | None, str | None]:
     """The current champion's metrics and version on the same test window; ``(None, None)`` when none."""
     from riskloop.model import LABEL, load_model
     from riskloop.registry.mlflow_registry import CHAMPION, download_model_dir, version_by_alias
@@ -327,12 +408,14 @@ def score_champion(settings: Settings, spec_name: str, test: pd.DataFrame, *,
         raise ConfigError(
             f"the champion of {champ.name} (version {champ.version}) was trained on "
             f"{champ.tags.get('dataset_spec')!r}, not {spec.name!r}: the two cannot be compared",
-            fix="set model_name in the dataset spec or RISKLOOP_MLFLOW__MODEL_NAME for this dataset")
+            fix="set model_name in the dataset spec or RISKLOOP_MLFLOW__MODEL_NAME for this dataset",
+        )
     champ_dir = download_model_dir(settings.tracking_uri, champ.run_id)
     try:
         bundle = load_model(champ_dir, expected_sha256=champ.tags.get("model_sha256"))
-        ev = evaluate_scores(test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold,
-                             target_fpr=target_fpr)
+        ev = evaluate_scores(
+            test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=bundle.threshold, target_fpr=target_fpr
+        )
     finally:
         shutil.rmtree(champ_dir.parent, ignore_errors=True)
     return ev.metrics(), champ.version
@@ -343,38 +426,59 @@ def write_report(scored: _Scored, comparison: Comparison, report_dir: Path) -> t
     from riskloop.training.evaluate import plot_evaluation, render_report_html
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_evaluation(scored.y, scored.scores, threshold=scored.threshold, out_dir=report_dir,
-                            title="candidate, test window")
-    extra = {"champion_version": comparison.champion_version or "none",
-             "champion_metrics": comparison.champion or {}}
+    plots = plot_evaluation(
+        scored.y, scored.scores, threshold=scored.threshold, out_dir=report_dir, title="candidate, test window"
+    )
+    extra = {"champion_version": comparison.champion_version or "none", "champion_metrics": comparison.champion or {}}
     html = render_report_html(scored.evaluation, plots, title="riskloop evaluation", extra=extra)
     (report_dir / "report.html").write_text(html)
-    (report_dir / "evaluation.json").write_text(json.dumps(
-        {"candidate": scored.evaluation.to_dict(), "champion": comparison.champion,
-         "champion_version": comparison.champion_version, "fairness": list(scored.fairness)}, default=str))
+    (report_dir / "evaluation.json").write_text(
+        json.dumps(
+            {
+                "candidate": scored.evaluation.to_dict(),
+                "champion": comparison.champion,
+                "champion_version": comparison.champion_version,
+                "fairness": list(scored.fairness),
+            },
+            default=str,
+        )
+    )
     return plots, html
 
 
-def log_comparison(settings: Settings, mlflow_run_id: str, comparison: Comparison, report_dir: Path,
-                   plots: dict[str, Path]) -> None:
+def log_comparison(
+    settings: Settings, mlflow_run_id: str, comparison: Comparison, report_dir: Path, plots: dict[str, Path]
+) -> None:
     """The candidate's metrics, report and plots, and the champion's metrics (``champion_*``), to the run."""
     from riskloop.registry.mlflow_registry import log_evaluation
 
-    log_evaluation(settings.tracking_uri, mlflow_run_id, metrics=comparison.candidate,
-                   files=[("evaluation", report_dir / "report.html"),
-                          *(("evaluation/plots", p) for p in plots.values())])
+    log_evaluation(
+        settings.tracking_uri,
+        mlflow_run_id,
+        metrics=comparison.candidate,
+        files=[("evaluation", report_dir / "report.html"), *(("evaluation/plots", p) for p in plots.values())],
+    )
     if comparison.champion:
         log_evaluation(settings.tracking_uri, mlflow_run_id, metrics=comparison.champion, prefix="champion_")
 
 
-def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, mlflow_run_id: str, report_dir: Path,
-             settings: Settings, *, target_fpr: float) -> EvaluateOutput:
+def evaluate(
+    spec_name: str,
+    training_set_path: Path,
+    model_dir: Path,
+    mlflow_run_id: str,
+    report_dir: Path,
+    settings: Settings,
+    *,
+    target_fpr: float,
+) -> EvaluateOutput:
     """Score the candidate and the current champion on the same test window; report; log to the run."""
     from riskloop.model import load_model
 
     test = _test_split(training_set_path)
-    scored = score_candidate(test, load_model(model_dir), load_spec(spec_name).protected_attributes,
-                             target_fpr=target_fpr)
+    scored = score_candidate(
+        test, load_model(model_dir), load_spec(spec_name).protected_attributes, target_fpr=target_fpr
+    )
     champion, champion_version = score_champion(settings, spec_name, test, target_fpr=target_fpr)
     comparison = Comparison(candidate=scored.metrics, champion=champion, champion_version=champion_version)
     plots, html = write_report(scored, comparison, report_dir)
@@ -383,25 +487,49 @@ def evaluate(spec_name: str, training_set_path: Path, model_dir: Path, mlflow_ru
 
 
 # --------------------------------------------------------------------------------- gate
-def gate(comparison: Comparison, gate_params: dict[str, Any], settings: Settings, *, mlflow_run_id: str,
-         pipeline_run_id: str, gate_result_path: Path) -> GateResult:
+def gate(
+    comparison: Comparison,
+    gate_params: dict[str, Any],
+    settings: Settings,
+    *,
+    mlflow_run_id: str,
+    pipeline_run_id: str,
+    gate_result_path: Path,
+) -> GateResult:
     """The champion/challenger gate, decided here only: its decision is written to ``gate_result_path`` (read by
     register and the model card), tagged on the run and audited; a fail is data, never an exception."""
     from riskloop.registry.mlflow_registry import set_run_tags
     from riskloop.training.gate import GateParams, decide_gate
 
-    result = decide_gate(comparison.candidate, comparison.champion, GateParams.model_validate(gate_params),
-                         champion_version=comparison.champion_version)
+    result = decide_gate(
+        comparison.candidate,
+        comparison.champion,
+        GateParams.model_validate(gate_params),
+        champion_version=comparison.champion_version,
+    )
     result.write(gate_result_path)
     set_run_tags(settings.tracking_uri, mlflow_run_id, {"gate_result": result.summary()})
-    audit(settings, "gated", {"run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id},
-          {**result.to_dict(), "params": gate_params})
+    audit(
+        settings,
+        "gated",
+        {"run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id},
+        {**result.to_dict(), "params": gate_params},
+    )
     return result
 
 
 # ----------------------------------------------------------------------------- register
-def register(mlflow_run_id: str, model_dir: Path, gate_result: GateResult, spec_name: str, settings: Settings, *,
-             pipeline_run_id: str, data_sha256: str, data_snapshot: str) -> Registration:
+def register(
+    mlflow_run_id: str,
+    model_dir: Path,
+    gate_result: GateResult,
+    spec_name: str,
+    settings: Settings,
+    *,
+    pipeline_run_id: str,
+    data_sha256: str,
+    data_snapshot: str,
+) -> Registration:
     """Register a passing candidate with its lineage and the spec it was trained under; alias ``challenger``.
 
     ``gate_result`` is the gate step's (read from its artifact), never decided again here. The first version of
@@ -424,17 +552,26 @@ def register(mlflow_run_id: str, model_dir: Path, gate_result: GateResult, spec_
     )
 
     if not gate_result.passed:
-        raise ConfigError("register was called for a candidate that failed the gate",
-                          fix="register runs only under dsl.If(gate passed)")
+        raise ConfigError(
+            "register was called for a candidate that failed the gate",
+            fix="register runs only under dsl.If(gate passed)",
+        )
     source = trained_spec(settings, mlflow_run_id, model_dir)
     _same_spec(spec_name, source, f"the model trained in MLflow run {mlflow_run_id}")
     spec = source.parse()
     bundle = load_model(model_dir)
     lineage = LineageRecord(
-        model_sha256=bundle.meta["model_sha256"], data_sha256=data_sha256, data_snapshot=data_snapshot,
-        feature_service=spec.features.service or "raw", git_commit=git_commit(), image=runtime_image(),
-        pipeline_run_id=pipeline_run_id, gate_result=gate_result.summary(), riskloop_version=__version__,
-        dataset_spec=spec.name, dataset_spec_sha256=source.sha256,
+        model_sha256=bundle.meta["model_sha256"],
+        data_sha256=data_sha256,
+        data_snapshot=data_snapshot,
+        feature_service=spec.features.service or "raw",
+        git_commit=git_commit(),
+        image=runtime_image(),
+        pipeline_run_id=pipeline_run_id,
+        gate_result=gate_result.summary(),
+        riskloop_version=__version__,
+        dataset_spec=spec.name,
+        dataset_spec_sha256=source.sha256,
     )
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
     name = spec.registered_model(settings.mlflow.model_name)
@@ -443,15 +580,28 @@ def register(mlflow_run_id: str, model_dir: Path, gate_result: GateResult, spec_
     # required it stays challenger, and only an approved promotion makes it champion
     first = version_by_alias(settings.tracking_uri, name, CHAMPION) is None and not requirement.required
     head = log.head()
-    version = register_version(settings.tracking_uri, name, mlflow_run_id, lineage, extra_tags={
-        **({AUDIT_SEQ_TAG: str(head.seq), AUDIT_HASH_TAG: head.hash} if head else {})})
+    version = register_version(
+        settings.tracking_uri,
+        name,
+        mlflow_run_id,
+        lineage,
+        extra_tags={**({AUDIT_SEQ_TAG: str(head.seq), AUDIT_HASH_TAG: head.hash} if head else {})},
+    )
     aliases = [CHALLENGER] + ([CHAMPION] if first else [])
     for alias in aliases:
         set_alias(settings.tracking_uri, name, alias, version)
-    appended = log.append("registered", actor=settings.audit.actor,
-                          ids={"model_version": version, "run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id},
-                          details={"model": name, "aliases": aliases, "lineage": lineage.tags(),
-                                   "approval_required": requirement.required, "approval_why": requirement.why})
+    appended = log.append(
+        "registered",
+        actor=settings.audit.actor,
+        ids={"model_version": version, "run_id": mlflow_run_id, "pipeline_run_id": pipeline_run_id},
+        details={
+            "model": name,
+            "aliases": aliases,
+            "lineage": lineage.tags(),
+            "approval_required": requirement.required,
+            "approval_why": requirement.why,
+        },
+    )
     anchor_event(settings, name, version, appended)
     return Registration(version=version, aliases=aliases, approval_required=requirement.required)
 
@@ -463,17 +613,21 @@ def trained_spec(settings: Settings, mlflow_run_id: str, model_dir: Path) -> Spe
 
     path = model_dir / SPEC_FILE
     if not path.is_file():
-        raise ModelIntegrityError(f"the model directory has no {SPEC_FILE}", where=str(model_dir),
-                                  fix="train it with this riskloop: the train step stores the spec with the model")
+        raise ModelIntegrityError(
+            f"the model directory has no {SPEC_FILE}",
+            where=str(model_dir),
+            fix="train it with this riskloop: the train step stores the spec with the model",
+        )
     source = SpecSource(path.read_bytes().decode("utf-8"), str(path))
     recorded = run_info(settings.tracking_uri, mlflow_run_id)["tags"].get(SPEC_SHA256_TAG)
-    logged = SpecSource(download_spec_text(settings.tracking_uri, mlflow_run_id),
-                        f"MLflow run {mlflow_run_id}")
+    logged = SpecSource(download_spec_text(settings.tracking_uri, mlflow_run_id), f"MLflow run {mlflow_run_id}")
     if not source.sha256 == recorded == logged.sha256:
         raise ModelIntegrityError(
             f"the spec in the model directory (sha256 {source.sha256[:12]}…), the run's tag {SPEC_SHA256_TAG} "
             f"({str(recorded)[:12]}…) and the run's artifact ({logged.sha256[:12]}…) disagree",
-            where=f"MLflow run {mlflow_run_id}", fix="retrain: the model directory was altered after training")
+            where=f"MLflow run {mlflow_run_id}",
+            fix="retrain: the model directory was altered after training",
+        )
     return source
 
 
@@ -483,15 +637,26 @@ def _same_spec(spec_name: str, trained: SpecSource, what: str) -> None:
 
     given = read_spec_source(spec_name)
     if given.sha256 != trained.sha256:
-        raise ConfigError(f"the dataset spec {spec_name} changed since {what} was trained under it; what differs:\n"
-                          f"{spec_difference(trained, given) or '(whitespace or line endings only)'}",
-                          where=given.where, fix="put the file back as it was, or run the training again")
+        raise ConfigError(
+            f"the dataset spec {spec_name} changed since {what} was trained under it; what differs:\n"
+            f"{spec_difference(trained, given) or '(whitespace or line endings only)'}",
+            where=given.where,
+            fix="put the file back as it was, or run the training again",
+        )
 
 
 # --------------------------------------------------------------------------- model_card
-def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: Path, mlflow_run_id: str,
-               version: str | None, gate_result: GateResult | None, markdown_path: Path, html_path: Path,
-               settings: Settings) -> CardSummary:
+def model_card(
+    spec_name: str | SpecSource,
+    training_set_path: Path,
+    model_dir: Path,
+    mlflow_run_id: str,
+    version: str | None,
+    gate_result: GateResult | None,
+    markdown_path: Path,
+    html_path: Path,
+    settings: Settings,
+) -> CardSummary:
     """Write the model card (Markdown and HTML) of a registered version and log both to its MLflow run.
 
     A registered ``version`` is described by the spec it carries (checked against ``spec_name``, a name or
@@ -508,8 +673,9 @@ def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: 
     spec = source.parse()
     name = spec.registered_model(settings.mlflow.model_name)
     if version is not None:
-        requirement, _ = version_approval(settings, get_version(settings.tracking_uri, name, version),
-                                          given_spec=source)
+        requirement, _ = version_approval(
+            settings, get_version(settings.tracking_uri, name, version), given_spec=source
+        )
     else:
         requirement = approval_requirement(settings, spec)
     frame = pd.read_parquet(training_set_path)
@@ -517,13 +683,26 @@ def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: 
     fairness = []
     if spec.protected_attributes:
         test = frame[frame[SPLIT] == "test"]
-        fairness = [r.to_dict() for r in fairness_reports(
-            test, test[LABEL].to_numpy(), bundle.predict_frame(test) >= bundle.threshold, spec.protected_attributes)]
+        fairness = [
+            r.to_dict()
+            for r in fairness_reports(
+                test, test[LABEL].to_numpy(), bundle.predict_frame(test) >= bundle.threshold, spec.protected_attributes
+            )
+        ]
     log = open_audit_log(settings.audit.backend, path=settings.audit_path, dsn=settings.audit.postgres_dsn)
-    card = build_model_card(spec, frame, bundle, model_name=name, version=version, run_id=mlflow_run_id,
-                            gate_result=None if gate_result is None else gate_result.to_dict(), fairness=fairness,
-                            events=log.events(), approval_required=(requirement.required, requirement.why),
-                            spec_sha256=source.sha256)
+    card = build_model_card(
+        spec,
+        frame,
+        bundle,
+        model_name=name,
+        version=version,
+        run_id=mlflow_run_id,
+        gate_result=None if gate_result is None else gate_result.to_dict(),
+        fairness=fairness,
+        events=log.events(),
+        approval_required=(requirement.required, requirement.why),
+        spec_sha256=source.sha256,
+    )
     for path, text in ((markdown_path, card.markdown), (html_path, card.html)):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -531,8 +710,9 @@ def model_card(spec_name: str | SpecSource, training_set_path: Path, model_dir: 
         md, page = Path(tmp) / "model_card.md", Path(tmp) / "model_card.html"
         md.write_text(card.markdown)
         page.write_text(card.html)
-        log_evaluation(settings.tracking_uri, mlflow_run_id, metrics={},
-                       files=[("model_card", md), ("model_card", page)])
+        log_evaluation(
+            settings.tracking_uri, mlflow_run_id, metrics={}, files=[("model_card", md), ("model_card", page)]
+        )
     return CardSummary(version=version, sections=card.markdown.count("\n## "), fairness=len(fairness))
 
 

@@ -54,8 +54,7 @@ def label_as_known(df: pd.DataFrame, spec: DatasetSpec, cutoff: datetime) -> pd.
     return y
 
 
-def assemble(tx: pd.DataFrame, features: pd.DataFrame | None, spec: DatasetSpec,
-             params: WindowParams) -> pd.DataFrame:
+def assemble(tx: pd.DataFrame, features: pd.DataFrame | None, spec: DatasetSpec, params: WindowParams) -> pd.DataFrame:
     """The training frame: one row per usable transaction with features, label and split.
 
     Time-split specs: rows before ``cutoff - maturity_days`` are split into
@@ -87,16 +86,18 @@ def assemble(tx: pd.DataFrame, features: pd.DataFrame | None, spec: DatasetSpec,
     df = df.sort_values([ts_col, id_col], kind="stable").reset_index(drop=True)
     mature = (df[ts_col] < mature_before).to_numpy()
     if not mature.any():
-        raise TrainingError("no rows left after the label-maturity cut", where=f"cutoff {cutoff}",
-                            fix="move the cutoff later or lower maturity_days")
+        raise TrainingError(
+            "no rows left after the label-maturity cut",
+            where=f"cutoff {cutoff}",
+            fix="move the cutoff later or lower maturity_days",
+        )
     split = np.full(len(df), UNLABELLED, dtype=object)
     split[mature] = _split(df[mature], spec, params, mature_before)
     df[SPLIT] = split
     return df
 
 
-def _split(df: pd.DataFrame, spec: DatasetSpec, params: WindowParams,
-           end: pd.Timestamp | None) -> np.ndarray:
+def _split(df: pd.DataFrame, spec: DatasetSpec, params: WindowParams, end: pd.Timestamp | None) -> np.ndarray:
     if spec.split.kind == "time" and end is not None and spec.timestamp_column:
         ts = df[spec.timestamp_column]
         test_start = end - pd.Timedelta(days=params.test_days)
@@ -112,12 +113,15 @@ def _split(df: pd.DataFrame, spec: DatasetSpec, params: WindowParams,
             n_test = round(len(idx) * spec.split.test_fraction)
             n_val = round(len(idx) * spec.split.validation_fraction)
             split[idx[:n_test]] = "test"
-            split[idx[n_test:n_test + n_val]] = "validation"
+            split[idx[n_test : n_test + n_val]] = "validation"
     counts = pd.Series(split).value_counts()
     for part in ("train", "validation", "test"):
         if counts.get(part, 0) == 0:
-            raise TrainingError(f"the {part} split is empty", where=f"{len(df)} rows after the maturity cut",
-                                fix="use a longer window or shorter validation/test periods")
+            raise TrainingError(
+                f"the {part} split is empty",
+                where=f"{len(df)} rows after the maturity cut",
+                fix="use a longer window or shorter validation/test periods",
+            )
     return np.asarray(split)
 
 

@@ -342,13 +342,17 @@ def bootstrap_ci(
     """
     where = f"bootstrap_ci(n_boot={n_boot!r}, alpha={alpha!r}, seed={seed!r})"
     if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}", where=where,
-                          fix="use alpha=0.05 for a 95 % interval")
+        raise ConfigError(
+            f"alpha must lie in (0, 1), got {alpha!r}", where=where, fix="use alpha=0.05 for a 95 % interval"
+        )
     y, s = _validate(y_true, y_score, where, both_classes=True)
     point = float(metric(y, s))
     if not math.isfinite(point):
-        raise ConfigError("the metric returned a non-finite value on the data", where=where,
-                          fix="pass a metric that is defined whenever both classes are present")
+        raise ConfigError(
+            "the metric returned a non-finite value on the data",
+            where=where,
+            fix="pass a metric that is defined whenever both classes are present",
+        )
     low, high, _ = stratified_bootstrap(
         y,
         lambda idx: np.array([metric(y[rows], s[rows]) for rows in idx], dtype=np.float64),

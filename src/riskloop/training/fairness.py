@@ -56,12 +56,16 @@ class FairnessReport:
         return {**asdict(self), "groups": [asdict(g) for g in self.groups]}
 
 
-def fairness_report(groups: pd.Series, y_true: np.ndarray, flagged: np.ndarray, *, attribute: str,
-                    min_group_size: int = MIN_GROUP_SIZE) -> FairnessReport:
+def fairness_report(
+    groups: pd.Series, y_true: np.ndarray, flagged: np.ndarray, *, attribute: str, min_group_size: int = MIN_GROUP_SIZE
+) -> FairnessReport:
     """Group metrics of decisions ``flagged`` (bool per row) against labels ``y_true`` (0/1) by ``groups``."""
     if not (len(groups) == len(y_true) == len(flagged)):
-        raise TrainingError(f"fairness inputs differ in length: {len(groups)}, {len(y_true)}, {len(flagged)}",
-                            where=f"fairness_report({attribute})", fix="pass one value per scored row")
+        raise TrainingError(
+            f"fairness inputs differ in length: {len(groups)}, {len(y_true)}, {len(flagged)}",
+            where=f"fairness_report({attribute})",
+            fix="pass one value per scored row",
+        )
     g = groups.astype("string").fillna("<missing>").to_numpy()
     y = np.asarray(y_true).astype(int)
     fav = ~np.asarray(flagged).astype(bool)
@@ -69,41 +73,65 @@ def fairness_report(groups: pd.Series, y_true: np.ndarray, flagged: np.ndarray, 
     for name in sorted(set(g)):
         m = g == name
         deserving = m & (y == 0)
-        out.append(GroupMetrics(
-            group=str(name), n=int(m.sum()), positives=int(y[m].sum()), selection_rate=float(fav[m].mean()),
-            true_favourable_rate=float(fav[deserving].mean()) if deserving.any() else None,
-            compared=bool(m.sum() >= min_group_size)))
+        out.append(
+            GroupMetrics(
+                group=str(name),
+                n=int(m.sum()),
+                positives=int(y[m].sum()),
+                selection_rate=float(fav[m].mean()),
+                true_favourable_rate=float(fav[deserving].mean()) if deserving.any() else None,
+                compared=bool(m.sum() >= min_group_size),
+            )
+        )
     compared = [x for x in out if x.compared]
     sel = [x.selection_rate for x in compared]
     tfr = [x.true_favourable_rate for x in compared if x.true_favourable_rate is not None]
-    return FairnessReport(attribute=attribute, groups=tuple(out),
-                          demographic_parity_difference=float(max(sel) - min(sel)) if len(sel) > 1 else 0.0,
-                          equal_opportunity_difference=float(max(tfr) - min(tfr)) if len(tfr) > 1 else 0.0,
-                          min_group_size=min_group_size)
+    return FairnessReport(
+        attribute=attribute,
+        groups=tuple(out),
+        demographic_parity_difference=float(max(sel) - min(sel)) if len(sel) > 1 else 0.0,
+        equal_opportunity_difference=float(max(tfr) - min(tfr)) if len(tfr) > 1 else 0.0,
+        min_group_size=min_group_size,
+    )
 
 
-def fairness_reports(frame: pd.DataFrame, y_true: np.ndarray, flagged: np.ndarray, attributes: Sequence[str],
-                     *, min_group_size: int = MIN_GROUP_SIZE) -> list[FairnessReport]:
+def fairness_reports(
+    frame: pd.DataFrame,
+    y_true: np.ndarray,
+    flagged: np.ndarray,
+    attributes: Sequence[str],
+    *,
+    min_group_size: int = MIN_GROUP_SIZE,
+) -> list[FairnessReport]:
     """One report per protected attribute present in ``frame``; a missing attribute is an error."""
     missing = [a for a in attributes if a not in frame.columns]
     if missing:
-        raise TrainingError(f"protected attributes {missing} are not in the scored frame",
-                            fix="keep them as columns of the training set (they need not be model features)")
-    return [fairness_report(frame[a], y_true, flagged, attribute=a, min_group_size=min_group_size)
-            for a in attributes]
+        raise TrainingError(
+            f"protected attributes {missing} are not in the scored frame",
+            fix="keep them as columns of the training set (they need not be model features)",
+        )
+    return [fairness_report(frame[a], y_true, flagged, attribute=a, min_group_size=min_group_size) for a in attributes]
 
 
 def fairness_metrics(reports: Sequence[FairnessReport]) -> dict[str, float]:
     """Flat metrics for the gate and MLflow: the largest differences over the attributes, and each one."""
     if not reports:
         return {}
-    out = {"demographic_parity_difference": max(r.demographic_parity_difference for r in reports),
-           "equal_opportunity_difference": max(r.equal_opportunity_difference for r in reports)}
+    out = {
+        "demographic_parity_difference": max(r.demographic_parity_difference for r in reports),
+        "equal_opportunity_difference": max(r.equal_opportunity_difference for r in reports),
+    }
     for r in reports:
         out[f"demographic_parity_difference_{r.attribute}"] = r.demographic_parity_difference
         out[f"equal_opportunity_difference_{r.attribute}"] = r.equal_opportunity_difference
     return out
 
 
-__all__ = ["MIN_GROUP_SIZE", "FairnessReport", "GroupMetrics", "fairness_metrics", "fairness_report",
-           "fairness_reports"]
+__all__ = [
+    "MIN_GROUP_SIZE",
+    "FairnessReport",
+    "GroupMetrics",
+    "fairness_metrics",
+    "fairness_report",
+    "fairness_reports",
+]

@@ -50,12 +50,16 @@ class GateParams(BaseModel):
         description="how much lower than the champion's the candidate's PR-AUC may be",
     )
     max_demographic_parity_difference: float | None = Field(
-        default=None, ge=0.0, le=1.0,
+        default=None,
+        ge=0.0,
+        le=1.0,
         description="fairness: largest allowed gap in selection rate between groups of a protected attribute "
         "(training.fairness); None = not checked (the default, e.g. for fraud)",
     )
     max_equal_opportunity_difference: float | None = Field(
-        default=None, ge=0.0, le=1.0,
+        default=None,
+        ge=0.0,
+        le=1.0,
         description="fairness: largest allowed gap in the favourable rate of deserving rows between groups; "
         "None = not checked",
     )
@@ -130,8 +134,11 @@ class GateResult:
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except (OSError, ValueError) as exc:
-            raise TrainingError(f"the gate decision is unreadable: {exc}", where=str(path),
-                                fix="pass the gate_decision artifact the gate step wrote") from exc
+            raise TrainingError(
+                f"the gate decision is unreadable: {exc}",
+                where=str(path),
+                fix="pass the gate_decision artifact the gate step wrote",
+            ) from exc
 
     def summary(self) -> str:
         """``"pass"``, or ``"fail: <first failing reason>"``."""
@@ -190,13 +197,19 @@ def _fairness_checks(cand: Mapping[str, float], params: GateParams) -> list[tupl
     """A fairness threshold with no fairness metric fails: the check was asked for and could not run."""
     checks: list[tuple[bool, str]] = []
     for key, bound, label in (
-            ("demographic_parity_difference", params.max_demographic_parity_difference, "demographic parity"),
-            ("equal_opportunity_difference", params.max_equal_opportunity_difference, "equal opportunity")):
+        ("demographic_parity_difference", params.max_demographic_parity_difference, "demographic parity"),
+        ("equal_opportunity_difference", params.max_equal_opportunity_difference, "equal opportunity"),
+    ):
         if bound is None:
             continue
         if key not in cand:
-            checks.append((False, f"{label} difference limit {bound:.4f} set, but the candidate has no fairness "
-                                  f"metrics (the dataset spec names no protected attributes)"))
+            checks.append(
+                (
+                    False,
+                    f"{label} difference limit {bound:.4f} set, but the candidate has no fairness "
+                    f"metrics (the dataset spec names no protected attributes)",
+                )
+            )
             continue
         value = cand[key]
         ok = _at_least(bound, value)

@@ -41,8 +41,9 @@ class TrainParams(BaseModel):
     nthread: int = Field(default=2, ge=1, le=64)
 
 
-def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, out_dir: Path, *,
-                meta: dict[str, Any]) -> ModelBundle:
+def train_model(
+    frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, out_dir: Path, *, meta: dict[str, Any]
+) -> ModelBundle:
     """Train on the ``train`` split, early-stop on ``validation``, write ``out_dir``.
 
     The decision threshold is chosen on the validation split for ``target_fpr``.
@@ -52,33 +53,58 @@ def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, ou
     y_train = parts["train"][LABEL].to_numpy()
     pos = int(y_train.sum())
     if pos == 0 or pos == len(y_train):
-        raise TrainingError(f"the train split has {pos} positives in {len(y_train)} rows",
-                            fix="widen the training window or lower maturity_days so labels exist")
+        raise TrainingError(
+            f"the train split has {pos} positives in {len(y_train)} rows",
+            fix="widen the training window or lower maturity_days so labels exist",
+        )
     if parts["validation"][LABEL].nunique() < 2:
-        raise TrainingError("the validation split has a single class",
-                            fix="lengthen validation_days so it holds both classes")
+        raise TrainingError(
+            "the validation split has a single class", fix="lengthen validation_days so it holds both classes"
+        )
     weight = params.scale_pos_weight or float(np.sqrt((len(y_train) - pos) / pos))
-    dtrain = xgb.DMatrix(matrix(parts["train"], fspec), label=y_train, feature_names=list(fspec.names),
-                         feature_types=fspec.types, enable_categorical=True, nthread=params.nthread)
-    dval = xgb.DMatrix(matrix(parts["validation"], fspec), label=parts["validation"][LABEL].to_numpy(),
-                       feature_names=list(fspec.names), feature_types=fspec.types, enable_categorical=True,
-                       nthread=params.nthread)
+    dtrain = xgb.DMatrix(
+        matrix(parts["train"], fspec),
+        label=y_train,
+        feature_names=list(fspec.names),
+        feature_types=fspec.types,
+        enable_categorical=True,
+        nthread=params.nthread,
+    )
+    dval = xgb.DMatrix(
+        matrix(parts["validation"], fspec),
+        label=parts["validation"][LABEL].to_numpy(),
+        feature_names=list(fspec.names),
+        feature_types=fspec.types,
+        enable_categorical=True,
+        nthread=params.nthread,
+    )
     booster_params = {
-        "objective": "binary:logistic", "eval_metric": "aucpr", "tree_method": "hist",
-        "learning_rate": params.learning_rate, "max_depth": params.max_depth,
-        "min_child_weight": params.min_child_weight, "subsample": params.subsample,
-        "colsample_bytree": params.colsample_bytree, "scale_pos_weight": weight,
-        "seed": params.seed, "nthread": params.nthread, "max_cat_to_onehot": 1,
+        "objective": "binary:logistic",
+        "eval_metric": "aucpr",
+        "tree_method": "hist",
+        "learning_rate": params.learning_rate,
+        "max_depth": params.max_depth,
+        "min_child_weight": params.min_child_weight,
+        "subsample": params.subsample,
+        "colsample_bytree": params.colsample_bytree,
+        "scale_pos_weight": weight,
+        "seed": params.seed,
+        "nthread": params.nthread,
+        "max_cat_to_onehot": 1,
     }
-    booster = xgb.train(booster_params, dtrain, num_boost_round=params.n_estimators,
-                        evals=[(dval, "validation")], early_stopping_rounds=params.early_stopping_rounds,
-                        verbose_eval=False)
+    booster = xgb.train(
+        booster_params,
+        dtrain,
+        num_boost_round=params.n_estimators,
+        evals=[(dval, "validation")],
+        early_stopping_rounds=params.early_stopping_rounds,
+        verbose_eval=False,
+    )
     booster = booster[: booster.best_iteration + 1]  # keep exactly the best trees
     booster.set_param({"nthread": 1})  # serving scores single rows: one thread per worker is fastest
     val_scores = booster.inplace_predict(matrix(parts["validation"], fspec), validate_features=False)
     try:
-        threshold = choose_threshold(parts["validation"][LABEL].to_numpy(), np.asarray(val_scores),
-                                     params.target_fpr)
+        threshold = choose_threshold(parts["validation"][LABEL].to_numpy(), np.asarray(val_scores), params.target_fpr)
         reaches_target = True
     except TrainingError:
         # a model too coarse to reach the target FPR is a bad model, not a broken run: it flags
@@ -86,19 +112,24 @@ def train_model(frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, ou
         threshold = float(np.nextafter(float(np.max(val_scores)), np.inf))
         reaches_target = False
 
-    return save_model(booster, fspec, {
-        **meta,
-        "threshold": float(threshold),
-        "target_fpr": params.target_fpr,
-        "threshold_reaches_target_fpr": reaches_target,
-        "train_params": params.model_dump(),
-        "scale_pos_weight": weight,
-        "best_iteration": int(booster.num_boosted_rounds()),
-        "rows": {p: int((frame[SPLIT] == p).sum()) for p in ("train", "validation", "test")},
-        "positives": {p: int(frame.loc[frame[SPLIT] == p, LABEL].sum()) for p in ("train", "validation", "test")},
-        "riskloop_version": __version__,
-        "xgboost_version": xgb.__version__,
-    }, out_dir)
+    return save_model(
+        booster,
+        fspec,
+        {
+            **meta,
+            "threshold": float(threshold),
+            "target_fpr": params.target_fpr,
+            "threshold_reaches_target_fpr": reaches_target,
+            "train_params": params.model_dump(),
+            "scale_pos_weight": weight,
+            "best_iteration": int(booster.num_boosted_rounds()),
+            "rows": {p: int((frame[SPLIT] == p).sum()) for p in ("train", "validation", "test")},
+            "positives": {p: int(frame.loc[frame[SPLIT] == p, LABEL].sum()) for p in ("train", "validation", "test")},
+            "riskloop_version": __version__,
+            "xgboost_version": xgb.__version__,
+        },
+        out_dir,
+    )
 
 
 def reference_sample(frame: pd.DataFrame, bundle: ModelBundle, *, n: int = 5000, seed: int = 0) -> pd.DataFrame:

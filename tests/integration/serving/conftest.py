@@ -53,15 +53,37 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     steps.ingest(spec.name, "2026-01-01", HELD_OUT, w / "batch.parquet", s)
     steps.validate(spec.name, w / "batch.parquet", w / "valid.parquet", w / "q.parquet", -1, s, "test-run")
     info = steps.build_training_set(spec.name, w / "valid.parquet", "2026-01-14", 2.0, 2.0, 3.0, 0, w / "ts.parquet", s)
-    out = steps.train(spec.name, w / "ts.parquet", {"n_estimators": 80}, w / "model", s, pipeline_run_id="test-run",
-                      data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"), cutoff_date="2026-01-14",
-                      maturity_days=2.0)
-    ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s,
-                        target_fpr=0.01)
-    gate = steps.gate(ev.comparison, {}, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id="test-run",
-                      gate_result_path=w / "gate.json")
-    steps.register(out.mlflow_run_id, w / "model", gate, spec.name, s, pipeline_run_id="test-run",
-                   data_sha256=info.data_sha256, data_snapshot=str(w / "ts.parquet"))
+    out = steps.train(
+        spec.name,
+        w / "ts.parquet",
+        {"n_estimators": 80},
+        w / "model",
+        s,
+        pipeline_run_id="test-run",
+        data_sha256=info.data_sha256,
+        data_snapshot=str(w / "ts.parquet"),
+        cutoff_date="2026-01-14",
+        maturity_days=2.0,
+    )
+    ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s, target_fpr=0.01)
+    gate = steps.gate(
+        ev.comparison,
+        {},
+        s,
+        mlflow_run_id=out.mlflow_run_id,
+        pipeline_run_id="test-run",
+        gate_result_path=w / "gate.json",
+    )
+    steps.register(
+        out.mlflow_run_id,
+        w / "model",
+        gate,
+        spec.name,
+        s,
+        pipeline_run_id="test-run",
+        data_sha256=info.data_sha256,
+        data_snapshot=str(w / "ts.parquet"),
+    )
     # the online store as of the start of the held-out day (the offline tables were built on all days,
     # but rows stamped at its start only use earlier days)
     steps.materialize(HELD_OUT, 30, s)
@@ -96,8 +118,12 @@ def start_server(s: Settings, *args: str, env: dict[str, str] | None = None, tim
     port = free_port()
     log = s.root / f"server-{port}.log"
     e = {**os.environ, "RISKLOOP_STATE_DIR": str(s.root), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "riskloop.cli", "serve", "--port", str(port), *args],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=e)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "riskloop.cli", "serve", "--port", str(port), *args],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=e,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

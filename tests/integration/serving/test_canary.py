@@ -40,8 +40,9 @@ INTERVAL_SECONDS = 2.0
 def versions(trained: Trained) -> tuple[str, str]:
     s = trained.settings
     v1 = get_version(s.tracking_uri, MODEL, "1")
-    mv = client(s.tracking_uri).create_model_version(name=MODEL, source=f"runs:/{v1.run_id}/model_dir",
-                                                     run_id=v1.run_id, tags=v1.tags)
+    mv = client(s.tracking_uri).create_model_version(
+        name=MODEL, source=f"runs:/{v1.run_id}/model_dir", run_id=v1.run_id, tags=v1.tags
+    )
     return "1", str(mv.version)
 
 
@@ -116,19 +117,28 @@ def audit_events(s: Settings, *names: str) -> list[dict[str, object]]:
 
 
 def test_failing_challenger_is_rolled_back_and_no_champion_request_fails(
-        fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]) -> None:
+    fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]
+) -> None:
     s = fresh
     # sticky, so the test knows which model each card's requests went to
-    rollout.deploy_challenger(s, MODEL, version=versions[1], canary_percent=50, sticky=True,
-                              drill=Drill(error_rate=0.2))
+    rollout.deploy_challenger(
+        s, MODEL, version=versions[1], canary_percent=50, sticky=True, drill=Drill(error_rate=0.2)
+    )
     verdicts: list[str] = []
     with traffic_to(canary_server.url, rows_of(trained)) as traffic:
         deadline = time.monotonic() + 20
         while not any(status == 500 for _, status, _ in answers(traffic)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        result = progressive_rollout(s, MODEL, steps=[50], interval_seconds=INTERVAL_SECONDS, max_intervals=3,
-                                     policy=POLICY, source=ScrapeSource(canary_server.url, MODEL),
-                                     on_verdict=lambda pct, v: verdicts.append(v.value))
+        result = progressive_rollout(
+            s,
+            MODEL,
+            steps=[50],
+            interval_seconds=INTERVAL_SECONDS,
+            max_intervals=3,
+            policy=POLICY,
+            source=ScrapeSource(canary_server.url, MODEL),
+            on_verdict=lambda pct, v: verdicts.append(v.value),
+        )
         mark = len(answers(traffic))
         time.sleep(1.5)  # the server picks up the rollback
         after = answers(traffic)[mark:]
@@ -138,10 +148,11 @@ def test_failing_challenger_is_rolled_back_and_no_champion_request_fails(
     champion_side = [st for card, st, _ in seen if on_champion(card, 50)]
     answered_by_challenger = [st for card, st, v in seen if not on_champion(card, 50) and (st == 500 or v == "2")]
     assert champion_side and all(st == 200 for st in champion_side), [
-        (card, st, v) for card, st, v in seen if on_champion(card, 50) and st != 200][:10]
+        (card, st, v) for card, st, v in seen if on_champion(card, 50) and st != 200
+    ][:10]
     assert 0.1 < answered_by_challenger.count(500) / len(answered_by_challenger) < 0.32
     assert set(st for st in (x[1] for x in seen)) <= {200, 500}
-    late = after[len(after) // 2:]
+    late = after[len(after) // 2 :]
     assert late and all(st == 200 and v == versions[0] for _, st, v in late)
     d = rollout.current(s, MODEL)
     assert d is not None and d.challenger_version is None
@@ -151,13 +162,21 @@ def test_failing_challenger_is_rolled_back_and_no_champion_request_fails(
 
 
 def test_shifted_scores_are_rolled_back_on_distribution_shift(
-        fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]) -> None:
+    fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]
+) -> None:
     s = fresh
     rollout.deploy_challenger(s, MODEL, version=versions[1], canary_percent=50, drill=Drill(score_shift=0.3))
     with traffic_to(canary_server.url, rows_of(trained)) as traffic:
         wait_for_version(traffic, versions[1])
-        result = progressive_rollout(s, MODEL, steps=[50], interval_seconds=INTERVAL_SECONDS, max_intervals=3,
-                                     policy=POLICY, source=ScrapeSource(canary_server.url, MODEL))
+        result = progressive_rollout(
+            s,
+            MODEL,
+            steps=[50],
+            interval_seconds=INTERVAL_SECONDS,
+            max_intervals=3,
+            policy=POLICY,
+            source=ScrapeSource(canary_server.url, MODEL),
+        )
     assert result.outcome == "rolled_back", result.summary()
     reasons = result.verdicts[-1][1].reasons
     assert any(r.startswith("score_psi FAIL") for r in reasons), reasons
@@ -166,21 +185,29 @@ def test_shifted_scores_are_rolled_back_on_distribution_shift(
 
 
 def test_good_challenger_is_promoted_with_aliases_audit_and_split_consistent(
-        fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]) -> None:
+    fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]
+) -> None:
     s = fresh
     rollout.deploy_challenger(s, MODEL, alias=None, version=versions[1], canary_percent=10)
     with traffic_to(canary_server.url, rows_of(trained)) as traffic:
         wait_for_version(traffic, versions[1])
         # a decision needs enough traffic; on a loaded machine it arrives slower, so allow more intervals
         # (the rollout stops as soon as it has decided)
-        result = progressive_rollout(s, MODEL, steps=[10, 50], interval_seconds=INTERVAL_SECONDS, max_intervals=8,
-                                     policy=POLICY, source=ScrapeSource(canary_server.url, MODEL))
+        result = progressive_rollout(
+            s,
+            MODEL,
+            steps=[10, 50],
+            interval_seconds=INTERVAL_SECONDS,
+            max_intervals=8,
+            policy=POLICY,
+            source=ScrapeSource(canary_server.url, MODEL),
+        )
         assert result.outcome == "promoted", result.summary()
         mark = len(answers(traffic))
         time.sleep(1.5)
         after = answers(traffic)[mark:]
     assert [pct for pct, _ in result.verdicts][-1] == 50
-    late = after[len(after) // 2:]
+    late = after[len(after) // 2 :]
     assert late and all(st == 200 and v == versions[1] for _, st, v in late)
     assert all(st == 200 for _, st, _ in answers(traffic))
     d = rollout.current(s, MODEL)
@@ -194,23 +221,28 @@ def test_good_challenger_is_promoted_with_aliases_audit_and_split_consistent(
     assert promoted["ids"]["champion_version"] == versions[1]  # type: ignore[index]
     assert promoted["details"]["previous_version"] == versions[0]  # type: ignore[index]
     assert promoted["details"]["verdict"]["decision"] == "promote"  # type: ignore[index]
-    assert any(e["event"] == "canary_traffic_set" and e["details"]["canary_percent"] == 50  # type: ignore[index]
-               for e in events)
+    assert any(
+        e["event"] == "canary_traffic_set" and e["details"]["canary_percent"] == 50  # type: ignore[index]
+        for e in events
+    )
 
 
 def _post(url: str, row: dict[str, object], request_id: str) -> httpx.Response:
-    return httpx.post(f"{url}/v1/models/{MODEL}:predict", json={"instances": [row]},
-                      headers={"x-request-id": request_id}, timeout=10)
+    return httpx.post(
+        f"{url}/v1/models/{MODEL}:predict", json={"instances": [row]}, headers={"x-request-id": request_id}, timeout=10
+    )
 
 
 def test_shadow_answers_byte_identical_and_logs_both_scores(
-        fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]) -> None:
+    fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]
+) -> None:
     s = fresh
     rows = rows_of(trained)[:40]
     alone = [_post(canary_server.url, r, f"shadow-test-{i}") for i, r in enumerate(rows)]
     # a shadow that is slow and fails half its requests must not show in the answers
-    rollout.deploy_challenger(s, MODEL, version=versions[1], mode="shadow",
-                              drill=Drill(error_rate=0.5, added_latency_ms=300))
+    rollout.deploy_challenger(
+        s, MODEL, version=versions[1], mode="shadow", drill=Drill(error_rate=0.5, added_latency_ms=300)
+    )
     time.sleep(1.5)  # the server picks up the record
     t0 = time.perf_counter()
     shadowed = [_post(canary_server.url, r, f"shadow-test-{i}") for i, r in enumerate(rows)]
@@ -236,8 +268,13 @@ def test_shadow_answers_byte_identical_and_logs_both_scores(
 
 
 def test_prometheus_and_direct_scrape_reach_the_same_verdict(
-        fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str],
-        prometheus_url: str, prometheus_targets_dir: Path) -> None:
+    fresh: Settings,
+    canary_server: Server,
+    trained: Trained,
+    versions: tuple[str, str],
+    prometheus_url: str,
+    prometheus_targets_dir: Path,
+) -> None:
     s = fresh
     rollout.deploy_challenger(s, MODEL, version=versions[1], canary_percent=50, drill=Drill(score_shift=0.3))
     port = canary_server.url.rsplit(":", 1)[1]
@@ -265,11 +302,17 @@ def test_prometheus_and_direct_scrape_reach_the_same_verdict(
         a, b = window(start_scrape, end_scrape, role, version), window(start_prom, end_prom, role, version)
         assert a.requests > 0 and (a.requests, a.errors) == (b.requests, b.errors)
         assert histogram_quantile(0.99, a.latency_buckets) == pytest.approx(
-            histogram_quantile(0.99, b.latency_buckets), rel=1e-6)
+            histogram_quantile(0.99, b.latency_buckets), rel=1e-6
+        )
     # stated tolerance: identical counts, so p99 and PSI agree to float round-off
     assert v_scrape.measures["psi"] == pytest.approx(v_prom.measures["psi"], rel=1e-6)
-    assert psi(window(start_scrape, end_scrape, "champion", d.champion_version).score_buckets,
-               window(start_scrape, end_scrape, "challenger", d.challenger_version).score_buckets) > POLICY.max_psi
+    assert (
+        psi(
+            window(start_scrape, end_scrape, "champion", d.champion_version).score_buckets,
+            window(start_scrape, end_scrape, "challenger", d.challenger_version).score_buckets,
+        )
+        > POLICY.max_psi
+    )
 
 
 def _quiet_snapshot(scrape: ScrapeSource, prometheus_url: str, port: str) -> tuple[object, datetime]:
@@ -288,7 +331,8 @@ def _quiet_snapshot(scrape: ScrapeSource, prometheus_url: str, port: str) -> tup
 
 
 def test_switching_the_desired_state_under_load_fails_no_request(
-        fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]) -> None:
+    fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]
+) -> None:
     s = fresh
     with traffic_to(canary_server.url, rows_of(trained), connections=4) as traffic:
         time.sleep(0.5)
@@ -313,7 +357,8 @@ def test_switching_the_desired_state_under_load_fails_no_request(
 
 
 def test_delivery_pipeline_under_kfp_local_promotes_a_good_challenger(
-        fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]) -> None:
+    fresh: Settings, canary_server: Server, trained: Trained, versions: tuple[str, str]
+) -> None:
     """The pipeline's components write the record the running server follows, and read its metrics."""
     from riskloop.orchestration.local import run_delivery
     from riskloop.registry.mlflow_registry import set_alias
@@ -322,8 +367,16 @@ def test_delivery_pipeline_under_kfp_local_promotes_a_good_challenger(
     set_alias(s.tracking_uri, MODEL, "challenger", versions[1])
     policy = {"min_requests": 40, "min_instances": 40, "p99_slack_seconds": 0.05}
     with traffic_to(canary_server.url, rows_of(trained)) as traffic:
-        r = run_delivery(s, server_url=canary_server.url, challenger_alias="challenger", first_percent=20,
-                         second_percent=50, interval_seconds=INTERVAL_SECONDS, max_intervals=4, policy=policy)
+        r = run_delivery(
+            s,
+            server_url=canary_server.url,
+            challenger_alias="challenger",
+            first_percent=20,
+            second_percent=50,
+            interval_seconds=INTERVAL_SECONDS,
+            max_intervals=4,
+            policy=policy,
+        )
         assert r.succeeded, r.error
         time.sleep(1.5)
     d = rollout.current(s, MODEL)
@@ -335,7 +388,8 @@ def test_delivery_pipeline_under_kfp_local_promotes_a_good_challenger(
 
 
 def test_the_delivery_step_refuses_an_unapproved_challenger_before_deploying_it(
-        fresh: Settings, versions: tuple[str, str]) -> None:
+    fresh: Settings, versions: tuple[str, str]
+) -> None:
     """The pipeline's one step fails closed: refused and audited before any traffic moves to the challenger."""
     from riskloop.errors import ApprovalRefused
     from riskloop.registry.mlflow_registry import set_alias

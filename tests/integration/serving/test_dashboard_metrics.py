@@ -42,20 +42,28 @@ RULES = MONITORING_DIR / "riskloop-alerts.rules.yaml"
 # Metrics without the model/model_version/role label set (process-wide).
 UNLABELLED = frozenset({"riskloop_prediction_log_rows_total"})
 # What the dashboard is for, by the metrics it must read.
-REQUIRED_METRICS = frozenset({
-    "riskloop_requests_total", "riskloop_request_duration_seconds_bucket", "riskloop_score_ratio_bucket",
-    "riskloop_instances_total", "riskloop_unknown_entities_total", "riskloop_drift_share_ratio",
-    "riskloop_feature_drift_p_value", "riskloop_decay_pr_auc", "riskloop_decay_recall_ratio",
-    "riskloop_monitor_action",
-})
+REQUIRED_METRICS = frozenset(
+    {
+        "riskloop_requests_total",
+        "riskloop_request_duration_seconds_bucket",
+        "riskloop_score_ratio_bucket",
+        "riskloop_instances_total",
+        "riskloop_unknown_entities_total",
+        "riskloop_drift_share_ratio",
+        "riskloop_feature_drift_p_value",
+        "riskloop_decay_pr_auc",
+        "riskloop_decay_recall_ratio",
+        "riskloop_monitor_action",
+    }
+)
 RATE_WINDOW = "1m"  # for $__rate_interval: the test Prometheus scrapes every second
-GRAFANA_VARIABLES = {"__rate_interval": RATE_WINDOW, "__interval": "15s", "__range": "5m", "model": MODEL,
-                     "role": ".*"}
+GRAFANA_VARIABLES = {"__rate_interval": RATE_WINDOW, "__interval": "15s", "__range": "5m", "model": MODEL, "role": ".*"}
 GRID_COLUMNS = 24
 
 # --- a small PromQL tokenizer: enough to find metric names, selectors and label lists -------------------------
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
   | (?P<comment>\#[^\n]*)
   | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
@@ -65,9 +73,12 @@ _TOKEN = re.compile(r"""
   | (?P<close>[)}\]])
   | (?P<space>\s+)
   | (?P<op>==|!=|=~|!~|<=|>=|[-+*/%^<>=,@])
-""", re.VERBOSE)
-_AGGREGATIONS = frozenset({"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-                           "bottomk", "topk", "quantile"})
+""",
+    re.VERBOSE,
+)
+_AGGREGATIONS = frozenset(
+    {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile"}
+)
 _LABEL_LIST_KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 _KEYWORDS = _LABEL_LIST_KEYWORDS | {"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"}
 _PAIRS = {"(": ")", "{": "}", "[": "]"}
@@ -88,7 +99,7 @@ def _tokens(expr: str) -> list[tuple[str, str, int]]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if m is None:
-            raise ValueError(f"cannot tokenize PromQL at {pos}: {expr[pos:pos + 30]!r} in {expr!r}")
+            raise ValueError(f"cannot tokenize PromQL at {pos}: {expr[pos : pos + 30]!r} in {expr!r}")
         kind = m.lastgroup
         assert kind is not None
         if kind not in ("space", "comment"):
@@ -141,7 +152,7 @@ def selectors(expr: str) -> list[Selector]:
             if nxt[1] == "{":
                 close = _closing(tokens, i + 1)
                 end = tokens[close][2] + 1
-                found.append(Selector(text, start, end, expr[nxt[2] + 1:end - 1]))
+                found.append(Selector(text, start, end, expr[nxt[2] + 1 : end - 1]))
                 i = close + 1
                 continue
             found.append(Selector(text, start, start + len(text), None))
@@ -158,12 +169,13 @@ def with_matcher(expr: str, matcher: str) -> str:
     out, last = [], 0
     for s in selectors(expr):
         inner = f"{matcher}, {s.matchers}" if s.matchers and s.matchers.strip() else matcher
-        out += [expr[last:s.start], f"{s.metric}{{{inner}}}"]
+        out += [expr[last : s.start], f"{s.metric}{{{inner}}}"]
         last = s.end
     return "".join([*out, expr[last:]])
 
 
 # --- the expressions ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Expression:
@@ -200,8 +212,9 @@ def dashboard_expressions(model: str = MODEL) -> list[Expression]:
     out = []
     for p in _panels(d["panels"]):
         for t in p.get("targets", []):
-            out.append(Expression(f"panel {p['title']!r} {t['refId']}", fill_grafana_variables(t["expr"], model),
-                                  p["title"]))
+            out.append(
+                Expression(f"panel {p['title']!r} {t['refId']}", fill_grafana_variables(t["expr"], model), p["title"])
+            )
     for v in d["templating"]["list"]:
         if v["type"] != "query":
             continue
@@ -223,8 +236,14 @@ def all_expressions() -> list[Expression]:
 
 def exposable_names(families: Iterable[Metric]) -> set[str]:
     """The sample names metric families can expose (a labelled counter has none until first incremented)."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum"),
-                "gauge": ("",), "info": ("_info",), "untyped": ("",)}
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_count", "_sum"),
+        "summary": ("_count", "_sum"),
+        "gauge": ("",),
+        "info": ("_info",),
+        "untyped": ("",),
+    }
     names = set()
     for f in families:
         names |= {f.name + s for s in suffixes.get(f.type, ("",))}
@@ -241,6 +260,7 @@ def monitoring_gauges() -> frozenset[str]:
 
 
 # --- the dashboard on its own --------------------------------------------------------------------------------------
+
 
 def test_dashboard_is_grafana_json_with_a_datasource_and_a_model_variable() -> None:
     d = dashboard()
@@ -286,19 +306,26 @@ def test_dashboard_shows_what_was_asked_for() -> None:
 
 
 def test_the_tokenizer_finds_metric_names_and_nothing_else() -> None:
-    expr = ('sum by (model, role) (rate(riskloop_requests_total{outcome=~"error|unavailable",x="a}b"}[5m]))\n'
-            '/ on (role) group_left sum without (le) (increase(riskloop_score_ratio_bucket[5m:1m] offset 1h))\n'
-            '> bool 0.05 and histogram_quantile(0.99, riskloop_request_duration_seconds_bucket) or up # a comment\n'
-            'unless time() - max(riskloop_monitor_last_run_timestamp_seconds) > 26 * 3600 + Inf')
-    assert metric_names(expr) == {"riskloop_requests_total", "riskloop_score_ratio_bucket",
-                                  "riskloop_request_duration_seconds_bucket", "up",
-                                  "riskloop_monitor_last_run_timestamp_seconds"}
-    assert with_matcher("rate(a{b=\"c\"}[1m]) / d", 'i="x"') == 'rate(a{i="x", b="c"}[1m]) / d{i="x"}'
+    expr = (
+        'sum by (model, role) (rate(riskloop_requests_total{outcome=~"error|unavailable",x="a}b"}[5m]))\n'
+        "/ on (role) group_left sum without (le) (increase(riskloop_score_ratio_bucket[5m:1m] offset 1h))\n"
+        "> bool 0.05 and histogram_quantile(0.99, riskloop_request_duration_seconds_bucket) or up # a comment\n"
+        "unless time() - max(riskloop_monitor_last_run_timestamp_seconds) > 26 * 3600 + Inf"
+    )
+    assert metric_names(expr) == {
+        "riskloop_requests_total",
+        "riskloop_score_ratio_bucket",
+        "riskloop_request_duration_seconds_bucket",
+        "up",
+        "riskloop_monitor_last_run_timestamp_seconds",
+    }
+    assert with_matcher('rate(a{b="c"}[1m]) / d', 'i="x"') == 'rate(a{i="x", b="c"}[1m]) / d{i="x"}'
     with pytest.raises(ValueError, match="without a metric name"):
         selectors('{__name__="riskloop_requests_total"}')
 
 
 # --- against the live server and the test Prometheus ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Scraped:
@@ -383,8 +410,9 @@ def test_prometheus_parses_every_expression(prometheus_url: str) -> None:
     assert not failures, failures
 
 
-def _without_data(expressions: Iterable[Expression], prometheus_url: str, at: float,
-                  scope: str | None = None) -> dict[str, tuple[str, list[float]]]:
+def _without_data(
+    expressions: Iterable[Expression], prometheus_url: str, at: float, scope: str | None = None
+) -> dict[str, tuple[str, list[float]]]:
     """The expressions that have no finite value at ``at`` (each selector narrowed by ``scope`` if given)."""
     empty = {}
     with httpx.Client(timeout=10) as http:
@@ -443,13 +471,16 @@ def pushed(pushgateway_url: str, prometheus_url: str) -> Iterator[Pushed]:
         deadline = time.monotonic() + 20
         while True:
             at = time.time()
-            result = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": promql, "time": at},
-                               timeout=5).json()["data"]["result"]
+            result = httpx.get(
+                f"{prometheus_url}/api/v1/query", params={"query": promql, "time": at}, timeout=5
+            ).json()["data"]["result"]
             if result and float(result[0]["value"][1]) >= 2:
                 break
             if time.monotonic() > deadline:
-                pytest.fail("Prometheus did not scrape the pushed monitoring gauges twice within 20 s "
-                            "(does it scrape the Pushgateway?)")
+                pytest.fail(
+                    "Prometheus did not scrape the pushed monitoring gauges twice within 20 s "
+                    "(does it scrape the Pushgateway?)"
+                )
             time.sleep(0.3)
         yield Pushed(model, at)
     finally:
@@ -464,8 +495,11 @@ def test_monitoring_panels_show_data_pushed_through_the_pushgateway(pushed: Push
 
 def test_monitoring_alert_expressions_select_the_pushed_gauges(pushed: Pushed, prometheus_url: str) -> None:
     """The labels the Pushgateway adds (job, instance) do not get in the way of the rules' aggregations."""
-    expected = {"rule RiskloopDriftHigh": True, "rule RiskloopPerformanceDecay": True,
-                "rule RiskloopMonitorNotRunning": False}
+    expected = {
+        "rule RiskloopDriftHigh": True,
+        "rule RiskloopPerformanceDecay": True,
+        "rule RiskloopMonitorNotRunning": False,
+    }
     got = {}
     with httpx.Client(timeout=10) as http:
         for e in rule_expressions():

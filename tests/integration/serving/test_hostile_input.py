@@ -14,8 +14,18 @@ from tests.integration.serving.conftest import MODEL, Server, Trained, instance
 
 CATEGORIES = {
     "currency": ["EUR", "GBP", "USD", "BRL", "NGN", "PLN"],
-    "merchant_category": ["grocery", "restaurant", "fuel", "fashion", "pharmacy", "entertainment", "travel",
-                          "electronics", "digital_goods", "jewelry"],
+    "merchant_category": [
+        "grocery",
+        "restaurant",
+        "fuel",
+        "fashion",
+        "pharmacy",
+        "entertainment",
+        "travel",
+        "electronics",
+        "digital_goods",
+        "jewelry",
+    ],
     "channel": ["pos", "contactless", "online"],
     "country": ["DE", "FR", "NL", "ES", "IT", "PL", "GB", "US", "BR", "NG"],
     "device_type": ["terminal", "mobile", "desktop"],
@@ -32,32 +42,50 @@ def valid_instance(draw: st.DrawFn) -> dict[str, Any]:
         "amount": draw(st.floats(min_value=0.01, max_value=1e6, allow_nan=False, allow_infinity=False)),
         "distance_from_home_km": draw(st.floats(min_value=0, max_value=20_100, allow_nan=False)),
         "card_age_days": draw(st.integers(0, 36_500)),
-        "event_timestamp": draw(st.datetimes(min_value=__import__("datetime").datetime(2026, 1, 1),
-                                             max_value=__import__("datetime").datetime(2026, 3, 1),
-                                             timezones=st.just(__import__("datetime").timezone.utc))).isoformat(),
+        "event_timestamp": draw(
+            st.datetimes(
+                min_value=__import__("datetime").datetime(2026, 1, 1),
+                max_value=__import__("datetime").datetime(2026, 3, 1),
+                timezones=st.just(__import__("datetime").timezone.utc),
+            )
+        ).isoformat(),
     }
     for k, values in CATEGORIES.items():
         inst[k] = draw(st.sampled_from(values))
     return inst
 
 
-bad_values = st.one_of(st.none(), st.booleans(), st.text(max_size=5), st.lists(st.integers(), max_size=2),
-                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-                       st.sampled_from([-1, -0.0, 0, 1e309, -1e309, 10**30, "NaN", "1e309", 5e6]))
-_not_json_types = st.one_of(st.booleans(), st.lists(st.integers(), max_size=2),
-                            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+bad_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from([-1, -0.0, 0, 1e309, -1e309, 10**30, "NaN", "1e309", 5e6]),
+)
+_not_json_types = st.one_of(
+    st.booleans(), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
 _not_numbers = st.one_of(st.text(max_size=5), _not_json_types, st.none())
 INVALID: dict[str, st.SearchStrategy[Any]] = {
     "amount": st.one_of(_not_numbers, st.sampled_from([0, -0.0, -1, -1e-9, 1e309, -1e309, 10**30, 5e6, "12.5"])),
     "distance_from_home_km": st.one_of(_not_numbers, st.sampled_from([-1, -0.5, 1e309, 30_000, "3"])),
     "card_age_days": st.one_of(_not_numbers, st.sampled_from([-1, 1.5, 10**12, "10"])),
-    "event_timestamp": st.one_of(st.integers(), _not_json_types,
-                                 st.sampled_from(["2026-01-01T00:00:00", "yesterday", "", "2026-13-01T00:00:00Z"])),
-    **{k: st.one_of(st.none(), st.integers(), _not_json_types, st.sampled_from(["", " ", "x" * 65, "a b"]))
-       for k in ("transaction_id", "card_id", "merchant_id")},
-    **{k: st.one_of(st.none(), st.integers(), _not_json_types, st.text(max_size=8).filter(lambda v, k=k: v not in
-                                                                                            CATEGORIES[k]))
-       for k in CATEGORIES},
+    "event_timestamp": st.one_of(
+        st.integers(),
+        _not_json_types,
+        st.sampled_from(["2026-01-01T00:00:00", "yesterday", "", "2026-13-01T00:00:00Z"]),
+    ),
+    **{
+        k: st.one_of(st.none(), st.integers(), _not_json_types, st.sampled_from(["", " ", "x" * 65, "a b"]))
+        for k in ("transaction_id", "card_id", "merchant_id")
+    },
+    **{
+        k: st.one_of(
+            st.none(), st.integers(), _not_json_types, st.text(max_size=8).filter(lambda v, k=k: v not in CATEGORIES[k])
+        )
+        for k in CATEGORIES
+    },
 }
 
 
@@ -83,8 +111,9 @@ def body_text(payload: Any) -> str:
 
 
 def post(server: Server, text: str) -> httpx.Response:
-    return server.client.post(f"{server.url}/v1/models/{MODEL}:predict", content=text.encode(),
-                              headers={"content-type": "application/json"})
+    return server.client.post(
+        f"{server.url}/v1/models/{MODEL}:predict", content=text.encode(), headers={"content-type": "application/json"}
+    )
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
@@ -98,8 +127,9 @@ def test_valid_requests_score_in_unit_interval(server: Server, instances: list[d
 
 @settings(max_examples=1200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(valid_instance(), min_size=0, max_size=3), broken_instance())
-def test_broken_instances_get_a_4xx_naming_the_field(server: Server, good: list[dict[str, Any]],
-                                                     bad: dict[str, Any]) -> None:
+def test_broken_instances_get_a_4xx_naming_the_field(
+    server: Server, good: list[dict[str, Any]], bad: dict[str, Any]
+) -> None:
     r = post(server, body_text({"instances": [*good, bad]}))
     assert r.status_code in (400, 422), (r.status_code, r.text)
     error = r.json()["error"]
@@ -108,14 +138,19 @@ def test_broken_instances_get_a_4xx_naming_the_field(server: Server, good: list[
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.one_of(
-    st.text(max_size=50),
-    st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=5),
-                 lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                 max_leaves=10).map(body_text),
-    st.builds(lambda n: body_text({"instances": []}) if n == 0 else body_text({"instances": [{}] * n}),
-              st.integers(0, 3)),
-))
+@given(
+    st.one_of(
+        st.text(max_size=50),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.text(max_size=5),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+            max_leaves=10,
+        ).map(body_text),
+        st.builds(
+            lambda n: body_text({"instances": []}) if n == 0 else body_text({"instances": [{}] * n}), st.integers(0, 3)
+        ),
+    )
+)
 def test_arbitrary_bodies_never_cause_a_5xx(server: Server, text: str) -> None:
     r = post(server, text)
     assert r.status_code in (400, 413, 422), (r.status_code, r.text, text)
@@ -151,8 +186,22 @@ def test_feature_store_gone_answers_a_fast_5xx(trained: Trained, redis_url: str,
     port = free_port()
     d = s.root / "redis-gone"
     d.mkdir(exist_ok=True)
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(d),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         from riskloop import steps
         from riskloop.settings import Settings

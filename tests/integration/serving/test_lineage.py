@@ -22,8 +22,18 @@ from riskloop.registry.mlflow_registry import run_info
 from riskloop.serving.prediction_log import read_prediction_log
 from tests.integration.serving.conftest import MODEL, Server, Trained, instance, start_server
 
-HOPS = ["prediction", "model_version", "dataset_spec", "mlflow_run", "pipeline_run", "training_data", "features",
-        "code", "image", "decisions"]
+HOPS = [
+    "prediction",
+    "model_version",
+    "dataset_spec",
+    "mlflow_run",
+    "pipeline_run",
+    "training_data",
+    "features",
+    "code",
+    "image",
+    "decisions",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +46,18 @@ def record_server(trained: Trained) -> Iterator[Server]:
 def cli(trained: Trained, *args: str) -> tuple[int, str]:
     from riskloop.cli import app
 
-    r = CliRunner().invoke(app, list(args), env={"RISKLOOP_STATE_DIR": str(trained.settings.root),
-                                                 "COLUMNS": "200"})
+    r = CliRunner().invoke(app, list(args), env={"RISKLOOP_STATE_DIR": str(trained.settings.root), "COLUMNS": "200"})
     return r.exit_code, r.output
 
 
 def scored(trained: Trained, server: Server) -> str:
     request_id = f"lineage-{uuid.uuid4().hex[:12]}"
-    r = httpx.post(f"{server.url}/v1/models/{MODEL}:predict", json={"instances": [instance(trained.held_out.iloc[0])]},
-                   headers={"x-request-id": request_id}, timeout=10)
+    r = httpx.post(
+        f"{server.url}/v1/models/{MODEL}:predict",
+        json={"instances": [instance(trained.held_out.iloc[0])]},
+        headers={"x-request-id": request_id},
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["request_id"] == request_id
     deadline = time.monotonic() + 15
@@ -66,8 +79,9 @@ def test_lineage_of_a_served_prediction_resolves_every_hop(trained: Trained, rec
     lineage = doc["models"][0]
     hops = {h["hop"]: h for h in lineage["hops"]}
     assert list(hops) == HOPS
-    assert {name: h["status"] for name, h in hops.items()} == dict.fromkeys(HOPS, "ok"), \
-        {n: (h["status"], h["note"]) for n, h in hops.items()}
+    assert {name: h["status"] for name, h in hops.items()} == dict.fromkeys(HOPS, "ok"), {
+        n: (h["status"], h["note"]) for n, h in hops.items()
+    }
 
     row = hops["prediction"]["facts"]["rows"][0]
     assert row["request_id"] == request_id and row["role"] == "champion"
@@ -87,7 +101,8 @@ def test_lineage_of_a_served_prediction_resolves_every_hop(trained: Trained, rec
     assert set(features["recorded_at_training"]["views"]) >= {"card_daily", "merchant_daily", "transaction_context"}
     assert hops["pipeline_run"]["facts"]["pipeline_run_id"] == "test-run"
     assert {"validated", "trained", "gated", "registered"} <= {
-        e["event"] for e in hops["pipeline_run"]["facts"]["audit_events"]}
+        e["event"] for e in hops["pipeline_run"]["facts"]["audit_events"]
+    }
     decisions = hops["decisions"]["facts"]["events"]
     seqs = {ev.seq: ev for ev in open_audit_log("file", path=s.audit_path).events()}
     for e in decisions:  # each decision is a real line of the verified log

@@ -47,9 +47,16 @@ def test_drift_takes_the_retrain_branch_of_the_monitoring_pipeline(trained: Trai
         srv.stop()  # flushes the prediction log
     versions_before = len(list_versions(s.tracking_uri, MODEL))
     # one served day: drift on one day is enough here (the default wants it on two)
-    r = run_monitoring(s, date.fromisoformat(HELD_OUT), policy={"min_current_rows": 500, "min_reference_rows": 500,
-                                                                "min_drift_days": 1},
-                       training_days=14, maturity_days=2.0, validation_days=2.0, test_days=3.0, deliver=False)
+    r = run_monitoring(
+        s,
+        date.fromisoformat(HELD_OUT),
+        policy={"min_current_rows": 500, "min_reference_rows": 500, "min_drift_days": 1},
+        training_days=14,
+        maturity_days=2.0,
+        validation_days=2.0,
+        test_days=3.0,
+        deliver=False,
+    )
     assert r.succeeded, r.error
     summary = json.loads((s.reports_dir / "monitoring" / HELD_OUT / "summary.json").read_text())
     assert summary["action"] == "retrain", summary["reasons"]
@@ -71,5 +78,5 @@ def test_drift_takes_the_retrain_branch_of_the_monitoring_pipeline(trained: Trai
     # the retrain branch ran the training pipeline: a new run was trained and gated (registered if it passed)
     events = [json.loads(line)["event"] for line in s.audit_path.read_text().splitlines()]
     assert events.count("retrain_triggered") == 1
-    assert "gated" in events[events.index("retrain_triggered"):]
+    assert "gated" in events[events.index("retrain_triggered") :]
     assert len(list_versions(s.tracking_uri, MODEL)) >= versions_before

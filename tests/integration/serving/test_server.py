@@ -37,8 +37,10 @@ def test_v1_scores_with_threshold_version_and_request_id(server: Server, trained
 def test_v2_open_inference_protocol(server: Server, trained: Trained) -> None:
     rows = [instance(r) for _, r in trained.held_out.iloc[3:5].iterrows()]
     types = {str: "BYTES", float: "FP64", int: "INT64"}
-    inputs = [{"name": k, "shape": [len(rows)], "datatype": types[type(v)], "data": [x[k] for x in rows]}
-              for k, v in rows[0].items()]
+    inputs = [
+        {"name": k, "shape": [len(rows)], "datatype": types[type(v)], "data": [x[k] for x in rows]}
+        for k, v in rows[0].items()
+    ]
     r = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json={"inputs": inputs}, timeout=30)
     assert r.status_code == 200, r.text
     out = {o["name"]: o for o in r.json()["outputs"]}
@@ -51,18 +53,28 @@ def test_unknown_card_gets_defaults_flagged_and_counted(server: Server, trained:
     r = predict(server, [row])
     assert r.status_code == 200 and r.json()["predictions"][0]["unknown_card"] is True
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-    assert 'riskloop_unknown_entities_total{entity="card"' in metrics.replace(", ", ",") or \
-        "riskloop_unknown_entities_total" in metrics
+    assert (
+        'riskloop_unknown_entities_total{entity="card"' in metrics.replace(", ", ",")
+        or "riskloop_unknown_entities_total" in metrics
+    )
 
 
 def test_metrics_carry_names_and_labels(server: Server, trained: Trained) -> None:
     predict(server, [instance(trained.held_out.iloc[6])])
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)}
-    for name in ("riskloop_requests", "riskloop_request_duration_seconds", "riskloop_stage_duration_seconds",
-                 "riskloop_score_ratio", "riskloop_instances"):
+    for name in (
+        "riskloop_requests",
+        "riskloop_request_duration_seconds",
+        "riskloop_stage_duration_seconds",
+        "riskloop_score_ratio",
+        "riskloop_instances",
+    ):
         assert name in families, sorted(families)
-    ok = [s for s in families["riskloop_requests"].samples
-          if s.name == "riskloop_requests_total" and s.labels.get("outcome") == "ok"]
+    ok = [
+        s
+        for s in families["riskloop_requests"].samples
+        if s.name == "riskloop_requests_total" and s.labels.get("outcome") == "ok"
+    ]
     assert ok and ok[0].labels["role"] == "champion" and ok[0].labels["model_version"] == "1"
     stages = {s.labels["stage"] for s in families["riskloop_stage_duration_seconds"].samples if "stage" in s.labels}
     assert {"features", "predict", "push"} <= stages
@@ -70,8 +82,12 @@ def test_metrics_carry_names_and_labels(server: Server, trained: Trained) -> Non
 
 def test_nothing_listens_beyond_loopback(server: Server) -> None:
     proc = psutil.Process(server.process.pid)
-    listening = [c for p in [proc, *proc.children(recursive=True)] for c in p.connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
+    listening = [
+        c
+        for p in [proc, *proc.children(recursive=True)]
+        for c in p.connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
     assert listening, "the server listens somewhere"
     assert all(c.laddr.ip in ("127.0.0.1", "::1") for c in listening), listening
 
@@ -93,8 +109,13 @@ def test_corrupt_model_never_reports_ready(trained: Trained, tmp_path: pytest.Te
     env = {"RISKLOOP_STATE_DIR": str(s.root), "RISKLOOP_EXPECTED_MODEL_SHA256": info.tags["model_sha256"]}
     import os
 
-    r = subprocess.run([sys.executable, "-m", "riskloop.cli", "serve", "--model-dir", str(d), "--port", "1"],
-                       capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "riskloop.cli", "serve", "--model-dir", str(d), "--port", "1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
     assert r.returncode == 2 and "does not match" in r.stderr + r.stdout
     shutil.rmtree(d.parent, ignore_errors=True)
 
@@ -115,15 +136,24 @@ def test_a_model_directory_without_its_versions_spec_is_refused(trained: Trained
     d = download_model_dir(s.tracking_uri, info.run_id)
     spec_file = d / SPEC_FILE
     if tamper == "edited":
-        spec_file.write_text(spec_file.read_text().replace("require_approval: false", "require_approval: true")
-                             + "\n# edited\n")
+        spec_file.write_text(
+            spec_file.read_text().replace("require_approval: false", "require_approval: true") + "\n# edited\n"
+        )
     else:
         spec_file.unlink()
-    env = {"RISKLOOP_STATE_DIR": str(s.root), "RISKLOOP_EXPECTED_MODEL_SHA256": info.tags["model_sha256"],
-           "RISKLOOP_EXPECTED_SPEC_SHA256": info.tags[SPEC_SHA256_TAG]}
+    env = {
+        "RISKLOOP_STATE_DIR": str(s.root),
+        "RISKLOOP_EXPECTED_MODEL_SHA256": info.tags["model_sha256"],
+        "RISKLOOP_EXPECTED_SPEC_SHA256": info.tags[SPEC_SHA256_TAG],
+    }
     # what the predictor pod runs (the InferenceService's container command)
-    r = subprocess.run([sys.executable, "-m", "riskloop.serving", "--model-dir", str(d), "--port", "1"],
-                       capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "riskloop.serving", "--model-dir", str(d), "--port", "1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
     shutil.rmtree(d.parent, ignore_errors=True)
     assert r.returncode == 2, r.stdout + r.stderr
     assert ("missing" if tamper == "deleted" else "the version records") in r.stdout + r.stderr
@@ -154,19 +184,25 @@ def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
     assert len(logged) == len(day) and logged["transaction_id"].is_unique
     # the training pipeline's code on the same transactions: a training set whose cutoff includes the day
     w = s.root / "skew"
-    steps.build_training_set("synthetic-fraud", s.root / "work/valid.parquet", "2026-01-15", 0.0, 1.0, 1.0, 0,
-                             w / "ts.parquet", s)
+    steps.build_training_set(
+        "synthetic-fraud", s.root / "work/valid.parquet", "2026-01-15", 0.0, 1.0, 1.0, 0, w / "ts.parquet", s
+    )
     frame = pd.read_parquet(w / "ts.parquet").set_index("transaction_id").loc[day["transaction_id"]]
     bundle = load_model(s.root / "work/model")
     offline = matrix(frame.reset_index(), bundle.features)
-    served = logged.set_index("transaction_id").loc[day["transaction_id"],
-                                                    [f"feature_{n}" for n in bundle.features.names]].to_numpy()
+    served = (
+        logged.set_index("transaction_id")
+        .loc[day["transaction_id"], [f"feature_{n}" for n in bundle.features.names]]
+        .to_numpy()
+    )
     assert served.shape == offline.shape
     both_nan = np.isnan(served) & np.isnan(offline)
     close = np.isclose(served, offline, rtol=1e-5, atol=1e-4)  # float32 model inputs on both sides
     bad = ~(both_nan | close)
-    where = [(day["transaction_id"].iloc[i], bundle.features.names[j], served[i, j], offline[i, j])
-             for i, j in zip(*np.nonzero(bad), strict=True)][:10]
+    where = [
+        (day["transaction_id"].iloc[i], bundle.features.names[j], served[i, j], offline[i, j])
+        for i, j in zip(*np.nonzero(bad), strict=True)
+    ][:10]
     assert not bad.any(), where
 
 
@@ -177,7 +213,7 @@ def test_prediction_log_holds_exactly_n_rows_after_shutdown(trained: Trained) ->
     rows = [instance(r) | {"transaction_id": f"N-{i}"} for i, (_, r) in enumerate(trained.held_out.head(25).iterrows())]
     try:
         for i in range(0, 25, 5):
-            assert predict(srv, rows[i:i + 5]).status_code == 200
+            assert predict(srv, rows[i : i + 5]).status_code == 200
     finally:
         assert srv.stop() == 0
     after = read_prediction_log(s.predictions)
@@ -195,12 +231,27 @@ def test_replay_sends_a_landed_day_and_says_what_came_back(server: Server, train
     env = {**os.environ, "RISKLOOP_STATE_DIR": str(trained.settings.root), "COLUMNS": "200"}
 
     def replay(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "riskloop.cli", "replay", *args], capture_output=True,
-                              text=True, env=env, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "riskloop.cli", "replay", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
 
     before = len(read_prediction_log(trained.settings.predictions))
-    done = replay("--day", HELD_OUT, "--url", server.url, "--limit", "40", "--batch-size", "16",
-                  "--host-header", f"{MODEL}.riskloop-models.example.com")
+    done = replay(
+        "--day",
+        HELD_OUT,
+        "--url",
+        server.url,
+        "--limit",
+        "40",
+        "--batch-size",
+        "16",
+        "--host-header",
+        f"{MODEL}.riskloop-models.example.com",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"transactions\s+│\s+40\s", done.stdout) and "200: 3" in done.stdout, done.stdout  # 16+16+8
     sent = [r["transaction_id"] for r in instances_of(trained, 40)]
@@ -212,8 +263,11 @@ def test_replay_sends_a_landed_day_and_says_what_came_back(server: Server, train
         time.sleep(0.5)
     assert set(sent) <= set(log["transaction_id"])
 
-    for args, says in ((("--day", "2026-02-30"), "is not a date"), (("--day", "2025-06-01"), "no partitions"),
-                       (("--day", HELD_OUT, "--url", "localhost:8080"), "not an http(s) URL")):
+    for args, says in (
+        (("--day", "2026-02-30"), "is not a date"),
+        (("--day", "2025-06-01"), "no partitions"),
+        (("--day", HELD_OUT, "--url", "localhost:8080"), "not an http(s) URL"),
+    ):
         bad = replay(*args)
         assert bad.returncode == 2 and says in bad.stderr and "how to fix" in bad.stderr, (args, bad.stderr)
     unreachable = replay("--day", HELD_OUT, "--url", "http://127.0.0.1:9", "--limit", "5")

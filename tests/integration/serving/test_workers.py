@@ -17,13 +17,18 @@ def test_two_workers_aggregate_metrics_and_flush_logs(trained: Trained) -> None:
     try:
         with httpx.Client(timeout=30) as client:  # new connections spread over the workers
             for i, (_, row) in enumerate(trained.held_out.head(n).iterrows()):
-                r = client.post(f"{srv.url}/v1/models/{MODEL}:predict",
-                                json={"instances": [instance(row) | {"transaction_id": f"W-{i}"}]},
-                                headers={"connection": "close"})
+                r = client.post(
+                    f"{srv.url}/v1/models/{MODEL}:predict",
+                    json={"instances": [instance(row) | {"transaction_id": f"W-{i}"}]},
+                    headers={"connection": "close"},
+                )
                 assert r.status_code == 200, r.text
         families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{srv.url}/metrics").text)}
-        ok = sum(smp.value for smp in families["riskloop_requests"].samples
-                 if smp.name == "riskloop_requests_total" and smp.labels.get("outcome") == "ok")
+        ok = sum(
+            smp.value
+            for smp in families["riskloop_requests"].samples
+            if smp.name == "riskloop_requests_total" and smp.labels.get("outcome") == "ok"
+        )
         assert ok == n  # one scrape sees both workers' counts
     finally:
         assert srv.stop() == 0

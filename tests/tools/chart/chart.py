@@ -53,8 +53,9 @@ def load_chart(path: Path = CHART_DIR) -> helm.Chart:
     return helm.Chart.load(path)
 
 
-def render(values: Mapping[str, Any] | None = None, *, chart: helm.Chart | None = None,
-           namespace: str = NAMESPACE) -> dict[str, str]:
+def render(
+    values: Mapping[str, Any] | None = None, *, chart: helm.Chart | None = None, namespace: str = NAMESPACE
+) -> dict[str, str]:
     """Template path -> rendered text, as `helm template` (schema validated, hooks and tests included)."""
     return (chart or load_chart()).render(dict(values or {}), name=RELEASE, namespace=namespace, is_install=True)
 
@@ -73,15 +74,19 @@ def render_objects(values: Mapping[str, Any] | None = None, **kw: Any) -> list[d
     return objects(render(values, **kw))
 
 
-def find(objs: list[dict[str, Any]], kind: str, name: str | None = None,
-         namespace: str | None = None) -> list[dict[str, Any]]:
-    return [o for o in objs if o["kind"] == kind
-            and (name is None or o["metadata"]["name"] == name)
-            and (namespace is None or o["metadata"].get("namespace") == namespace)]
+def find(
+    objs: list[dict[str, Any]], kind: str, name: str | None = None, namespace: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        o
+        for o in objs
+        if o["kind"] == kind
+        and (name is None or o["metadata"]["name"] == name)
+        and (namespace is None or o["metadata"].get("namespace") == namespace)
+    ]
 
 
-def one(objs: list[dict[str, Any]], kind: str, name: str | None = None,
-        namespace: str | None = None) -> dict[str, Any]:
+def one(objs: list[dict[str, Any]], kind: str, name: str | None = None, namespace: str | None = None) -> dict[str, Any]:
     hits = find(objs, kind, name, namespace)
     assert len(hits) == 1, f"expected one {kind} {name or ''} in {namespace or 'any namespace'}, found {len(hits)}"
     return hits[0]
@@ -148,8 +153,9 @@ def write_objects(objs: list[dict[str, Any]], out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory to write the rendered objects to")
-    parser.add_argument("--values-set", action="append", choices=sorted(VALUES_FILES),
-                        help="values sets to render (default: all)")
+    parser.add_argument(
+        "--values-set", action="append", choices=sorted(VALUES_FILES), help="values sets to render (default: all)"
+    )
     args = parser.parse_args(argv)
     seen: set[str] = set()  # an object identical in several values sets is written (and scanned) once
     for name in args.values_set or sorted(VALUES_FILES):
@@ -169,7 +175,14 @@ def inference_service_manifest(**changes: Any) -> dict[str, Any]:
     InferenceServiceParams."""
     from riskloop.delivery import inference_service as isvc
 
-    params = isvc.InferenceServiceParams(name="fraud-detector", namespace="riskloop-models",
-                                         image="r/riskloop:0.1.0-abc1234", storage_uri="s3://riskloop/models/3",
-                                         model_sha256="0" * 64, spec_sha256="1" * 64, model_version="3", **changes)
+    params = isvc.InferenceServiceParams(
+        name="fraud-detector",
+        namespace="riskloop-models",
+        image="r/riskloop:0.1.0-abc1234",
+        storage_uri="s3://riskloop/models/3",
+        model_sha256="0" * 64,
+        spec_sha256="1" * 64,
+        model_version="3",
+        **changes,
+    )
     return isvc.build_inference_service(params)

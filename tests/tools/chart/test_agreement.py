@@ -36,8 +36,9 @@ def _config(objs: list[dict[str, Any]], namespace: str) -> dict[str, str]:
     return one(objs, "ConfigMap", "riskloop-config", namespace)["data"]
 
 
-def test_configmap_has_every_key_the_pipelines_read(cluster_settings: ClusterSettings,
-                                                    objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+def test_configmap_has_every_key_the_pipelines_read(
+    cluster_settings: ClusterSettings, objects_by_set: dict[str, list[dict[str, Any]]]
+) -> None:
     import riskloop.pipelines.cluster as cluster
 
     wanted = set(cluster_settings.config_maps[cluster.CONFIG_MAP])
@@ -53,14 +54,18 @@ def test_configmap_has_every_key_the_pipelines_read(cluster_settings: ClusterSet
             assert not missing, f"{values_set}: riskloop-config in {ns} lacks {sorted(missing)}"
 
 
-def test_secret_names_are_the_pipelines(cluster_settings: ClusterSettings,
-                                        default_objects: list[dict[str, Any]]) -> None:
+def test_secret_names_are_the_pipelines(
+    cluster_settings: ClusterSettings, default_objects: list[dict[str, Any]]
+) -> None:
     import riskloop.pipelines.cluster as cluster
 
     values = load_chart().values
     assert values["s3"]["existingSecret"] == cluster.S3_SECRET
-    assert set(cluster_settings.secrets[cluster.S3_SECRET]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                                "MLFLOW_S3_ENDPOINT_URL"}
+    assert set(cluster_settings.secrets[cluster.S3_SECRET]) == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_S3_ENDPOINT_URL",
+    }
     assert values["postgresql"]["secretName"] == cluster.DB_SECRET
     db_keys = set(cluster_settings.secrets[cluster.DB_SECRET])
     for ns in (NAMESPACE, values["namespaces"]["pipelines"]["name"]):
@@ -76,8 +81,9 @@ def test_secret_names_are_the_pipelines(cluster_settings: ClusterSettings,
     assert cluster_settings.secrets[cluster.S3_SECRET] == {k: k for k in isvc.S3_SECRET_KEYS}
 
 
-def test_configmap_is_a_valid_settings(objects_by_set: dict[str, list[dict[str, Any]]],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configmap_is_a_valid_settings(
+    objects_by_set: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every key is a Settings field (extra=forbid) and the values land where the delivery code looks."""
     for values_set, objs in objects_by_set.items():
         data = _config(objs, NAMESPACE)
@@ -121,9 +127,15 @@ def test_defaults_agree_with_delivery_code(default_objects: list[dict[str, Any]]
 
 
 def test_predictor_selectors_match_the_inference_service_labels(default_objects: list[dict[str, Any]]) -> None:
-    params = isvc.InferenceServiceParams(name="fraud-detector", namespace="riskloop-models",
-                                         image="r/riskloop:0.1.0-abc1234", storage_uri="s3://b/m",
-                                         model_sha256="0" * 64, spec_sha256="1" * 64, model_version="3")
+    params = isvc.InferenceServiceParams(
+        name="fraud-detector",
+        namespace="riskloop-models",
+        image="r/riskloop:0.1.0-abc1234",
+        storage_uri="s3://b/m",
+        model_sha256="0" * 64,
+        spec_sha256="1" * 64,
+        model_version="3",
+    )
     manifest = isvc.build_inference_service(params)
     labels = manifest["metadata"]["labels"]
     container = manifest["spec"]["predictor"]["containers"][0]
@@ -141,17 +153,25 @@ def test_predictor_selectors_match_the_inference_service_labels(default_objects:
     assert s3_refs == {load_chart().values["s3"]["existingSecret"]}
     # Who may reach the predictor's stores: the allows name its pods by the same labels.
     for component in ("redis", "mlflow"):
-        peers = [p for r in one(default_objects, "NetworkPolicy", f"riskloop-{component}", NAMESPACE)["spec"]["ingress"]
-                 for p in r["from"]]
-        assert any(p.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items() and "podSelector" in p
-                   for p in peers), component
+        peers = [
+            p
+            for r in one(default_objects, "NetworkPolicy", f"riskloop-{component}", NAMESPACE)["spec"]["ingress"]
+            for p in r["from"]
+        ]
+        assert any(
+            p.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items() and "podSelector" in p
+            for p in peers
+        ), component
 
 
 @pytest.mark.parametrize("values_set", ["default", "external-services"])
 def test_role_is_delivery_rbac(values_set: str, objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
     values = load_chart().merge_values(_user_values(values_set))
-    role, binding = delivery_rbac(values["namespaces"]["models"]["name"], values["namespaces"]["pipelines"]["name"],
-                                  values["namespaces"]["pipelines"]["serviceAccount"])
+    role, binding = delivery_rbac(
+        values["namespaces"]["models"]["name"],
+        values["namespaces"]["pipelines"]["name"],
+        values["namespaces"]["pipelines"]["serviceAccount"],
+    )
     objs = objects_by_set[values_set]
     for expected in (role, binding):
         rendered = one(objs, expected["kind"], expected["metadata"]["name"], expected["metadata"]["namespace"])
@@ -167,26 +187,41 @@ def test_schedules_and_publish_job_follow_the_contract(default_objects: list[dic
     cm = one(default_objects, "ConfigMap", "riskloop-schedules", NAMESPACE)
     schedules = yaml.safe_load(cm["data"]["schedules.yaml"])
     assert schedules == values["schedules"]
-    assert {(s["pipeline"], s["enabled"]) for s in schedules} >= {("features", True), ("monitoring", True),
-                                                                  ("retrain", False)}
+    assert {(s["pipeline"], s["enabled"]) for s in schedules} >= {
+        ("features", True),
+        ("monitoring", True),
+        ("retrain", False),
+    }
     pipelines = {p.stem for p in (ROOT / "pipelines").glob("*.py")} - {"__init__", "cluster"}
-    enum = set(json.loads((CHART_DIR / "values.schema.json").read_text())["$defs"]["schedule"]["properties"]
-               ["pipeline"]["enum"])
+    enum = set(
+        json.loads((CHART_DIR / "values.schema.json").read_text())["$defs"]["schedule"]["properties"]["pipeline"][
+            "enum"
+        ]
+    )
     assert enum == pipelines
     job = one(default_objects, "Job", "riskloop-publish", NAMESPACE)
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     pod = job["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    assert c["command"] + c["args"] == ["riskloop", "cluster", "publish", "--kfp-host", values["kfp"]["host"],
-                                        "--pipelines-dir", "/opt/riskloop/pipelines",
-                                        "--schedules", "/etc/riskloop/schedules/schedules.yaml"]
+    assert c["command"] + c["args"] == [
+        "riskloop",
+        "cluster",
+        "publish",
+        "--kfp-host",
+        values["kfp"]["host"],
+        "--pipelines-dir",
+        "/opt/riskloop/pipelines",
+        "--schedules",
+        "/etc/riskloop/schedules/schedules.yaml",
+    ]
     mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/riskloop/schedules")
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert volume["configMap"]["name"] == "riskloop-schedules"
 
 
-def test_monitoring_files_are_templated_unchanged(default_objects: list[dict[str, Any]],
-                                                  objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+def test_monitoring_files_are_templated_unchanged(
+    default_objects: list[dict[str, Any]], objects_by_set: dict[str, list[dict[str, Any]]]
+) -> None:
     # kind-bundled renders the operator's kinds as `helm template --api-versions monitoring.coreos.com/v1` would
     rule = one(objects_by_set["kind-bundled"], "PrometheusRule", "riskloop-alerts", NAMESPACE)
     assert rule["spec"] == yaml.safe_load((MONITORING / "riskloop-alerts.rules.yaml").read_text())
@@ -195,7 +230,8 @@ def test_monitoring_files_are_templated_unchanged(default_objects: list[dict[str
     dashboard = one(default_objects, "ConfigMap", "riskloop-dashboard", NAMESPACE)
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["riskloop-dashboard.json"]) == json.loads(
-        (MONITORING / "riskloop-dashboard.json").read_text())
+        (MONITORING / "riskloop-dashboard.json").read_text()
+    )
 
 
 def _riskloop_images(objs: list[dict[str, Any]]) -> list[str]:

@@ -19,9 +19,14 @@ CUSTOM_GROUPS = ("monitoring.coreos.com/", "serving.kserve.io/", "argoproj.io/")
 
 
 def test_the_chart_renders_only_the_custom_resources_the_cluster_suite_validates(
-        objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
-    kinds = {(o["apiVersion"], o["kind"]) for objs in objects_by_set.values() for o in objs
-             if o["apiVersion"].startswith(CUSTOM_GROUPS)}
+    objects_by_set: dict[str, list[dict[str, Any]]],
+) -> None:
+    kinds = {
+        (o["apiVersion"], o["kind"])
+        for objs in objects_by_set.values()
+        for o in objs
+        if o["apiVersion"].startswith(CUSTOM_GROUPS)
+    }
     assert kinds == {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
     # the operator's kinds only where asked for: a cluster without the operator would refuse the whole release
     assert any(o["kind"] == "ServiceMonitor" for o in objects_by_set["kind-bundled"])

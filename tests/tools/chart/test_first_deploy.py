@@ -22,7 +22,7 @@ MLFLOW = "riskloop-mlflow"
 def _mlflow_command(objs: list[dict[str, Any]]) -> list[str]:
     deployment = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == MLFLOW)
     script = deployment["spec"]["template"]["spec"]["containers"][0]["args"][0]
-    line = script[script.index("exec mlflow server"):].replace("\\\n", " ").splitlines()[0]
+    line = script[script.index("exec mlflow server") :].replace("\\\n", " ").splitlines()[0]
     return shlex.split(line.replace('"$(cat /var/run/secrets/riskloop/db/mlflow-uri)"', "DB"))
 
 
@@ -31,8 +31,9 @@ def _flag(command: list[str], name: str) -> str | None:
 
 
 @pytest.mark.parametrize("values_set", sorted(VALUES_FILES))
-def test_mlflow_prometheus_exporter_is_in_the_image(values_set: str,
-                                                    objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+def test_mlflow_prometheus_exporter_is_in_the_image(
+    values_set: str, objects_by_set: dict[str, list[dict[str, Any]]]
+) -> None:
     """--expose-prometheus makes MLflow import prometheus_flask_exporter (mlflow[extras]); without it in uv.lock the
     server dies at start, never gets Ready, and `helm --wait` times out."""
     command = _mlflow_command(objects_by_set[values_set])
@@ -41,16 +42,23 @@ def test_mlflow_prometheus_exporter_is_in_the_image(values_set: str,
 
 
 @pytest.mark.parametrize("values_set", sorted(VALUES_FILES))
-def test_mlflow_admits_the_hosts_that_call_it(values_set: str,
-                                              objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+def test_mlflow_admits_the_hosts_that_call_it(values_set: str, objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
     """MLflow checks the Host header against --allowed-hosts (its own matcher, run here): pipeline steps and the
     predictor call the Service's names, Prometheus scrapes by pod IP; anything else stays refused."""
     from mlflow.server.security_utils import is_allowed_host_header
 
     allowed = (_flag(_mlflow_command(objects_by_set[values_set]), "--allowed-hosts") or "").split(",")
-    callers = [f"{MLFLOW}.{NAMESPACE}.svc.cluster.local:5000", f"{MLFLOW}.{NAMESPACE}.svc.cluster.local",
-               f"{MLFLOW}.{NAMESPACE}:5000", f"{MLFLOW}:5000", "localhost:5000", "127.0.0.1:5000",
-               "10.244.1.17:5000", "172.20.3.4:5000", "192.168.49.2:5000"]
+    callers = [
+        f"{MLFLOW}.{NAMESPACE}.svc.cluster.local:5000",
+        f"{MLFLOW}.{NAMESPACE}.svc.cluster.local",
+        f"{MLFLOW}.{NAMESPACE}:5000",
+        f"{MLFLOW}:5000",
+        "localhost:5000",
+        "127.0.0.1:5000",
+        "10.244.1.17:5000",
+        "172.20.3.4:5000",
+        "192.168.49.2:5000",
+    ]
     refused = [c for c in callers if not is_allowed_host_header(allowed, c)]
     assert not refused, f"{values_set}: MLflow answers 403 to {refused}"
     for outsider in ("evil.example.com", f"{MLFLOW}.{NAMESPACE}.evil.example.com", "8.8.8.8:5000", ""):
@@ -75,10 +83,15 @@ def test_operator_kinds_render_only_where_the_cluster_serves_them() -> None:
 def test_dns_egress_also_reaches_node_local_dns_cache() -> None:
     """NodeLocal DNSCache (GKE, EKS add-on) answers on 169.254.20.10 from the host network: a namespace selector
     never matches it, so without an ipBlock every lookup of a pod in a default-deny namespace times out."""
-    for values, expected in (({}, [{"ipBlock": {"cidr": "169.254.20.10/32"}}]),
-                             ({"networkPolicy": {"nodeLocalDnsIp": ""}}, [])):
-        policies = [o for o in render_objects(values) if o["kind"] == "NetworkPolicy"
-                    and o["metadata"]["name"] == "riskloop-dns"]
+    for values, expected in (
+        ({}, [{"ipBlock": {"cidr": "169.254.20.10/32"}}]),
+        ({"networkPolicy": {"nodeLocalDnsIp": ""}}, []),
+    ):
+        policies = [
+            o
+            for o in render_objects(values)
+            if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "riskloop-dns"
+        ]
         assert len(policies) == 2  # release and model namespace
         for policy in policies:
             (rule,) = policy["spec"]["egress"]
@@ -94,8 +107,9 @@ def test_the_predictor_pulls_with_the_image_pull_secrets() -> None:
     assert sa["imagePullSecrets"] == [{"name": "registry-creds"}]
     mlflow = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == MLFLOW)
     assert mlflow["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-creds"}]
-    plain = next(o for o in render_objects({}) if o["kind"] == "ServiceAccount"
-                 and o["metadata"]["name"] == "riskloop-predictor")
+    plain = next(
+        o for o in render_objects({}) if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "riskloop-predictor"
+    )
     assert "imagePullSecrets" not in plain
 
 

@@ -15,8 +15,16 @@ import pytest
 from tests.tools.chart.chart import KUBE_VERSION, pod_specs
 
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
-_ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                    "projected", "secret"}
+_ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 _LONG_RUNNING = ("Deployment/", "StatefulSet/", "DaemonSet/")
 
 
@@ -35,8 +43,9 @@ def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     try:
         schema = kubernetes_validate.utils.schema_contents(f"{folder}/{kind.lower()}-{group}.json", KUBE_VERSION)
     except FileNotFoundError:
-        raise kubernetes_validate.utils.SchemaNotFoundError(version=version, kind=kind,
-                                                            api_version=api_version) from None
+        raise kubernetes_validate.utils.SchemaNotFoundError(
+            version=version, kind=kind, api_version=api_version
+        ) from None
     defs = kubernetes_validate.utils.schema_contents(f"{folder}/_definitions.json", KUBE_VERSION)
     registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
     return jsonschema.Draft202012Validator(schema, registry=registry)
@@ -141,14 +150,19 @@ def restricted_violations(where: str, spec: dict[str, Any]) -> list[str]:
 
 
 def test_every_pod_is_restricted(objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
-    problems = [p for values_set, objs in objects_by_set.items() for where, spec in pod_specs(objs)
-                for p in restricted_violations(f"{values_set}: {where}", spec)]
+    problems = [
+        p
+        for values_set, objs in objects_by_set.items()
+        for where, spec in pod_specs(objs)
+        for p in restricted_violations(f"{values_set}: {where}", spec)
+    ]
     assert not problems, "\n".join(problems)
     assert sum(1 for _ in pod_specs(objects_by_set["default"])) >= 6
 
 
-@pytest.mark.parametrize("mistake", ["privileged", "escalation", "root", "no-seccomp", "hostpath", "unbounded",
-                                     "latest"])
+@pytest.mark.parametrize(
+    "mistake", ["privileged", "escalation", "root", "no-seccomp", "hostpath", "unbounded", "latest"]
+)
 def test_restricted_check_catches_mistakes(mistake: str, default_objects: list[dict[str, Any]]) -> None:
     """Test the test: each deliberate mistake in a rendered pod is reported."""
     where, spec = next((w, copy.deepcopy(s)) for w, s in pod_specs(default_objects) if w.startswith("Deployment/"))

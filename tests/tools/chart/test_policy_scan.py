@@ -47,5 +47,6 @@ def test_skips_are_few_and_justified(objects_by_set: dict[str, list[dict[str, An
 
     pinned = {"digest": "sha256:" + "0" * 64, "pullPolicy": "Always"}
     objs = render_objects({"image": pinned, "postgresql": {"image": pinned}, "redis": {"image": pinned}})
-    assert not [o for o in objs if any(k.startswith("checkov.io/skip")
-                                       for k in (o["metadata"].get("annotations") or {}))]
+    assert not [
+        o for o in objs if any(k.startswith("checkov.io/skip") for k in (o["metadata"].get("annotations") or {}))
+    ]

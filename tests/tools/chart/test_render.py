@@ -22,8 +22,13 @@ def test_every_values_file_is_covered() -> None:
 
 @pytest.mark.parametrize("values_set", SETS)
 def test_renders_objects(values_set: str, rendered: dict[str, dict[str, str]]) -> None:
-    docs = [d for path, text in rendered[values_set].items() if not path.endswith(".txt")
-            for d in yaml.safe_load_all(text) if d]
+    docs = [
+        d
+        for path, text in rendered[values_set].items()
+        if not path.endswith(".txt")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
     assert docs, f"{values_set} rendered nothing"
     for d in docs:
         assert {"apiVersion", "kind", "metadata"} <= d.keys(), d
@@ -34,8 +39,13 @@ def test_renders_objects(values_set: str, rendered: dict[str, dict[str, str]]) -
 
 @pytest.mark.parametrize("values_set", SETS)
 def test_lint_strict(values_set: str) -> None:
-    report = helm.lint(CHART_DIR, load_values(VALUES_FILES[values_set]), strict=True, namespace=NAMESPACE,
-                       kube_version=f"v{KUBE_VERSION}")
+    report = helm.lint(
+        CHART_DIR,
+        load_values(VALUES_FILES[values_set]),
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSION}",
+    )
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert not report["errors"] and not problems, report
 
@@ -73,8 +83,14 @@ def test_every_value_is_commented() -> None:
         if commented:
             continue
         parent = next((k for k in reversed(keys[:n]) if k[1] < indent), None)
-        siblings = [k for k in keys if parent is not None and k[0] > parent[0] and k[1] == indent
-                    and not any(p[1] < indent and parent[0] < p[0] < k[0] for p in keys)]
+        siblings = [
+            k
+            for k in keys
+            if parent is not None
+            and k[0] > parent[0]
+            and k[1] == indent
+            and not any(p[1] < indent and parent[0] < p[0] < k[0] for p in keys)
+        ]
         if parent is not None and parent[2] and not any(s[2] for s in siblings):
             continue
         uncommented.append(f"values.yaml:{i + 1}: {lines[i].strip()}")
@@ -85,10 +101,16 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("typo'd key", {"mlfow": {"replicas": 2}}, "additional properties 'mlfow' not allowed"),
     ("typo'd nested key", {"postgresql": {"bundeld": False}}, "/postgresql"),
     ("wrong type", {"mlflow": {"replicas": "two"}}, "/mlflow/replicas"),
-    ("5-field cron", {"schedules": [{"name": "x", "pipeline": "features", "cron": "0 2 * * *",
-                                     "parameters": {}, "enabled": True}]}, "/schedules/0/cron"),
-    ("unknown pipeline", {"schedules": [{"name": "x", "pipeline": "trainin", "cron": "0 0 2 * * *",
-                                         "parameters": {}, "enabled": True}]}, "/schedules/0/pipeline"),
+    (
+        "5-field cron",
+        {"schedules": [{"name": "x", "pipeline": "features", "cron": "0 2 * * *", "parameters": {}, "enabled": True}]},
+        "/schedules/0/cron",
+    ),
+    (
+        "unknown pipeline",
+        {"schedules": [{"name": "x", "pipeline": "trainin", "cron": "0 0 2 * * *", "parameters": {}, "enabled": True}]},
+        "/schedules/0/pipeline",
+    ),
     ("latest tag", {"image": {"tag": "latest"}}, "/image/tag"),
     ("bad namespace", {"namespaces": {"models": {"name": "Riskloop_Models"}}}, "/namespaces/models/name"),
     ("Knative's port", {"predictor": {"port": 8012}}, "/predictor/port"),
@@ -98,11 +120,17 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("storage root over HTTP", {"s3": {"storageUri": "https://minio:9000/riskloop/state"}}, "/s3/storageUri"),
     ("storage root a path", {"s3": {"storageUri": "/tmp/riskloop"}}, "/s3/storageUri"),
     # gone: KServe does not read a service account's s3-* annotations without IRSA (the endpoint is in the Secret)
-    ("storage initializer annotations", {"predictor": {"storageInitializer": {"s3Endpoint": "minio:9000"}}},
-     "/predictor"),
+    (
+        "storage initializer annotations",
+        {"predictor": {"storageInitializer": {"s3Endpoint": "minio:9000"}}},
+        "/predictor",
+    ),
     ("operator API check as text", {"monitoring": {"requireOperatorApi": "yes"}}, "/monitoring/requireOperatorApi"),
-    ("NodeLocal DNS not an address", {"networkPolicy": {"nodeLocalDnsIp": "node-local-dns"}},
-     "/networkPolicy/nodeLocalDnsIp"),
+    (
+        "NodeLocal DNS not an address",
+        {"networkPolicy": {"nodeLocalDnsIp": "node-local-dns"}},
+        "/networkPolicy/nodeLocalDnsIp",
+    ),
     ("storage root trailing slash", {"s3": {"storageUri": "s3://riskloop/state/"}}, "/s3/storageUri"),
     ("storage root bad bucket", {"s3": {"storageUri": "s3://Riskloop_State/x"}}, "/s3/storageUri"),
     ("storage root with a space", {"s3": {"storageUri": "s3://riskloop/my state"}}, "/s3/storageUri"),
@@ -123,8 +151,10 @@ def test_schema_refuses_bad_values_saying_where(what: str, values: dict[str, Any
         chart.render(values, name="riskloop", namespace=NAMESPACE, is_install=True)
 
 
-@pytest.mark.parametrize("uri", ["s3://riskloop", "s3://riskloop/state", "s3://riskloop-prod.eu/a/b=c/d_e",
-                                 "gs://team-bucket/riskloop/state"])
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://riskloop", "s3://riskloop/state", "s3://riskloop-prod.eu/a/b=c/d_e", "gs://team-bucket/riskloop/state"],
+)
 def test_schema_accepts_storage_roots(uri: str) -> None:
     chart = load_chart()
     chart.validate_schema(chart.merge_values({"s3": {"storageUri": uri}}))

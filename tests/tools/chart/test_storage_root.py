@@ -50,7 +50,8 @@ def test_configmap_carries_the_storage_root(objects_by_set: dict[str, list[dict[
     assert _values("env-cloud")["s3"]["storageUri"] != _values("default")["s3"]["storageUri"]
     objs = render_objects({"s3": {"storageUri": "gs://team-bucket/riskloop/state"}})
     assert one(objs, "ConfigMap", "riskloop-config", NAMESPACE)["data"]["RISKLOOP_STORAGE__URI"] == (
-        "gs://team-bucket/riskloop/state")
+        "gs://team-bucket/riskloop/state"
+    )
 
 
 def test_synthetic_data_job_renders_only_when_enabled(objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
@@ -63,7 +64,8 @@ def test_synthetic_data_job_renders_only_when_enabled(objects_by_set: dict[str, 
 
 
 def test_synthetic_data_job_is_a_restricted_hook_reading_the_s3_secret(
-        objects_by_set: dict[str, list[dict[str, Any]]], cluster_settings: ClusterSettings) -> None:
+    objects_by_set: dict[str, list[dict[str, Any]]], cluster_settings: ClusterSettings
+) -> None:
     import riskloop.pipelines.cluster as cluster
 
     objs = objects_by_set["env-kind"]
@@ -134,8 +136,11 @@ def _uncovered(job: dict[str, Any]) -> list[str]:
     params = _generate_params(job)
     first = datetime.date.fromisoformat(params["start"])
     last = first + datetime.timedelta(days=params["days"] - 1)
-    return [f"{name}={defaults[name]}" for name in ("start_date", "end_date", "cutoff_date")
-            if not first <= datetime.date.fromisoformat(defaults[name]) <= last]
+    return [
+        f"{name}={defaults[name]}"
+        for name in ("start_date", "end_date", "cutoff_date")
+        if not first <= datetime.date.fromisoformat(defaults[name]) <= last
+    ]
 
 
 def test_synthetic_data_covers_the_first_training_run(objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
@@ -149,13 +154,16 @@ def test_synthetic_data_covers_the_first_training_run(objects_by_set: dict[str, 
 
 def _s3_rule(values: dict[str, Any]) -> dict[str, Any]:
     egress = values["networkPolicy"]["s3Egress"]
-    return {"to": [{"ipBlock": {"cidr": egress["cidr"]}}],
-            "ports": [{"protocol": "TCP", "port": p} for p in egress["ports"]]}
+    return {
+        "to": [{"ipBlock": {"cidr": egress["cidr"]}}],
+        "ports": [{"protocol": "TCP", "port": p} for p in egress["ports"]],
+    }
 
 
 @pytest.mark.parametrize("values_set", ["default", "env-kind", "env-cloud", "external-services"])
-def test_predictor_and_data_job_may_reach_the_object_store(values_set: str,
-                                                           objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+def test_predictor_and_data_job_may_reach_the_object_store(
+    values_set: str, objects_by_set: dict[str, list[dict[str, Any]]]
+) -> None:
     values = _values(values_set)
     objs = objects_by_set[values_set]
     models = values["namespaces"]["models"]["name"]
@@ -169,28 +177,34 @@ def test_predictor_and_data_job_may_reach_the_object_store(values_set: str,
     if values["syntheticData"]["enabled"]:
         policy = one(objs, "NetworkPolicy", JOB, NAMESPACE)["spec"]
         assert policy["podSelector"]["matchLabels"].items() <= (
-            _job(objs)["spec"]["template"]["metadata"]["labels"].items())
+            _job(objs)["spec"]["template"]["metadata"]["labels"].items()
+        )
         assert policy["egress"] == [_s3_rule(values)] and "ingress" not in policy
 
 
 def test_s3_rule_check_catches_a_missing_allow(objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
     """Test the test: with the object store on another port, the rendered rule is not the one looked for."""
     values = _values("env-kind")
-    predictor = one(objects_by_set["env-kind"], "NetworkPolicy", "riskloop-predictor",
-                    values["namespaces"]["models"]["name"])
-    moved = {**values, "networkPolicy": {**values["networkPolicy"], "s3Egress": {"cidr": "10.244.0.0/16",
-                                                                                 "ports": [9443]}}}
+    predictor = one(
+        objects_by_set["env-kind"], "NetworkPolicy", "riskloop-predictor", values["namespaces"]["models"]["name"]
+    )
+    moved = {
+        **values,
+        "networkPolicy": {**values["networkPolicy"], "s3Egress": {"cidr": "10.244.0.0/16", "ports": [9443]}},
+    }
     assert _s3_rule(moved) not in predictor["spec"]["egress"]
 
 
 def test_the_storage_initializer_fetches_models_with_the_s3_secret(
-        objects_by_set: dict[str, list[dict[str, Any]]]) -> None:
+    objects_by_set: dict[str, list[dict[str, Any]]],
+) -> None:
     """KServe's storage initializer takes credentials and endpoint from the Secrets its service account lists (KServe
     v0.21 pkg/credentials); the service account's own s3-* annotations are read only with an IRSA role, so the chart
     puts none there (they would only mislead). deploy.sh writes KServe's keys into that Secret (test_deploy_script)."""
     for values_set, objs in objects_by_set.items():
         values = _values(values_set)
-        sa = one(objs, "ServiceAccount", values["predictor"]["serviceAccountName"],
-                 values["namespaces"]["models"]["name"])
+        sa = one(
+            objs, "ServiceAccount", values["predictor"]["serviceAccountName"], values["namespaces"]["models"]["name"]
+        )
         assert {"name": values["s3"]["existingSecret"]} in sa["secrets"], values_set
         assert not any(k.startswith("serving.kserve.io/s3-") for k in sa["metadata"].get("annotations", {}))

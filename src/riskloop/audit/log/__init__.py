@@ -63,9 +63,7 @@ __all__ = [
 ]
 
 
-def open_audit_log(
-    backend: str, *, path: Path | None = None, dsn: str | None = None
-) -> AuditLog:
+def open_audit_log(backend: str, *, path: Path | None = None, dsn: str | None = None) -> AuditLog:
     """The audit log for ``backend``: ``"file"`` (needs ``path``) or ``"postgres"`` (``dsn``)."""
     if backend == "file":
         if path is None:

@@ -89,13 +89,9 @@ class StoredAuditLog(ABC, Generic[Record]):
         log is untouched) and :class:`AuditError` if the lock cannot be taken or
         the last record is damaged (appending after it would hide the damage).
         """
-        clean_ids, clean_details = _validated_fields(
-            event, actor=actor, ids=ids, details=details, time=time
-        )
+        clean_ids, clean_details = _validated_fields(event, actor=actor, ids=ids, details=details, time=time)
         return self._append_after_head(
-            lambda prev: _build_event(
-                prev, event, actor=actor, ids=clean_ids, details=clean_details, time=time
-            )
+            lambda prev: _build_event(prev, event, actor=actor, ids=clean_ids, details=clean_details, time=time)
         )
 
     def events(self) -> list[AuditEvent]:
@@ -149,8 +145,7 @@ class StoredAuditLog(ABC, Generic[Record]):
             return self._parse(record)
         except AuditError as exc:
             raise AuditError(
-                f"the audit {self.store_noun}'s last {self.record_noun} is not a valid audit "
-                f"event: {exc.what}",
+                f"the audit {self.store_noun}'s last {self.record_noun} is not a valid audit event: {exc.what}",
                 where=self._where(),
                 fix=self.inspect_fix,
             ) from exc

@@ -26,9 +26,7 @@ from riskloop.errors import ConfigError
 
 def canonical_json(value: Any) -> str:
     """The one serialisation that is hashed and written: sorted keys, no spaces, UTF-8."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def check_text(value: str, where: str) -> None:

@@ -47,6 +47,7 @@ GENESIS = "0" * 64
 
 _FIELDS = ("seq", "time", "actor", "event", "ids", "details", "prev_hash", "hash")
 
+
 def event_hash(
     *,
     seq: int,
@@ -192,9 +193,7 @@ class VerifyResult:
             )
 
 
-def verify_events(
-    events: Sequence[AuditEvent], anchors: Sequence[tuple[int, str]] = ()
-) -> VerifyResult:
+def verify_events(events: Sequence[AuditEvent], anchors: Sequence[tuple[int, str]] = ()) -> VerifyResult:
     """Verify a whole chain, optionally against anchors recorded elsewhere.
 
     Checks, line by line: ``seq`` runs 0, 1, 2...; each hash recomputes from its
@@ -270,10 +269,7 @@ def _chain_problem(index: int, event: AuditEvent, prev: str) -> tuple[int, str] 
     if event.computed_hash() != event.hash:
         return index, f"line {line} was edited: its fields no longer match its hash"
     if event.event not in EVENTS:
-        return index, (
-            f"line {line} records the unknown event {event.event!r} under a recomputed hash: "
-            f"it was forged"
-        )
+        return index, (f"line {line} records the unknown event {event.event!r} under a recomputed hash: it was forged")
     if event.prev_hash != prev:
         if index == 0:
             return 0, (
@@ -325,9 +321,7 @@ def filter_events(
     ``since <= time < until``, both timezone-aware.
     """
     if event is not None and event not in EVENTS:
-        raise ConfigError(
-            f"unknown audit event {event!r}", fix=f"use one of: {', '.join(sorted(EVENTS))}"
-        )
+        raise ConfigError(f"unknown audit event {event!r}", fix=f"use one of: {', '.join(sorted(EVENTS))}")
     for name, bound in (("since", since), ("until", until)):
         if bound is not None and (bound.tzinfo is None or bound.utcoffset() is None):
             raise ConfigError(

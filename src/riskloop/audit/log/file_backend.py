@@ -33,8 +33,7 @@ class FileAuditLog(StoredAuditLog[bytes]):
     store_noun: ClassVar[str] = "log"
     record_noun: ClassVar[str] = "line"
     unreadable_fix: ClassVar[str] = (
-        "the file was damaged or edited by hand; restore it from a verified copy "
-        "(verify() reports every check)"
+        "the file was damaged or edited by hand; restore it from a verified copy (verify() reports every check)"
     )
     inspect_fix: ClassVar[str] = "inspect the file with verify(); restore it from a verified copy"
 
@@ -72,10 +71,7 @@ class FileAuditLog(StoredAuditLog[bytes]):
         if lines[-1] == b"":
             lines.pop()
             return lines, None
-        return lines, (
-            f"line {len(lines)} has no final newline: the last write was cut short or "
-            f"the file was edited"
-        )
+        return lines, (f"line {len(lines)} has no final newline: the last write was cut short or the file was edited")
 
     def _parse(self, record: bytes) -> AuditEvent:
         try:
@@ -108,8 +104,7 @@ class FileAuditLog(StoredAuditLog[bytes]):
         except filelock.Timeout as exc:
             raise self._lock_timed_out(
                 where=f"{self.path}.lock",
-                fix="another process is writing the audit log; retry, or find the process "
-                "holding the lock",
+                fix="another process is writing the audit log; retry, or find the process holding the lock",
             ) from exc
         try:
             yield

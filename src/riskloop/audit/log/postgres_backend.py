@@ -54,8 +54,7 @@ class PostgresAuditLog(StoredAuditLog[Row]):
     store_noun: ClassVar[str] = "table"
     record_noun: ClassVar[str] = "row"
     unreadable_fix: ClassVar[str] = (
-        "the row was edited; restore the table from a verified backup "
-        "(verify() reports every check)"
+        "the row was edited; restore the table from a verified backup (verify() reports every check)"
     )
     inspect_fix: ClassVar[str] = "inspect the table with verify(); restore it from a verified backup"
 
@@ -96,18 +95,16 @@ class PostgresAuditLog(StoredAuditLog[Row]):
 
         with self._session() as conn, conn.transaction():
             conn.execute(
-                sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal(f"{int(self.lock_timeout_seconds * 1000)}ms")
-                )
+                sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(self.lock_timeout_seconds * 1000)}ms"))
             )
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
             if not self._table_exists(conn):
                 conn.execute(sql.SQL(_CREATE_TABLE).format(table=sql.Identifier(self.table)))
             new = build(self._head(conn))
             conn.execute(
-                sql.SQL(
-                    "INSERT INTO {table} (" + _COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                ).format(table=sql.Identifier(self.table)),
+                sql.SQL("INSERT INTO {table} (" + _COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)").format(
+                    table=sql.Identifier(self.table)
+                ),
                 (
                     new.seq,
                     datetime.fromisoformat(new.time),
@@ -141,9 +138,7 @@ class PostgresAuditLog(StoredAuditLog[Row]):
             if not self._table_exists(conn):
                 return [], None
             rows = conn.execute(
-                sql.SQL("SELECT " + _COLUMNS + " FROM {table} ORDER BY seq").format(
-                    table=sql.Identifier(self.table)
-                )
+                sql.SQL("SELECT " + _COLUMNS + " FROM {table} ORDER BY seq").format(table=sql.Identifier(self.table))
             ).fetchall()
         return rows, None
 
@@ -174,9 +169,7 @@ class PostgresAuditLog(StoredAuditLog[Row]):
         import psycopg
 
         try:
-            conn = psycopg.connect(
-                self.dsn, autocommit=True, connect_timeout=self.connect_timeout_seconds
-            )
+            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=self.connect_timeout_seconds)
         except psycopg.OperationalError as exc:
             raise ServiceUnavailable(
                 f"cannot connect to PostgreSQL for the audit log: {str(exc).strip()}",
@@ -189,8 +182,7 @@ class PostgresAuditLog(StoredAuditLog[Row]):
         except psycopg.errors.LockNotAvailable as exc:
             raise self._lock_timed_out(
                 where=repr(self),
-                fix="another client is appending; retry, or look for a stuck transaction "
-                "in pg_stat_activity",
+                fix="another client is appending; retry, or look for a stuck transaction in pg_stat_activity",
             ) from exc
         except psycopg.Error as exc:
             raise AuditError(

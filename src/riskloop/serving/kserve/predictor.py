@@ -135,8 +135,9 @@ class Scored:
     contributions: list[dict[str, float | str]] | None
 
 
-def assemble_row(tx: Transaction, store_feats: Mapping[str, float], realtime: Mapping[str, float],
-                 fspec: FeatureSpec) -> np.ndarray:
+def assemble_row(
+    tx: Transaction, store_feats: Mapping[str, float], realtime: Mapping[str, float], fspec: FeatureSpec
+) -> np.ndarray:
     """One model row in ``model.json`` order: the same encoding as training's ``matrix``."""
     hour = hour_of_day(epoch_us(tx.event_time))
     values: dict[str, Any] = {**tx.fields, "event_hour": hour, **store_feats, **realtime}
@@ -154,9 +155,18 @@ def assemble_row(tx: Transaction, store_feats: Mapping[str, float], realtime: Ma
 class FraudModel(Model):  # type: ignore[misc]
     """A ``kserve.Model`` serving one model version in one role."""
 
-    def __init__(self, name: str, *, bundle: ModelBundle, model_version: str, spec: DatasetSpec,
-                 runtime: Callable[[], Runtime], role: str = "champion", max_instances: int = 256,
-                 drill: Drill | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        bundle: ModelBundle,
+        model_version: str,
+        spec: DatasetSpec,
+        runtime: Callable[[], Runtime],
+        role: str = "champion",
+        max_instances: int = 256,
+        drill: Drill | None = None,
+    ) -> None:
         super().__init__(name)
         self.bundle, self.model_version, self.role = bundle, model_version, role
         self.spec, self.max_instances = spec, max_instances
@@ -202,8 +212,18 @@ class FraudModel(Model):  # type: ignore[misc]
     def load(self) -> bool:
         """Ready only when a warm-up lookup through the feature store succeeds."""
         try:
-            self.rt.features.lookup([{"card_id": "__warmup__", "merchant_id": "__warmup__", "amount": 1.0,
-                                      "country": "DE", "event_hour": 0.0, "event_us": 0}])
+            self.rt.features.lookup(
+                [
+                    {
+                        "card_id": "__warmup__",
+                        "merchant_id": "__warmup__",
+                        "amount": 1.0,
+                        "country": "DE",
+                        "event_hour": 0.0,
+                        "event_us": 0,
+                    }
+                ]
+            )
         except Exception as exc:  # any failure of the store means not ready
             log.error("feature store not reachable: %s", exc)
             self.ready = False
@@ -220,8 +240,13 @@ class FraudModel(Model):  # type: ignore[misc]
             self.rt.metrics.observe_request(self.model_labels, outcome=outcome, seconds=seconds)
 
     # ------------------------------------------------------------------ predict
-    def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None, *,
-                started: float | None = None) -> dict[str, Any] | InferResponse:
+    def predict(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+        *,
+        started: float | None = None,
+    ) -> dict[str, Any] | InferResponse:
         """Score a V1 or V2 request; ``started`` (``perf_counter``) is when a router began handling it."""
         t0 = time.perf_counter() if started is None else started
         if not self.ready:
@@ -237,8 +262,9 @@ class FraudModel(Model):  # type: ignore[misc]
                 txs, explain = parse_v1(payload, self.request_schema, max_instances=self.max_instances)
         except RequestError as exc:
             if self.rt.metrics is not None:
-                self.rt.metrics.count_validation_errors(self.model_labels,
-                                                        [field.split(".")[-1] for field, _ in exc.problems])
+                self.rt.metrics.count_validation_errors(
+                    self.model_labels, [field.split(".")[-1] for field, _ in exc.problems]
+                )
             self._count("invalid", time.perf_counter() - t0)
             raise InvalidInput(str(exc)) from exc
         try:
@@ -255,8 +281,7 @@ class FraudModel(Model):  # type: ignore[misc]
             # an unhandled exception would reach uvicorn, which closes the keep-alive connection after the
             # 500: the client's next request on it would fail too. Answer a handled 500 instead.
             log.exception("scoring failed")
-            raise InferenceError(f"internal error while scoring ({type(exc).__name__}); see the server log"
-                                 ) from exc
+            raise InferenceError(f"internal error while scoring ({type(exc).__name__}); see the server log") from exc
         latency_ms = (time.perf_counter() - t0) * 1000
         self._count("ok", latency_ms / 1000)
         self._log(request_id, txs, scored, latency_ms)
@@ -268,9 +293,17 @@ class FraudModel(Model):  # type: ignore[misc]
         """Features, model and state update for a batch of validated transactions."""
         t0 = time.perf_counter()
         event_us = [epoch_us(t.event_time) for t in txs]
-        rows = [{"card_id": t["card_id"], "merchant_id": t["merchant_id"], "amount": float(t["amount"]),
-                 "country": t["country"], "event_hour": hour_of_day(us), "event_us": us}
-                for t, us in zip(txs, event_us, strict=True)]
+        rows = [
+            {
+                "card_id": t["card_id"],
+                "merchant_id": t["merchant_id"],
+                "amount": float(t["amount"]),
+                "country": t["country"],
+                "event_hour": hour_of_day(us),
+                "event_us": us,
+            }
+            for t, us in zip(txs, event_us, strict=True)
+        ]
         try:
             store_feats, states, known = self.rt.features.lookup(rows)
         except Exception as exc:  # Feast/Redis/sqlite errors of every kind
@@ -288,8 +321,9 @@ class FraudModel(Model):  # type: ignore[misc]
             current[card] = append_to_state(state, now_us, float(txs[i]["amount"]))
             last_time[card] = txs[i].event_time
         t_feat = time.perf_counter()
-        x = np.vstack([assemble_row(t, f, r, self.bundle.features) for t, f, r in zip(txs, store_feats, realtime,
-                                                                                      strict=True)])
+        x = np.vstack(
+            [assemble_row(t, f, r, self.bundle.features) for t, f, r in zip(txs, store_feats, realtime, strict=True)]
+        )
         scores = self.bundle.predict(x)
         if self.drill is not None and self.drill.score_shift:
             scores = np.clip(scores + self.drill.score_shift, 0.0, 1.0)
@@ -318,8 +352,16 @@ class FraudModel(Model):  # type: ignore[misc]
         for i, t in enumerate(txs):
             flagged = flags[i]
             feats = {name: _json_float(v) for name, v in zip(self._names, x[i].tolist(), strict=True)}
-            out.append(Scored(t["transaction_id"], float(scores[i]), flagged, not known[i], feats,
-                              contribs[i] if contribs is not None else None))
+            out.append(
+                Scored(
+                    t["transaction_id"],
+                    float(scores[i]),
+                    flagged,
+                    not known[i],
+                    feats,
+                    contribs[i] if contribs is not None else None,
+                )
+            )
         return out
 
     def _contributions(self, x: np.ndarray) -> list[list[dict[str, float | str]]]:
@@ -334,9 +376,15 @@ class FraudModel(Model):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ responses
     def _v1_item(self, s: Scored, request_id: str) -> dict[str, Any]:
-        item: dict[str, Any] = {"transaction_id": s.transaction_id, "score": s.score, "fraud": s.flagged,
-                                "threshold": self.bundle.threshold, "model_version": self.model_version,
-                                "request_id": request_id, "unknown_card": s.unknown_card}
+        item: dict[str, Any] = {
+            "transaction_id": s.transaction_id,
+            "score": s.score,
+            "fraud": s.flagged,
+            "threshold": self.bundle.threshold,
+            "model_version": self.model_version,
+            "request_id": request_id,
+            "unknown_card": s.unknown_card,
+        }
         if s.contributions is not None:
             item["explanation"] = s.contributions
         return item
@@ -349,21 +397,38 @@ class FraudModel(Model):  # type: ignore[misc]
             InferOutput(name="transaction_id", shape=[n], datatype="BYTES", data=[s.transaction_id for s in scored]),
             InferOutput(name="unknown_card", shape=[n], datatype="BOOL", data=[s.unknown_card for s in scored]),
         ]
-        return InferResponse(response_id=request_id, model_name=self.name, model_version=self.model_version,
-                             infer_outputs=outputs, parameters={"request_id": request_id,
-                                                                "threshold": self.bundle.threshold})
+        return InferResponse(
+            response_id=request_id,
+            model_name=self.name,
+            model_version=self.model_version,
+            infer_outputs=outputs,
+            parameters={"request_id": request_id, "threshold": self.bundle.threshold},
+        )
 
     def _log(self, request_id: str, txs: Sequence[Transaction], scored: Sequence[Scored], latency_ms: float) -> None:
         plog = self.rt.prediction_log
         if plog is None:
             return
-        plog.append([
-            {"request_id": request_id, "transaction_id": s.transaction_id, "time": t.event_time,
-             "model": self.name, "model_version": self.model_version, "role": self.role, "score": s.score,
-             "decision": "flagged" if s.flagged else "passed", "threshold": self.bundle.threshold,
-             "latency_ms": latency_ms, "unknown_card": s.unknown_card,
-             "inputs": dict(t.fields), "features": s.features}
-            for t, s in zip(txs, scored, strict=True)])
+        plog.append(
+            [
+                {
+                    "request_id": request_id,
+                    "transaction_id": s.transaction_id,
+                    "time": t.event_time,
+                    "model": self.name,
+                    "model_version": self.model_version,
+                    "role": self.role,
+                    "score": s.score,
+                    "decision": "flagged" if s.flagged else "passed",
+                    "threshold": self.bundle.threshold,
+                    "latency_ms": latency_ms,
+                    "unknown_card": s.unknown_card,
+                    "inputs": dict(t.fields),
+                    "features": s.features,
+                }
+                for t, s in zip(txs, scored, strict=True)
+            ]
+        )
         if self.rt.metrics is not None:
             self.rt.metrics.sync_prediction_log(written=plog.written, dropped=plog.dropped)
 

@@ -87,9 +87,18 @@ def first_card_id(payload: dict[str, Any] | InferRequest) -> str | None:
 class Router(Model):  # type: ignore[misc]
     """Serves the model named ``name`` per the deployment record at ``record``."""
 
-    def __init__(self, name: str, *, record: Path, load_version: Callable[[str], ServedModel], spec: DatasetSpec,
-                 runtime: Callable[[], Runtime], max_instances: int = 256, poll_seconds: float = 0.25,
-                 shadow_queue: int = 512) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        record: Path,
+        load_version: Callable[[str], ServedModel],
+        spec: DatasetSpec,
+        runtime: Callable[[], Runtime],
+        max_instances: int = 256,
+        poll_seconds: float = 0.25,
+        shadow_queue: int = 512,
+    ) -> None:
         super().__init__(name)
         self.record, self.load_version, self.spec = record, load_version, spec
         self.runtime_factory, self.max_instances = runtime, max_instances
@@ -154,9 +163,16 @@ class Router(Model):  # type: ignore[misc]
             served = self._served.get(version)
             if served is None:
                 served = self._served[version] = self.load_version(version)
-            model = FraudModel(self.name, bundle=served.bundle, model_version=served.version, spec=self.spec,
-                               runtime=self.runtime_factory, role=role, max_instances=self.max_instances,
-                               drill=drill)
+            model = FraudModel(
+                self.name,
+                bundle=served.bundle,
+                model_version=served.version,
+                spec=self.spec,
+                runtime=self.runtime_factory,
+                role=role,
+                max_instances=self.max_instances,
+                drill=drill,
+            )
             # XGBoost's first prediction builds its caches: pay it here, not in the first requests' latency
             served.bundle.predict(np.zeros((1, len(served.bundle.features.names)), dtype=np.float32))
             self._models[key] = model
@@ -186,16 +202,24 @@ class Router(Model):  # type: ignore[misc]
                     continue
                 self.switch(deployment)
             except Exception:  # keep serving the current routes; say why the new ones were not taken
-                log.exception("deployment record %s not applied; still serving revision %s", self.record,
-                              self._routes.deployment.revision if self._routes else None)
+                log.exception(
+                    "deployment record %s not applied; still serving revision %s",
+                    self.record,
+                    self._routes.deployment.revision if self._routes else None,
+                )
 
     def switch(self, deployment: Deployment) -> None:
         """Load what ``deployment`` needs, then route new requests by it (one assignment)."""
         routes = self._build(deployment)
         old, self._routes = self._routes, routes
-        log.info("deployment revision %d: champion v%s, challenger %s (%s %d%%)", deployment.revision,
-                 deployment.champion_version, deployment.challenger_version, deployment.mode,
-                 deployment.canary_percent)
+        log.info(
+            "deployment revision %d: champion v%s, challenger %s (%s %d%%)",
+            deployment.revision,
+            deployment.champion_version,
+            deployment.challenger_version,
+            deployment.mode,
+            deployment.canary_percent,
+        )
         live = {id(routes.champion), id(routes.challenger)}
         if old is not None:
             for m in (old.champion, old.challenger):
@@ -203,8 +227,9 @@ class Router(Model):  # type: ignore[misc]
                     m.retire()
 
     # ------------------------------------------------------------------ predict
-    async def predict(self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
-                      ) -> dict[str, Any] | InferResponse:
+    async def predict(
+        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
         started = time.perf_counter()
         # one request id for the answer and its shadow copy, so the log pairs them
         headers = dict(headers or {})
@@ -222,8 +247,13 @@ class Router(Model):  # type: ignore[misc]
             self._submit_shadow(proc, shadow, payload, headers)
         return result
 
-    def _submit_shadow(self, proc: _ProcessState, shadow: FraudModel, payload: dict[str, Any] | InferRequest,
-                       headers: dict[str, str] | None) -> None:
+    def _submit_shadow(
+        self,
+        proc: _ProcessState,
+        shadow: FraudModel,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None,
+    ) -> None:
         if not proc.shadow_slots.acquire(blocking=False):
             if proc.runtime.metrics is not None:
                 proc.runtime.metrics.count_shadow_dropped(shadow.model_labels)

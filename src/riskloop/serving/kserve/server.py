@@ -83,8 +83,13 @@ class BodyLimit:
 
 async def _too_large(send: Send, limit: int) -> None:
     body = f'{{"error": "request body over the {limit} byte limit; send fewer instances per request"}}'.encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -149,40 +154,76 @@ def _metrics() -> Response:
 class RiskloopModelServer(ModelServer):  # type: ignore[misc]
     """``kserve.ModelServer`` with a host, gRPC off by default and a body limit."""
 
-    def __init__(self, *, host: str = "127.0.0.1", http_port: int = 8080, workers: int = 1,
-                 enable_grpc: bool = False, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **kwargs: Any) -> None:
-        super().__init__(http_port=http_port, workers=workers, enable_grpc=enable_grpc,
-                         enable_latency_logging=False, enable_docs_url=False, **kwargs)
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8080,
+        workers: int = 1,
+        enable_grpc: bool = False,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            http_port=http_port,
+            workers=workers,
+            enable_grpc=enable_grpc,
+            enable_latency_logging=False,
+            enable_docs_url=False,
+            **kwargs,
+        )
         self.host, self.max_body_bytes = host, max_body_bytes
 
     def start(self, models: list[Any]) -> None:
         import uvloop
 
         self._register_and_check_atleast_one_model_is_ready(models)
-        common = {"access_log_format": self.access_log_format, "workers": self.workers,
-                  "grace_period": self.grace_period, "event_loop": self.event_loop,
-                  "timeout_keep_alive": self.timeout_keep_alive}
+        common = {
+            "access_log_format": self.access_log_format,
+            "workers": self.workers,
+            "grace_period": self.grace_period,
+            "event_loop": self.event_loop,
+            "timeout_keep_alive": self.timeout_keep_alive,
+        }
         from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 
         if self.workers > 1:
-            multi = RESTServerMultiProcess(FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
-                                           self.http_port, **common)
+            multi = RESTServerMultiProcess(
+                FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port, **common
+            )
             multi._rest_server = RiskloopRESTServer(
-                FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
-                host=self.host, max_body_bytes=self.max_body_bytes, **common)
+                FASTAPI_APP_IMPORT_STRING,
+                self.dataplane,
+                self.model_repository_extension,
+                self.http_port,
+                host=self.host,
+                max_body_bytes=self.max_body_bytes,
+                **common,
+            )
             self._rest_multiprocess_server = multi
             self.servers.append(multi.start())
         else:
             self._rest_server = RiskloopRESTServer(
-                FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
-                host=self.host, max_body_bytes=self.max_body_bytes, **common)
+                FASTAPI_APP_IMPORT_STRING,
+                self.dataplane,
+                self.model_repository_extension,
+                self.http_port,
+                host=self.host,
+                max_body_bytes=self.max_body_bytes,
+                **common,
+            )
             self.servers.append(self._rest_server.start())
         if self.enable_grpc:
             from kserve.model_server import args
             from kserve.protocol.grpc.server import GRPCServer
 
-            self._grpc_server = GRPCServer(self.grpc_port, self.dataplane, self.model_repository_extension,
-                                           kwargs=vars(args), grace_period=self.grace_period)
+            self._grpc_server = GRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs=vars(args),
+                grace_period=self.grace_period,
+            )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.register_signal_handler()
 
