@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -192,46 +189,6 @@ def test_two_logs_in_one_process_never_share_a_file_name(
         second.flush()
     assert len(files_under(tmp_path / "log")) == 10
     assert len(read_prediction_log(tmp_path / "log")) == 10
-
-
-def _write_from_another_process(root: Path, offset: int) -> None:
-    plog = PredictionLog(root, flush_rows=25, flush_seconds=0.01)
-    for i in range(200):
-        plog.append([make_row(offset + i)])
-        if i % 50 == 49:
-            plog.flush()
-    plog.close()
-    if (plog.written, plog.dropped) != (200, 0):
-        raise SystemExit(f"written {plog.written}, dropped {plog.dropped}")
-
-
-def test_processes_writing_one_root_do_not_collide(tmp_path: Path) -> None:
-    root = tmp_path / "log"
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_write_from_another_process, args=(root, offset)) for offset in (0, 10_000)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    frame = read_prediction_log(root)
-    assert len(frame) == 400 and frame["transaction_id"].is_unique
-    names = [f.name for f in files_under(root)]
-    assert len({name.split("-")[1] for name in names}) == 2 and len(names) == 8
-
-
-def test_rows_queued_at_interpreter_exit_are_written(tmp_path: Path) -> None:
-    code = (
-        "import sys; from datetime import UTC, datetime; from pathlib import Path\n"
-        "from riskloop.serving.prediction_log import PredictionLog\n"
-        "log = PredictionLog(Path(sys.argv[1]), flush_seconds=3600)\n"
-        "log.append([{'time': datetime(2026, 3, 14, tzinfo=UTC), 'score': 0.5}])\n"  # no close: atexit does it
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "log")], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0 and not done.stderr, done.stderr
-    assert list(read_prediction_log(tmp_path / "log")["score"]) == [0.5]
 
 
 def test_full_queue_drops_and_counts_instead_of_blocking(

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -209,68 +203,3 @@ def test_render_metrics_single_process(metrics: ServingMetrics, registry: Collec
     body, content_type = render_metrics(registry, accept="application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
-
-
-_WORKER = textwrap.dedent(
-    """
-    import sys
-    from riskloop.serving.metrics import ModelLabels, ServingMetrics
-    metrics = ServingMetrics()
-    labels = ModelLabels("fraud-detector", "7", sys.argv[2])
-    for _ in range(int(sys.argv[1])):
-        metrics.observe_request(labels, outcome="ok", seconds=0.002)
-    metrics.register_model(labels, model_sha256="ab")
-    """
-)
-
-_RENDER = textwrap.dedent(
-    """
-    import sys
-    from prometheus_client import REGISTRY, generate_latest
-    from riskloop.serving.metrics import ModelLabels, ServingMetrics, render_metrics
-    ServingMetrics().observe_request(ModelLabels("fraud-detector", "7", "challenger"), outcome="ok", seconds=0.1)
-    body, _ = render_metrics()
-    sys.stdout.write(body.decode())
-    sys.stdout.write("\\n### one process\\n")
-    sys.stdout.write(generate_latest(REGISTRY).decode())  # what KServe 0.21's /metrics handler renders
-    """
-)
-
-
-def _run(code: str, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _requests(text: str) -> dict[str, float]:
-    return {
-        s.labels["role"]: s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "riskloop_requests_total" and s.labels.get("outcome") == "ok"
-    }
-
-
-def test_render_metrics_sums_worker_processes(tmp_path: Path) -> None:
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
-    # the variable must be set before prometheus_client is imported: hence fresh processes
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    workers = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, n, role], env=env, stderr=subprocess.PIPE, text=True)
-        for n, role in (("3", "champion"), ("5", "champion"), ("2", "shadow"))
-    ]
-    for w in workers:
-        _, err = w.communicate(timeout=120)
-        assert w.returncode == 0, err
-    assert len(list(multiproc.glob("counter_*.db"))) == 3
-
-    aggregated, single = _run(_RENDER, env=env).split("### one process")
-    assert _requests(aggregated) == {"champion": 8, "shadow": 2, "challenger": 1}
-    info = [s for f in text_string_to_metric_families(aggregated) for s in f.samples if s.name == "riskloop_model_info"]
-    assert len(info) == 3 and {s.value for s in info} == {1.0}  # liveall: one series per process (pid label)
-    # the global registry of the rendering process knows only its own share
-    assert _requests(single) == {"challenger": 1}
