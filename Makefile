@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV_VERSION := 0.13.9
+TEST_WORKERS ?= 2  # pytest-xdist workers for make test (tests that share a session state stay on one)
 PY := .venv/bin/python
 RISKLOOP := .venv/bin/riskloop
 export DO_NOT_TRACK := 1
@@ -23,7 +24,7 @@ run: setup ## the main job: data, training pipeline twice (champion, then gated 
 # with their env, then stops what it started, also on Ctrl-C or TERM (docs/testing.md)
 test: setup ## unit + tools + local + integration tests, with real services on loopback
 	scripts/services.sh install
-	scripts/services.sh run $(PY) -m pytest tests/unit tests/tools tests/local tests/integration --durations=25
+	scripts/services.sh run $(PY) -m pytest tests/unit tests/tools tests/local tests/integration -n $(TEST_WORKERS) --durations=25
 
 test-unit: setup ## only the pure unit tests (seconds)
 	$(PY) -m pytest tests/unit

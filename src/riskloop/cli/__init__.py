@@ -13,6 +13,7 @@ configuration, missing state, an unreachable service: every :class:`~riskloop.er
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 import typer
@@ -20,7 +21,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from riskloop.cli import audit, cluster, data, delivery, features, models, monitoring, pipelines, serving
-from riskloop.cli.common import console
+from riskloop.cli.common import console, out
 from riskloop.errors import ConfigError, RiskloopError
 
 EXIT_BAD_INPUT = 2
@@ -42,10 +43,19 @@ def report(exc: RiskloopError) -> None:
         console.print(f"  how to fix: {escape(exc.fix)}", highlight=False, soft_wrap=True)
 
 
+def _follow_columns() -> None:
+    """Rich fixes a console's width from ``COLUMNS`` when the console is made (at import); a command run
+    later in the same process (a test, an embedding program) with another ``COLUMNS`` gets its own."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        console.width = out.width = int(columns)
+
+
 class _Riskloop(TyperGroup):
     """The top-level group: every command, at any depth, runs inside its ``invoke``."""
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context type is private (typer._click)
+        _follow_columns()
         try:
             return super().invoke(ctx)
         except RiskloopError as exc:
