@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from riskloop.errors import ConfigError
+from riskloop.errors import ConfigError, DataContractError
 from riskloop.storage import Location, location
+
+if TYPE_CHECKING:  # a spec loads without pandas; only the label mapping takes a Series
+    import pandas as pd
 
 SPEC_PACKAGE = "riskloop.data.specs"
 
@@ -79,12 +83,91 @@ class Source(_Strict):
     )
 
 
+LabelValue = str | int | bool
+
+
 class Label(_Strict):
+    """The target column and how its raw values become the 0/1 the model learns.
+
+    ``positive`` lists the values that mean the positive class (``[bad]``): every other known value is 0.
+    ``mapping`` gives each value its 0/1 explicitly (``{good: 0, bad: 1}``). Neither: the column already
+    holds 0/1. The contract's rule for the label column describes the RAW values (a category with
+    ``allowed: [good, bad]``); ``data land`` maps them, and landed data holds int 0/1 under the same
+    column name (:attr:`DatasetSpec.landed_contract`).
+    """
+
     column: str
+    positive: tuple[LabelValue, ...] | None = Field(
+        default=None, description="raw label values that mean the positive class (e.g. [bad]); others are 0"
+    )
+    mapping: dict[str, int] | None = Field(default=None, description="each raw label value and its 0/1")
     available_at: str | None = Field(
         default=None, description="when the label became known (late labels, e.g. chargebacks)"
     )
     maturity_days: int = Field(default=0, ge=0, description="days before labels count as mature")
+
+    @model_validator(mode="after")
+    def _one_way_to_map(self) -> Label:
+        if self.positive is not None and self.mapping is not None:
+            raise ValueError("give either label.positive or label.mapping, not both (they could disagree)")
+        if self.positive is not None and not self.positive:
+            raise ValueError("label.positive is empty: list the raw values that mean the positive class")
+        if self.mapping is not None:
+            wrong = {k: v for k, v in self.mapping.items() if v not in (0, 1)}
+            if wrong:
+                raise ValueError(f"label.mapping must map each value to 0 or 1, not {wrong}")
+            if set(self.mapping.values()) != {0, 1}:
+                raise ValueError("label.mapping must map at least one value to 0 and one to 1")
+        return self
+
+    @property
+    def mapped(self) -> bool:
+        """Whether raw values are mapped (``positive`` or ``mapping``) rather than already 0/1."""
+        return self.positive is not None or self.mapping is not None
+
+    def named_values(self) -> tuple[LabelValue, ...]:
+        """The raw values this label names (positive values or mapping keys), for checks against the contract."""
+        return tuple(self.positive or ()) + tuple(self.mapping or {})
+
+    def to_binary(self, values: pd.Series, *, allowed: Collection[str] | None = None) -> pd.Series:
+        """The label as int64 0/1; values that cannot be mapped raise ``DataContractError`` naming them.
+
+        ``allowed`` (the contract's categories for the label column) makes ``positive`` strict: a value
+        outside it (a typo in the data) is an error, not a silent 0. Comparison is on the value and on
+        its text, so a label read as text ("2") matches ``positive: [2]``.
+        """
+        text = values.astype("string")
+        missing = values.isna()
+        if self.mapping is not None:
+            table = self.mapping
+        elif self.positive is not None:
+            names = [str(v) for v in self.positive]
+            known = set(text.dropna()) if allowed is None else {*allowed, *names}
+            table = {value: int(value in names) for value in known}
+        else:
+            table = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "False": 0, "True": 1}
+        out = text.map(table)
+        unmapped = out.isna() & ~missing
+        if missing.any() or unmapped.any():
+            examples = sorted(set(text[unmapped].dropna()))[:5]
+            what = []
+            if unmapped.any():
+                what.append(
+                    f"{int(unmapped.sum())} value(s) cannot be mapped to 0/1 ({', '.join(map(repr, examples))})"
+                )
+            if missing.any():
+                what.append(f"{int(missing.sum())} value(s) are missing")
+            raise DataContractError(
+                f"label: {'; '.join(what)}",
+                where=f"label column {self.column!r}",
+                fix=(
+                    "edit label.positive (the values that mean the positive class) or label.mapping "
+                    "(each value and its 0/1) in the dataset spec, or drop the rows without a label"
+                    if self.mapped
+                    else "the column is not 0/1: add label.positive (e.g. [bad]) or label.mapping to the dataset spec"
+                ),
+            )
+        return out.astype("int64").rename(values.name)
 
 
 class Features(_Strict):
@@ -152,7 +235,55 @@ class DatasetSpec(_Strict):
             raise ValueError(f"columns used by the spec but absent from contract.columns: {missing}")
         if self.split.kind == "time" and not self.timestamp_column:
             raise ValueError("split.kind 'time' needs timestamp_column")
+        self._label_matches_contract()
         return self
+
+    def _label_matches_contract(self) -> None:
+        """A label mapping that names values the contract does not allow could never match: refuse it here,
+        before any pipeline runs, rather than as a failure inside training."""
+        rule = self.contract.columns[self.label.column]
+        named = self.label.named_values()
+        quote = " (YAML reads unquoted yes/no/true/false as booleans: quote them)"
+        if rule.allowed is not None and self.label.mapped:
+            unknown = [v for v in named if str(v) not in rule.allowed or isinstance(v, bool)]
+            if unknown:
+                raise ValueError(
+                    f"label {'positive values' if self.label.positive else 'mapping keys'} {unknown} are not in "
+                    f"contract.columns.{self.label.column}.allowed {list(rule.allowed)}"
+                    + (quote if any(isinstance(v, bool) for v in unknown) else "")
+                )
+            if self.label.mapping is not None:
+                unmapped = [v for v in rule.allowed if v not in self.label.mapping]
+                if unmapped:
+                    raise ValueError(f"label.mapping has no 0/1 for the allowed label value(s) {unmapped}: add them")
+            if self.label.positive is not None and {str(v) for v in self.label.positive} >= set(rule.allowed):
+                raise ValueError("label.positive names every allowed label value: nothing would be 0")
+        elif self.label.positive is not None and rule.type in (ColumnType.integer, ColumnType.float):
+            not_numbers = [v for v in self.label.positive if not isinstance(v, int) or isinstance(v, bool)]
+            if not_numbers:
+                raise ValueError(
+                    f"label.positive {not_numbers} are not numbers, but contract.columns.{self.label.column} is "
+                    f"{rule.type.value}" + (quote if any(isinstance(v, bool) for v in not_numbers) else "")
+                )
+
+    @property
+    def landed_contract(self) -> Contract:
+        """The contract of landed data: the raw contract, except that a mapped label column holds int 0/1.
+
+        ``contract`` describes the file a user brings (``spec check --data`` and ``data land`` check it);
+        ``data land`` maps the label with :meth:`binary_label`, so everything after landing (ingest,
+        training, replay) validates against this one."""
+        if not self.label.mapped:
+            return self.contract
+        raw = self.contract.columns[self.label.column]
+        columns = {**self.contract.columns, self.label.column: ColumnRule(type=ColumnType.integer, min=0, max=1)}
+        if raw.nullable:
+            columns[self.label.column] = columns[self.label.column].model_copy(update={"nullable": True})
+        return self.contract.model_copy(update={"columns": columns})
+
+    def binary_label(self, values: pd.Series) -> pd.Series:
+        """The label column as int 0/1 (:meth:`Label.to_binary` with the contract's allowed label values)."""
+        return self.label.to_binary(values, allowed=self.contract.columns[self.label.column].allowed)
 
     def registered_model(self, default: str) -> str:
         """The MLflow registered model this dataset's models go to."""
