@@ -217,6 +217,11 @@ class DatasetSpec(_Strict):
         description="a person must approve a version (`riskloop approve`) before it is promoted; "
         "on for credit scoring (a high-risk use under the EU AI Act), combined with RISKLOOP_AUDIT__REQUIRE_APPROVAL",
     )
+    reasons: dict[str, str] = Field(
+        default_factory=dict,
+        description="feature -> the text of that feature as a reason for a decision (the server's top reasons per "
+        "instance; for credit, the principal reasons of an adverse-action notice); a feature not named: its name",
+    )
 
     @model_validator(mode="after")
     def _columns_declared(self) -> DatasetSpec:
