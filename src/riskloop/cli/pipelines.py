@@ -9,6 +9,7 @@ also to the terminal).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,15 +34,22 @@ VerboseOpt = Annotated[
     ),
 ]
 KEY_METRICS = ("roc_auc", "pr_auc", "recall_at_fpr", "brier")
+DEFAULT_DAYS = 30  # run training's window when --days is not given (a spec with a time column)
 
 
 @run_app.command("training")
 def run_training_cmd(
     spec: SpecOpt = "synthetic-fraud",
     end: Annotated[
-        str | None, typer.Option(help="Last day of the window (YYYY-MM-DD); default the newest landed day.")
+        str | None,
+        typer.Option(
+            help="Last day of the window (YYYY-MM-DD); default the newest landed day. "
+            "Not for a spec without a time column: it trains on its whole snapshot."
+        ),
     ] = None,
-    days: Annotated[int, typer.Option(min=1, help="Window length in days.")] = 30,
+    days: Annotated[
+        int | None, typer.Option(min=1, help=f"Window length in days (default {DEFAULT_DAYS}); not for a snapshot.")
+    ] = None,
     maturity_days: Annotated[
         float | None, typer.Option(min=0, help="Newest days whose labels are not mature; default from the spec.")
     ] = None,
@@ -56,6 +64,8 @@ def run_training_cmd(
     Prints one line per step, then the registered version, its metrics, the gate's verdict,
     the MLflow run and the reports. Exit code 0 when the run succeeded (a candidate the gate
     refuses is a result, not a failure), 2 when a step refused its input, 1 when a step failed.
+    A spec without a time column trains on its whole landed snapshot (`riskloop data land`):
+    --end and --days do not apply to it.
 
     Examples:
 
@@ -63,28 +73,44 @@ def run_training_cmd(
 
         riskloop data fetch-ulb && riskloop run training --spec ulb-creditcard --days 2
 
-        riskloop run training --spec german-credit --end 1994-11-17 --days 1 \\
+        riskloop run training --spec german-credit \\
             --gate '{"min_roc_auc": 0.7, "max_demographic_parity_difference": 0.2}'
     """
-    from riskloop.data.io import partitions
+    from riskloop.data.io import land_command, landed_files, partitions
     from riskloop.data.spec import load_spec
     from riskloop.orchestration.local import run_training, training_params
 
     s = settings()
     gate_params = None if gate is None else _gate_params(gate)  # bad flags fail before any work
     ds = load_spec(spec)
-    landed = partitions(ds.source_path(s.shared))
-    if not landed:
-        raise ConfigError(
-            f"no landed data for {ds.name}",
-            where=str(ds.source_path(s.shared)),
-            fix="run `riskloop data generate` or `riskloop data fetch-ulb`",
-        )
-    end_day = parse_day(end, "--end") if end else landed[-1][0]
+    snapshot = None
+    if ds.timestamp_column is None:
+        window_options = [option for option, value in (("--end", end), ("--days", days)) if value is not None]
+        if window_options:
+            named = " and ".join(window_options)
+            raise ConfigError(
+                f"{named} select days, but dataset spec {spec} has no time column (timestamp_column: null): "
+                "it trains on its whole landed snapshot",
+                where=named,
+                fix=f"leave out {named}",
+            )
+        (snapshot,) = landed_files(ds, ds.source_path(s.shared))
+        # ingest reads the whole snapshot whatever the window: the window is today, its cutoff the next
+        # midnight (labels as known now), which is what the run records
+        end_day, window = datetime.now(UTC).date(), 1
+    else:
+        landed = partitions(ds.source_path(s.shared))
+        if not landed:
+            raise ConfigError(
+                f"no landed data for {ds.name}",
+                where=str(ds.source_path(s.shared)),
+                fix=f"land the data first: `{land_command(ds)}`",
+            )
+        end_day, window = parse_day(end, "--end") if end else landed[-1][0], days or DEFAULT_DAYS
     maturity = ds.label.maturity_days if maturity_days is None else maturity_days
     params = training_params(
         end_day,
-        days,
+        window,
         spec=spec,
         maturity_days=float(maturity),
         validation_days=float(ds.split.validation_days),
@@ -92,9 +118,15 @@ def run_training_cmd(
     )
     if gate_params is not None:
         params["gate_params"] = gate_params
-    console.print(f"training {ds.name} on {params['start_date']} .. {params['end_date']} (kfp.local)", highlight=False)
+    window_text = (
+        f"the whole snapshot {snapshot}" if snapshot is not None else f"{params['start_date']} .. {params['end_date']}"
+    )
+    console.print(f"training {ds.name} on {window_text} (kfp.local)", highlight=False)
     result = run_training(s, params, on_step=print_step, verbose=verbose)
-    summary(f"training pipeline {'succeeded' if result.succeeded else 'FAILED'}", training_summary(result, s, params))
+    summary(
+        f"training pipeline {'succeeded' if result.succeeded else 'FAILED'}",
+        training_summary(result, s, params, window=window_text),
+    )
     _exit_for(result)
 
 
@@ -104,7 +136,8 @@ def _gate_params(text: str) -> dict[str, Any]:
     from riskloop.training.gate import GateParams
 
     try:
-        return GateParams.model_validate_json(text).model_dump(exclude_none=True)
+        # only the fields given: the others keep the spec's policy.gate (laid under these by the gate step)
+        return GateParams.model_validate_json(text).model_dump(exclude_unset=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'JSON'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(
@@ -130,9 +163,11 @@ def print_step(step: StepRun) -> None:
     console.print(step_line(step), highlight=False, markup=False, soft_wrap=True)
 
 
-def training_summary(run: LocalRun, s: Settings, params: dict[str, Any]) -> dict[str, str]:
+def training_summary(
+    run: LocalRun, s: Settings, params: dict[str, Any], *, window: str | None = None
+) -> dict[str, str]:
     """What a training run produced, from its steps' outputs: version, metrics, gate, MLflow run, reports."""
-    rows = {"window": f"{params['start_date']} .. {params['end_date']}", "seconds": f"{run.seconds:.1f}"}
+    rows = {"window": window or f"{params['start_date']} .. {params['end_date']}", "seconds": f"{run.seconds:.1f}"}
     failed = run.failed_step
     if failed is not None:
         rows["failed step"] = failed.name
