@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict
 
 from riskloop import __version__
 from riskloop.audit.log import open_audit_log
-from riskloop.data.io import partitions, read_file
+from riskloop.data.io import landed_files, read_file
 from riskloop.data.spec import SpecSource, load_spec, read_spec_source
 from riskloop.data.validate import REASON_COLUMN, enforce_gate, split_batch, write_quarantine
-from riskloop.errors import ConfigError, DataContractError
+from riskloop.errors import ConfigError
 from riskloop.hashing import frame_sha256
 from riskloop.settings import Settings
 from riskloop.steps.common import audit, parse_day, valid_frame
@@ -98,19 +98,14 @@ class CardSummary(_Result):
 
 # ------------------------------------------------------------------------------- ingest
 def ingest(spec_name: str, start_date: str, end_date: str, out_path: Path, settings: Settings) -> int:
-    """Collect the landing partitions of ``[start_date, end_date]`` into one batch file."""
+    """Collect the landing partitions of ``[start_date, end_date]`` into one batch file; a spec with no time
+    column has one landed snapshot, read whole whatever the window (its rows have no day to select by)."""
     spec = load_spec(spec_name)
     start, end = parse_day(start_date, "start_date"), parse_day(end_date, "end_date")
     if end < start:
         raise ConfigError(f"end_date {end} is before start_date {start}", fix="swap them")
-    parts = partitions(spec.source_path(settings.shared), start, end)
-    if not parts:
-        raise DataContractError(
-            f"no landing data for {spec.name} between {start} and {end}",
-            where=str(spec.source_path(settings.shared)),
-            fix="run `riskloop data generate` (or land your files) first",
-        )
-    df = pd.concat([read_file(p) for _, p in parts], ignore_index=True)
+    files = landed_files(spec, spec.source_path(settings.shared), start, end)
+    df = pd.concat([read_file(f) for f in files], ignore_index=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out_path, index=False)
     return len(df)
@@ -128,10 +123,10 @@ def validate(
 ) -> Validated:
     """Apply the data contract; write valid rows and the quarantine, then enforce the gate."""
     spec = load_spec(spec_name)
-    contract = (
-        spec.contract
+    contract = (  # landed data: a mapped label is int 0/1 by now
+        spec.landed_contract
         if max_bad_fraction < 0
-        else spec.contract.model_copy(update={"max_bad_fraction": max_bad_fraction})
+        else spec.landed_contract.model_copy(update={"max_bad_fraction": max_bad_fraction})
     )
     result = split_batch(read_file(in_path), contract, where=str(in_path))
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
