@@ -39,6 +39,7 @@ def make_row(i: int, *, at: datetime | None = None, **extra: Any) -> dict[str, A
         "threshold": 0.42,
         "latency_ms": 1.25 + i,
         "unknown_card": i % 2 == 0,
+        "reasons": '[{"feature": "amount", "text": "amount", "value": 10.5, "contribution": 0.3}]' if i % 4 else None,
         "inputs": {"amount": 10.5 + i, "country": "DE", "card_id": f"c{i % 7}"},
         "features": {"amount": 10.5 + i, "card_tx_count_1h": float(i % 3)},
         **extra,

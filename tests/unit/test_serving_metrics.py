@@ -28,6 +28,7 @@ EXPECTED_FAMILIES = {
     "riskloop_instances": FIXED | {"decision"},
     "riskloop_score_ratio": FIXED,
     "riskloop_unknown_entities": FIXED | {"entity"},
+    "riskloop_unseen_category": FIXED | {"feature"},
     "riskloop_validation_errors": FIXED | {"field"},
     "riskloop_model_info": FIXED | {"model_sha256"},
     "riskloop_prediction_log_rows": {"outcome"},
@@ -62,6 +63,7 @@ def test_every_metric_has_its_exact_name_and_labels(metrics: ServingMetrics, reg
     metrics.register_model(CHAMPION, model_sha256="ab" * 32)
     metrics.observe_stage(CHAMPION, stage="features", seconds=0.001)
     metrics.count_validation_errors(CHAMPION, ["amount"])
+    metrics.count_unseen_categories(CHAMPION, {"housing": 1})
     metrics.sync_prediction_log(written=1, dropped=0)
 
     seen: dict[str, set[str]] = {}
@@ -133,6 +135,7 @@ def test_unknown_entities_validation_errors_and_model_info(
     metrics.count_unknown_entities(CHAMPION, entity="card", count=3)
     metrics.count_unknown_entities(CHAMPION, entity="merchant")
     metrics.count_validation_errors(CHAMPION, ["amount", "amount", "country"])
+    metrics.count_unseen_categories(CHAMPION, {"housing": 2, "purpose": 0})
     metrics.register_model(CHAMPION, model_sha256="f00d")
 
     get = registry.get_sample_value
@@ -140,6 +143,8 @@ def test_unknown_entities_validation_errors_and_model_info(
     assert get("riskloop_unknown_entities_total", {**BASE, "entity": "merchant"}) == 1
     assert get("riskloop_validation_errors_total", {**BASE, "field": "amount"}) == 2
     assert get("riskloop_validation_errors_total", {**BASE, "field": "country"}) == 1
+    assert get("riskloop_unseen_category_total", {**BASE, "feature": "housing"}) == 2
+    assert get("riskloop_unseen_category_total", {**BASE, "feature": "purpose"}) is None
     assert get("riskloop_model_info", {**BASE, "model_sha256": "f00d"}) == 1
     metrics.retire_model(CHAMPION, model_sha256="f00d")
     assert get("riskloop_model_info", {**BASE, "model_sha256": "f00d"}) == 0

@@ -3,7 +3,9 @@
 :func:`trace_request` walks, hop by hop, only what was recorded:
 
 1. ``prediction``: the prediction log's rows for the request id (one per
-   instance and role; a shadow's row beside the answer);
+   instance and role; a shadow's row beside the answer), with each decision's
+   top reasons where they were logged (for a credit decision: the principal
+   reasons of an adverse-action notice);
 2. ``model_version``: the registry version and role that answered, with its lineage tags;
 3. ``dataset_spec``: the spec the version was trained under, read from the
    version (stored with the model) and its sha256 recomputed against the
@@ -186,15 +188,15 @@ def _prediction_rows(s: Settings, request_id: str) -> list[dict[str, Any]]:
     ]
     out = []
     for _, r in rows.iterrows():
-        out.append(
-            {
-                k: (
-                    r[k].isoformat() if isinstance(r[k], datetime) else (r[k].item() if hasattr(r[k], "item") else r[k])
-                )
-                for k in keep
-                if k in r
-            }
-        )
+        row = {
+            k: (r[k].isoformat() if isinstance(r[k], datetime) else (r[k].item() if hasattr(r[k], "item") else r[k]))
+            for k in keep
+            if k in r
+        }
+        reasons = r.get("reasons")
+        if isinstance(reasons, str) and reasons:
+            row["reasons"] = json.loads(reasons)  # written by the server: [{feature, text, value, contribution}]
+        out.append(row)
     return out
 
 
@@ -600,7 +602,14 @@ def render_tree(lineages: Sequence[RequestLineage]) -> Any:
 def _headline(h: Hop) -> dict[str, Any]:
     f = h.facts
     if h.hop == "prediction":
-        return {f"{r['role']}": f"score {r['score']:.4f} → {r['decision']} at {r['time']}" for r in f["rows"]}
+        lines: dict[str, Any] = {}
+        for r in f["rows"]:
+            lines[f"{r['role']}"] = f"score {r['score']:.4f} → {r['decision']} at {r['time']}"
+            if r.get("reasons"):
+                lines[f"{r['role']} reasons"] = "; ".join(
+                    f"{x['text']} ({x['feature']} = {x['value']})" for x in r["reasons"]
+                )
+        return lines
     if h.hop == "decisions":
         return {f"#{e['seq']}": f"{e['time'][:19]} {e['event']} by {e['actor']}" for e in f.get("events", [])}
     if h.hop == "pipeline_run":

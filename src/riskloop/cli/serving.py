@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from riskloop.cli.common import SpecOpt, VersionSpecOpt, model_name, out, parse_day, settings, summary, version_spec
 from riskloop.errors import ConfigError, RiskloopError, ServiceUnavailable
 from riskloop.settings import Settings
+
+if TYPE_CHECKING:
+    from riskloop.data.spec import DatasetSpec
 
 
 def serve_cmd(
@@ -43,7 +46,12 @@ def serve_cmd(
     ] = "feast",
     spec: VersionSpecOpt = None,
 ) -> None:
-    """Serve with KServe's ModelServer (V1 and V2 REST), online features from Feast.
+    """Serve with KServe's ModelServer (V1 and V2 REST): any dataset spec.
+
+    A Feast-backed spec (synthetic-fraud) is scored with online features from Feast; a raw-column
+    spec (features.source: raw, e.g. a credit spec) from each request's own columns, with the request
+    schema built from the spec's contract. Every answer can carry the top reasons of each decision
+    (`"reasons": N` in a V1 body); see `riskloop score --help`.
 
     By default the server follows the deployment record (.riskloop/deployments/<model>.json,
     created from the `champion` alias on first use): champion, challenger, canary share
@@ -61,6 +69,8 @@ def serve_cmd(
         riskloop serve --challenger-alias challenger --shadow
 
         riskloop serve --model-alias champion          # pinned, no record
+
+        riskloop serve --spec credit.yaml              # the credit model's champion
 
         riskloop serve --model-dir /mnt/models --host 0.0.0.0 --port 8080
     """
@@ -132,8 +142,8 @@ def _registered_spec(
 
 
 def score_cmd(
-    card_id: Annotated[str, typer.Option(help="Card id, e.g. C000042.")],
-    amount: Annotated[float, typer.Option(help="Amount in the transaction's currency.")],
+    card_id: Annotated[str | None, typer.Option(help="Card id, e.g. C000042 (the fraud spec).")] = None,
+    amount: Annotated[float | None, typer.Option(help="Amount in the transaction's currency (the fraud spec).")] = None,
     merchant_id: Annotated[str, typer.Option(help="Merchant id.")] = "M00001",
     merchant_category: Annotated[str, typer.Option()] = "grocery",
     channel: Annotated[str, typer.Option(help="pos | contactless | online")] = "pos",
@@ -143,14 +153,34 @@ def score_cmd(
     distance_from_home_km: Annotated[float, typer.Option()] = 5.0,
     card_age_days: Annotated[int, typer.Option()] = 365,
     transaction_id: Annotated[str | None, typer.Option(help="Default: a fresh id.")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="COLUMN=VALUE, repeatable: one column of the instance, typed by the spec's contract "
+            "(COLUMN= leaves it missing). Any spec; for the fraud spec it overrides the options above.",
+        ),
+    ] = None,
     explain: Annotated[bool, typer.Option(help="Include the top feature contributions.")] = True,
+    reasons: Annotated[
+        int, typer.Option(min=0, max=10, help="Include the top N reasons: the features that raised the score most.")
+    ] = 3,
+    spec: SpecOpt = "synthetic-fraud",
     url: Annotated[str | None, typer.Option(help="Server URL; default http://127.0.0.1:<settings port>.")] = None,
 ) -> None:
-    """Score one transaction on a running `riskloop serve`, for a quick check.
+    """Score one instance on a running `riskloop serve`, for a quick check.
 
-    Example:
+    The fraud spec takes its transaction from the options; any other spec (raw columns, e.g. a credit
+    application) from `--set COLUMN=VALUE`, one per column the model reads (nullable ones may be left
+    out). The answer carries the score, the decision and the top reasons: for a credit decision, the
+    principal reasons an applicant is entitled to when turned down (an adverse-action notice), worded by
+    the spec's `reasons:` texts.
+
+    Examples:
 
         riskloop score --card-id C000042 --amount 950 --channel online --country NG
+
+        riskloop score --spec credit.yaml --set duration_in_month=24 --set housing=rent --set savings=
     """
     import uuid
 
@@ -160,32 +190,98 @@ def score_cmd(
 
     s = settings()
     base = url or f"http://127.0.0.1:{s.serving.http_port}"
-    name = load_spec("synthetic-fraud").registered_model(s.mlflow.model_name)
-    instance = {
-        "transaction_id": transaction_id or f"cli-{uuid.uuid4().hex[:12]}",
-        "card_id": card_id,
-        "merchant_id": merchant_id,
-        "amount": amount,
-        "currency": currency,
-        "merchant_category": merchant_category,
-        "channel": channel,
-        "country": country,
-        "device_type": device_type,
-        "distance_from_home_km": distance_from_home_km,
-        "card_age_days": card_age_days,
-    }
+    ds = load_spec(spec)
+    given = _parse_sets(ds, sets or [])
+    instance: dict[str, Any]
+    if ds.features.source == "feast":
+        card_id = given.pop("card_id", card_id)
+        amount = given.pop("amount", amount)
+        if card_id is None or amount is None:
+            raise ConfigError(
+                f"spec {ds.name} scores a transaction: --card-id and --amount are required",
+                where="riskloop score",
+                fix="e.g. riskloop score --card-id C000042 --amount 950",
+            )
+        instance = {
+            "transaction_id": transaction_id or f"cli-{uuid.uuid4().hex[:12]}",
+            "card_id": card_id,
+            "merchant_id": merchant_id,
+            "amount": amount,
+            "currency": currency,
+            "merchant_category": merchant_category,
+            "channel": channel,
+            "country": country,
+            "device_type": device_type,
+            "distance_from_home_km": distance_from_home_km,
+            "card_age_days": card_age_days,
+        }
+    else:
+        if card_id is not None or amount is not None:
+            raise ConfigError(
+                f"--card-id and --amount are the fraud spec's; spec {ds.name} takes its columns from --set",
+                where="riskloop score",
+                fix=f"e.g. --set {next(iter(ds.features.raw_columns), 'column')}=VALUE",
+            )
+        instance = {ds.id_column: transaction_id or f"cli-{uuid.uuid4().hex[:12]}"}
+    instance.update(given)
+    name = ds.registered_model(s.mlflow.model_name)
+    body = {"instances": [instance], "explain": explain, "reasons": reasons}
     try:
-        r = httpx.post(
-            f"{base}/v1/models/{name}:predict", json={"instances": [instance], "explain": explain}, timeout=10
-        )
+        r = httpx.post(f"{base}/v1/models/{name}:predict", json=body, timeout=10)
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(
             f"cannot reach the model server at {base}: {exc}",
-            fix="start it with `riskloop serve --model-alias champion`",
+            fix=f"start it with `riskloop serve --spec {spec}`",
         ) from None
     if r.status_code != 200:
         raise RiskloopError(f"the server answered {r.status_code}: {r.text}")
     out.print_json(json.dumps(r.json()["predictions"][0]))
+
+
+def _parse_sets(ds: DatasetSpec, sets: list[str]) -> dict[str, Any]:
+    """``--set COLUMN=VALUE`` pairs as request fields, typed by the spec's contract; ``COLUMN=`` is missing (None)."""
+    import math
+
+    from riskloop.data.spec import ColumnType
+
+    columns = ds.contract.columns
+    labels = {c for c in (ds.label.column, ds.label.available_at) if c}
+    accepted = ", ".join(c for c in columns if c not in labels and c != ds.timestamp_column)
+    out: dict[str, Any] = {}
+    for item in sets:
+        column, sep, text = item.partition("=")
+        column = column.strip()
+        where = f"--set {item}"
+        if not sep or not column:
+            raise ConfigError("--set needs COLUMN=VALUE", where=where, fix="e.g. --set duration_in_month=24")
+        if column in labels:
+            raise ConfigError(
+                f"{column} is the label (the outcome the model predicts), never an input",
+                where=where,
+                fix="leave it out",
+            )
+        if column not in columns:
+            raise ConfigError(f"spec {ds.name} has no column {column!r}", where=where, fix=f"use one of: {accepted}")
+        if column in out:
+            raise ConfigError(f"{column} is given twice", where=where, fix="give each column once")
+        rule = columns[column]
+        value: Any = text
+        if text == "":
+            value = None
+        elif rule.type is ColumnType.integer:
+            try:
+                value = int(text)
+            except ValueError:
+                raise ConfigError(f"{column} takes an integer, not {text!r}", where=where) from None
+        elif rule.type is ColumnType.float:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"{column} takes a number, not {text!r}", where=where) from None
+            if not math.isfinite(value):
+                raise ConfigError(f"{column} takes a finite number, not {text!r}", where=where)
+        out[column] = value
+    return out
 
 
 def replay_cmd(

@@ -74,24 +74,27 @@ def build_server(
 
     ``follow_record``: a router over the deployment record (champion, challenger, canary share, switched
     live); otherwise the one version ``alias``/``version``/``model_dir`` names. ``ds`` is the spec the served
-    model was trained under (the caller has read and checked it).
+    model was trained under (the caller has read and checked it): a Feast-backed spec is served with its
+    online features (``features``: feast, or none for overhead benchmarks), a raw-column spec from the
+    request's own columns (no feature store).
     """
-    from riskloop.features.store import StoreConfig
-    from riskloop.serving.kserve.predictor import FraudModel
+    from riskloop.serving.kserve.predictor import scoring_model
     from riskloop.serving.kserve.server import RiskloopModelServer
     from riskloop.serving.loader import resolve_model
 
-    if ds.features.source != "feast" or not ds.features.service:
-        raise RiskloopError(
-            f"dataset {ds.name} has no online features to serve with",
-            fix="serve a model trained on a Feast-backed spec (synthetic-fraud)",
-        )
+    feast = ds.features.source == "feast"
+    store: Any = None
+    if feast:
+        from riskloop.features.store import StoreConfig
+
+        store = StoreConfig.from_settings(s)
+    _check_reason_texts(ds)
     runtime = functools.partial(
         _serving_runtime,
-        StoreConfig.from_settings(s),
+        store,
         ds.features.service,
         str(s.predictions),
-        features,
+        features if feast else "none",
         s.serving.flush_seconds_for(s.predictions),
     )
     model: Any
@@ -109,7 +112,7 @@ def build_server(
         )
     else:
         served = resolve_model(s, model_name=name, alias=alias, version=version, model_dir=model_dir)
-        model = FraudModel(
+        model = scoring_model(ds)(
             name,
             bundle=served.bundle,
             model_version=served.version,
@@ -138,6 +141,19 @@ def build_server(
     return server, model
 
 
+def _check_reason_texts(ds: DatasetSpec) -> None:
+    """Say once, at start, which ``reasons:`` entries of the spec name no model feature (a typo never shows)."""
+    from riskloop.model import feature_spec
+
+    unknown = sorted(set(ds.reasons) - set(feature_spec(ds).names))
+    if unknown:
+        print(
+            f"warning: the spec's reasons name no model feature: {', '.join(unknown)} "
+            f"(features: {', '.join(feature_spec(ds).names)}); those texts are never used",
+            file=sys.stderr,
+        )
+
+
 def run_server(server: Any, model: Any) -> None:
     """Say what is served where, then serve until stopped; the model's background work stops with it."""
     what = (
@@ -159,9 +175,10 @@ def _load_version(s: Settings, model_name: str, version: str) -> Any:
 
 
 def _serving_runtime(
-    cfg: Any, service: str, predictions: str, features: str = "feast", flush_seconds: float = 1.0
+    cfg: Any, service: str | None, predictions: str, features: str = "feast", flush_seconds: float = 1.0
 ) -> Any:
-    """What each serving process builds for itself (picklable: a partial over plain values)."""
+    """What each serving process builds for itself (picklable: a partial over plain values); no feature store
+    for a raw-column spec (``service`` None)."""
     from riskloop.features.store import open_store
     from riskloop.serving.kserve.predictor import FeastSource, NoFeatures, Runtime
     from riskloop.serving.metrics import ServingMetrics
@@ -170,7 +187,7 @@ def _serving_runtime(
 
     if features not in ("feast", "none"):
         raise RiskloopError(f"--features {features!r} is not one of feast, none")
-    source = FeastSource(open_store(cfg), service) if features == "feast" else NoFeatures()
+    source = FeastSource(open_store(cfg), service) if features == "feast" and service else NoFeatures()
     return Runtime(source, ServingMetrics(), PredictionLog(location(predictions), flush_seconds=flush_seconds))
 
 
@@ -179,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m riskloop.serving",
         description=(
-            "Serve one registered model directory with KServe's ModelServer (V1 and V2 REST), online features "
-            "from Feast. Locally, `riskloop serve` also follows the deployment record."
+            "Serve one registered model directory with KServe's ModelServer (V1 and V2 REST): online features "
+            "from Feast for a Feast-backed spec, the request's own columns for a raw-column spec (read from the "
+            "directory's dataset_spec.yaml). Locally, `riskloop serve` also follows the deployment record."
         ),
     )
     parser.add_argument("--model-dir", type=Path, required=True, help="The model directory, e.g. /mnt/models.")
@@ -195,11 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         s = Settings()
         s.ensure_dirs()
-        # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
-        name = s.model_name or (
-            load_spec(args.spec).registered_model(s.mlflow.model_name) if args.spec else s.mlflow.model_name
-        )
         ds = model_dir_spec(s, args.model_dir, args.spec)
+        # in a pod the InferenceService names the model (its readiness probe is /v1/models/<name>)
+        name = s.model_name or ds.registered_model(s.mlflow.model_name)
         server, model = build_server(
             s,
             name,

@@ -10,6 +10,7 @@ plus at most one bounded label of its own::
     riskloop_instances_total{..., decision}            flagged | passed
     riskloop_score_ratio{...}                          histogram of scores, PSI-ready buckets
     riskloop_unknown_entities_total{..., entity}       card | merchant
+    riskloop_unseen_category_total{..., feature}       category values the model never saw (scored as missing)
     riskloop_validation_errors_total{..., field}
     riskloop_shadow_dropped_total{...}                 shadow copies dropped (queue full)
     riskloop_model_info{..., model_sha256}             1 while loaded, 0 once retired
@@ -30,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
@@ -173,6 +174,12 @@ class ServingMetrics:
             [*labels, "entity"],
             registry=reg,
         )
+        self.unseen_categories = Counter(
+            "riskloop_unseen_category",
+            "Category values outside the model's categories, scored as missing (raw-column models).",
+            [*labels, "feature"],
+            registry=reg,
+        )
         self.validation_errors = Counter(
             "riskloop_validation_errors", "Request fields that failed validation.", [*labels, "field"], registry=reg
         )
@@ -248,6 +255,13 @@ class ServingMetrics:
         _check(entity, ENTITIES, "entity")
         if count:
             self._children(labels).unknown[entity].inc(count)
+
+    def count_unseen_categories(self, labels: ModelLabels, per_feature: Mapping[str, int]) -> None:
+        """Count category values the model never saw, per feature (bounded: the spec's categorical features)."""
+        lab = labels.as_dict()
+        for feature, n in per_feature.items():
+            if n:
+                self.unseen_categories.labels(**lab, feature=feature).inc(n)
 
     def count_shadow_dropped(self, labels: ModelLabels) -> None:
         """Count one request whose shadow copy was dropped (the shadow could not keep up)."""

@@ -18,6 +18,11 @@ Columns: :data:`PREDICTION_COLUMNS`, then ``input_<name>`` for each raw
 transaction field and ``feature_<name>`` (float64) for each model feature, in
 the order first seen. The fixed columns have fixed types (strings, a UTC
 ``time``, float64 ``score``/``threshold``/``latency_ms``, bool ``unknown_card``);
+``transaction_id`` holds the instance's id (the spec's ``id_column``, empty when
+an instance of a raw-column spec carries none); ``reasons`` holds the decision's
+top reasons as a JSON list of ``{feature, text, value, contribution}`` (every
+decision of a raw-column model, e.g. for a credit adverse-action notice; a
+fraud decision only when its client asked for reasons), else empty;
 an input column is typed by pyarrow, or stored as strings when one batch mixes
 types pyarrow cannot unify.
 
@@ -81,11 +86,12 @@ PREDICTION_COLUMNS: Final = (
     "threshold",
     "latency_ms",
     "unknown_card",
+    "reasons",
 )
 INPUT_PREFIX: Final = "input_"
 FEATURE_PREFIX: Final = "feature_"
 
-_STRING_COLUMNS: Final = ("request_id", "transaction_id", "model", "model_version", "role", "decision")
+_STRING_COLUMNS: Final = ("request_id", "transaction_id", "model", "model_version", "role", "decision", "reasons")
 _FLOAT_COLUMNS: Final = ("score", "threshold", "latency_ms")
 SCHEMA: Final = pa.schema(
     [

@@ -1,22 +1,41 @@
-"""The scoring request: one transaction per instance, validated strictly.
+"""The scoring request: one instance per entry (a transaction, a loan application), validated strictly.
 
 Built from the dataset spec's contract, so the request schema and the data
 contract cannot drift apart. Client mistakes become one clear message per
 problem naming the field (``instances[3].amount: ...``); they are never
 coerced silently (``"12"`` is not an amount) and never reach the model.
 
-V1 body::
+V1 body (the fraud spec)::
 
     {"instances": [{"transaction_id": "T1", "card_id": "C000042", "merchant_id": "M00017",
                     "amount": 42.5, "currency": "EUR", "merchant_category": "grocery",
                     "channel": "pos", "country": "DE", "device_type": "terminal",
                     "distance_from_home_km": 3.2, "card_age_days": 812,
                     "event_timestamp": "2026-01-21T10:15:00Z"}],
-     "explain": false}
+     "explain": false, "reasons": 0}
 
-``event_timestamp`` is optional (default: the server's clock) and must carry a
-timezone. Unknown fields are rejected (``extra="forbid"``): a misspelt field
-would otherwise silently fall back to a default.
+The fields of an instance, per kind of spec:
+
+* a Feast-backed spec (``features.source: feast``): every contract column is
+  required, a category must be one of its ``allowed`` values (the online
+  features are looked up by the ids);
+* a raw-column spec (``features.source: raw``): each model feature is required
+  unless its column is ``nullable`` (then ``null`` or left out means missing);
+  the other contract columns (the ``id_column``, protected attributes, ...) may
+  be sent and are logged, never fed to the model. A category value the model
+  never saw is scored as missing, as XGBoost scores any missing value, and
+  counted (``riskloop_unseen_category_total``): a new product code must not
+  make the server refuse every application that carries it.
+
+Never in a request: the label column and when it became known (a request that
+carries the outcome is a 400 naming it). The spec's ``timestamp_column`` is the
+instance's event time, optional (default: the server's clock), ISO-8601 text
+with a timezone. Unknown fields are rejected (``extra="forbid"``): a misspelt
+field would otherwise silently fall back to a default.
+
+``explain: true`` adds each instance's top contributions by magnitude;
+``reasons: N`` (0 to :data:`MAX_REASONS`) its top N reasons, the features that
+pushed its score toward the positive class most (``riskloop.serving.kserve.predictor``).
 """
 
 from __future__ import annotations
@@ -35,16 +54,17 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    StrictStr,
     ValidationError,
 )
 from pydantic import create_model as _create_model
 
 from riskloop.data.spec import ColumnType, DatasetSpec
 
-ID_FIELDS = ("transaction_id", "card_id", "merchant_id")
 ID_MAX_LENGTH = 64
-# Fields of the contract the client does not send (labels and what the server derives).
-NOT_IN_REQUEST = {"is_fraud", "chargeback_timestamp", "event_timestamp"}
+TEXT_MAX_LENGTH = 256
+MAX_REASONS = 10
+_ID_PATTERN = r"^[\x21-\x7e]+$"
 
 
 class RequestError(ValueError):
@@ -57,7 +77,7 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class Transaction:
-    """A validated instance, with the event time resolved."""
+    """A validated instance, with the event time resolved (the name stays from the fraud spec: any instance)."""
 
     fields: dict[str, Any]
     event_time: datetime
@@ -66,11 +86,29 @@ class Transaction:
         return self.fields[key]
 
 
-def request_model(spec: DatasetSpec) -> type[BaseModel]:
-    """The pydantic model of one instance for a dataset spec (strict, extra fields forbidden)."""
+@dataclass(frozen=True)
+class RequestSchema:
+    """One instance's pydantic model for a spec, and what the schema knows beyond it.
+
+    ``labels``: fields that are outcomes, refused by name; ``time_field``: the
+    optional event time (popped from the fields).
+    """
+
+    model: type[BaseModel]
+    labels: tuple[str, ...]
+    time_field: str | None
+
+
+def request_model(spec: DatasetSpec) -> RequestSchema:
+    """The request schema of one instance for a dataset spec (strict, extra fields forbidden)."""
+    raw = spec.features.source == "raw"
+    features = set(spec.features.raw_columns)
+    labels = tuple(c for c in (spec.label.column, spec.label.available_at) if c)
+    ids = {spec.id_column, *spec.entity_columns}
+    time_field = spec.timestamp_column
     defs: dict[str, Any] = {}
     for name, rule in spec.contract.columns.items():
-        if name in NOT_IN_REQUEST:
+        if name in labels or name == time_field:
             continue
         bounds: dict[str, Any] = {}
         if rule.min is not None:
@@ -79,22 +117,31 @@ def request_model(spec: DatasetSpec) -> type[BaseModel]:
             bounds["le"] = rule.max
         annotation: Any
         if rule.type is ColumnType.category and rule.allowed:
-            annotation = Literal[tuple(rule.allowed)]
-            defs[name] = (annotation, Field(...))
+            # raw: any text; a value the model never saw is scored as missing and counted
+            annotation = (
+                Annotated[StrictStr, Field(max_length=TEXT_MAX_LENGTH)] if raw else Literal[tuple(rule.allowed)]
+            )
         elif rule.type is ColumnType.float:
-            defs[name] = (StrictFloat | StrictInt, Field(..., **bounds))
+            annotation = Annotated[StrictFloat | StrictInt, Field(**bounds)]
         elif rule.type is ColumnType.integer:
-            defs[name] = (StrictInt, Field(..., **bounds))
+            annotation = Annotated[StrictInt, Field(**bounds)]
+        elif rule.type is ColumnType.string and (name in ids or not raw):
+            annotation = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=_ID_PATTERN)]
         elif rule.type is ColumnType.string:
-            defs[name] = (str, Field(..., min_length=1, max_length=ID_MAX_LENGTH, pattern=r"^[\x21-\x7e]+$"))
+            annotation = Annotated[StrictStr, Field(max_length=TEXT_MAX_LENGTH)]
         else:
             continue
-    if "amount" in defs:  # a zero or negative amount is never a payment
+        if not raw or (name in features and not rule.nullable):  # a Feast spec needs every column
+            defs[name] = (annotation, Field(...))
+        else:  # a nullable feature, or a column the model does not read: optional
+            defs[name] = (annotation | None, Field(default=None))
+    if not raw and "amount" in defs:  # a zero or negative amount is never a payment
         defs["amount"] = (StrictFloat | StrictInt, Field(..., gt=0, le=spec.contract.columns["amount"].max or 1e9))
-    defs["event_timestamp"] = (Annotated[AwareDatetime | None, BeforeValidator(_iso_only)], Field(default=None))
+    if time_field:
+        defs[time_field] = (Annotated[AwareDatetime | None, BeforeValidator(_iso_only)], Field(default=None))
     config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-    model: type[BaseModel] = _create_model("TransactionRequest", __config__=config, **defs)
-    return model
+    model: type[BaseModel] = _create_model("InstanceRequest", __config__=config, **defs)
+    return RequestSchema(model, labels, time_field)
 
 
 def _iso_only(value: Any) -> Any:
@@ -108,6 +155,16 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
     instances: list[Any] = Field(min_length=1)
     explain: StrictBool = False
+    reasons: StrictInt = Field(default=0, ge=0, le=MAX_REASONS)
+
+
+@dataclass(frozen=True)
+class V1Request:
+    """A validated V1 body: its instances and what the client asked for besides the scores."""
+
+    instances: list[Transaction]
+    explain: bool
+    reasons: int
 
 
 def _loc(prefix: str, loc: Sequence[int | str]) -> str:
@@ -117,9 +174,7 @@ def _loc(prefix: str, loc: Sequence[int | str]) -> str:
     return out
 
 
-def parse_v1(
-    body: Any, model: type[BaseModel], *, max_instances: int, now: datetime | None = None
-) -> tuple[list[Transaction], bool]:
+def parse_v1(body: Any, schema: RequestSchema, *, max_instances: int, now: datetime | None = None) -> V1Request:
     """Validate a V1 body; raise :class:`RequestError` naming every bad field."""
     if not isinstance(body, Mapping):
         raise RequestError([("<body>", "must be a JSON object with an 'instances' list")])
@@ -129,26 +184,41 @@ def parse_v1(
         raise RequestError([(_loc("", e["loc"]).lstrip(".") or "<body>", e["msg"]) for e in exc.errors()]) from exc
     if len(env.instances) > max_instances:
         raise RequestError([("instances", f"{len(env.instances)} instances, at most {max_instances} per request")])
-    return parse_instances(env.instances, model, now=now), env.explain
+    return V1Request(parse_instances(env.instances, schema, now=now), env.explain, env.reasons)
+
+
+def reasons_parameter(parameters: Any) -> int:
+    """The number of reasons a V2 request asks for in its ``parameters`` (``{"reasons": N}``), default 0."""
+    value = parameters.get("reasons", 0) if isinstance(parameters, Mapping) else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REASONS:
+        raise RequestError([("parameters.reasons", f"must be an integer from 0 to {MAX_REASONS}, got {value!r}")])
+    return value
 
 
 def parse_instances(
-    instances: Sequence[Any], model: type[BaseModel], *, now: datetime | None = None
+    instances: Sequence[Any], schema: RequestSchema, *, now: datetime | None = None
 ) -> list[Transaction]:
     clock = now or datetime.now(timezone.utc)
     out: list[Transaction] = []
     problems: list[tuple[str, str]] = []
     for i, raw in enumerate(instances):
         if not isinstance(raw, Mapping):
-            problems.append((f"instances[{i}]", "must be an object with the transaction's fields"))
+            problems.append((f"instances[{i}]", "must be an object with the instance's fields"))
             continue
+        outcomes = [k for k in schema.labels if k in raw]
+        problems.extend(
+            (f"instances[{i}].{k}", "is the label (the outcome the model predicts), never an input: leave it out")
+            for k in outcomes
+        )
         try:
-            inst = model.model_validate(raw)
+            inst = schema.model.model_validate({k: v for k, v in raw.items() if k not in outcomes})
         except ValidationError as exc:
             problems.extend((_loc(f"instances[{i}]", e["loc"]), e["msg"]) for e in exc.errors())
             continue
+        if outcomes:
+            continue
         fields = inst.model_dump()
-        ts = fields.pop("event_timestamp") or clock
+        ts = (fields.pop(schema.time_field) if schema.time_field else None) or clock
         out.append(Transaction(fields, ts.astimezone(timezone.utc)))
     if problems:
         raise RequestError(problems[:20])

@@ -1,6 +1,22 @@
-"""The fraud predictor: a ``kserve.Model`` that scores transactions with online features.
+"""The predictors: ``kserve.Model``s that score one model version, per kind of dataset spec.
 
-One request, start to finish (all instances of a request are handled as one batch):
+:class:`FraudModel` (a Feast-backed spec) scores transactions with online features;
+:class:`RawColumnModel` (``features.source: raw``, e.g. a credit application) scores
+the instance's own columns. Both validate the same way (``schema.py``), answer V1
+and V2 alike, log every instance and can give each decision its reasons.
+
+Reasons: the features that pushed an instance's score toward the positive class
+most, from XGBoost's per-feature contributions (``pred_contribs``: SHAP values of
+the margin), largest positive first, each with the spec's text for the feature
+(``reasons:`` in the spec; default the feature name) and the instance's value. For
+a credit decision they are the principal reasons an applicant turned down is
+entitled to (an adverse-action notice): a raw-column model logs the top
+:data:`LOGGED_REASONS` of every decision, asked for or not, so the notice can be
+written from the prediction log later. A client asks for them with ``"reasons": N``
+(V1 body) or ``parameters: {"reasons": N}`` (V2; answered as a ``reasons`` output,
+one JSON list per instance); a client that does not ask gets the response it got before.
+
+One fraud request, start to finish (all instances of a request are handled as one batch):
 
 1. validate the instances (``schema.py``) — a bad field is a 400 naming it;
 2. one batched Feast online lookup for all instances: batch-tier card and
@@ -17,11 +33,13 @@ Readiness is false until the model (hash-checked) and the feature store are load
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -46,10 +64,20 @@ from riskloop.features.compute import (
 from riskloop.model import FeatureSpec, ModelBundle
 from riskloop.registry.deployment import Drill
 from riskloop.serving.metrics import ModelLabels
-from riskloop.serving.schema import RequestError, Transaction, parse_instances, parse_v1, request_model, v2_to_instances
+from riskloop.serving.schema import (
+    RequestError,
+    Transaction,
+    parse_instances,
+    parse_v1,
+    reasons_parameter,
+    request_model,
+    v2_to_instances,
+)
 
 log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 5
+LOGGED_REASONS = 3
+Reason = dict[str, Any]
 
 
 class FeatureSource:
@@ -127,12 +155,13 @@ class NoFeatures(FeatureSource):
 
 @dataclass(frozen=True)
 class Scored:
-    transaction_id: str
+    transaction_id: str | None  # the instance's id (the spec's id_column); a raw-column instance may have none
     score: float
     flagged: bool
     unknown_card: bool
     features: dict[str, float]
     contributions: list[dict[str, float | str]] | None
+    reasons: list[Reason] | None = None
 
 
 def assemble_row(
@@ -152,8 +181,12 @@ def assemble_row(
     return row
 
 
-class FraudModel(Model):  # type: ignore[misc]
-    """A ``kserve.Model`` serving one model version in one role."""
+class ScoringModel(Model):  # type: ignore[misc]
+    """A ``kserve.Model`` serving one model version in one role: validation, responses, log and metrics.
+
+    Subclasses say how a batch of validated instances becomes scores (:meth:`score`) and when the model is
+    ready (:meth:`load`); :func:`scoring_model` picks the one a spec needs.
+    """
 
     def __init__(
         self,
@@ -210,24 +243,6 @@ class FraudModel(Model):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> bool:
-        """Ready only when a warm-up lookup through the feature store succeeds."""
-        try:
-            self.rt.features.lookup(
-                [
-                    {
-                        "card_id": "__warmup__",
-                        "merchant_id": "__warmup__",
-                        "amount": 1.0,
-                        "country": "DE",
-                        "event_hour": 0.0,
-                        "event_us": 0,
-                    }
-                ]
-            )
-        except Exception as exc:  # any failure of the store means not ready
-            log.error("feature store not reachable: %s", exc)
-            self.ready = False
-            return False
         self.ready = True
         return True
 
@@ -254,12 +269,14 @@ class FraudModel(Model):  # type: ignore[misc]
         request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
         try:
             if isinstance(payload, InferRequest):
+                reasons = reasons_parameter(payload.parameters)
                 txs = parse_instances(v2_to_instances(payload.inputs), self.request_schema)
                 if len(txs) > self.max_instances:
                     raise RequestError([("inputs", f"{len(txs)} instances, at most {self.max_instances}")])
                 explain = False
             else:
-                txs, explain = parse_v1(payload, self.request_schema, max_instances=self.max_instances)
+                v1 = parse_v1(payload, self.request_schema, max_instances=self.max_instances)
+                txs, explain, reasons = v1.instances, v1.explain, v1.reasons
         except RequestError as exc:
             if self.rt.metrics is not None:
                 self.rt.metrics.count_validation_errors(
@@ -270,7 +287,7 @@ class FraudModel(Model):  # type: ignore[misc]
         try:
             if self.drill is not None:
                 _inject(self.drill)
-            scored = self.score(txs, explain=explain)
+            scored = self.score(txs, explain=explain, reasons=reasons)
         except FeatureStoreError as exc:
             self._count("unavailable", time.perf_counter() - t0)
             raise FeatureStoreUnavailable(f"feature store unavailable: {exc.what}") from exc
@@ -286,10 +303,149 @@ class FraudModel(Model):  # type: ignore[misc]
         self._count("ok", latency_ms / 1000)
         self._log(request_id, txs, scored, latency_ms)
         if isinstance(payload, InferRequest):
-            return self._v2_response(payload, request_id, scored)
-        return {"predictions": [self._v1_item(s, request_id) for s in scored]}
+            return self._v2_response(payload, request_id, scored, reasons)
+        return {"predictions": [self._v1_item(s, request_id, reasons) for s in scored]}
 
-    def score(self, txs: Sequence[Transaction], *, explain: bool = False) -> list[Scored]:
+    def score(self, txs: Sequence[Transaction], *, explain: bool = False, reasons: int = 0) -> list[Scored]:
+        """Scores of a batch of validated instances, with ``reasons`` top reasons each (and more if logged)."""
+        raise NotImplementedError
+
+    def _finish(
+        self,
+        txs: Sequence[Transaction],
+        x: np.ndarray,
+        scores: np.ndarray,
+        *,
+        explain: bool,
+        reasons: int,
+        known: Sequence[bool] | None = None,
+    ) -> list[Scored]:
+        """Decisions, contributions and reasons of a scored batch; count the instances."""
+        if self.drill is not None and self.drill.score_shift:
+            scores = np.clip(scores + self.drill.score_shift, 0.0, 1.0)
+        threshold = self.bundle.threshold
+        flags = [bool(sc >= threshold) for sc in scores]
+        n_reasons = max(reasons, self.logged_reasons)
+        contrib = contributions(self.bundle, x) if explain or n_reasons else None
+        if self.rt.metrics is not None:
+            self.rt.metrics.observe_instances(
+                self.model_labels, [float(sc) for sc in scores], ["flagged" if f else "passed" for f in flags]
+            )
+        out = []
+        for i, t in enumerate(txs):
+            feats = {name: _json_float(v) for name, v in zip(self._names, x[i].tolist(), strict=True)}
+            out.append(
+                Scored(
+                    t.fields.get(self.spec.id_column),
+                    float(scores[i]),
+                    flags[i],
+                    known is not None and not known[i],
+                    feats,
+                    _top_by_magnitude(contrib[i], self._names) if explain and contrib is not None else None,
+                    top_reasons(contrib[i], self._names, t.fields, feats, self.spec.reasons, n_reasons)
+                    if n_reasons and contrib is not None
+                    else None,
+                )
+            )
+        return out
+
+    @property
+    def logged_reasons(self) -> int:
+        """Reasons logged for every decision, asked for or not (0: only those a client asks for)."""
+        return 0
+
+    # ------------------------------------------------------------------ responses
+    def _v1_item(self, s: Scored, request_id: str, reasons: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "transaction_id": s.transaction_id,
+            "score": s.score,
+            "fraud": s.flagged,
+            "threshold": self.bundle.threshold,
+            "model_version": self.model_version,
+            "request_id": request_id,
+            "unknown_card": s.unknown_card,
+        }
+        if s.contributions is not None:
+            item["explanation"] = s.contributions
+        if reasons and s.reasons is not None:
+            item["reasons"] = s.reasons[:reasons]
+        return item
+
+    def _v2_response(self, req: InferRequest, request_id: str, scored: list[Scored], reasons: int) -> InferResponse:
+        n = len(scored)
+        outputs = [
+            InferOutput(name="score", shape=[n], datatype="FP64", data=[s.score for s in scored]),
+            InferOutput(name="fraud", shape=[n], datatype="BOOL", data=[s.flagged for s in scored]),
+            InferOutput(
+                name="transaction_id", shape=[n], datatype="BYTES", data=[s.transaction_id or "" for s in scored]
+            ),
+            InferOutput(name="unknown_card", shape=[n], datatype="BOOL", data=[s.unknown_card for s in scored]),
+        ]
+        if reasons:
+            outputs.append(_reasons_output(scored, reasons))
+        return InferResponse(
+            response_id=request_id,
+            model_name=self.name,
+            model_version=self.model_version,
+            infer_outputs=outputs,
+            parameters={"request_id": request_id, "threshold": self.bundle.threshold},
+        )
+
+    def _log(self, request_id: str, txs: Sequence[Transaction], scored: Sequence[Scored], latency_ms: float) -> None:
+        plog = self.rt.prediction_log
+        if plog is None:
+            return
+        plog.append(
+            [
+                {
+                    "request_id": request_id,
+                    "transaction_id": s.transaction_id,
+                    "time": t.event_time,
+                    "model": self.name,
+                    "model_version": self.model_version,
+                    "role": self.role,
+                    "score": s.score,
+                    "decision": "flagged" if s.flagged else "passed",
+                    "threshold": self.bundle.threshold,
+                    "latency_ms": latency_ms,
+                    "unknown_card": s.unknown_card,
+                    "reasons": None if s.reasons is None else json.dumps(s.reasons),
+                    "inputs": dict(t.fields),
+                    "features": s.features,
+                }
+                for t, s in zip(txs, scored, strict=True)
+            ]
+        )
+        if self.rt.metrics is not None:
+            self.rt.metrics.sync_prediction_log(written=plog.written, dropped=plog.dropped)
+
+
+class FraudModel(ScoringModel):
+    """A Feast-backed spec's model: online features per card and merchant, the card's state pushed back."""
+
+    def load(self) -> bool:
+        """Ready only when a warm-up lookup through the feature store succeeds."""
+        try:
+            self.rt.features.lookup(
+                [
+                    {
+                        "card_id": "__warmup__",
+                        "merchant_id": "__warmup__",
+                        "amount": 1.0,
+                        "country": "DE",
+                        "event_hour": 0.0,
+                        "event_us": 0,
+                    }
+                ]
+            )
+        except Exception as exc:  # any failure of the store means not ready
+            log.error("feature store not reachable: %s", exc)
+            self.ready = False
+            return False
+        self.ready = True
+        return True
+
+    def score(self, txs: Sequence[Transaction], *, explain: bool = False, reasons: int = 0) -> list[Scored]:
         """Features, model and state update for a batch of validated transactions."""
         t0 = time.perf_counter()
         event_us = [epoch_us(t.event_time) for t in txs]
@@ -325,10 +481,7 @@ class FraudModel(Model):  # type: ignore[misc]
             [assemble_row(t, f, r, self.bundle.features) for t, f, r in zip(txs, store_feats, realtime, strict=True)]
         )
         scores = self.bundle.predict(x)
-        if self.drill is not None and self.drill.score_shift:
-            scores = np.clip(scores + self.drill.score_shift, 0.0, 1.0)
         t_pred = time.perf_counter()
-        contribs = self._contributions(x) if explain else None
         try:
             if self.push_state:
                 cards = list(current)
@@ -336,67 +489,70 @@ class FraudModel(Model):  # type: ignore[misc]
         except Exception as exc:
             raise FeatureStoreError(f"push of the real-time state failed: {exc}") from exc
         t_push = time.perf_counter()
-        threshold = self.bundle.threshold
-        flags = [bool(sc >= threshold) for sc in scores]
         m = self.rt.metrics
         if m is not None:
             lab = self.model_labels
             m.observe_stage(lab, stage="features", seconds=t_feat - t0)
             m.observe_stage(lab, stage="predict", seconds=t_pred - t_feat)
             m.observe_stage(lab, stage="push", seconds=t_push - t_pred)
-            m.observe_instances(lab, [float(sc) for sc in scores], ["flagged" if f else "passed" for f in flags])
             unknown = sum(not k for k in known)
             if unknown:
                 m.count_unknown_entities(lab, entity="card", count=unknown)
-        out = []
-        for i, t in enumerate(txs):
-            flagged = flags[i]
-            feats = {name: _json_float(v) for name, v in zip(self._names, x[i].tolist(), strict=True)}
-            out.append(
-                Scored(
-                    t["transaction_id"],
-                    float(scores[i]),
-                    flagged,
-                    not known[i],
-                    feats,
-                    contribs[i] if contribs is not None else None,
-                )
-            )
-        return out
+        return self._finish(txs, x, scores, explain=explain, reasons=reasons, known=known)
 
-    def _contributions(self, x: np.ndarray) -> list[list[dict[str, float | str]]]:
-        fs = self.bundle.features
-        dm = xgb.DMatrix(x, feature_names=list(fs.names), feature_types=fs.types, enable_categorical=True)
-        contrib = self.bundle.booster.predict(dm, pred_contribs=True)[:, :-1]  # last column is the bias
-        out = []
-        for row in contrib:
-            top = np.argsort(-np.abs(row))[:TOP_CONTRIBUTIONS]
-            out.append([{"feature": fs.names[j], "contribution": round(float(row[j]), 6)} for j in top])
-        return out
 
-    # ------------------------------------------------------------------ responses
-    def _v1_item(self, s: Scored, request_id: str) -> dict[str, Any]:
+class RawColumnModel(ScoringModel):
+    """A raw-column spec's model (``features.source: raw``): the instance's own columns are the features.
+
+    No feature store, no state: ready once loaded. A category value outside the model's categories is
+    scored as missing and counted per feature in ``riskloop_unseen_category_total``.
+    """
+
+    @property
+    def logged_reasons(self) -> int:
+        # decisions about people (credit): every decision keeps its principal reasons in the log
+        return LOGGED_REASONS
+
+    def score(self, txs: Sequence[Transaction], *, explain: bool = False, reasons: int = 0) -> list[Scored]:
+        t0 = time.perf_counter()
+        unseen: Counter[str] = Counter()
+        x = np.vstack([raw_row(t.fields, self.bundle.features, unseen) for t in txs])
+        t_feat = time.perf_counter()
+        scores = self.bundle.predict(x)
+        m = self.rt.metrics
+        if m is not None:
+            m.observe_stage(self.model_labels, stage="features", seconds=t_feat - t0)
+            m.observe_stage(self.model_labels, stage="predict", seconds=time.perf_counter() - t_feat)
+            if unseen:
+                m.count_unseen_categories(self.model_labels, unseen)
+        return self._finish(txs, x, scores, explain=explain, reasons=reasons)
+
+    def _v1_item(self, s: Scored, request_id: str, reasons: int) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "transaction_id": s.transaction_id,
+            self.spec.id_column: s.transaction_id,
             "score": s.score,
-            "fraud": s.flagged,
+            "flagged": s.flagged,
             "threshold": self.bundle.threshold,
             "model_version": self.model_version,
             "request_id": request_id,
-            "unknown_card": s.unknown_card,
         }
         if s.contributions is not None:
             item["explanation"] = s.contributions
+        if reasons and s.reasons is not None:
+            item["reasons"] = s.reasons[:reasons]
         return item
 
-    def _v2_response(self, req: InferRequest, request_id: str, scored: list[Scored]) -> InferResponse:
+    def _v2_response(self, req: InferRequest, request_id: str, scored: list[Scored], reasons: int) -> InferResponse:
         n = len(scored)
         outputs = [
             InferOutput(name="score", shape=[n], datatype="FP64", data=[s.score for s in scored]),
-            InferOutput(name="fraud", shape=[n], datatype="BOOL", data=[s.flagged for s in scored]),
-            InferOutput(name="transaction_id", shape=[n], datatype="BYTES", data=[s.transaction_id for s in scored]),
-            InferOutput(name="unknown_card", shape=[n], datatype="BOOL", data=[s.unknown_card for s in scored]),
+            InferOutput(name="flagged", shape=[n], datatype="BOOL", data=[s.flagged for s in scored]),
+            InferOutput(
+                name=self.spec.id_column, shape=[n], datatype="BYTES", data=[s.transaction_id or "" for s in scored]
+            ),
         ]
+        if reasons:
+            outputs.append(_reasons_output(scored, reasons))
         return InferResponse(
             response_id=request_id,
             model_name=self.name,
@@ -405,32 +561,74 @@ class FraudModel(Model):  # type: ignore[misc]
             parameters={"request_id": request_id, "threshold": self.bundle.threshold},
         )
 
-    def _log(self, request_id: str, txs: Sequence[Transaction], scored: Sequence[Scored], latency_ms: float) -> None:
-        plog = self.rt.prediction_log
-        if plog is None:
-            return
-        plog.append(
-            [
-                {
-                    "request_id": request_id,
-                    "transaction_id": s.transaction_id,
-                    "time": t.event_time,
-                    "model": self.name,
-                    "model_version": self.model_version,
-                    "role": self.role,
-                    "score": s.score,
-                    "decision": "flagged" if s.flagged else "passed",
-                    "threshold": self.bundle.threshold,
-                    "latency_ms": latency_ms,
-                    "unknown_card": s.unknown_card,
-                    "inputs": dict(t.fields),
-                    "features": s.features,
-                }
-                for t, s in zip(txs, scored, strict=True)
-            ]
-        )
-        if self.rt.metrics is not None:
-            self.rt.metrics.sync_prediction_log(written=plog.written, dropped=plog.dropped)
+
+def scoring_model(spec: DatasetSpec) -> type[ScoringModel]:
+    """The predictor class a spec's models are served with."""
+    return RawColumnModel if spec.features.source == "raw" else FraudModel
+
+
+def raw_row(fields: Mapping[str, Any], fspec: FeatureSpec, unseen: Counter[str]) -> np.ndarray:
+    """One model row from an instance's own columns, in ``model.json`` order (training's ``matrix`` encoding).
+
+    ``None`` is missing (NaN); a category value outside the model's categories is missing too, counted in ``unseen``.
+    """
+    row = np.empty(len(fspec.names), dtype=np.float32)
+    for j, name in enumerate(fspec.names):
+        v = fields.get(name)
+        if v is None:
+            row[j] = np.nan
+        elif name in fspec.categories:
+            cats = fspec.categories[name]
+            if v in cats:
+                row[j] = cats.index(v)
+            else:
+                row[j] = np.nan
+                unseen[name] += 1
+        else:  # a text value in a numeric feature: missing, as training's matrix coerces it
+            row[j] = float(v) if isinstance(v, int | float) else np.nan
+    return row
+
+
+def contributions(bundle: ModelBundle, x: np.ndarray) -> np.ndarray:
+    """Each feature's contribution to each row's margin (XGBoost's ``pred_contribs``, without the bias column)."""
+    fs = bundle.features
+    dm = xgb.DMatrix(x, feature_names=list(fs.names), feature_types=fs.types, enable_categorical=True)
+    return np.asarray(bundle.booster.predict(dm, pred_contribs=True))[:, :-1]
+
+
+def _top_by_magnitude(row: np.ndarray, names: Sequence[str]) -> list[dict[str, float | str]]:
+    top = np.argsort(-np.abs(row))[:TOP_CONTRIBUTIONS]
+    return [{"feature": names[j], "contribution": round(float(row[j]), 6)} for j in top]
+
+
+def top_reasons(
+    row: np.ndarray,
+    names: Sequence[str],
+    fields: Mapping[str, Any],
+    features: Mapping[str, float],
+    texts: Mapping[str, str],
+    n: int,
+) -> list[Reason]:
+    """The ``n`` features that pushed this score toward the positive class most (positive contributions only,
+    largest first): each with its reason text (``texts``, default the feature name) and the instance's value
+    (the request's own value; a derived feature's model input otherwise; ``None`` when missing)."""
+    out: list[Reason] = []
+    for j in np.argsort(-row, kind="stable")[:n]:
+        c = float(row[j])
+        if c <= 0:
+            break
+        name = names[j]
+        value = fields[name] if name in fields else features.get(name)
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        out.append({"feature": name, "text": texts.get(name, name), "value": value, "contribution": round(c, 6)})
+    return out
+
+
+def _reasons_output(scored: Sequence[Scored], reasons: int) -> InferOutput:
+    # V2 tensors hold one type: each instance's reasons as one JSON list (BYTES)
+    data = [json.dumps((s.reasons or [])[:reasons]) for s in scored]
+    return InferOutput(name="reasons", shape=[len(scored)], datatype="BYTES", data=data)
 
 
 class DrillFault(InferenceError):  # type: ignore[misc]
@@ -447,4 +645,16 @@ def _json_float(v: float) -> float:
     return v if math.isfinite(v) else math.nan
 
 
-__all__ = ["FeastSource", "FeatureSource", "FraudModel", "Scored", "assemble_row"]
+__all__ = [
+    "FeastSource",
+    "FeatureSource",
+    "FraudModel",
+    "RawColumnModel",
+    "Scored",
+    "ScoringModel",
+    "assemble_row",
+    "contributions",
+    "raw_row",
+    "scoring_model",
+    "top_reasons",
+]

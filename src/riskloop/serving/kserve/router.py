@@ -44,7 +44,7 @@ from kserve.errors import ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
 from riskloop.registry.deployment import Deployment, Drill, read_deployment
-from riskloop.serving.kserve.predictor import FraudModel, Runtime
+from riskloop.serving.kserve.predictor import Runtime, ScoringModel, scoring_model
 from riskloop.serving.loader import ServedModel
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ class Routes:
     """One revision of the deployment record with its loaded models."""
 
     deployment: Deployment
-    champion: FraudModel
-    challenger: FraudModel | None  # role challenger (canary) or shadow
+    champion: ScoringModel
+    challenger: ScoringModel | None  # role challenger (canary) or shadow
 
-    def pick(self, payload: dict[str, Any] | InferRequest) -> FraudModel:
+    def pick(self, payload: dict[str, Any] | InferRequest) -> ScoringModel:
         d = self.deployment
         if self.challenger is None or d.mode != "canary" or d.canary_percent == 0:
             return self.champion
@@ -104,7 +104,7 @@ class Router(Model):  # type: ignore[misc]
         self.runtime_factory, self.max_instances = runtime, max_instances
         self.poll_seconds, self.shadow_queue = poll_seconds, shadow_queue
         self._served: dict[str, ServedModel] = {}
-        self._models: dict[tuple[str, str, Drill | None], FraudModel] = {}
+        self._models: dict[tuple[str, str, Drill | None], ScoringModel] = {}
         self._routes: Routes | None = None
         self._process: _ProcessState | None = None
 
@@ -122,7 +122,8 @@ class Router(Model):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> bool:
-        """Ready once the record's models are loaded and the feature store answers a warm-up lookup."""
+        """Ready once the record's models are loaded and, for a Feast-backed spec, the feature store answers a
+        warm-up lookup."""
         deployment = read_deployment(self.record)
         if deployment is None:
             log.error("no deployment record at %s", self.record)
@@ -130,7 +131,7 @@ class Router(Model):  # type: ignore[misc]
             return False
         self._ensure_process()
         routes = self._build(deployment)
-        if not routes.champion.load():  # warm-up lookup through the process's feature store
+        if not routes.champion.load():  # a fraud model's warm-up lookup through the process's feature store
             self.ready = False
             return False
         self._routes = routes
@@ -156,14 +157,14 @@ class Router(Model):  # type: ignore[misc]
             proc.watcher.start()
         return proc
 
-    def _model(self, version: str, role: str, drill: Drill | None) -> FraudModel:
+    def _model(self, version: str, role: str, drill: Drill | None) -> ScoringModel:
         key = (version, role, drill)
         model = self._models.get(key)
         if model is None:
             served = self._served.get(version)
             if served is None:
                 served = self._served[version] = self.load_version(version)
-            model = FraudModel(
+            model = scoring_model(self.spec)(
                 self.name,
                 bundle=served.bundle,
                 model_version=served.version,
@@ -250,7 +251,7 @@ class Router(Model):  # type: ignore[misc]
     def _submit_shadow(
         self,
         proc: _ProcessState,
-        shadow: FraudModel,
+        shadow: ScoringModel,
         payload: dict[str, Any] | InferRequest,
         headers: dict[str, str] | None,
     ) -> None:
