@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from riskloop.cli import audit, cluster, data, delivery, features, models, monitoring, pipelines, serving
+from riskloop.cli import audit, cluster, data, delivery, features, models, monitoring, pipelines, serving, spec
 from riskloop.cli.common import console, out
 from riskloop.errors import ConfigError, RiskloopError
 
@@ -71,6 +71,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+app.add_typer(spec.spec_app, name="spec")
 app.add_typer(data.data_app, name="data")
 app.add_typer(features.features_app, name="features")
 app.add_typer(audit.audit_app, name="audit")

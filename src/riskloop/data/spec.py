@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from riskloop.data.policy import Policy
 from riskloop.errors import ConfigError, DataContractError
 from riskloop.storage import Location, location
 
@@ -167,7 +168,9 @@ class Label(_Strict):
                     else "the column is not 0/1: add label.positive (e.g. [bad]) or label.mapping to the dataset spec"
                 ),
             )
-        return out.astype("int64").rename(values.name)
+        binary = out.astype("int64")
+        binary.name = values.name
+        return binary
 
 
 class Features(_Strict):
@@ -217,6 +220,7 @@ class DatasetSpec(_Strict):
         description="a person must approve a version (`riskloop approve`) before it is promoted; "
         "on for credit scoring (a high-risk use under the EU AI Act), combined with RISKLOOP_AUDIT__REQUIRE_APPROVAL",
     )
+    policy: Policy = Field(default_factory=Policy, description="threshold rule and gate floors, defaults by use")
     reasons: dict[str, str] = Field(
         default_factory=dict,
         description="feature -> the text of that feature as a reason for a decision (the server's top reasons per "
@@ -372,19 +376,78 @@ def spec_difference(recorded: SpecSource, given: SpecSource, *, max_lines: int =
     return "\n".join(shown[:max_lines] + ([f"... ({more} more changed lines)"] if more > 0 else []))
 
 
-def parse_spec(text: str, *, where: str) -> DatasetSpec:
+class InvalidSpec(ConfigError):
+    """A spec that parses as YAML but breaks the spec's schema; ``problems`` lists each broken rule."""
+
+    def __init__(self, problems: list[str], *, where: str, fix: str) -> None:
+        self.problems = tuple(problems)
+        super().__init__(f"invalid dataset spec: {'; '.join(problems)}", where=where, fix=fix)
+
+
+def _non_text(value: object) -> bool:
+    return isinstance(value, bool | int | float) or value is None
+
+
+def yaml_non_text(raw: dict[str, object]) -> list[str]:
+    """Places where YAML read a value as a boolean or number that the spec means as text.
+
+    Unquoted ``No``/``Yes``/``on``/``off``/``true`` are booleans to YAML, ``01`` a number: in a category's
+    ``allowed`` list, in label values or in column lists they can never match the data's text. Checked on
+    the raw YAML, before the schema coerces or refuses them, so the message can say to quote them.
+    """
+    found: list[str] = []
+
+    def check(path: str, values: object) -> None:
+        items = values if isinstance(values, list) else list(values) if isinstance(values, dict) else []
+        odd = [v for v in items if _non_text(v)]
+        if odd:
+            found.append(f"{path}: {odd}")
+
+    contract = raw.get("contract")
+    columns = contract.get("columns") if isinstance(contract, dict) else None
+    if isinstance(columns, dict):
+        check("contract.columns (names)", columns)
+        for name, rule in columns.items():
+            if isinstance(rule, dict) and rule.get("type") == "category":
+                check(f"contract.columns.{name}.allowed", rule.get("allowed"))
+    features = raw.get("features")
+    if isinstance(features, dict):
+        for key in ("raw_columns", "categorical"):
+            check(f"features.{key}", features.get(key))
+    label = raw.get("label")
+    if isinstance(label, dict):
+        check("label.mapping (keys)", label.get("mapping"))
+        label_rule = columns.get(label.get("column")) if isinstance(columns, dict) else None
+        if isinstance(label_rule, dict) and label_rule.get("type") == "category":
+            check("label.positive", label.get("positive"))
+    return found
+
+
+def read_yaml_mapping(text: str, *, where: str) -> dict[str, object]:
+    """The spec's YAML as a mapping (no schema yet); not YAML or not a mapping is a ConfigError."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"dataset spec is not valid YAML: {exc}", where=where) from exc
     if not isinstance(raw, dict):
         raise ConfigError("dataset spec must be a YAML mapping", where=where)
+    return raw
+
+
+def parse_spec(text: str, *, where: str) -> DatasetSpec:
+    raw = read_yaml_mapping(text, where=where)
     try:
         return DatasetSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(
-            f"invalid dataset spec: {problems}",
-            where=where,
-            fix="see src/riskloop/data/specs/synthetic-fraud.yaml for a complete example",
-        ) from exc
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
+        non_text = yaml_non_text(raw)
+        fix = "see src/riskloop/data/specs/synthetic-fraud.yaml for a complete example"
+        if non_text:
+            fix = (
+                f"quote values meant as text ({'; '.join(non_text)}): YAML reads unquoted yes/no/on/off/true/false "
+                'as booleans and digits as numbers, e.g. allowed: ["No", "Yes"]; then ' + fix
+            )
+        raise InvalidSpec(problems, where=where, fix=fix) from exc
