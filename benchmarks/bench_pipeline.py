@@ -299,6 +299,7 @@ def run_steps(state: Path, p: dict[str, Any], phases: Phases) -> dict[str, Any]:
             ev.comparison,
             p["gate_params"],
             s,
+            spec_name=p["spec"],
             mlflow_run_id=trained.mlflow_run_id,
             pipeline_run_id=run_id,
             gate_result_path=work / "gate.json",

@@ -111,6 +111,7 @@ def one_run(
             ev.comparison,
             params,
             s,
+            spec_name=spec.name,
             mlflow_run_id=out.mlflow_run_id,
             pipeline_run_id=tag,
             gate_result_path=d / "gate.json",

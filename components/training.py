@@ -84,13 +84,16 @@ def train(
     spec: str,
     training_set: Input[Dataset],
     train_params: dict,
+    target_fpr: float,
     cutoff_date: str,
     maturity_days: float,
     training_set_info: str,
     pipeline_run_id: str,
     model: Output[Model],
 ) -> str:
-    """Train XGBoost, write model.ubj + model.json, open the MLflow run; returns the MLflow run id."""
+    """Train XGBoost, write model.ubj + model.json, open the MLflow run; returns the MLflow run id.
+
+    ``target_fpr`` >= 0 overrides the spec's threshold rule (a negative value: the spec's ``policy.threshold``)."""
     from pathlib import Path
 
     from riskloop.settings import Settings
@@ -100,7 +103,7 @@ def train(
     trained = run(
         spec,
         Path(training_set.path),
-        train_params,
+        {**train_params, "target_fpr": target_fpr} if target_fpr >= 0 else train_params,
         Path(model.path),
         Settings(),
         pipeline_run_id=pipeline_run_id,
@@ -126,7 +129,8 @@ def evaluate(
 ) -> str:
     """Score candidate and champion on the same test window; metrics, ROC, confusion matrix, report.
 
-    Returns the comparison (candidate and champion metrics) the gate decides on.
+    ``recall_at_fpr`` is read at ``target_fpr`` (negative: the spec's). Returns the comparison (candidate and
+    champion metrics) the gate decides on.
     """
     from pathlib import Path
 
@@ -140,7 +144,7 @@ def evaluate(
         mlflow_run_id,
         Path(report.path).parent / "evaluation",
         Settings(),
-        target_fpr=target_fpr,
+        target_fpr=target_fpr if target_fpr >= 0 else None,
     )
     for k, v in out.comparison.candidate.items():
         metrics.log_metric(k, float(v))
@@ -153,10 +157,15 @@ def evaluate(
 
 @component
 def gate(
-    comparison: str, gate_params: dict, mlflow_run_id: str, pipeline_run_id: str, gate_result: Output[Artifact]
+    spec: str,
+    comparison: str,
+    gate_params: dict,
+    mlflow_run_id: str,
+    pipeline_run_id: str,
+    gate_result: Output[Artifact],
 ) -> bool:
     """Champion/challenger gate, decided once: the gate_result artifact (verdict, reasons, metrics, policy) is what
-    register and the model card read; never raises on a fail."""
+    register and the model card read; never raises on a fail. The spec's policy.gate, gate_params laid over it."""
     from pathlib import Path
 
     from riskloop.settings import Settings
@@ -167,6 +176,7 @@ def gate(
         Comparison.model_validate_json(comparison),
         gate_params,
         Settings(),
+        spec_name=spec,
         mlflow_run_id=mlflow_run_id,
         pipeline_run_id=pipeline_run_id,
         gate_result_path=Path(gate_result.path),

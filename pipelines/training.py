@@ -30,10 +30,10 @@ def training_pipeline(
     validation_days: float = 3.0,
     test_days: float = 4.0,
     max_bad_fraction: float = -1.0,
-    target_fpr: float = 0.01,
+    target_fpr: float = -1.0,  # >= 0: choose the threshold for this FPR, overriding the spec's policy.threshold
     seed: int = 0,
     train_params: dict = DEFAULT_TRAIN_PARAMS,
-    gate_params: dict = DEFAULT_GATE_PARAMS,
+    gate_params: dict = DEFAULT_GATE_PARAMS,  # laid over the spec's policy.gate (its floors, defaults by use)
     deliver: bool = False,
     canary_interval_seconds: float = 60.0,
     canary_policy: dict = DEFAULT_POLICY,
@@ -63,6 +63,7 @@ def training_pipeline(
             spec=spec,
             training_set=training_set,
             train_params=train_params,
+            target_fpr=target_fpr,
             cutoff_date=cutoff_date,
             maturity_days=maturity_days,
             training_set_info=training_set_info,
@@ -79,6 +80,7 @@ def training_pipeline(
         ).set_caching_options(False)
         ev.set_retry(num_retries=2)
         verdict = gate(
+            spec=spec,
             comparison=ev.outputs["Output"],
             gate_params=gate_params,
             mlflow_run_id=mlflow_run_id,

@@ -201,7 +201,13 @@ def prepare_state(state_dir: Path) -> Prepared:
     )
     ev = steps.evaluate(spec.name, w / "ts.parquet", w / "model", out.mlflow_run_id, w / "report", s, target_fpr=0.01)
     gate = steps.gate(
-        ev.comparison, {}, s, mlflow_run_id=out.mlflow_run_id, pipeline_run_id="bench", gate_result_path=w / "gate.json"
+        ev.comparison,
+        {},
+        s,
+        spec_name=spec.name,
+        mlflow_run_id=out.mlflow_run_id,
+        pipeline_run_id="bench",
+        gate_result_path=w / "gate.json",
     )
     steps.register(
         out.mlflow_run_id,

@@ -15,15 +15,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
+from riskloop.data.policy import ThresholdRule
 from riskloop.errors import ConfigError, TrainingError
 from riskloop.training.evaluate import (
     ROC_CURVE_MAX_POINTS,
     Evaluation,
     bootstrap_ci,
     choose_threshold,
+    choose_threshold_for_cost,
+    choose_threshold_for_flag_rate,
     evaluate_scores,
     plot_evaluation,
     render_report_html,
+    select_threshold,
 )
 
 # Ten rows worked by hand. Sorted by score, highest first:
@@ -378,3 +382,89 @@ def test_report_html_without_plots_or_extra() -> None:
     page = render_report_html(ev, {}, title="t")
     assert "0.8095" in page and "0.7222" in page and "0.1905" in page
     assert "<img" not in page
+
+
+# ----------------------------------------------------------------------------------------- the threshold rules
+
+
+def test_flag_rate_flags_at_most_that_share_of_all_rows() -> None:
+    # S10 highest first: 0.90, 0.80, 0.70, ...: 30 % of ten rows are the top three
+    assert choose_threshold_for_flag_rate(S10, 0.3) == 0.70
+    assert choose_threshold_for_flag_rate(S10, 0.29) == 0.80
+    assert choose_threshold_for_flag_rate(S10, 0.1) == 0.90
+
+
+def test_flag_rate_flags_ties_together_and_refuses_a_share_no_threshold_meets() -> None:
+    tied = [0.9, 0.9, 0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.01]
+    assert choose_threshold_for_flag_rate(tied, 0.35) == 0.9
+    assert choose_threshold_for_flag_rate(tied, 0.45) == 0.5
+    with pytest.raises(TrainingError, match="shared by 3 of 10 rows"):
+        choose_threshold_for_flag_rate(tied, 0.2)
+    with pytest.raises(TrainingError, match="flag_rate must lie in"):
+        choose_threshold_for_flag_rate(S10, 1.0)
+
+
+def test_cost_ratio_minimises_ratio_times_missed_plus_false_flags() -> None:
+    # Y10/S10 highest first: P N P N N P N N N N. Cost 5 x FN + FP by threshold: flag nothing 15, 0.90: 10,
+    # 0.80: 11, 0.70: 6, 0.60: 7, 0.55: 8, 0.40: 3 (all three positives, two false flags), 0.30: 4, ...
+    assert choose_threshold_for_cost(Y10, S10, 5.0) == 0.40
+    # ratio 1: flag nothing 3, 0.90: 2, 0.80: 3, 0.70: 2, ..., 0.40: 3: the highest of the two minima
+    assert choose_threshold_for_cost(Y10, S10, 1.0) == 0.90
+
+
+def test_cost_ratio_flags_nothing_when_every_flag_costs_more_than_it_saves() -> None:
+    y, s = [0, 1, 0, 0], [0.9, 0.8, 0.3, 0.2]
+    # ratio 0.5: nothing flagged costs 0.5; 0.90 costs 1.5; 0.80 costs 1 (one false flag)
+    threshold = choose_threshold_for_cost(y, s, 0.5)
+    assert threshold > 0.9 and _fpr(y, s, threshold) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), ratio=st.floats(0.1, 20.0))
+def test_cost_ratio_reaches_the_lowest_cost_of_any_observed_threshold(seed: int, ratio: float) -> None:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(60) < 0.3).astype(int)
+    y[:2] = [0, 1]
+    s = np.round(rng.random(60), 2)  # rounding makes ties
+
+    def cost(t: float) -> float:
+        flagged = s >= t
+        return float(ratio * np.sum(~flagged & (y == 1)) + np.sum(flagged & (y == 0)))
+
+    best = min(cost(t) for t in [*s, 1.01])
+    assert cost(choose_threshold_for_cost(y, s, ratio)) == pytest.approx(best)
+
+
+def test_cost_ratio_on_calibrated_scores_lands_at_the_bayes_threshold() -> None:
+    # scores that are true probabilities: flagging pays once p x ratio > (1 - p), at p = 1 / (1 + ratio)
+    rng = np.random.default_rng(0)
+    s = rng.random(40_000)
+    y = (rng.random(40_000) < s).astype(int)
+    assert choose_threshold_for_cost(y, s, 5.0) == pytest.approx(1 / 6, abs=0.02)
+    assert choose_threshold_for_cost(y, s, 1.0) == pytest.approx(1 / 2, abs=0.02)
+
+
+def test_on_a_credit_like_set_the_cost_rule_finds_far_more_positives_than_a_1_percent_fpr() -> None:
+    y, s = _model_like(3000, seed=4, prevalence=0.28)
+    by_fpr = evaluate_scores(y, s, threshold=choose_threshold(y, s, 0.01), target_fpr=0.01)
+    by_cost = evaluate_scores(y, s, threshold=choose_threshold_for_cost(y, s, 5.0), target_fpr=0.01)
+    assert by_fpr.recall < 0.2 < 0.5 < by_cost.recall
+
+
+def test_cost_ratio_refuses_a_non_positive_ratio_and_a_single_class() -> None:
+    with pytest.raises(TrainingError, match="cost_ratio must be a positive number"):
+        choose_threshold_for_cost(Y10, S10, 0.0)
+    with pytest.raises(TrainingError, match="all 3 labels are negative"):
+        choose_threshold_for_cost([0, 0, 0], [0.1, 0.5, 0.9], 5.0)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (ThresholdRule(target_fpr=0.2), 0.70),
+        (ThresholdRule(flag_rate=0.3), 0.70),
+        (ThresholdRule(cost_ratio=5.0), 0.40),
+    ],
+)
+def test_select_threshold_applies_the_rule_it_is_given(rule: ThresholdRule, expected: float) -> None:
+    assert select_threshold(Y10, S10, rule) == expected

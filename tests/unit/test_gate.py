@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
+from riskloop.data.spec import load_spec
 from riskloop.errors import TrainingError
 from riskloop.training.gate import GateParams, GateResult, decide_gate
 
@@ -208,3 +209,15 @@ def test_params_reject_out_of_range(field: str, value: float) -> None:
 def test_params_are_frozen() -> None:
     with pytest.raises(pydantic.ValidationError):
         setattr(PARAMS, "min_roc_auc", 0.5)  # noqa: B010 -- the assignment itself is under test
+
+
+def test_the_floors_come_from_the_spec_policy_a_credit_model_is_not_held_to_the_fraud_floors() -> None:
+    scorecard = _m(0.74, 0.52)  # a fair credit scorecard (30 % bad: a random model's PR-AUC is 0.30)
+    fraud = decide_gate(scorecard, None, load_spec("synthetic-fraud").policy.gate)
+    assert not fraud.passed and fraud.reasons[0] == "fail: ROC-AUC 0.7400 < floor 0.8000"
+    credit = decide_gate(scorecard, None, load_spec("german-credit").policy.gate)
+    assert credit.passed and credit.reasons[:2] == (
+        "pass: ROC-AUC 0.7400 >= floor 0.6500",
+        "pass: PR-AUC 0.5200 >= floor 0.4000",
+    )
+    assert credit.policy == load_spec("german-credit").policy.gate

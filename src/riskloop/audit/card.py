@@ -284,6 +284,9 @@ def build_model_card(
         "maturity_days": meta.get("maturity_days"),
         "feature_service": meta.get("feature_service"),
         "threshold": thr,
+        # the rule that chose it on validation (model.json; models from before the policy: a target FPR)
+        "threshold_rule": (meta.get("threshold_rule") or {}).get("text")
+        or f"target false-positive rate {meta.get('target_fpr')}",
         "metrics": metrics_with_ci(y, s, thr, seed=seed),
         "slices": slice_metrics(test, y, s, thr),
         "importance": global_importance(bundle, test, seed=seed),
@@ -367,6 +370,8 @@ def render_markdown(d: Mapping[str, Any]) -> str:
     parts.append(_table(["split", "rows", "positives"], [[x["split"], x["rows"], x["positives"]] for x in d["splits"]]))
     parts += [
         "## Metrics on the test split (95 % bootstrap CI)",
+        f"Decision threshold {d['threshold']:.4f} (flag when the score reaches it), chosen on the validation split "
+        f"by the dataset's policy: {d['threshold_rule']}.",
         _table(
             ["metric", "value", "CI low", "CI high"],
             [[m["metric"], m["value"], m["ci_low"], m["ci_high"]] for m in d["metrics"]],

@@ -164,7 +164,8 @@ def reproduce_version(
     import pandas as pd
 
     frame = pd.read_parquet(work / "training_set.parquet")
-    train_model(frame, feature_spec(source.parse()), params, work / "model", meta=meta)
+    spec = source.parse()
+    train_model(frame, feature_spec(spec), params, work / "model", meta=meta, rule=spec.policy.threshold)
     rebuilt_sha = sha256_file(work / "model" / MODEL_FILE)
     return ReproduceReport(
         model=model_name,

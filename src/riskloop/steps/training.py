@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # xgboost, sklearn, matplotlib: the steps that need them impo
     from riskloop.training.evaluate import Evaluation
 
 RUN_STATUS_OK = "SUCCEEDED"
+# where the evaluation reads recall_at_fpr when the spec's threshold rule is no target FPR (credit's cost ratio)
+DEFAULT_REPORT_FPR = 0.01
 
 
 class _Result(BaseModel):
@@ -275,6 +277,7 @@ def train(
         fspec,
         params,
         model_dir,
+        rule=spec.policy.threshold,
         meta={
             "dataset_spec": spec.name,
             "feature_service": spec.features.service or "raw",
@@ -358,6 +361,7 @@ class _Scored:
     evaluation: Evaluation
     metrics: dict[str, float]
     fairness: tuple[dict[str, Any], ...]
+    threshold_rule: str  # the rule that chose the threshold on validation, e.g. "cost ratio 5:1 (...)"
 
 
 def _test_split(training_set_path: Path) -> pd.DataFrame:
@@ -384,7 +388,9 @@ def score_candidate(
         reports = fairness_reports(test, y, scores >= bundle.threshold, protected)
         metrics.update(fairness_metrics(reports))
         fairness = tuple(r.to_dict() for r in reports)
-    return _Scored(y, scores, bundle.threshold, ev, metrics, fairness)
+    rule = bundle.meta.get("threshold_rule")  # absent in models trained before the policy: a target FPR
+    text = rule["text"] if rule else f"target false-positive rate {bundle.meta.get('target_fpr')}"
+    return _Scored(y, scores, bundle.threshold, ev, metrics, fairness, text)
 
 
 def score_champion(
@@ -424,13 +430,18 @@ def write_report(scored: _Scored, comparison: Comparison, report_dir: Path) -> t
     plots = plot_evaluation(
         scored.y, scored.scores, threshold=scored.threshold, out_dir=report_dir, title="candidate, test window"
     )
-    extra = {"champion_version": comparison.champion_version or "none", "champion_metrics": comparison.champion or {}}
+    extra = {
+        "threshold rule": scored.threshold_rule,
+        "champion_version": comparison.champion_version or "none",
+        "champion_metrics": comparison.champion or {},
+    }
     html = render_report_html(scored.evaluation, plots, title="riskloop evaluation", extra=extra)
     (report_dir / "report.html").write_text(html)
     (report_dir / "evaluation.json").write_text(
         json.dumps(
             {
                 "candidate": scored.evaluation.to_dict(),
+                "threshold_rule": scored.threshold_rule,
                 "champion": comparison.champion,
                 "champion_version": comparison.champion_version,
                 "fairness": list(scored.fairness),
@@ -465,15 +476,19 @@ def evaluate(
     report_dir: Path,
     settings: Settings,
     *,
-    target_fpr: float,
+    target_fpr: float | None = None,
 ) -> EvaluateOutput:
-    """Score the candidate and the current champion on the same test window; report; log to the run."""
+    """Score the candidate and the current champion on the same test window; report; log to the run.
+
+    ``recall_at_fpr`` is read at ``target_fpr``; None = the spec's ``policy.threshold.target_fpr``, or 0.01 when
+    the spec's rule is a flag rate or a cost ratio (the figure then only compares models)."""
     from riskloop.model import load_model
 
+    spec = load_spec(spec_name)
+    if target_fpr is None:
+        target_fpr = spec.policy.threshold.target_fpr or DEFAULT_REPORT_FPR
     test = _test_split(training_set_path)
-    scored = score_candidate(
-        test, load_model(model_dir), load_spec(spec_name).protected_attributes, target_fpr=target_fpr
-    )
+    scored = score_candidate(test, load_model(model_dir), spec.protected_attributes, target_fpr=target_fpr)
     champion, champion_version = score_champion(settings, spec_name, test, target_fpr=target_fpr)
     comparison = Comparison(candidate=scored.metrics, champion=champion, champion_version=champion_version)
     plots, html = write_report(scored, comparison, report_dir)
@@ -487,19 +502,23 @@ def gate(
     gate_params: dict[str, Any],
     settings: Settings,
     *,
+    spec_name: str,
     mlflow_run_id: str,
     pipeline_run_id: str,
     gate_result_path: Path,
 ) -> GateResult:
     """The champion/challenger gate, decided here only: its decision is written to ``gate_result_path`` (read by
-    register and the model card), tagged on the run and audited; a fail is data, never an exception."""
+    register and the model card), tagged on the run and audited; a fail is data, never an exception.
+
+    The thresholds are the spec's ``policy.gate`` with ``gate_params`` (the run's overrides) laid over them."""
     from riskloop.registry.mlflow_registry import set_run_tags
     from riskloop.training.gate import GateParams, decide_gate
 
+    floors = load_spec(spec_name).policy.gate
     result = decide_gate(
         comparison.candidate,
         comparison.champion,
-        GateParams.model_validate(gate_params),
+        GateParams.model_validate({**floors.model_dump(), **gate_params}),
         champion_version=comparison.champion_version,
     )
     result.write(gate_result_path)

@@ -3,8 +3,10 @@
 Everything here works on two 1-D arrays, ``y_true`` (0/1 labels, 1 = fraud or
 bad) and ``y_score`` (probabilities in ``[0, 1]``); no model object is needed.
 A row is *flagged* when ``score >= threshold``. The decision threshold is
-chosen on validation data for a target false-positive rate
-(:func:`choose_threshold`) and then applied unchanged to the test window
+chosen on validation data by the dataset's threshold rule
+(:func:`select_threshold`: a target false-positive rate, :func:`choose_threshold`;
+a target flag rate, :func:`choose_threshold_for_flag_rate`; or a cost ratio,
+:func:`choose_threshold_for_cost`) and then applied unchanged to the test window
 (:func:`evaluate_scores`), so test metrics are not tuned on the test labels.
 """
 
@@ -31,6 +33,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from riskloop.data.policy import ThresholdRule
 from riskloop.errors import ConfigError, TrainingError
 from riskloop.stats import stratified_bootstrap
 
@@ -239,6 +242,72 @@ def choose_threshold(y_true: npt.ArrayLike, y_score: npt.ArrayLike, target_fpr: 
         )
     # FP counts grow as the threshold falls, so the feasible thresholds are a prefix.
     return float(thresholds[feasible[-1]])
+
+
+def choose_threshold_for_flag_rate(y_score: npt.ArrayLike, flag_rate: float) -> float:
+    """The smallest observed score that flags at most ``flag_rate`` of all rows (``score >= threshold``).
+
+    Labels play no part: the rule fits a review capacity (a team that can look at 5 % of the cases).
+    Rows with equal scores are flagged together, so ties can make the share lower than asked. Raises
+    TrainingError when ``flag_rate`` is outside ``(0, 1)`` or when the highest score alone already flags
+    more than that share.
+    """
+    where = f"choose_threshold_for_flag_rate(flag_rate={flag_rate!r})"
+    if not 0.0 < float(flag_rate) < 1.0:
+        raise TrainingError(
+            f"flag_rate must lie in (0, 1), got {flag_rate!r}",
+            where=where,
+            fix="pass the share of cases to flag, such as 0.05",
+        )
+    no_labels, s = _validate(np.zeros(np.size(y_score)), y_score, where, both_classes=False)
+    # with every label 0, the "false positives" of each threshold are simply the rows it flags
+    thresholds, flagged, _ = _operating_points(no_labels, s)
+    feasible = np.flatnonzero(flagged / len(s) <= float(flag_rate))
+    if len(feasible) == 0:
+        raise TrainingError(
+            f"no threshold flags at most {flag_rate:g} of the rows: the highest score {thresholds[0]:.6g} "
+            f"is shared by {int(flagged[0])} of {len(s)} rows",
+            where=where,
+            fix="raise flag_rate, or use a larger validation window",
+        )
+    return float(thresholds[feasible[-1]])
+
+
+def choose_threshold_for_cost(y_true: npt.ArrayLike, y_score: npt.ArrayLike, cost_ratio: float) -> float:
+    """The threshold with the lowest expected cost ``cost_ratio * FN + FP`` on this data.
+
+    ``cost_ratio`` is the cost of a missed positive over the cost of a wrongly flagged negative (credit: a
+    bad loan granted costs about five good applicants turned away). Every observed score is a candidate
+    threshold, and so is flagging nothing (the float just above the highest score); among equal costs the
+    highest threshold wins (fewest flags). Deterministic. Raises TrainingError when ``cost_ratio`` is not
+    positive, or when the data holds a single class (the cost then does not depend on the model).
+    """
+    where = f"choose_threshold_for_cost(cost_ratio={cost_ratio!r})"
+    ratio = float(cost_ratio)
+    if not (math.isfinite(ratio) and ratio > 0.0):
+        raise TrainingError(
+            f"cost_ratio must be a positive number, got {cost_ratio!r}",
+            where=where,
+            fix="pass cost of a missed positive / cost of a wrongly flagged negative, such as 5",
+        )
+    y, s = _validate(y_true, y_score, where, both_classes=True)
+    thresholds, fp, tp = _operating_points(y, s)
+    positives = int(y.sum())
+    # index 0: flag nothing (all positives missed, no false flags); then each threshold, highest first
+    cost = np.r_[ratio * positives, ratio * (positives - tp) + fp]
+    best = int(np.argmin(cost))  # argmin takes the first minimum: the highest threshold
+    if best == 0:
+        return float(np.nextafter(thresholds[0], np.inf))
+    return float(thresholds[best - 1])
+
+
+def select_threshold(y_true: npt.ArrayLike, y_score: npt.ArrayLike, rule: ThresholdRule) -> float:
+    """The decision threshold on validation data by the dataset's rule (``policy.threshold`` of its spec)."""
+    if rule.kind == "target_fpr":
+        return choose_threshold(y_true, y_score, rule.value)
+    if rule.kind == "flag_rate":
+        return choose_threshold_for_flag_rate(y_score, rule.value)
+    return choose_threshold_for_cost(y_true, y_score, rule.value)
 
 
 def _recall_at_fpr(y: IntArray, s: FloatArray, target: float) -> float:

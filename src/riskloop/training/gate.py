@@ -6,6 +6,9 @@ on PR-AUC, both scored on the same test window. A failed gate is a
 :class:`GateResult` with ``passed=False``, never an exception: the pipeline
 records it (audit event ``gated``, tag ``gate_result``) and stops cleanly.
 
+The thresholds (:class:`GateParams`) are the dataset spec's ``policy.gate`` (defaults by use, fraud or credit:
+:mod:`riskloop.data.policy`), with the pipeline's ``gate_params`` laid over them for one run.
+
 The gate is decided once: the gate step writes the decision (:meth:`GateResult.write`, verdict, reasons,
 the metrics compared and the policy) as an artifact that register and the model card read back.
 """
@@ -19,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from riskloop.data.policy import GateParams as GateParams  # the gate's thresholds; their home is the policy
 from riskloop.errors import TrainingError
 
 # Metrics are floats computed by different runs; a candidate exactly at an edge
@@ -34,35 +36,6 @@ _REQUIRED = ("roc_auc", "pr_auc")
 # default, one of five covariate-shift retrains promoted a model significantly worse than the stale champion on
 # the days after; with no drop allowed, none of five fresh seeds did (benchmarks/README.md, monitoring_seeds).
 RETRAIN_GATE_PARAMS: dict[str, float] = {"max_pr_auc_drop": 0.0}
-
-
-class GateParams(BaseModel):
-    """Thresholds of the gate; all are absolute values in ``[0, 1]``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_roc_auc: float = Field(default=0.80, ge=0.0, le=1.0, description="ROC-AUC floor")
-    min_pr_auc: float = Field(default=0.20, ge=0.0, le=1.0, description="PR-AUC floor")
-    max_pr_auc_drop: float = Field(
-        default=0.02,
-        ge=0.0,
-        le=1.0,
-        description="how much lower than the champion's the candidate's PR-AUC may be",
-    )
-    max_demographic_parity_difference: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="fairness: largest allowed gap in selection rate between groups of a protected attribute "
-        "(training.fairness); None = not checked (the default, e.g. for fraud)",
-    )
-    max_equal_opportunity_difference: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="fairness: largest allowed gap in the favourable rate of deserving rows between groups; "
-        "None = not checked",
-    )
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,13 @@ import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field
 
 from riskloop import __version__
+from riskloop.data.policy import Policy, ThresholdRule
 from riskloop.errors import TrainingError
 from riskloop.model import LABEL, SPLIT, UNLABELLED, FeatureSpec, ModelBundle, matrix, save_model
-from riskloop.training.evaluate import choose_threshold
+from riskloop.training.evaluate import select_threshold
+
+# the fraud policy's rule (a 1 % false-positive rate): what a caller without a dataset spec gets
+FRAUD_THRESHOLD = Policy(use="fraud").threshold
 
 
 class TrainParams(BaseModel):
@@ -36,19 +40,35 @@ class TrainParams(BaseModel):
     # Imbalance: weight positives by sqrt(neg/pos). Full neg/pos ruins calibration (Brier);
     # none under-fits the rare class. None = this default, a number = that weight.
     scale_pos_weight: float | None = Field(default=None, gt=0)
-    target_fpr: float = Field(default=0.01, gt=0, lt=1, description="FPR the decision threshold aims at")
+    target_fpr: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="an explicit override of the threshold rule: choose the threshold for this false-positive "
+        "rate; None = the dataset spec's policy.threshold",
+    )
     seed: int = 0
     nthread: int = Field(default=2, ge=1, le=64)
 
 
 def train_model(
-    frame: pd.DataFrame, fspec: FeatureSpec, params: TrainParams, out_dir: Path, *, meta: dict[str, Any]
+    frame: pd.DataFrame,
+    fspec: FeatureSpec,
+    params: TrainParams,
+    out_dir: Path,
+    *,
+    meta: dict[str, Any],
+    rule: ThresholdRule = FRAUD_THRESHOLD,
 ) -> ModelBundle:
     """Train on the ``train`` split, early-stop on ``validation``, write ``out_dir``.
 
-    The decision threshold is chosen on the validation split for ``target_fpr``.
-    ``meta`` adds provenance fields (dataset spec, window, cutoff, feature service).
+    The decision threshold is chosen on the validation split by ``rule`` (the spec's ``policy.threshold``;
+    default the fraud rule, a 1 % false-positive rate), unless ``params.target_fpr`` overrides it.
+    ``model.json`` records the rule that chose it (``threshold_rule``). ``meta`` adds provenance fields
+    (dataset spec, window, cutoff, feature service).
     """
+    if params.target_fpr is not None:
+        rule = ThresholdRule(target_fpr=params.target_fpr)
     parts = {p: frame[frame[SPLIT] == p] for p in ("train", "validation")}
     y_train = parts["train"][LABEL].to_numpy()
     pos = int(y_train.sum())
@@ -104,10 +124,10 @@ def train_model(
     booster.set_param({"nthread": 1})  # serving scores single rows: one thread per worker is fastest
     val_scores = booster.inplace_predict(matrix(parts["validation"], fspec), validate_features=False)
     try:
-        threshold = choose_threshold(parts["validation"][LABEL].to_numpy(), np.asarray(val_scores), params.target_fpr)
+        threshold = select_threshold(parts["validation"][LABEL].to_numpy(), np.asarray(val_scores), rule)
         reaches_target = True
     except TrainingError:
-        # a model too coarse to reach the target FPR is a bad model, not a broken run: it flags
+        # a model too coarse to reach the target FPR (or flag rate) is a bad model, not a broken run: it flags
         # nothing, says so in model.json, and the gate judges it on its metrics
         threshold = float(np.nextafter(float(np.max(val_scores)), np.inf))
         reaches_target = False
@@ -118,7 +138,8 @@ def train_model(
         {
             **meta,
             "threshold": float(threshold),
-            "target_fpr": params.target_fpr,
+            "threshold_rule": {"kind": rule.kind, "value": rule.value, "text": rule.describe()},
+            "target_fpr": rule.target_fpr,
             "threshold_reaches_target_fpr": reaches_target,
             "train_params": params.model_dump(),
             "scale_pos_weight": weight,

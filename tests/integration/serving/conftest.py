@@ -70,6 +70,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         ev.comparison,
         {},
         s,
+        spec_name=spec.name,
         mlflow_run_id=out.mlflow_run_id,
         pipeline_run_id="test-run",
         gate_result_path=w / "gate.json",
