@@ -103,7 +103,7 @@ def test_a_csv_without_a_time_axis_lands_as_one_snapshot_that_ingest_and_validat
 
 def test_an_id_column_in_the_file_is_kept_and_parquet_lands_under_any_name(spec: DatasetSpec, tmp_path: Path) -> None:
     frame = credit_frame().assign(row_id=lambda f: np.arange(100, 100 + len(f)))
-    frame.to_parquet(tmp_path / "export.data", index=False)  # parquet by its content, not by its name
+    frame.to_parquet(tmp_path / "export.data", index=False)  # any name that is not a CSV's is read as parquet
     landed = land_file(tmp_path / "export.data", spec, tmp_path)
     assert not landed.created_id
     assert read_file(landed.files[0])["row_id"].tolist() == frame["row_id"].tolist()
@@ -161,8 +161,8 @@ def test_unparsable_times_are_refused_before_any_partition_is_written(tmp_path: 
 @pytest.mark.parametrize(
     ("name", "content", "error", "said"),
     [
-        ("applicants.xlsx", b"PK\x03\x04 not a table", ConfigError, "unknown file type"),
-        ("applicants.parquet", b"not parquet at all", DataContractError, "cannot read the data file as parquet"),
+        ("applicants.xlsx", b"PK\x03\x04 not a table", DataContractError, "cannot read the data file as parquet"),
+        ("applicants.csv", b"\xff\xfe\x00 not text", DataContractError, "cannot read the data file as CSV"),
         ("applicants.csv", b"", DataContractError, "empty"),
         ("absent.csv", None, ConfigError, "does not exist"),
     ],

@@ -18,7 +18,7 @@ pipeline they are the validate step's artifacts).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,6 +33,7 @@ from riskloop.storage import Location, location
 
 PARTITION_FILE = "part-0.parquet"
 SNAPSHOT_DIR = "snapshot"
+CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")  # read_file reads these as CSV, any other name as parquet
 DATA_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")  # a source.path ending so names a file, not a landing dir
 
 # the command that lands each source kind's data where the pipelines read it
@@ -98,28 +99,42 @@ def partitions(
     return out
 
 
-def read_file(path: Path | Location) -> pd.DataFrame:
-    """One batch file (parquet or CSV) with a clear error for empty or unreadable files."""
+def read_file(path: Path | Location, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
+    """One data file, with a clear error for a missing, empty or unreadable one: CSV by its name (``*.csv``,
+    ``*.csv.gz``, ``*.txt``), parquet otherwise (any name).
+
+    The one reader of data files: landed partitions, ``data land`` and ``spec init`` all see the same values.
+    ``text_columns`` (a contract's string and category columns) stay text in a CSV, so a code such as ``01``
+    is not read as the number 1.
+    """
     source = location(path)
     size = source.size()
     if size is None:
-        raise DataContractError(f"batch file {source} does not exist", fix="check the path")
+        raise DataContractError(f"data file {source} does not exist", fix="check the path")
     if size == 0:
         raise DataContractError(
-            "the batch file is empty (0 bytes)",
+            "the data file is empty (0 bytes)",
             where=str(source),
-            fix="re-export the batch; an empty file is never valid",
+            fix="export it again; an empty file is never valid",
         )
+    csv = source.name.lower().endswith(CSV_SUFFIXES)
     try:
-        frame: pd.DataFrame = (
-            pd.read_csv(io.BytesIO(source.read_bytes()))
-            if source.name.endswith(".csv")
-            else source.read_table().to_pandas()
-        )
+        if csv:
+            text = dict.fromkeys(text_columns, "string")
+            frame: pd.DataFrame = pd.read_csv(
+                io.BytesIO(source.read_bytes()),
+                dtype=text,
+                compression="gzip" if source.name.lower().endswith(".gz") else None,
+                low_memory=False,
+            )
+        else:
+            frame = source.read_table().to_pandas()
         return frame
     except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
         raise DataContractError(
-            f"cannot read the batch: {exc}", where=str(source), fix="the file is not valid parquet/CSV; re-export it"
+            f"cannot read the data file as {'CSV' if csv else 'parquet'}: {exc}",
+            where=str(source),
+            fix="write it as parquet, or as CSV with a header row named *.csv",
         ) from exc
 
 

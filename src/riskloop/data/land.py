@@ -15,20 +15,16 @@ what was landed before untouched.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from riskloop.data.io import land_frame, landing_dir
+from riskloop.data.io import land_frame, landing_dir, read_file
 from riskloop.data.spec import ColumnType, DatasetSpec
 from riskloop.errors import ConfigError, DataContractError
 from riskloop.storage import Location, location
 
-PARQUET_MAGIC = b"PAR1"
-CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 _TEXT_TYPES = (ColumnType.string, ColumnType.category)
 
 
@@ -44,41 +40,13 @@ class Landed:
 
 
 def read_source(path: str | Path | Location, spec: DatasetSpec) -> pd.DataFrame:
-    """The file as a frame: parquet (by its magic bytes or name) or CSV (by its name), text columns as text."""
+    """The file as a frame (:func:`riskloop.data.io.read_file`), the contract's text and category columns as text."""
     source = location(path)
-    size = source.size()
-    if size is None:
+    if source.size() is None:
         raise ConfigError(
             f"data file {source} does not exist", where="DATA_FILE", fix="pass the path of a CSV or parquet file"
         )
-    if size == 0:
-        raise DataContractError("the data file is empty (0 bytes)", where=str(source), fix="export the data again")
-    data = source.read_bytes()
-    name = source.name.lower()
-    parquet = data[:4] == PARQUET_MAGIC or name.endswith(PARQUET_SUFFIXES)
-    if not parquet and not name.endswith(CSV_SUFFIXES):
-        raise ConfigError(
-            f"unknown file type: {source.name!r} is neither parquet nor CSV",
-            where=str(source),
-            fix=f"land a parquet file or a CSV file with a header row, named *{', *'.join(CSV_SUFFIXES)}",
-        )
-    try:
-        if parquet:
-            import pyarrow.parquet as pq
-
-            frame: pd.DataFrame = pq.read_table(io.BytesIO(data)).to_pandas()
-        else:
-            text = {col: "string" for col, rule in spec.contract.columns.items() if rule.type in _TEXT_TYPES}
-            frame = pd.read_csv(
-                io.BytesIO(data), dtype=text, compression="gzip" if name.endswith(".gz") else None, low_memory=False
-            )
-    except Exception as exc:  # pyarrow and pandas raise many types for corrupt files
-        raise DataContractError(
-            f"cannot read the data file as {'parquet' if parquet else 'CSV'}: {exc}",
-            where=str(source),
-            fix="re-export it as parquet, or as CSV with a header row and comma separators",
-        ) from exc
-    return frame
+    return read_file(source, text_columns=[c for c, rule in spec.contract.columns.items() if rule.type in _TEXT_TYPES])
 
 
 def prepare(frame: pd.DataFrame, spec: DatasetSpec, *, where: str) -> tuple[pd.DataFrame, bool]:
