@@ -84,12 +84,11 @@ def spec_check(
 
         riskloop spec check credit.yaml --data credit.csv
     """
-    from riskloop.data.infer import check_spec, read_data_file
+    from riskloop.data.infer import check_spec
     from riskloop.data.spec import read_spec_source
 
     source = read_spec_source(spec_file)
-    frame = read_data_file(data) if data is not None else None
-    report = check_spec(source.text, where=source.where, data=frame, data_where=str(data))
+    report = check_spec(source.text, where=source.where, data=data, data_where=str(data))
     last_fix = None
     for kind, findings in (("problem", report.problems), ("warning", report.warnings)):
         for finding in findings:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +34,9 @@ VALIDATION_FRACTION = 0.15
 TEST_FRACTION = 0.15
 
 
-def read_data_file(path: Path) -> pd.DataFrame:
-    """A user's CSV or parquet file, read the way ``riskloop data land`` reads it; bad input is a ConfigError."""
+def read_data_file(path: Path, *, text_columns: Collection[str] = ()) -> pd.DataFrame:
+    """A user's CSV or parquet file, read the way ``riskloop data land`` reads it (``text_columns``: a spec's
+    string and category columns, kept as text); bad input is a ConfigError."""
     from riskloop.data.io import read_file
 
     if not path.is_file():
@@ -43,7 +44,7 @@ def read_data_file(path: Path) -> pd.DataFrame:
             f"data file {path} does not exist", where=str(path), fix="pass the path of a CSV or parquet file"
         )
     try:
-        frame = read_file(path)
+        frame = read_file(path, text_columns=text_columns)
     except DataError as exc:
         raise ConfigError(exc.what, where=exc.where or str(path), fix=exc.fix) from exc
     if frame.empty or not len(frame.columns):
@@ -423,7 +424,7 @@ def data_findings(spec: DatasetSpec, df: pd.DataFrame, where: str) -> CheckRepor
     report = CheckReport(spec)
     columns = set(map(str, df.columns))
     contract = spec.contract.columns
-    generated_id = spec.id_column == GENERATED_ID and GENERATED_ID not in columns  # data land adds it
+    generated_id = spec.id_column not in columns  # data land adds it: the row's position in the file
     missing = sorted(set(contract) - columns - ({spec.id_column} if generated_id else set()))
     if missing:
         report.problems.append(
@@ -480,8 +481,13 @@ def data_findings(spec: DatasetSpec, df: pd.DataFrame, where: str) -> CheckRepor
     return report
 
 
-def check_spec(text: str, *, where: str, data: pd.DataFrame | None = None, data_where: str = "the data") -> CheckReport:
-    """Everything ``spec check`` reports: the spec's own problems, its warnings, and what the data says."""
+def check_spec(
+    text: str, *, where: str, data: pd.DataFrame | Path | None = None, data_where: str = "the data"
+) -> CheckReport:
+    """Everything ``spec check`` reports: the spec's own problems, its warnings, and what the data says.
+
+    A data file (a path) is read once the spec has loaded, with the spec's text columns kept as text, as
+    ``data land`` reads it: a code such as ``01`` is then compared as the text it is."""
     raw = read_yaml_mapping(text, where=where)
     try:
         spec = parse_spec(text, where=where)
@@ -495,6 +501,10 @@ def check_spec(text: str, *, where: str, data: pd.DataFrame | None = None, data_
         )
     report.warnings.extend(spec_warnings(spec))
     if data is not None:
+        if isinstance(data, Path):
+            text_types = (ColumnType.string, ColumnType.category)
+            texts = [c for c, rule in spec.contract.columns.items() if rule.type in text_types]
+            data = read_data_file(data, text_columns=texts)
         found = data_findings(spec, data, data_where)
         report.problems.extend(found.problems)
         report.warnings.extend(found.warnings)
