@@ -109,14 +109,28 @@ def _metric_fns(threshold: float) -> dict[str, Callable[[npt.NDArray[Any], npt.N
 def metrics_with_ci(
     y: npt.NDArray[Any], s: npt.NDArray[Any], threshold: float, *, seed: int = 0, n_boot: int = 200
 ) -> list[dict[str, Any]]:
-    """Each metric on the test rows with a stratified percentile bootstrap 95 % interval."""
+    """Each metric on the test rows with a stratified percentile bootstrap 95 % interval.
+
+    ROC-AUC and PR-AUC score every resample from one sort (:func:`riskloop.stats.bootstrap_ranking_metric`:
+    the same draws and values as scikit-learn per resample, 2.6-2.7x faster at 24k rows and 200
+    resamples); the threshold metrics and the Brier score are cheap per resample
+    (:func:`riskloop.training.evaluate.bootstrap_ci`).
+    """
+    from riskloop.stats import bootstrap_ranking_metric
     from riskloop.training.evaluate import bootstrap_ci
 
     out = []
     for name, fn in _metric_fns(threshold).items():
-        point, low, high = bootstrap_ci(y, s, fn, n_boot=n_boot, seed=seed)
+        ranking = _RANKING.get(name)
+        if ranking is not None and len(np.unique(y)) == 2:
+            point, low, high, _ = bootstrap_ranking_metric(ranking, y, s, n_boot=n_boot, seed=seed)
+        else:
+            point, low, high = bootstrap_ci(y, s, fn, n_boot=n_boot, seed=seed)
         out.append({"metric": name, "value": point, "ci_low": low, "ci_high": high})
     return out
+
+
+_RANKING = {"ROC-AUC": "roc_auc", "PR-AUC": "average_precision"}
 
 
 def slice_metrics(

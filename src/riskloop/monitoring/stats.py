@@ -26,7 +26,7 @@ from scipy.stats import false_discovery_control, norm
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from riskloop.errors import ConfigError
-from riskloop.stats import stratified_bootstrap
+from riskloop.stats import average_precision, bootstrap_average_precision  # re-exported: the monitor's PR-AUC
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -64,83 +64,6 @@ def benjamini_hochberg(p_values: Sequence[float] | FloatArray, fdr: float) -> tu
         )
     adjusted = np.asarray(false_discovery_control(p, method="bh"), dtype=np.float64)
     return adjusted <= fdr, adjusted
-
-
-def average_precision(
-    y_true: npt.ArrayLike, y_score: npt.ArrayLike, weights: npt.ArrayLike | None = None
-) -> FloatArray:
-    """Average precision (PR-AUC) of ``y_score`` for labels ``y_true``, once per row of ``weights``.
-
-    Equal to ``sklearn.metrics.average_precision_score`` (with ``sample_weight``):
-    ``sum_k (R_k - R_{k-1}) * P_k`` over the distinct scores from the highest
-    down, rows with equal scores flagged together. ``weights`` is ``(n,)`` or
-    ``(b, n)`` (for example bootstrap counts); without it every row weighs 1.
-    Returns an array of shape ``(b,)`` (``(1,)`` without weights); NaN where a
-    weight vector gives the positives no weight.
-    """
-    y = np.asarray(y_true, dtype=np.float64)
-    s = np.asarray(y_score, dtype=np.float64)
-    w = np.ones((1, len(y))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if y.ndim != 1 or s.shape != y.shape or w.shape[1] != len(y):
-        raise ConfigError(
-            f"shapes differ: y_true {y.shape}, y_score {s.shape}, weights {w.shape}",
-            where="average_precision",
-            fix="pass one label, one score and one weight per row",
-        )
-    order = np.argsort(-s, kind="stable")
-    return _sorted_average_precision(y[order], _run_ends(s[order]), w[:, order])
-
-
-def _run_ends(s_sorted: FloatArray) -> npt.NDArray[np.int64]:
-    """Index of the last row of each run of equal scores (a threshold flags the whole run)."""
-    if len(s_sorted) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
-
-
-def _sorted_average_precision(y_sorted: FloatArray, ends: npt.NDArray[np.int64], w_sorted: FloatArray) -> FloatArray:
-    if len(ends) == 0:
-        return np.full(w_sorted.shape[0], np.nan)
-    tp = np.cumsum(w_sorted * y_sorted, axis=1)[:, ends]
-    flagged = np.cumsum(w_sorted, axis=1)[:, ends]
-    total_pos = tp[:, -1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(flagged > 0, tp / flagged, 0.0)
-        recall = tp / total_pos
-    gains = np.diff(recall, axis=1, prepend=0.0)
-    ap: FloatArray = np.sum(gains * precision, axis=1)
-    ap[total_pos[:, 0] <= 0] = np.nan
-    return ap
-
-
-def bootstrap_average_precision(
-    y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, n_boot: int, seed: int, confidence: float = 0.95
-) -> tuple[float, float, float, float]:
-    """``(point, low, high, se)``: PR-AUC, its percentile bootstrap interval and bootstrap standard error.
-
-    :func:`riskloop.stats.stratified_bootstrap` resamples positives and
-    negatives separately, each to its own count; each resample's row indices
-    become draw counts used as weights, so one sort serves every resample
-    (sorting each resample instead would cost ``n_boot`` sorts). Deterministic
-    by ``seed``. Needs at least one positive and one negative, otherwise every
-    figure is NaN.
-    """
-    y = np.asarray(y_true, dtype=np.float64)
-    s = np.asarray(y_score, dtype=np.float64)
-    order = np.argsort(-s, kind="stable")
-    y_sorted = y[order]
-    ends = _run_ends(s[order])
-    point = float(_sorted_average_precision(y_sorted, ends, np.ones((1, len(y))))[0])
-
-    def resampled_ap(idx: npt.NDArray[np.intp]) -> FloatArray:
-        b = idx.shape[0]
-        counts = np.bincount((idx + (np.arange(b) * len(y))[:, None]).ravel(), minlength=b * len(y))
-        return _sorted_average_precision(y_sorted, ends, counts.reshape(b, len(y)).astype(np.float64))
-
-    low, high, se = stratified_bootstrap(
-        y_sorted, resampled_ap, n_boot=n_boot, confidence=confidence, seed=seed, where="bootstrap_average_precision"
-    )
-    return (point, low, high, se) if not math.isnan(low) else (math.nan, math.nan, math.nan, math.nan)
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
