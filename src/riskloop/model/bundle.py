@@ -7,7 +7,9 @@ Locally and in the cluster (where KServe mounts it at ``/mnt/models``)::
                  dataset spec, training window, label cutoff, versions, seeds,
                  and the sha256 of model.ubj
 
-Written by :func:`save_model`, read only through :func:`load_model`, which checks the hash first.
+Written by :func:`save_model`, read only through :func:`load_model`, which checks the hash first. Training
+then adds the spec it was trained under (``dataset_spec.yaml``) and makes the directory an MLflow pyfunc model
+(``MLmodel``, requirements, ``code/``: :mod:`riskloop.model.pyfunc`) around these two files, which stay put.
 """
 
 from __future__ import annotations

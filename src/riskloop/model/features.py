@@ -7,13 +7,16 @@ float32 rounding means the same thing wherever a score is computed or compared.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from riskloop.data.spec import DatasetSpec
 from riskloop.errors import TrainingError
 from riskloop.features.compute import REALTIME_FEATURES, STORE_FEATURES
+
+if TYPE_CHECKING:  # a type only: the MLflow model ships this module without the spec's pydantic and yaml
+    from riskloop.data.spec import DatasetSpec
 
 RAW_TRANSACTION_FEATURES = ("amount", "distance_from_home_km", "card_age_days", "event_hour")
 RAW_CATEGORICAL = ("merchant_category", "channel", "device_type", "country")

@@ -3,6 +3,10 @@
 Runs hold params, metrics, plots, reports, the model directory and a reference
 sample; model versions carry the lineage record as tags (:class:`LineageRecord`,
 defined once here) and the aliases ``champion`` / ``challenger`` / ``previous``.
+
+The model directory is an MLflow model (:func:`write_pyfunc_model`), and a
+version's source is that directory: ``mlflow.pyfunc.load_model`` reads the same
+files as KServe's storage initializer and ``riskloop serve --model-dir``.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -65,10 +70,15 @@ class VersionInfo:
     tags: dict[str, str]
 
 
-def _mlflow(tracking_uri: str) -> Any:
+def _mlflow_module() -> Any:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
+    return mlflow
+
+
+def _mlflow(tracking_uri: str) -> Any:
+    mlflow = _mlflow_module()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return mlflow
@@ -81,6 +91,49 @@ def client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def write_pyfunc_model(
+    model_dir: Path,
+    *,
+    inputs: Sequence[tuple[str, str]],
+    loader_module: str,
+    code: Path,
+    pip_requirements: Sequence[str],
+) -> None:
+    """Make ``model_dir`` an MLflow pyfunc model without moving the files in it.
+
+    Adds ``MLmodel`` (python_function flavor, loaded by ``loader_module``'s ``_load_pyfunc`` from the directory
+    itself; the signature: ``inputs`` as ``(column, MLflow type)`` in, one score per row out), the requirements
+    (MLflow adds itself) and ``code`` as ``code/<its name>``, prepended to ``sys.path`` at load. A loader module
+    rather than a ``PythonModel``: MLflow would pickle the latter (refused at load by default since MLflow 3)
+    and copy the model's files under ``artifacts/``, away from where the server reads them.
+    """
+    mlflow = _mlflow_module()
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec(type, name) for name, type in inputs]),
+        outputs=Schema([TensorSpec(np.dtype(np.float64), (-1,))]),
+    )
+    # MLflow would copy the uv.lock of the working directory (riskloop's, when run from a checkout) into the
+    # model: the model's environment is its requirements, not the platform's lock
+    with tempfile.TemporaryDirectory(prefix="riskloop-mlmodel-") as tmp, _env("MLFLOW_LOG_UV_FILES", "false"):
+        staged = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            path=str(staged),
+            loader_module=loader_module,
+            code_paths=[str(code)],
+            pip_requirements=list(pip_requirements),
+            signature=signature,
+        )
+        for entry in staged.iterdir():
+            target = model_dir / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(entry), str(target))
+
+
 def start_training_run(
     tracking_uri: str,
     experiment: str,
@@ -90,34 +143,13 @@ def start_training_run(
     artifact_location: str | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> str:
-    """Create a run with params, the model directory and the XGBoost model (signature, example)."""
+    """Create a run with params and the model directory (artifact ``model_dir``, the MLflow model)."""
     mlflow = _mlflow(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, artifact_location=artifact_location)
-    import numpy as np
-    import xgboost as xgb
-    from mlflow.models import infer_signature
-
-    meta = json.loads((model_dir / "model.json").read_text())
-    names = [f["name"] for f in meta["features"]]
-    booster = xgb.Booster()
-    booster.load_model(str(model_dir / "model.ubj"))
-    example = np.zeros((1, len(names)), dtype=np.float32)
-    import pandas as pd
-
-    example_df = pd.DataFrame(example, columns=names)
-    signature = infer_signature(example_df, np.zeros(1, dtype=np.float64))
     with mlflow.start_run(experiment_id=exp_id, tags=dict(tags or {})) as run:
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
         mlflow.log_artifacts(str(model_dir), MODEL_DIR_ARTIFACT)
-        mlflow.xgboost.log_model(
-            booster,
-            name="model",
-            model_format="ubj",
-            signature=signature,
-            input_example=example_df,
-            pip_requirements=[f"xgboost=={xgb.__version__}", "pandas<3", "numpy"],
-        )
         return str(run.info.run_id)
 
 
@@ -151,7 +183,8 @@ def register_version(
     *,
     extra_tags: Mapping[str, str] | None = None,
 ) -> str:
-    """Register the run's model as a new version carrying the lineage tags; return the version."""
+    """Register the run's model directory (an MLflow model) as a new version carrying the lineage tags; return the
+    version. The version's source is that directory: what MLflow, KServe's storage initializer and the server load."""
     c = client(tracking_uri)
     from mlflow.exceptions import MlflowException
 
@@ -272,12 +305,10 @@ def download_model_dir(tracking_uri: str, run_id: str, dest: Path | None = None)
 
 
 @contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """MLflow draws a progress bar on stderr for every download: noise around a few bytes, and it breaks the
-    ``--json`` output of commands that read a version's spec (lineage, reproduce)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+def _env(key: str, value: str) -> Iterator[None]:
+    """An MLflow setting (an environment variable) for the duration of one call, put back after it."""
     before = os.environ.get(key)
-    os.environ[key] = "false"
+    os.environ[key] = value
     try:
         yield
     finally:
@@ -285,6 +316,12 @@ def _no_progress_bar() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = before
+
+
+def _no_progress_bar() -> contextlib.AbstractContextManager[None]:
+    """MLflow draws a progress bar on stderr for every download: noise around a few bytes, and it breaks the
+    ``--json`` output of commands that read a version's spec (lineage, reproduce)."""
+    return _env("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def download_spec_text(tracking_uri: str, run_id: str) -> str:

@@ -257,9 +257,10 @@ def train(
     cutoff_date: str,
     maturity_days: float,
 ) -> TrainedModel:
-    """Train, write the model directory, open the MLflow run (params + model + reference sample)."""
+    """Train, write the model directory (an MLflow model), open the MLflow run (params + model + reference sample)."""
     from riskloop.audit.lineage import FEATURE_DEFINITIONS_TAG
     from riskloop.model import feature_spec
+    from riskloop.model.pyfunc import save_mlflow_model
     from riskloop.registry.mlflow_registry import SPEC_FILE, SPEC_SHA256_TAG, log_evaluation, start_training_run
     from riskloop.training.dataset import training_window
     from riskloop.training.train import TrainParams, reference_sample, train_model
@@ -291,6 +292,8 @@ def train(
     # the exact spec text goes with the model (MLflow artifact, and what KServe downloads): approval, card,
     # reproduce and lineage read the spec the version was trained under, not a file that may since be gone
     (model_dir / SPEC_FILE).write_bytes(source.text.encode())
+    # the directory becomes an MLflow model, so the version registered from it loads with mlflow.pyfunc
+    save_mlflow_model(model_dir, spec, fspec)
     mlflow_run_id = start_training_run(
         settings.tracking_uri,
         settings.mlflow.experiment,
