@@ -118,7 +118,7 @@ def test_the_credit_policy_chooses_a_threshold_that_catches_most_bad_risks(credi
     from riskloop.training.evaluate import choose_threshold, evaluate_scores
 
     ev = credit.evaluation.evaluation
-    assert ev["recall"] > 0.5 and ev["fpr"] < 0.7, ev
+    assert ev["recall"] > 0.5, ev
     report = json.loads((credit.work / "report" / "evaluation.json").read_text())
     assert report["threshold_rule"].startswith("cost ratio 5:1"), report["threshold_rule"]
     bundle = load_model(credit.work / "model")
@@ -132,6 +132,8 @@ def test_the_credit_policy_chooses_a_threshold_that_catches_most_bad_risks(credi
         test[LABEL].to_numpy(), bundle.predict_frame(test), threshold=at_1_percent, target_fpr=0.01
     )
     assert fraud_rule.recall < 0.35 < 0.5 < ev["recall"], (fraud_rule.recall, ev["recall"])
+    # and on the test split the cost rule's choice costs less by the spec's own measure, 5 x missed bad + declined good
+    assert 5 * ev["fn"] + ev["fp"] < 5 * fraud_rule.fn + fraud_rule.fp, (ev, fraud_rule)
 
 
 def test_a_fairness_limit_in_the_gate_blocks_the_german_credit_model(credit: Credit) -> None:
