@@ -163,7 +163,10 @@ def test_check_warns_about_categorical_typos_extra_and_empty_columns() -> None:
     said = " | ".join(w.what for w in report.warnings)
     assert "credit.csv has column(s) the spec does not name: extra" in said
     assert "feature(s) entirely missing in credit.csv: amount" in said
-    assert report.problems and "amount:null" in report.problems[0].what  # 100 % would go to quarantine
+    assert (
+        report.problems[0].what
+        == "40 of 40 rows (100.0%) have no amount (missing values) and would go to quarantine (amount:null)"
+    )
     assert "nullable: true" in report.problems[0].fix
 
 

@@ -103,13 +103,16 @@ def spec_check(
     spec = report.spec
     out.print(f"ok: {escape(source.where)}", highlight=False)
     label = spec.label
-    positive = ", ".join(map(str, label.positive)) if label.positive else str(label.mapping) if label.mapping else "0/1"
+    if label.positive:
+        positive = f"positive: {', '.join(map(str, label.positive))}"
+    else:
+        positive = f"mapping: {label.mapping}" if label.mapping else "already 0/1"
     features = (
         f"{len(spec.features.raw_columns)} raw features" if spec.features.source == "raw" else spec.features.service
     )
     out.print(
         f"  dataset {spec.name}, model {spec.model_name or '(the default)'}; label {spec.label.column} "
-        f"(positive: {positive}); {len(spec.contract.columns)} columns, {features}; split {spec.split.kind}"
+        f"({positive}); {len(spec.contract.columns)} columns, {features}; split {spec.split.kind}"
         + (f"; {len(report.warnings)} warning(s) above" if report.warnings else ""),
         highlight=False,
         soft_wrap=True,

@@ -476,7 +476,14 @@ def data_findings(spec: DatasetSpec, df: pd.DataFrame, where: str) -> CheckRepor
             "unknown_category": f"add the values to contract.columns.{name}.allowed",
             "duplicate": f"{name} must be unique: fix the file or choose another id column",
         }.get(kind, f"fix the values or the rule in contract.columns.{name}")
-        finding = Finding(f"{share} break {check} and would go to quarantine", fix)
+        broken = {
+            "null": f"have no {name} (missing values)",
+            "unknown_category": f"have a {name} outside its allowed values",
+            "duplicate": f"repeat a {name}",
+            "below_min": f"have a {name} below its min",
+            "above_max": f"have a {name} above its max",
+        }.get(kind, f"break {check}")
+        finding = Finding(f"{share} {broken} and would go to quarantine ({check})", fix)
         (report.problems if over else report.warnings).append(finding)
     return report
 
