@@ -1,7 +1,8 @@
 """The registered version is an MLflow model: ``mlflow.pyfunc.load_model("models:/<model>@champion")``, in a fresh
 environment built only from the model's own requirements (no riskloop installed), scores raw rows exactly as
-riskloop's own scoring does; the signature is the spec's raw columns in their contract types; the directory the
-server reads (model.ubj and its sha256, model.json, the spec) is where it was.
+riskloop's own scoring does (the bundle on the same frame, the predictor's V1 answer); the signature is the
+spec's raw columns in their contract types; the directory the server reads (model.ubj and its sha256, model.json,
+the spec) is where it was.
 
 The model is trained and registered by the training pipeline's own steps (train, register) on a credit-like
 table built here: text categories with missing values, a nullable integer, no time axis.
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskloop.model import LABEL, SPLIT
+from riskloop.model import LABEL, SPLIT, ModelBundle
 from riskloop.settings import Settings
 from riskloop.steps.training import Registration, TrainedModel
 
@@ -106,6 +107,7 @@ def loans(n: int = 900, seed: int = 7) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Registered:
     settings: Settings
+    spec: Path
     work: Path
     frame: pd.DataFrame
     trained: TrainedModel
@@ -152,7 +154,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]
             data_snapshot=str(w / "ts.parquet"),
         )
         assert "champion" in registration.aliases
-        yield Registered(s, w, frame, trained, registration)
+        yield Registered(s, spec, w, frame, trained, registration)
 
 
 def raw_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -199,7 +201,7 @@ def test_the_version_is_an_mlflow_model_with_the_contract_signature_and_the_serv
 
 def test_pyfunc_in_a_fresh_environment_scores_raw_rows_as_riskloop_does(registered: Registered, tmp_path: Path) -> None:
     """The model's requirements alone (uv, from its cache when it can) give an environment that loads the
-    champion from the registry and scores raw rows bit for bit as the bundle does on the same rows."""
+    champion from the registry and scores raw rows bit for bit as the bundle and the server do on the same rows."""
     from riskloop.model import load_model
     from riskloop.registry.mlflow_registry import download_model_dir, resolve_version
 
@@ -232,3 +234,26 @@ def test_pyfunc_in_a_fresh_environment_scores_raw_rows_as_riskloop_does(register
     np.testing.assert_array_equal(pyfunc_scores, bundle.predict_frame(rows))
     # the unseen category scored as a missing one, as the server does
     assert bundle.predict_frame(rows.iloc[[0]].assign(purpose=None))[0] == pyfunc_scores[0]
+    np.testing.assert_array_equal(pyfunc_scores, served_v1(registered, bundle, version.version, rows))
+
+
+def served_v1(registered: Registered, bundle: ModelBundle, version: str, rows: pd.DataFrame) -> np.ndarray:
+    """The scores of riskloop's predictor (in process, no feature store: a raw-column spec needs none) for the
+    same rows sent as a V1 request: JSON values, missing as null, integers as integers."""
+    from riskloop.data.spec import load_spec
+    from riskloop.serving.kserve.predictor import NoFeatures, Runtime, scoring_model
+
+    spec = load_spec(registered.spec)
+    predictor = scoring_model(spec)(
+        MODEL, bundle=bundle, model_version=version, spec=spec, runtime=lambda: Runtime(NoFeatures())
+    )
+    predictor.load()
+    integers = {"duration", "age"}
+    instances = [
+        {k: None if pd.isna(v) else int(v) if k in integers else v for k, v in row.items()}
+        for row in rows.to_dict(orient="records")
+    ]
+    answer = predictor.predict({"instances": instances})
+    assert isinstance(answer, dict)
+    assert [p["loan_id"] for p in answer["predictions"]] == rows["loan_id"].tolist()
+    return np.array([p["score"] for p in answer["predictions"]], dtype=np.float64)
