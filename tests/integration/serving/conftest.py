@@ -115,7 +115,9 @@ class Server:
         return int(self.process.returncode)
 
 
-def start_server(s: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Server:
+def start_server(
+    s: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 90, model: str = MODEL
+) -> Server:
     port = free_port()
     log = s.root / f"server-{port}.log"
     e = {**os.environ, "RISKLOOP_STATE_DIR": str(s.root), **(env or {})}
@@ -131,7 +133,7 @@ def start_server(s: Settings, *args: str, env: dict[str, str] | None = None, tim
         if proc.poll() is not None:
             pytest.fail(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/v1/models/{MODEL}", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/v1/models/{model}", timeout=1).status_code == 200:
                 return Server(url, proc, log)
         except httpx.HTTPError:
             pass
