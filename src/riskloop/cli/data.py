@@ -109,7 +109,14 @@ def data_validate(
 
 @data_app.command("land")
 def data_land(
-    data_file: Annotated[str, typer.Argument(help="A CSV (with a header row) or parquet file; any name.")],
+    data_file: Annotated[
+        str,
+        typer.Argument(
+            metavar="DATA_FILE",
+            help="A CSV file with a header row (*.csv, *.csv.gz, *.txt) or a parquet file (any other name); "
+            "a local path or an s3:// URI.",
+        ),
+    ],
     spec: Annotated[str, typer.Option("--spec", help="Dataset spec: a shipped name or a YAML path.")],
 ) -> None:
     """Land a CSV or parquet file where the pipelines read it, as the dataset spec describes.
