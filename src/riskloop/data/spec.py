@@ -306,10 +306,11 @@ class DatasetSpec(_Strict):
 
     @property
     def categories(self) -> dict[str, tuple[str, ...]]:
-        """Category columns and their fixed order (the model's category codes)."""
+        """Category columns of landed data and their fixed order (the model's category codes); a mapped
+        label is int 0/1 once landed, not a category (:attr:`landed_contract`)."""
         return {
             name: rule.allowed
-            for name, rule in self.contract.columns.items()
+            for name, rule in self.landed_contract.columns.items()
             if rule.type is ColumnType.category and rule.allowed
         }
 
