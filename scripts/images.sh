@@ -155,7 +155,8 @@ python_runtime() {  # python_runtime ROOTFS
 # files of the repo (tracked, or new and not ignored) under the given paths, for hashing and copying
 repo_files() {
     git -C "$REPO_ROOT" ls-files -co --exclude-standard -- "$@" | sort -u \
-        | while read -r f; do [[ -f "$REPO_ROOT/$f" ]] && echo "$f"; done
+        | while read -r f; do [[ -f "$REPO_ROOT/$f" || -L "$REPO_ROOT/$f" ]] && echo "$f"; done
+    # symlinks too (copied as links): src/riskloop/{components,pipelines} link the top-level folders
 }
 
 copy_repo_files() {  # copy_repo_files DEST PATH...
@@ -184,7 +185,9 @@ image_key() {  # image_key NAME (recipe loaded)
     local f
     { echo "format $FORMAT base $(base_key) image $1 ref $(recipe_ref)"
       cat "$RECIPES/$1.sh"
-      while read -r f; do echo "file $f"; cat "$REPO_ROOT/$f"; done < <(recipe_inputs)
+      while read -r f; do
+          if [[ -L "$REPO_ROOT/$f" ]]; then echo "link $f $(readlink "$REPO_ROOT/$f")"; else echo "file $f"; cat "$REPO_ROOT/$f"; fi
+      done < <(recipe_inputs)
     } | hash_stream
 }
 
