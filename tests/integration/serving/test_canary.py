@@ -374,7 +374,7 @@ def test_delivery_pipeline_under_kfp_local_promotes_a_good_challenger(
             first_percent=20,
             second_percent=50,
             interval_seconds=INTERVAL_SECONDS,
-            max_intervals=4,
+            max_intervals=10,  # a loaded machine serves fewer requests per 2 s interval: more intervals, same verdict
             policy=policy,
         )
         assert r.succeeded, r.error
