@@ -92,10 +92,13 @@ def test_training_in_a_restricted_step_job_registers_a_champion(
     from riskloop.storage import location
 
     assert enforces_restricted(PIPELINES_NAMESPACE)
-    # the CLI's summary of the kfp.local run in the pod (the Job succeeding means it exited 0)
-    logs = re.sub(r"\x1b\[[0-9;]*m", "", training_run.logs)  # kfp.local colours its log
-    assert re.search(r"succeeded\s*│\s*True", logs), logs[-3000:]
-    assert "Pipeline 'riskloop-training' finished with status SUCCESS" in logs, logs[-3000:]
+    # `riskloop run training`'s own report of the kfp.local run in the pod (the Job succeeding means it
+    # exited 0): a line per step, then the summary; kfp.local's output goes to the run's log file
+    logs = re.sub(r"\x1b\[[0-9;]*m", "", training_run.logs)  # no terminal: no colour, but be sure
+    assert "training pipeline succeeded" in logs, logs[-3000:]
+    for step in ("ingest", "validate", "build-training-set", "train", "evaluate", "gate", "register", "model-card"):
+        assert re.search(rf"^\s*ok\s+{step}\s+[\d.]+s$", logs, re.MULTILINE), (step, logs[-3000:])
+    assert re.search(r"registered\s*│\s*fraud-detector v\d+", logs), logs[-3000:]
     # the registered hash is the stored model's: what the storage initializer copies, the predictor checks
     with environment(host_env(object_store, tmp_path)):
         stored = (location(trained_model["storage_uri"]) / "model.ubj").read_bytes()
