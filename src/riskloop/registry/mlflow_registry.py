@@ -191,7 +191,9 @@ def register_version(
     try:
         c.get_registered_model(model_name)
     except MlflowException:
-        c.create_registered_model(model_name, description="riskloop fraud detector")
+        c.create_registered_model(
+            model_name, description=f"riskloop model of the dataset spec {lineage.dataset_spec!r}"
+        )
     run = c.get_run(run_id)
     source = f"{run.info.artifact_uri}/{MODEL_DIR_ARTIFACT}"
     mv = c.create_model_version(
