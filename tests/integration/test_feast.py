@@ -193,17 +193,28 @@ def test_direct_online_path_equals_the_feast_sdk(store_dir: StoreConfig) -> None
 
 
 def test_the_feast_internals_the_online_path_relies_on(store_dir: StoreConfig) -> None:
-    """Each internal FeastOnlineIO's docstring names, as this Feast has it: fails when an upgrade changes one."""
+    """Each internal riskloop.features.online's docstrings name, as this Feast has it: fails when an upgrade
+    changes one. (The layouts themselves are held equal to Feast's by tests/integration/test_online_paths.py.)"""
     import inspect
     import sqlite3
     from contextlib import closing
 
     from feast import FeatureStore
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import (
+        _mmh3,
+        _redis_key,
+        compute_table_id,
+        compute_versioned_name,
+        extract_text_and_num,
+    )
+    from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
     from feast.infra.passthrough_provider import PassthroughProvider
     from feast.infra.provider import Provider
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
+    from feast.utils import make_tzaware, to_naive_utc
 
     from riskloop.features.definitions import _transaction_context
 
@@ -218,6 +229,30 @@ def test_the_feast_internals_the_online_path_relies_on(store_dir: StoreConfig) -
     ]
     assert isinstance(inspect.getattr_static(PassthroughProvider, "online_store"), property)
     assert list(inspect.signature(SqliteOnlineStore._get_conn).parameters) == ["self", "config"]
+    # the fast paths (riskloop.features.online): Feast's key helpers and config fields, as they use them
+    assert isinstance(inspect.getattr_static(SqliteOnlineStore, "_get_db_path"), staticmethod)
+    assert isinstance(inspect.getattr_static(RedisOnlineStore, "_parse_connection_string"), staticmethod)
+    assert RedisOnlineStore._parse_connection_string("h:6380,db=3,password=pw,ssl=true") == (
+        [{"host": "h", "port": "6380"}],
+        {"db": 3, "password": "pw", "ssl": True},
+    )
+    assert {"redis_type", "connection_string", "key_ttl_seconds"} <= set(RedisOnlineStoreConfig.model_fields)
+    assert RedisType.redis == "redis"
+    assert {"path", "vector_enabled", "enable_openai_compatible_store", "text_search_enabled"} <= set(
+        SqliteOnlineStoreConfig.model_fields
+    )
+    key = EntityKey(join_keys=["card_id"], entity_values=[Value(string_val="C1")])
+    # the v3 layout: key count, then each key's type and length and name, then each value's type, length, bytes
+    assert serialize_entity_key(key, 3) == (
+        b"\x01\x00\x00\x00" + b"\x02\x00\x00\x00\x07\x00\x00\x00card_id" + b"\x02\x00\x00\x00\x02\x00\x00\x00C1"
+    )
+    assert _redis_key("p", key, 3) == serialize_entity_key(key, 3) + b"p"
+    assert len(_mmh3("card_recent:recent_amounts")) == 4
+    assert extract_text_and_num(Value(double_val=1.5), False) == ("1.5", None)
+    assert list(inspect.signature(compute_table_id).parameters) == ["project", "table", "enable_versioning"]
+    assert list(inspect.signature(compute_versioned_name).parameters) == ["table", "enable_versioning"]
+    assert to_naive_utc(datetime(2026, 1, 1, 1, tzinfo=timezone.utc)) == datetime(2026, 1, 1, 1)
+    assert make_tzaware(datetime(2026, 1, 1)).tzinfo is not None
     assert {"join_keys", "entity_values"} <= set(EntityKey.DESCRIPTOR.fields_by_name)
     defs = build_definitions(store_dir.offline_dir)
     kinds = {
@@ -229,6 +264,7 @@ def test_the_feast_internals_the_online_path_relies_on(store_dir: StoreConfig) -
 
     store = open_store(store_dir)
     assert isinstance(store.provider.online_store, SqliteOnlineStore)
+    assert store.config.registry.enable_online_feature_view_versioning is False
     FeastOnlineIO(store)
     with closing(sqlite3.connect(store_dir.repo_dir / "online.db")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the file keeps it; _get_conn set it

@@ -9,11 +9,11 @@ arguments, never from import-time globals.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -27,7 +27,6 @@ from riskloop.features.compute import (
     CardState,
     compute_batch_features,
     compute_realtime_features,
-    epoch_us,
     event_hour,
     state_snapshots,
 )
@@ -38,6 +37,7 @@ from riskloop.features.definitions import (
     Definitions,
     build_definitions,
 )
+from riskloop.features.online import FeastOnlineIO, KeyedView, OnlineIO, Rows, online_io
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView, OnDemandFeatureView
@@ -208,111 +208,6 @@ def historical_features(store: FeatureStore, tx: pd.DataFrame, service: str) -> 
     return out.reset_index()
 
 
-class FeastOnlineIO:
-    """The serving hot path's only contact with Feast below its user SDK, kept in this one class.
-
-    Why not ``FeatureStore.get_online_features`` / ``FeatureStore.push``: each call
-    rebuilds the feature service, its views and the push source from registry protos
-    (every constructor checked at run time by typeguard), 5-25 ms per call against
-    0.1-0.4 ms for the online store's own read and write of the same rows
-    (``benchmarks/serving/feast_calls.py``); through the SDK the with-features server
-    ran at 0.035x MLServer's throughput, through this path at 0.53x
-    (``benchmarks/README.md``, serving). ``write_to_online_store`` resolves the view
-    and converts a DataFrame on every call likewise.
-
-    What it relies on, each pinned by ``test_the_feast_internals_the_online_path_relies_on``
-    in ``tests/integration/test_feast.py`` (which fails if Feast changes them):
-
-    * ``FeatureStore.provider`` (a public property) and the Provider interface's
-      ``online_read(config, table, entity_keys)`` and
-      ``online_write_batch(config, table, data, progress)``: Feast's documented
-      extension interface for custom providers, which every online store implements;
-      not part of the user SDK, so its signatures may change between releases;
-    * the ``EntityKey`` and ``Value`` protos those methods take and return, with
-      Feast's naming of value fields (``<value type>_val``, e.g. ``int64_list_val``);
-    * ``OnDemandFeatureView.feature_transformation.udf``: the python-mode function as
-      registered, called directly (the same code training's point-in-time join runs);
-    * ``SqliteOnlineStore._get_conn(config)`` (private), only for the local sqlite store:
-      WAL with ``synchronous=NORMAL``, so a push is not an fsync of the journal. Under
-      load that commit was a third of a with-features request's time. WAL with NORMAL
-      still survives a crash of the server; only a power loss may lose the last pushes
-      (the real-time state of a local store). Redis on the cluster is untouched.
-
-    Entity keys are strings (every entity of ``definitions.py`` is).
-    """
-
-    def __init__(self, store: FeatureStore) -> None:
-        self._provider = store.provider  # the store's configured provider, one per FeatureStore
-        self._config = store.config
-        self._kinds: dict[str, dict[str, str]] = {}
-        self._tune_sqlite()
-
-    def _tune_sqlite(self) -> None:
-        online = getattr(self._provider, "online_store", None)
-        if type(online).__name__ != "SqliteOnlineStore":
-            return
-        conn = online._get_conn(self._config)  # type: ignore[union-attr]  # no public accessor
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-
-    def read(self, view: FeatureView, join_key: str, ids: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
-        """Rows of ``view`` by entity id, each with its feature timestamp (µs); absent ids left out."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        unique = list(dict.fromkeys(ids))
-        got = self._provider.online_read(
-            self._config, view, [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=i)]) for i in unique]
-        )
-        return {
-            key: (epoch_us(_utc(ts)) if ts is not None else 0, {name: _decode(v) for name, v in values.items()})
-            for key, (ts, values) in zip(unique, got, strict=True)
-            if values is not None
-        }
-
-    def write(self, view: FeatureView, join_key: str, rows: Sequence[tuple[str, dict[str, Any], datetime]]) -> None:
-        """Write ``(entity id, {feature: python value}, event time)`` rows to ``view``, as a push to it would."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        kinds = self._kinds.get(view.name)
-        if kinds is None:  # Value's field for each feature, from the view's schema (e.g. Array(Int64): int64_list_val)
-            kinds = self._kinds[view.name] = {
-                f.name: f"{f.dtype.to_value_type().name.lower()}_val" for f in view.features
-            }
-        data: list[tuple[EntityKey, dict[str, Value], datetime, datetime | None]] = [
-            (
-                EntityKey(join_keys=[join_key], entity_values=[Value(string_val=key)]),
-                {name: _encode(kinds[name], v) for name, v in values.items()},
-                at,
-                None,
-            )
-            for key, values, at in rows
-        ]
-        self._provider.online_write_batch(self._config, view, data, None)
-
-    @staticmethod
-    def python_udf(odfv: OnDemandFeatureView) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """The python-mode function of an on-demand view as registered (columns in, columns out)."""
-        transformation = odfv.feature_transformation
-        udf = getattr(transformation, "udf", None)
-        if transformation is None or not callable(udf):
-            raise FeatureStoreError(
-                f"on-demand view {odfv.name!r} has no python udf in the registry",
-                fix="define it with mode='python' and re-run `riskloop features apply`",
-            )
-        return cast("Callable[[dict[str, Any]], dict[str, Any]]", udf)
-
-
-@dataclass(frozen=True)
-class _Keyed:
-    """A feature view read by one join key, with its TTL in µs (0: none)."""
-
-    view: FeatureView
-    join_key: str
-    ttl_us: int
-
-
 class OnlineFeatures:
     """The serving path's features from Feast's online store: the views resolved once, then read and written.
 
@@ -327,9 +222,19 @@ class OnlineFeatures:
     One difference from the SDK, on purpose: a batch row older than its view's TTL
     at the transaction's event time is treated as missing, as the offline
     point-in-time join does in training (the SDK returns stale rows as they are).
+
+    The store is read and written through the backend ``online_io`` picks once, by
+    the store's online store type (``riskloop.features.online``): on sqlite and on
+    a single-node Redis a lookup is one statement or one round trip and a push one
+    more, on Feast's own layout; on Redis a call fails with ``FeatureStoreError``
+    within about ``timeout_seconds`` when Redis is down or hung. ``io`` overrides
+    the choice (e.g. ``FeastOnlineIO(store)``, the provider's path, to compare).
+    Every store error comes out as ``FeatureStoreError``.
     """
 
-    def __init__(self, store: FeatureStore, service: str) -> None:
+    def __init__(
+        self, store: FeatureStore, service: str, *, timeout_seconds: float = 2.0, io: OnlineIO | None = None
+    ) -> None:
         try:
             views, odfvs = _service_views(store, service, allow_cache=False)
         except FeatureStoreError:
@@ -357,11 +262,10 @@ class OnlineFeatures:
                     f"views of feature service {service!r}",
                     fix="add those views to the service in riskloop.features.definitions",
                 )
-        self._io = FeastOnlineIO(store)
         # each on-demand view as (its function, its request fields, its (batch view, features) inputs)
         self._odfvs = [
             (
-                self._io.python_udf(o),
+                FeastOnlineIO.python_udf(o),
                 [f.name for req in o.source_request_sources.values() for f in req.schema],
                 [(p.name, [f.name for f in p.features]) for p in o.source_feature_view_projections.values()],
             )
@@ -374,6 +278,7 @@ class OnlineFeatures:
                 f"feature service {service!r} does not provide {missing}, which the model reads",
                 fix="serve a model trained on this feature service",
             )
+        self._io = io if io is not None else online_io(store, timeout_seconds=timeout_seconds)  # last: it connects
 
     def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
         """Store features, each card's real-time state, and whether the card is known, for each row.
@@ -383,8 +288,11 @@ class OnlineFeatures:
         and ``event_us`` (the transaction's time, for the TTL). A card is known when
         every batch view keyed like the state view has a fresh row for it.
         """
-        batch = {k.view.name: self._fresh_rows(k, rows) for k in self._batch}
-        state_rows = self._fresh_rows(self._state, rows)
+        keyed = [*self._batch, self._state]
+        stored = self._io.read([(k, [r[k.join_key] for r in rows]) for k in keyed])  # all views at once
+        fresh = [_fresh_rows(k, view_rows, rows) for k, view_rows in zip(keyed, stored, strict=True)]
+        batch = {k.view.name: f for k, f in zip(self._batch, fresh, strict=False)}
+        state_rows = fresh[-1]
         context: dict[str, list[Any]] = {}
         for udf, request_fields, sources in self._odfvs:
             inputs: dict[str, list[Any]] = {name: [r[name] for r in rows] for name in request_fields}
@@ -402,26 +310,34 @@ class OnlineFeatures:
         known = [all(got[i] for got in entity) for i in range(len(rows))]
         return feats, states, known
 
-    def _fresh_rows(self, keyed: _Keyed, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each row's values in ``keyed.view`` if within the view's TTL at ``event_us`` (the offline join's rule)."""
-        got = self._io.read(keyed.view, keyed.join_key, [r[keyed.join_key] for r in rows])
-        out: list[dict[str, Any]] = []
-        for r in rows:
-            ts_values = got.get(r[keyed.join_key])
-            fresh = ts_values is not None and (not keyed.ttl_us or ts_values[0] >= r["event_us"] - keyed.ttl_us)
-            out.append(ts_values[1] if fresh and ts_values is not None else {})
-        return out
-
     def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
         """Write cards' new recent-activity state to the state view (what a push to its PushSource writes)."""
         self._io.write(
-            self._state.view,
-            self._state.join_key,
+            self._state,
             [
                 (c, {STATE_EVENT_US: list(s.event_us), STATE_AMOUNTS: list(s.amounts)}, t)
                 for c, s, t in zip(card_ids, states, at, strict=True)
             ],
         )
+
+    @property
+    def backend(self) -> str:
+        """Which path reads and writes the store: ``redis``, ``sqlite`` or ``provider``."""
+        return self._io.kind
+
+    def close(self) -> None:
+        """Close the connections the backend opened (the FeatureStore's own stay open)."""
+        self._io.close()
+
+
+def _fresh_rows(keyed: KeyedView, got: Rows, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's values in ``keyed.view`` if within the view's TTL at ``event_us`` (the offline join's rule)."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        ts_values = got.get(r[keyed.join_key])
+        fresh = ts_values is not None and (not keyed.ttl_us or ts_values[0] >= r["event_us"] - keyed.ttl_us)
+        out.append(ts_values[1] if fresh and ts_values is not None else {})
+    return out
 
 
 def _service_views(
@@ -447,39 +363,14 @@ def _push_fed(view: FeatureView) -> bool:
     return isinstance(view.stream_source, PushSource)
 
 
-def _keyed(view: FeatureView) -> _Keyed:
+def _keyed(view: FeatureView) -> KeyedView:
     if len(view.join_keys) != 1:
         raise FeatureStoreError(
             f"feature view {view.name!r} has join keys {view.join_keys}; the online path reads views of one entity",
             fix="give the view one entity in riskloop.features.definitions",
         )
     ttl_us = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else 0
-    return _Keyed(view, view.join_keys[0], ttl_us)
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
-def _decode(v: Any) -> Any:
-    """A Feast ValueProto as a python value (None when unset; repeated values as lists)."""
-    kind = v.WhichOneof("val")
-    if kind is None or kind == "null_val":
-        return None
-    value = getattr(v, kind)
-    return list(value.val) if kind.endswith("_list_val") else value
-
-
-def _encode(kind: str, value: Any) -> Any:
-    """A python value as a Feast ValueProto with ``kind`` (e.g. ``double_val``, ``int64_list_val``) set."""
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    v = Value()
-    if kind.endswith("_list_val"):
-        getattr(v, kind).val.extend(value)
-    else:
-        setattr(v, kind, value)
-    return v
+    return KeyedView(view, view.join_keys[0], ttl_us)
 
 
 def _float(v: Any) -> float:
@@ -493,6 +384,7 @@ __all__ = [
     "STORE_FEATURES",
     "FeastOnlineIO",
     "OnlineFeatures",
+    "OnlineIO",
     "StoreConfig",
     "apply_definitions",
     "entity_frame",
