@@ -71,7 +71,7 @@ def test_every_entrypoint_imports_from_the_installed_wheel(venv: Path, tmp_path:
     names = [
         "riskloop.cli",
         "riskloop.serving.__main__",
-        "riskloop.serving.kserve.server",
+        "riskloop.serving.server",
         "riskloop.components",
         "riskloop.pipelines",
         "boto3",  # boto3: MLflow on S3

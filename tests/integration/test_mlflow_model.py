@@ -241,7 +241,7 @@ def served_v1(registered: Registered, bundle: ModelBundle, version: str, rows: p
     """The scores of riskloop's predictor (in process, no feature store: a raw-column spec needs none) for the
     same rows sent as a V1 request: JSON values, missing as null, integers as integers."""
     from riskloop.data.spec import load_spec
-    from riskloop.serving.kserve.predictor import NoFeatures, Runtime, scoring_model
+    from riskloop.serving.predictor import NoFeatures, Runtime, scoring_model
 
     spec = load_spec(registered.spec)
     predictor = scoring_model(spec)(
@@ -253,7 +253,7 @@ def served_v1(registered: Registered, bundle: ModelBundle, version: str, rows: p
         {k: None if pd.isna(v) else int(v) if k in integers else v for k, v in row.items()}
         for row in rows.to_dict(orient="records")
     ]
-    answer = predictor.predict({"instances": instances})
-    assert isinstance(answer, dict)
-    assert [p["loan_id"] for p in answer["predictions"]] == rows["loan_id"].tolist()
-    return np.array([p["score"] for p in answer["predictions"]], dtype=np.float64)
+    scored = predictor.predict(instances, request_id="in-process")
+    predictions = [predictor.v1_item(s, "in-process", 0) for s in scored]
+    assert [p["loan_id"] for p in predictions] == rows["loan_id"].tolist()
+    return np.array([p["score"] for p in predictions], dtype=np.float64)

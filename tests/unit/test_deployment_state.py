@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kserve import InferInput, InferRequest
 
+from riskloop.data.spec import load_spec
 from riskloop.errors import ConfigError
 from riskloop.registry.deployment import Deployment, Drill, deployment_path, read_deployment, update_deployment
-from riskloop.serving.kserve.router import Routes, first_card_id
+from riskloop.serving.router import Routes, route_key
 
 
 def test_record_rules() -> None:
@@ -79,8 +79,8 @@ def _routes(**kw: Any) -> Routes:
     return Routes(d, _Named("champion"), _Named("challenger"))  # type: ignore[arg-type]
 
 
-def _v1(card: str) -> dict[str, Any]:
-    return {"instances": [{"card_id": card}]}
+def _v1(card: str) -> str:
+    return card  # the route key: the first instance's card_id
 
 
 def test_sticky_split_keeps_a_card_on_one_model_and_matches_the_share() -> None:
@@ -100,9 +100,9 @@ def test_random_split_share_and_edges() -> None:
     assert {_routes(mode="shadow").pick(_v1(f"C{i}")).role for i in range(200)} == {"champion"}
 
 
-def test_first_card_id_of_both_protocols_and_of_garbage() -> None:
-    assert first_card_id(_v1("C7")) == "C7"
-    inp = InferInput(name="card_id", shape=[1], datatype="BYTES", data=["C8"])
-    assert first_card_id(InferRequest(model_name="m", infer_inputs=[inp])) == "C8"
-    for bad in ({}, {"instances": []}, {"instances": [5]}, {"instances": [{"card_id": 5}]}, {"instances": "x"}):
-        assert first_card_id(bad) is None
+def test_route_key_is_the_first_instances_entity_and_none_for_garbage() -> None:
+    fraud, credit = load_spec("synthetic-fraud"), load_spec("german-credit")
+    assert route_key(fraud, {"card_id": "C7", "transaction_id": "T1"}) == "C7"
+    assert route_key(credit, {"credit_id": "L9"}) == "L9"  # no entity column: its id
+    for bad in (None, 5, "x", [], {}, {"card_id": 5}, {"card_id": None}):
+        assert route_key(fraud, bad) is None

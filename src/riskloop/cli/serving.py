@@ -39,14 +39,13 @@ def serve_cmd(
     host: Annotated[str | None, typer.Option(help="Bind address; default 127.0.0.1 (settings).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="HTTP port; default 8080 (settings).")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=32, help="Worker processes.")] = None,
-    grpc: Annotated[bool, typer.Option(help="Also start KServe's gRPC server.")] = False,
     max_instances: Annotated[int, typer.Option(min=1, max=10_000, help="Instances per request.")] = 256,
     features: Annotated[
         str, typer.Option(help="feast (default) | none: no feature store, for overhead benchmarks.")
     ] = "feast",
     spec: VersionSpecOpt = None,
 ) -> None:
-    """Serve with KServe's ModelServer (V1 and V2 REST): any dataset spec.
+    """Serve KServe's V1 and the Open Inference Protocol (V2 REST): any dataset spec.
 
     A Feast-backed spec (synthetic-fraud) is scored with online features from Feast; a raw-column
     spec (features.source: raw, e.g. a credit spec) from each request's own columns, with the request
@@ -114,7 +113,6 @@ def serve_cmd(
         host=host,
         port=port,
         workers=workers,
-        grpc=grpc,
         max_instances=max_instances,
         features=features,
     )

@@ -65,7 +65,6 @@ def build_server(
     host: str | None = None,
     port: int | None = None,
     workers: int | None = None,
-    grpc: bool = False,
     max_instances: int = 256,
     role: str = "champion",
     features: str = "feast",
@@ -78,9 +77,11 @@ def build_server(
     online features (``features``: feast, or none for overhead benchmarks), a raw-column spec from the
     request's own columns (no feature store).
     """
-    from riskloop.serving.kserve.predictor import scoring_model
-    from riskloop.serving.kserve.server import RiskloopModelServer
+    from riskloop.serving.app import App
     from riskloop.serving.loader import resolve_model
+    from riskloop.serving.predictor import scoring_model
+    from riskloop.serving.router import Pinned
+    from riskloop.serving.server import PredictorServer
 
     feast = ds.features.source == "feast"
     store: Any = None
@@ -100,7 +101,7 @@ def build_server(
     model: Any
     if follow_record:
         from riskloop.registry.deployment import deployment_path
-        from riskloop.serving.kserve.router import Router
+        from riskloop.serving.router import Router
 
         model = Router(
             name,
@@ -112,14 +113,16 @@ def build_server(
         )
     else:
         served = resolve_model(s, model_name=name, alias=alias, version=version, model_dir=model_dir)
-        model = scoring_model(ds)(
-            name,
-            bundle=served.bundle,
-            model_version=served.version,
-            spec=ds,
-            runtime=runtime,
-            role=role,
-            max_instances=max_instances,
+        model = Pinned(
+            scoring_model(ds)(
+                name,
+                bundle=served.bundle,
+                model_version=served.version,
+                spec=ds,
+                runtime=runtime,
+                role=role,
+                max_instances=max_instances,
+            )
         )
     if not model.load():
         raise RiskloopError(
@@ -135,8 +138,8 @@ def build_server(
         shutil.rmtree(multiproc, ignore_errors=True)
         multiproc.mkdir(parents=True)
         os.environ[MULTIPROC_ENV] = str(multiproc)
-    server = RiskloopModelServer(
-        host=host or s.serving.host, http_port=port or s.serving.http_port, workers=n_workers, enable_grpc=grpc
+    server = PredictorServer(
+        App(model), host=host or s.serving.host, http_port=port or s.serving.http_port, workers=n_workers
     )
     return server, model
 
@@ -160,10 +163,10 @@ def run_server(server: Any, model: Any) -> None:
         f"version {model.model_version}"
         if not hasattr(model, "routes")
         else f"per {model.record} (revision {model.routes.deployment.revision})"
-    )
+    )  # a Pinned model or a Router
     print(f"serving {model.name} {what} on http://{server.host}:{server.http_port}", file=sys.stderr, flush=True)
     try:
-        server.start([model])
+        server.start()
     finally:
         model.stop()
 
@@ -180,9 +183,9 @@ def _serving_runtime(
     """What each serving process builds for itself (picklable: a partial over plain values); no feature store
     for a raw-column spec (``service`` None)."""
     from riskloop.features.store import open_store
-    from riskloop.serving.kserve.predictor import FeastSource, NoFeatures, Runtime
     from riskloop.serving.metrics import ServingMetrics
     from riskloop.serving.prediction_log import PredictionLog
+    from riskloop.serving.predictor import FeastSource, NoFeatures, Runtime
     from riskloop.storage import location
 
     if features not in ("feast", "none"):
@@ -196,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m riskloop.serving",
         description=(
-            "Serve one registered model directory with KServe's ModelServer (V1 and V2 REST): online features "
+            "Serve one registered model directory (KServe V1 and Open Inference Protocol V2 REST): online features "
             "from Feast for a Feast-backed spec, the request's own columns for a raw-column spec (read from the "
             "directory's dataset_spec.yaml). Locally, `riskloop serve` also follows the deployment record."
         ),
@@ -205,7 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", help="Bind address; default 127.0.0.1 (settings).")
     parser.add_argument("--port", type=int, help="HTTP port; default 8080 (settings).")
     parser.add_argument("--workers", type=int, help="Worker processes; default 1 (settings).")
-    parser.add_argument("--grpc", action="store_true", help="Also start KServe's gRPC server.")
     parser.add_argument("--max-instances", type=int, default=256, help="Instances per request.")
     parser.add_argument("--spec", help="Dataset spec; must be the one the model directory carries.")
     args = parser.parse_args(argv)
@@ -225,7 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            grpc=args.grpc,
             max_instances=args.max_instances,
         )
     except RiskloopError as exc:

@@ -35,7 +35,7 @@ field would otherwise silently fall back to a default.
 
 ``explain: true`` adds each instance's top contributions by magnitude;
 ``reasons: N`` (0 to :data:`MAX_REASONS`) its top N reasons, the features that
-pushed its score toward the positive class most (``riskloop.serving.kserve.predictor``).
+pushed its score toward the positive class most (``riskloop.serving.predictor``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from riskloop.data.spec import ColumnType, DatasetSpec
 ID_MAX_LENGTH = 64
 TEXT_MAX_LENGTH = 256
 MAX_REASONS = 10
+ID_PATTERN = r"[\x21-\x7e]{1,64}"  # printable ASCII, no space: an id a log line and a URL can carry as is
 _ID_PATTERN = r"^[\x21-\x7e]+$"
 
 
@@ -159,12 +160,21 @@ class Envelope(BaseModel):
 
 
 @dataclass(frozen=True)
-class V1Request:
-    """A validated V1 body: its instances and what the client asked for besides the scores."""
+class V1Envelope:
+    """A V1 body whose envelope is valid: its raw instances and what the client asked for besides the scores."""
 
-    instances: list[Transaction]
+    instances: list[Any]
     explain: bool
     reasons: int
+
+
+def _field_problems(prefix: str, exc: ValidationError) -> list[tuple[str, str]]:
+    """One problem per field: a union type (a float or an int) fails once per branch, said once here."""
+    seen: dict[str, str] = {}
+    for e in exc.errors():
+        loc = e["loc"][:1] if e["loc"] else e["loc"]
+        seen.setdefault(_loc(prefix, loc), e["msg"])
+    return list(seen.items())
 
 
 def _loc(prefix: str, loc: Sequence[int | str]) -> str:
@@ -174,17 +184,15 @@ def _loc(prefix: str, loc: Sequence[int | str]) -> str:
     return out
 
 
-def parse_v1(body: Any, schema: RequestSchema, *, max_instances: int, now: datetime | None = None) -> V1Request:
-    """Validate a V1 body; raise :class:`RequestError` naming every bad field."""
+def parse_envelope(body: Any) -> V1Envelope:
+    """Validate a V1 body's envelope (its instances are validated per model: :func:`parse_instances`)."""
     if not isinstance(body, Mapping):
         raise RequestError([("<body>", "must be a JSON object with an 'instances' list")])
     try:
         env = Envelope.model_validate(body)
     except ValidationError as exc:
         raise RequestError([(_loc("", e["loc"]).lstrip(".") or "<body>", e["msg"]) for e in exc.errors()]) from exc
-    if len(env.instances) > max_instances:
-        raise RequestError([("instances", f"{len(env.instances)} instances, at most {max_instances} per request")])
-    return V1Request(parse_instances(env.instances, schema, now=now), env.explain, env.reasons)
+    return V1Envelope(env.instances, env.explain, env.reasons)
 
 
 def reasons_parameter(parameters: Any) -> int:
@@ -196,24 +204,25 @@ def reasons_parameter(parameters: Any) -> int:
 
 
 def parse_instances(
-    instances: Sequence[Any], schema: RequestSchema, *, now: datetime | None = None
+    instances: Sequence[Any], schema: RequestSchema, *, now: datetime | None = None, where: str = "instances"
 ) -> list[Transaction]:
+    """Validate each raw instance; ``where`` names them in messages (``instances`` in V1, ``inputs`` in V2)."""
     clock = now or datetime.now(timezone.utc)
     out: list[Transaction] = []
     problems: list[tuple[str, str]] = []
     for i, raw in enumerate(instances):
         if not isinstance(raw, Mapping):
-            problems.append((f"instances[{i}]", "must be an object with the instance's fields"))
+            problems.append((f"{where}[{i}]", "must be an object with the instance's fields"))
             continue
         outcomes = [k for k in schema.labels if k in raw]
         problems.extend(
-            (f"instances[{i}].{k}", "is the label (the outcome the model predicts), never an input: leave it out")
+            (f"{where}[{i}].{k}", "is the label (the outcome the model predicts), never an input: leave it out")
             for k in outcomes
         )
         try:
             inst = schema.model.model_validate({k: v for k, v in raw.items() if k not in outcomes})
         except ValidationError as exc:
-            problems.extend((_loc(f"instances[{i}]", e["loc"]), e["msg"]) for e in exc.errors())
+            problems.extend(_field_problems(f"{where}[{i}]", exc))
             continue
         if outcomes:
             continue
@@ -223,24 +232,3 @@ def parse_instances(
     if problems:
         raise RequestError(problems[:20])
     return out
-
-
-def v2_to_instances(inputs: Sequence[Any]) -> list[dict[str, Any]]:
-    """Columnar V2 inputs (one named tensor per field, shape [n]) to row dicts."""
-    columns: dict[str, list[Any]] = {}
-    n: int | None = None
-    for tensor in inputs:
-        data = tensor.data if hasattr(tensor, "data") else None
-        name = getattr(tensor, "name", None)
-        if not isinstance(name, str) or not isinstance(data, list):
-            raise RequestError([("inputs", "each input needs a name and a data list")])
-        if name in columns:
-            raise RequestError([(f"inputs.{name}", "given twice")])
-        values = [v.decode() if isinstance(v, bytes) else v for v in data]
-        if n is not None and len(values) != n:
-            raise RequestError([(f"inputs.{name}", f"has {len(values)} values, other inputs have {n}")])
-        n = len(values)
-        columns[name] = values
-    if not columns or not n:
-        raise RequestError([("inputs", "at least one non-empty input is required")])
-    return [{k: v[i] for k, v in columns.items()} for i in range(n)]

@@ -1,12 +1,13 @@
 """Champion and challenger behind one served name, as the deployment record says.
 
 On the cluster Knative splits traffic between an InferenceService's revisions;
-on one machine this ``kserve.Model`` does it, a small stand-in under the same
+on one machine :class:`Router` does it, a small stand-in under the same
 name (``/v1/models/<name>:predict``, ``/v2/models/<name>/infer``):
 
 * **canary**: each request goes to the challenger with ``canary_percent``
   probability (per request, as Knative splits revisions), or, ``sticky``, when
-  a hash of its first instance's ``card_id`` falls below it (a card then stays
+  a hash of its first instance's entity (the spec's first entity column, e.g.
+  ``card_id``; its id column when it has none) falls below it (an entity then stays
   on one model, at the price of a biased comparison: fraud clusters by card). The model that answered is
   in the response (``model_version``), in the metrics and the prediction log
   (``role`` label);
@@ -20,6 +21,11 @@ A thread in each serving process polls the record (``registry/deployment.py``). 
 new revision it loads any new version (hash-checked, from the registry) while
 requests keep using the current routes, then swaps the routes in one
 assignment: a request in flight finishes on the routes it started with.
+
+A request that names a version (V2 ``/v2/models/<name>/versions/<v>/infer``) goes to
+that version if it is served (champion or challenger), bypassing the split.
+:class:`Pinned` serves one version with the same interface (``riskloop serve
+--model-alias``, a predictor pod).
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import os
 import random
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kserve import InferRequest, InferResponse, Model
-from kserve.errors import ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
 from riskloop.registry.deployment import Deployment, Drill, read_deployment
-from riskloop.serving.kserve.predictor import Runtime, ScoringModel, scoring_model
 from riskloop.serving.loader import ServedModel
+from riskloop.serving.predictor import ModelNotReady, NotFound, Runtime, Scored, ScoringModel, scoring_model
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +61,65 @@ class Routes:
     champion: ScoringModel
     challenger: ScoringModel | None  # role challenger (canary) or shadow
 
-    def pick(self, payload: dict[str, Any] | InferRequest) -> ScoringModel:
+    def pick(self, route_key: str | None) -> ScoringModel:
+        """The model for a request whose first instance's entity is ``route_key`` (None: unreadable)."""
         d = self.deployment
         if self.challenger is None or d.mode != "canary" or d.canary_percent == 0:
             return self.champion
-        if d.sticky:
-            card = first_card_id(payload)
-            if card is not None:
-                return self.challenger if zlib.crc32(card.encode()) % 100 < d.canary_percent else self.champion
+        if d.sticky and route_key is not None:
+            return self.challenger if zlib.crc32(route_key.encode()) % 100 < d.canary_percent else self.champion
         return self.challenger if random.random() * 100 < d.canary_percent else self.champion
 
+    def by_version(self, version: str) -> ScoringModel:
+        """The served model of ``version``, for a request that names it."""
+        for model in (self.champion, self.challenger):
+            if model is not None and model.model_version == version:
+                return model
+        raise NotFound(
+            f"model {self.champion.name} has no version {version!r} served here; served: {', '.join(self.versions())}"
+        )
 
-def first_card_id(payload: dict[str, Any] | InferRequest) -> str | None:
-    """The ``card_id`` of a request's first instance, if it has a readable one (else routing is random)."""
-    try:
-        if isinstance(payload, InferRequest):
-            for inp in payload.inputs:
-                if inp.name == "card_id":
-                    value = inp.data[0]
-                    return value.decode() if isinstance(value, bytes) else str(value)
-            return None
-        card = payload["instances"][0]["card_id"]
-        return card if isinstance(card, str) else None
-    except (KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError):
-        return None  # malformed: the predictor's validation answers it
+    def versions(self) -> list[str]:
+        return [m.model_version for m in (self.champion, self.challenger) if m is not None]
 
 
-class Router(Model):  # type: ignore[misc]
+def route_key(spec: DatasetSpec, first: Any) -> str | None:
+    """The entity a sticky split hashes: the first instance's first entity column (else its id), if text."""
+    column = spec.entity_columns[0] if spec.entity_columns else spec.id_column
+    value = first.get(column) if isinstance(first, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def dispatch(
+    routes: Routes,
+    instances: list[Any],
+    *,
+    request_id: str,
+    explain: bool,
+    reasons: int,
+    version: str | None,
+    started: float,
+    where: str,
+    shadow: Callable[[ScoringModel, list[Any], str], None] | None = None,
+) -> tuple[ScoringModel, list[Scored]]:
+    """Score a request on ``routes``: the named version, or the split's pick; the shadow gets a copy."""
+    if version is not None:
+        target = routes.by_version(version)
+    else:
+        target = routes.pick(route_key(routes.champion.spec, instances[0] if instances else None))
+    drill = target.drill
+    if drill is not None and drill.added_latency_ms:
+        await asyncio.sleep(drill.added_latency_ms / 1000)
+    scored = target.predict(
+        instances, request_id=request_id, explain=explain, reasons=reasons, started=started, where=where
+    )
+    challenger = routes.challenger
+    if version is None and shadow is not None and challenger is not None and routes.deployment.mode == "shadow":
+        shadow(challenger, instances, request_id)
+    return target, scored
+
+
+class Router:
     """Serves the model named ``name`` per the deployment record at ``record``."""
 
     def __init__(
@@ -99,7 +134,7 @@ class Router(Model):  # type: ignore[misc]
         poll_seconds: float = 0.25,
         shadow_queue: int = 512,
     ) -> None:
-        super().__init__(name)
+        self.name, self.ready = name, False
         self.record, self.load_version, self.spec = record, load_version, spec
         self.runtime_factory, self.max_instances = runtime, max_instances
         self.poll_seconds, self.shadow_queue = poll_seconds, shadow_queue
@@ -117,7 +152,7 @@ class Router(Model):  # type: ignore[misc]
     @property
     def routes(self) -> Routes:
         if self._routes is None:
-            raise ModelNotReady(self.name)
+            raise ModelNotReady(f"model {self.name} is not ready: its deployment record was not loaded")
         return self._routes
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,6 +172,13 @@ class Router(Model):  # type: ignore[misc]
         self._routes = routes
         self.ready = True
         return True
+
+    def start(self) -> None:
+        """This process's runtime and record watcher (each worker process calls it at startup)."""
+        self._ensure_process()
+
+    def champion(self) -> ScoringModel:
+        return self.routes.champion
 
     def stop(self) -> None:
         proc = self._process
@@ -228,33 +270,37 @@ class Router(Model):  # type: ignore[misc]
                     m.retire()
 
     # ------------------------------------------------------------------ predict
-    async def predict(
-        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
-    ) -> dict[str, Any] | InferResponse:
-        started = time.perf_counter()
-        # one request id for the answer and its shadow copy, so the log pairs them
-        headers = dict(headers or {})
-        if not headers.get("x-request-id"):
-            headers["x-request-id"] = uuid.uuid4().hex
-        proc = self._ensure_process()
-        routes = self.routes
-        target = routes.pick(payload)
-        drill = target.drill
-        if drill is not None and drill.added_latency_ms:
-            await asyncio.sleep(drill.added_latency_ms / 1000)
-        result: dict[str, Any] | InferResponse = target.predict(payload, headers, started=started)
-        shadow = routes.challenger
-        if shadow is not None and routes.deployment.mode == "shadow":
-            self._submit_shadow(proc, shadow, payload, headers)
-        return result
+    def versions(self) -> list[str]:
+        return self.routes.versions()
 
-    def _submit_shadow(
+    async def predict(
         self,
-        proc: _ProcessState,
-        shadow: ScoringModel,
-        payload: dict[str, Any] | InferRequest,
-        headers: dict[str, str] | None,
-    ) -> None:
+        instances: list[Any],
+        *,
+        request_id: str,
+        explain: bool = False,
+        reasons: int = 0,
+        version: str | None = None,
+        started: float | None = None,
+        where: str = "instances",
+    ) -> tuple[ScoringModel, list[Scored]]:
+        """Score a request on the current routes; the model that answered and its scores."""
+        t0 = time.perf_counter() if started is None else started
+        proc = self._ensure_process()
+        # one request id for the answer and its shadow copy, so the log pairs them
+        return await dispatch(
+            self.routes,
+            instances,
+            request_id=request_id,
+            explain=explain,
+            reasons=reasons,
+            version=version,
+            started=t0,
+            where=where,
+            shadow=lambda model, copy, rid: self._submit_shadow(proc, model, copy, rid),
+        )
+
+    def _submit_shadow(self, proc: _ProcessState, shadow: ScoringModel, instances: list[Any], request_id: str) -> None:
         if not proc.shadow_slots.acquire(blocking=False):
             if proc.runtime.metrics is not None:
                 proc.runtime.metrics.count_shadow_dropped(shadow.model_labels)
@@ -265,13 +311,64 @@ class Router(Model):  # type: ignore[misc]
                 started = time.perf_counter()
                 if shadow.drill is not None and shadow.drill.added_latency_ms:
                     time.sleep(shadow.drill.added_latency_ms / 1000)
-                shadow.predict(payload, headers, started=started)
+                shadow.predict(instances, request_id=request_id, started=started)
             except Exception as exc:  # counted by the predictor; never reaches the client
                 log.debug("shadow scoring failed: %s", exc)
             finally:
                 proc.shadow_slots.release()
 
         proc.shadow_pool.submit(run)
+
+
+class Pinned:
+    """One model version served under its name, with the router's interface (no record, no split)."""
+
+    def __init__(self, model: ScoringModel) -> None:
+        self.model = model
+        self.name = model.name
+
+    @property
+    def ready(self) -> bool:
+        return self.model.ready
+
+    @property
+    def model_version(self) -> str:
+        return self.model.model_version
+
+    def load(self) -> bool:
+        return self.model.load()
+
+    def start(self) -> None:
+        self.model.rt  # noqa: B018  # this process's runtime (store connection, log writer) before the first request
+
+    def champion(self) -> ScoringModel:
+        return self.model
+
+    def stop(self) -> None:
+        self.model.stop()
+
+    def versions(self) -> list[str]:
+        return [self.model.model_version]
+
+    async def predict(
+        self,
+        instances: list[Any],
+        *,
+        request_id: str,
+        explain: bool = False,
+        reasons: int = 0,
+        version: str | None = None,
+        started: float | None = None,
+        where: str = "instances",
+    ) -> tuple[ScoringModel, list[Scored]]:
+        if version is not None and version != self.model.model_version:
+            raise NotFound(
+                f"model {self.name} has no version {version!r} served here; served: {self.model.model_version}"
+            )
+        scored = self.model.predict(
+            instances, request_id=request_id, explain=explain, reasons=reasons, started=started, where=where
+        )
+        return self.model, scored
 
 
 class _ProcessState:
@@ -286,4 +383,4 @@ class _ProcessState:
         self.shadow_slots = threading.BoundedSemaphore(shadow_queue)
 
 
-__all__ = ["Router", "Routes", "first_card_id"]
+__all__ = ["Pinned", "Router", "Routes", "dispatch", "route_key"]

@@ -1,9 +1,11 @@
-"""The predictors: ``kserve.Model``s that score one model version, per kind of dataset spec.
+"""The predictors: each scores one model version in one role, per kind of dataset spec.
 
 :class:`FraudModel` (a Feast-backed spec) scores transactions with online features;
 :class:`RawColumnModel` (``features.source: raw``, e.g. a credit application) scores
-the instance's own columns. Both validate the same way (``schema.py``), answer V1
-and V2 alike, log every instance and can give each decision its reasons.
+the instance's own columns. Both validate the same way (``schema.py``), log every
+instance and can give each decision its reasons. They know no protocol: the ASGI app
+(``app.py``) turns a V1 or V2 request into raw instances and their answers into its
+response (:meth:`ScoringModel.v1_item`, :meth:`ScoringModel.v2_outputs`).
 
 Reasons: the features that pushed an instance's score toward the positive class
 most, from XGBoost's per-feature contributions (``pred_contribs``: SHAP values of
@@ -15,6 +17,8 @@ entitled to (an adverse-action notice): a raw-column model logs the top
 written from the prediction log later. A client asks for them with ``"reasons": N``
 (V1 body) or ``parameters: {"reasons": N}`` (V2; answered as a ``reasons`` output,
 one JSON list per instance); a client that does not ask gets the response it got before.
+
+Errors are :class:`ServingError` s with the HTTP status they are answered with.
 
 One fraud request, start to finish (all instances of a request are handled as one batch):
 
@@ -38,19 +42,14 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
-from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 
 from riskloop.data.spec import DatasetSpec
 from riskloop.errors import FeatureStoreError
@@ -64,20 +63,62 @@ from riskloop.features.compute import (
 from riskloop.model import FeatureSpec, ModelBundle
 from riskloop.registry.deployment import Drill
 from riskloop.serving.metrics import ModelLabels
-from riskloop.serving.schema import (
-    RequestError,
-    Transaction,
-    parse_instances,
-    parse_v1,
-    reasons_parameter,
-    request_model,
-    v2_to_instances,
-)
+from riskloop.serving.oip import TensorSpec
+from riskloop.serving.schema import RequestError, Transaction, parse_instances, request_model
 
 log = logging.getLogger(__name__)
 TOP_CONTRIBUTIONS = 5
 LOGGED_REASONS = 3
+REASONS_OUTPUT = TensorSpec("reasons", "BYTES", (-1,))  # one JSON list per instance, when asked for
 Reason = dict[str, Any]
+
+
+class ServingError(Exception):
+    """A request answered with ``status`` and ``{"error": message}`` (the message says what and how to fix)."""
+
+    status = 500
+
+    def __init__(self, message: str, *, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = list(headers)
+
+
+class InvalidRequest(ServingError):
+    """The client's request breaks the schema or the protocol (400)."""
+
+    status = 400
+
+
+class NotFound(ServingError):
+    """No such model, version or route (404)."""
+
+    status = 404
+
+
+class ModelNotReady(ServingError):
+    """The model is not loaded or its feature store never answered (503)."""
+
+    status = 503
+
+
+class FeatureStoreUnavailable(ServingError):
+    """Answered as 503: the server cannot score now; the client may retry elsewhere or later."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=[(b"retry-after", b"1")])
+
+
+class ScoringFailed(ServingError):
+    """An error inside the server while scoring (500); the traceback is in the server log."""
+
+    status = 500
+
+
+class DrillFault(ScoringFailed):
+    """A fault injected by the deployment record's ``drill`` (answered 500, counted as an error)."""
 
 
 class FeatureSource:
@@ -91,39 +132,25 @@ class FeatureSource:
 
 
 class FeastSource(FeatureSource):
-    """The Feast online store (sqlite locally, Redis on the cluster), behind a deadline.
+    """The Feast online store (sqlite locally, Redis on the cluster), called on the request path.
 
-    A store that is down must cost a request a clear 503 within ``timeout_seconds``,
-    not the Redis client's retries with exponential backoff (which Feast gives no
-    way to configure): calls run on a small, bounded pool and are abandoned at the
-    deadline. With both threads stuck on a dead store, new calls time out at once.
+    A store that is down must cost a request a clear 503 within ``timeout_seconds``, not
+    the Redis client's retries with backoff: ``OnlineFeatures`` talks to Redis with that
+    socket timeout and no retries, and to sqlite (a local file) directly, so no call needs
+    a thread of its own (a thread hand-off per call cost more than the lookup itself).
     """
 
     def __init__(self, store: Any, service: str, *, timeout_seconds: float = 2.0) -> None:
         from riskloop.features.store import OnlineFeatures
 
-        self.online = OnlineFeatures(store, service)
+        self.online = OnlineFeatures(store, service, timeout_seconds=timeout_seconds)
         self.timeout_seconds = timeout_seconds
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="feast")
-
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        future = self._pool.submit(fn, *args)
-        try:
-            return future.result(timeout=self.timeout_seconds)
-        except FutureTimeout as exc:
-            future.cancel()
-            raise FeatureStoreError(f"no answer within {self.timeout_seconds:g} s") from exc
 
     def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
-        result: tuple[list[dict[str, float]], list[CardState], list[bool]] = self._call(self.online.lookup, rows)
-        return result
+        return self.online.lookup(rows)
 
     def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
-        self._call(self.online.push, card_ids, states, at)
-
-
-class FeatureStoreUnavailable(Exception):
-    """Answered as 503: the server cannot score now; the client may retry elsewhere or later."""
+        self.online.push(card_ids, states, at)
 
 
 @dataclass
@@ -181,11 +208,12 @@ def assemble_row(
     return row
 
 
-class ScoringModel(Model):  # type: ignore[misc]
-    """A ``kserve.Model`` serving one model version in one role: validation, responses, log and metrics.
+class ScoringModel:
+    """One model version in one role: validation, scoring, the answer's fields, log and metrics.
 
-    Subclasses say how a batch of validated instances becomes scores (:meth:`score`) and when the model is
-    ready (:meth:`load`); :func:`scoring_model` picks the one a spec needs.
+    Subclasses say how a batch of validated instances becomes scores (:meth:`score`), when the model is
+    ready (:meth:`load`) and what an answer holds (:meth:`v1_item`, :data:`outputs`); :func:`scoring_model`
+    picks the one a spec needs.
     """
 
     def __init__(
@@ -200,7 +228,8 @@ class ScoringModel(Model):  # type: ignore[misc]
         max_instances: int = 256,
         drill: Drill | None = None,
     ) -> None:
-        super().__init__(name)
+        self.name = name
+        self.ready = False
         self.bundle, self.model_version, self.role = bundle, model_version, role
         self.spec, self.max_instances = spec, max_instances
         self.runtime_factory = runtime
@@ -213,7 +242,7 @@ class ScoringModel(Model):  # type: ignore[misc]
         self.model_labels = ModelLabels(name, model_version, role)
 
     def __getstate__(self) -> dict[str, Any]:
-        # KServe pickles models into its worker processes: each worker builds its own runtime
+        # worker processes get the model pickled: each builds its own runtime (store connections, log writer)
         state = self.__dict__.copy()
         state["_runtime"] = None
         state.pop("request_schema", None)
@@ -250,6 +279,12 @@ class ScoringModel(Model):  # type: ignore[misc]
         if self._runtime is not None:
             self._runtime.close()
 
+    def count_invalid(self, fields: Sequence[str], seconds: float) -> None:
+        """A request refused before it reached validation here (its envelope or protocol), counted as ours."""
+        if self.rt.metrics is not None:
+            self.rt.metrics.count_validation_errors(self.model_labels, fields)
+        self._count("invalid", seconds)
+
     def _count(self, outcome: str, seconds: float) -> None:
         if self.rt.metrics is not None:
             self.rt.metrics.observe_request(self.model_labels, outcome=outcome, seconds=seconds)
@@ -257,33 +292,33 @@ class ScoringModel(Model):  # type: ignore[misc]
     # ------------------------------------------------------------------ predict
     def predict(
         self,
-        payload: dict[str, Any] | InferRequest,
-        headers: dict[str, str] | None = None,
+        instances: Sequence[Any],
         *,
+        request_id: str,
+        explain: bool = False,
+        reasons: int = 0,
         started: float | None = None,
-    ) -> dict[str, Any] | InferResponse:
-        """Score a V1 or V2 request; ``started`` (``perf_counter``) is when a router began handling it."""
+        where: str = "instances",
+    ) -> list[Scored]:
+        """Validate and score a request's raw instances (JSON objects, as decoded from V1 or V2).
+
+        ``started`` (``perf_counter``) is when the server began handling the request; ``where`` names the
+        instances in error messages (``instances`` for V1, ``inputs`` for V2).
+        """
         t0 = time.perf_counter() if started is None else started
         if not self.ready:
-            raise ModelNotReady(self.name)
-        request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
+            raise ModelNotReady(f"model {self.name} version {self.model_version} is not ready")
         try:
-            if isinstance(payload, InferRequest):
-                reasons = reasons_parameter(payload.parameters)
-                txs = parse_instances(v2_to_instances(payload.inputs), self.request_schema)
-                if len(txs) > self.max_instances:
-                    raise RequestError([("inputs", f"{len(txs)} instances, at most {self.max_instances}")])
-                explain = False
-            else:
-                v1 = parse_v1(payload, self.request_schema, max_instances=self.max_instances)
-                txs, explain, reasons = v1.instances, v1.explain, v1.reasons
+            if len(instances) > self.max_instances:
+                raise RequestError([(where, f"{len(instances)} instances, at most {self.max_instances} per request")])
+            txs = parse_instances(instances, self.request_schema, where=where)
         except RequestError as exc:
             if self.rt.metrics is not None:
                 self.rt.metrics.count_validation_errors(
                     self.model_labels, [field.split(".")[-1] for field, _ in exc.problems]
                 )
             self._count("invalid", time.perf_counter() - t0)
-            raise InvalidInput(str(exc)) from exc
+            raise InvalidRequest(str(exc)) from exc
         try:
             if self.drill is not None:
                 _inject(self.drill)
@@ -291,20 +326,17 @@ class ScoringModel(Model):  # type: ignore[misc]
         except FeatureStoreError as exc:
             self._count("unavailable", time.perf_counter() - t0)
             raise FeatureStoreUnavailable(f"feature store unavailable: {exc.what}") from exc
+        except ServingError:
+            self._count("error", time.perf_counter() - t0)
+            raise
         except Exception as exc:
             self._count("error", time.perf_counter() - t0)
-            if isinstance(exc, InferenceError):
-                raise
-            # an unhandled exception would reach uvicorn, which closes the keep-alive connection after the
-            # 500: the client's next request on it would fail too. Answer a handled 500 instead.
             log.exception("scoring failed")
-            raise InferenceError(f"internal error while scoring ({type(exc).__name__}); see the server log") from exc
+            raise ScoringFailed(f"internal error while scoring ({type(exc).__name__}); see the server log") from exc
         latency_ms = (time.perf_counter() - t0) * 1000
         self._count("ok", latency_ms / 1000)
         self._log(request_id, txs, scored, latency_ms)
-        if isinstance(payload, InferRequest):
-            return self._v2_response(payload, request_id, scored, reasons)
-        return {"predictions": [self._v1_item(s, request_id, reasons) for s in scored]}
+        return scored
 
     def score(self, txs: Sequence[Transaction], *, explain: bool = False, reasons: int = 0) -> list[Scored]:
         """Scores of a batch of validated instances, with ``reasons`` top reasons each (and more if logged)."""
@@ -355,7 +387,8 @@ class ScoringModel(Model):  # type: ignore[misc]
         return 0
 
     # ------------------------------------------------------------------ responses
-    def _v1_item(self, s: Scored, request_id: str, reasons: int) -> dict[str, Any]:
+    def v1_item(self, s: Scored, request_id: str, reasons: int) -> dict[str, Any]:
+        """One instance's V1 prediction."""
         item: dict[str, Any] = {
             "transaction_id": s.transaction_id,
             "score": s.score,
@@ -365,31 +398,33 @@ class ScoringModel(Model):  # type: ignore[misc]
             "request_id": request_id,
             "unknown_card": s.unknown_card,
         }
-        if s.contributions is not None:
-            item["explanation"] = s.contributions
-        if reasons and s.reasons is not None:
-            item["reasons"] = s.reasons[:reasons]
-        return item
+        return _extras(item, s, reasons)
 
-    def _v2_response(self, req: InferRequest, request_id: str, scored: list[Scored], reasons: int) -> InferResponse:
-        n = len(scored)
-        outputs = [
-            InferOutput(name="score", shape=[n], datatype="FP64", data=[s.score for s in scored]),
-            InferOutput(name="fraud", shape=[n], datatype="BOOL", data=[s.flagged for s in scored]),
-            InferOutput(
-                name="transaction_id", shape=[n], datatype="BYTES", data=[s.transaction_id or "" for s in scored]
-            ),
-            InferOutput(name="unknown_card", shape=[n], datatype="BOOL", data=[s.unknown_card for s in scored]),
+    def outputs(self) -> list[TensorSpec]:
+        """The V2 output tensors of this model's answers (``reasons`` only when asked for)."""
+        return [
+            TensorSpec("score", "FP64", (-1,)),
+            TensorSpec("fraud", "BOOL", (-1,)),
+            TensorSpec("transaction_id", "BYTES", (-1,)),
+            TensorSpec("unknown_card", "BOOL", (-1,)),
+            REASONS_OUTPUT,
         ]
+
+    def v2_columns(self, scored: Sequence[Scored]) -> dict[str, list[Any]]:
+        """Each V2 output's data, by output name (without ``reasons``)."""
+        return {
+            "score": [s.score for s in scored],
+            "fraud": [s.flagged for s in scored],
+            "transaction_id": [s.transaction_id or "" for s in scored],
+            "unknown_card": [s.unknown_card for s in scored],
+        }
+
+    def v2_outputs(self, scored: Sequence[Scored], reasons: int) -> list[tuple[TensorSpec, list[Any]]]:
+        """The V2 answer's output tensors with their data (``reasons``: one JSON list per instance, as BYTES)."""
+        columns = self.v2_columns(scored)
         if reasons:
-            outputs.append(_reasons_output(scored, reasons))
-        return InferResponse(
-            response_id=request_id,
-            model_name=self.name,
-            model_version=self.model_version,
-            infer_outputs=outputs,
-            parameters={"request_id": request_id, "threshold": self.bundle.threshold},
-        )
+            columns["reasons"] = [json.dumps((s.reasons or [])[:reasons]) for s in scored]
+        return [(t, columns[t.name]) for t in self.outputs() if t.name in columns]
 
     def _log(self, request_id: str, txs: Sequence[Transaction], scored: Sequence[Scored], latency_ms: float) -> None:
         plog = self.rt.prediction_log
@@ -527,7 +562,7 @@ class RawColumnModel(ScoringModel):
                 m.count_unseen_categories(self.model_labels, unseen)
         return self._finish(txs, x, scores, explain=explain, reasons=reasons)
 
-    def _v1_item(self, s: Scored, request_id: str, reasons: int) -> dict[str, Any]:
+    def v1_item(self, s: Scored, request_id: str, reasons: int) -> dict[str, Any]:
         item: dict[str, Any] = {
             self.spec.id_column: s.transaction_id,
             "score": s.score,
@@ -536,30 +571,22 @@ class RawColumnModel(ScoringModel):
             "model_version": self.model_version,
             "request_id": request_id,
         }
-        if s.contributions is not None:
-            item["explanation"] = s.contributions
-        if reasons and s.reasons is not None:
-            item["reasons"] = s.reasons[:reasons]
-        return item
+        return _extras(item, s, reasons)
 
-    def _v2_response(self, req: InferRequest, request_id: str, scored: list[Scored], reasons: int) -> InferResponse:
-        n = len(scored)
-        outputs = [
-            InferOutput(name="score", shape=[n], datatype="FP64", data=[s.score for s in scored]),
-            InferOutput(name="flagged", shape=[n], datatype="BOOL", data=[s.flagged for s in scored]),
-            InferOutput(
-                name=self.spec.id_column, shape=[n], datatype="BYTES", data=[s.transaction_id or "" for s in scored]
-            ),
+    def outputs(self) -> list[TensorSpec]:
+        return [
+            TensorSpec("score", "FP64", (-1,)),
+            TensorSpec("flagged", "BOOL", (-1,)),
+            TensorSpec(self.spec.id_column, "BYTES", (-1,)),
+            REASONS_OUTPUT,
         ]
-        if reasons:
-            outputs.append(_reasons_output(scored, reasons))
-        return InferResponse(
-            response_id=request_id,
-            model_name=self.name,
-            model_version=self.model_version,
-            infer_outputs=outputs,
-            parameters={"request_id": request_id, "threshold": self.bundle.threshold},
-        )
+
+    def v2_columns(self, scored: Sequence[Scored]) -> dict[str, list[Any]]:
+        return {
+            "score": [s.score for s in scored],
+            "flagged": [s.flagged for s in scored],
+            self.spec.id_column: [s.transaction_id or "" for s in scored],
+        }
 
 
 def scoring_model(spec: DatasetSpec) -> type[ScoringModel]:
@@ -625,14 +652,12 @@ def top_reasons(
     return out
 
 
-def _reasons_output(scored: Sequence[Scored], reasons: int) -> InferOutput:
-    # V2 tensors hold one type: each instance's reasons as one JSON list (BYTES)
-    data = [json.dumps((s.reasons or [])[:reasons]) for s in scored]
-    return InferOutput(name="reasons", shape=[len(scored)], datatype="BYTES", data=data)
-
-
-class DrillFault(InferenceError):  # type: ignore[misc]
-    """A fault injected by the deployment record's ``drill`` (answered 500, counted as an error)."""
+def _extras(item: dict[str, Any], s: Scored, reasons: int) -> dict[str, Any]:
+    if s.contributions is not None:
+        item["explanation"] = s.contributions
+    if reasons and s.reasons is not None:
+        item["reasons"] = s.reasons[:reasons]
+    return item
 
 
 def _inject(drill: Drill) -> None:
@@ -646,12 +671,19 @@ def _json_float(v: float) -> float:
 
 
 __all__ = [
+    "DrillFault",
     "FeastSource",
     "FeatureSource",
+    "FeatureStoreUnavailable",
     "FraudModel",
+    "InvalidRequest",
+    "ModelNotReady",
+    "NotFound",
     "RawColumnModel",
     "Scored",
+    "ScoringFailed",
     "ScoringModel",
+    "ServingError",
     "assemble_row",
     "contributions",
     "raw_row",
