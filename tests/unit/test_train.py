@@ -24,6 +24,7 @@ from riskloop.model import (
     ModelBundle,
     feature_spec,
     load_model,
+    matrix,
 )
 from riskloop.training.dataset import assemble
 from riskloop.training.evaluate import evaluate_scores
@@ -155,6 +156,29 @@ def test_load_model_round_trip(frame: pd.DataFrame, trained: tuple[Path, ModelBu
     assert loaded.meta == json.loads((out / META_FILE).read_text())
     test = frame[frame[SPLIT] == "test"]
     np.testing.assert_array_equal(loaded.predict_frame(test), bundle.predict_frame(test))
+
+
+def test_the_direct_predict_equals_inplace_predict(frame: pd.DataFrame, trained: tuple[Path, ModelBundle]) -> None:
+    """The serving path's C-API call gives XGBoost's own ``inplace_predict`` scores, bit for bit, for one row,
+    many rows, missing values, and from two threads at once (its output buffer is per thread)."""
+    import concurrent.futures
+
+    from riskloop.model.bundle import predict_dense
+
+    _, bundle = trained
+    x = matrix(frame, bundle.features)
+    x[::7, 0] = np.nan
+    x[::5, -1] = np.nan
+    assert x.dtype == np.float32 and x.flags.c_contiguous
+    expected = bundle.booster.inplace_predict(x, validate_features=False)
+    np.testing.assert_array_equal(predict_dense(bundle.booster, x), expected)
+    for i in range(0, len(x), max(1, len(x) // 50)):
+        np.testing.assert_array_equal(bundle.predict(x[i : i + 1]), expected[i : i + 1])
+    halves = [np.ascontiguousarray(x[: len(x) // 2]), np.ascontiguousarray(x[len(x) // 2 :])]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for _ in range(20):
+            got = list(pool.map(lambda h: predict_dense(bundle.booster, h), halves))
+            np.testing.assert_array_equal(np.concatenate(got), expected)
 
 
 def _copy(out: Path, tmp_path: Path) -> Path:
