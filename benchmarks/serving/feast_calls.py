@@ -2,7 +2,11 @@
 
 For one single-row request the predictor reads the card's and merchant's rows
 and writes the card's new state. This times three ways of doing that, in the
-same process, on the same sqlite online store and the same held-out cards:
+same process, on the same online store and the same held-out cards. The store
+is the one the settings select: sqlite by default, Redis with
+``RISKLOOP_FEAST__ONLINE_STORE=redis RISKLOOP_FEAST__REDIS_CONNECTION=host:port``
+(``run.py`` times both); the output names it and the backend riskloop's
+``OnlineFeatures`` picked on it (``sqlite``, ``redis`` or ``provider``):
 
 ``sdk_lookup`` / ``sdk_push``
     Feast's SDK: ``FeatureStore.get_online_features`` of the feature service
@@ -11,7 +15,9 @@ same process, on the same sqlite online store and the same held-out cards:
     predictor did up to git ``878321c``).
 ``riskloop_lookup`` / ``riskloop_push``
     ``riskloop.features.store.OnlineFeatures`` as the server calls it now: views
-    resolved once, provider calls, the on-demand function called directly, TTL check.
+    resolved once, the store read and written through its backend
+    (``riskloop.features.online``: one statement or one Redis round trip per
+    call), the on-demand function called directly, TTL check.
 ``direct_read`` / ``direct_write``
     ``provider.online_read`` of the three feature views (feature views resolved
     once, up front) and ``provider.online_write_batch`` of one ``card_recent``
@@ -138,6 +144,8 @@ def child(state_dir: Path, calls: int) -> dict[str, Any]:
 
     online = OnlineFeatures(store, SERVICE)
     return {
+        "online_store": store.config.online_store.type,
+        "riskloop_backend": getattr(online, "backend", None),
         "sdk_lookup": time_calls(sdk_lookup, rows),
         "riskloop_lookup": time_calls(lambda r: online.lookup([r]), rows),
         "direct_read": time_calls(direct_read, rows),
