@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -151,6 +152,55 @@ def server(trained: Trained) -> Iterator[Server]:
     srv = start_server(trained.settings, "--model-alias", "champion")
     yield srv
     srv.stop()
+
+
+@contextlib.contextmanager
+def redis_online_store(
+    s: Settings, name: str, *, materialize_day: str = HELD_OUT
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    """A throwaway redis-server on loopback as the Feast online store (the cluster's kind), materialized as of
+    ``materialize_day``; yields the process and the env that points riskloop at it. Always stopped."""
+    from riskloop import steps
+
+    port = free_port()
+    d = s.root / name
+    d.mkdir(exist_ok=True)
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(d),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    env = {"RISKLOOP_FEAST__ONLINE_STORE": "redis", "RISKLOOP_FEAST__REDIS_CONNECTION": f"127.0.0.1:{port}"}
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            deadline = time.monotonic() + 10
+            while True:  # ready when it accepts a connection
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if redis.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"redis-server did not start on port {port}")
+                    time.sleep(0.05)
+            steps.materialize(materialize_day, 30, Settings())
+        yield redis, env
+    finally:
+        if redis.poll() is None:
+            redis.kill()
+        redis.wait(timeout=10)
 
 
 def instance(row: pd.Series) -> dict[str, object]:

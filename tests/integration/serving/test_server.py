@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -14,7 +15,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from riskloop.serving.prediction_log import read_prediction_log
-from tests.integration.serving.conftest import HELD_OUT, MODEL, Server, Trained, instance, start_server
+from tests.integration.serving.conftest import (
+    HELD_OUT,
+    MODEL,
+    Server,
+    Trained,
+    instance,
+    redis_online_store,
+    start_server,
+)
 
 
 def predict(server: Server, instances: list[dict[str, object]], **extra: object) -> httpx.Response:
@@ -159,24 +168,30 @@ def test_a_model_directory_without_its_versions_spec_is_refused(trained: Trained
     assert ("missing" if tamper == "deleted" else "the version records") in r.stdout + r.stderr
 
 
-def test_no_skew_between_served_and_training_features(trained: Trained) -> None:
-    """Replay the held-out day in time order; every served feature vector equals the training code's."""
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_no_skew_between_served_and_training_features(trained: Trained, store: str) -> None:
+    """Replay the held-out day in time order; every served feature vector equals the training code's, with the
+    local sqlite online store and with Redis (the cluster's)."""
     from riskloop import steps
     from riskloop.model import load_model, matrix
 
     s = trained.settings
-    # other tests of the session replay the same day: start from the online store as of the day's start
-    steps.materialize(HELD_OUT, 30, s)
-    srv = start_server(s, "--model-alias", "champion")
     day = trained.held_out.head(400)
     mine: list[str] = []
-    try:
-        for start in range(0, len(day), 1):  # one transaction per request, in event-time order
-            r = predict(srv, [instance(day.iloc[start])])
-            assert r.status_code == 200, r.text
-            mine.append(r.json()["predictions"][0]["request_id"])
-    finally:
-        assert srv.stop() == 0
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if store == "redis":
+            _, env = stack.enter_context(redis_online_store(s, "redis-skew"))
+        else:  # other tests of the session replay the same day: start from the online store as of the day's start
+            steps.materialize(HELD_OUT, 30, s)
+        srv = start_server(s, "--model-alias", "champion", env=env)
+        try:
+            for start in range(0, len(day), 1):  # one transaction per request, in event-time order
+                r = predict(srv, [instance(day.iloc[start])])
+                assert r.status_code == 200, r.text
+                mine.append(r.json()["predictions"][0]["request_id"])
+        finally:
+            assert srv.stop() == 0
     # this test's own predictions, by request id: other tests of the session log the same transactions
     # (the monitoring-loop test with shifted amounts), and the log's file order is not the order of writing
     logged = read_prediction_log(s.predictions)
