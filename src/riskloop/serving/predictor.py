@@ -363,9 +363,11 @@ class ScoringModel:
             self.rt.metrics.observe_instances(
                 self.model_labels, [float(sc) for sc in scores], ["flagged" if f else "passed" for f in flags]
             )
+        finite = not np.isinf(x).any()  # the log keeps an infinite input as NaN (missing), as JSON must
         out = []
         for i, t in enumerate(txs):
-            feats = {name: _json_float(v) for name, v in zip(self._names, x[i].tolist(), strict=True)}
+            values = x[i].tolist()
+            feats = dict(zip(self._names, values if finite else map(_json_float, values), strict=True))
             out.append(
                 Scored(
                     t.fields.get(self.spec.id_column),
