@@ -6,10 +6,11 @@ JSON merge patches (``application/merge-patch+json``); the local deployment
 record can apply the very same bodies with ``apply_merge_patch``.
 
 The predictor is a custom container on the project image, without a
-ServingRuntime: ``riskloop serve`` runs a ``kserve.ModelServer`` over the model
-directory (``model.ubj`` + ``model.json``) that KServe's storage initializer
-downloads from the container's ``STORAGE_URI`` to ``/mnt/models``, and refuses a
-``model.ubj`` whose sha256 is not ``RISKLOOP_EXPECTED_MODEL_SHA256``.
+ServingRuntime: ``python -m riskloop.serving`` (riskloop's own ASGI predictor:
+KServe V1 and Open Inference Protocol V2 REST) serves the model directory
+(``model.ubj`` + ``model.json``) that KServe's storage initializer downloads from
+the container's ``STORAGE_URI`` to ``/mnt/models``, and refuses a ``model.ubj``
+whose sha256 is not ``RISKLOOP_EXPECTED_MODEL_SHA256``.
 
 Traffic moves the way KServe's canary guide does it, on Knative revisions:
 

@@ -6,7 +6,7 @@ The two sides come from different places:
   run, written by ``riskloop.training.train.reference_sample``) holds the raw
   training values: numbers as float64, categoricals as their labels (``"online"``);
 * the **current** window is the prediction log, whose ``feature_<name>`` columns
-  hold what the model was fed (``riskloop.serving.kserve.predictor.assemble_row``):
+  hold what the model was fed (``riskloop.serving.predictor.assemble_row``):
   float32 values widened to float64, categoricals as the *index* into the
   category list of ``model.json``, NaN when missing or unknown.
 

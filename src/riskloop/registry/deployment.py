@@ -4,7 +4,7 @@ A deployment record (``<state>/deployments/<model>.json``) says which version is
 champion, which is challenger, how traffic is split and in which mode. The
 delivery steps write it (also from kfp.local); a running ``riskloop serve``
 watches it and switches models and split without failing a request in flight
-(``serving/kserve/router.py``). Each write bumps ``revision`` under a file lock and
+(``serving/router.py``). Each write bumps ``revision`` under a file lock and
 replaces the file atomically, so a reader sees the old record or the new one,
 never half of one.
 
