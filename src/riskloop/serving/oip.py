@@ -139,8 +139,12 @@ def parse_infer_request(body: bytes, header_length: str | None, inputs: Mapping[
     try:
         doc = orjson.loads(view[:json_end])
     except orjson.JSONDecodeError as exc:
-        where = f"the first {json_end} bytes (the {_HEADER} header)" if header_length is not None else "the body"
-        raise ProtocolError(f"<body>: {where} is not valid JSON ({exc}); send the inference request as JSON") from exc
+        doc = _json_with_nan(bytes(view[:json_end]))
+        if doc is None:
+            where = f"the first {json_end} bytes (the {_HEADER} header)" if header_length is not None else "the body"
+            raise ProtocolError(
+                f"<body>: {where} is not valid JSON ({exc}); send the inference request as JSON"
+            ) from exc
     if not isinstance(doc, dict):
         raise ProtocolError('<body>: must be a JSON object with an "inputs" list, e.g. {"inputs": [...]}')
     request_id = doc.get("id")
@@ -169,6 +173,18 @@ def parse_infer_request(body: bytes, header_length: str | None, inputs: Mapping[
             decoded[tensor.name] = _decode_binary(tensor, view[offset:end])
             offset = end
     return InferRequest(request_id, decoded, parameters, outputs, binary_output)
+
+
+def _json_with_nan(text: bytes) -> Any:
+    """The body read by Python's json, which takes the ``NaN`` / ``Infinity`` literals that strict JSON (and
+    orjson) refuse but real clients send: tritonclient writes a NaN in an FP tensor as ``NaN``. ``None`` when
+    it is not JSON either. Only the slow path: a body orjson reads never comes here."""
+    import json
+
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _json_length(body: bytes, header_length: str | None) -> int:

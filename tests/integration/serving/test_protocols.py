@@ -27,6 +27,7 @@ from tests.integration.serving.conftest import MODEL, Server, Trained, instance
 from tests.integration.serving.test_raw_spec import MODEL as RAW_MODEL
 from tests.integration.serving.test_raw_spec import RISKY, SAFE, Served, expected_scores
 from tests.integration.serving.test_raw_spec import served as served  # the raw-spec server, as this module's fixture
+from tests.integration.serving.test_raw_spec import v1 as raw_v1
 
 NP_DTYPE = {"FP64": np.float64, "INT64": np.int64, "BYTES": np.object_}
 HEADER = "Inference-Header-Content-Length"
@@ -401,5 +402,31 @@ def test_raw_spec_over_tritonclient(served: Served) -> None:
         assert flagged.tolist() == [
             bool(s >= result.get_response()["parameters"]["threshold"]) for s in result.as_numpy("score")
         ]
+    finally:
+        c.close()
+
+
+def test_raw_spec_nan_is_one_instances_missing_value(served: Served) -> None:
+    """Tensors have no null: a NaN in a float input is that instance's missing value (V1's null), in JSON and
+    binary tensors alike, scored as training scores a missing value."""
+    srv = served.server
+    c = triton.InferenceServerClient(url=srv.url.removeprefix("http://"))
+    rows = [RISKY, {**SAFE, "income": None}]  # the second instance's nullable income missing
+    try:
+        for binary in (False, True):
+            inputs = []
+            for name, datatype, values in (
+                ("duration_months", "INT64", [r["duration_months"] for r in rows]),
+                ("income", "FP64", [np.nan if r["income"] is None else r["income"] for r in rows]),
+                ("purpose", "BYTES", [r["purpose"] for r in rows]),
+                ("housing", "BYTES", [r["housing"] for r in rows]),
+            ):
+                t = triton.InferInput(name, [len(rows)], datatype)
+                t.set_data_from_numpy(np.array(values, dtype=NP_DTYPE[datatype]), binary_data=binary)
+                inputs.append(t)
+            result = c.infer(RAW_MODEL, inputs, outputs=[triton.InferRequestedOutput("score", binary_data=binary)])
+            np.testing.assert_allclose(result.as_numpy("score"), expected_scores(served.model_dir, rows), rtol=1e-6)
+        v1_scores = [p["score"] for p in raw_v1(srv, rows).json()["predictions"]]
+        np.testing.assert_allclose(result.as_numpy("score"), v1_scores, rtol=1e-6)
     finally:
         c.close()
