@@ -552,8 +552,27 @@ def test_predictor_serves_the_trained_model_restricted_read_only(
             )
             with urllib.request.urlopen(request, timeout=60) as response:
                 answer = json.loads(response.read())
+            # the Open Inference Protocol in the pod: metadata from the data contract, an infer built from it
+            # alone (the same transaction: a retry of it, so the card's state and the score are unchanged)
+            with urllib.request.urlopen(f"{url}/v2/models/{model_name}", timeout=60) as response:
+                metadata = json.loads(response.read())
+            instance = body["instances"][0]
+            assert {t["name"] for t in metadata["inputs"]} == set(instance), metadata
+            v2 = {
+                "id": "cluster-v2",
+                "inputs": [
+                    {"name": t["name"], "datatype": t["datatype"], "shape": [1], "data": [instance[t["name"]]]}
+                    for t in metadata["inputs"]
+                ],
+            }
+            request = urllib.request.Request(f"{url}/v2/models/{model_name}/infer", data=json.dumps(v2).encode())
+            with urllib.request.urlopen(request, timeout=60) as response:
+                inferred = json.loads(response.read())
         [prediction] = answer["predictions"]
         assert prediction is not None, answer
+        assert inferred["id"] == "cluster-v2" and inferred["model_name"] == model_name, inferred
+        scores = {o["name"]: o["data"] for o in inferred["outputs"]}
+        assert scores["score"] == [prediction["score"]], (inferred, prediction)
 
 
 def test_predictor_refuses_a_model_whose_hash_differs(

@@ -106,7 +106,7 @@ def test_render_metrics_sums_worker_processes(tmp_path: Path) -> None:
     multiproc = tmp_path / "multiproc"
     multiproc.mkdir()
     # the variable must be set before prometheus_client is imported: hence fresh processes
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc), "RISKLOOP_METRICS_AGGREGATE": "1"}
     workers = [
         subprocess.Popen([sys.executable, "-c", _WORKER, n, role], env=env, stderr=subprocess.PIPE, text=True)
         for n, role in (("3", "champion"), ("5", "champion"), ("2", "shadow"))
@@ -122,3 +122,7 @@ def test_render_metrics_sums_worker_processes(tmp_path: Path) -> None:
     assert len(info) == 3 and {s.value for s in info} == {1.0}  # liveall: one series per process (pid label)
     # the global registry of the rendering process knows only its own share
     assert _requests(single) == {"challenger": 1}
+    # the directory alone (Feast's import sets PROMETHEUS_MULTIPROC_DIR to a temporary one of its own) is not
+    # riskloop's signal to aggregate: the rendering process then shows its own values, never an empty page
+    own, _ = _run(_RENDER, env={**env, "RISKLOOP_METRICS_AGGREGATE": ""}).split("### one process")
+    assert _requests(own) == {"challenger": 1}

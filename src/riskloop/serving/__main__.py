@@ -132,12 +132,13 @@ def build_server(
     n_workers = workers or s.serving.workers
     if n_workers > 1:
         # workers are separate processes: prometheus-client aggregates through files in this dir
-        from riskloop.serving.metrics import MULTIPROC_ENV
+        from riskloop.serving.metrics import AGGREGATE_ENV, MULTIPROC_ENV
 
         multiproc = s.root / "serving" / "prometheus-multiproc"
         shutil.rmtree(multiproc, ignore_errors=True)
         multiproc.mkdir(parents=True)
         os.environ[MULTIPROC_ENV] = str(multiproc)
+        os.environ[AGGREGATE_ENV] = "1"
     server = PredictorServer(
         App(model), host=host or s.serving.host, http_port=port or s.serving.http_port, workers=n_workers
     )

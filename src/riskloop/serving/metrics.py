@@ -20,10 +20,13 @@ Multiple worker processes: prometheus-client keeps each process's values in
 memory-mapped files under ``PROMETHEUS_MULTIPROC_DIR`` when that variable is set
 *before* ``prometheus_client`` is first imported (the value class is chosen at
 import). The directory must be emptied before the server starts, and every
-process then writes there; :func:`render_metrics` sums across them. KServe
-0.21's own ``/metrics`` handler renders the default registry of whichever
-worker answers, i.e. one worker's share, so the server mounts
-:func:`render_metrics` instead.
+process then writes there; :func:`render_metrics` sums across them, but only
+when riskloop itself asked for it (``RISKLOOP_METRICS_AGGREGATE=1``, set with the
+directory by ``serve --workers N``): importing Feast sets
+``PROMETHEUS_MULTIPROC_DIR`` to a temporary directory of its own
+(``feast.metrics``), and a server that took that variable as its signal
+rendered an empty ``/metrics`` whenever prometheus-client had been imported
+first (its values then live in memory, not in Feast's directory).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ ENTITIES: Final = ("card", "merchant")
 LABEL_NAMES: Final = ("model", "model_version", "role")
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+AGGREGATE_ENV: Final = "RISKLOOP_METRICS_AGGREGATE"  # "1": /metrics sums the worker processes' files
 
 REQUEST_SECONDS_BUCKETS: Final = (
     0.0005,
@@ -204,6 +208,8 @@ class ServingMetrics:
         )
         self._log_lock = threading.Lock()
         self._log_seen = {"written": 0, "dropped": 0}
+        for outcome in self._log_seen:  # both series exist from the start, at 0: a rate() over them has data
+            self.prediction_log_rows.labels(outcome=outcome)
         self._bound: dict[ModelLabels, _Bound] = {}
 
     def _children(self, labels: ModelLabels) -> _Bound:
@@ -291,15 +297,14 @@ class ServingMetrics:
 def render_metrics(registry: CollectorRegistry | None = None, *, accept: str | None = None) -> tuple[bytes, str]:
     """The body and content type for ``/metrics``.
 
-    With ``PROMETHEUS_MULTIPROC_DIR`` set, the values of every process that wrote
-    to that directory are aggregated by ``MultiProcessCollector`` on a fresh
-    registry (``registry`` is then ignored: the files hold every metric of every
-    process, KServe's own included); otherwise ``registry`` (default: the global
-    one) is rendered. ``accept`` is the request's Accept header: OpenMetrics when
-    it asks for it, Prometheus text format otherwise.
+    With ``RISKLOOP_METRICS_AGGREGATE=1`` and ``PROMETHEUS_MULTIPROC_DIR`` set, the values of every
+    process that wrote to that directory are aggregated by ``MultiProcessCollector`` on a fresh
+    registry (``registry`` is then ignored: the files hold every metric of every process);
+    otherwise ``registry`` (default: the global one) is rendered. ``accept`` is the request's Accept
+    header: OpenMetrics when it asks for it, Prometheus text format otherwise.
     """
     encoder, content_type = choose_encoder(accept) if accept else (generate_latest, CONTENT_TYPE_LATEST)
-    if os.environ.get(MULTIPROC_ENV):
+    if os.environ.get(AGGREGATE_ENV) == "1" and os.environ.get(MULTIPROC_ENV):
         aggregate = CollectorRegistry()
         MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
         return encoder(aggregate), content_type
@@ -307,6 +312,7 @@ def render_metrics(registry: CollectorRegistry | None = None, *, accept: str | N
 
 
 __all__ = [
+    "AGGREGATE_ENV",
     "DECISIONS",
     "ENTITIES",
     "LABEL_NAMES",

@@ -6,6 +6,7 @@ import contextlib
 import math
 import re
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -87,6 +88,36 @@ def test_metrics_carry_names_and_labels(server: Server, trained: Trained) -> Non
     assert ok and ok[0].labels["role"] == "champion" and ok[0].labels["model_version"] == "1"
     stages = {s.labels["stage"] for s in families["riskloop_stage_duration_seconds"].samples if "stage" in s.labels}
     assert {"features", "predict", "push"} <= stages
+
+
+@pytest.mark.parametrize("inherited", [False, True])
+def test_metrics_of_a_record_following_server_count_its_requests(
+    trained: Trained, inherited: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server that follows the deployment record (``make run``'s) counts in /metrics, whether its process
+    starts without ``PROMETHEUS_MULTIPROC_DIR`` (a shell; Feast's import then sets it to a temporary directory
+    of its own while the server runs) or with it set by someone else (inherited from a parent that imported
+    Feast). A server that took that variable for a sign to aggregate worker files showed an empty /metrics in
+    the first case, and ``make run``'s canary analysis waited for requests it never saw."""
+    if inherited:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    else:  # this test process imported Feast, which set it: a server started from a shell has none
+        monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+        monkeypatch.delenv("PROMETHEUS_MULTIPROCESS_DIR", raising=False)
+    srv = start_server(trained.settings)
+    try:
+        for i in range(3):
+            assert predict(srv, [instance(trained.held_out.iloc[20 + i])]).status_code == 200
+        text = httpx.get(f"{srv.url}/metrics", timeout=10).text
+        counted = sum(
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "riskloop_requests_total" and s.labels.get("model") == MODEL
+        )
+        assert counted >= 3, text[:2000]
+    finally:
+        srv.stop()
 
 
 def test_nothing_listens_beyond_loopback(server: Server) -> None:
