@@ -383,22 +383,17 @@ def reset_online_stores(state_dir: Path, redis: RedisServer | None) -> dict[str,
     db = Settings().feast_dir / "online.db"
     snapshot = db.with_name(ONLINE_SNAPSHOT)
     out: dict[str, Any] = {}
-    if not snapshot.is_file():
-        src, dst = sqlite3.connect(db), sqlite3.connect(snapshot)
-        try:
-            src.backup(dst)
-        finally:
-            src.close()
-            dst.close()
-        out["sqlite"] = "snapshot taken of the prepared store"
-    else:
-        src, dst = sqlite3.connect(snapshot), sqlite3.connect(db)
-        try:
-            src.backup(dst)
-        finally:
-            src.close()
-            dst.close()
-        out["sqlite"] = "restored from the snapshot taken after preparation"
+    taking = not snapshot.is_file()
+    source, target = (db, snapshot) if taking else (snapshot, db)
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    out["sqlite"] = (
+        "snapshot taken of the prepared store" if taking else "restored from the snapshot taken after preparation"
+    )
     if redis is not None:
         redis.client().flushall()
         _with_env(redis.env, lambda: steps.materialize(HELD_OUT, 30, Settings()))

@@ -151,7 +151,6 @@ class RedisOnlineIO(OnlineIO):
 
         config = store.config
         self._project = config.project
-        self._project_bytes = config.project.encode("utf-8")
         self._key_version = config.entity_key_serialization_version
         self._key_ttl = config.online_store.key_ttl_seconds
         self._versioned = _versioned(store)

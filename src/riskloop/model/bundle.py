@@ -14,6 +14,7 @@ then adds the spec it was trained under (``dataset_spec.yaml``) and makes the di
 
 from __future__ import annotations
 
+import ctypes
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from xgboost.core import _LIB, _check_call
 
 from riskloop.errors import ModelIntegrityError
 from riskloop.hashing import sha256_file
@@ -77,16 +79,10 @@ def predict_dense(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
     copied out of XGBoost's thread-local buffer before the next call can reuse it. A test holds it equal to
     ``inplace_predict`` (tests/unit/test_train.py), so an XGBoost upgrade that changes the call fails there.
     """
-    import ctypes
-
-    from xgboost.core import _LIB, _check_call
-
-    c_bst_ulong = ctypes.c_uint64  # xgboost.core.c_bst_ulong
-
     rows, cols = x.shape
     iface = b'{"data":[%d,true],"shape":[%d,%d],"typestr":"<f4","version":3}' % (x.ctypes.data, rows, cols)
-    shape = ctypes.POINTER(c_bst_ulong)()
-    dims = c_bst_ulong()
+    shape = ctypes.POINTER(ctypes.c_uint64)()  # xgboost.core.c_bst_ulong
+    dims = ctypes.c_uint64()
     preds = ctypes.POINTER(ctypes.c_float)()
     _check_call(
         _LIB.XGBoosterPredictFromDense(

@@ -13,7 +13,7 @@ import functools
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,16 +183,31 @@ def _serving_runtime(
 ) -> Any:
     """What each serving process builds for itself (picklable: a partial over plain values); no feature store
     for a raw-column spec (``service`` None)."""
-    from riskloop.features.store import open_store
+    from riskloop.features.store import OnlineFeatures, open_store
     from riskloop.serving.metrics import ServingMetrics
     from riskloop.serving.prediction_log import PredictionLog
-    from riskloop.serving.predictor import FeastSource, NoFeatures, Runtime
+    from riskloop.serving.predictor import NoFeatures, Runtime
     from riskloop.storage import location
 
     if features not in ("feast", "none"):
         raise RiskloopError(f"--features {features!r} is not one of feast, none")
-    source = FeastSource(open_store(cfg), service) if features == "feast" and service else NoFeatures()
+    source = OnlineFeatures(open_store(cfg), service) if features == "feast" and service else NoFeatures()
     return Runtime(source, ServingMetrics(), PredictionLog(location(predictions), flush_seconds=flush_seconds))
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (the bounds ``riskloop serve`` has), else exit 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
+        return value
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,9 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--model-dir", type=Path, required=True, help="The model directory, e.g. /mnt/models.")
     parser.add_argument("--host", help="Bind address; default 127.0.0.1 (settings).")
-    parser.add_argument("--port", type=int, help="HTTP port; default 8080 (settings).")
-    parser.add_argument("--workers", type=int, help="Worker processes; default 1 (settings).")
-    parser.add_argument("--max-instances", type=int, default=256, help="Instances per request.")
+    parser.add_argument("--port", type=_int_in(1, 65535), help="HTTP port; default 8080 (settings).")
+    parser.add_argument("--workers", type=_int_in(1, 32), help="Worker processes; default 1 (settings).")
+    parser.add_argument("--max-instances", type=_int_in(1, 10_000), default=256, help="Instances per request.")
     parser.add_argument("--spec", help="Dataset spec; must be the one the model directory carries.")
     args = parser.parse_args(argv)
     disable_telemetry()

@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xgboost as xgb
@@ -121,36 +121,14 @@ class DrillFault(ScoringFailed):
     """A fault injected by the deployment record's ``drill`` (answered 500, counted as an error)."""
 
 
-class FeatureSource:
-    """What the predictor needs from a feature store (Feast in production, see ``FeastSource``)."""
+class FeatureSource(Protocol):
+    """What the predictor needs from a feature store: ``riskloop.features.store.OnlineFeatures`` in production
+    (Feast's online store; a dead or hung Redis is a ``FeatureStoreError`` within its socket timeout, with no
+    thread of its own), :class:`NoFeatures` for overhead benchmarks."""
 
-    def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
-        raise NotImplementedError
+    def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]: ...
 
-    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
-        raise NotImplementedError
-
-
-class FeastSource(FeatureSource):
-    """The Feast online store (sqlite locally, Redis on the cluster), called on the request path.
-
-    A store that is down must cost a request a clear 503 within ``timeout_seconds``, not
-    the Redis client's retries with backoff: ``OnlineFeatures`` talks to Redis with that
-    socket timeout and no retries, and to sqlite (a local file) directly, so no call needs
-    a thread of its own (a thread hand-off per call cost more than the lookup itself).
-    """
-
-    def __init__(self, store: Any, service: str, *, timeout_seconds: float = 2.0) -> None:
-        from riskloop.features.store import OnlineFeatures
-
-        self.online = OnlineFeatures(store, service, timeout_seconds=timeout_seconds)
-        self.timeout_seconds = timeout_seconds
-
-    def lookup(self, rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], list[CardState], list[bool]]:
-        return self.online.lookup(rows)
-
-    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None:
-        self.online.push(card_ids, states, at)
+    def push(self, card_ids: Sequence[str], states: Sequence[CardState], at: Sequence[datetime]) -> None: ...
 
 
 @dataclass
@@ -166,7 +144,7 @@ class Runtime:
             self.prediction_log.close()
 
 
-class NoFeatures(FeatureSource):
+class NoFeatures:
     """Serve without a feature store: every card is unknown, store features are missing (NaN).
 
     For measuring the server's own overhead (``riskloop serve --features none``),
@@ -674,7 +652,6 @@ def _json_float(v: float) -> float:
 
 __all__ = [
     "DrillFault",
-    "FeastSource",
     "FeatureSource",
     "FeatureStoreUnavailable",
     "FraudModel",

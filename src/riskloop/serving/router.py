@@ -324,8 +324,8 @@ class Pinned:
     """One model version served under its name, with the router's interface (no record, no split)."""
 
     def __init__(self, model: ScoringModel) -> None:
-        self.model = model
-        self.name = model.name
+        self.model, self.name = model, model.name
+        self._routes = Routes(Deployment(model_name=model.name, champion_version=model.model_version), model, None)
 
     @property
     def ready(self) -> bool:
@@ -348,7 +348,7 @@ class Pinned:
         self.model.stop()
 
     def versions(self) -> list[str]:
-        return [self.model.model_version]
+        return self._routes.versions()
 
     async def predict(
         self,
@@ -361,14 +361,16 @@ class Pinned:
         started: float | None = None,
         where: str = "instances",
     ) -> tuple[ScoringModel, list[Scored]]:
-        if version is not None and version != self.model.model_version:
-            raise NotFound(
-                f"model {self.name} has no version {version!r} served here; served: {self.model.model_version}"
-            )
-        scored = self.model.predict(
-            instances, request_id=request_id, explain=explain, reasons=reasons, started=started, where=where
+        return await dispatch(
+            self._routes,
+            instances,
+            request_id=request_id,
+            explain=explain,
+            reasons=reasons,
+            version=version,
+            started=time.perf_counter() if started is None else started,
+            where=where,
         )
-        return self.model, scored
 
 
 class _ProcessState:

@@ -153,19 +153,12 @@ def _iso_only(value: Any) -> Any:
 
 
 class Envelope(BaseModel):
+    """A V1 body's envelope: its raw instances and what the client asked for besides the scores."""
+
     model_config = ConfigDict(extra="forbid")
     instances: list[Any] = Field(min_length=1)
     explain: StrictBool = False
     reasons: StrictInt = Field(default=0, ge=0, le=MAX_REASONS)
-
-
-@dataclass(frozen=True)
-class V1Envelope:
-    """A V1 body whose envelope is valid: its raw instances and what the client asked for besides the scores."""
-
-    instances: list[Any]
-    explain: bool
-    reasons: int
 
 
 def _field_problems(prefix: str, exc: ValidationError) -> list[tuple[str, str]]:
@@ -184,7 +177,7 @@ def _loc(prefix: str, loc: Sequence[int | str]) -> str:
     return out
 
 
-def parse_envelope(body: Any) -> V1Envelope:
+def parse_envelope(body: Any) -> Envelope:
     """Validate a V1 body's envelope (its instances are validated per model: :func:`parse_instances`)."""
     if not isinstance(body, Mapping):
         raise RequestError([("<body>", "must be a JSON object with an 'instances' list")])
@@ -192,7 +185,7 @@ def parse_envelope(body: Any) -> V1Envelope:
         env = Envelope.model_validate(body)
     except ValidationError as exc:
         raise RequestError([(_loc("", e["loc"]).lstrip(".") or "<body>", e["msg"]) for e in exc.errors()]) from exc
-    return V1Envelope(env.instances, env.explain, env.reasons)
+    return env
 
 
 def reasons_parameter(parameters: Any) -> int:
